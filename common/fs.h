@@ -1,0 +1,52 @@
+// File-system helpers returning absl::Status (errno mapped by ErrnoToStatus).
+//
+//   ASSIGN_OR_RETURN(std::string text, common::ReadFile(path));
+//   RETURN_IF_ERROR(common::WriteFileAtomic(path, bytes));   // tmp + fsync + rename
+//   ASSIGN_OR_RETURN(common::TempDir tmp, common::TempDir::Create("farm-test"));
+#ifndef FARM_COMMON_FS_H_
+#define FARM_COMMON_FS_H_
+
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+
+namespace common {
+
+absl::StatusOr<std::string> ReadFile(const std::string& path);
+// Writes `data` to a temporary file beside `path`, fsyncs it, renames it over `path` and
+// fsyncs the directory: after return, the new content survives a crash.
+absl::Status WriteFileAtomic(const std::string& path, absl::string_view data, int mode = 0644);
+// mkdir -p.
+absl::Status MakeDirs(const std::string& path, int mode = 0755);
+// rm -rf; a missing path is OK. Does not cross into other mounts' content (no special care
+// beyond unlinking: callers unmount first).
+absl::Status RemoveAll(const std::string& path);
+bool PathExists(const std::string& path);
+// Joins path components with single slashes ("a/" + "/b" → "a/b").
+std::string JoinPath(absl::string_view a, absl::string_view b);
+// Lexically cleans a slash-separated path like Go's path.Clean ("a//b/../c/." → "a/c").
+std::string CleanPath(absl::string_view path);
+
+// A directory removed (recursively) when the object is destroyed.
+class TempDir {
+ public:
+  // Creates a fresh directory under $TEST_TMPDIR, $TMPDIR or /tmp.
+  static absl::StatusOr<TempDir> Create(absl::string_view prefix);
+  TempDir(TempDir&& other) noexcept : path_(std::move(other.path_)) { other.path_.clear(); }
+  TempDir& operator=(TempDir&& other) noexcept;
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  ~TempDir();
+
+  const std::string& path() const { return path_; }
+
+ private:
+  explicit TempDir(std::string path) : path_(std::move(path)) {}
+  std::string path_;
+};
+
+}  // namespace common
+
+#endif  // FARM_COMMON_FS_H_

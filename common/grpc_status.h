@@ -1,0 +1,16 @@
+// The one place where absl::Status and grpc::Status are converted (codes map 1:1).
+#ifndef FARM_COMMON_GRPC_STATUS_H_
+#define FARM_COMMON_GRPC_STATUS_H_
+
+#include <grpcpp/support/status.h>
+
+#include "absl/status/status.h"
+
+namespace common {
+
+grpc::Status ToGrpcStatus(const absl::Status& status);
+absl::Status FromGrpcStatus(const grpc::Status& status);
+
+}  // namespace common
+
+#endif  // FARM_COMMON_GRPC_STATUS_H_

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs every Debian package Farm needs to build, test and benchmark. Idempotent: when all
+# are present it only checks (well under a second) and touches nothing.
+#   tools/setup.sh
+set -euo pipefail
+
+packages=(
+  # build
+  bazel-bootstrap g++ clang clang-format libclang-rt-14-dev python3
+  protobuf-compiler protobuf-compiler-grpc libgrpc++-dev libprotobuf-dev libabsl-dev
+  librocksdb-dev libssl-dev libarchive-dev libcurl4-openssl-dev nlohmann-json3-dev
+  libzstd-dev zlib1g-dev libgtest-dev libgmock-dev libbenchmark-dev libcap-dev
+  # run and test: sandbox, base images, registries, reference tools
+  iproute2 busybox-static debootstrap docker-registry apache2-utils skopeo umoci
+  oci-image-tool buildah hyperfine bc curl ca-certificates git tar gzip zstd xz-utils bzip2
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  exit 0
+fi
+echo "setup: installing ${missing[*]}" >&2
+sudo=""
+[ "$(id -u)" -eq 0 ] || sudo="sudo"
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -q
+$sudo apt-get install -y -q "${missing[@]}"
