@@ -690,10 +690,14 @@ class Planner {
   absl::Status PlanStage(int idx, Position ref_pos) {
     if (state_[idx] == 2) return absl::OkStatus();
     if (state_[idx] == 1) {
-      return Err(ref_pos, absl::StrCat("circular dependency: stage ", StageLabel(idx),
-                                       " depends on itself"));
+      std::vector<std::string> cycle;
+      auto it = std::find(stack_.begin(), stack_.end(), idx);
+      for (; it != stack_.end(); ++it) cycle.push_back(StageLabel(*it));
+      cycle.push_back(StageLabel(idx));
+      return Err(ref_pos, absl::StrCat("stage cycle: ", absl::StrJoin(cycle, " -> ")));
     }
     state_[idx] = 1;
+    stack_.push_back(idx);
     const dockerfile::Stage& ds = df_.stages[idx];
     Stage st;
     st.index = idx;
@@ -795,6 +799,7 @@ class Planner {
     st.final_chain = ss.chain;
     planned_[idx] = std::move(st);
     state_[idx] = 2;
+    stack_.pop_back();
     order_.push_back(idx);
     return absl::OkStatus();
   }
@@ -806,8 +811,14 @@ class Planner {
 
   void NoteUndefined(const dockerfile::ShellLex::Result& r, Position pos) {
     for (const std::string& v : r.unmatched) {
-      warnings_.push_back(absl::StrCat(df_.filename, ":", pos.line, ":", pos.column,
-                                       ": UndefinedVar: usage of undefined variable '$", v, "'"));
+      Warn(absl::StrCat(df_.filename, ":", pos.line, ":", pos.column,
+                        ": UndefinedVar: usage of undefined variable '$", v, "'"));
+    }
+  }
+
+  void Warn(std::string w) {
+    if (std::find(warnings_.begin(), warnings_.end(), w) == warnings_.end()) {
+      warnings_.push_back(std::move(w));
     }
   }
 
@@ -868,7 +879,7 @@ class Planner {
 
   void Finish(StageState& ss, Step step, const image::ContainerConfig& before) {
     step.config = ss.st->config.config;
-    step.changes = DiffConfig(before, step.config);
+    for (std::string& c : DiffConfig(before, step.config)) step.changes.push_back(std::move(c));
     if (step.kind == StepKind::kMetadata) {
       step.chain = ss.chain;
       if (step.instruction.empty()) step.instruction = step.created_by;
@@ -1246,11 +1257,18 @@ class Planner {
     step->key = KeyOf(step->preimage);
     step->chain = step->key;
     ss.chain = step->chain;
-    step->instruction = absl::StrCat(
-        "RUN ", c.command.prepend_shell ? (args.empty() ? "" : args.back()) : JsonArray(args));
-    if (c.command.prepend_shell && !c.heredocs.empty()) {
-      step->instruction = absl::StrCat("RUN ", c.command.args.empty() ? "" : c.command.args[0]);
+    std::string flags;
+    for (int i = 0; i < run->mounts_size(); ++i) {
+      absl::StrAppend(&flags, "--mount=", mount_canon[i].substr(0, mount_canon[i].find(' ')), " ");
     }
+    if (run->network() != "default") absl::StrAppend(&flags, "--network=", run->network(), " ");
+    if (run->security() != "sandbox") {
+      absl::StrAppend(&flags, "--security=", run->security(), " ");
+    }
+    step->instruction =
+        absl::StrCat("RUN ", flags,
+                     c.command.prepend_shell ? (c.command.args.empty() ? "" : c.command.args[0])
+                                             : JsonArray(args));
     // History: BuildKit's runCommandString, "|N K=V ... argv # buildkit".
     std::vector<std::string> hist;
     std::vector<std::string> declared;
@@ -1429,6 +1447,7 @@ class Planner {
   std::vector<std::optional<Stage>> planned_;
   std::vector<int> state_;
   std::vector<int> order_;
+  std::vector<int> stack_;  // stages being planned, outermost first
   std::vector<std::string> warnings_;
   bool context_warned_ = false;
 };
@@ -1526,6 +1545,11 @@ std::string PlanToText(const Plan& plan) {
       absl::StrAppend(&out, "  ", st.pos.line, ": ", st.from_onbuild ? "(ONBUILD) " : "",
                       st.instruction, "\n");
       if (!st.key.empty()) absl::StrAppend(&out, "      key ", st.key.substr(0, 16), "\n");
+      for (const auto& [k, v] : st.preimage) {
+        if (k == "inputs" || k == "url" || k == "heredoc" || k == "file") {
+          absl::StrAppend(&out, "      ", k, " ", v, "\n");
+        }
+      }
       for (const std::string& c : st.changes) absl::StrAppend(&out, "      config ", c, "\n");
     }
   }
