@@ -581,8 +581,15 @@ absl::StatusOr<Heredoc> ParseHeredocWord(absl::string_view src) {
   h.name = (*words)[0];
   h.expand = quotes((*words)[0]) == quotes((*raw)[0]);
   h.chomp = chomp;
-  h.fd = 0;
-  for (char c : fd) h.fd = h.fd * 10 + (c - '0');
+  int64_t fd_value = 0;
+  for (char c : fd) {
+    fd_value = fd_value * 10 + (c - '0');
+    if (fd_value > 1024) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("invalid file descriptor \"", fd, "\" in heredoc \"", src, "\""));
+    }
+  }
+  h.fd = static_cast<int>(fd_value);
   return h;
 }
 

@@ -33,34 +33,49 @@ bool IsSpecialParam(int c) {
 }
 
 // Shell pattern (for ${v#p}, ${v%p}, ${v/p/r}) matching a whole string: '*' any string, '?'
-// any character, [...] a class ([!...] or [^...] negated), '\' escapes.
-bool ShellMatch(absl::string_view p, size_t pi, absl::string_view s, size_t si) {
-  while (pi < p.size()) {
-    char c = p[pi];
-    if (c == '*') {
-      while (pi < p.size() && p[pi] == '*') ++pi;
-      if (pi == p.size()) return true;
-      for (size_t k = si; k <= s.size(); ++k) {
-        if (ShellMatch(p, pi, s, k)) return true;
+// any character, [...] a class ([!...] or [^...] negated), '\' escapes. Compiled into tokens
+// and matched with the two-pointer star backtracking algorithm: O(len(p) * len(s)), so no
+// pattern can make it exponential.
+struct PatToken {
+  enum Kind { kLiteral, kAny, kStar, kClass } kind;
+  char c = 0;
+  bool negated = false;
+  std::vector<std::pair<char, char>> ranges;
+  bool Matches(char x) const {
+    switch (kind) {
+      case kLiteral:
+        return x == c;
+      case kAny:
+        return true;
+      case kClass: {
+        bool in = false;
+        for (const auto& [lo, hi] : ranges) in |= (x >= lo && x <= hi);
+        return in != negated;
       }
-      return false;
+      case kStar:
+        return false;
     }
-    if (si >= s.size()) return false;
-    if (c == '?') {
-      ++pi;
-      ++si;
-      continue;
-    }
-    if (c == '[') {
-      size_t j = pi + 1;
-      bool neg = false;
+    return false;
+  }
+};
+
+std::vector<PatToken> CompilePattern(absl::string_view p) {
+  std::vector<PatToken> out;
+  for (size_t i = 0; i < p.size(); ++i) {
+    char c = p[i];
+    if (c == '*') {
+      if (out.empty() || out.back().kind != PatToken::kStar) out.push_back({PatToken::kStar});
+    } else if (c == '?') {
+      out.push_back({PatToken::kAny});
+    } else if (c == '[') {
+      size_t j = i + 1;
+      PatToken t{PatToken::kClass};
       if (j < p.size() && (p[j] == '!' || p[j] == '^')) {
-        neg = true;
+        t.negated = true;
         ++j;
       }
-      bool match = false;
-      bool closed = false;
       size_t start = j;
+      bool closed = false;
       while (j < p.size()) {
         if (p[j] == ']' && j > start) {
           closed = true;
@@ -73,27 +88,46 @@ bool ShellMatch(absl::string_view p, size_t pi, absl::string_view s, size_t si) 
           hi = p[j + 2];
           j += 2;
         }
-        if (s[si] >= lo && s[si] <= hi) match = true;
+        t.ranges.push_back({lo, hi});
         ++j;
       }
-      if (!closed) {
-        // Not a class: a literal '['.
-        if (s[si] != '[') return false;
-        ++pi;
-        ++si;
-        continue;
+      if (closed) {
+        out.push_back(std::move(t));
+        i = j;
+      } else {
+        PatToken lit{PatToken::kLiteral};
+        lit.c = '[';
+        out.push_back(lit);
       }
-      if (match == neg) return false;
-      pi = j + 1;
-      ++si;
-      continue;
+    } else {
+      if (c == '\\' && i + 1 < p.size()) c = p[++i];
+      PatToken lit{PatToken::kLiteral};
+      lit.c = c;
+      out.push_back(lit);
     }
-    if (c == '\\' && pi + 1 < p.size()) c = p[++pi];
-    if (s[si] != c) return false;
-    ++pi;
-    ++si;
   }
-  return si == s.size();
+  return out;
+}
+
+bool ShellMatch(const std::vector<PatToken>& p, absl::string_view s) {
+  size_t pi = 0, si = 0;
+  size_t star = std::string::npos, mark = 0;
+  while (si < s.size()) {
+    if (pi < p.size() && p[pi].kind == PatToken::kStar) {
+      star = pi++;
+      mark = si;
+    } else if (pi < p.size() && p[pi].Matches(s[si])) {
+      ++pi;
+      ++si;
+    } else if (star != std::string::npos) {
+      pi = star + 1;
+      si = ++mark;
+    } else {
+      return false;
+    }
+  }
+  while (pi < p.size() && p[pi].kind == PatToken::kStar) ++pi;
+  return pi == p.size();
 }
 
 class ShellWord {
@@ -419,16 +453,18 @@ class ShellWord {
     }
   }
 
-  static std::string TrimPrefix(absl::string_view pattern, const std::string& value, bool greedy) {
+  static std::string TrimPrefix(absl::string_view pattern_text, const std::string& value,
+                                bool greedy) {
+    std::vector<PatToken> pattern = CompilePattern(pattern_text);
     if (greedy) {
       for (size_t n = value.size() + 1; n-- > 0;) {
-        if (ShellMatch(pattern, 0, absl::string_view(value).substr(0, n), 0)) {
+        if (ShellMatch(pattern, absl::string_view(value).substr(0, n))) {
           return value.substr(n);
         }
       }
     } else {
       for (size_t n = 0; n <= value.size(); ++n) {
-        if (ShellMatch(pattern, 0, absl::string_view(value).substr(0, n), 0)) {
+        if (ShellMatch(pattern, absl::string_view(value).substr(0, n))) {
           return value.substr(n);
         }
       }
@@ -436,16 +472,18 @@ class ShellWord {
     return value;
   }
 
-  static std::string TrimSuffix(absl::string_view pattern, const std::string& value, bool greedy) {
+  static std::string TrimSuffix(absl::string_view pattern_text, const std::string& value,
+                                bool greedy) {
+    std::vector<PatToken> pattern = CompilePattern(pattern_text);
     if (greedy) {
       for (size_t start = 0; start <= value.size(); ++start) {
-        if (ShellMatch(pattern, 0, absl::string_view(value).substr(start), 0)) {
+        if (ShellMatch(pattern, absl::string_view(value).substr(start))) {
           return value.substr(0, start);
         }
       }
     } else {
       for (size_t start = value.size() + 1; start-- > 0;) {
-        if (ShellMatch(pattern, 0, absl::string_view(value).substr(start), 0)) {
+        if (ShellMatch(pattern, absl::string_view(value).substr(start))) {
           return value.substr(0, start);
         }
       }
@@ -453,28 +491,39 @@ class ShellWord {
     return value;
   }
 
-  // Leftmost-longest match of `pattern` in `value`, replaced once or everywhere.
-  static std::string Replace(const std::string& value, absl::string_view pattern,
+  // Leftmost-longest match of `pattern` in `value`, replaced once or everywhere. An empty
+  // pattern replaces nothing (as in bash); an empty match still moves on by one character.
+  static std::string Replace(const std::string& value, absl::string_view pattern_text,
                              absl::string_view replacement, bool all) {
+    if (pattern_text.empty()) return value;
+    std::vector<PatToken> pattern = CompilePattern(pattern_text);
     std::string out;
     size_t pos = 0;
     while (pos <= value.size()) {
       bool found = false;
-      for (size_t start = pos; start <= value.size() && !found; ++start) {
-        for (size_t end = value.size() + 1; end-- > start;) {
-          if (end == start && !pattern.empty()) break;  // never replace an empty match
-          if (ShellMatch(pattern, 0, absl::string_view(value).substr(start, end - start), 0)) {
-            out.append(value, pos, start - pos);
-            out.append(replacement.data(), replacement.size());
-            pos = end;
+      size_t start = pos;
+      size_t end = 0;
+      for (; start <= value.size() && !found; ++start) {
+        for (end = value.size() + 1; end-- > start;) {
+          if (ShellMatch(pattern, absl::string_view(value).substr(start, end - start))) {
             found = true;
             break;
           }
         }
+        if (found) break;
       }
-      if (!found || !all) break;
+      if (!found) break;
+      out.append(value, pos, start - pos);
+      out.append(replacement.data(), replacement.size());
+      if (end == start) {  // empty match: keep one character and move past it
+        if (start < value.size()) out.push_back(value[start]);
+        pos = start + 1;
+      } else {
+        pos = end;
+      }
+      if (!all) break;
     }
-    out.append(value, std::min(pos, value.size()), std::string::npos);
+    if (pos < value.size()) out.append(value, pos, std::string::npos);
     return out;
   }
 

@@ -80,6 +80,12 @@ TEST(ShellLexTest, PatternModifiers) {
   EXPECT_EQ(*lex.ProcessWord("${F##*.}", e), "gz");
   EXPECT_EQ(*lex.ProcessWord("${P//\\//_}", e), "_a_b_c");
   EXPECT_EQ(*lex.ProcessWord("${P/b/X}", e), "/a/X/c");
+  // Found by the fuzzer: an empty pattern in replace-all looped forever.
+  EXPECT_EQ(*lex.ProcessWord("${P///-}", e), "/a/b/c");
+  EXPECT_EQ(*lex.ProcessWord("${P//*/}", e), "");
+  // Many stars must not make matching exponential.
+  std::vector<std::string> big = {"V=" + std::string(2000, 'a')};
+  EXPECT_EQ(*lex.ProcessWord("${V%%*****************b}", EnvFromList(&big)), big[0].substr(2));
 }
 
 }  // namespace
