@@ -900,7 +900,8 @@ class Planner {
   // Key material for the files a source selects in the context (or an error naming them).
   absl::Status ContextInputs(StageState& ss, const std::vector<std::string>& paths, bool parents,
                              const std::vector<std::string>& excludes, Position pos,
-                             std::vector<std::pair<std::string, std::string>>* pre) {
+                             std::vector<std::pair<std::string, std::string>>* pre,
+                             std::vector<std::string>* listing = nullptr) {
     if (opts_.context == nullptr) {
       pre->push_back({"inputs", "context not hashed"});
       if (!context_warned_) {
@@ -954,6 +955,11 @@ class Planner {
             }
             h.Update(line);
             h.Update("\n");
+            if (listing != nullptr) {
+              listing->push_back(absl::StrCat(m.path.empty() ? "." : m.path,
+                                              rel.empty() ? "" : "/", rel, "\t",
+                                              line.substr(line.find('\t') + 1)));
+            }
             return absl::OkStatus();
           });
       if (!s.ok()) return Err(pos, s.message());
@@ -1380,7 +1386,7 @@ class Planner {
       cp->mutable_source()->mutable_layers();
     } else {
       if (!paths.empty()) {
-        absl::Status s = ContextInputs(ss, paths, c.parents, excludes, pos, &pre);
+        absl::Status s = ContextInputs(ss, paths, c.parents, excludes, pos, &pre, &step->inputs);
         if (!s.ok()) return s;
       }
       *cp->mutable_source()->mutable_context() = opts_.context_root;

@@ -88,6 +88,9 @@ struct Step {
   std::string key;            // hex; empty for metadata-only steps
   std::string chain;          // hex: the filesystem after this step
   std::vector<std::pair<std::string, std::string>> preimage;
+  // COPY/ADD from the context: one line per selected entry, "path\ttype\tmode\tdigest" (what
+  // the "inputs" preimage line hashes), so a miss can name the file that changed.
+  std::vector<std::string> inputs;
   // For layer-producing steps: the request to execute, complete except for `parents` and the
   // Source.layers of sources named in `copy_from` / `mount_from` (known only after those
   // stages are built).
