@@ -11,6 +11,7 @@ namespace cli {
 using Args = std::vector<std::string>;
 
 int RunVersion(const Args& args);
+int RunCache(const Args& args);  // cmd_cache.cc: farm cache stats|gc
 
 }  // namespace cli
 

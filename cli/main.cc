@@ -17,6 +17,7 @@ struct Command {
 // Only commands that exist are listed: `farm --help` is accurate.
 const Command kCommands[] = {
     {"version", "Show the Farm version", cli::RunVersion},
+    {"cache", "Show and enforce the cache's size budget (stats, gc)", cli::RunCache},
 };
 
 void PrintUsage(std::ostream& out) {

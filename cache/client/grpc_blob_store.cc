@@ -423,6 +423,8 @@ GrpcBlobStore::GrpcBlobStore(std::unique_ptr<reapi::ContentAddressableStorage::S
     : stubs_(new Stubs{std::move(cas), std::move(bytestream), std::move(admin)}),
       options_(options) {}
 
+GrpcBlobStore::~GrpcBlobStore() = default;
+
 absl::StatusOr<std::vector<Digest>> GrpcBlobStore::FindMissing(absl::Span<const Digest> digests) {
   std::vector<const Digest*> unique;
   absl::flat_hash_set<Digest> seen;

@@ -68,6 +68,7 @@ class GrpcBlobStore final : public BlobStore {
           cas,
       std::unique_ptr<google::bytestream::ByteStream::StubInterface> bytestream,
       std::unique_ptr<farm::v1::CacheAdmin::StubInterface> admin, const Options& options);
+  ~GrpcBlobStore() override;
 
   absl::StatusOr<std::vector<Digest>> FindMissing(absl::Span<const Digest> digests) override;
   absl::StatusOr<std::unique_ptr<BlobReader>> OpenRead(const Digest& digest, int64_t offset,

@@ -501,7 +501,8 @@ class WriteReactor final : public grpc::ServerReadReactor<bs::WriteRequest> {
     }
     absl::Status s = Handle();
     if (!s.ok()) {
-      Release(/*park=*/false);
+      // A transient store failure keeps what was received, for the client to resume.
+      Release(/*park=*/absl::IsUnavailable(s));
       Finish(common::ToGrpcStatus(s));
       return;
     }
