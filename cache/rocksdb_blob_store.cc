@@ -452,13 +452,10 @@ absl::StatusOr<std::unique_ptr<RocksDbBlobStore::Impl>> RocksDbBlobStore::Impl::
   const std::string& dir = options.dir;
   const std::string context = absl::StrCat("cache directory ", dir);
   RETURN_IF_ERROR(common::Annotate(common::MakeDirs(dir), context));
-  std::string tmp = common::JoinPath(dir, "tmp");
-  // Writes in progress when the last process ended are abandoned: their files go.
-  RETURN_IF_ERROR(common::Annotate(common::RemoveAll(tmp), context));
   for (const char* sub : {"db", "chunks", "tmp"}) {
     RETURN_IF_ERROR(common::Annotate(common::MakeDirs(common::JoinPath(dir, sub)), context));
   }
-  std::string probe = common::JoinPath(tmp, "probe");
+  std::string probe = common::JoinPath(dir, absl::StrCat(".probe-", getpid()));
   absl::Status writable = common::WriteFileAtomic(probe, "probe");
   if (!writable.ok()) return common::Annotate(writable, absl::StrCat(context, " is not writable"));
   unlink(probe.c_str());
@@ -481,12 +478,17 @@ absl::StatusOr<std::unique_ptr<RocksDbBlobStore::Impl>> RocksDbBlobStore::Impl::
     return absl::InvalidArgumentError(
         absl::StrCat("max size ", max_size, " bytes is below the minimum of 32MiB"));
   }
+
+  std::unique_ptr<Impl> impl(new Impl(options, max_size));
+  // RocksDB's lock proves no other process uses the directory; only then touch its files.
+  RETURN_IF_ERROR(impl->OpenDb());
   if (max_size != stored) {
     RETURN_IF_ERROR(common::WriteFileAtomic(size_file, absl::StrCat(max_size, "\n")));
   }
-
-  std::unique_ptr<Impl> impl(new Impl(options, max_size));
-  RETURN_IF_ERROR(impl->OpenDb());
+  // Writes in progress when the last process ended are abandoned: their files go.
+  std::string tmp = common::JoinPath(dir, "tmp");
+  RETURN_IF_ERROR(common::Annotate(common::RemoveAll(tmp), context));
+  RETURN_IF_ERROR(common::Annotate(common::MakeDirs(tmp), context));
   RETURN_IF_ERROR(impl->Recover());
   return impl;
 }
@@ -555,6 +557,7 @@ absl::Status RocksDbBlobStore::Impl::OpenDb() {
     chunks_cf.table_factory.reset(rocksdb::NewBlockBasedTableFactory(bt));
   }
   chunk_options_ = rocksdb::Options(dbo, chunks_cf);
+  chunk_options_.bytes_per_sync = 0;
 
   std::vector<rocksdb::ColumnFamilyDescriptor> cfs = {
       {rocksdb::kDefaultColumnFamilyName, default_cf}, {std::string(format::kCfMeta), meta_cf},
