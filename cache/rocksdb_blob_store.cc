@@ -311,6 +311,13 @@ class LargeWriter : public BlobWriter {
                                                        impl->chunks_cf(),
                                                        /*invalidate_page_cache=*/false);
     RETURN_IF_ERROR(FromRocks(w->sst_->Open(w->path_), absl::StrCat("creating ", w->path_)));
+    int fd = open(w->path_.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd >= 0) {
+      w->writeback_fd_ = std::shared_ptr<int>(new int(fd), [](int* p) {
+        close(*p);
+        delete p;
+      });
+    }
     return std::unique_ptr<BlobWriter>(std::move(w));
   }
 
@@ -377,9 +384,17 @@ class LargeWriter : public BlobWriter {
         reservation_(std::move(reservation)) {}
 
   absl::Status PutChunk(absl::string_view chunk) {
-    return FromRocks(sst_->Put(format::ChunkKey(key_, next_index_++), S(chunk)),
-                     absl::StrCat("writing ", path_));
+    RETURN_IF_ERROR(FromRocks(sst_->Put(format::ChunkKey(key_, next_index_++), S(chunk)),
+                              absl::StrCat("writing ", path_)));
+    // Let the kernel write back what is behind us while we receive and hash the rest.
+    int64_t size = static_cast<int64_t>(sst_->FileSize());
+    if (writeback_fd_ && size - written_back_ >= kWritebackStep) {
+      impl_->StartWriteback(writeback_fd_, written_back_, size);
+      written_back_ = size;
+    }
+    return absl::OkStatus();
   }
+  static constexpr int64_t kWritebackStep = 8 << 20;
 
   RocksDbBlobStore::Impl* impl_;
   Digest digest_;
@@ -393,6 +408,8 @@ class LargeWriter : public BlobWriter {
   uint32_t next_index_ = 0;
   absl::Status status_;
   bool done_ = false;
+  std::shared_ptr<int> writeback_fd_;  // shared with queued write-back jobs
+  int64_t written_back_ = 0;
 };
 
 }  // namespace
@@ -426,9 +443,39 @@ RocksDbBlobStore::Impl::Impl(const RocksDbStoreOptions& options, int64_t max_siz
   StoreTuning t = TuneFor(max_size);
   limit_ = max_size - t.headroom;
   low_water_ = t.low_water;
+  writeback_thread_ = std::thread([this] { WritebackLoop(); });
+}
+
+void RocksDbBlobStore::Impl::StartWriteback(std::shared_ptr<int> fd, int64_t from, int64_t to) {
+  absl::MutexLock lock(&writeback_mu_);
+  writeback_jobs_.push_back(WritebackJob{std::move(fd), from, to});
+}
+
+void RocksDbBlobStore::Impl::WritebackLoop() {
+  for (;;) {
+    WritebackJob job;
+    {
+      absl::MutexLock lock(&writeback_mu_);
+      writeback_mu_.Await(absl::Condition(
+          +[](Impl* impl) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+            return impl->writeback_stop_ || !impl->writeback_jobs_.empty();
+          },
+          this));
+      if (writeback_jobs_.empty()) return;  // stopping
+      job = std::move(writeback_jobs_.front());
+      writeback_jobs_.pop_front();
+    }
+    // May block while the device queue is full: that is why it runs here, not in the writer.
+    sync_file_range(*job.fd, job.from, job.to - job.from, SYNC_FILE_RANGE_WRITE);
+  }
 }
 
 RocksDbBlobStore::Impl::~Impl() {
+  {
+    absl::MutexLock lock(&writeback_mu_);
+    writeback_stop_ = true;
+  }
+  if (writeback_thread_.joinable()) writeback_thread_.join();
   if (db_ == nullptr) return;
   for (rocksdb::ColumnFamilyHandle* h : {default_, meta_, small_, chunks_, lru_, ac_}) {
     if (h != nullptr) db_->DestroyColumnFamilyHandle(h);

@@ -14,8 +14,10 @@
 #include <rocksdb/options.h>
 
 #include <atomic>
+#include <deque>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
@@ -87,6 +89,10 @@ class RocksDbBlobStore::Impl {
   const std::string& tmp_dir() const { return tmp_dir_; }
   int64_t chunk_size() const { return options_.chunk_size; }
   std::string NewTempPath();
+  // Starts write-back of bytes [from, to) of an open file in the background (no waiting), so
+  // that the fsync at Commit finds little left to write. `fd` must stay open until the
+  // returned generation is done: see WaitWriteback.
+  void StartWriteback(std::shared_ptr<int> fd, int64_t from, int64_t to);
 
  private:
   struct Victim {
@@ -170,6 +176,17 @@ class RocksDbBlobStore::Impl {
   std::atomic<int64_t> evicted_ac_{0};
 
   std::atomic<uint64_t> temp_seq_{0};
+
+  // The write-back thread (StartWriteback).
+  struct WritebackJob {
+    std::shared_ptr<int> fd;
+    int64_t from = 0, to = 0;
+  };
+  void WritebackLoop();
+  absl::Mutex writeback_mu_;
+  std::deque<WritebackJob> writeback_jobs_ ABSL_GUARDED_BY(writeback_mu_);
+  bool writeback_stop_ ABSL_GUARDED_BY(writeback_mu_) = false;
+  std::thread writeback_thread_;
 
   mutable absl::Mutex pin_mu_ ABSL_ACQUIRED_AFTER(budget_mu_);
   absl::flat_hash_map<std::string, int> readers_ ABSL_GUARDED_BY(pin_mu_);
