@@ -229,7 +229,6 @@ int main(int argc, char** argv) {
                                     10000.0 * ln / absl::ToDoubleSeconds(ld))});
   }
 
-  absl::Duration hash_free;  // time inside the store only, for the in-process figures
   // Writes and reads of unique blobs of a given size through GrpcBlobStore.
   auto blob_case = [&](const std::string& label, int64_t size, int64_t count_hint) {
     std::vector<std::string> datas;
@@ -258,23 +257,6 @@ int main(int argc, char** argv) {
             "read");
     });
     std::string note = absl::StrFormat("%.0f blobs/s", writes / absl::ToDoubleSeconds(wd));
-    if (size >= kMiB) {
-      // The store alone, in-process (no gRPC), on fresh blobs of the same size.
-      int64_t direct = 0;
-      auto [dn, dd] = Timed(seconds / 2, 2, [&](int64_t i) {
-        std::string data = datas[static_cast<size_t>(i) % datas.size()];
-        data[0] ^= static_cast<char>(1 + i / static_cast<int64_t>(datas.size()));
-        data[1] ^= static_cast<char>(i);
-        Digest dg = common::DigestOf(data);
-        absl::Time t0 = absl::Now();
-        Check(rocks->WriteBlob(dg, data), "direct write");
-        direct += size;
-        hash_free += absl::Now() - t0;
-      });
-      absl::StrAppend(&note, absl::StrFormat("; store alone, in-process: %s",
-                                             Rate(static_cast<double>(direct), hash_free)));
-      hash_free = absl::ZeroDuration();
-    }
     rows.push_back({absl::StrCat("write ", label, " blobs"), Rate(static_cast<double>(written), wd),
                     "", note});
     rows.push_back({absl::StrCat("read ", label, " blobs"), Rate(static_cast<double>(read), rd), "",
