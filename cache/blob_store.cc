@@ -5,6 +5,31 @@
 
 namespace cache {
 
+absl::Status BlobStore::Read(const Digest& digest, int64_t offset, int64_t limit,
+                             const ReadSink& sink) {
+  ASSIGN_OR_RETURN(std::unique_ptr<BlobReader> reader, OpenRead(digest, offset, limit));
+  for (;;) {
+    ASSIGN_OR_RETURN(absl::string_view chunk, reader->Next());
+    if (chunk.empty()) return absl::OkStatus();
+    RETURN_IF_ERROR(sink(chunk));
+  }
+}
+
+absl::StatusOr<std::vector<absl::Status>> BlobStore::BatchWrite(absl::Span<const BlobData> blobs) {
+  std::vector<absl::Status> out;
+  out.reserve(blobs.size());
+  for (const BlobData& b : blobs) out.push_back(WriteBlob(b.digest, b.data));
+  return out;
+}
+
+absl::StatusOr<std::vector<absl::StatusOr<std::string>>> BlobStore::BatchRead(
+    absl::Span<const Digest> digests) {
+  std::vector<absl::StatusOr<std::string>> out;
+  out.reserve(digests.size());
+  for (const Digest& d : digests) out.push_back(ReadBlob(d));
+  return out;
+}
+
 absl::StatusOr<bool> BlobStore::Has(const Digest& digest) {
   ASSIGN_OR_RETURN(std::vector<Digest> missing, FindMissing({digest}));
   return missing.empty();

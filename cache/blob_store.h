@@ -10,6 +10,14 @@
 //   RETURN_IF_ERROR(writer->Commit());            // verifies size + SHA-256, then visible
 //   RETURN_IF_ERROR(store->Read(digest, 0, 0, [&](absl::string_view c) { ...; return OK; }));
 //
+//   // Pull-style reading (streaming servers, resumable downloads):
+//   ASSIGN_OR_RETURN(auto reader, store->OpenRead(digest, /*offset=*/4096, /*limit=*/0));
+//   for (;;) {
+//     ASSIGN_OR_RETURN(absl::string_view chunk, reader->Next());
+//     if (chunk.empty()) break;  // end of the requested range
+//     ...
+//   }
+//
 // Invariants every implementation keeps:
 //   - A blob becomes visible (FindMissing, Read) only when whole and verified: its bytes hash
 //     to its digest and its size matches. A failed or abandoned write leaves nothing visible.
@@ -54,6 +62,22 @@ class BlobWriter {
   virtual absl::Status Commit() = 0;
 };
 
+// A pull-style read of one blob range, opened by BlobStore::OpenRead. While it is open the blob
+// is not evicted. Not thread-safe (one reader per object).
+class BlobReader {
+ public:
+  virtual ~BlobReader() = default;
+  // Returns the next bytes of the range (at most about 1 MiB), or an empty view once the range
+  // is exhausted. The view stays valid until the next call or the reader's destruction.
+  virtual absl::StatusOr<absl::string_view> Next() = 0;
+};
+
+// One blob for BlobStore::BatchWrite.
+struct BlobData {
+  Digest digest;
+  absl::string_view data;
+};
+
 class BlobStore {
  public:
   using Ptr = std::shared_ptr<BlobStore>;
@@ -66,8 +90,15 @@ class BlobStore {
   // Streams bytes [offset, offset + limit) of the blob to `sink` in chunks (at most 1 MiB
   // each, never the whole blob in memory); limit 0 means "to the end". NOT_FOUND if absent;
   // OUT_OF_RANGE if offset > size; INVALID_ARGUMENT if offset or limit is negative.
+  // The default implementation drives OpenRead.
   virtual absl::Status Read(const Digest& digest, int64_t offset, int64_t limit,
-                            const ReadSink& sink) = 0;
+                            const ReadSink& sink);
+
+  // Opens bytes [offset, offset + limit) of the blob for pull-style reading (limit 0: to the
+  // end). Errors are reported here, before any byte: NOT_FOUND if absent, OUT_OF_RANGE if
+  // offset > size, INVALID_ARGUMENT if offset or limit is negative.
+  virtual absl::StatusOr<std::unique_ptr<BlobReader>> OpenRead(const Digest& digest, int64_t offset,
+                                                               int64_t limit) = 0;
 
   // Starts writing `digest`. When the blob is already present an implementation may return a
   // writer that discards the bytes and whose Commit returns OK.
@@ -82,6 +113,14 @@ class BlobStore {
   virtual absl::StatusOr<Lease> AcquireLease(absl::Span<const Digest> digests,
                                              absl::Duration ttl) = 0;
   virtual absl::Status ReleaseLease(const std::string& lease_id) = 0;
+
+  // Batch operations for small blobs (REAPI BatchUpdateBlobs / BatchReadBlobs). The outer
+  // status fails the whole call (e.g. UNAVAILABLE); otherwise there is one status per blob,
+  // in the order given. Implementations may commit a batch in one durable write or one RPC;
+  // the defaults loop over WriteBlob / ReadBlob.
+  virtual absl::StatusOr<std::vector<absl::Status>> BatchWrite(absl::Span<const BlobData> blobs);
+  virtual absl::StatusOr<std::vector<absl::StatusOr<std::string>>> BatchRead(
+      absl::Span<const Digest> digests);
 
   // Conveniences built on the methods above.
   absl::StatusOr<bool> Has(const Digest& digest);

@@ -13,6 +13,7 @@ using Args = std::vector<std::string>;
 int RunVersion(const Args& args);
 int RunParse(const Args& args);
 int RunPlan(const Args& args);
+int RunCache(const Args& args);  // cmd_cache.cc: farm cache stats|gc
 
 }  // namespace cli
 

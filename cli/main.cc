@@ -19,6 +19,7 @@ const Command kCommands[] = {
     {"parse", "Parse a Dockerfile and print its syntax tree as JSON", cli::RunParse},
     {"plan", "Plan a build: stages, keyed steps and config changes", cli::RunPlan},
     {"version", "Show the Farm version", cli::RunVersion},
+    {"cache", "Show and enforce the cache's size budget (stats, gc)", cli::RunCache},
 };
 
 void PrintUsage(std::ostream& out) {

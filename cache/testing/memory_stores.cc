@@ -73,6 +73,38 @@ absl::Status MemoryBlobStore::Read(const Digest& digest, int64_t offset, int64_t
   return absl::OkStatus();
 }
 
+namespace {
+
+// Serves a copy of the requested range in chunks of at most 1 MiB.
+class MemoryBlobReader : public BlobReader {
+ public:
+  explicit MemoryBlobReader(std::string data) : data_(std::move(data)) {}
+  absl::StatusOr<absl::string_view> Next() override {
+    absl::string_view rest = absl::string_view(data_).substr(pos_);
+    rest = rest.substr(0, std::min<size_t>(rest.size(), 1 << 20));
+    pos_ += rest.size();
+    return rest;
+  }
+
+ private:
+  std::string data_;
+  size_t pos_ = 0;
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<BlobReader>> MemoryBlobStore::OpenRead(const Digest& digest,
+                                                                      int64_t offset,
+                                                                      int64_t limit) {
+  std::string range;
+  absl::Status s = Read(digest, offset, limit, [&range](absl::string_view chunk) {
+    range.append(chunk.data(), chunk.size());
+    return absl::OkStatus();
+  });
+  if (!s.ok()) return s;
+  return std::unique_ptr<BlobReader>(new MemoryBlobReader(std::move(range)));
+}
+
 absl::StatusOr<std::unique_ptr<BlobWriter>> MemoryBlobStore::BeginWrite(const Digest& digest) {
   return std::unique_ptr<BlobWriter>(new MemoryBlobWriter(this, digest));
 }

@@ -23,6 +23,8 @@ class MemoryBlobStore : public BlobStore {
   absl::StatusOr<std::vector<Digest>> FindMissing(absl::Span<const Digest> digests) override;
   absl::Status Read(const Digest& digest, int64_t offset, int64_t limit,
                     const ReadSink& sink) override;
+  absl::StatusOr<std::unique_ptr<BlobReader>> OpenRead(const Digest& digest, int64_t offset,
+                                                       int64_t limit) override;
   absl::StatusOr<std::unique_ptr<BlobWriter>> BeginWrite(const Digest& digest) override;
   absl::StatusOr<Lease> AcquireLease(absl::Span<const Digest> digests, absl::Duration ttl) override;
   absl::Status ReleaseLease(const std::string& lease_id) override;

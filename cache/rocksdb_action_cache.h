@@ -1,0 +1,60 @@
+// RocksDbActionCache: the action cache stored in the same RocksDB instance as a
+// RocksDbBlobStore ("ac" column family), sharing its budget and LRU.
+//
+//   ASSIGN_OR_RETURN(std::shared_ptr<cache::RocksDbBlobStore> cas, RocksDbBlobStore::Create(o));
+//   ASSIGN_OR_RETURN(std::shared_ptr<cache::RocksDbActionCache> ac,
+//                    cache::RocksDbActionCache::Create(cas));
+//   RETURN_IF_ERROR(ac->Update("pr/123", action_digest, result.SerializeAsString()));
+//   absl::StatusOr<std::string> hit = ac->Get({"pr/123", "main"}, action_digest);
+//
+// Completeness. Update and Get parse the ActionResult and check that every blob it names is
+// in the CAS: output_files' digests, stdout_digest and stderr_digest, each output directory's
+// Tree blob (and root_directory_digest when set) and every file inside each Tree. Update
+// refuses an incomplete result (FAILED_PRECONDITION naming the first missing blob). Get treats
+// an entry whose blobs were evicted since as a miss: it tries the next scope, and removes the
+// dead entry. A hit refreshes the recency of the entry and of every blob it names.
+//
+// Values are kept byte for byte: Get returns exactly the bytes given to Update.
+// Scopes are any string without NUL bytes (REAPI instance names map 1:1 to scopes).
+// Thread-safe.
+#ifndef FARM_CACHE_ROCKSDB_ACTION_CACHE_H_
+#define FARM_CACHE_ROCKSDB_ACTION_CACHE_H_
+
+#include <memory>
+#include <string>
+
+#include "cache/action_cache.h"
+#include "cache/rocksdb_blob_store.h"
+
+namespace cache {
+
+class RocksDbActionCache final : public ActionCache {
+ public:
+  struct Options {
+    // Tree blobs larger than this are not read for the completeness check (the entry is then
+    // treated as incomplete).
+    int64_t max_tree_size = 256 << 20;
+  };
+  // `store` owns the database; the action cache keeps it alive.
+  static absl::StatusOr<std::unique_ptr<RocksDbActionCache>> Create(
+      std::shared_ptr<RocksDbBlobStore> store, const Options& options);
+  static absl::StatusOr<std::unique_ptr<RocksDbActionCache>> Create(
+      std::shared_ptr<RocksDbBlobStore> store) {
+    return Create(std::move(store), Options());
+  }
+
+  absl::StatusOr<std::string> Get(absl::Span<const std::string> scopes,
+                                  const common::Digest& key) override;
+  absl::Status Update(const std::string& scope, const common::Digest& key,
+                      absl::string_view action_result) override;
+
+ private:
+  RocksDbActionCache(std::shared_ptr<RocksDbBlobStore> store, const Options& options)
+      : store_(std::move(store)), options_(options) {}
+  std::shared_ptr<RocksDbBlobStore> store_;
+  Options options_;
+};
+
+}  // namespace cache
+
+#endif  // FARM_CACHE_ROCKSDB_ACTION_CACHE_H_

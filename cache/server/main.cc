@@ -1,0 +1,99 @@
+// farm-cache: Farm's cache server. Flags and wiring only; see cache_server.h.
+#include <grpc/support/log.h>
+#include <signal.h>
+
+#include <cstdio>
+#include <iostream>
+
+#include "absl/strings/str_cat.h"
+#include "cache/rocksdb_action_cache.h"
+#include "cache/rocksdb_blob_store.h"
+#include "cache/server/cache_server.h"
+#include "common/flags.h"
+
+namespace {
+
+int Fail(const std::string& message, int code = 1) {
+  std::cerr << "farm-cache: " << message << std::endl;
+  return code;
+}
+
+// gRPC logs errors on its own; keep them one line and ours.
+void GrpcLog(gpr_log_func_args* args) {
+  if (args->severity < GPR_LOG_SEVERITY_ERROR) return;
+  fprintf(stderr, "farm-cache: grpc: %s\n", args->message);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string listen = "127.0.0.1:9092";
+  std::string dir;
+  int64_t max_size = 0;
+  std::vector<std::string> fallback_scopes, instance_names;
+  common::FlagSet fs("farm-cache --dir DIR [--listen HOST:PORT] [--max-size SIZE]",
+                     "Serves Farm's cache (CAS + action cache) as REAPI v2 on one port: Bazel\n"
+                     "can use it with --remote_cache=grpc://HOST:PORT. Instance names are\n"
+                     "action-cache scopes. Stop it with SIGTERM or SIGINT.");
+  fs.String("listen", 0, &listen,
+            "Address to serve on (port 0 picks a free one; the bound address is printed)",
+            "HOST:PORT");
+  fs.String("dir", 0, &dir, "Cache directory (created if missing)", "DIR");
+  fs.Size("max-size", 0, &max_size,
+          "Hard ceiling on disk use, e.g. 100G (default: the size the directory was last "
+          "opened with, or 10% of its file system)");
+  fs.Repeated("fallback-scope", 0, &fallback_scopes,
+              "Action-cache scope read after the instance's own (repeatable, in order)", "SCOPE");
+  fs.Repeated("instance-name", 0, &instance_names,
+              "Serve only these instance names (repeatable; default: any)", "NAME");
+  auto positionals = fs.Parse(std::vector<std::string>(argv + 1, argv + argc));
+  if (!positionals.ok()) return Fail(std::string(positionals.status().message()), 2);
+  if (fs.help_requested()) {
+    std::cout << fs.Help();
+    return 0;
+  }
+  if (!positionals->empty())
+    return Fail(absl::StrCat("unexpected argument \"", (*positionals)[0], "\""), 2);
+  if (dir.empty()) return Fail("--dir is required", 2);
+  if (fs.WasSet("max-size") && max_size <= 0) return Fail("--max-size must be positive", 2);
+
+  if (absl::Status s = cache::server::ProbeListenAddress(listen); !s.ok()) {
+    return Fail(std::string(s.message()));
+  }
+
+  // Block the stop signals before any thread starts, so only sigwait below sees them.
+  sigset_t stop;
+  sigemptyset(&stop);
+  sigaddset(&stop, SIGINT);
+  sigaddset(&stop, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &stop, nullptr);
+  gpr_set_log_function(GrpcLog);
+
+  cache::RocksDbStoreOptions store_options;
+  store_options.dir = dir;
+  store_options.max_size = max_size;
+  auto store = cache::RocksDbBlobStore::Create(store_options);
+  if (!store.ok()) return Fail(std::string(store.status().message()));
+  std::shared_ptr<cache::RocksDbBlobStore> cas = *std::move(store);
+  auto ac = cache::RocksDbActionCache::Create(cas);
+  if (!ac.ok()) return Fail(std::string(ac.status().message()));
+
+  cache::server::CacheServerOptions options;
+  options.listen = listen;
+  options.cas = cas;
+  options.action_cache = *std::move(ac);
+  options.admin = cas;
+  options.fallback_scopes = fallback_scopes;
+  options.instance_names = instance_names;
+  auto server = cache::server::CacheServer::Start(std::move(options));
+  if (!server.ok()) return Fail(std::string(server.status().message()));
+
+  std::cout << "farm-cache: listening on " << (*server)->address() << " (dir " << dir
+            << ", max size " << common::HumanSize(cas->max_size()) << ")" << std::endl;
+  int sig = 0;
+  sigwait(&stop, &sig);
+  std::cout << "farm-cache: " << (sig == SIGINT ? "SIGINT" : "SIGTERM") << ", shutting down"
+            << std::endl;
+  (*server)->Shutdown(absl::Seconds(5));
+  return 0;
+}
