@@ -1,0 +1,140 @@
+#include "worker/layer/layer_io.h"
+
+#include <fcntl.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+#include "common/status_util.h"
+#include "worker/layer/tar_reader.h"
+#include "worker/layer/tar_writer.h"
+#include "worker/layer/unpack.h"
+
+namespace layer {
+namespace {
+
+// Appends to a file descriptor.
+class FdSink : public ByteSink {
+ public:
+  explicit FdSink(int fd) : fd_(fd) {}
+  absl::Status Write(absl::string_view data) override {
+    while (!data.empty()) {
+      ssize_t n = write(fd_, data.data(), data.size());
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        return common::ErrnoToStatus(errno, "write layer spool file");
+      }
+      data.remove_prefix(static_cast<size_t>(n));
+    }
+    return absl::OkStatus();
+  }
+
+ private:
+  int fd_;
+};
+
+absl::StatusOr<int> CreateSpoolFile(const std::string& dir) {
+  std::string base = dir;
+  if (base.empty()) {
+    const char* tmp = getenv("TMPDIR");
+    base = tmp != nullptr && *tmp != '\0' ? tmp : "/tmp";
+  }
+  std::string path = base + "/farm-layer-XXXXXX";
+  std::vector<char> buf(path.begin(), path.end());
+  buf.push_back('\0');
+  int fd = mkostemp(buf.data(), O_CLOEXEC);
+  if (fd < 0) return common::ErrnoToStatus(errno, absl::StrCat("create spool file in ", base));
+  unlink(buf.data());
+  return fd;
+}
+
+absl::Status Upload(int fd, const common::Digest& digest, cache::BlobStore* cas) {
+  ASSIGN_OR_RETURN(std::vector<common::Digest> missing, cas->FindMissing({digest}));
+  if (missing.empty()) return absl::OkStatus();
+  ASSIGN_OR_RETURN(std::unique_ptr<cache::BlobWriter> writer, cas->BeginWrite(digest));
+  std::vector<char> buf(1 << 20);
+  int64_t offset = 0;
+  while (offset < digest.size_bytes) {
+    ssize_t n = pread(fd, buf.data(), buf.size(), offset);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return common::ErrnoToStatus(errno, "read layer spool file");
+    }
+    if (n == 0) return absl::InternalError("layer spool file is shorter than written");
+    RETURN_IF_ERROR(writer->Append(absl::string_view(buf.data(), static_cast<size_t>(n))));
+    offset += n;
+  }
+  return writer->Commit();
+}
+
+}  // namespace
+
+absl::StatusOr<WrittenLayer> WriteLayerFromDir(const std::string& dir, const WriteOptions& options,
+                                               cache::BlobStore* cas) {
+  ASSIGN_OR_RETURN(int fd, CreateSpoolFile(options.spool_dir));
+  struct Closer {
+    int fd;
+    ~Closer() { close(fd); }
+  } closer{fd};
+
+  FdSink file(fd);
+  HashingSink compressed(&file);
+  ASSIGN_OR_RETURN(std::unique_ptr<Compressor> compressor,
+                   Compressor::Create(options.compression, &compressed));
+  HashingSink uncompressed(compressor.get());
+  TarWriter tar(&uncompressed);
+  DiffOptions diff;
+  diff.clamp_mtime = options.source_date_epoch;
+  diff.normalize_tree = options.normalize_tree;
+  WrittenLayer out;
+  ASSIGN_OR_RETURN(out.stats, WriteOverlayDirAsTar(dir, diff, &tar));
+  RETURN_IF_ERROR(tar.Finish());
+  RETURN_IF_ERROR(compressor->Finish());
+  out.diff_id = uncompressed.Finish();
+  out.blob = compressed.Finish();
+  out.media_type = LayerMediaType(options.compression.compression);
+  out.empty = out.stats.entries == 0;
+  if (out.empty) return out;
+  RETURN_IF_ERROR(common::Annotate(Upload(fd, out.blob, cas),
+                                   absl::StrCat("storing layer ", out.blob.OciString())));
+  return out;
+}
+
+absl::StatusOr<UnpackedLayer> UnpackLayerBlob(cache::BlobStore* cas, const common::Digest& blob,
+                                              const common::Digest& diff_id,
+                                              const std::string& dest) {
+  OverlayUnpacker unpacker(dest);
+  TarReader reader(&unpacker);
+  HashingSink uncompressed(&reader);
+  std::unique_ptr<Decompressor> decompressor = Decompressor::Create(&uncompressed);
+  HashingSink compressed(decompressor.get());
+  std::string context = absl::StrCat("unpacking layer ", blob.OciString());
+  RETURN_IF_ERROR(common::Annotate(
+      cas->Read(blob, 0, 0, [&](absl::string_view chunk) { return compressed.Write(chunk); }),
+      context));
+  RETURN_IF_ERROR(common::Annotate(decompressor->Finish(), context));
+  common::Digest got_blob = compressed.Finish();
+  if (got_blob != blob) {
+    return absl::DataLossError(absl::StrCat(context, ": the CAS returned bytes hashing to ",
+                                            got_blob.OciString(), " (", got_blob.size_bytes,
+                                            " bytes)"));
+  }
+  RETURN_IF_ERROR(common::Annotate(reader.Finish(), context));
+  common::Digest got_diff = uncompressed.Finish();
+  if (got_diff.hash != diff_id.hash ||
+      (diff_id.size_bytes != 0 && got_diff.size_bytes != diff_id.size_bytes)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(context, ": its uncompressed content hashes to ", got_diff.OciString(),
+                     " but the descriptor says diff_id ", diff_id.OciString()));
+  }
+  RETURN_IF_ERROR(common::Annotate(unpacker.Finish(), context));
+  UnpackedLayer out;
+  out.disk_bytes = unpacker.disk_bytes();
+  out.format = decompressor->format();
+  return out;
+}
+
+}  // namespace layer
