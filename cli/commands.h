@@ -11,6 +11,8 @@ namespace cli {
 using Args = std::vector<std::string>;
 
 int RunVersion(const Args& args);
+int RunParse(const Args& args);
+int RunPlan(const Args& args);
 
 }  // namespace cli
 

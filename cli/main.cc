@@ -16,6 +16,8 @@ struct Command {
 
 // Only commands that exist are listed: `farm --help` is accurate.
 const Command kCommands[] = {
+    {"parse", "Parse a Dockerfile and print its syntax tree as JSON", cli::RunParse},
+    {"plan", "Plan a build: stages, keyed steps and config changes", cli::RunPlan},
     {"version", "Show the Farm version", cli::RunVersion},
 };
 

@@ -1,0 +1,85 @@
+#include "cli/build_inputs.h"
+
+#include <cstdlib>
+#include <iostream>
+#include <iterator>
+
+#include "absl/strings/str_cat.h"
+#include "common/fs.h"
+#include "common/status_macros.h"
+#include "common/status_util.h"
+#include "scheduler/dockerfile/parser.h"
+
+namespace cli {
+
+void BuildInputFlags::Register(common::FlagSet* fs) {
+  fs->String("file", 'f', &file, "Name of the Dockerfile (default: PATH/Dockerfile; - for stdin)");
+  fs->Repeated("build-arg", 0, &build_args, "Set build-time variables (NAME=VALUE)", "list");
+  fs->String("target", 0, &target, "Set the target build stage to build");
+  fs->String("platform", 0, &platform, "Set the target platform for the build");
+  fs->Bool("preserve-permissions", 0, &preserve_permissions,
+           "Keep (and key on) the full permission bits of context files instead of "
+           "normalizing them to 0644/0755");
+}
+
+absl::StatusOr<std::map<std::string, std::string>> BuildInputFlags::BuildArgs() const {
+  std::map<std::string, std::string> out;
+  for (const std::string& a : build_args) {
+    size_t eq = a.find('=');
+    if (eq == 0)
+      return absl::InvalidArgumentError(absl::StrCat("--build-arg \"", a, "\": no name"));
+    if (eq == std::string::npos) {
+      const char* v = getenv(a.c_str());
+      if (v != nullptr) out[a] = v;
+      continue;
+    }
+    out[a.substr(0, eq)] = a.substr(eq + 1);
+  }
+  return out;
+}
+
+absl::StatusOr<PreparedBuild> PrepareBuild(const BuildInputFlags& flags,
+                                           const std::string& context_dir,
+                                           image::BaseImageResolver* resolver,
+                                           const farm::v1::LayerOptions& layer_options,
+                                           const std::string* stdin_dockerfile) {
+  PreparedBuild p;
+  p.dockerfile_path = flags.file.empty() ? common::JoinPath(context_dir, "Dockerfile") : flags.file;
+  if (p.dockerfile_path == "-") {
+    if (stdin_dockerfile != nullptr) {
+      p.dockerfile_text = *stdin_dockerfile;
+    } else {
+      p.dockerfile_text = std::string(std::istreambuf_iterator<char>(std::cin), {});
+    }
+  } else {
+    absl::StatusOr<std::string> text = common::ReadFile(p.dockerfile_path);
+    if (!text.ok()) {
+      return common::Annotate(text.status(), "reading the Dockerfile");
+    }
+    p.dockerfile_text = *std::move(text);
+  }
+  std::string name = p.dockerfile_path == "-" ? "<stdin>" : p.dockerfile_path;
+  ASSIGN_OR_RETURN(dockerfile::SyntaxTree tree, dockerfile::Parse(p.dockerfile_text, name));
+  ASSIGN_OR_RETURN(p.dockerfile, dockerfile::BuildInstructions(tree));
+
+  ASSIGN_OR_RETURN(
+      std::vector<std::string> ignore,
+      buildctx::LoadIgnorePatterns(context_dir, p.dockerfile_path == "-" ? "" : p.dockerfile_path));
+  buildctx::SnapshotOptions so;
+  so.preserve_permissions = flags.preserve_permissions;
+  ASSIGN_OR_RETURN(p.context, buildctx::Snapshot::FromDirectory(context_dir, ignore, so));
+
+  plan::PlanOptions po;
+  ASSIGN_OR_RETURN(po.build_args, flags.BuildArgs());
+  po.target = flags.target;
+  po.platform = flags.platform;
+  po.resolver = resolver;
+  po.context = &p.context->tree();
+  po.context_root = p.context->root();
+  po.layer_options = layer_options;
+  po.layer_options.set_preserve_permissions(flags.preserve_permissions);
+  ASSIGN_OR_RETURN(p.plan, plan::MakePlan(p.dockerfile, po));
+  return p;
+}
+
+}  // namespace cli

@@ -1,0 +1,52 @@
+// What `farm plan`, `farm build` and `farm submit` share: the docker-build flags that choose
+// the Dockerfile and its inputs, and the front end run over them (read the Dockerfile, snapshot
+// the context with .dockerignore, parse, build instructions, plan).
+#ifndef FARM_CLI_BUILD_INPUTS_H_
+#define FARM_CLI_BUILD_INPUTS_H_
+
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "common/flags.h"
+#include "farm/v1/step.pb.h"
+#include "scheduler/context/context.h"
+#include "scheduler/dockerfile/instructions.h"
+#include "scheduler/image/resolver.h"
+#include "scheduler/plan/planner.h"
+
+namespace cli {
+
+struct BuildInputFlags {
+  std::string file;                      // -f
+  std::vector<std::string> build_args;   // --build-arg
+  std::string target;                    // --target
+  std::string platform = "linux/amd64";  // --platform
+  bool preserve_permissions = false;     // --preserve-permissions
+
+  void Register(common::FlagSet* fs);
+  // --build-arg values as a map; "NAME" alone takes $NAME from the environment (or is dropped
+  // if unset), as docker does.
+  absl::StatusOr<std::map<std::string, std::string>> BuildArgs() const;
+};
+
+struct PreparedBuild {
+  std::string dockerfile_path;  // "-" for stdin
+  std::string dockerfile_text;
+  std::unique_ptr<buildctx::Snapshot> context;
+  dockerfile::Dockerfile dockerfile;
+  plan::Plan plan;
+};
+
+// Runs the front end. `resolver` may be null (FROM images get placeholder keys).
+absl::StatusOr<PreparedBuild> PrepareBuild(const BuildInputFlags& flags,
+                                           const std::string& context_dir,
+                                           image::BaseImageResolver* resolver,
+                                           const farm::v1::LayerOptions& layer_options = {},
+                                           const std::string* stdin_dockerfile = nullptr);
+
+}  // namespace cli
+
+#endif  // FARM_CLI_BUILD_INPUTS_H_

@@ -1,0 +1,50 @@
+// farm plan: the whole front end (parse, instructions, planner) over a build context,
+// printing the stages, the content-keyed steps and the config changes.
+#include <cstdlib>
+#include <iostream>
+
+#include "absl/strings/str_cat.h"
+#include "cli/build_inputs.h"
+#include "cli/commands.h"
+#include "common/flags.h"
+#include "scheduler/plan/planner.h"
+
+namespace cli {
+
+int RunPlan(const Args& args) {
+  common::FlagSet fs("farm plan [OPTIONS] PATH",
+                     "Plan a build without running it: stages, steps with their cache keys,\n"
+                     "and the image config changes of every instruction. PATH is the build\n"
+                     "context. The JSON form (--format json) is stable; see README.");
+  BuildInputFlags in;
+  in.Register(&fs);
+  std::string format = "text";
+  fs.String("format", 0, &format, "Output format: text or json");
+  auto pos = fs.Parse(args);
+  if (!pos.ok()) {
+    std::cerr << "farm plan: " << pos.status().message() << "\n";
+    return 2;
+  }
+  if (fs.help_requested()) {
+    std::cout << fs.Help();
+    return 0;
+  }
+  if (pos->size() != 1) {
+    std::cerr << "farm plan: requires exactly 1 argument (the build context)\n";
+    return 2;
+  }
+  if (format != "text" && format != "json") {
+    std::cerr << "farm plan: --format must be text or json\n";
+    return 2;
+  }
+  absl::StatusOr<PreparedBuild> prepared = PrepareBuild(in, (*pos)[0], /*resolver=*/nullptr);
+  if (!prepared.ok()) {
+    std::cerr << "farm plan: " << prepared.status().message() << "\n";
+    return 1;
+  }
+  std::cout << (format == "json" ? plan::PlanToJson(prepared->plan)
+                                 : plan::PlanToText(prepared->plan));
+  return 0;
+}
+
+}  // namespace cli

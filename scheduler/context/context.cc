@@ -1,0 +1,321 @@
+#include "scheduler/context/context.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "build/bazel/remote/execution/v2/remote_execution.pb.h"
+#include "common/fs.h"
+#include "common/patternmatcher.h"
+#include "common/status_macros.h"
+#include "common/status_util.h"
+
+namespace buildctx {
+
+namespace {
+
+namespace reapi = build::bazel::remote::execution::v2;
+
+struct Entry {
+  std::string path;  // relative
+  copy::FileInfo info;
+};
+
+absl::Status HashFile(const std::string& path, int64_t expect_size, common::Digest* out) {
+  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+  if (fd < 0) return common::ErrnoToStatus(errno, absl::StrCat("open ", path));
+  common::Sha256 h;
+  std::vector<char> buf(1 << 20);
+  while (true) {
+    ssize_t n = read(fd, buf.data(), buf.size());
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      int e = errno;
+      close(fd);
+      return common::ErrnoToStatus(e, absl::StrCat("read ", path));
+    }
+    if (n == 0) break;
+    h.Update(buf.data(), static_cast<size_t>(n));
+  }
+  close(fd);
+  *out = h.Finish();
+  if (out->size_bytes != expect_size) {
+    return absl::AbortedError(absl::StrCat(path, " changed while the context was being read"));
+  }
+  return absl::OkStatus();
+}
+
+class Walker {
+ public:
+  Walker(std::string root, const common::PatternMatcher& ignore, bool preserve)
+      : root_(std::move(root)), ignore_(ignore), preserve_(preserve) {}
+
+  absl::Status Walk(const std::string& rel, std::vector<Entry>* out) {
+    std::string dir = rel.empty() ? root_ : common::JoinPath(root_, rel);
+    DIR* d = opendir(dir.c_str());
+    if (d == nullptr) return common::ErrnoToStatus(errno, absl::StrCat("opendir ", dir));
+    std::vector<std::string> names;
+    while (struct dirent* e = readdir(d)) {
+      std::string n = e->d_name;
+      if (n == "." || n == "..") continue;
+      names.push_back(std::move(n));
+    }
+    closedir(d);
+    std::sort(names.begin(), names.end());
+    for (const std::string& name : names) {
+      std::string child = rel.empty() ? name : absl::StrCat(rel, "/", name);
+      std::string host = common::JoinPath(root_, child);
+      struct stat st;
+      if (lstat(host.c_str(), &st) != 0) {
+        if (errno == ENOENT) continue;  // removed while walking
+        return common::ErrnoToStatus(errno, absl::StrCat("lstat ", host));
+      }
+      bool excluded = !ignore_.empty() && ignore_.Matches(child);
+      copy::FileInfo fi;
+      fi.mode = st.st_mode & 07777;
+      if (S_ISDIR(st.st_mode)) {
+        if (excluded && !ignore_.has_exclusions()) continue;
+        fi.type = copy::FileType::kDirectory;
+        if (!preserve_) fi.mode = 0755;
+        size_t at = out->size();
+        out->push_back(Entry{child, fi});
+        RETURN_IF_ERROR(Walk(child, out));
+        // An excluded directory stays only as the parent of something re-included.
+        if (excluded && out->size() == at + 1) out->pop_back();
+        continue;
+      }
+      if (excluded) continue;
+      if (S_ISREG(st.st_mode)) {
+        fi.type = copy::FileType::kRegular;
+        fi.size = st.st_size;
+        if (!preserve_) fi.mode = (st.st_mode & 0111) ? 0755 : 0644;
+      } else if (S_ISLNK(st.st_mode)) {
+        fi.type = copy::FileType::kSymlink;
+        fi.mode = 0777;
+        std::vector<char> buf(static_cast<size_t>(st.st_size) + 1 > 4096
+                                  ? static_cast<size_t>(st.st_size) + 1
+                                  : 4096);
+        ssize_t n = readlink(host.c_str(), buf.data(), buf.size());
+        if (n < 0) return common::ErrnoToStatus(errno, absl::StrCat("readlink ", host));
+        fi.link_target.assign(buf.data(), static_cast<size_t>(n));
+      } else {
+        continue;  // sockets, devices, FIFOs are not part of a build context
+      }
+      out->push_back(Entry{child, fi});
+    }
+    return absl::OkStatus();
+  }
+
+ private:
+  std::string root_;
+  const common::PatternMatcher& ignore_;
+  bool preserve_;
+};
+
+}  // namespace
+
+absl::StatusOr<std::vector<std::string>> LoadIgnorePatterns(const std::string& context_dir,
+                                                            const std::string& dockerfile_path) {
+  std::vector<std::string> candidates;
+  if (!dockerfile_path.empty()) candidates.push_back(dockerfile_path + ".dockerignore");
+  candidates.push_back(common::JoinPath(context_dir, ".dockerignore"));
+  for (const std::string& c : candidates) {
+    absl::StatusOr<std::string> text = common::ReadFile(c);
+    if (text.ok()) return common::ReadIgnoreFile(*text);
+    if (!absl::IsNotFound(text.status())) return text.status();
+  }
+  return std::vector<std::string>();
+}
+
+absl::StatusOr<std::unique_ptr<Snapshot>> Snapshot::FromDirectory(
+    const std::string& dir, const std::vector<std::string>& ignore_patterns,
+    const SnapshotOptions& options) {
+  struct stat st;
+  if (stat(dir.c_str(), &st) != 0) {
+    return common::ErrnoToStatus(errno, absl::StrCat("build context ", dir));
+  }
+  if (!S_ISDIR(st.st_mode)) {
+    return absl::InvalidArgumentError(absl::StrCat("build context ", dir, " is not a directory"));
+  }
+  absl::StatusOr<common::PatternMatcher> ignore = common::PatternMatcher::Create(ignore_patterns);
+  if (!ignore.ok()) return common::Annotate(ignore.status(), ".dockerignore");
+
+  std::vector<Entry> entries;
+  Walker walker(dir, *ignore, options.preserve_permissions);
+  RETURN_IF_ERROR(walker.Walk("", &entries));
+
+  // Hash the regular files in parallel.
+  std::vector<size_t> files;
+  for (size_t i = 0; i < entries.size(); ++i) {
+    if (entries[i].info.type == copy::FileType::kRegular) files.push_back(i);
+  }
+  int threads =
+      options.threads > 0 ? options.threads : std::max(1u, std::thread::hardware_concurrency());
+  std::atomic<size_t> next{0};
+  absl::Mutex mu;
+  absl::Status first_error;
+  auto work = [&]() {
+    while (true) {
+      size_t k = next.fetch_add(1);
+      if (k >= files.size()) return;
+      Entry& e = entries[files[k]];
+      common::Digest d;
+      absl::Status s = HashFile(common::JoinPath(dir, e.path), e.info.size, &d);
+      if (!s.ok()) {
+        absl::MutexLock l(&mu);
+        if (first_error.ok()) first_error = s;
+        return;
+      }
+      e.info.digest = d;
+    }
+  };
+  std::vector<std::thread> pool;
+  for (int i = 1; i < threads && static_cast<size_t>(i) < files.size(); ++i) {
+    pool.emplace_back(work);
+  }
+  work();
+  for (std::thread& t : pool) t.join();
+  RETURN_IF_ERROR(first_error);
+
+  auto snap = std::unique_ptr<Snapshot>(new Snapshot());
+  snap->dir_ = dir;
+  std::string root_dir = dir;
+  snap->tree_ = std::make_unique<copy::IndexedTree>(
+      copy::SymlinkPolicy::kContained,
+      [root_dir](absl::string_view path, const copy::FileInfo& info,
+                 const copy::ReadSink& sink) -> absl::Status {
+        std::string host = common::JoinPath(root_dir, path);
+        int fd = open(host.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+        if (fd < 0) return common::ErrnoToStatus(errno, absl::StrCat("open ", host));
+        std::vector<char> buf(1 << 20);
+        common::Sha256 h;
+        absl::Status result;
+        while (true) {
+          ssize_t n = read(fd, buf.data(), buf.size());
+          if (n < 0) {
+            if (errno == EINTR) continue;
+            result = common::ErrnoToStatus(errno, absl::StrCat("read ", host));
+            break;
+          }
+          if (n == 0) break;
+          h.Update(buf.data(), static_cast<size_t>(n));
+          result = sink(absl::string_view(buf.data(), static_cast<size_t>(n)));
+          if (!result.ok()) break;
+        }
+        close(fd);
+        if (result.ok() && info.digest && h.Finish() != *info.digest) {
+          return absl::AbortedError(
+              absl::StrCat(host, " changed since the build context was hashed"));
+        }
+        return result;
+      },
+      [root_dir](absl::string_view path) { return common::JoinPath(root_dir, path); });
+  for (const Entry& e : entries) {
+    if (e.info.type == copy::FileType::kRegular) {
+      ++snap->file_count_;
+      snap->total_bytes_ += e.info.size;
+      snap->files_.emplace(*e.info.digest, common::JoinPath(dir, e.path));
+    }
+    snap->tree_->Add(e.path, e.info);
+  }
+
+  // The Merkle tree, bottom-up: a directory's digest needs its children's.
+  std::function<absl::StatusOr<reapi::Digest>(const std::string&)> build =
+      [&](const std::string& rel) -> absl::StatusOr<reapi::Digest> {
+    ASSIGN_OR_RETURN(std::vector<copy::DirEntry> children, snap->tree_->ReadDir(rel));
+    reapi::Directory d;
+    for (const copy::DirEntry& c : children) {
+      std::string child = rel.empty() ? c.name : absl::StrCat(rel, "/", c.name);
+      switch (c.info.type) {
+        case copy::FileType::kRegular: {
+          reapi::FileNode* f = d.add_files();
+          f->set_name(c.name);
+          f->mutable_digest()->set_hash(c.info.digest->hash);
+          f->mutable_digest()->set_size_bytes(c.info.digest->size_bytes);
+          f->set_is_executable(c.info.executable());
+          if (options.preserve_permissions) {
+            f->mutable_node_properties()->mutable_unix_mode()->set_value(c.info.mode);
+          }
+          break;
+        }
+        case copy::FileType::kDirectory: {
+          ASSIGN_OR_RETURN(reapi::Digest sub, build(child));
+          reapi::DirectoryNode* n = d.add_directories();
+          n->set_name(c.name);
+          *n->mutable_digest() = sub;
+          break;
+        }
+        case copy::FileType::kSymlink: {
+          reapi::SymlinkNode* l = d.add_symlinks();
+          l->set_name(c.name);
+          l->set_target(c.info.link_target);
+          break;
+        }
+        default:
+          break;
+      }
+    }
+    if (options.preserve_permissions && !rel.empty()) {
+      absl::StatusOr<copy::FileInfo> self = snap->tree_->Lstat(rel);
+      if (self.ok()) d.mutable_node_properties()->mutable_unix_mode()->set_value(self->mode);
+    }
+    std::string bytes;
+    d.SerializeToString(&bytes);
+    common::Digest digest = common::DigestOf(bytes);
+    snap->directories_.emplace(digest, std::move(bytes));
+    reapi::Digest out;
+    out.set_hash(digest.hash);
+    out.set_size_bytes(digest.size_bytes);
+    return out;
+  };
+  ASSIGN_OR_RETURN(reapi::Digest root, build(""));
+  snap->root_.set_digest(absl::StrCat("sha256:", root.hash()));
+  snap->root_.set_size(root.size_bytes());
+  return snap;
+}
+
+absl::StatusOr<int64_t> Snapshot::Upload(cache::BlobStore& cas) const {
+  std::vector<common::Digest> all;
+  for (const auto& [d, bytes] : directories_) all.push_back(d);
+  for (const auto& [d, path] : files_) all.push_back(d);
+  ASSIGN_OR_RETURN(std::vector<common::Digest> missing, cas.FindMissing(all));
+  int64_t written = 0;
+  for (const common::Digest& d : missing) {
+    auto dir = directories_.find(d);
+    if (dir != directories_.end()) {
+      RETURN_IF_ERROR(cas.WriteBlob(d, dir->second));
+      ++written;
+      continue;
+    }
+    const std::string& path = files_.at(d);
+    ASSIGN_OR_RETURN(std::unique_ptr<cache::BlobWriter> w, cas.BeginWrite(d));
+    int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0) return common::ErrnoToStatus(errno, absl::StrCat("open ", path));
+    std::vector<char> buf(1 << 20);
+    absl::Status s;
+    while (true) {
+      ssize_t n = read(fd, buf.data(), buf.size());
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        s = common::ErrnoToStatus(errno, absl::StrCat("read ", path));
+        break;
+      }
+      if (n == 0) break;
+      s = w->Append(absl::string_view(buf.data(), static_cast<size_t>(n)));
+      if (!s.ok()) break;
+    }
+    close(fd);
+    if (s.ok()) s = w->Commit();
+    if (!s.ok()) return common::Annotate(s, absl::StrCat("uploading context file ", path));
+    ++written;
+  }
+  return written;
+}
+
+}  // namespace buildctx

@@ -1,0 +1,78 @@
+// The build context: a directory on the client, filtered by .dockerignore, hashed by content.
+//
+// A Snapshot is what every later stage works from:
+//   - tree(): the files as a copy::SourceTree whose regular files carry their SHA-256, so the
+//     planner keys COPY steps on content (never on mtimes or the host path);
+//   - root(): the same tree as a REAPI v2 Directory Merkle tree (Directory protos and file
+//     blobs), which `farm submit` uploads (only the missing blobs) and a remote worker reads.
+// Modes are normalized as the layer will have them: 0755 for executables and directories,
+// 0644 otherwise, unless preserve_permissions keeps (and keys) all permission bits.
+//
+//   ASSIGN_OR_RETURN(auto ignore, buildctx::LoadIgnorePatterns(dir, dockerfile_path));
+//   ASSIGN_OR_RETURN(auto snap, buildctx::Snapshot::FromDirectory(dir, ignore, {}));
+//   RETURN_IF_ERROR(snap->Upload(*cas));
+#ifndef FARM_SCHEDULER_CONTEXT_CONTEXT_H_
+#define FARM_SCHEDULER_CONTEXT_CONTEXT_H_
+
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "cache/blob_store.h"
+#include "common/digest.h"
+#include "farm/v1/step.pb.h"
+#include "worker/copy/source_tree.h"
+
+namespace buildctx {
+
+struct SnapshotOptions {
+  bool preserve_permissions = false;
+  int threads = 0;  // hashing threads; 0 = one per core
+};
+
+// The patterns of `<dockerfile>.dockerignore` beside the Dockerfile if that file exists,
+// else of `<context>/.dockerignore`, else none. `dockerfile_path` may be empty.
+absl::StatusOr<std::vector<std::string>> LoadIgnorePatterns(const std::string& context_dir,
+                                                            const std::string& dockerfile_path);
+
+class Snapshot {
+ public:
+  // Walks `dir` (not following symlinks), skipping what `ignore_patterns` exclude (Docker's
+  // semantics: an excluded directory is skipped unless a "!" pattern re-includes something
+  // below it), hashing every regular file. Sockets, devices and FIFOs are skipped.
+  static absl::StatusOr<std::unique_ptr<Snapshot>> FromDirectory(
+      const std::string& dir, const std::vector<std::string>& ignore_patterns,
+      const SnapshotOptions& options);
+
+  const copy::IndexedTree& tree() const { return *tree_; }
+  const farm::v1::ContextRoot& root() const { return root_; }
+  const std::string& dir() const { return dir_; }
+  int64_t file_count() const { return file_count_; }
+  int64_t total_bytes() const { return total_bytes_; }
+
+  // The serialized Directory protos by digest (the root included).
+  const std::map<common::Digest, std::string>& directories() const { return directories_; }
+  // One host path per distinct file digest.
+  const std::map<common::Digest, std::string>& files() const { return files_; }
+
+  // Writes every Directory and file blob the CAS is missing (FindMissing first, then streams
+  // files from disk; a file that changed since it was hashed fails its write's verification
+  // and the error names it). Returns the number of blobs written.
+  absl::StatusOr<int64_t> Upload(cache::BlobStore& cas) const;
+
+ private:
+  Snapshot() = default;
+  std::string dir_;
+  std::unique_ptr<copy::IndexedTree> tree_;
+  farm::v1::ContextRoot root_;
+  std::map<common::Digest, std::string> directories_;
+  std::map<common::Digest, std::string> files_;
+  int64_t file_count_ = 0;
+  int64_t total_bytes_ = 0;
+};
+
+}  // namespace buildctx
+
+#endif  // FARM_SCHEDULER_CONTEXT_CONTEXT_H_

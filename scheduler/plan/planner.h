@@ -1,0 +1,149 @@
+// Stage 3 of the Dockerfile front end: typed instructions → a DAG of stages and content-keyed
+// steps, with the image configuration each instruction leaves behind.
+//
+// The cache-key rule, in one place (every machine computes the same key for the same inputs):
+//
+//   key(step) = sha256 of the lines, in this order,
+//     version    "farm-key-v1"
+//     parent     the chain key of the filesystem the step starts from (omitted for COPY --link)
+//     op         the canonical instruction after variable expansion (RUN: the final argv
+//                with unquoted whitespace runs collapsed, mounts, network, security; COPY/ADD:
+//                sources, absolute destination, --chown/--chmod/--parents/--exclude/--link)
+//     env        RUN only: every variable of the step's environment, i.e. the image's Env
+//                plus the stage's ARGs that have a value (proxy ARGs excluded)
+//     user, workdir, shell, platform
+//     inputs     COPY/ADD from the context: for each match, each file's relative path, type,
+//                executable bit (or full mode with preserve_permissions), SHA-256 and symlink
+//                target, never mtimes or host paths; COPY --from / mounts from a stage: that
+//                stage's chain key; from an image: its diff_id chain; heredoc bodies
+//     layer      compression, level, SOURCE_DATE_EPOCH, preserve_permissions
+//   chain(step) = key(step), except COPY --link: sha256(version, parent chain, key(step))
+//   chain(FROM scratch) = sha256(version, "FROM scratch", platform)
+//   chain(FROM image)   = sha256(version, "FROM", platform, the image's diff_ids)
+//   chain(FROM stage)   = that stage's final chain
+// Metadata-only instructions (ENV, LABEL, CMD, ENTRYPOINT, EXPOSE, USER, VOLUME, STOPSIGNAL,
+// HEALTHCHECK, SHELL, ONBUILD, MAINTAINER, ARG) change the config and have no key; they affect
+// later keys only through the fields above (env, user, workdir, shell).
+//
+// Every key keeps its preimage (the lines above), so a cache miss can be explained field by
+// field (`farm why-miss`).
+//
+//   plan::PlanOptions opts;
+//   opts.build_args = {{"VERSION", "1.2"}};
+//   opts.resolver = resolver;          // may be null: FROM images get placeholder keys
+//   opts.context = &context_tree;      // may be null: COPY from the context gets a placeholder
+//   ASSIGN_OR_RETURN(plan::Plan p, plan::MakePlan(dockerfile, opts));
+#ifndef FARM_SCHEDULER_PLAN_PLANNER_H_
+#define FARM_SCHEDULER_PLAN_PLANNER_H_
+
+#include <map>
+#include <optional>
+#include <set>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "farm/v1/step.pb.h"
+#include "scheduler/dockerfile/instructions.h"
+#include "scheduler/image/config.h"
+#include "scheduler/image/resolver.h"
+#include "worker/copy/source_tree.h"
+
+namespace plan {
+
+inline constexpr char kKeyVersion[] = "farm-key-v1";
+inline constexpr char kDefaultPath[] =
+    "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+struct PlanOptions {
+  std::map<std::string, std::string> build_args;  // --build-arg NAME=VALUE
+  std::string target;                             // --target; "" = the last stage
+  std::string platform = "linux/amd64";           // the target platform
+  std::string build_platform = "linux/amd64";     // the platform farm runs on
+  image::BaseImageResolver* resolver = nullptr;
+  // The build context, hashed (files carry digests), .dockerignore already applied.
+  const copy::SourceTree* context = nullptr;
+  farm::v1::ContextRoot context_root;  // its REAPI root Directory, for StepRequests
+  farm::v1::LayerOptions layer_options;
+};
+
+enum class StepKind { kRun, kCopy, kWorkdir, kMetadata };
+
+// Where a COPY --from / RUN --mount from= reads: another stage or an image.
+struct SourceRef {
+  int stage = -1;                             // a stage index, or -1
+  std::optional<image::ResolvedImage> image;  // an image, when stage == -1
+  std::string chain;                          // the key material it contributes
+};
+
+struct Step {
+  StepKind kind = StepKind::kMetadata;
+  std::string name;         // "RUN", "COPY", ... (ONBUILD triggers carry the trigger's name)
+  std::string instruction;  // canonical, after expansion, e.g. "COPY --chown=app a.txt /app/"
+  std::string created_by;   // the history entry's created_by, BuildKit's form
+  dockerfile::Position pos;
+  int end_line = 0;
+  bool from_onbuild = false;  // a trigger inherited from the base image
+  std::string key;            // hex; empty for metadata-only steps
+  std::string chain;          // hex: the filesystem after this step
+  std::vector<std::pair<std::string, std::string>> preimage;
+  // For layer-producing steps: the request to execute, complete except for `parents` and the
+  // Source.layers of sources named in `copy_from` / `mount_from` (known only after those
+  // stages are built).
+  farm::v1::StepRequest request;
+  std::optional<SourceRef> copy_from;
+  std::map<int, SourceRef> mount_from;  // RunOp.mounts index → source
+  // The container config after this instruction, and what the instruction changed.
+  image::ContainerConfig config;
+  std::vector<std::string> changes;
+};
+
+struct Stage {
+  int index = 0;
+  std::string name;  // lowercased AS name, "" if none
+  enum class BaseKind { kScratch, kImage, kStage } base_kind = BaseKind::kScratch;
+  std::string base_ref;  // after expansion
+  int base_stage = -1;
+  std::optional<image::ResolvedImage> base_image;
+  bool base_resolved = true;  // false: an image the resolver could not be asked about
+  std::string platform;
+  std::string base_chain;
+  std::vector<Step> steps;
+  // The final config: base config + the instructions' changes (diff_ids and history are
+  // filled by image assembly).
+  image::ImageConfig config;
+  std::string author;  // MAINTAINER
+  std::string final_chain;
+  std::set<int> depends_on;  // stages that must be built first
+  dockerfile::Position pos;
+};
+
+struct Plan {
+  std::string filename;
+  std::vector<Stage> stages;  // only the stages the target needs, in build order
+  int target = -1;            // index into `stages`
+  std::vector<std::string> warnings;
+  std::vector<std::string> unused_build_args;
+};
+
+// Plans `df` for `options.target`. Errors are INVALID_ARGUMENT/NOT_FOUND with the Dockerfile
+// position ("Dockerfile:12:3: ..."): unknown --target, stage cycles, COPY --from an unknown
+// stage that is no image, expansion errors, COPY sources missing from the context, bad
+// --mount/--chmod/EXPOSE/STOPSIGNAL values, unsupported platforms of FROM lines.
+absl::StatusOr<Plan> MakePlan(const dockerfile::Dockerfile& df, const PlanOptions& options);
+
+// Human-readable plan (`farm plan`) and the documented, stable JSON (`farm plan --format json`).
+std::string PlanToText(const Plan& plan);
+std::string PlanToJson(const Plan& plan);
+
+// Collapses runs of unquoted blanks in a shell command into one space and trims it, so that
+// re-indenting a continued RUN line does not change its key (the shell sees the same words).
+std::string NormalizeShellWhitespace(absl::string_view command);
+
+// sha256 of the preimage lines "name: value\n", hex.
+std::string KeyOf(const std::vector<std::pair<std::string, std::string>>& preimage);
+
+}  // namespace plan
+
+#endif  // FARM_SCHEDULER_PLAN_PLANNER_H_
