@@ -238,10 +238,15 @@ absl::Status BindMount(const std::string& source, const std::string& target, boo
   return absl::OkStatus();
 }
 
-absl::Status MountOverlay(const SandboxRequest& req) {
-  if (chdir(req.layer_dir().c_str()) != 0) return Errno("chdir " + req.layer_dir());
-  std::string base = absl::StrCat("lowerdir=", absl::StrJoin(req.lower_dirs(), ":"),
-                                  ",upperdir=", req.upper_dir(), ",workdir=", req.work_dir());
+// Mounts an overlay of `lowers` (relative to the current directory) at `target`; read-only
+// without an upper directory (a single lower directory then needs a second, empty one).
+absl::Status MountOverlayAt(const std::vector<std::string>& lowers, const std::string& upper,
+                            const std::string& work, const std::string& target,
+                            const std::string& empty_dir) {
+  std::vector<std::string> l = lowers;
+  if (upper.empty() && l.size() == 1) l.push_back(empty_dir);
+  std::string base = absl::StrCat("lowerdir=", absl::StrJoin(l, ":"));
+  if (!upper.empty()) absl::StrAppend(&base, ",upperdir=", upper, ",workdir=", work);
   // Prefer: no index/redirects/metacopy (an upperdir must hold whole files and plain
   // directories to become a layer), and volatile (no syncfs: the upperdir is throwaway until
   // archived). Older kernels lack some options: fall back.
@@ -250,15 +255,22 @@ absl::Status MountOverlay(const SandboxRequest& req) {
   int last_errno = 0;
   for (const char* extra : extras) {
     std::string opts = base + extra;
-    if (mount("overlay", req.rootfs_dir().c_str(), "overlay", 0, opts.c_str()) == 0) {
+    if (upper.empty() && absl::StrContains(opts, "volatile")) continue;
+    unsigned long flags = upper.empty() ? MS_RDONLY : 0;
+    if (mount("overlay", target.c_str(), "overlay", flags, opts.c_str()) == 0) {
       return absl::OkStatus();
     }
     last_errno = errno;
     if (errno != EINVAL) break;
   }
   return common::ErrnoToStatus(
-      last_errno, absl::StrCat("mounting the root overlay (", req.lower_dirs_size(), " layers) on ",
-                               req.rootfs_dir()));
+      last_errno, absl::StrCat("mounting an overlay of ", lowers.size(), " layers on ", target));
+}
+
+absl::Status MountOverlay(const SandboxRequest& req) {
+  if (chdir(req.layer_dir().c_str()) != 0) return Errno("chdir " + req.layer_dir());
+  return MountOverlayAt({req.lower_dirs().begin(), req.lower_dirs().end()}, req.upper_dir(),
+                        req.work_dir(), req.rootfs_dir(), "empty");
 }
 
 absl::Status MakeDev(const std::string& dev) {
@@ -385,10 +397,19 @@ absl::Status SetupRoot(const SandboxRequest& req, RootFs* fs) {
       RETURN_IF_ERROR(Mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV, data));
       continue;
     }
+    std::string source = m->source();
+    if (m->kind() == SandboxMount::OVERLAY) {
+      // Still in layer_dir (MountOverlay chdir'ed there): the lowerdirs are relative to it.
+      RETURN_IF_ERROR(
+          common::Annotate(MountOverlayAt({m->lower_dirs().begin(), m->lower_dirs().end()},
+                                          m->upper_dir(), m->work_dir(), m->source(), "empty"),
+                           absl::StrCat("mount at ", m->target())));
+      if (!m->subpath().empty()) source = absl::StrCat(m->source(), "/", m->subpath());
+    }
     struct stat st;
-    if (stat(m->source().c_str(), &st) != 0) return Errno("mount source " + m->source());
+    if (stat(source.c_str(), &st) != 0) return Errno("mount source " + source);
     ASSIGN_OR_RETURN(std::string path, fs->Prepare(m->target(), S_ISDIR(st.st_mode)));
-    RETURN_IF_ERROR(common::Annotate(BindMount(m->source(), path, m->readonly()),
+    RETURN_IF_ERROR(common::Annotate(BindMount(source, path, m->readonly()),
                                      absl::StrCat("mount at ", m->target())));
   }
   if (!req.insecure()) MaskPaths(root);

@@ -131,4 +131,44 @@ absl::StatusOr<ResolvedUser> ResolveUser(absl::string_view spec,
   return out;
 }
 
+absl::StatusOr<Owner> ResolveChown(absl::string_view spec, const std::optional<std::string>& passwd,
+                                   const std::optional<std::string>& group) {
+  Owner out;
+  absl::string_view user_spec = spec, group_spec;
+  size_t colon = spec.find(':');
+  if (colon != absl::string_view::npos) {
+    user_spec = spec.substr(0, colon);
+    group_spec = spec.substr(colon + 1);
+  }
+  if (!user_spec.empty()) {
+    uint32_t id = 0;
+    if (ParseId(user_spec, &id)) {
+      out.uid = out.gid = id;
+    } else {
+      bool found = false;
+      for (const PasswdEntry& u : ParsePasswd(passwd)) {
+        if (u.name == user_spec) {
+          out.uid = u.uid;
+          out.gid = u.gid;
+          found = true;
+          break;
+        }
+      }
+      if (!found) {
+        return absl::FailedPreconditionError(absl::StrCat("--chown=", spec,
+                                                          ": unable to find user ", user_spec,
+                                                          ": no matching entries in passwd file"));
+      }
+    }
+  }
+  if (!group_spec.empty()) {
+    auto gid = ResolveGroup(group_spec, group);
+    if (!gid.ok())
+      return absl::FailedPreconditionError(
+          absl::StrCat("--chown=", spec, ": ", gid.status().message()));
+    out.gid = *gid;
+  }
+  return out;
+}
+
 }  // namespace user

@@ -40,6 +40,16 @@ absl::StatusOr<ResolvedUser> ResolveUser(absl::string_view spec,
 absl::StatusOr<uint32_t> ResolveGroup(absl::string_view spec,
                                       const std::optional<std::string>& group);
 
+// COPY/ADD --chown (BuildKit's rules, which differ from USER's): "name" → the passwd entry's
+// uid and primary gid; "uid" → uid:uid; ":group" or "x:group" sets the gid from /etc/group or a
+// number. Unknown names are FAILED_PRECONDITION.
+struct Owner {
+  uint32_t uid = 0;
+  uint32_t gid = 0;
+};
+absl::StatusOr<Owner> ResolveChown(absl::string_view spec, const std::optional<std::string>& passwd,
+                                   const std::optional<std::string>& group);
+
 }  // namespace user
 
 #endif  // FARM_WORKER_USER_USER_DB_H_

@@ -61,3 +61,29 @@ TEST(UserDbTest, UnknownNamesAreErrors) {
 
 }  // namespace
 }  // namespace user
+
+namespace user {
+namespace {
+
+TEST(UserDbTest, ChownRules) {
+  auto o = ResolveChown("app", std::string(kPasswd), std::string(kGroup));
+  ASSERT_OK(o);
+  EXPECT_EQ(o->uid, 1000u);
+  EXPECT_EQ(o->gid, 1000u);
+  o = ResolveChown("42", std::nullopt, std::nullopt);
+  ASSERT_OK(o);
+  EXPECT_EQ(o->uid, 42u);
+  EXPECT_EQ(o->gid, 42u);  // BuildKit: a uid alone is also the gid
+  o = ResolveChown("app:wheel", std::string(kPasswd), std::string(kGroup));
+  ASSERT_OK(o);
+  EXPECT_EQ(o->gid, 10u);
+  o = ResolveChown(":staff", std::string(kPasswd), std::string(kGroup));
+  ASSERT_OK(o);
+  EXPECT_EQ(o->uid, 0u);
+  EXPECT_EQ(o->gid, 50u);
+  EXPECT_EQ(ResolveChown("ghost", std::string(kPasswd), std::nullopt).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+}
+
+}  // namespace
+}  // namespace user
