@@ -293,6 +293,15 @@ TEST_F(RunTest, WorkdirCreatesOwnedDirectoriesOrNothing) {
   EXPECT_EQ(Exec(r).result.status().code(), absl::StatusCode::kFailedPrecondition);
 }
 
+TEST_F(RunTest, OtherPlatformsAreRefused) {
+  farm::v1::StepRequest r = Sh("true");
+  r.mutable_env()->set_platform("linux/s390x");
+  absl::Status s = Exec(r).result.status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
+  r.mutable_env()->set_platform("linux/amd64");
+  EXPECT_OK(Exec(r).result);
+}
+
 TEST_F(RunTest, UnknownUserIsAnError) {
   farm::v1::StepRequest r = Sh("true");
   r.mutable_env()->set_user("ghost");
