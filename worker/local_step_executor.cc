@@ -163,16 +163,19 @@ absl::StatusOr<std::unique_ptr<LocalStepExecutor>> LocalStepExecutor::Create(Opt
         "the worker must run as root (it uses namespaces, overlayfs and chown to run steps)");
   }
   RETURN_IF_ERROR(common::MakeDirs(options.state_dir, 0700));
+  // The layer store's lock makes this process the state directory's only user: take it before
+  // wiping anything.
+  ASSIGN_OR_RETURN(auto store, layerstore::LayerStore::Create({options.state_dir + "/layers",
+                                                               options.layer_store_max_bytes,
+                                                               options.cas, 0, 0}));
   for (const char* sub : {"run", "tmp", "cache-mounts"}) {
     std::string dir = absl::StrCat(options.state_dir, "/", sub);
     RETURN_IF_ERROR(common::MakeDirs(dir, 0700));
     if (std::string(sub) != "cache-mounts") {
+      // Leftovers of a crash (their mounts died with their namespaces).
       for (const std::string& n : ListDir(dir)) RETURN_IF_ERROR(common::RemoveAll(dir + "/" + n));
     }
   }
-  ASSIGN_OR_RETURN(auto store, layerstore::LayerStore::Create({options.state_dir + "/layers",
-                                                               options.layer_store_max_bytes,
-                                                               options.cas, 0, 0}));
   ASSIGN_OR_RETURN(std::vector<farm::v1::SandboxCgroup> cgroups,
                    sandbox::PlanCgroups(options.limits, sandbox::CgroupEnv()));
   if (!options.fetcher) options.fetcher = copy::CurlFetcher();

@@ -293,6 +293,24 @@ TEST_F(RunTest, WorkdirCreatesOwnedDirectoriesOrNothing) {
   EXPECT_EQ(Exec(r).result.status().code(), absl::StatusCode::kFailedPrecondition);
 }
 
+TEST_F(RunTest, ConcurrentStepsDoNotInterfere) {
+  std::vector<std::thread> threads;
+  std::vector<Outcome> outcomes(4);
+  for (int i = 0; i < 4; ++i) {
+    threads.emplace_back([&, i] {
+      outcomes[i] = Exec(Sh(absl::StrCat("echo ", i, " > /mine; cat /mine; sleep 0.2")));
+    });
+  }
+  for (auto& t : threads) t.join();
+  for (int i = 0; i < 4; ++i) {
+    ASSERT_OK(outcomes[i].result);
+    EXPECT_EQ(outcomes[i].out, std::vector<std::string>{absl::StrCat(i)});
+    auto l = worker_testing::ReadLayer(cas_.get(), outcomes[i].result->layer());
+    ASSERT_OK(l);
+    EXPECT_EQ(l->at("mine").data, absl::StrCat(i, "\n"));
+  }
+}
+
 TEST_F(RunTest, OtherPlatformsAreRefused) {
   farm::v1::StepRequest r = Sh("true");
   r.mutable_env()->set_platform("linux/s390x");

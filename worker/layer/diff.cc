@@ -190,8 +190,10 @@ class Walker {
         opaque = v.has_value() && *v == "y";
         if (opaque) continue;
       }
+      // Overlay's bookkeeping (origin, impure, nlink, ...) goes; what makes the directory a
+      // valid lowerdir (opaque markers, xattr whiteouts) stays.
       if (options_.normalize_tree && absl::StartsWith(name, "trusted.overlay.") &&
-          name != "trusted.overlay.whiteout") {
+          name != "trusted.overlay.whiteout" && name != "trusted.overlay.opaque") {
         if (lremovexattr(path.c_str(), name.c_str()) != 0 && errno != ENODATA) {
           return common::ErrnoToStatus(errno, absl::StrCat("removexattr ", name, " ", path));
         }
