@@ -37,6 +37,34 @@ TEST_F(RunTest, FileAndWhiteoutAndNothingElse) {
   EXPECT_EQ(l.at("a").header.mode, 0644u);
 }
 
+TEST_F(RunTest, MountPointsNeverReachTheLayer) {
+  // An image with nothing but a static binary: /proc, /dev, /sys, /etc/resolv.conf and
+  // /etc/hosts all have to be created to mount on, and all must be gone afterwards.
+  std::string bare = tmp_->path() + "/bare";
+  auto busybox = common::ReadFile("/bin/busybox");
+  ASSERT_OK(busybox);
+  ASSERT_OK(worker_testing::WriteFile(bare + "/busybox", *busybox, 0755));
+  auto only_busybox = worker_testing::MakeLayer(cas_.get(), bare);
+  ASSERT_OK(only_busybox);
+  Outcome o = Exec(Run({"/busybox", "ls", "/etc"}, {*only_busybox}));
+  ASSERT_OK(o.result);
+  EXPECT_EQ(o.result->exit_code(), 0) << absl::StrJoin(o.err, "\n");
+  EXPECT_EQ(o.out, (std::vector<std::string>{"hosts", "resolv.conf"}));
+  EXPECT_FALSE(o.result->has_layer());
+
+  // /etc/resolv.conf as a (dangling) symlink into /run: the mount point is made at the target,
+  // inside the root, and removed with the /run it needed.
+  std::string linked = tmp_->path() + "/linked";
+  ASSERT_OK(worker_testing::Symlink("../run/systemd/resolv.conf", linked + "/etc/resolv.conf"));
+  auto link_layer = worker_testing::MakeLayer(cas_.get(), linked);
+  ASSERT_OK(link_layer);
+  o = Exec(Sh("readlink /etc/resolv.conf; test -f /run/systemd/resolv.conf && echo mounted",
+              {base_, *link_layer}));
+  ASSERT_OK(o.result);
+  EXPECT_EQ(o.out, (std::vector<std::string>{"../run/systemd/resolv.conf", "mounted"}));
+  EXPECT_FALSE(o.result->has_layer());
+}
+
 TEST_F(RunTest, RecreatedDirectoryIsOpaque) {
   LayerContents l = ExecLayer(Sh("rm -rf /d && mkdir /d && echo n > /d/new"));
   EXPECT_EQ(Names(l), (std::vector<std::string>{"d", "d/.wh..wh..opq", "d/new"}));

@@ -3,13 +3,18 @@
 # pass) against the reference tools on the same tree: GNU tar alone, then gzip -1/-6, pigz -6
 # and zstd -3 -T0 compressing the tar it wrote (their time excludes making the tar).
 #   bench/worker/layers.sh [TREE_DIR] [SIZE_MIB]
+# With FARM_BENCH_NO_BUILD=1 the (already built) binary is used as is, so the script can run
+# under the machine's Bazel lock (flock -o /tmp/farm-bazel-v2.lock bench/worker/layers.sh) and
+# not share the cores with somebody's build.
 # Prints two tables: farm's (and unpacking) and the references'. Results go to
 # docs/benchmarks.md, section "Worker layers".
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 TREE=${1:-/tmp/farm-bench-tree}
 SIZE=${2:-512}
-tools/bazel-locked build -c opt //bench/worker:layers_bench >/dev/null 2>&1
+if [ "${FARM_BENCH_NO_BUILD:-0}" != 1 ]; then
+  tools/bazel-locked build -c opt //bench/worker:layers_bench >/dev/null 2>&1
+fi
 BIN=bazel-bin/bench/worker/layers_bench
 echo "# machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(date -u +%F)"
 "$BIN" --dir "$TREE" --size_mib "$SIZE" --generate --runs 3

@@ -81,9 +81,12 @@ absl::StatusOr<WrittenLayer> WriteLayerFromDir(const std::string& dir, const Wri
   } closer{fd};
 
   FdSink file(fd);
+  // Uncompressed, the blob is the tar: hash it once.
+  bool plain = options.compression.compression == Compression::kNone;
   HashingSink compressed(&file);
+  ByteSink* blob_sink = plain ? static_cast<ByteSink*>(&file) : &compressed;
   ASSIGN_OR_RETURN(std::unique_ptr<Compressor> compressor,
-                   Compressor::Create(options.compression, &compressed));
+                   Compressor::Create(options.compression, blob_sink));
   HashingSink uncompressed(compressor.get());
   TarWriter tar(&uncompressed);
   DiffOptions diff;
@@ -94,7 +97,7 @@ absl::StatusOr<WrittenLayer> WriteLayerFromDir(const std::string& dir, const Wri
   RETURN_IF_ERROR(tar.Finish());
   RETURN_IF_ERROR(compressor->Finish());
   out.diff_id = uncompressed.Finish();
-  out.blob = compressed.Finish();
+  out.blob = plain ? out.diff_id : compressed.Finish();
   out.media_type = LayerMediaType(options.compression.compression);
   out.empty = out.stats.entries == 0;
   if (out.empty) return out;
