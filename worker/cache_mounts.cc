@@ -76,6 +76,8 @@ absl::StatusOr<std::unique_ptr<CacheMounts::Lease>> CacheMounts::Acquire(
     if (exclusive) st.exclusive = true;
   }
   std::unique_ptr<Lease> lease(new Lease(this, instance, dir_ + "/" + instance, exclusive));
+  // Two first users of a shared cache must not both create it.
+  absl::MutexLock create_lock(&create_mu_);
   if (!common::PathExists(lease->path())) {
     RETURN_IF_ERROR(common::MakeDirs(dir_, 0700));
     RETURN_IF_ERROR(common::Annotate(Create(lease->path(), attrs, seed),

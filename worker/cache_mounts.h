@@ -66,6 +66,7 @@ class CacheMounts {
   void Release(const std::string& instance, bool exclusive);
 
   const std::string dir_;
+  absl::Mutex create_mu_;  // serializes the creation (and seeding) of new directories
   absl::Mutex mu_;
   std::map<std::string, State> in_use_ ABSL_GUARDED_BY(mu_);
 };
