@@ -4,9 +4,12 @@
 #include <stdlib.h>
 #include <unistd.h>
 
+#include <deque>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "common/status_macros.h"
 #include "common/status_util.h"
 #include "worker/layer/tar_reader.h"
@@ -34,6 +37,70 @@ class FdSink : public ByteSink {
 
  private:
   int fd_;
+};
+
+// Hands chunks to a consumer thread through a bounded queue, so decompression and hashing
+// (the producer) overlap with tar parsing and file creation (the consumer). The first error on
+// either side stops both.
+class ThreadedSink : public ByteSink {
+ public:
+  explicit ThreadedSink(ByteSink* next) : next_(next), thread_([this] { Consume(); }) {}
+  ~ThreadedSink() override { Close().IgnoreError(); }
+
+  absl::Status Write(absl::string_view data) override {
+    absl::MutexLock lock(&mu_);
+    mu_.Await(absl::Condition(this, &ThreadedSink::HasRoomOrError));
+    if (!error_.ok()) return error_;
+    queue_.emplace_back(data.data(), data.size());
+    return absl::OkStatus();
+  }
+
+  // Waits until the consumer has taken everything; returns the first error.
+  absl::Status Close() {
+    {
+      absl::MutexLock lock(&mu_);
+      closed_ = true;
+    }
+    if (thread_.joinable()) thread_.join();
+    absl::MutexLock lock(&mu_);
+    return error_;
+  }
+
+ private:
+  static constexpr size_t kMaxQueued = 16;
+
+  bool HasRoomOrError() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return queue_.size() < kMaxQueued || !error_.ok();
+  }
+  bool HasWorkOrDone() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return !queue_.empty() || closed_ || !error_.ok();
+  }
+
+  void Consume() {
+    while (true) {
+      std::string chunk;
+      {
+        absl::MutexLock lock(&mu_);
+        mu_.Await(absl::Condition(this, &ThreadedSink::HasWorkOrDone));
+        if (!error_.ok() || queue_.empty()) return;  // failed, or closed and drained
+        chunk = std::move(queue_.front());
+        queue_.pop_front();
+      }
+      absl::Status s = next_->Write(chunk);
+      if (!s.ok()) {
+        absl::MutexLock lock(&mu_);
+        error_ = s;
+        return;
+      }
+    }
+  }
+
+  ByteSink* next_;
+  absl::Mutex mu_;
+  std::deque<std::string> queue_ ABSL_GUARDED_BY(mu_);
+  bool closed_ ABSL_GUARDED_BY(mu_) = false;
+  absl::Status error_ ABSL_GUARDED_BY(mu_);
+  std::thread thread_;
 };
 
 absl::StatusOr<int> CreateSpoolFile(const std::string& dir) {
@@ -111,14 +178,19 @@ absl::StatusOr<UnpackedLayer> UnpackLayerBlob(cache::BlobStore* cas, const commo
                                               const std::string& dest) {
   OverlayUnpacker unpacker(dest);
   TarReader reader(&unpacker);
-  HashingSink uncompressed(&reader);
+  std::string context = absl::StrCat("unpacking layer ", blob.OciString());
+  // Two threads: this one reads, verifies and decompresses; `writer` parses and creates files.
+  ThreadedSink writer(&reader);
+  HashingSink uncompressed(&writer);
   std::unique_ptr<Decompressor> decompressor = Decompressor::Create(&uncompressed);
   HashingSink compressed(decompressor.get());
-  std::string context = absl::StrCat("unpacking layer ", blob.OciString());
-  RETURN_IF_ERROR(common::Annotate(
-      cas->Read(blob, 0, 0, [&](absl::string_view chunk) { return compressed.Write(chunk); }),
-      context));
-  RETURN_IF_ERROR(common::Annotate(decompressor->Finish(), context));
+  absl::Status read =
+      cas->Read(blob, 0, 0, [&](absl::string_view chunk) { return compressed.Write(chunk); });
+  if (read.ok()) read = decompressor->Finish();
+  absl::Status written = writer.Close();
+  // The consumer's error (an unsafe entry, a full disk) is the real cause when both failed.
+  RETURN_IF_ERROR(common::Annotate(written, context));
+  RETURN_IF_ERROR(common::Annotate(read, context));
   common::Digest got_blob = compressed.Finish();
   if (got_blob != blob) {
     return absl::DataLossError(absl::StrCat(context, ": the CAS returned bytes hashing to ",
