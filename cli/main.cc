@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "cli/commands.h"
+#include "worker/sandbox/sandbox.h"
 
 namespace {
 
@@ -35,6 +36,8 @@ void PrintUsage(std::ostream& out) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // `farm` is also its own sandbox runner (see worker/sandbox/sandbox.h): must come first.
+  sandbox::RunSandboxIfRequested(argc, argv);
   if (argc < 2) {
     PrintUsage(std::cerr);
     return 2;

@@ -5,7 +5,7 @@ Prints "N passed, N failed" as the last line. A test target that failed to build
 crashed without XML counts as one failed case; a skipped test case counts as failed (CI runs as
 root with every package installed, so nothing may skip). Exit status 1 if anything failed.
 
-  count_tests.py BEP_JSON FORMAT_FAILED(0|1)
+  count_tests.py BEP_JSON FORMAT_FAILED(0|1) [BAZEL_EXIT_STATUS]
 """
 import json
 import os
@@ -33,6 +33,7 @@ def xml_counts(path):
 
 def main():
     bep_path, format_failed = sys.argv[1], sys.argv[2] == "1"
+    bazel_rc = int(sys.argv[3]) if len(sys.argv) > 3 else 0
     targets = {}  # label -> (status, [xml paths])
     configured = set()
     aborted = set()
@@ -84,6 +85,12 @@ def main():
         failures.append("clang-format check")
     else:
         passed += 1
+    # A target that is not a test (a binary, a library, a benchmark) failing to build fails the
+    # build without failing any test: count it, so the summary never says "0 failed" then.
+    if bazel_rc != 0 and not failures:
+        failed += 1
+        failures.append("bazel exited with status %d (a non-test target failed to build?)"
+                        % bazel_rc)
     for f in failures:
         print("FAILED: " + f)
     print("%d passed, %d failed" % (passed, failed))

@@ -16,7 +16,7 @@ bep=$(mktemp /tmp/farm-bep.XXXXXX.json)
 bazel test //... --keep_going --build_event_json_file="$bep" "$@"
 bazel_rc=$?
 
-python3 tools/count_tests.py "$bep" "$format_failed"
+python3 tools/count_tests.py "$bep" "$format_failed" "$bazel_rc"
 count_rc=$?
 rm -f "$bep"
 if [ $count_rc -ne 0 ] || [ $bazel_rc -ne 0 ]; then

@@ -30,6 +30,9 @@ trap cleanup EXIT
 start_server() {
   local dir=$1
   shift
+  # Remove the previous server's output first: the redirection below happens in the child, so
+  # without this the loop could read the old "listening on" line and connect to a dead port.
+  rm -f "$T/server.out" "$T/server.err"
   "$FARM_CACHE" --listen 127.0.0.1:0 --dir "$dir" "$@" >"$T/server.out" 2>"$T/server.err" &
   SERVER_PID=$!
   local deadline=$((SECONDS + 30))

@@ -61,8 +61,8 @@ class Engine {
       r.vertex.assign(s.steps.size(), 0);
       if (s.base_kind == plan::Stage::BaseKind::kImage) {
         if (!s.base_image) {
-          return absl::InvalidArgumentError(absl::StrCat(
-              "stage ", s.index, ": base image ", s.base_ref, " was not resolved"));
+          return absl::InvalidArgumentError(
+              absl::StrCat("stage ", s.index, ": base image ", s.base_ref, " was not resolved"));
         }
         r.from_vertex = next++;
       }
@@ -163,12 +163,12 @@ class Engine {
         break;
       case plan::Stage::BaseKind::kImage:
         layers = s.base_image->layers;
-        EmitVertex(r.from_vertex,
-                   absl::StrCat(VertexName(*req_.plan, s, -1), " FROM ", s.base_image->reference,
-                                s.base_image->manifest_digest.empty()
-                                    ? ""
-                                    : "@" + s.base_image->manifest_digest),
-                   farm::v1::VertexUpdate::CACHED);
+        EmitVertex(
+            r.from_vertex,
+            absl::StrCat(
+                VertexName(*req_.plan, s, -1), " FROM ", s.base_image->reference,
+                s.base_image->manifest_digest.empty() ? "" : "@" + s.base_image->manifest_digest),
+            farm::v1::VertexUpdate::CACHED);
         break;
       case plan::Stage::BaseKind::kStage: {
         ASSIGN_OR_RETURN(layers, StageLayers(s.base_stage));
@@ -204,8 +204,8 @@ class Engine {
       return absl::NotFoundError("foreign entry");
     }
     if (*layer) {
-      absl::StatusOr<common::Digest> d = common::Digest::ParseOci((*layer)->digest(),
-                                                                  (*layer)->size());
+      absl::StatusOr<common::Digest> d =
+          common::Digest::ParseOci((*layer)->digest(), (*layer)->size());
       if (d.ok()) {
         absl::StatusOr<cache::BlobStore::Lease> lease =
             deps_.cas->AcquireLease({*d}, req_.lease_ttl);
@@ -308,8 +308,7 @@ class Engine {
       e.set_time_unix_micros(now);
       Emit(std::move(e));
     };
-    absl::StatusOr<farm::v1::StepResult> result =
-        deps_.executor->Execute(request, log, &cancel_);
+    absl::StatusOr<farm::v1::StepResult> result = deps_.executor->Execute(request, log, &cancel_);
     {
       absl::MutexLock l(&mu_);
       --running_;
@@ -344,8 +343,8 @@ class Engine {
           result->timed_out()
               ? absl::StrCat("process \"", argv, "\" timed out after ",
                              request.run().timeout_seconds(), "s")
-              : absl::StrCat("process \"", argv, "\" did not complete successfully: exit code: ",
-                             result->exit_code());
+              : absl::StrCat("process \"", argv,
+                             "\" did not complete successfully: exit code: ", result->exit_code());
       failed(error, &*result);
       return absl::FailedPreconditionError(absl::StrCat(name, ": ", error));
     }

@@ -79,8 +79,8 @@ absl::StatusOr<farm::v1::BuildRecord> FileBuildRecords::Get(const std::string& i
     for (const std::string& x : ids) {
       if (absl::StartsWith(x, id)) {
         if (!found.empty() && x != id) {
-          return absl::InvalidArgumentError(absl::StrCat("build id prefix \"", id,
-                                                         "\" is ambiguous"));
+          return absl::InvalidArgumentError(
+              absl::StrCat("build id prefix \"", id, "\" is ambiguous"));
         }
         found = x;
         if (x == id) break;
@@ -153,8 +153,8 @@ const farm::v1::StepRecord* SelectStep(const farm::v1::BuildRecord& b, const std
   if (slash != std::string::npos && absl::SimpleAtoi(pos.substr(0, slash), &n)) {
     std::map<int, int> seen;  // stage → keyed steps seen
     for (const auto& s : b.steps()) {
-      bool stage_ok = stage.empty() || s.stage_name() == stage ||
-                      absl::StrCat("stage-", s.stage()) == stage;
+      bool stage_ok =
+          stage.empty() || s.stage_name() == stage || absl::StrCat("stage-", s.stage()) == stage;
       int k = ++seen[s.stage()];
       // Positions count the FROM of an image as 1; accept both conventions.
       if (stage_ok && (k == n || k + 1 == n)) return &s;
@@ -167,8 +167,8 @@ const farm::v1::StepRecord* SelectStep(const farm::v1::BuildRecord& b, const std
 }
 
 bool SameSlot(const farm::v1::StepRecord& a, const farm::v1::StepRecord& b) {
-  bool same_stage = !a.stage_name().empty() ? a.stage_name() == b.stage_name()
-                                            : a.stage() == b.stage();
+  bool same_stage =
+      !a.stage_name().empty() ? a.stage_name() == b.stage_name() : a.stage() == b.stage();
   return same_stage && (a.index() == b.index() || a.instruction() == b.instruction());
 }
 
@@ -257,15 +257,16 @@ absl::StatusOr<std::string> ExplainMiss(BuildRecords& records, const farm::v1::B
       std::vector<std::string> bv = absl::StrSplit(value, "\n     ");
       for (const std::string& e : bv) {
         if (std::find(av.begin(), av.end(), e) == av.end()) {
-          absl::StrAppend(&out, "    env: ", e, " (was ",
-                          [&]() -> std::string {
-                            std::string k = e.substr(0, e.find('='));
-                            for (const std::string& o : av) {
-                              if (o.substr(0, o.find('=')) == k) return o;
-                            }
-                            return "unset";
-                          }(),
-                          ")\n");
+          absl::StrAppend(
+              &out, "    env: ", e, " (was ",
+              [&]() -> std::string {
+                std::string k = e.substr(0, e.find('='));
+                for (const std::string& o : av) {
+                  if (o.substr(0, o.find('=')) == k) return o;
+                }
+                return "unset";
+              }(),
+              ")\n");
         }
       }
       continue;

@@ -956,9 +956,8 @@ class Planner {
             h.Update(line);
             h.Update("\n");
             if (listing != nullptr) {
-              listing->push_back(absl::StrCat(m.path.empty() ? "." : m.path,
-                                              rel.empty() ? "" : "/", rel, "\t",
-                                              line.substr(line.find('\t') + 1)));
+              listing->push_back(absl::StrCat(m.path.empty() ? "." : m.path, rel.empty() ? "" : "/",
+                                              rel, "\t", line.substr(line.find('\t') + 1)));
             }
             return absl::OkStatus();
           });

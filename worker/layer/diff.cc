@@ -1,0 +1,310 @@
+#include "worker/layer/diff.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <map>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+#include "common/status_util.h"
+
+namespace layer {
+
+bool IsLayerXattr(absl::string_view name) {
+  if (name == "security.capability") return true;
+  return absl::StartsWith(name, "user.") && !absl::StartsWith(name, "user.overlay.");
+}
+
+namespace {
+
+constexpr char kWhiteoutPrefix[] = ".wh.";
+constexpr char kOpaqueMarker[] = ".wh..wh..opq";
+
+// Returns the names of every xattr of `path` (not following symlinks).
+absl::StatusOr<std::vector<std::string>> ListXattrs(const std::string& path) {
+  std::vector<char> buf(256);
+  while (true) {
+    ssize_t n = llistxattr(path.c_str(), buf.data(), buf.size());
+    if (n >= 0) {
+      std::vector<std::string> names;
+      for (ssize_t i = 0; i < n;) {
+        std::string name(&buf[i]);
+        i += static_cast<ssize_t>(name.size()) + 1;
+        if (!name.empty()) names.push_back(std::move(name));
+      }
+      return names;
+    }
+    if (errno == ERANGE) {
+      ssize_t need = llistxattr(path.c_str(), nullptr, 0);
+      if (need < 0) return common::ErrnoToStatus(errno, absl::StrCat("listxattr ", path));
+      buf.resize(static_cast<size_t>(need) + 1);
+      continue;
+    }
+    if (errno == ENOTSUP) return std::vector<std::string>();
+    return common::ErrnoToStatus(errno, absl::StrCat("listxattr ", path));
+  }
+}
+
+// Value of xattr `name` of `path`, or nullopt if absent.
+absl::StatusOr<std::optional<std::string>> GetXattr(const std::string& path, const char* name) {
+  std::string value(64, '\0');
+  while (true) {
+    ssize_t n = lgetxattr(path.c_str(), name, &value[0], value.size());
+    if (n >= 0) {
+      value.resize(static_cast<size_t>(n));
+      return std::optional<std::string>(std::move(value));
+    }
+    if (errno == ENODATA || errno == ENOTSUP) return std::optional<std::string>();
+    if (errno == ERANGE) {
+      ssize_t need = lgetxattr(path.c_str(), name, nullptr, 0);
+      if (need < 0) return common::ErrnoToStatus(errno, absl::StrCat("getxattr ", path));
+      value.resize(static_cast<size_t>(need));
+      continue;
+    }
+    return common::ErrnoToStatus(errno, absl::StrCat("getxattr ", name, " ", path));
+  }
+}
+
+struct Entry {
+  std::string tar_name;   // base name as written in the tar (".wh.x" for a whiteout of x)
+  std::string disk_name;  // base name on disk
+  struct stat st;
+  bool whiteout = false;
+};
+
+class Walker {
+ public:
+  Walker(const std::string& root, const DiffOptions& options, TarWriter* tar)
+      : root_(root), options_(options), tar_(tar), buffer_(1 << 20) {}
+
+  absl::Status Run() {
+    int fd = open(root_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) return common::ErrnoToStatus(errno, absl::StrCat("open ", root_));
+    absl::Status s = WalkDir(fd, "");
+    close(fd);
+    return s;
+  }
+
+  const DiffStats& stats() const { return stats_; }
+
+ private:
+  int64_t Clamp(int64_t t) const {
+    if (options_.clamp_mtime.has_value() && t > *options_.clamp_mtime) return *options_.clamp_mtime;
+    return t;
+  }
+
+  // `rel` is the directory's path relative to the root ("" for the root, else "a/b/").
+  absl::Status WalkDir(int dirfd, const std::string& rel) {
+    int dup_fd = dup(dirfd);
+    if (dup_fd < 0) return common::ErrnoToStatus(errno, absl::StrCat("dup ", root_, "/", rel));
+    DIR* dir = fdopendir(dup_fd);
+    if (dir == nullptr) {
+      close(dup_fd);
+      return common::ErrnoToStatus(errno, absl::StrCat("opendir ", root_, "/", rel));
+    }
+    std::vector<Entry> entries;
+    absl::Status status;
+    while (true) {
+      errno = 0;
+      struct dirent* de = readdir(dir);
+      if (de == nullptr) {
+        if (errno != 0)
+          status = common::ErrnoToStatus(errno, absl::StrCat("readdir ", root_, "/", rel));
+        break;
+      }
+      absl::string_view name = de->d_name;
+      if (name == "." || name == "..") continue;
+      Entry e;
+      e.disk_name = std::string(name);
+      if (fstatat(dirfd, de->d_name, &e.st, AT_SYMLINK_NOFOLLOW) != 0) {
+        status = common::ErrnoToStatus(errno, absl::StrCat("stat ", root_, "/", rel, name));
+        break;
+      }
+      if (S_ISCHR(e.st.st_mode) && e.st.st_rdev == makedev(0, 0)) {
+        e.whiteout = true;
+      } else if (S_ISREG(e.st.st_mode) && e.st.st_size == 0) {
+        auto wh = GetXattr(DiskPath(rel, e.disk_name), "trusted.overlay.whiteout");
+        if (!wh.ok()) {
+          status = wh.status();
+          break;
+        }
+        e.whiteout = wh->has_value();
+      }
+      e.tar_name = e.whiteout ? absl::StrCat(kWhiteoutPrefix, name) : e.disk_name;
+      entries.push_back(std::move(e));
+    }
+    closedir(dir);
+    RETURN_IF_ERROR(status);
+    std::sort(entries.begin(), entries.end(),
+              [](const Entry& a, const Entry& b) { return a.tar_name < b.tar_name; });
+    for (const Entry& e : entries) RETURN_IF_ERROR(Emit(dirfd, rel, e));
+    return absl::OkStatus();
+  }
+
+  std::string DiskPath(const std::string& rel, const std::string& name) const {
+    return absl::StrCat(root_, "/", rel, name);
+  }
+
+  absl::Status Emit(int dirfd, const std::string& rel, const Entry& e) {
+    std::string path = DiskPath(rel, e.disk_name);
+    TarHeader h;
+    h.name = rel + e.tar_name;
+    if (e.whiteout) {
+      // Whiteouts carry no metadata worth keeping: fixed values keep layers reproducible.
+      h.type = TarHeader::kRegular;
+      RETURN_IF_ERROR(tar_->WriteHeader(h));
+      ++stats_.entries;
+      return absl::OkStatus();
+    }
+    const struct stat& st = e.st;
+    h.mode = st.st_mode & 07777;
+    h.uid = st.st_uid;
+    h.gid = st.st_gid;
+    h.mtime = Clamp(st.st_mtim.tv_sec);
+    if (options_.normalize_tree && h.mtime != st.st_mtim.tv_sec) {
+      struct timespec times[2] = {{0, UTIME_OMIT}, {h.mtime, 0}};
+      if (utimensat(dirfd, e.disk_name.c_str(), times, AT_SYMLINK_NOFOLLOW) != 0) {
+        return common::ErrnoToStatus(errno, absl::StrCat("utimensat ", path));
+      }
+    }
+    bool opaque = false;
+    ASSIGN_OR_RETURN(std::vector<std::string> xattrs, ListXattrs(path));
+    std::sort(xattrs.begin(), xattrs.end());
+    for (const std::string& name : xattrs) {
+      if (IsLayerXattr(name)) {
+        ASSIGN_OR_RETURN(std::optional<std::string> v, GetXattr(path, name.c_str()));
+        if (v.has_value()) h.xattrs.emplace_back(name, std::move(*v));
+        continue;
+      }
+      if (name == "trusted.overlay.opaque" && S_ISDIR(st.st_mode)) {
+        ASSIGN_OR_RETURN(std::optional<std::string> v, GetXattr(path, name.c_str()));
+        opaque = v.has_value() && *v == "y";
+        if (opaque) continue;
+      }
+      // Overlay's bookkeeping (origin, impure, nlink, ...) goes; what makes the directory a
+      // valid lowerdir (opaque markers, xattr whiteouts) stays.
+      if (options_.normalize_tree && absl::StartsWith(name, "trusted.overlay.") &&
+          name != "trusted.overlay.whiteout" && name != "trusted.overlay.opaque") {
+        if (lremovexattr(path.c_str(), name.c_str()) != 0 && errno != ENODATA) {
+          return common::ErrnoToStatus(errno, absl::StrCat("removexattr ", name, " ", path));
+        }
+      }
+    }
+
+    if (S_ISDIR(st.st_mode)) {
+      h.type = TarHeader::kDirectory;
+      RETURN_IF_ERROR(tar_->WriteHeader(h));
+      ++stats_.entries;
+      if (opaque) {
+        TarHeader marker;
+        marker.name = absl::StrCat(rel, e.disk_name, "/", kOpaqueMarker);
+        RETURN_IF_ERROR(tar_->WriteHeader(marker));
+        ++stats_.entries;
+      }
+      int fd = openat(dirfd, e.disk_name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+      if (fd < 0) return common::ErrnoToStatus(errno, absl::StrCat("open ", path));
+      absl::Status s = WalkDir(fd, absl::StrCat(rel, e.disk_name, "/"));
+      close(fd);
+      return s;
+    }
+    if (S_ISLNK(st.st_mode)) {
+      h.type = TarHeader::kSymlink;
+      std::string target(static_cast<size_t>(st.st_size) + 1, '\0');
+      ssize_t n = readlinkat(dirfd, e.disk_name.c_str(), &target[0], target.size());
+      if (n < 0) return common::ErrnoToStatus(errno, absl::StrCat("readlink ", path));
+      if (static_cast<size_t>(n) >= target.size()) {
+        return absl::InternalError(absl::StrCat("symlink ", path, " changed while archiving"));
+      }
+      target.resize(static_cast<size_t>(n));
+      h.linkname = std::move(target);
+    } else if (S_ISCHR(st.st_mode) || S_ISBLK(st.st_mode)) {
+      h.type = S_ISCHR(st.st_mode) ? TarHeader::kChar : TarHeader::kBlock;
+      h.dev_major = major(st.st_rdev);
+      h.dev_minor = minor(st.st_rdev);
+    } else if (S_ISFIFO(st.st_mode)) {
+      h.type = TarHeader::kFifo;
+    } else if (S_ISSOCK(st.st_mode)) {
+      return absl::OkStatus();
+    } else if (S_ISREG(st.st_mode)) {
+      if (st.st_nlink > 1) {
+        auto key = std::make_pair(st.st_dev, st.st_ino);
+        auto it = links_.find(key);
+        if (it != links_.end()) {
+          h.type = TarHeader::kHardLink;
+          h.linkname = it->second;
+          h.xattrs.clear();
+          RETURN_IF_ERROR(tar_->WriteHeader(h));
+          ++stats_.entries;
+          return absl::OkStatus();
+        }
+        links_.emplace(key, h.name);
+      }
+      h.type = TarHeader::kRegular;
+      h.size = st.st_size;
+      RETURN_IF_ERROR(tar_->WriteHeader(h));
+      ++stats_.entries;
+      return CopyContent(dirfd, e.disk_name, path, st.st_size);
+    } else {
+      return absl::InvalidArgumentError(absl::StrCat("unsupported file type at ", path));
+    }
+    RETURN_IF_ERROR(tar_->WriteHeader(h));
+    ++stats_.entries;
+    return absl::OkStatus();
+  }
+
+  absl::Status CopyContent(int dirfd, const std::string& name, const std::string& path,
+                           int64_t size) {
+    int fd = openat(dirfd, name.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOATIME);
+    if (fd < 0 && errno == EPERM)
+      fd = openat(dirfd, name.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) return common::ErrnoToStatus(errno, absl::StrCat("open ", path));
+    posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+    int64_t left = size;
+    absl::Status s;
+    while (left > 0) {
+      ssize_t n = read(fd, buffer_.data(), std::min<int64_t>(left, buffer_.size()));
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        s = common::ErrnoToStatus(errno, absl::StrCat("read ", path));
+        break;
+      }
+      if (n == 0) {
+        s = absl::InternalError(absl::StrCat(path, " shrank while archiving"));
+        break;
+      }
+      s = tar_->WriteData(absl::string_view(buffer_.data(), static_cast<size_t>(n)));
+      if (!s.ok()) break;
+      left -= n;
+      stats_.file_bytes += n;
+    }
+    close(fd);
+    return s;
+  }
+
+  const std::string root_;
+  const DiffOptions options_;
+  TarWriter* tar_;
+  std::vector<char> buffer_;
+  std::map<std::pair<dev_t, ino_t>, std::string> links_;
+  DiffStats stats_;
+};
+
+}  // namespace
+
+absl::StatusOr<DiffStats> WriteOverlayDirAsTar(const std::string& dir, const DiffOptions& options,
+                                               TarWriter* tar) {
+  Walker walker(dir, options, tar);
+  RETURN_IF_ERROR(walker.Run());
+  return walker.stats();
+}
+
+}  // namespace layer

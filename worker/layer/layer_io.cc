@@ -1,0 +1,215 @@
+#include "worker/layer/layer_io.h"
+
+#include <fcntl.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include <deque>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "common/status_macros.h"
+#include "common/status_util.h"
+#include "worker/layer/tar_reader.h"
+#include "worker/layer/tar_writer.h"
+#include "worker/layer/unpack.h"
+
+namespace layer {
+namespace {
+
+// Appends to a file descriptor.
+class FdSink : public ByteSink {
+ public:
+  explicit FdSink(int fd) : fd_(fd) {}
+  absl::Status Write(absl::string_view data) override {
+    while (!data.empty()) {
+      ssize_t n = write(fd_, data.data(), data.size());
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        return common::ErrnoToStatus(errno, "write layer spool file");
+      }
+      data.remove_prefix(static_cast<size_t>(n));
+    }
+    return absl::OkStatus();
+  }
+
+ private:
+  int fd_;
+};
+
+// Hands chunks to a consumer thread through a bounded queue, so decompression and hashing
+// (the producer) overlap with tar parsing and file creation (the consumer). The first error on
+// either side stops both.
+class ThreadedSink : public ByteSink {
+ public:
+  explicit ThreadedSink(ByteSink* next) : next_(next), thread_([this] { Consume(); }) {}
+  ~ThreadedSink() override { Close().IgnoreError(); }
+
+  absl::Status Write(absl::string_view data) override {
+    absl::MutexLock lock(&mu_);
+    mu_.Await(absl::Condition(this, &ThreadedSink::HasRoomOrError));
+    if (!error_.ok()) return error_;
+    queue_.emplace_back(data.data(), data.size());
+    return absl::OkStatus();
+  }
+
+  // Waits until the consumer has taken everything; returns the first error.
+  absl::Status Close() {
+    {
+      absl::MutexLock lock(&mu_);
+      closed_ = true;
+    }
+    if (thread_.joinable()) thread_.join();
+    absl::MutexLock lock(&mu_);
+    return error_;
+  }
+
+ private:
+  static constexpr size_t kMaxQueued = 16;
+
+  bool HasRoomOrError() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return queue_.size() < kMaxQueued || !error_.ok();
+  }
+  bool HasWorkOrDone() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return !queue_.empty() || closed_ || !error_.ok();
+  }
+
+  void Consume() {
+    while (true) {
+      std::string chunk;
+      {
+        absl::MutexLock lock(&mu_);
+        mu_.Await(absl::Condition(this, &ThreadedSink::HasWorkOrDone));
+        if (!error_.ok() || queue_.empty()) return;  // failed, or closed and drained
+        chunk = std::move(queue_.front());
+        queue_.pop_front();
+      }
+      absl::Status s = next_->Write(chunk);
+      if (!s.ok()) {
+        absl::MutexLock lock(&mu_);
+        error_ = s;
+        return;
+      }
+    }
+  }
+
+  ByteSink* next_;
+  absl::Mutex mu_;
+  std::deque<std::string> queue_ ABSL_GUARDED_BY(mu_);
+  bool closed_ ABSL_GUARDED_BY(mu_) = false;
+  absl::Status error_ ABSL_GUARDED_BY(mu_);
+  std::thread thread_;
+};
+
+absl::StatusOr<int> CreateSpoolFile(const std::string& dir) {
+  std::string base = dir;
+  if (base.empty()) {
+    const char* tmp = getenv("TMPDIR");
+    base = tmp != nullptr && *tmp != '\0' ? tmp : "/tmp";
+  }
+  std::string path = base + "/farm-layer-XXXXXX";
+  std::vector<char> buf(path.begin(), path.end());
+  buf.push_back('\0');
+  int fd = mkostemp(buf.data(), O_CLOEXEC);
+  if (fd < 0) return common::ErrnoToStatus(errno, absl::StrCat("create spool file in ", base));
+  unlink(buf.data());
+  return fd;
+}
+
+absl::Status Upload(int fd, const common::Digest& digest, cache::BlobStore* cas) {
+  ASSIGN_OR_RETURN(std::vector<common::Digest> missing, cas->FindMissing({digest}));
+  if (missing.empty()) return absl::OkStatus();
+  ASSIGN_OR_RETURN(std::unique_ptr<cache::BlobWriter> writer, cas->BeginWrite(digest));
+  std::vector<char> buf(1 << 20);
+  int64_t offset = 0;
+  while (offset < digest.size_bytes) {
+    ssize_t n = pread(fd, buf.data(), buf.size(), offset);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return common::ErrnoToStatus(errno, "read layer spool file");
+    }
+    if (n == 0) return absl::InternalError("layer spool file is shorter than written");
+    RETURN_IF_ERROR(writer->Append(absl::string_view(buf.data(), static_cast<size_t>(n))));
+    offset += n;
+  }
+  return writer->Commit();
+}
+
+}  // namespace
+
+absl::StatusOr<WrittenLayer> WriteLayerFromDir(const std::string& dir, const WriteOptions& options,
+                                               cache::BlobStore* cas) {
+  ASSIGN_OR_RETURN(int fd, CreateSpoolFile(options.spool_dir));
+  struct Closer {
+    int fd;
+    ~Closer() { close(fd); }
+  } closer{fd};
+
+  FdSink file(fd);
+  // Uncompressed, the blob is the tar: hash it once.
+  bool plain = options.compression.compression == Compression::kNone;
+  HashingSink compressed(&file);
+  ByteSink* blob_sink = plain ? static_cast<ByteSink*>(&file) : &compressed;
+  ASSIGN_OR_RETURN(std::unique_ptr<Compressor> compressor,
+                   Compressor::Create(options.compression, blob_sink));
+  HashingSink uncompressed(compressor.get());
+  TarWriter tar(&uncompressed);
+  DiffOptions diff;
+  diff.clamp_mtime = options.source_date_epoch;
+  diff.normalize_tree = options.normalize_tree;
+  WrittenLayer out;
+  ASSIGN_OR_RETURN(out.stats, WriteOverlayDirAsTar(dir, diff, &tar));
+  RETURN_IF_ERROR(tar.Finish());
+  RETURN_IF_ERROR(compressor->Finish());
+  out.diff_id = uncompressed.Finish();
+  out.blob = plain ? out.diff_id : compressed.Finish();
+  out.media_type = LayerMediaType(options.compression.compression);
+  out.empty = out.stats.entries == 0;
+  if (out.empty) return out;
+  RETURN_IF_ERROR(common::Annotate(Upload(fd, out.blob, cas),
+                                   absl::StrCat("storing layer ", out.blob.OciString())));
+  return out;
+}
+
+absl::StatusOr<UnpackedLayer> UnpackLayerBlob(cache::BlobStore* cas, const common::Digest& blob,
+                                              const common::Digest& diff_id,
+                                              const std::string& dest) {
+  OverlayUnpacker unpacker(dest);
+  TarReader reader(&unpacker);
+  std::string context = absl::StrCat("unpacking layer ", blob.OciString());
+  // Two threads: this one reads, verifies and decompresses; `writer` parses and creates files.
+  ThreadedSink writer(&reader);
+  HashingSink uncompressed(&writer);
+  std::unique_ptr<Decompressor> decompressor = Decompressor::Create(&uncompressed);
+  HashingSink compressed(decompressor.get());
+  absl::Status read =
+      cas->Read(blob, 0, 0, [&](absl::string_view chunk) { return compressed.Write(chunk); });
+  if (read.ok()) read = decompressor->Finish();
+  absl::Status written = writer.Close();
+  // The consumer's error (an unsafe entry, a full disk) is the real cause when both failed.
+  RETURN_IF_ERROR(common::Annotate(written, context));
+  RETURN_IF_ERROR(common::Annotate(read, context));
+  common::Digest got_blob = compressed.Finish();
+  if (got_blob != blob) {
+    return absl::DataLossError(absl::StrCat(context, ": the CAS returned bytes hashing to ",
+                                            got_blob.OciString(), " (", got_blob.size_bytes,
+                                            " bytes)"));
+  }
+  RETURN_IF_ERROR(common::Annotate(reader.Finish(), context));
+  common::Digest got_diff = uncompressed.Finish();
+  if (got_diff.hash != diff_id.hash ||
+      (diff_id.size_bytes != 0 && got_diff.size_bytes != diff_id.size_bytes)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(context, ": its uncompressed content hashes to ", got_diff.OciString(),
+                     " but the descriptor says diff_id ", diff_id.OciString()));
+  }
+  RETURN_IF_ERROR(common::Annotate(unpacker.Finish(), context));
+  UnpackedLayer out;
+  out.disk_bytes = unpacker.disk_bytes();
+  out.format = decompressor->format();
+  return out;
+}
+
+}  // namespace layer

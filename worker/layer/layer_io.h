@@ -1,0 +1,70 @@
+// Moving layers between directories and the CAS, streaming and verified.
+//
+// WriteLayerFromDir: overlay-form directory → deterministic tar → compressor → CAS, computing
+// the diff_id (SHA-256 of the tar) and the blob digest in the same single pass. The compressed
+// bytes are spooled to an unlinked temporary file (the CAS API takes the digest before the
+// bytes), then streamed into the CAS: memory use is bounded by the compressor's buffers
+// whatever the layer's size.
+//
+// UnpackLayerBlob: CAS blob → (digest check) → decompressor (gzip/zstd/plain, detected) →
+// (diff_id check) → safe unpacker into an overlay lowerdir. A mismatch of either digest is an
+// error and the caller discards the directory.
+//
+//   layer::WriteOptions opts;
+//   opts.compression.compression = layer::Compression::kZstd;
+//   opts.source_date_epoch = 1700000000;
+//   ASSIGN_OR_RETURN(layer::WrittenLayer l, layer::WriteLayerFromDir(upper, opts, cas.get()));
+//   if (!l.empty) use(l.blob.OciString(), l.diff_id.OciString());
+//   ASSIGN_OR_RETURN(int64_t bytes, layer::UnpackLayerBlob(cas.get(), l.blob, l.diff_id, dir));
+#ifndef FARM_WORKER_LAYER_LAYER_IO_H_
+#define FARM_WORKER_LAYER_LAYER_IO_H_
+
+#include <cstdint>
+#include <optional>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "cache/blob_store.h"
+#include "common/digest.h"
+#include "worker/layer/compress.h"
+#include "worker/layer/diff.h"
+
+namespace layer {
+
+struct WriteOptions {
+  CompressionOptions compression;
+  // SOURCE_DATE_EPOCH: mtimes newer than it are clamped to it.
+  std::optional<int64_t> source_date_epoch;
+  // Rewrite the directory on disk to match the tar (see DiffOptions::normalize_tree).
+  bool normalize_tree = false;
+  // Directory for the spool file (same disk as the layer store, ideally). Default: $TMPDIR.
+  std::string spool_dir;
+};
+
+struct WrittenLayer {
+  bool empty = true;       // no entries: nothing was uploaded, the step changed nothing
+  common::Digest blob;     // the compressed blob as stored in the CAS
+  common::Digest diff_id;  // SHA-256 of the uncompressed tar; size_bytes = its length
+  std::string media_type;
+  DiffStats stats;
+};
+
+absl::StatusOr<WrittenLayer> WriteLayerFromDir(const std::string& dir, const WriteOptions& options,
+                                               cache::BlobStore* cas);
+
+struct UnpackedLayer {
+  int64_t disk_bytes = 0;  // approximate bytes on disk
+  Compression format = Compression::kNone;
+};
+
+// Unpacks blob `blob` into `dest` (an existing empty directory). `diff_id`: the expected digest
+// of the uncompressed tar (its size_bytes is not checked when 0). NOT_FOUND if the blob is not in
+// the CAS; DATA_LOSS if the bytes do not hash to `blob`; INVALID_ARGUMENT if the tar does not
+// hash to `diff_id` or an entry is unsafe (the message names the entry).
+absl::StatusOr<UnpackedLayer> UnpackLayerBlob(cache::BlobStore* cas, const common::Digest& blob,
+                                              const common::Digest& diff_id,
+                                              const std::string& dest);
+
+}  // namespace layer
+
+#endif  // FARM_WORKER_LAYER_LAYER_IO_H_

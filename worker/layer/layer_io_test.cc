@@ -1,0 +1,106 @@
+// Layers to and from the CAS: digests computed in one pass, verified unpacking.
+#include "worker/layer/layer_io.h"
+
+#include <string>
+
+#include "cache/testing/memory_stores.h"
+#include "common/fs.h"
+#include "gtest/gtest.h"
+#include "worker/testing/fs_helpers.h"
+#include "worker/testing/status_matchers.h"
+
+namespace layer {
+namespace {
+
+class StringSink : public ByteSink {
+ public:
+  absl::Status Write(absl::string_view d) override {
+    out.append(d.data(), d.size());
+    return absl::OkStatus();
+  }
+  std::string out;
+};
+
+class LayerIoTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto t = common::TempDir::Create("layer-io-test");
+    ASSERT_OK(t);
+    tmp_ = std::make_unique<common::TempDir>(std::move(*t));
+    src_ = tmp_->path() + "/src";
+    ASSERT_OK(worker_testing::WriteFile(src_ + "/etc/motd", "hello\n"));
+    ASSERT_OK(worker_testing::WriteFile(src_ + "/big", std::string(3 << 20, 'b')));
+    ASSERT_OK(worker_testing::Whiteout(src_ + "/bin/vi"));
+  }
+  std::shared_ptr<cache::testing::MemoryBlobStore> cas_ =
+      std::make_shared<cache::testing::MemoryBlobStore>();
+  std::unique_ptr<common::TempDir> tmp_;
+  std::string src_;
+};
+
+TEST_F(LayerIoTest, WriteThenUnpackEachCompression) {
+  for (Compression c : {Compression::kGzip, Compression::kZstd, Compression::kNone}) {
+    WriteOptions opts;
+    opts.compression.compression = c;
+    opts.source_date_epoch = 0;
+    opts.spool_dir = tmp_->path();
+    auto written = WriteLayerFromDir(src_, opts, cas_.get());
+    ASSERT_OK(written);
+    EXPECT_FALSE(written->empty);
+    EXPECT_EQ(written->media_type, LayerMediaType(c));
+
+    // The blob in the CAS decompresses to a tar whose digest is the diff_id.
+    auto blob = cas_->ReadBlob(written->blob, 64 << 20);
+    ASSERT_OK(blob);
+    StringSink tar;
+    auto d = Decompressor::Create(&tar);
+    ASSERT_OK(d->Write(*blob));
+    ASSERT_OK(d->Finish());
+    EXPECT_EQ(common::DigestOf(tar.out), written->diff_id);
+
+    std::string dest = tmp_->path() + "/dest-" + CompressionName(c);
+    ASSERT_OK(common::MakeDirs(dest));
+    auto unpacked = UnpackLayerBlob(cas_.get(), written->blob, written->diff_id, dest);
+    ASSERT_OK(unpacked);
+    EXPECT_EQ(unpacked->format, c);
+    EXPECT_EQ(*common::ReadFile(dest + "/etc/motd"), "hello\n");
+    EXPECT_TRUE(worker_testing::IsWhiteout(dest + "/bin/vi"));
+  }
+}
+
+TEST_F(LayerIoTest, SameTreeSameDigestsEveryTime) {
+  WriteOptions opts;
+  opts.source_date_epoch = 0;
+  auto a = WriteLayerFromDir(src_, opts, cas_.get());
+  auto b = WriteLayerFromDir(src_, opts, cas_.get());
+  ASSERT_OK(a);
+  ASSERT_OK(b);
+  EXPECT_EQ(a->blob, b->blob);
+  EXPECT_EQ(a->diff_id, b->diff_id);
+}
+
+TEST_F(LayerIoTest, EmptyTreeUploadsNothing) {
+  std::string empty = tmp_->path() + "/empty";
+  ASSERT_OK(common::MakeDirs(empty));
+  auto w = WriteLayerFromDir(empty, {}, cas_.get());
+  ASSERT_OK(w);
+  EXPECT_TRUE(w->empty);
+  EXPECT_EQ(cas_->size(), 0u);
+}
+
+TEST_F(LayerIoTest, UnpackVerifiesDigests) {
+  auto w = WriteLayerFromDir(src_, {}, cas_.get());
+  ASSERT_OK(w);
+  std::string dest = tmp_->path() + "/d1";
+  ASSERT_OK(common::MakeDirs(dest));
+  common::Digest wrong = common::DigestOf("not the tar");
+  absl::Status s = UnpackLayerBlob(cas_.get(), w->blob, wrong, dest).status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+  EXPECT_NE(std::string(s.message()).find(wrong.OciString()), std::string::npos) << s;
+
+  s = UnpackLayerBlob(cas_.get(), common::DigestOf("absent"), w->diff_id, dest).status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kNotFound) << s;
+}
+
+}  // namespace
+}  // namespace layer

@@ -1,0 +1,112 @@
+// LocalStepExecutor: the StepExecutor that runs steps on this machine. Used in-process by
+// `farm build` and by farm-worker for remote tasks.
+//
+// RUN: the parent layers come from the layer store (fetched from the CAS and unpacked once),
+// stacked under a fresh upperdir in a sandbox runner (worker/sandbox/sandbox.h) with the
+// step's env, user, workdir, network, mounts and limits; on success the upperdir, minus the
+// mount points the sandbox had to create, becomes the layer (worker/layer/layer_io.h) and is
+// kept in the layer store as that layer's unpacked form. COPY/ADD and WORKDIR write their
+// layer's tree directly (worker/copy/copy_op.h), reading the parent file system through
+// layerstore::StackView: no namespace, no mount.
+//
+// State under Options::state_dir: layers/ (the layer store), cache-mounts/ (RUN
+// --mount=type=cache), run/ (per-step scratch, wiped at start), tmp/ (layer spool files).
+// One process per state_dir (the layer store holds a lock).
+//
+// The process must be root (namespaces, overlayfs, chown), and its main() must call
+// sandbox::RunSandboxIfRequested(argc, argv) first (see worker/sandbox/sandbox.h).
+//
+//   worker::LocalStepExecutor::Options o;
+//   o.state_dir = home + "/worker";
+//   o.cas = cas;
+//   ASSIGN_OR_RETURN(auto exec, worker::LocalStepExecutor::Create(std::move(o)));
+//   ASSIGN_OR_RETURN(farm::v1::StepResult r, exec->Execute(request, log, &cancel));
+#ifndef FARM_WORKER_LOCAL_STEP_EXECUTOR_H_
+#define FARM_WORKER_LOCAL_STEP_EXECUTOR_H_
+
+#include <atomic>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "cache/blob_store.h"
+#include "farm/v1/sandbox.pb.h"
+#include "worker/cache_mounts.h"
+#include "worker/copy/fetch.h"
+#include "worker/layerstore/layer_store.h"
+#include "worker/sandbox/cgroups.h"
+#include "worker/step_executor.h"
+
+namespace worker {
+
+class LocalStepExecutor : public StepExecutor {
+ public:
+  struct Options {
+    std::string state_dir;                  // required
+    std::shared_ptr<cache::BlobStore> cas;  // required: layers, context files, outputs
+    int64_t layer_store_max_bytes = 0;      // unpacked layers kept; 0 = unlimited
+    SecretProvider::Ptr secrets;            // RUN --mount=type=secret|ssh; null = none
+    sandbox::CgroupLimits limits;           // per RUN step; zero = none
+    // Host files bind-mounted read-only at /etc/resolv.conf and /etc/hosts in RUN ("" = none).
+    std::string resolv_conf = "/etc/resolv.conf";
+    std::string hosts = "/etc/hosts";
+    int compression_threads = 0;  // 0 = every core
+    copy::UrlFetcher fetcher;     // ADD https://…; default: libcurl
+  };
+
+  // FAILED_PRECONDITION when not root, when the layer store is in use by another process, or
+  // when limits are asked for but cgroups cannot provide them.
+  static absl::StatusOr<std::unique_ptr<LocalStepExecutor>> Create(Options options);
+
+  absl::StatusOr<farm::v1::StepResult> Execute(const farm::v1::StepRequest& request,
+                                               const LogSink& log,
+                                               const absl::Notification* cancel) override;
+
+  // `farm run IMAGE`: runs `args` on `layers` with the image's env/user/workdir, the caller's
+  // stdin/stdout/stderr attached and the caller's terminal session; what the command writes is
+  // discarded. Returns its exit status (128+N when killed by signal N).
+  struct RunOptions {
+    std::vector<farm::v1::Layer> layers;  // bottom to top
+    farm::v1::ExecEnv env;
+    std::vector<std::string> args;
+    std::string network = "default";  // default | host | none
+    bool insecure = false;
+    int stdin_fd = 0, stdout_fd = 1, stderr_fd = 2;
+    const absl::Notification* cancel = nullptr;
+  };
+  absl::StatusOr<int> RunAttached(const RunOptions& options);
+
+  layerstore::LayerStore* layer_store() { return store_.get(); }
+
+ private:
+  LocalStepExecutor(Options options, std::unique_ptr<layerstore::LayerStore> store,
+                    std::vector<farm::v1::SandboxCgroup> cgroups);
+  struct RunDir;
+  absl::StatusOr<std::string> NewRunDir();
+  absl::StatusOr<farm::v1::StepResult> ExecuteRun(const farm::v1::StepRequest& request,
+                                                  const layerstore::Stack& stack,
+                                                  const LogSink& log,
+                                                  const absl::Notification* cancel);
+  absl::StatusOr<farm::v1::StepResult> ExecuteCopy(const farm::v1::StepRequest& request,
+                                                   const layerstore::Stack& stack,
+                                                   const absl::Notification* cancel);
+  absl::StatusOr<farm::v1::StepResult> ExecuteMkdir(const farm::v1::StepRequest& request,
+                                                    const layerstore::Stack& stack);
+  // Archives `dir` as the step's layer, stores it in the CAS and keeps `dir` as its unpacked
+  // form; fills result.layer unless nothing changed.
+  absl::Status FinishLayer(const std::string& dir, const farm::v1::LayerOptions& output,
+                           farm::v1::StepResult* result);
+  absl::StatusOr<std::vector<layerstore::LayerDesc>> Descs(
+      const google::protobuf::RepeatedPtrField<farm::v1::Layer>& layers);
+
+  const Options options_;
+  std::unique_ptr<layerstore::LayerStore> store_;
+  const std::vector<farm::v1::SandboxCgroup> cgroups_;
+  CacheMounts cache_mounts_;
+  std::atomic<uint64_t> counter_{0};
+};
+
+}  // namespace worker
+
+#endif  // FARM_WORKER_LOCAL_STEP_EXECUTOR_H_

@@ -1,0 +1,764 @@
+// The sandbox runner and the init (pid 1) of the sandbox's pid namespace.
+//
+//   worker ──posix_spawn──▶ runner (host namespaces: cgroups, timeout, result)
+//                              └─clone(NEW{NS,PID,UTS,IPC[,NET]})─▶ init (pid 1: mounts,
+//                                  pivot_root, user)  └─fork─▶ command (caps, setuid, exec)
+//
+// The runner is single-threaded, so the raw clone() and fork() below are safe.
+#include "worker/sandbox/runner.h"
+
+#include <fcntl.h>
+#include <grp.h>
+#include <linux/capability.h>
+#include <net/if.h>
+#include <poll.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/ioctl.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/syscall.h>
+#include <sys/sysmacros.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "common/fs.h"
+#include "common/status_macros.h"
+#include "common/status_util.h"
+#include "farm/v1/sandbox.pb.h"
+#include "worker/sandbox/cgroups.h"
+#include "worker/user/user_db.h"
+
+namespace sandbox {
+namespace internal {
+namespace {
+
+using farm::v1::SandboxMount;
+using farm::v1::SandboxRequest;
+using farm::v1::SandboxResult;
+using farm::v1::SandboxStub;
+
+constexpr char kDefaultPath[] = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+int64_t NowMicros() {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<int64_t>(ts.tv_sec) * 1000000 + ts.tv_nsec / 1000;
+}
+
+absl::Status Errno(absl::string_view what) { return common::ErrnoToStatus(errno, what); }
+
+bool WriteAll(int fd, const void* data, size_t n) {
+  const char* p = static_cast<const char*>(data);
+  while (n > 0) {
+    ssize_t w = write(fd, p, n);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) return false;
+    p += w;
+    n -= static_cast<size_t>(w);
+  }
+  return true;
+}
+
+// Length-prefixed messages on the init -> runner report pipe.
+void SendReport(int fd, const SandboxResult& partial) {
+  std::string bytes = partial.SerializeAsString();
+  uint32_t len = static_cast<uint32_t>(bytes.size());
+  WriteAll(fd, &len, sizeof(len));
+  WriteAll(fd, bytes.data(), bytes.size());
+}
+
+void CloseFrom(int first) {
+  if (syscall(SYS_close_range, first, ~0U, 0) == 0) return;
+  for (int fd = first; fd < 1024; ++fd) close(fd);
+}
+
+// ---------------------------------------------------------------------------------------
+// Paths inside the root, created on demand and reported as stubs.
+
+class RootFs {
+ public:
+  explicit RootFs(std::string root) : root_(std::move(root)) {}
+
+  // Resolves `target` (absolute, in the container) inside the root, following symlinks the way
+  // the kernel would after pivot_root, and creates what is missing (directories, and the last
+  // component as a directory or an empty file). Returns the host path to mount on.
+  absl::StatusOr<std::string> Prepare(absl::string_view target, bool is_dir) {
+    std::vector<std::string> remaining = absl::StrSplit(target, '/', absl::SkipEmpty());
+    std::reverse(remaining.begin(), remaining.end());
+    std::vector<std::string> done;
+    int links = 0;
+    while (!remaining.empty()) {
+      std::string part = std::move(remaining.back());
+      remaining.pop_back();
+      if (part == ".") continue;
+      if (part == "..") {
+        if (!done.empty()) done.pop_back();
+        continue;
+      }
+      done.push_back(part);
+      std::string host = Host(done);
+      struct stat st;
+      if (lstat(host.c_str(), &st) != 0) {
+        if (errno != ENOENT) return Errno("lstat " + host);
+        done.pop_back();
+        remaining.push_back(part);
+        return Create(target, done, remaining, is_dir);
+      }
+      bool last = remaining.empty();
+      if (S_ISLNK(st.st_mode)) {
+        if (++links > 40) {
+          return absl::FailedPreconditionError(
+              absl::StrCat("mount target ", target, ": too many levels of symbolic links"));
+        }
+        char buf[4096];
+        ssize_t n = readlink(host.c_str(), buf, sizeof(buf) - 1);
+        if (n < 0) return Errno("readlink " + host);
+        std::string link(buf, static_cast<size_t>(n));
+        done.pop_back();
+        if (!link.empty() && link[0] == '/') done.clear();
+        std::vector<std::string> t = absl::StrSplit(link, '/', absl::SkipEmpty());
+        for (auto it = t.rbegin(); it != t.rend(); ++it) remaining.push_back(*it);
+        continue;
+      }
+      if (!last && !S_ISDIR(st.st_mode)) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            "mount target ", target, ": /", absl::StrJoin(done, "/"), " is not a directory"));
+      }
+    }
+    return Host(done);
+  }
+
+  const google::protobuf::RepeatedPtrField<SandboxStub>& stubs() const { return stubs_; }
+  const std::string& root() const { return root_; }
+
+ private:
+  std::string Host(const std::vector<std::string>& parts) const {
+    return parts.empty() ? root_ : absl::StrCat(root_, "/", absl::StrJoin(parts, "/"));
+  }
+
+  // `existing`: resolved components that exist (directories); `remaining`: what to create
+  // (stack order: back() first).
+  absl::StatusOr<std::string> Create(absl::string_view target, std::vector<std::string> existing,
+                                     std::vector<std::string> remaining, bool is_dir) {
+    // Overlayfs copies every existing ancestor up when something is created below it: remember
+    // how each looked before the first change.
+    for (size_t i = 1; i <= existing.size(); ++i) {
+      std::vector<std::string> prefix(existing.begin(), existing.begin() + i);
+      std::string rel = absl::StrJoin(prefix, "/");
+      if (std::find(recorded_.begin(), recorded_.end(), rel) != recorded_.end()) continue;
+      struct stat st;
+      if (lstat(Host(prefix).c_str(), &st) != 0) return Errno("lstat " + Host(prefix));
+      recorded_.push_back(rel);
+      SandboxStub* s = stubs_.Add();
+      s->set_path(rel);
+      s->set_created(false);
+      s->set_is_dir(true);
+      s->set_mode(st.st_mode & 07777);
+      s->set_uid(st.st_uid);
+      s->set_gid(st.st_gid);
+      s->set_mtime_sec(st.st_mtim.tv_sec);
+      s->set_mtime_nsec(st.st_mtim.tv_nsec);
+    }
+    std::vector<std::string> done = std::move(existing);
+    while (!remaining.empty()) {
+      std::string part = std::move(remaining.back());
+      remaining.pop_back();
+      if (part == "." || part == "..") {
+        return absl::InvalidArgumentError(absl::StrCat("mount target ", target, " is not clean"));
+      }
+      done.push_back(part);
+      bool last = remaining.empty();
+      std::string p = Host(done);
+      if (last && !is_dir) {
+        int fd = open(p.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
+        if (fd < 0) return Errno("create mount point " + p);
+        close(fd);
+      } else if (mkdir(p.c_str(), 0755) != 0) {
+        return Errno("create mount point " + p);
+      }
+      SandboxStub* s = stubs_.Add();
+      s->set_path(absl::StrJoin(done, "/"));
+      s->set_created(true);
+      s->set_is_dir(!last || is_dir);
+    }
+    return Host(done);
+  }
+
+  std::string root_;
+  std::vector<std::string> recorded_;
+  google::protobuf::RepeatedPtrField<SandboxStub> stubs_;
+};
+
+absl::Status Mount(const std::string& source, const std::string& target, const char* fstype,
+                   unsigned long flags, const std::string& data) {
+  if (mount(source.c_str(), target.c_str(), fstype, flags, data.empty() ? nullptr : data.c_str()) !=
+      0) {
+    return Errno(
+        absl::StrCat("mount ", fstype != nullptr ? fstype : "bind", " ", source, " on ", target));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status BindMount(const std::string& source, const std::string& target, bool readonly) {
+  RETURN_IF_ERROR(Mount(source, target, nullptr, MS_BIND | MS_REC, ""));
+  if (readonly) {
+    // Keep the flags the kernel locked on the source mount (nosuid, nodev, noexec).
+    unsigned long extra = 0;
+    struct statvfs sv;
+    if (statvfs(target.c_str(), &sv) == 0) {
+      if (sv.f_flag & ST_NOSUID) extra |= MS_NOSUID;
+      if (sv.f_flag & ST_NODEV) extra |= MS_NODEV;
+      if (sv.f_flag & ST_NOEXEC) extra |= MS_NOEXEC;
+    }
+    RETURN_IF_ERROR(Mount("", target, nullptr, MS_REMOUNT | MS_BIND | MS_RDONLY | extra, ""));
+  }
+  return absl::OkStatus();
+}
+
+// Mounts an overlay of `lowers` (relative to the current directory) at `target`; read-only
+// without an upper directory (a single lower directory then needs a second, empty one).
+absl::Status MountOverlayAt(const std::vector<std::string>& lowers, const std::string& upper,
+                            const std::string& work, const std::string& target,
+                            const std::string& empty_dir) {
+  std::vector<std::string> l = lowers;
+  if (upper.empty() && l.size() == 1) l.push_back(empty_dir);
+  std::string base = absl::StrCat("lowerdir=", absl::StrJoin(l, ":"));
+  if (!upper.empty()) absl::StrAppend(&base, ",upperdir=", upper, ",workdir=", work);
+  // Prefer: no index/redirects/metacopy (an upperdir must hold whole files and plain
+  // directories to become a layer), and volatile (no syncfs: the upperdir is throwaway until
+  // archived). Older kernels lack some options: fall back.
+  const char* extras[] = {",index=off,redirect_dir=off,metacopy=off,volatile",
+                          ",index=off,redirect_dir=off,metacopy=off", ",redirect_dir=off", ""};
+  int last_errno = 0;
+  for (const char* extra : extras) {
+    std::string opts = base + extra;
+    if (upper.empty() && absl::StrContains(opts, "volatile")) continue;
+    unsigned long flags = upper.empty() ? MS_RDONLY : 0;
+    if (mount("overlay", target.c_str(), "overlay", flags, opts.c_str()) == 0) {
+      return absl::OkStatus();
+    }
+    last_errno = errno;
+    if (errno != EINVAL) break;
+  }
+  return common::ErrnoToStatus(
+      last_errno, absl::StrCat("mounting an overlay of ", lowers.size(), " layers on ", target));
+}
+
+absl::Status MountOverlay(const SandboxRequest& req) {
+  if (chdir(req.layer_dir().c_str()) != 0) return Errno("chdir " + req.layer_dir());
+  return MountOverlayAt({req.lower_dirs().begin(), req.lower_dirs().end()}, req.upper_dir(),
+                        req.work_dir(), req.rootfs_dir(), "empty");
+}
+
+absl::Status MakeDev(const std::string& dev) {
+  RETURN_IF_ERROR(Mount("tmpfs", dev, "tmpfs", MS_NOSUID | MS_STRICTATIME, "mode=755,size=65536k"));
+  struct Node {
+    const char* name;
+    unsigned major, minor;
+  };
+  for (Node n : {Node{"null", 1, 3}, Node{"zero", 1, 5}, Node{"full", 1, 7}, Node{"random", 1, 8},
+                 Node{"urandom", 1, 9}, Node{"tty", 5, 0}}) {
+    std::string path = dev + "/" + n.name;
+    if (mknod(path.c_str(), S_IFCHR | 0666, makedev(n.major, n.minor)) == 0) {
+      chmod(path.c_str(), 0666);
+      continue;
+    }
+    // No CAP_MKNOD here (a worker inside a container): bind the host's node instead.
+    int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0666);
+    if (fd < 0) return Errno("create " + path);
+    close(fd);
+    RETURN_IF_ERROR(BindMount(std::string("/dev/") + n.name, path, false));
+  }
+  std::string pts = dev + "/pts";
+  if (mkdir(pts.c_str(), 0755) != 0) return Errno("mkdir " + pts);
+  RETURN_IF_ERROR(Mount("devpts", pts, "devpts", MS_NOSUID | MS_NOEXEC,
+                        "newinstance,ptmxmode=0666,mode=0620,gid=5"));
+  if (symlink("pts/ptmx", (dev + "/ptmx").c_str()) != 0) return Errno("symlink /dev/ptmx");
+  std::string shm = dev + "/shm";
+  if (mkdir(shm.c_str(), 01777) != 0) return Errno("mkdir " + shm);
+  RETURN_IF_ERROR(
+      Mount("shm", shm, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=1777,size=65536k"));
+  std::string mq = dev + "/mqueue";
+  if (mkdir(mq.c_str(), 0755) == 0) {
+    // Optional (needs CONFIG_POSIX_MQUEUE); the ipc namespace makes it private.
+    mount("mqueue", mq.c_str(), "mqueue", MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr);
+  }
+  for (auto [name, target] : {std::pair<const char*, const char*>{"fd", "/proc/self/fd"},
+                              {"stdin", "/proc/self/fd/0"},
+                              {"stdout", "/proc/self/fd/1"},
+                              {"stderr", "/proc/self/fd/2"}}) {
+    if (symlink(target, (dev + "/" + name).c_str()) != 0)
+      return Errno(absl::StrCat("symlink /dev/", name));
+  }
+  return absl::OkStatus();
+}
+
+// Docker's default masks: kernel interfaces a build has no business reading or writing.
+void MaskPaths(const std::string& root) {
+  for (const char* p : {"/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list",
+                        "/proc/timer_stats", "/proc/sched_debug", "/proc/acpi", "/proc/scsi",
+                        "/sys/firmware", "/sys/devices/virtual/powercap"}) {
+    std::string path = root + p;
+    struct stat st;
+    if (lstat(path.c_str(), &st) != 0) continue;
+    if (S_ISDIR(st.st_mode)) {
+      mount("tmpfs", path.c_str(), "tmpfs", MS_RDONLY, nullptr);
+    } else {
+      mount((root + "/dev/null").c_str(), path.c_str(), nullptr, MS_BIND, nullptr);
+    }
+  }
+  for (const char* p :
+       {"/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger", "/proc/asound"}) {
+    std::string path = root + p;
+    if (access(path.c_str(), F_OK) != 0) continue;
+    BindMount(path, path, true).IgnoreError();
+  }
+}
+
+absl::Status BringUpLoopback() {
+  int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return Errno("socket");
+  struct ifreq ifr;
+  std::memset(&ifr, 0, sizeof(ifr));
+  std::strncpy(ifr.ifr_name, "lo", IFNAMSIZ - 1);
+  absl::Status s;
+  if (ioctl(fd, SIOCGIFFLAGS, &ifr) != 0) {
+    s = Errno("SIOCGIFFLAGS lo");
+  } else {
+    ifr.ifr_flags |= IFF_UP | IFF_RUNNING;
+    if (ioctl(fd, SIOCSIFFLAGS, &ifr) != 0) s = Errno("bringing up lo");
+  }
+  close(fd);
+  return s;
+}
+
+absl::Status SetupRoot(const SandboxRequest& req, RootFs* fs) {
+  // Nothing we mount may propagate back to the host.
+  RETURN_IF_ERROR(Mount("", "/", nullptr, MS_REC | MS_PRIVATE, ""));
+  RETURN_IF_ERROR(MountOverlay(req));
+  const std::string& root = fs->root();
+
+  ASSIGN_OR_RETURN(std::string proc, fs->Prepare("/proc", true));
+  RETURN_IF_ERROR(Mount("proc", proc, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, ""));
+  ASSIGN_OR_RETURN(std::string dev, fs->Prepare("/dev", true));
+  RETURN_IF_ERROR(MakeDev(dev));
+  ASSIGN_OR_RETURN(std::string sys, fs->Prepare("/sys", true));
+  unsigned long sys_flags = MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY;
+  if (mount("sysfs", sys.c_str(), "sysfs", sys_flags, nullptr) != 0) {
+    RETURN_IF_ERROR(BindMount("/sys", sys, true));
+  }
+  for (auto [host, target] :
+       {std::pair<std::string, const char*>{req.resolv_conf(), "/etc/resolv.conf"},
+        {req.hosts(), "/etc/hosts"}}) {
+    if (host.empty()) continue;
+    ASSIGN_OR_RETURN(std::string path, fs->Prepare(target, false));
+    RETURN_IF_ERROR(BindMount(host, path, true));
+  }
+
+  // The request's mounts, parents before children.
+  std::vector<const SandboxMount*> mounts;
+  for (const SandboxMount& m : req.mounts()) mounts.push_back(&m);
+  std::stable_sort(mounts.begin(), mounts.end(), [](const SandboxMount* a, const SandboxMount* b) {
+    return std::count(a->target().begin(), a->target().end(), '/') <
+           std::count(b->target().begin(), b->target().end(), '/');
+  });
+  for (const SandboxMount* m : mounts) {
+    if (m->target().empty() || m->target()[0] != '/') {
+      return absl::InvalidArgumentError(
+          absl::StrCat("mount target \"", m->target(), "\" is not absolute"));
+    }
+    if (m->kind() == SandboxMount::TMPFS) {
+      ASSIGN_OR_RETURN(std::string path, fs->Prepare(m->target(), true));
+      std::string data = absl::StrFormat("mode=%o", m->tmpfs_mode() != 0 ? m->tmpfs_mode() : 01777);
+      if (m->tmpfs_size_bytes() > 0) absl::StrAppend(&data, ",size=", m->tmpfs_size_bytes());
+      RETURN_IF_ERROR(Mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV, data));
+      continue;
+    }
+    std::string source = m->source();
+    if (m->kind() == SandboxMount::OVERLAY) {
+      // Still in layer_dir (MountOverlay chdir'ed there): the lowerdirs are relative to it.
+      RETURN_IF_ERROR(
+          common::Annotate(MountOverlayAt({m->lower_dirs().begin(), m->lower_dirs().end()},
+                                          m->upper_dir(), m->work_dir(), m->source(), "empty"),
+                           absl::StrCat("mount at ", m->target())));
+      if (!m->subpath().empty()) source = absl::StrCat(m->source(), "/", m->subpath());
+    }
+    struct stat st;
+    if (stat(source.c_str(), &st) != 0) return Errno("mount source " + source);
+    ASSIGN_OR_RETURN(std::string path, fs->Prepare(m->target(), S_ISDIR(st.st_mode)));
+    RETURN_IF_ERROR(common::Annotate(BindMount(source, path, m->readonly()),
+                                     absl::StrCat("mount at ", m->target())));
+  }
+  if (!req.insecure()) MaskPaths(root);
+
+  std::string hostname = req.hostname().empty() ? "farm" : req.hostname();
+  if (sethostname(hostname.data(), hostname.size()) != 0) return Errno("sethostname");
+  if (req.network() == SandboxRequest::NONE) RETURN_IF_ERROR(BringUpLoopback());
+
+  // pivot_root(".", ".") stacks the old root on the new one; detaching it leaves only the new.
+  if (chdir(root.c_str()) != 0) return Errno("chdir " + root);
+  if (syscall(SYS_pivot_root, ".", ".") != 0) return Errno("pivot_root " + root);
+  if (umount2(".", MNT_DETACH) != 0) return Errno("detaching the old root");
+  if (chdir("/") != 0) return Errno("chdir /");
+  return absl::OkStatus();
+}
+
+std::optional<std::string> ReadOptional(const char* path) {
+  auto text = common::ReadFile(path);
+  if (!text.ok()) return std::nullopt;
+  return *text;
+}
+
+// ---------------------------------------------------------------------------------------
+// The command.
+
+// Docker's default capability set for containers.
+constexpr int kDefaultCaps[] = {CAP_CHOWN,   CAP_DAC_OVERRIDE, CAP_FSETID,           CAP_FOWNER,
+                                CAP_MKNOD,   CAP_NET_RAW,      CAP_SETGID,           CAP_SETUID,
+                                CAP_SETFCAP, CAP_SETPCAP,      CAP_NET_BIND_SERVICE, CAP_SYS_CHROOT,
+                                CAP_KILL,    CAP_AUDIT_WRITE};
+
+int LastCap() {
+  auto text = common::ReadFile("/proc/sys/kernel/cap_last_cap");
+  int n = 0;
+  if (text.ok() && absl::SimpleAtoi(absl::StripAsciiWhitespace(*text), &n)) return n;
+  return CAP_LAST_CAP;
+}
+
+bool InDefaultSet(int cap) {
+  return std::find(std::begin(kDefaultCaps), std::end(kDefaultCaps), cap) != std::end(kDefaultCaps);
+}
+
+// Drops every capability outside Docker's default set from the bounding set, and (for root)
+// from the effective/permitted/inheritable sets.
+absl::Status DropCapabilities(int last_cap, bool root) {
+  for (int cap = 0; cap <= last_cap; ++cap) {
+    if (!InDefaultSet(cap) && prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0 && errno != EINVAL) {
+      return Errno(absl::StrCat("dropping capability ", cap));
+    }
+  }
+  if (!root) return absl::OkStatus();
+  struct __user_cap_header_struct header = {_LINUX_CAPABILITY_VERSION_3, 0};
+  struct __user_cap_data_struct data[2];
+  std::memset(data, 0, sizeof(data));
+  for (int cap : kDefaultCaps) {
+    data[cap / 32].effective |= 1u << (cap % 32);
+    data[cap / 32].permitted |= 1u << (cap % 32);
+    data[cap / 32].inheritable |= 1u << (cap % 32);
+  }
+  if (syscall(SYS_capset, &header, data) != 0) return Errno("capset");
+  return absl::OkStatus();
+}
+
+std::string LookPath(const std::string& file, const std::vector<std::string>& env) {
+  if (file.find('/') != std::string::npos) return file;
+  std::string path = kDefaultPath;
+  for (const std::string& e : env) {
+    if (absl::StartsWith(e, "PATH=")) path = e.substr(5);
+  }
+  for (absl::string_view dir : absl::StrSplit(path, ':')) {
+    std::string candidate = absl::StrCat(dir.empty() ? "." : dir, "/", file);
+    struct stat st;
+    if (stat(candidate.c_str(), &st) == 0 && S_ISREG(st.st_mode) &&
+        access(candidate.c_str(), X_OK) == 0) {
+      return candidate;
+    }
+  }
+  return "";
+}
+
+[[noreturn]] void Fail(const std::string& message, int code) {
+  std::string line = "farm: " + message + "\n";
+  WriteAll(2, line.data(), line.size());
+  _exit(code);
+}
+
+// In the forked child of init: become the user and exec the command. Never returns.
+[[noreturn]] void ExecCommand(const SandboxRequest& req, const user::ResolvedUser& u,
+                              int last_cap) {
+  if (!req.interactive()) setsid();
+  sigset_t none;
+  sigemptyset(&none);
+  sigprocmask(SIG_SETMASK, &none, nullptr);
+  CloseFrom(3);
+
+  std::vector<std::string> env(req.env().begin(), req.env().end());
+  auto has = [&](absl::string_view key) {
+    return std::any_of(env.begin(), env.end(), [&](const std::string& e) {
+      return absl::StartsWith(e, absl::StrCat(key, "="));
+    });
+  };
+  if (!has("PATH")) env.push_back(absl::StrCat("PATH=", kDefaultPath));
+  if (!has("HOME")) env.push_back("HOME=" + u.home);
+
+  std::vector<gid_t> groups(u.groups.begin(), u.groups.end());
+  if (setgroups(groups.size(), groups.data()) != 0)
+    Fail("setgroups: " + std::string(strerror(errno)), 126);
+  if (setresgid(u.gid, u.gid, u.gid) != 0) Fail("setgid: " + std::string(strerror(errno)), 126);
+  if (!req.insecure()) {
+    absl::Status s = DropCapabilities(last_cap, u.uid == 0);
+    if (!s.ok()) Fail(std::string(s.message()), 126);
+  }
+  // A non-root uid loses every capability here (no SECBIT_KEEP_CAPS), as in Docker.
+  if (setresuid(u.uid, u.uid, u.uid) != 0) Fail("setuid: " + std::string(strerror(errno)), 126);
+  prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0);
+  if (chdir(req.cwd().empty() ? "/" : req.cwd().c_str()) != 0) {
+    Fail(absl::StrCat("chdir to ", req.cwd(), ": ", strerror(errno)), 126);
+  }
+  if (req.args().empty()) Fail("no command given", 126);
+  std::vector<std::string> args(req.args().begin(), req.args().end());
+  std::string path = LookPath(args[0], env);
+  if (path.empty())
+    Fail(absl::StrCat("exec: \"", args[0], "\": executable file not found in $PATH"), 127);
+  std::vector<char*> argv, envp;
+  for (std::string& a : args) argv.push_back(&a[0]);
+  argv.push_back(nullptr);
+  for (std::string& e : env) envp.push_back(&e[0]);
+  envp.push_back(nullptr);
+  execve(path.c_str(), argv.data(), envp.data());
+  int e = errno;
+  Fail(absl::StrCat("exec ", path, ": ", strerror(e)), e == ENOENT ? 127 : 126);
+}
+
+// pid 1 of the sandbox. Returns its exit code.
+int InitMain(const SandboxRequest& req, int sync_fd, int report_fd) {
+  prctl(PR_SET_PDEATHSIG, SIGKILL);
+  char go = 0;
+  if (read(sync_fd, &go, 1) != 1 || go != 'g') return 1;  // the runner gave up
+  close(sync_fd);
+  int last_cap = LastCap();  // before /proc is replaced
+
+  RootFs fs(req.rootfs_dir());
+  SandboxResult report;
+  auto fail = [&](const absl::Status& s) {
+    report.set_error_code(static_cast<int>(s.code()));
+    report.set_error_message(std::string(s.message()));
+    *report.mutable_stubs() = fs.stubs();
+    SendReport(report_fd, report);
+    return 1;
+  };
+  absl::Status s = SetupRoot(req, &fs);
+  if (!s.ok()) return fail(s);
+  // The user, from the image's own files (now at /etc).
+  auto u = user::ResolveUser(req.user(), ReadOptional("/etc/passwd"), ReadOptional("/etc/group"));
+  if (!u.ok()) return fail(u.status());
+  if (!req.cwd().empty()) {
+    s = common::MakeDirs(req.cwd(), 0755);
+    if (!s.ok()) return fail(common::Annotate(s, "creating the working directory"));
+  }
+  *report.mutable_stubs() = fs.stubs();
+  report.set_started(true);
+  SendReport(report_fd, report);
+
+  pid_t child = fork();
+  if (child < 0) return fail(Errno("fork"));
+  if (child == 0) {
+    close(report_fd);
+    ExecCommand(req, *u, last_cap);
+  }
+  // Reap everything (orphans are re-parented to us) until the command itself exits; returning
+  // then makes the kernel kill whatever is left in the namespace.
+  while (true) {
+    int status = 0;
+    pid_t pid = waitpid(-1, &status, 0);
+    if (pid < 0) {
+      if (errno == EINTR) continue;
+      return 1;
+    }
+    if (pid != child) continue;
+    SandboxResult done;
+    done.set_finished(true);
+    if (WIFEXITED(status)) {
+      done.set_exit_code(WEXITSTATUS(status));
+    } else if (WIFSIGNALED(status)) {
+      done.set_term_signal(WTERMSIG(status));
+      done.set_exit_code(128 + WTERMSIG(status));
+    }
+    SendReport(report_fd, done);
+    return 0;
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// The runner.
+
+class ReportReader {
+ public:
+  // Reads what is available; returns false at EOF.
+  bool Read(int fd, SandboxResult* into) {
+    char buf[65536];
+    ssize_t n = read(fd, buf, sizeof(buf));
+    if (n < 0 && (errno == EINTR || errno == EAGAIN)) return true;
+    if (n <= 0) return false;
+    buffer_.append(buf, static_cast<size_t>(n));
+    while (buffer_.size() >= 4) {
+      uint32_t len;
+      std::memcpy(&len, buffer_.data(), 4);
+      if (buffer_.size() < 4 + len) break;
+      SandboxResult part;
+      if (part.ParseFromArray(buffer_.data() + 4, static_cast<int>(len))) into->MergeFrom(part);
+      buffer_.erase(0, 4 + len);
+    }
+    return true;
+  }
+
+ private:
+  std::string buffer_;
+};
+
+SandboxResult Run(const SandboxRequest& req) {
+  SandboxResult result;
+  auto error = [&](const absl::Status& s) {
+    result.set_error_code(static_cast<int>(s.code()));
+    result.set_error_message(std::string(s.message()));
+    return result;
+  };
+  int64_t start = NowMicros();
+
+  sigset_t mask;
+  sigemptyset(&mask);
+  for (int sig : {SIGCHLD, SIGTERM, SIGINT, SIGHUP, SIGQUIT}) sigaddset(&mask, sig);
+  sigprocmask(SIG_BLOCK, &mask, nullptr);
+  int sfd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
+  if (sfd < 0) return error(Errno("signalfd"));
+
+  absl::StatusOr<RunCgroup> cgroup = RunCgroup::Create(req.cgroups(), req.cgroup_name());
+  if (!cgroup.ok()) return error(common::Annotate(cgroup.status(), "setting up cgroups"));
+
+  int sync_pipe[2], report_pipe[2];
+  if (pipe2(sync_pipe, O_CLOEXEC) != 0 || pipe2(report_pipe, O_CLOEXEC) != 0)
+    return error(Errno("pipe"));
+  unsigned long flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC | SIGCHLD;
+  if (req.network() == SandboxRequest::NONE) flags |= CLONE_NEWNET;
+  pid_t init = static_cast<pid_t>(syscall(SYS_clone, flags, nullptr, nullptr, nullptr, nullptr));
+  if (init < 0) return error(Errno("clone (new namespaces; this needs root)"));
+  if (init == 0) {
+    close(sync_pipe[1]);
+    close(report_pipe[0]);
+    close(sfd);
+    _exit(InitMain(req, sync_pipe[0], report_pipe[1]));
+  }
+  close(sync_pipe[0]);
+  close(report_pipe[1]);
+  absl::Status added = cgroup->AddProcess(init);
+  if (!added.ok()) {
+    kill(init, SIGKILL);
+    waitpid(init, nullptr, 0);
+    return error(common::Annotate(added, "adding the sandbox to its cgroup"));
+  }
+  WriteAll(sync_pipe[1], "g", 1);
+  close(sync_pipe[1]);
+
+  int64_t deadline = req.timeout_ms() > 0 ? NowMicros() + req.timeout_ms() * 1000 : 0;
+  bool init_done = false, report_open = true, killed = false;
+  int init_status = 0;
+  ReportReader reader;
+  auto kill_tree = [&] {
+    if (!killed) kill(init, SIGKILL);  // pid 1 gone: the kernel kills the whole namespace
+    killed = true;
+  };
+  while (!init_done || report_open) {
+    struct pollfd fds[2] = {{sfd, POLLIN, 0}, {report_open ? report_pipe[0] : -1, POLLIN, 0}};
+    int timeout = -1;
+    if (deadline != 0 && !killed) {
+      int64_t left = deadline - NowMicros();
+      timeout = left <= 0 ? 0 : static_cast<int>(std::min<int64_t>(left / 1000 + 1, 1 << 30));
+    }
+    int n = poll(fds, 2, timeout);
+    if (n < 0 && errno != EINTR) break;
+    if (deadline != 0 && !killed && NowMicros() >= deadline) {
+      result.set_timed_out(true);
+      kill_tree();
+    }
+    if (fds[1].revents & (POLLIN | POLLHUP | POLLERR)) {
+      if (!reader.Read(report_pipe[0], &result)) report_open = false;
+    }
+    if (fds[0].revents & POLLIN) {
+      struct signalfd_siginfo si;
+      while (read(sfd, &si, sizeof(si)) == sizeof(si)) {
+        if (si.ssi_signo == SIGCHLD) continue;
+        if (req.interactive() && (si.ssi_signo == SIGINT || si.ssi_signo == SIGQUIT)) {
+          continue;  // the terminal delivered it to the command too; let it decide
+        }
+        result.set_cancelled(true);
+        kill_tree();
+      }
+    }
+    if (!init_done) {
+      pid_t r = waitpid(init, &init_status, WNOHANG);
+      if (r == init) init_done = true;
+    }
+  }
+  close(report_pipe[0]);
+  result.set_oom_killed(cgroup->OomKilled());
+  cgroup->Destroy();
+  result.set_run_micros(NowMicros() - start);
+  if (result.error_code() == 0 && !result.timed_out() && !result.cancelled() &&
+      !result.finished()) {
+    if (result.started() && result.oom_killed()) {
+      // The OOM killer took init (or the command before it could be reported).
+      result.set_exit_code(128 + SIGKILL);
+      result.set_term_signal(SIGKILL);
+    } else {
+      result.set_error_code(static_cast<int>(absl::StatusCode::kInternal));
+      result.set_error_message(absl::StrCat(
+          "the sandbox's init died ", result.started() ? "while" : "before",
+          " running the command (", WIFSIGNALED(init_status) ? "signal " : "exit status ",
+          WIFSIGNALED(init_status) ? WTERMSIG(init_status) : WEXITSTATUS(init_status), ")"));
+    }
+  }
+  return result;
+}
+
+}  // namespace
+
+int RunnerMain(int parent) {
+  prctl(PR_SET_PDEATHSIG, SIGKILL);
+  if (getppid() != parent) return 1;  // the worker died before we could notice
+  CloseFrom(5);
+  std::string bytes;
+  char buf[65536];
+  while (true) {
+    ssize_t n = read(3, buf, sizeof(buf));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    bytes.append(buf, static_cast<size_t>(n));
+  }
+  close(3);
+  SandboxRequest req;
+  SandboxResult result;
+  if (!req.ParseFromString(bytes)) {
+    result.set_error_code(static_cast<int>(absl::StatusCode::kInternal));
+    result.set_error_message("sandbox runner: malformed request");
+  } else {
+    result = Run(req);
+  }
+  std::string out = result.SerializeAsString();
+  return WriteAll(4, out.data(), out.size()) ? 0 : 1;
+}
+
+}  // namespace internal
+}  // namespace sandbox

@@ -1,0 +1,293 @@
+// The sandbox, for real, as root, in a busybox root filesystem: namespaces, users, network,
+// mounts and stubs, capabilities, timeouts, cancellation, signals and cgroup limits.
+#include "worker/sandbox/sandbox.h"
+
+#include <sys/stat.h>
+
+#include <atomic>
+#include <thread>
+
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "absl/synchronization/mutex.h"
+#include "common/fs.h"
+#include "gtest/gtest.h"
+#include "worker/sandbox/cgroups.h"
+#include "worker/testing/busybox.h"
+#include "worker/testing/fs_helpers.h"
+#include "worker/testing/status_matchers.h"
+
+namespace sandbox {
+namespace {
+
+using farm::v1::SandboxMount;
+using farm::v1::SandboxRequest;
+using farm::v1::SandboxResult;
+
+class SandboxTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    auto t = common::TempDir::Create("sandbox-test");
+    ASSERT_OK(t);
+    tmp_ = new common::TempDir(std::move(*t));
+    ASSERT_OK(worker_testing::MakeBusyboxRootfs(tmp_->path() + "/layers/busybox"));
+  }
+  static void TearDownTestSuite() { delete tmp_; }
+
+  // A fresh request on the busybox root with a new upperdir.
+  SandboxRequest Request(std::vector<std::string> args) {
+    std::string run = absl::StrCat(tmp_->path(), "/run", counter_++);
+    for (const char* d : {"upper", "work", "rootfs"}) {
+      EXPECT_OK(common::MakeDirs(absl::StrCat(run, "/", d)));
+    }
+    SandboxRequest r;
+    r.set_layer_dir(tmp_->path() + "/layers");
+    r.add_lower_dirs("busybox");
+    r.set_upper_dir(run + "/upper");
+    r.set_work_dir(run + "/work");
+    r.set_rootfs_dir(run + "/rootfs");
+    for (auto& a : args) r.add_args(a);
+    r.set_network(SandboxRequest::NONE);
+    r.set_cgroup_name(absl::StrCat("farm-test-", getpid(), "-", counter_));
+    return r;
+  }
+
+  struct Outcome {
+    SandboxResult result;
+    std::vector<std::string> out, err;
+    std::string Out() const { return absl::StrJoin(out, "\n"); }
+  };
+
+  Outcome Run(const SandboxRequest& r, const absl::Notification* cancel = nullptr,
+              std::function<void(absl::string_view)> on_out = nullptr) {
+    Outcome o;
+    absl::Mutex mu;
+    SandboxIo io;
+    io.on_line = [&](absl::string_view line, bool is_stderr) {
+      absl::MutexLock lock(&mu);
+      (is_stderr ? o.err : o.out).emplace_back(line);
+      if (on_out && !is_stderr) on_out(line);
+    };
+    auto result = RunSandbox(r, io, cancel);
+    EXPECT_OK(result);
+    if (result.ok()) o.result = *result;
+    EXPECT_EQ(o.result.error_code(), 0) << o.result.error_message();
+    return o;
+  }
+
+  static common::TempDir* tmp_;
+  static int counter_;  // run directories are never reused (a volatile overlay's workdir can't be)
+};
+
+common::TempDir* SandboxTest::tmp_ = nullptr;
+int SandboxTest::counter_ = 0;
+
+TEST_F(SandboxTest, OutputAndExitCode) {
+  Outcome o =
+      Run(Request({"/bin/sh", "-c", "echo hello; echo oops >&2; printf 'no newline'; exit 3"}));
+  EXPECT_EQ(o.result.exit_code(), 3);
+  EXPECT_TRUE(o.result.finished());
+  EXPECT_EQ(o.out, (std::vector<std::string>{"hello", "no newline"}));
+  EXPECT_EQ(o.err, std::vector<std::string>{"oops"});
+}
+
+TEST_F(SandboxTest, PidNamespaceShowsOnlyTheTree) {
+  Outcome o = Run(Request(
+      {"/bin/sh", "-c", "echo $$ $PPID; ls /proc | grep -E '^[0-9]+$' | sort -n | tr '\\n' ' '"}));
+  ASSERT_EQ(o.out.size(), 2u) << o.Out();
+  EXPECT_EQ(o.out[0], "2 1");  // pid 1 is the sandbox's init, the command its child
+  // Only init, the shell, and the pipeline's processes exist.
+  for (absl::string_view pid : absl::StrSplit(o.out[1], ' ', absl::SkipEmpty())) {
+    int n = 0;
+    ASSERT_TRUE(absl::SimpleAtoi(pid, &n));
+    EXPECT_LT(n, 10) << o.out[1];
+  }
+}
+
+TEST_F(SandboxTest, NetworkNoneHasOnlyLoopbackUp) {
+  Outcome o = Run(Request(
+      {"/bin/sh", "-c",
+       "cat /proc/net/dev | tail -n +3 | cut -d: -f1 | tr -d ' '; ip -o link | grep -c UP"}));
+  EXPECT_EQ(o.out, (std::vector<std::string>{"lo", "1"})) << o.Out();
+  SandboxRequest host = Request({"/bin/sh", "-c", "cat /proc/net/dev | tail -n +3 | wc -l"});
+  host.set_network(SandboxRequest::HOST);
+  o = Run(host);
+  ASSERT_EQ(o.out.size(), 1u);
+  EXPECT_GE(std::stoi(o.out[0]), 1);
+}
+
+TEST_F(SandboxTest, UserWorkdirEnvHostname) {
+  SandboxRequest r = Request(
+      {"/bin/sh", "-c", "id -u; id -g; pwd; echo $GREETING; echo $HOME; hostname; echo $PATH"});
+  r.set_user("nobody");
+  r.set_cwd("/work/dir");
+  r.add_env("GREETING=hi there");
+  r.set_hostname("builder");
+  Outcome o = Run(r);
+  EXPECT_EQ(o.result.exit_code(), 0) << absl::StrJoin(o.err, "\n");
+  EXPECT_EQ(o.out, (std::vector<std::string>{
+                       "65534", "65534", "/work/dir", "hi there", "/home", "builder",
+                       "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}));
+  // The working directory is created in the upperdir (it belongs to the layer).
+  EXPECT_TRUE(common::PathExists(r.upper_dir() + "/work/dir"));
+
+  SandboxRequest bad = Request({"/bin/true"});
+  bad.set_user("ghost");
+  auto result = RunSandbox(bad, SandboxIo{-1, -1, -1, [](absl::string_view, bool) {}}, nullptr);
+  ASSERT_OK(result);
+  EXPECT_EQ(result->error_code(), static_cast<int>(absl::StatusCode::kFailedPrecondition));
+  EXPECT_EQ(result->error_message(),
+            "unable to find user ghost: no matching entries in passwd file");
+}
+
+TEST_F(SandboxTest, CapabilitiesDockerDefaultOrAllWhenInsecure) {
+  Outcome o = Run(
+      Request({"/bin/sh", "-c", "grep CapBnd /proc/self/status; grep CapEff /proc/self/status"}));
+  EXPECT_EQ(o.out,
+            (std::vector<std::string>{"CapBnd:\t00000000a80425fb", "CapEff:\t00000000a80425fb"}));
+  SandboxRequest insecure = Request({"/bin/sh", "-c", "grep CapEff /proc/self/status"});
+  insecure.set_insecure(true);
+  o = Run(insecure);
+  ASSERT_EQ(o.out.size(), 1u);
+  EXPECT_NE(o.out[0], "CapEff:\t00000000a80425fb");
+  SandboxRequest user = Request({"/bin/sh", "-c", "grep CapEff /proc/self/status"});
+  user.set_user("nobody");
+  o = Run(user);
+  EXPECT_EQ(o.out, std::vector<std::string>{"CapEff:\t0000000000000000"});
+}
+
+TEST_F(SandboxTest, MountsAndStubsAreReported) {
+  std::string data = tmp_->path() + "/bind-src";
+  ASSERT_OK(worker_testing::WriteFile(data + "/file", "from host\n"));
+  std::string resolv = tmp_->path() + "/resolv.conf";
+  ASSERT_OK(worker_testing::WriteFile(resolv, "nameserver 127.0.0.53\n"));
+  SandboxRequest r = Request({"/bin/sh", "-c",
+                              "cat /mnt/data/file; touch /mnt/data/x 2>/dev/null || echo read-only;"
+                              " echo tmp > /scratch/t && cat /scratch/t; cat /etc/resolv.conf;"
+                              " ls /dev | tr '\\n' ' '"});
+  r.set_resolv_conf(resolv);
+  SandboxMount* bind = r.add_mounts();
+  bind->set_source(data);
+  bind->set_target("/mnt/data");
+  bind->set_readonly(true);
+  SandboxMount* tmpfs = r.add_mounts();
+  tmpfs->set_kind(SandboxMount::TMPFS);
+  tmpfs->set_target("/scratch");
+  Outcome o = Run(r);
+  ASSERT_EQ(o.out.size(), 5u) << o.Out() << absl::StrJoin(o.err, "\n");
+  EXPECT_EQ(o.out[0], "from host");
+  EXPECT_EQ(o.out[1], "read-only");
+  EXPECT_EQ(o.out[2], "tmp");
+  EXPECT_EQ(o.out[3], "nameserver 127.0.0.53");
+  for (const char* dev :
+       {"null", "zero", "full", "random", "urandom", "tty", "ptmx", "pts", "shm"}) {
+    EXPECT_TRUE(absl::StrContains(o.out[4], dev)) << dev << " missing in " << o.out[4];
+  }
+  // What had to be created to mount on is reported: /mnt/data, /scratch, /etc/resolv.conf
+  // (and /etc, /mnt as existing ancestors copied up).
+  std::map<std::string, bool> stubs;
+  for (const auto& s : o.result.stubs()) stubs[s.path()] = s.created();
+  EXPECT_TRUE(stubs.count("mnt/data") && stubs["mnt/data"]);
+  EXPECT_TRUE(stubs.count("scratch") && stubs["scratch"]);
+  EXPECT_TRUE(stubs.count("etc/resolv.conf") && stubs["etc/resolv.conf"]);
+  EXPECT_TRUE(stubs.count("etc") && !stubs["etc"]);
+}
+
+TEST_F(SandboxTest, SymlinkedMountTargetStaysInsideTheRoot) {
+  // An image whose /evil points at the host's root: mounting there must land inside the root.
+  std::string upper_layer = tmp_->path() + "/layers/evil";
+  ASSERT_OK(worker_testing::Symlink("/../../../../tmp", upper_layer + "/evil"));
+  SandboxRequest r = Request({"/bin/sh", "-c", "ls /tmp/inside"});
+  r.clear_lower_dirs();
+  r.add_lower_dirs("evil");
+  r.add_lower_dirs("busybox");
+  SandboxMount* m = r.add_mounts();
+  m->set_kind(SandboxMount::TMPFS);
+  m->set_target("/evil/inside");
+  Outcome o = Run(r);
+  EXPECT_EQ(o.result.exit_code(), 0) << absl::StrJoin(o.err, "\n");
+  EXPECT_FALSE(common::PathExists("/tmp/inside"));
+}
+
+TEST_F(SandboxTest, TimeoutKillsATreeThatIgnoresSigterm) {
+  SandboxRequest r =
+      Request({"/bin/sh", "-c", "trap '' TERM; (trap '' TERM; sleep 600) & sleep 600"});
+  r.set_timeout_ms(300);
+  absl::Time start = absl::Now();
+  Outcome o = Run(r);
+  EXPECT_TRUE(o.result.timed_out());
+  EXPECT_LT(absl::Now() - start, absl::Seconds(20));
+}
+
+TEST_F(SandboxTest, CancelKillsTheTree) {
+  absl::Notification cancel;
+  SandboxRequest r = Request({"/bin/sh", "-c", "echo started; sleep 600"});
+  std::atomic<bool> notified{false};
+  Outcome o = Run(r, &cancel, [&](absl::string_view line) {
+    if (line == "started" && !notified.exchange(true)) cancel.Notify();
+  });
+  EXPECT_TRUE(o.result.cancelled());
+}
+
+TEST_F(SandboxTest, SignalsAndMissingCommands) {
+  Outcome o = Run(Request({"/bin/sh", "-c", "kill -9 $$"}));
+  EXPECT_EQ(o.result.exit_code(), 137);
+  EXPECT_EQ(o.result.term_signal(), 9);
+  o = Run(Request({"no-such-command"}));
+  EXPECT_EQ(o.result.exit_code(), 127);
+  ASSERT_EQ(o.err.size(), 1u);
+  EXPECT_TRUE(absl::StrContains(o.err[0], "executable file not found")) << o.err[0];
+  // Background processes do not outlive the command.
+  o = Run(Request({"/bin/sh", "-c", "sleep 600 & echo bg"}));
+  EXPECT_EQ(o.result.exit_code(), 0);
+}
+
+TEST_F(SandboxTest, InteractiveUsesTheCallersStdio) {
+  std::string out = tmp_->path() + "/interactive.out";
+  int fd = open(out.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  ASSERT_GE(fd, 0);
+  int in[2];
+  ASSERT_EQ(pipe(in), 0);
+  ASSERT_EQ(write(in[1], "from stdin\n", 11), 11);
+  close(in[1]);
+  SandboxRequest r = Request({"/bin/sh", "-c", "read line; echo got: $line; exit 5"});
+  r.set_interactive(true);
+  SandboxIo io;
+  io.stdin_fd = in[0];
+  io.stdout_fd = fd;
+  io.stderr_fd = fd;
+  auto result = RunSandbox(r, io, nullptr);
+  close(fd);
+  close(in[0]);
+  ASSERT_OK(result);
+  EXPECT_EQ(result->exit_code(), 5);
+  EXPECT_EQ(*common::ReadFile(out), "got: from stdin\n");
+}
+
+TEST_F(SandboxTest, MemoryAndPidLimits) {
+  CgroupLimits limits;
+  limits.memory_bytes = 64 << 20;
+  limits.pids = 8;
+  auto plan = PlanCgroups(limits, CgroupEnv());
+  ASSERT_OK(plan);
+  SandboxRequest r = Request({"/bin/dd", "if=/dev/zero", "of=/dev/null", "bs=256M", "count=1"});
+  for (const auto& cg : *plan) *r.add_cgroups() = cg;
+  Outcome o = Run(r);
+  EXPECT_TRUE(o.result.oom_killed()) << o.result.DebugString();
+  EXPECT_EQ(o.result.exit_code(), 137);
+
+  SandboxRequest p =
+      Request({"/bin/sh", "-c", "for i in 1 2 3 4 5 6 7 8 9 10 11 12; do sleep 30 & done; wait"});
+  for (const auto& cg : *plan) *p.add_cgroups() = cg;
+  p.set_timeout_ms(5000);
+  o = Run(p);
+  EXPECT_FALSE(o.result.timed_out()) << "fork should have failed early";
+  EXPECT_NE(o.result.exit_code(), 0);
+  EXPECT_TRUE(absl::StrContains(absl::StrJoin(o.err, "\n"), "fork")) << absl::StrJoin(o.err, "\n");
+}
+
+}  // namespace
+}  // namespace sandbox
