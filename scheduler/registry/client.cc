@@ -512,7 +512,8 @@ absl::StatusOr<ManifestInfo> Client::HeadManifest(const std::string& repo, const
   c.scopes = {PullScope(repo)};
   ASSIGN_OR_RETURN(HttpResponse resp, impl_->Send(c));
   if (resp.status == 404) {
-    return absl::NotFoundError(absl::StrCat("manifest for ", domain_, "/", repo, ":", ref,
+    return absl::NotFoundError(absl::StrCat("manifest for ", domain_, "/", repo,
+                                            absl::StartsWith(ref, "sha256:") ? "@" : ":", ref,
                                             " not found: manifest unknown"));
   }
   if (resp.status != 200) return impl_->Error(c, resp, "resolving the manifest");
@@ -542,7 +543,8 @@ absl::StatusOr<FetchedManifest> Client::GetManifest(const std::string& repo,
   c.on_status = [&](int) { body.clear(); };
   ASSIGN_OR_RETURN(HttpResponse resp, impl_->Send(c));
   if (resp.status == 404) {
-    return absl::NotFoundError(absl::StrCat("manifest for ", domain_, "/", repo, ":", ref,
+    return absl::NotFoundError(absl::StrCat("manifest for ", domain_, "/", repo,
+                                            absl::StartsWith(ref, "sha256:") ? "@" : ":", ref,
                                             " not found: manifest unknown"));
   }
   if (resp.status != 200) return impl_->Error(c, resp, "fetching the manifest");
