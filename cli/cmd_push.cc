@@ -16,7 +16,7 @@ int RunPush(const Args& args) {
   common::FlagSet fs(usage, "Upload an image to a registry");
   bool all_tags = false, quiet = false;
   std::vector<std::string> insecure;
-  int64_t chunk = 32 << 20;
+  int64_t chunk = 0;
   fs.Bool("all-tags", 'a', &all_tags, "Push all tags of an image to the repository");
   fs.Bool("quiet", 'q', &quiet, "Suppress verbose output");
   fs.Repeated("insecure-registry", 0, &insecure,
@@ -24,7 +24,8 @@ int RunPush(const Args& args) {
               "registries always are); also $FARM_INSECURE_REGISTRIES",
               "host:port");
   fs.Size("chunk-size", 0, &chunk,
-          "Upload blobs larger than this in chunks of this size (0: always in one request)");
+          "Upload blobs larger than this in chunks of this size, for registries or proxies that "
+          "limit request bodies (default 0: each blob in one streamed request)");
   std::vector<std::string> pos;
   int code;
   if (!ParseFlags(fs, args, "push", &pos, &code)) return code;

@@ -247,7 +247,8 @@ Compression DetectCompression(absl::string_view head) {
   return Compression::kNone;
 }
 
-LayerDigester::LayerDigester(Compression compression) {
+LayerDigester::LayerDigester(Compression compression, bool hash_stored)
+    : hash_stored_(hash_stored), uncompressed_input_(compression == Compression::kNone) {
   absl::StatusOr<std::unique_ptr<Decompressor>> d = Decompressor::Create(compression);
   if (d.ok()) {
     decompressor_ = std::move(*d);
@@ -258,7 +259,11 @@ LayerDigester::LayerDigester(Compression compression) {
 
 absl::Status LayerDigester::Update(absl::string_view chunk) {
   if (!status_.ok()) return status_;
-  stored_.Update(chunk);
+  if (uncompressed_input_) {
+    uncompressed_.Update(chunk);
+    return absl::OkStatus();
+  }
+  if (hash_stored_) stored_.Update(chunk);
   status_ = decompressor_->Update(chunk, [this](absl::string_view u) {
     uncompressed_.Update(u);
     return absl::OkStatus();
@@ -274,8 +279,12 @@ absl::StatusOr<LayerDigests> LayerDigester::Finish() {
   });
   if (!status_.ok()) return status_;
   LayerDigests out;
-  out.digest = stored_.Finish();
   out.diff_id = uncompressed_.Finish();
+  if (uncompressed_input_) {
+    out.digest = out.diff_id;
+  } else if (hash_stored_) {
+    out.digest = stored_.Finish();
+  }
   return out;
 }
 

@@ -52,16 +52,21 @@ struct LayerDigests {
   common::Digest diff_id;  // of the uncompressed tar; size_bytes is the uncompressed size
 };
 
-// Computes a layer's digest and diff_id in one pass over its stored (compressed) bytes.
+// Computes a layer's digest and diff_id in one pass over its stored (compressed) bytes. With
+// `hash_stored` false only the diff_id is computed (digest stays empty) for callers whose sink
+// verifies the stored bytes anyway (a CAS writer). An uncompressed layer is hashed once: its
+// digest is its diff_id.
 class LayerDigester {
  public:
-  explicit LayerDigester(Compression compression);
+  explicit LayerDigester(Compression compression, bool hash_stored = true);
   absl::Status Update(absl::string_view chunk);
   absl::StatusOr<LayerDigests> Finish();
 
  private:
   common::Sha256 stored_;
   common::Sha256 uncompressed_;
+  bool hash_stored_;
+  bool uncompressed_input_;
   std::unique_ptr<Decompressor> decompressor_;
   absl::Status status_;
 };

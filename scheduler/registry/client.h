@@ -48,8 +48,10 @@ struct RegistryOptions {
   int max_attempts = 5;  // per request, for retryable failures
   absl::Duration initial_backoff = absl::Milliseconds(250);
   absl::Duration max_backoff = absl::Seconds(10);
-  // Blobs larger than this are uploaded in chunks of this size (PATCH); 0: always monolithic.
-  int64_t chunk_size = 32 << 20;
+  // Blobs larger than this are uploaded in chunks of this size (PATCH), for registries or
+  // proxies that limit request bodies; 0 (default): every blob in one streamed request, as
+  // docker does (chunked uploads cost Distribution a re-hash per chunk).
+  int64_t chunk_size = 0;
   // The HTTP implementation; default CurlTransport.
   HttpTransport::Ptr transport;
 };

@@ -102,7 +102,9 @@ absl::StatusOr<int64_t> FetchLayer(Client& client, cache::BlobStore& cas, const 
   ASSIGN_OR_RETURN(common::Digest digest, common::Digest::ParseOci(layer.digest(), layer.size()));
   ASSIGN_OR_RETURN(image::Compression c, image::LayerCompression(layer.media_type()));
   ASSIGN_OR_RETURN(std::unique_ptr<cache::BlobWriter> writer, cas.BeginWrite(digest));
-  image::LayerDigester digester(c);
+  // The CAS writer verifies size and digest at Commit; the digester only computes the diff_id
+  // (an uncompressed layer is hashed once here: its digest is its diff_id).
+  image::LayerDigester digester(c, /*hash_stored=*/false);
   int64_t got = 0, reported = 0;
   absl::Status s = client.GetBlob(repo, digest, [&](absl::string_view chunk) -> absl::Status {
     RETURN_IF_ERROR(digester.Update(chunk));
@@ -127,7 +129,7 @@ absl::StatusOr<int64_t> FetchLayer(Client& client, cache::BlobStore& cas, const 
     return absl::DataLossError(absl::StrCat("filesystem layer verification failed for digest ",
                                             layer.digest(), ": ", d.status().message()));
   }
-  if (d->digest != digest) {
+  if (c == image::Compression::kNone && d->digest != digest) {
     return absl::DataLossError(absl::StrCat("filesystem layer verification failed for digest ",
                                             layer.digest(), ": the registry ", client.domain(),
                                             " sent ", d->digest.size_bytes, " bytes hashing to ",
@@ -138,8 +140,14 @@ absl::StatusOr<int64_t> FetchLayer(Client& client, cache::BlobStore& cas, const 
         absl::StrCat("layer ", layer.digest(), " uncompresses to ", d->diff_id.OciString(),
                      ", not the diff_id its image config lists (", layer.diff_id(), ")"));
   }
+  absl::Status committed = writer->Commit();
+  if (committed.code() == absl::StatusCode::kInvalidArgument) {
+    return absl::DataLossError(absl::StrCat("filesystem layer verification failed for digest ",
+                                            layer.digest(), ": the registry ", client.domain(),
+                                            " sent other bytes (", committed.message(), ")"));
+  }
+  RETURN_IF_ERROR(common::Annotate(committed, absl::StrCat("storing ", layer.digest())));
   report(id, "Download complete");
-  RETURN_IF_ERROR(common::Annotate(writer->Commit(), absl::StrCat("storing ", layer.digest())));
   report(id, "Pull complete");
   return d->diff_id.size_bytes;
 }
