@@ -276,6 +276,54 @@ absl::StatusOr<LayerDigests> HashLayerFile(const std::string& path, Compression 
   return out;
 }
 
+// One pass over a layer file whose digest is known: into the CAS (unless present) and through
+// the digester on a second thread. The CAS commit checks the digest; the caller checks the
+// returned diff_id. A wrong file is INVALID_ARGUMENT naming it, and nothing is stored.
+absl::StatusOr<LayerDigests> IngestLayerFile(cache::BlobStore& cas, const std::string& path,
+                                             const Descriptor& want, Compression c,
+                                             const std::string& want_diff_id) {
+  ASSIGN_OR_RETURN(common::Digest d, ParseDigest(want.digest, want.size));
+  ASSIGN_OR_RETURN(bool present, cas.Has(d));
+  std::unique_ptr<cache::BlobWriter> writer;
+  if (!present) {
+    ASSIGN_OR_RETURN(writer, cas.BeginWrite(d));
+  }
+  AsyncLayerDigester digester(c, /*hash_stored=*/present);
+  int64_t n = 0;
+  RETURN_IF_ERROR(StreamFile(path, [&](absl::string_view chunk) -> absl::Status {
+    n += static_cast<int64_t>(chunk.size());
+    if (n > want.size) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("layer ", path, " is larger than its descriptor's ", want.size, " bytes"));
+    }
+    RETURN_IF_ERROR(digester.Update(chunk));
+    return writer ? writer->Append(chunk) : absl::OkStatus();
+  }));
+  absl::StatusOr<LayerDigests> got = digester.Finish();
+  if (!got.ok()) return common::Annotate(got.status(), path);
+  if (present || c == Compression::kNone) {
+    if (got->digest != d) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("layer ", path, " is ", got->digest.OciString(), " (", n,
+                       " bytes), expected ", want.digest, " (", want.size, " bytes)"));
+    }
+  }
+  if (got->diff_id.OciString() != want_diff_id) {
+    return absl::InvalidArgumentError(absl::StrCat("layer ", path, " has diff_id ",
+                                                   got->diff_id.OciString(),
+                                                   " but the config says ", want_diff_id));
+  }
+  if (writer) {
+    absl::Status s = writer->Commit();
+    if (!s.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("layer ", path, " does not match its descriptor: ", s.message()));
+    }
+  }
+  got->digest = d;
+  return got;
+}
+
 // A path inside the layout: relative, no "..", no absolute. INVALID_ARGUMENT otherwise.
 absl::StatusOr<std::string> SafeRelative(absl::string_view path, absl::string_view what) {
   std::string clean = common::CleanPath(path);
@@ -461,18 +509,7 @@ absl::Status LoadOciManifest(LoadContext& ctx, const Descriptor& desc,
     const Descriptor& ld = m->layers[i];
     ASSIGN_OR_RETURN(Compression c, LayerCompression(ld.media_type));
     std::string lpath = BlobPath(ctx, ld.digest);
-    ASSIGN_OR_RETURN(LayerDigests got, HashLayerFile(lpath, c));
-    if (got.digest.OciString() != ld.digest || got.digest.size_bytes != ld.size) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("layer ", lpath, " is ", got.digest.OciString(), " (", got.digest.size_bytes,
-                       " bytes), expected ", ld.digest, " (", ld.size, " bytes)"));
-    }
-    if (got.diff_id.OciString() != config->diff_ids[i]) {
-      return absl::InvalidArgumentError(absl::StrCat("layer ", lpath, " has diff_id ",
-                                                     got.diff_id.OciString(),
-                                                     " but the config says ", config->diff_ids[i]));
-    }
-    RETURN_IF_ERROR(CopyFileToCas(ctx.cas, lpath, got.digest));
+    ASSIGN_OR_RETURN(LayerDigests got, IngestLayerFile(ctx.cas, lpath, ld, c, config->diff_ids[i]));
     farm::v1::Layer l;
     l.set_digest(ld.digest);
     l.set_size(ld.size);

@@ -71,6 +71,26 @@ class LayerDigester {
   absl::Status status_;
 };
 
+// A LayerDigester running on its own thread: Update copies the chunk into a bounded queue
+// (at most `max_queued_bytes`, then it waits) and returns, so decompressing and hashing overlap
+// with whatever the caller does with the bytes (network, CAS writes) on a second core. An error
+// of the digester is returned by the next Update or by Finish. Not thread-safe (one producer).
+class AsyncLayerDigester {
+ public:
+  explicit AsyncLayerDigester(Compression compression, bool hash_stored = true,
+                              size_t max_queued_bytes = 16 << 20);
+  ~AsyncLayerDigester();
+  AsyncLayerDigester(const AsyncLayerDigester&) = delete;
+  AsyncLayerDigester& operator=(const AsyncLayerDigester&) = delete;
+
+  absl::Status Update(absl::string_view chunk);
+  absl::StatusOr<LayerDigests> Finish();
+
+ private:
+  struct Shared;
+  std::unique_ptr<Shared> shared_;
+};
+
 }  // namespace image
 
 #endif  // FARM_SCHEDULER_IMAGE_COMPRESSION_H_

@@ -79,6 +79,35 @@ TEST_P(CodecTest, DigesterMatchesIndependentHashes) {
   EXPECT_EQ(got->diff_id.size_bytes, static_cast<int64_t>(data.size()));
 }
 
+TEST_P(CodecTest, AsyncDigesterAgreesAndReportsErrors) {
+  std::string data = Pseudo(2 << 20);
+  auto c = Compressor::Create(GetParam()).value();
+  std::string packed = Pack(*c, data, 1 << 20);
+  {
+    AsyncLayerDigester ad(GetParam(), /*hash_stored=*/true, /*max_queued_bytes=*/64 << 10);
+    for (size_t i = 0; i < packed.size(); i += 10000) {
+      ASSERT_TRUE(ad.Update(absl::string_view(packed).substr(i, 10000)).ok());
+    }
+    absl::StatusOr<LayerDigests> got = ad.Finish();
+    ASSERT_TRUE(got.ok()) << got.status();
+    EXPECT_EQ(got->digest, common::DigestOf(packed));
+    EXPECT_EQ(got->diff_id, common::DigestOf(data));
+  }
+  if (GetParam() == Compression::kNone) return;
+  std::string bad = packed;
+  for (size_t i = 100; i < 200; ++i) bad[i] = static_cast<char>(bad[i] ^ 0x33);
+  AsyncLayerDigester ad(GetParam(), /*hash_stored=*/false, 64 << 10);
+  absl::Status s;
+  for (size_t i = 0; i < bad.size() && s.ok(); i += 10000) {
+    s = ad.Update(absl::string_view(bad).substr(i, 10000));
+  }
+  if (s.ok()) s = ad.Finish().status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+  // Destroying it without Finish after an error must not hang.
+  AsyncLayerDigester abandoned(GetParam());
+  ASSERT_TRUE(abandoned.Update(packed.substr(0, 1000)).ok());
+}
+
 TEST_P(CodecTest, TruncatedOrCorruptIsAnError) {
   if (GetParam() == Compression::kNone) return;
   std::string data = Pseudo(200000);

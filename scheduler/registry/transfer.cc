@@ -104,7 +104,8 @@ absl::StatusOr<int64_t> FetchLayer(Client& client, cache::BlobStore& cas, const 
   ASSIGN_OR_RETURN(std::unique_ptr<cache::BlobWriter> writer, cas.BeginWrite(digest));
   // The CAS writer verifies size and digest at Commit; the digester only computes the diff_id
   // (an uncompressed layer is hashed once here: its digest is its diff_id).
-  image::LayerDigester digester(c, /*hash_stored=*/false);
+  // Decompression runs on a second thread, overlapping the download and the CAS write.
+  image::AsyncLayerDigester digester(c, /*hash_stored=*/false);
   int64_t got = 0, reported = 0;
   absl::Status s = client.GetBlob(repo, digest, [&](absl::string_view chunk) -> absl::Status {
     RETURN_IF_ERROR(digester.Update(chunk));
