@@ -390,7 +390,9 @@ absl::StatusOr<farm::v1::Layer> LoadDockerLayer(LoadContext& ctx, const std::str
     std::string tmp = absl::StrCat(ctx.scratch, "/layer-", ctx.temp_counter++, ".gz");
     int fd = open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     if (fd < 0) return common::ErrnoToStatus(errno, absl::StrCat("create ", tmp));
-    ASSIGN_OR_RETURN(std::unique_ptr<Compressor> gz, Compressor::Create(Compression::kGzip));
+    // zlib level 1: deterministic on every machine (ISA-L's deflate output depends on the
+    // CPU's code path), 2.5x faster than the default level for ~10% more bytes.
+    ASSIGN_OR_RETURN(std::unique_ptr<Compressor> gz, Compressor::Create(Compression::kGzip, 1));
     common::Sha256 h;
     ChunkSink to_file = [&](absl::string_view out) -> absl::Status {
       h.Update(out);

@@ -16,7 +16,8 @@
 // streamed into a scratch directory first (Docker does the same), so a pipe works. Every blob
 // is verified on its way into the CAS: digests, and each layer's diff_id against the config;
 // a mismatch names the file and stores nothing for that image. Uncompressed layers from a
-// docker-archive are gzip-compressed on load so the image can be pushed as is.
+// docker-archive are gzip-compressed on load (zlib level 1: fast and reproducible) so the
+// image can be pushed as is.
 //
 //   ASSIGN_OR_RETURN(auto out, image::LayoutWriter::Tar(fd));
 //   RETURN_IF_ERROR(image::SaveDockerArchive(*cas, {{record, {ref}}}, platform, *out));
