@@ -5,6 +5,7 @@
 #include <iostream>
 
 #include "absl/strings/str_cat.h"
+#include "cache/file_action_cache.h"
 #include "cache/file_blob_store.h"
 #include "common/fs.h"
 #include "common/status_macros.h"
@@ -26,6 +27,9 @@ absl::StatusOr<LocalStores> OpenLocalStores(const std::string& home_in) {
   ASSIGN_OR_RETURN(std::unique_ptr<cache::FileBlobStore> blobs,
                    cache::FileBlobStore::Create(common::JoinPath(s.home, "blobs")));
   s.blobs = std::move(blobs);
+  ASSIGN_OR_RETURN(std::unique_ptr<cache::FileActionCache> ac,
+                   cache::FileActionCache::Create(common::JoinPath(s.home, "ac"), s.blobs));
+  s.action_cache = std::move(ac);
   ASSIGN_OR_RETURN(std::unique_ptr<image::RocksDbImageStore> images,
                    image::RocksDbImageStore::Create(common::JoinPath(s.home, "images")));
   s.images = std::move(images);

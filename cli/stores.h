@@ -4,6 +4,8 @@
 //   $FARM_HOME/blobs    the CAS: cache::FileBlobStore for now (durable, one file per blob,
 //                       verified on commit). At the merge with the cache component this becomes
 //                       the RocksDB blob store; nothing else in cli/ names the implementation.
+//   $FARM_HOME/ac       the action cache: cache::FileActionCache for now (one file per entry,
+//                       same completeness rule), replaced by the RocksDB one at the merge
 //   $FARM_HOME/images   the image store (RocksDB): names, tags, image records
 //   $FARM_HOME/tmp      scratch space on the same file system (archive extraction)
 //
@@ -16,6 +18,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "cache/action_cache.h"
 #include "cache/blob_store.h"
 #include "common/farm_home.h"
 #include "scheduler/image/store.h"
@@ -26,6 +29,7 @@ struct LocalStores {
   std::string home;
   std::unique_ptr<common::HomeLock> lock;  // released last (declared first)
   cache::BlobStore::Ptr blobs;
+  cache::ActionCache::Ptr action_cache;
   image::ImageStore::Ptr images;
   // Scratch directory for this process ($FARM_HOME/tmp/<pid>), not created: a command that
   // uses it creates it and removes it when done.
