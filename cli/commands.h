@@ -15,6 +15,19 @@ int RunParse(const Args& args);
 int RunPlan(const Args& args);
 int RunCache(const Args& args);  // cmd_cache.cc: farm cache stats|gc
 
+// Images (cmd_images.cc, cmd_history.cc, ...).
+int RunImages(const Args& args);
+int RunHistory(const Args& args);
+int RunTag(const Args& args);
+int RunRmi(const Args& args);
+int RunInspect(const Args& args);
+int RunSave(const Args& args);
+int RunLoad(const Args& args);
+int RunPull(const Args& args);
+int RunPush(const Args& args);
+int RunLogin(const Args& args);
+int RunLogout(const Args& args);
+
 }  // namespace cli
 
 #endif  // FARM_CLI_COMMANDS_H_

@@ -17,10 +17,21 @@ struct Command {
 
 // Only commands that exist are listed: `farm --help` is accurate.
 const Command kCommands[] = {
+    {"cache", "Show and enforce the cache's size budget (stats, gc)", cli::RunCache},
+    {"history", "Show the history of an image", cli::RunHistory},
+    {"images", "List images", cli::RunImages},
+    {"inspect", "Display detailed information on images", cli::RunInspect},
+    {"load", "Load images from a tar archive or STDIN", cli::RunLoad},
+    {"login", "Log in to a registry", cli::RunLogin},
+    {"logout", "Log out from a registry", cli::RunLogout},
     {"parse", "Parse a Dockerfile and print its syntax tree as JSON", cli::RunParse},
     {"plan", "Plan a build: stages, keyed steps and config changes", cli::RunPlan},
+    {"pull", "Download an image from a registry", cli::RunPull},
+    {"push", "Upload an image to a registry", cli::RunPush},
+    {"rmi", "Remove one or more images", cli::RunRmi},
+    {"save", "Save images to a tar archive (docker-archive or OCI layout)", cli::RunSave},
+    {"tag", "Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE", cli::RunTag},
     {"version", "Show the Farm version", cli::RunVersion},
-    {"cache", "Show and enforce the cache's size budget (stats, gc)", cli::RunCache},
 };
 
 void PrintUsage(std::ostream& out) {

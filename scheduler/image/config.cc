@@ -291,6 +291,12 @@ std::string ImageConfig::ToJson() const {
   return j.dump(-1, ' ', false, json::error_handler_t::replace);
 }
 
+void SetEntrypoint(ContainerConfig* config, std::vector<std::string> entrypoint,
+                   bool cmd_set_in_stage) {
+  config->entrypoint = std::move(entrypoint);
+  if (!cmd_set_in_stage) config->cmd.reset();
+}
+
 std::string PlatformOf(const ImageConfig& config) {
   std::string p = absl::StrCat(config.os.empty() ? "linux" : config.os, "/",
                                config.architecture.empty() ? "amd64" : config.architecture);

@@ -93,6 +93,12 @@ struct ImageConfig {
   std::string ToJson() const;
 };
 
+// ENTRYPOINT as Docker applies it: sets the entrypoint and resets CMD unless CMD was set by an
+// earlier instruction of the same stage (`cmd_set_in_stage`); an inherited CMD never survives
+// a new ENTRYPOINT (BuildKit's dispatchEntrypoint, Docker's classic builder alike).
+void SetEntrypoint(ContainerConfig* config, std::vector<std::string> entrypoint,
+                   bool cmd_set_in_stage);
+
 // "linux/amd64" style platform of a config.
 std::string PlatformOf(const ImageConfig& config);
 

@@ -57,6 +57,19 @@ TEST(ImageConfigTest, BadInputIsAnErrorNotACrash) {
   EXPECT_FALSE(ImageConfig::FromJson(R"({"history":[{"empty_layer":"yes"}]})").ok());
 }
 
+TEST(ImageConfigTest, EntrypointResetsAnInheritedCmd) {
+  ContainerConfig base;
+  base.cmd = std::vector<std::string>{"/bin/sh"};
+  ContainerConfig c = base;
+  SetEntrypoint(&c, {"/app"}, /*cmd_set_in_stage=*/false);
+  EXPECT_EQ(*c.entrypoint, std::vector<std::string>{"/app"});
+  EXPECT_FALSE(c.cmd.has_value());
+  ContainerConfig d = base;
+  d.cmd = std::vector<std::string>{"--flag"};
+  SetEntrypoint(&d, {"/app"}, /*cmd_set_in_stage=*/true);
+  EXPECT_EQ(*d.cmd, std::vector<std::string>{"--flag"});
+}
+
 TEST(ImageConfigTest, FormatCreated) {
   EXPECT_EQ(FormatCreated(0), "1970-01-01T00:00:00Z");
   EXPECT_EQ(FormatCreated(1700000000), "2023-11-14T22:13:20Z");

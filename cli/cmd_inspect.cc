@@ -1,0 +1,114 @@
+// farm inspect: an image's details as JSON, like `docker image inspect`.
+#include <iostream>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/time.h"
+#include "cli/commands.h"
+#include "cli/format.h"
+#include "cli/image_common.h"
+#include "cli/stores.h"
+#include "common/flags.h"
+#include "nlohmann/json.hpp"
+#include "scheduler/image/config.h"
+#include "scheduler/image/store.h"
+
+namespace cli {
+
+namespace {
+
+using ordered_json = nlohmann::ordered_json;
+
+absl::StatusOr<ordered_json> Inspect(LocalStores& stores, const image::ImageRecord& rec,
+                                     const image::Platform& platform) {
+  absl::StatusOr<const image::StoredManifest*> m = rec.ForPlatform(platform);
+  if (!m.ok()) return m.status();
+  absl::StatusOr<common::Digest> cd =
+      common::Digest::ParseOci((*m)->config_digest, (*m)->config_size);
+  if (!cd.ok()) return cd.status();
+  absl::StatusOr<std::string> bytes = stores.blobs->ReadBlob(*cd);
+  if (!bytes.ok()) return bytes.status();
+  ordered_json raw = ordered_json::parse(*bytes, nullptr, /*allow_exceptions=*/false);
+  if (raw.is_discarded() || !raw.is_object()) {
+    return absl::DataLossError(absl::StrCat("image config ", (*m)->config_digest, " is not JSON"));
+  }
+  absl::StatusOr<std::vector<image::Reference>> refs = stores.images->ReferencesTo(rec.digest);
+  if (!refs.ok()) return refs.status();
+  ordered_json tags = ordered_json::array(), digests = ordered_json::array();
+  for (const image::Reference& r : *refs) {
+    if (r.has_tag()) tags.push_back(r.FamiliarString());
+    if (r.has_digest()) digests.push_back(r.FamiliarString());
+  }
+  ordered_json layers = ordered_json::array();
+  for (const farm::v1::Layer& l : (*m)->layers) layers.push_back(l.diff_id());
+  ordered_json out;
+  out["Id"] = rec.Id();
+  out["RepoTags"] = tags;
+  out["RepoDigests"] = digests;
+  out["Parent"] = "";
+  out["Comment"] = "";
+  out["Created"] = raw.value("created", "");
+  out["DockerVersion"] = "";
+  out["Author"] = raw.value("author", "");
+  out["Config"] = raw.contains("config") ? raw["config"] : ordered_json::object();
+  out["Architecture"] = raw.value("architecture", "");
+  if (raw.contains("variant")) out["Variant"] = raw["variant"];
+  out["Os"] = raw.value("os", "");
+  out["Size"] = rec.ContentSize();
+  out["RootFS"] = {{"Type", "layers"}, {"Layers", layers}};
+  out["Metadata"] = {
+      {"LastTagTime",
+       rec.last_tag_unix == 0
+           ? std::string("0001-01-01T00:00:00Z")
+           : absl::FormatTime(absl::RFC3339_full, absl::FromUnixSeconds(rec.last_tag_unix),
+                              absl::UTCTimeZone())}};
+  out["Descriptor"] = {{"mediaType", rec.media_type}, {"digest", rec.digest}, {"size", rec.size}};
+  return out;
+}
+
+}  // namespace
+
+int RunInspect(const Args& args) {
+  const std::string usage = "farm inspect [OPTIONS] IMAGE [IMAGE...]";
+  common::FlagSet fs(usage, "Display detailed information on one or more images");
+  std::string format, platform_text;
+  fs.String("format", 'f', &format, "Format output using a custom template");
+  fs.String("platform", 0, &platform_text, "Inspect the given platform of an index image");
+  std::vector<std::string> pos;
+  int code;
+  if (!ParseFlags(fs, args, "inspect", &pos, &code)) return code;
+  if (!CheckArgs(pos, 1, static_cast<size_t>(-1), "inspect", usage)) return 2;
+  image::Platform platform = image::Platform::Host();
+  if (!platform_text.empty()) {
+    absl::StatusOr<image::Platform> p = image::Platform::Parse(platform_text);
+    if (!p.ok()) return Fail(p.status());
+    platform = *p;
+  }
+  absl::StatusOr<LocalStores> stores = OpenLocalStores();
+  if (!stores.ok()) return Fail(stores.status());
+  ordered_json all = ordered_json::array();
+  std::vector<absl::Status> errors;
+  for (const std::string& name : pos) {
+    absl::StatusOr<image::ImageRecord> rec = image::LookupImage(*stores->images, name);
+    absl::StatusOr<ordered_json> j =
+        rec.ok() ? Inspect(*stores, *rec, platform) : absl::StatusOr<ordered_json>(rec.status());
+    if (!j.ok()) {
+      errors.push_back(j.status());
+      continue;
+    }
+    all.push_back(std::move(*j));
+  }
+  if (!format.empty()) {
+    for (const ordered_json& item : all) {
+      absl::StatusOr<std::string> line = RenderTemplate(format, nlohmann::json::parse(item.dump()));
+      if (!line.ok()) return Fail(line.status());
+      std::cout << *line << "\n";
+    }
+  } else {
+    std::cout << all.dump(4, ' ', false, ordered_json::error_handler_t::replace) << "\n";
+  }
+  int rc = 0;
+  for (const absl::Status& e : errors) rc = Fail(e);
+  return rc;
+}
+
+}  // namespace cli

@@ -1,0 +1,84 @@
+// farm load: images from a docker-archive or OCI layout (tar or directory), like `docker load`.
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <iostream>
+
+#include "absl/strings/str_cat.h"
+#include "cli/commands.h"
+#include "cli/format.h"
+#include "cli/image_common.h"
+#include "cli/stores.h"
+#include "common/flags.h"
+#include "common/fs.h"
+#include "common/status_util.h"
+#include "scheduler/image/archive.h"
+#include "scheduler/image/store.h"
+
+namespace cli {
+
+int RunLoad(const Args& args) {
+  const std::string usage = "farm load [OPTIONS]";
+  common::FlagSet fs(usage,
+                     "Load images from a tar archive (docker-archive or OCI layout, "
+                     "compressed or not) or an OCI layout directory, or STDIN");
+  std::string input, platform_text;
+  bool quiet = false;
+  fs.String("input", 'i', &input,
+            "Read from a tar archive file or layout directory, instead "
+            "of STDIN");
+  fs.Bool("quiet", 'q', &quiet, "Suppress the load output");
+  fs.String("platform", 0, &platform_text, "Platform to load from multi-platform archives");
+  std::vector<std::string> pos;
+  int code;
+  if (!ParseFlags(fs, args, "load", &pos, &code)) return code;
+  if (!CheckArgs(pos, 0, 0, "load", usage)) return 2;
+  image::Platform platform = image::Platform::Host();
+  if (!platform_text.empty()) {
+    absl::StatusOr<image::Platform> p = image::Platform::Parse(platform_text);
+    if (!p.ok()) return Fail(p.status());
+    platform = *p;
+  }
+  if (input.empty() && IsTerminal(0)) {
+    return Fail(absl::InvalidArgumentError("requested load from stdin, but stdin is empty"));
+  }
+  absl::StatusOr<LocalStores> stores = OpenLocalStores();
+  if (!stores.ok()) return Fail(stores.status());
+  std::string scratch = stores->tmp_dir + "/load";
+  absl::StatusOr<std::vector<image::LoadedImage>> loaded;
+  struct stat st;
+  if (!input.empty() && stat(input.c_str(), &st) == 0 && S_ISDIR(st.st_mode)) {
+    loaded = image::LoadLayoutDirectory(*stores->blobs, input, scratch, platform);
+  } else {
+    int fd = 0;
+    if (!input.empty()) {
+      fd = open(input.c_str(), O_RDONLY | O_CLOEXEC);
+      if (fd < 0) return Fail(common::ErrnoToStatus(errno, absl::StrCat("open ", input)));
+    }
+    loaded = image::LoadArchive(*stores->blobs, fd, scratch, platform);
+    if (fd != 0) close(fd);
+  }
+  common::RemoveAll(stores->tmp_dir).IgnoreError();
+  if (!loaded.ok()) return Fail(loaded.status());
+  for (const image::LoadedImage& img : *loaded) {
+    absl::Status s = stores->images->Put(img.record);
+    if (!s.ok()) return Fail(s);
+    for (const image::Reference& tag : img.tags) {
+      absl::StatusOr<std::string> old = stores->images->SetReference(tag, img.record.digest);
+      if (!old.ok()) return Fail(old.status());
+      if (!old->empty() && *old != img.record.digest) {
+        absl::StatusOr<image::ImageRecord> prev = stores->images->Get(*old);
+        std::cout << "The image " << tag.FamiliarString()
+                  << " already exists, renaming the old one with ID "
+                  << (prev.ok() ? prev->Id() : *old) << " to empty string\n";
+      }
+      if (!quiet) std::cout << "Loaded image: " << tag.FamiliarString() << "\n";
+    }
+    if (img.tags.empty() && !quiet) std::cout << "Loaded image ID: " << img.record.Id() << "\n";
+  }
+  return 0;
+}
+
+}  // namespace cli

@@ -1,0 +1,106 @@
+// farm push: a local image to its registry, like `docker push`.
+#include <iostream>
+
+#include "absl/strings/str_cat.h"
+#include "cli/commands.h"
+#include "cli/image_common.h"
+#include "cli/stores.h"
+#include "common/flags.h"
+#include "scheduler/image/store.h"
+#include "scheduler/registry/transfer.h"
+
+namespace cli {
+
+int RunPush(const Args& args) {
+  const std::string usage = "farm push [OPTIONS] NAME[:TAG]";
+  common::FlagSet fs(usage, "Upload an image to a registry");
+  bool all_tags = false, quiet = false;
+  std::vector<std::string> insecure;
+  int64_t chunk = 0;
+  fs.Bool("all-tags", 'a', &all_tags, "Push all tags of an image to the repository");
+  fs.Bool("quiet", 'q', &quiet, "Suppress verbose output");
+  fs.Repeated("insecure-registry", 0, &insecure,
+              "Registry (host:port) reachable over plain HTTP or unverified TLS (loopback "
+              "registries always are); also $FARM_INSECURE_REGISTRIES",
+              "host:port");
+  fs.Size("chunk-size", 0, &chunk,
+          "Upload blobs larger than this in chunks of this size, for registries or proxies that "
+          "limit request bodies (default 0: each blob in one streamed request)");
+  std::vector<std::string> pos;
+  int code;
+  if (!ParseFlags(fs, args, "push", &pos, &code)) return code;
+  if (!CheckArgs(pos, 1, 1, "push", usage)) return 2;
+  absl::StatusOr<image::Reference> parsed = image::Reference::Parse(pos[0]);
+  if (!parsed.ok()) return Fail(parsed.status());
+  if (parsed->has_digest()) {
+    return Fail(absl::InvalidArgumentError("cannot push a digest reference"));
+  }
+  if (all_tags && parsed->has_tag()) {
+    return Fail(absl::InvalidArgumentError("tag can't be used with --all-tags/-a"));
+  }
+  absl::StatusOr<LocalStores> stores = OpenLocalStores();
+  if (!stores.ok()) return Fail(stores.status());
+
+  std::vector<image::Reference> targets;
+  if (all_tags) {
+    absl::StatusOr<std::vector<image::ImageRecord>> all = stores->images->List();
+    if (!all.ok()) return Fail(all.status());
+    for (const image::ImageRecord& rec : *all) {
+      absl::StatusOr<std::vector<image::Reference>> refs = stores->images->ReferencesTo(rec.digest);
+      if (!refs.ok()) return Fail(refs.status());
+      for (const image::Reference& r : *refs) {
+        if (r.has_tag() && r.Name() == parsed->Name()) targets.push_back(r);
+      }
+    }
+    std::sort(targets.begin(), targets.end());
+    if (targets.empty()) {
+      return Fail(absl::NotFoundError(
+          absl::StrCat("An image does not exist locally with the tag: ", parsed->FamiliarName())));
+    }
+  } else {
+    if (!parsed->has_tag() && !quiet) std::cout << "Using default tag: latest\n";
+    targets.push_back(parsed->WithDefaultTag());
+  }
+
+  registry::RegistryOptions ro = RegistryOptionsFrom(insecure);
+  ro.chunk_size = chunk;
+  absl::StatusOr<std::unique_ptr<registry::Client>> client =
+      registry::Client::Create(parsed->domain(), ro);
+  if (!client.ok()) return Fail(client.status());
+  if (!quiet) std::cout << "The push refers to repository [" << parsed->Name() << "]\n";
+  registry::PushOptions po;
+  if (!quiet) {
+    po.progress = [](const registry::Progress& p) {
+      if (p.status == "Pushing" || p.id.empty()) return;
+      std::cout << p.id << ": " << p.status << "\n";
+      std::cout.flush();
+    };
+  }
+  for (const image::Reference& target : targets) {
+    absl::StatusOr<std::string> digest = stores->images->ResolveReference(target);
+    if (!digest.ok()) {
+      return Fail(absl::NotFoundError(
+          absl::StrCat("An image does not exist locally with the tag: ", target.FamiliarString())));
+    }
+    absl::StatusOr<image::ImageRecord> rec = stores->images->Get(*digest);
+    if (!rec.ok()) return Fail(rec.status());
+    absl::StatusOr<registry::PushResult> r =
+        registry::PushImage(**client, *stores->blobs, *rec, target, po);
+    if (!r.ok()) return Fail(r.status());
+    // Remember where it lives: a digest reference (Docker's RepoDigests) and a mount source.
+    rec->sources.push_back(target.Name());
+    absl::Status s = stores->images->Put(*rec);
+    if (s.ok())
+      s = stores->images->SetReference(target.NameOnly().WithDigest(r->digest), rec->digest)
+              .status();
+    if (!s.ok()) return Fail(s);
+    if (quiet) {
+      std::cout << target.String() << "\n";
+    } else {
+      std::cout << target.tag() << ": digest: " << r->digest << " size: " << r->size << "\n";
+    }
+  }
+  return 0;
+}
+
+}  // namespace cli
