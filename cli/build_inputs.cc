@@ -78,6 +78,7 @@ absl::StatusOr<PreparedBuild> PrepareBuild(const BuildInputFlags& flags,
   po.context_root = p.context->root();
   po.layer_options = layer_options;
   po.layer_options.set_preserve_permissions(flags.preserve_permissions);
+  po.default_network = flags.network;
   ASSIGN_OR_RETURN(p.plan, plan::MakePlan(p.dockerfile, po));
   return p;
 }

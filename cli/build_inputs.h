@@ -25,6 +25,7 @@ struct BuildInputFlags {
   std::string target;                    // --target
   std::string platform = "linux/amd64";  // --platform
   bool preserve_permissions = false;     // --preserve-permissions
+  std::string network = "default";       // RUN's default network (farm build --network)
 
   void Register(common::FlagSet* fs);
   // --build-arg values as a map; "NAME" alone takes $NAME from the environment (or is dropped

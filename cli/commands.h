@@ -11,6 +11,8 @@ namespace cli {
 using Args = std::vector<std::string>;
 
 int RunVersion(const Args& args);
+int RunBuild(const Args& args);
+int RunRun(const Args& args);
 int RunParse(const Args& args);
 int RunPlan(const Args& args);
 int RunCache(const Args& args);  // cmd_cache.cc: farm cache stats|gc

@@ -17,6 +17,7 @@ struct Command {
 
 // Only commands that exist are listed: `farm --help` is accurate.
 const Command kCommands[] = {
+    {"build", "Build an image from a Dockerfile (in this process)", cli::RunBuild},
     {"cache", "Show and enforce the cache's size budget (stats, gc)", cli::RunCache},
     {"history", "Show the history of an image", cli::RunHistory},
     {"images", "List images", cli::RunImages},
@@ -29,6 +30,7 @@ const Command kCommands[] = {
     {"pull", "Download an image from a registry", cli::RunPull},
     {"push", "Upload an image to a registry", cli::RunPush},
     {"rmi", "Remove one or more images", cli::RunRmi},
+    {"run", "Run a command in a new container from an image", cli::RunRun},
     {"save", "Save images to a tar archive (docker-archive or OCI layout)", cli::RunSave},
     {"tag", "Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE", cli::RunTag},
     {"version", "Show the Farm version", cli::RunVersion},

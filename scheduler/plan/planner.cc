@@ -1199,7 +1199,7 @@ class Planner {
       return Err(pos, absl::StrCat("unsupported security mode \"", c.security,
                                    "\" (want sandbox or insecure)"));
     }
-    run->set_network(c.network.empty() ? "default" : c.network);
+    run->set_network(c.network.empty() ? opts_.default_network : c.network);
     run->set_security(c.security.empty() ? "sandbox" : c.security);
 
     // The command.

@@ -66,6 +66,8 @@ struct PlanOptions {
   const copy::SourceTree* context = nullptr;
   farm::v1::ContextRoot context_root;  // its REAPI root Directory, for StepRequests
   farm::v1::LayerOptions layer_options;
+  // The network of RUN steps without --network (`farm build --network`): default|none|host.
+  std::string default_network = "default";
 };
 
 enum class StepKind { kRun, kCopy, kWorkdir, kMetadata };

@@ -1,0 +1,601 @@
+// farm build: the embedded default. The front end, the engine, a local step executor, the
+// CAS/action cache and the image store, all in this process under $FARM_HOME; no server.
+#include <fcntl.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdlib>
+#include <iostream>
+#include <thread>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "absl/synchronization/notification.h"
+#include "absl/time/clock.h"
+#include "cli/build_inputs.h"
+#include "cli/build_outputs.h"
+#include "cli/commands.h"
+#include "cli/image_common.h"
+#include "cli/stores.h"
+#include "common/flags.h"
+#include "common/fs.h"
+#include "common/status_macros.h"
+#include "common/status_util.h"
+#include "scheduler/build/engine.h"
+#include "scheduler/build/progress.h"
+#include "scheduler/build/records.h"
+#include "scheduler/image/store_resolver.h"
+#include "scheduler/registry/client.h"
+#include "scheduler/registry/transfer.h"
+#include "worker/local_step_executor.h"
+#include "worker/secrets.h"
+
+namespace cli {
+
+namespace {
+
+// SIGINT/SIGTERM cancel the build: the handler writes to a pipe, a thread turns that into a
+// notification (nothing else is async-signal-safe).
+int g_signal_pipe[2] = {-1, -1};
+void OnSignal(int) {
+  char c = 1;
+  ssize_t r = write(g_signal_pipe[1], &c, 1);
+  (void)r;
+}
+
+struct BuildFlags {
+  BuildInputFlags in;
+  std::vector<std::string> tags;
+  std::vector<std::string> labels;
+  std::vector<std::string> secrets;
+  std::vector<std::string> ssh;
+  std::vector<std::string> outputs;
+  std::vector<std::string> insecure;
+  std::vector<std::string> cache_from_scopes;
+  std::string cache_scope = "main";
+  std::string progress = "auto";
+  std::string network = "default";
+  std::string iidfile, metadata_file;
+  std::string compression = "gzip";
+  std::string format = "oci";
+  bool no_cache = false, pull = false, push = false, quiet = false;
+  int64_t max_parallel = 0;
+};
+
+// --secret id=X[,src=PATH|,env=VAR] (docker's syntax; type=file|env accepted).
+absl::Status AddSecret(const std::string& spec, std::map<std::string, std::string>* out) {
+  std::string id, src, env;
+  for (absl::string_view f : absl::StrSplit(spec, ',')) {
+    size_t eq = f.find('=');
+    std::string k(f.substr(0, eq));
+    std::string v = eq == absl::string_view::npos ? "" : std::string(f.substr(eq + 1));
+    if (k == "id") {
+      id = v;
+    } else if (k == "src" || k == "source") {
+      src = v;
+    } else if (k == "env") {
+      env = v;
+    } else if (k != "type") {
+      return absl::InvalidArgumentError(absl::StrCat("--secret ", spec, ": unknown key ", k));
+    }
+  }
+  if (id.empty()) {
+    if (!src.empty()) id = src.substr(src.rfind('/') + 1);
+    if (!env.empty()) id = env;
+  }
+  if (id.empty()) return absl::InvalidArgumentError(absl::StrCat("--secret ", spec, ": no id"));
+  if (src.empty() && env.empty()) env = id;
+  if (!src.empty()) {
+    absl::StatusOr<std::string> bytes = common::ReadFile(src);
+    if (!bytes.ok()) return common::Annotate(bytes.status(), absl::StrCat("--secret ", id));
+    (*out)[id] = *bytes;
+  } else {
+    const char* v = getenv(env.c_str());
+    if (v == nullptr) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--secret ", id, ": environment variable ", env, " is not set"));
+    }
+    (*out)[id] = v;
+  }
+  return absl::OkStatus();
+}
+
+class Build {
+ public:
+  explicit Build(BuildFlags f) : f_(std::move(f)) {}
+
+  int Run(const std::string& context_arg) {
+    int rc = RunImpl(context_arg);
+    if (printer_) printer_->Finish();
+    return rc;
+  }
+
+ private:
+  int Fatal(const absl::Status& s) {
+    if (printer_) {
+      farm::v1::BuildEvent e;
+      e.mutable_outcome()->set_ok(false);
+      e.mutable_outcome()->set_error(std::string(s.message()));
+      printer_->OnEvent(e);
+      printer_->Finish();
+    } else {
+      std::cerr << "ERROR: " << s.message() << "\n";
+    }
+    return 1;
+  }
+
+  void Event(const farm::v1::BuildEvent& e) {
+    if (printer_) printer_->OnEvent(e);
+  }
+
+  void Vertex(int id, const std::string& name, farm::v1::VertexUpdate::State state,
+              int64_t micros = 0) {
+    farm::v1::BuildEvent e;
+    e.set_time_unix_micros(absl::ToUnixMicros(absl::Now()));
+    e.mutable_vertex()->set_id(id);
+    e.mutable_vertex()->set_name(name);
+    e.mutable_vertex()->set_state(state);
+    e.mutable_vertex()->set_duration_micros(micros);
+    Event(e);
+  }
+
+  void Log(int id, const std::string& line) {
+    farm::v1::BuildEvent e;
+    e.mutable_log()->set_id(id);
+    e.mutable_log()->set_data(line);
+    Event(e);
+  }
+
+  int RunImpl(const std::string& context_arg) {
+    absl::StatusOr<build::ProgressMode> mode =
+        build::ParseProgressMode(f_.quiet ? "quiet" : f_.progress);
+    if (!mode.ok()) return Fatal(mode.status());
+    if (f_.in.platform != "linux/amd64" && f_.in.platform != image::Platform::Host().String()) {
+      return Fatal(absl::InvalidArgumentError(
+          absl::StrCat("--platform ", f_.in.platform, ": this machine builds ",
+                       image::Platform::Host().String(), " only (no emulation is installed)")));
+    }
+    if (f_.network != "default" && f_.network != "none" && f_.network != "host") {
+      return Fatal(absl::InvalidArgumentError(
+          absl::StrCat("--network ", f_.network, ": want default, none or host")));
+    }
+    std::vector<OutputSpec> outputs;
+    for (const std::string& o : f_.outputs) {
+      absl::StatusOr<OutputSpec> spec = ParseOutputSpec(o);
+      if (!spec.ok()) return Fatal(spec.status());
+      outputs.push_back(*spec);
+    }
+    std::vector<image::Reference> tags;
+    for (const std::string& t : f_.tags) {
+      absl::StatusOr<image::Reference> r = image::Reference::ParseWithDefaultTag(t);
+      if (!r.ok()) {
+        return Fatal(absl::InvalidArgumentError(absl::StrCat(
+            "invalid argument \"", t, "\" for \"-t, --tag\" flag: ", r.status().message())));
+      }
+      if (!r->digest().empty()) {
+        return Fatal(
+            absl::InvalidArgumentError(absl::StrCat("-t ", t, ": a tag cannot name a digest")));
+      }
+      tags.push_back(*r);
+    }
+    if (f_.push && tags.empty()) {
+      return Fatal(absl::InvalidArgumentError("--push needs at least one -t NAME:TAG"));
+    }
+    std::map<std::string, std::string> labels;
+    for (const std::string& l : f_.labels) {
+      size_t eq = l.find('=');
+      labels[l.substr(0, eq)] = eq == std::string::npos ? "" : l.substr(eq + 1);
+    }
+    std::map<std::string, std::string> secrets;
+    for (const std::string& s : f_.secrets) {
+      absl::Status st = AddSecret(s, &secrets);
+      if (!st.ok()) return Fatal(st);
+    }
+    std::map<std::string, std::string> agents;
+    for (const std::string& s : f_.ssh) {
+      size_t eq = s.find('=');
+      std::string id = s.substr(0, eq);
+      std::string sock = eq == std::string::npos ? "" : s.substr(eq + 1);
+      if (sock.empty()) {
+        const char* env = getenv("SSH_AUTH_SOCK");
+        if (env == nullptr) {
+          return Fatal(absl::InvalidArgumentError(
+              absl::StrCat("--ssh ", s, ": no socket given and SSH_AUTH_SOCK is not set")));
+        }
+        sock = env;
+      }
+      agents[id] = sock;
+    }
+
+    // The context: a directory, or a tar on stdin ("-").
+    std::string stdin_dockerfile;
+    const std::string* stdin_df = nullptr;
+    std::string context_dir = context_arg;
+    std::unique_ptr<common::TempDir> tar_dir;
+    if (context_arg == "-") {
+      if (f_.in.file == "-") {
+        return Fatal(absl::InvalidArgumentError(
+            "the context and the Dockerfile cannot both come from stdin"));
+      }
+      absl::StatusOr<common::TempDir> t = common::TempDir::Create("farm-context");
+      if (!t.ok()) return Fatal(t.status());
+      tar_dir = std::make_unique<common::TempDir>(*std::move(t));
+      absl::StatusOr<int64_t> n = ExtractContextTar(0, tar_dir->path());
+      if (!n.ok()) return Fatal(n.status());
+      context_dir = tar_dir->path();
+      if (!f_.in.file.empty() && f_.in.file[0] != '/') {
+        f_.in.file = common::JoinPath(context_dir, f_.in.file);
+      }
+    } else if (f_.in.file == "-") {
+      stdin_dockerfile = std::string(std::istreambuf_iterator<char>(std::cin), {});
+      stdin_df = &stdin_dockerfile;
+    }
+    std::string dockerfile_path =
+        f_.in.file.empty() ? common::JoinPath(context_dir, "Dockerfile") : f_.in.file;
+    std::string dockerfile_text = stdin_df != nullptr ? *stdin_df : "";
+    if (stdin_df == nullptr) {
+      absl::StatusOr<std::string> text = common::ReadFile(dockerfile_path);
+      if (text.ok()) dockerfile_text = *text;
+    }
+    printer_ = build::ProgressPrinter::Create(*mode, 2, dockerfile_text,
+                                              stdin_df ? "<stdin>" : dockerfile_path);
+
+    // Stores (waits for another farm process using the same home).
+    absl::StatusOr<LocalStores> stores = OpenLocalStores();
+    if (!stores.ok()) return Fatal(stores.status());
+    stores_ = &*stores;
+
+    // Cancellation.
+    absl::Notification cancel;
+    std::atomic<bool> done{false};
+    std::thread signal_thread;
+    if (pipe2(g_signal_pipe, O_CLOEXEC) == 0) {
+      signal(SIGINT, OnSignal);
+      signal(SIGTERM, OnSignal);
+      signal_thread = std::thread([&] {
+        char c;
+        while (read(g_signal_pipe[0], &c, 1) == 1) {
+          if (c == 1 && !cancel.HasBeenNotified()) cancel.Notify();
+          if (c == 0) break;
+        }
+      });
+    }
+    int rc = BuildWithStores(context_dir, dockerfile_path, stdin_df, tags, labels, secrets, agents,
+                             outputs, cancel);
+    done = true;
+    if (signal_thread.joinable()) {
+      char stop = 0;
+      ssize_t w = write(g_signal_pipe[1], &stop, 1);
+      (void)w;
+      signal_thread.join();
+      signal(SIGINT, SIG_DFL);
+      signal(SIGTERM, SIG_DFL);
+    }
+    return rc;
+  }
+
+  int BuildWithStores(const std::string& context_dir, const std::string& dockerfile_path,
+                      const std::string* stdin_df, const std::vector<image::Reference>& tags,
+                      const std::map<std::string, std::string>& labels,
+                      const std::map<std::string, std::string>& secrets,
+                      const std::map<std::string, std::string>& agents,
+                      const std::vector<OutputSpec>& outputs, absl::Notification& cancel) {
+    LocalStores& st = *stores_;
+    int64_t build_start = absl::ToUnixMicros(absl::Now());
+    farm::v1::BuildRecord record;
+    record.set_id(build::NewBuildId());
+    record.set_started_unix_micros(build_start);
+    record.set_dockerfile(stdin_df ? "-" : Absolute(dockerfile_path));
+    record.set_context(Absolute(context_dir));
+    record.set_target(f_.in.target);
+    absl::StatusOr<std::unique_ptr<build::FileBuildRecords>> records =
+        build::FileBuildRecords::Create(common::JoinPath(st.home, "builds"));
+    if (!records.ok()) return Fatal(records.status());
+
+    // SOURCE_DATE_EPOCH: the environment, or a build arg of that name.
+    farm::v1::LayerOptions layer_options;
+    layer_options.set_compression(f_.compression == "zstd" ? farm::v1::LayerOptions::ZSTD
+                                                           : farm::v1::LayerOptions::GZIP);
+    std::optional<int64_t> epoch;
+    absl::StatusOr<std::map<std::string, std::string>> args = f_.in.BuildArgs();
+    if (!args.ok()) return Fatal(args.status());
+    const char* env_epoch = getenv("SOURCE_DATE_EPOCH");
+    std::string epoch_text = env_epoch ? env_epoch : "";
+    if (args->count("SOURCE_DATE_EPOCH")) epoch_text = args->at("SOURCE_DATE_EPOCH");
+    if (!epoch_text.empty()) {
+      int64_t v;
+      if (!absl::SimpleAtoi(epoch_text, &v) || v < 0) {
+        return Fatal(absl::InvalidArgumentError(
+            absl::StrCat("SOURCE_DATE_EPOCH=", epoch_text, ": want Unix seconds")));
+      }
+      epoch = v;
+      layer_options.set_source_date_epoch(v);
+    }
+
+    int next_vertex = 1;
+    int v_def = next_vertex++;
+    int64_t t0 = absl::ToUnixMicros(absl::Now());
+    Vertex(v_def, "[internal] load build definition from " + Basename(dockerfile_path),
+           farm::v1::VertexUpdate::STARTED);
+
+    // Base images: resolved (pulled when needed) during planning, each shown as a vertex.
+    image::StoreResolverOptions ro;
+    ro.pull_policy = f_.pull ? image::PullPolicy::kAlways : image::PullPolicy::kMissing;
+    ro.registry = RegistryOptionsFrom(f_.insecure);
+    int v_meta = 0;
+    std::map<std::string, std::string> pull_status;
+    ro.progress = [this, &v_meta, &pull_status](const registry::Progress& p) {
+      // One line per change of a layer's status, not per byte.
+      if (v_meta == 0 || pull_status[p.id] == p.status) return;
+      pull_status[p.id] = p.status;
+      Log(v_meta, absl::StrCat(p.id, ": ", p.status));
+    };
+    absl::StatusOr<std::shared_ptr<image::StoreResolver>> store_resolver =
+        image::StoreResolver::Create(st.blobs, st.images, ro);
+    if (!store_resolver.ok()) return Fatal(store_resolver.status());
+    VertexResolver resolver(this, store_resolver->get(), &next_vertex, &v_meta);
+
+    f_.in.network = f_.network;
+    absl::StatusOr<PreparedBuild> prepared =
+        PrepareBuild(f_.in, context_dir, &resolver, layer_options, stdin_df);
+    if (!prepared.ok()) {
+      Vertex(v_def, "", farm::v1::VertexUpdate::FAILED);
+      return Finish(&record, **records, prepared.status());
+    }
+    Vertex(v_def, "", farm::v1::VertexUpdate::DONE, absl::ToUnixMicros(absl::Now()) - t0);
+    for (const std::string& w : prepared->plan.warnings) {
+      farm::v1::BuildEvent e;
+      e.set_warning(w);
+      Event(e);
+    }
+
+    // The context goes into the CAS (only what is missing): COPY steps read it from there.
+    int v_ctx = next_vertex++;
+    int64_t t1 = absl::ToUnixMicros(absl::Now());
+    Vertex(v_ctx, "[internal] load build context", farm::v1::VertexUpdate::STARTED);
+    absl::StatusOr<int64_t> uploaded = prepared->context->Upload(*st.blobs);
+    if (!uploaded.ok()) {
+      Vertex(v_ctx, "", farm::v1::VertexUpdate::FAILED);
+      return Finish(&record, **records, uploaded.status());
+    }
+    Log(v_ctx, absl::StrCat("transferring context: ", prepared->context->file_count(), " files, ",
+                            common::HumanSize(prepared->context->total_bytes()), ", ", *uploaded,
+                            " blobs new"));
+    Vertex(v_ctx, "", farm::v1::VertexUpdate::DONE, absl::ToUnixMicros(absl::Now()) - t1);
+
+    // The executor (the sandbox runner is this same binary, re-executed).
+    worker::LocalStepExecutor::Options wo;
+    wo.state_dir = common::JoinPath(st.home, "worker");
+    wo.cas = st.blobs;
+    wo.secrets = std::make_shared<worker::MapSecretProvider>(secrets, agents);
+    absl::StatusOr<std::unique_ptr<worker::LocalStepExecutor>> exec =
+        worker::LocalStepExecutor::Create(std::move(wo));
+    if (!exec.ok()) return Finish(&record, **records, exec.status());
+    std::shared_ptr<worker::LocalStepExecutor> executor = *std::move(exec);
+
+    build::EngineDeps deps{st.blobs, st.action_cache, executor};
+    build::BuildRequest req;
+    req.plan = &prepared->plan;
+    req.dockerfile = stdin_df ? "<stdin>" : dockerfile_path;
+    req.cache_read_scopes = {f_.cache_scope};
+    for (const std::string& s : f_.cache_from_scopes) req.cache_read_scopes.push_back(s);
+    req.cache_write_scope = f_.cache_scope;
+    req.no_cache = f_.no_cache;
+    req.source_date_epoch = epoch;
+    req.format =
+        f_.format == "docker" ? image::ManifestFormat::kDocker : image::ManifestFormat::kOci;
+    req.labels = labels;
+    req.max_parallel = static_cast<int>(f_.max_parallel);
+    req.first_vertex_id = next_vertex;
+    build::EventSink sink = [this](const farm::v1::BuildEvent& e) { Event(e); };
+    absl::StatusOr<build::BuildOutput> out = build::RunBuild(deps, req, sink, &cancel);
+    if (!out.ok()) {
+      return Finish(&record, **records, out.status(), &prepared->plan);
+    }
+    build::RecordSteps(prepared->plan, out->steps, &record);
+
+    // Export: the image store (and names), then the outputs asked for.
+    int v_exp = req.first_vertex_id;
+    for (const plan::Stage& stage : prepared->plan.stages) {
+      if (stage.base_kind == plan::Stage::BaseKind::kImage) ++v_exp;
+      for (const plan::Step& step : stage.steps) v_exp += step.key.empty() ? 0 : 1;
+    }
+    int64_t t2 = absl::ToUnixMicros(absl::Now());
+    Vertex(v_exp, "exporting to image", farm::v1::VertexUpdate::STARTED);
+    absl::StatusOr<image::ImageRecord> rec =
+        image::DescribeImage(*st.blobs, out->image.manifest, out->image.layers);
+    absl::Status s = rec.status();
+    if (s.ok()) s = st.images->Put(*rec);
+    if (s.ok()) {
+      Log(v_exp, absl::StrCat("writing image ", out->image.config.digest, " done"));
+      for (const image::Reference& t : tags) {
+        absl::StatusOr<std::string> prev = st.images->SetReference(t, rec->digest);
+        if (!prev.ok()) {
+          s = prev.status();
+          break;
+        }
+        Log(v_exp, absl::StrCat("naming to ", t.String(), " done"));
+      }
+    }
+    for (const OutputSpec& o : outputs) {
+      if (!s.ok()) break;
+      s = ExportImage(o, *st.blobs, *rec, tags, out->image.layers, executor->layer_store());
+      if (s.ok() && o.type != "image") {
+        Log(v_exp, absl::StrCat("exporting ", o.type, " to ", o.dest, " done"));
+      }
+    }
+    if (s.ok() && f_.push) s = Push(*rec, tags, v_exp);
+    if (!s.ok()) {
+      Vertex(v_exp, "", farm::v1::VertexUpdate::FAILED);
+      return Finish(&record, **records, s, &prepared->plan);
+    }
+    Vertex(v_exp, "", farm::v1::VertexUpdate::DONE, absl::ToUnixMicros(absl::Now()) - t2);
+
+    std::vector<std::string> names;
+    for (const image::Reference& t : tags) names.push_back(t.String());
+    record.set_image_id(out->image.config.digest);
+    record.set_manifest_digest(out->image.manifest.digest);
+    for (const std::string& n : names) record.add_tags(n);
+    if (!f_.iidfile.empty()) {
+      absl::Status w = common::WriteFileAtomic(f_.iidfile, out->image.config.digest);
+      if (!w.ok()) return Finish(&record, **records, w, &prepared->plan);
+    }
+    if (!f_.metadata_file.empty()) {
+      absl::Status w = common::WriteFileAtomic(
+          f_.metadata_file, BuildMetadataJson(out->image.config.digest, out->image.manifest.digest,
+                                              out->image.manifest.media_type,
+                                              out->image.manifest.size, names, record.id()));
+      if (!w.ok()) return Finish(&record, **records, w, &prepared->plan);
+    }
+    farm::v1::BuildEvent outcome;
+    farm::v1::BuildOutcome* oc = outcome.mutable_outcome();
+    oc->set_ok(true);
+    oc->set_image_id(out->image.config.digest);
+    oc->set_manifest_digest(out->image.manifest.digest);
+    for (const std::string& n : names) oc->add_tags(n);
+    oc->set_steps(out->steps_total);
+    oc->set_cached_steps(out->steps_cached);
+    Event(outcome);
+    Finish(&record, **records, absl::OkStatus(), nullptr);
+    if (f_.quiet) std::cout << out->image.config.digest << std::endl;
+    return 0;
+  }
+
+  absl::Status Push(const image::ImageRecord& rec, const std::vector<image::Reference>& tags,
+                    int vertex) {
+    registry::ClientPool pool(RegistryOptionsFrom(f_.insecure));
+    for (const image::Reference& t : tags) {
+      ASSIGN_OR_RETURN(registry::Client * client, pool.Get(t.domain()));
+      registry::PushOptions po;
+      std::map<std::string, std::string> seen;
+      po.progress = [this, vertex, &seen](const registry::Progress& p) {
+        if (seen[p.id] == p.status) return;
+        seen[p.id] = p.status;
+        Log(vertex, absl::StrCat(p.id, ": ", p.status));
+      };
+      ASSIGN_OR_RETURN(registry::PushResult r,
+                       registry::PushImage(*client, *stores_->blobs, rec, t, po));
+      Log(vertex, absl::StrCat("pushing ", t.String(), ": ", r.uploaded, " uploaded, ", r.mounted,
+                               " mounted, ", r.existed, " already there, digest ", r.digest));
+    }
+    return absl::OkStatus();
+  }
+
+  // Writes the build record; returns the exit status for `status`.
+  int Finish(farm::v1::BuildRecord* record, build::BuildRecords& records,
+             const absl::Status& status, const plan::Plan* plan = nullptr) {
+    record->set_finished_unix_micros(absl::ToUnixMicros(absl::Now()));
+    record->set_ok(status.ok());
+    if (!status.ok()) {
+      record->set_error(std::string(status.message()));
+      if (plan != nullptr && record->steps_size() == 0) build::RecordSteps(*plan, {}, record);
+    }
+    absl::Status w = records.Put(*record);
+    if (!w.ok()) std::cerr << "warning: keeping the build record: " << w.message() << "\n";
+    if (status.ok()) return 0;
+    farm::v1::BuildEvent e;
+    e.mutable_outcome()->set_ok(false);
+    e.mutable_outcome()->set_error(absl::IsCancelled(status)
+                                       ? "canceled"
+                                       : absl::StrCat("failed to build: ", status.message()));
+    Event(e);
+    return 1;
+  }
+
+  // Shows each base-image resolution as "[internal] load metadata for ...".
+  class VertexResolver : public image::BaseImageResolver {
+   public:
+    VertexResolver(Build* b, image::BaseImageResolver* inner, int* next, int* current)
+        : b_(b), inner_(inner), next_(next), current_(current) {}
+    absl::StatusOr<image::ResolvedImage> Resolve(const std::string& ref,
+                                                 const std::string& platform) override {
+      int id = (*next_)++;
+      *current_ = id;
+      int64_t t = absl::ToUnixMicros(absl::Now());
+      b_->Vertex(id, "[internal] load metadata for " + ref, farm::v1::VertexUpdate::STARTED);
+      absl::StatusOr<image::ResolvedImage> r = inner_->Resolve(ref, platform);
+      b_->Vertex(id, "", r.ok() ? farm::v1::VertexUpdate::DONE : farm::v1::VertexUpdate::FAILED,
+                 absl::ToUnixMicros(absl::Now()) - t);
+      *current_ = 0;
+      return r;
+    }
+
+   private:
+    Build* b_;
+    image::BaseImageResolver* inner_;
+    int* next_;
+    int* current_;
+  };
+
+  static std::string Absolute(const std::string& p) {
+    if (p.empty() || p[0] == '/') return p;
+    char buf[4096];
+    if (getcwd(buf, sizeof(buf)) == nullptr) return p;
+    return common::CleanPath(common::JoinPath(buf, p));
+  }
+  static std::string Basename(const std::string& p) { return p.substr(p.rfind('/') + 1); }
+
+  BuildFlags f_;
+  std::unique_ptr<build::ProgressPrinter> printer_;
+  LocalStores* stores_ = nullptr;
+};
+
+}  // namespace
+
+int RunBuild(const Args& args) {
+  common::FlagSet fs("farm build [OPTIONS] PATH | -",
+                     "Build an image from a Dockerfile, in this process (no server needed).\n"
+                     "PATH is the build context; - reads it as a tar from stdin.");
+  BuildFlags f;
+  f.in.Register(&fs);
+  fs.Repeated("tag", 't', &f.tags, "Name and optionally a tag (name:tag)", "list");
+  fs.Bool("no-cache", 0, &f.no_cache, "Do not use the cache when building the image");
+  fs.Bool("pull", 0, &f.pull, "Always attempt to pull a newer version of the base images");
+  fs.Repeated("label", 0, &f.labels, "Set metadata for the image (key=value)", "list");
+  fs.String("progress", 0, &f.progress, "Progress output: auto, tty, plain, quiet");
+  fs.String("network", 0, &f.network,
+            "Networking mode for RUN instructions: default, none or host");
+  fs.Repeated("secret", 0, &f.secrets,
+              "Secret to expose to the build (id=mysecret[,src=/local/secret|,env=VAR])",
+              "stringArray");
+  fs.Repeated("ssh", 0, &f.ssh, "SSH agent socket to expose to the build (default|<id>[=socket])",
+              "stringArray");
+  fs.Repeated("output", 'o', &f.outputs,
+              "Output destination (type=oci|docker|local,dest=PATH); type=image is the default",
+              "stringArray");
+  fs.Bool("push", 0, &f.push, "Push the image to its registry after building it");
+  fs.String("iidfile", 0, &f.iidfile, "Write the image ID to the file");
+  fs.String("metadata-file", 0, &f.metadata_file, "Write build result metadata to the file");
+  fs.Bool("quiet", 'q', &f.quiet, "Suppress the build output and print image ID on success");
+  fs.Repeated("insecure-registry", 0, &f.insecure, "Registry (host:port) reachable over plain HTTP",
+              "list");
+  fs.String("cache-scope", 0, &f.cache_scope,
+            "Action-cache scope to read and write (e.g. a branch: pr/123)");
+  fs.Repeated("cache-from-scope", 0, &f.cache_from_scopes,
+              "Further scopes to read from, in order (e.g. main)", "list");
+  fs.String("compression", 0, &f.compression, "Layer compression: gzip or zstd");
+  fs.String("format", 0, &f.format, "Manifest format: oci or docker (Docker v2 schema 2)");
+  fs.Int("max-parallel", 0, &f.max_parallel, "Steps running at once (0: one per core)");
+  std::vector<std::string> positional;
+  int exit_code = 0;
+  if (!ParseFlags(fs, args, "build", &positional, &exit_code)) return exit_code;
+  if (positional.size() != 1) {
+    std::cerr << "\"farm build\" requires exactly 1 argument.\nSee 'farm build --help'.\n\n"
+              << "Usage:  farm build [OPTIONS] PATH | -\n";
+    return 2;
+  }
+  if (f.compression != "gzip" && f.compression != "zstd") {
+    std::cerr << "farm build: --compression must be gzip or zstd\n";
+    return 2;
+  }
+  if (f.format != "oci" && f.format != "docker") {
+    std::cerr << "farm build: --format must be oci or docker\n";
+    return 2;
+  }
+  return Build(std::move(f)).Run(positional[0]);
+}
+
+}  // namespace cli
