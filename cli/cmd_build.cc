@@ -342,7 +342,11 @@ class Build {
     absl::StatusOr<PreparedBuild> prepared =
         PrepareBuild(f_.in, context_dir, &resolver, layer_options, stdin_df);
     if (!prepared.ok()) {
-      Vertex(v_def, "", farm::v1::VertexUpdate::FAILED);
+      farm::v1::BuildEvent e;
+      e.mutable_vertex()->set_id(v_def);
+      e.mutable_vertex()->set_state(farm::v1::VertexUpdate::FAILED);
+      e.mutable_vertex()->set_error(std::string(prepared.status().message()));
+      Event(e);
       return Finish(&record, **records, prepared.status());
     }
     Vertex(v_def, "", farm::v1::VertexUpdate::DONE, absl::ToUnixMicros(absl::Now()) - t0);

@@ -13,6 +13,8 @@ using Args = std::vector<std::string>;
 int RunVersion(const Args& args);
 int RunBuild(const Args& args);
 int RunRun(const Args& args);
+int RunBuilds(const Args& args);
+int RunWhyMiss(const Args& args);
 int RunParse(const Args& args);
 int RunPlan(const Args& args);
 int RunCache(const Args& args);  // cmd_cache.cc: farm cache stats|gc

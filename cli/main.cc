@@ -18,6 +18,7 @@ struct Command {
 // Only commands that exist are listed: `farm --help` is accurate.
 const Command kCommands[] = {
     {"build", "Build an image from a Dockerfile (in this process)", cli::RunBuild},
+    {"builds", "List the builds run in this farm home", cli::RunBuilds},
     {"cache", "Show and enforce the cache's size budget (stats, gc)", cli::RunCache},
     {"history", "Show the history of an image", cli::RunHistory},
     {"images", "List images", cli::RunImages},
@@ -34,6 +35,7 @@ const Command kCommands[] = {
     {"save", "Save images to a tar archive (docker-archive or OCI layout)", cli::RunSave},
     {"tag", "Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE", cli::RunTag},
     {"version", "Show the Farm version", cli::RunVersion},
+    {"why-miss", "Explain why a build step missed the cache", cli::RunWhyMiss},
 };
 
 void PrintUsage(std::ostream& out) {

@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# Cache behaviour of `farm build`, each a check: a second build is all CACHED with the same
+# image ID; touching files (mtime only) keeps every step cached; editing one COPY'd file reruns
+# exactly that step and the later ones; --no-cache reruns everything; why-miss names the edited
+# file; and with SOURCE_DATE_EPOCH a build from scratch in another home gives the same image ID.
+source "$TEST_SRCDIR/farm/tests/e2e/lib.sh"
+busybox_base
+export SOURCE_DATE_EPOCH=1700000000
+
+mkdir -p "$T/ctx/sub"
+echo alpha >"$T/ctx/a.txt"
+echo beta >"$T/ctx/b.txt"
+echo gamma >"$T/ctx/sub/c.txt"
+cat >"$T/ctx/Dockerfile" <<'DF'
+FROM busybox:farm-example
+COPY a.txt /a.txt
+RUN cat /a.txt > /a.copy
+COPY b.txt /b.txt
+RUN cat /b.txt > /b.copy && echo built > /b.stamp
+COPY sub/ /sub/
+DF
+
+check "first build" build b1 "$T/ctx" -t cached:1 --iidfile "$T/id1"
+check "first build ran all 5 steps" test "$(run_steps "$T/b1.log")" = 5
+check "first build had no hits" test "$(cached_steps "$T/b1.log")" = 1  # only FROM
+
+check "second build" build b2 "$T/ctx" -t cached:1 --iidfile "$T/id2"
+check "second build: every step CACHED" test "$(cached_steps "$T/b2.log")" = 6
+check "second build: nothing ran" test "$(run_steps "$T/b2.log")" = 0
+check "second build: same image ID" test "$(cat "$T/id1")" = "$(cat "$T/id2")"
+
+# mtimes (and the umask's bits) change, content does not.
+touch -d '2001-02-03 04:05:06' "$T/ctx/a.txt" "$T/ctx/b.txt" "$T/ctx/sub/c.txt"
+chmod 600 "$T/ctx/b.txt"
+check "after touch" build b3 "$T/ctx" --iidfile "$T/id3"
+check "after touch: every step CACHED" test "$(cached_steps "$T/b3.log")" = 6
+check "after touch: same image ID" test "$(cat "$T/id1")" = "$(cat "$T/id3")"
+
+echo "beta, edited" >"$T/ctx/b.txt"
+check "after an edit" build b4 "$T/ctx" --iidfile "$T/id4"
+check "after an edit: 2 steps CACHED (+FROM)" test "$(cached_steps "$T/b4.log")" = 3
+check "after an edit: exactly 3 steps ran" test "$(run_steps "$T/b4.log")" = 3
+for s in 'COPY \["b.txt"\]' 'RUN cat /b.txt' 'COPY \["sub/"\]'; do
+  check "after an edit: '$s' ran" grep -qE "^#[0-9]+ \[[0-9]/[0-9]\] $s" "$T/b4.log"
+done
+check "after an edit: new image ID" test "$(cat "$T/id1")" != "$(cat "$T/id4")"
+
+"$FARM" why-miss 'COPY ["b.txt"]' >"$T/why.txt" 2>&1
+check "why-miss runs" test $? -eq 0
+check "why-miss names the edited file" grep -q "file changed: b.txt" "$T/why.txt"
+"$FARM" why-miss 'RUN cat /b.txt' >"$T/why2.txt" 2>&1
+check "why-miss points a later step at the first miss" grep -q "an earlier step missed too" "$T/why2.txt"
+
+check "--no-cache" build b5 "$T/ctx" --no-cache
+check "--no-cache: every step ran" test "$(run_steps "$T/b5.log")" = 5
+check "--no-cache: nothing CACHED but FROM" test "$(cached_steps "$T/b5.log")" = 1
+check "after --no-cache: cached again" build b6 "$T/ctx"
+check "after --no-cache: every step CACHED" test "$(cached_steps "$T/b6.log")" = 6
+
+# Reproducible: the same inputs in a fresh home (nothing cached) give the same image ID.
+FIRST_HOME=$FARM_HOME
+export FARM_HOME="$T/home2"
+busybox_base
+check "fresh home" build b7 "$T/ctx" --iidfile "$T/id7"
+check "fresh home: everything ran" test "$(run_steps "$T/b7.log")" = 5
+check "fresh home: same image ID (reproducible layers and config)" \
+  test "$(cat "$T/id4")" = "$(cat "$T/id7")"
+export FARM_HOME=$FIRST_HOME
+
+# The build records that why-miss uses are listed by farm builds.
+check "farm builds lists the builds" test "$("$FARM" builds -n 0 | tail -n +2 | wc -l)" -ge 7
+
+finish
