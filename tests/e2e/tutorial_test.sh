@@ -117,6 +117,27 @@ check "multi: export" build multi-out "$T/multi" -o "type=local,dest=$T/multi-ou
 check "multi: only what was copied" test "$(cd "$T/multi-out" && find . -type f | sort | tr '\n' ' ')" = \
   "./artifact ./bin/busybox ./other "
 
+# 6b. Stages that do not depend on each other run at the same time: their RUN intervals
+# overlap (checked from the timestamps they record, not by timing the build; /proc/uptime is
+# the host's, in centiseconds, since busybox's date has no %N).
+mkdir -p "$T/par"
+cat >"$T/par/Dockerfile" <<'DF'
+FROM busybox:farm-example AS left
+RUN awk '{print int($1*100)}' /proc/uptime > /start && sleep 1 && awk '{print int($1*100)}' /proc/uptime > /end && echo left
+FROM busybox:farm-example AS right
+RUN awk '{print int($1*100)}' /proc/uptime > /start && sleep 1 && awk '{print int($1*100)}' /proc/uptime > /end && echo right
+FROM scratch
+COPY --from=left /start /left.start
+COPY --from=left /end /left.end
+COPY --from=right /start /right.start
+COPY --from=right /end /right.end
+DF
+rm -rf "$T/par-out"
+check "parallel stages: build" build par "$T/par" -o "type=local,dest=$T/par-out"
+check "parallel stages: their RUNs overlapped" test \
+  "$(cat "$T/par-out/left.start")" -lt "$(cat "$T/par-out/right.end")" -a \
+  "$(cat "$T/par-out/right.start")" -lt "$(cat "$T/par-out/left.end")"
+
 # 7. ADD of a local tar, extracted.
 mkdir -p "$T/add/tree/sub"
 echo inside >"$T/add/tree/sub/file.txt"
