@@ -42,7 +42,8 @@ absl::StatusOr<PreparedBuild> PrepareBuild(const BuildInputFlags& flags,
                                            const std::string& context_dir,
                                            image::BaseImageResolver* resolver,
                                            const farm::v1::LayerOptions& layer_options,
-                                           const std::string* stdin_dockerfile) {
+                                           const std::string* stdin_dockerfile,
+                                           const std::string& stat_cache) {
   PreparedBuild p;
   p.dockerfile_path = flags.file.empty() ? common::JoinPath(context_dir, "Dockerfile") : flags.file;
   if (p.dockerfile_path == "-") {
@@ -67,6 +68,7 @@ absl::StatusOr<PreparedBuild> PrepareBuild(const BuildInputFlags& flags,
       buildctx::LoadIgnorePatterns(context_dir, p.dockerfile_path == "-" ? "" : p.dockerfile_path));
   buildctx::SnapshotOptions so;
   so.preserve_permissions = flags.preserve_permissions;
+  so.stat_cache = stat_cache;
   ASSIGN_OR_RETURN(p.context, buildctx::Snapshot::FromDirectory(context_dir, ignore, so));
 
   plan::PlanOptions po;
@@ -79,6 +81,7 @@ absl::StatusOr<PreparedBuild> PrepareBuild(const BuildInputFlags& flags,
   po.layer_options = layer_options;
   po.layer_options.set_preserve_permissions(flags.preserve_permissions);
   po.default_network = flags.network;
+  po.allow_unresolved = flags.allow_unresolved;
   ASSIGN_OR_RETURN(p.plan, plan::MakePlan(p.dockerfile, po));
   return p;
 }

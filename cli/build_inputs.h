@@ -26,6 +26,7 @@ struct BuildInputFlags {
   std::string platform = "linux/amd64";  // --platform
   bool preserve_permissions = false;     // --preserve-permissions
   std::string network = "default";       // RUN's default network (farm build --network)
+  bool allow_unresolved = false;         // base images the resolver lacks get placeholder keys
 
   void Register(common::FlagSet* fs);
   // --build-arg values as a map; "NAME" alone takes $NAME from the environment (or is dropped
@@ -41,12 +42,14 @@ struct PreparedBuild {
   plan::Plan plan;
 };
 
-// Runs the front end. `resolver` may be null (FROM images get placeholder keys).
+// Runs the front end. `resolver` may be null (FROM images get placeholder keys). `stat_cache`
+// names a stat cache file for hashing the context ("" = hash every file).
 absl::StatusOr<PreparedBuild> PrepareBuild(const BuildInputFlags& flags,
                                            const std::string& context_dir,
                                            image::BaseImageResolver* resolver,
                                            const farm::v1::LayerOptions& layer_options = {},
-                                           const std::string* stdin_dockerfile = nullptr);
+                                           const std::string* stdin_dockerfile = nullptr,
+                                           const std::string& stat_cache = "");
 
 }  // namespace cli
 

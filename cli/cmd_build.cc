@@ -37,6 +37,22 @@ namespace cli {
 
 namespace {
 
+// FARM_TIMING=1: how long each phase of the build took, on stderr (for performance work).
+class PhaseTimer {
+ public:
+  PhaseTimer() : on_(getenv("FARM_TIMING") != nullptr), last_(absl::Now()) {}
+  void Mark(const char* phase) {
+    if (!on_) return;
+    absl::Time now = absl::Now();
+    std::cerr << "timing: " << phase << " " << absl::FormatDuration(now - last_) << "\n";
+    last_ = now;
+  }
+
+ private:
+  bool on_;
+  absl::Time last_;
+};
+
 // SIGINT/SIGTERM cancel the build: the handler writes to a pipe, a thread turns that into a
 // notification (nothing else is async-signal-safe).
 int g_signal_pipe[2] = {-1, -1};
@@ -226,6 +242,7 @@ class Build {
       absl::StatusOr<int64_t> n = ExtractContextTar(0, tar_dir->path());
       if (!n.ok()) return Fatal(n.status());
       context_dir = tar_dir->path();
+      tar_context_ = context_dir;
       if (!f_.in.file.empty() && f_.in.file[0] != '/') {
         f_.in.file = common::JoinPath(context_dir, f_.in.file);
       }
@@ -284,6 +301,7 @@ class Build {
                       const std::map<std::string, std::string>& agents,
                       const std::vector<OutputSpec>& outputs, absl::Notification& cancel) {
     LocalStores& st = *stores_;
+    timer_.Mark("open stores");
     int64_t build_start = absl::ToUnixMicros(absl::Now());
     farm::v1::BuildRecord record;
     record.set_id(build::NewBuildId());
@@ -339,8 +357,18 @@ class Build {
     VertexResolver resolver(this, store_resolver->get(), &next_vertex, &v_meta);
 
     f_.in.network = f_.network;
+    // The context's stat cache, one per context directory (a tar on stdin has none).
+    std::string stat_cache;
+    if (tar_context_.empty()) {
+      std::string abs_context = Absolute(context_dir);
+      absl::Status made = common::MakeDirs(common::JoinPath(st.home, "contexts"), 0700);
+      if (made.ok()) {
+        stat_cache = common::JoinPath(
+            st.home, absl::StrCat("contexts/", common::Sha256Hex(abs_context).substr(0, 32)));
+      }
+    }
     absl::StatusOr<PreparedBuild> prepared =
-        PrepareBuild(f_.in, context_dir, &resolver, layer_options, stdin_df);
+        PrepareBuild(f_.in, context_dir, &resolver, layer_options, stdin_df, stat_cache);
     if (!prepared.ok()) {
       farm::v1::BuildEvent e;
       e.mutable_vertex()->set_id(v_def);
@@ -350,35 +378,33 @@ class Build {
       return Finish(&record, **records, prepared.status());
     }
     Vertex(v_def, "", farm::v1::VertexUpdate::DONE, absl::ToUnixMicros(absl::Now()) - t0);
+    timer_.Mark("parse, hash the context, resolve bases, plan");
     for (const std::string& w : prepared->plan.warnings) {
       farm::v1::BuildEvent e;
       e.set_warning(w);
       Event(e);
     }
 
-    // The context goes into the CAS (only what is missing): COPY steps read it from there.
+    // The context: the in-process worker reads it where it is (an overlay on the CAS serves
+    // the snapshot's files from disk, checked against their digests), nothing is copied.
     int v_ctx = next_vertex++;
-    int64_t t1 = absl::ToUnixMicros(absl::Now());
     Vertex(v_ctx, "[internal] load build context", farm::v1::VertexUpdate::STARTED);
-    absl::StatusOr<int64_t> uploaded = prepared->context->Upload(*st.blobs);
-    if (!uploaded.ok()) {
-      Vertex(v_ctx, "", farm::v1::VertexUpdate::FAILED);
-      return Finish(&record, **records, uploaded.status());
-    }
-    Log(v_ctx, absl::StrCat("transferring context: ", prepared->context->file_count(), " files, ",
-                            common::HumanSize(prepared->context->total_bytes()), ", ", *uploaded,
-                            " blobs new"));
-    Vertex(v_ctx, "", farm::v1::VertexUpdate::DONE, absl::ToUnixMicros(absl::Now()) - t1);
+    Log(v_ctx, absl::StrCat("context: ", prepared->context->file_count(), " files, ",
+                            common::HumanSize(prepared->context->total_bytes()), ", ",
+                            prepared->context->files_hashed(), " read (the others unchanged)"));
+    Vertex(v_ctx, "", farm::v1::VertexUpdate::DONE, 0);
+    std::shared_ptr<cache::BlobStore> worker_cas = prepared->context->Overlay(st.blobs);
 
     // The executor (the sandbox runner is this same binary, re-executed).
     worker::LocalStepExecutor::Options wo;
     wo.state_dir = common::JoinPath(st.home, "worker");
-    wo.cas = st.blobs;
+    wo.cas = worker_cas;
     wo.secrets = std::make_shared<worker::MapSecretProvider>(secrets, agents);
     absl::StatusOr<std::unique_ptr<worker::LocalStepExecutor>> exec =
         worker::LocalStepExecutor::Create(std::move(wo));
     if (!exec.ok()) return Finish(&record, **records, exec.status());
     std::shared_ptr<worker::LocalStepExecutor> executor = *std::move(exec);
+    timer_.Mark("open the executor");
 
     build::EngineDeps deps{st.blobs, st.action_cache, executor};
     build::BuildRequest req;
@@ -400,6 +426,7 @@ class Build {
       return Finish(&record, **records, out.status(), &prepared->plan);
     }
     build::RecordSteps(prepared->plan, out->steps, &record);
+    timer_.Mark("run the steps and assemble");
 
     // Export: the image store (and names), then the outputs asked for.
     int v_exp = req.first_vertex_id;
@@ -437,6 +464,7 @@ class Build {
       return Finish(&record, **records, s, &prepared->plan);
     }
     Vertex(v_exp, "", farm::v1::VertexUpdate::DONE, absl::ToUnixMicros(absl::Now()) - t2);
+    timer_.Mark("store and export the image");
 
     std::vector<std::string> names;
     for (const image::Reference& t : tags) names.push_back(t.String());
@@ -464,6 +492,7 @@ class Build {
     oc->set_cached_steps(out->steps_cached);
     Event(outcome);
     Finish(&record, **records, absl::OkStatus(), nullptr);
+    timer_.Mark("write the build record");
     if (f_.quiet) std::cout << out->image.config.digest << std::endl;
     return 0;
   }
@@ -543,6 +572,8 @@ class Build {
   static std::string Basename(const std::string& p) { return p.substr(p.rfind('/') + 1); }
 
   BuildFlags f_;
+  PhaseTimer timer_;
+  std::string tar_context_;  // set when the context came as a tar on stdin
   std::unique_ptr<build::ProgressPrinter> printer_;
   LocalStores* stores_ = nullptr;
 };

@@ -6,7 +6,9 @@
 #include "absl/strings/str_cat.h"
 #include "cli/build_inputs.h"
 #include "cli/commands.h"
+#include "cli/stores.h"
 #include "common/flags.h"
+#include "scheduler/image/store_resolver.h"
 #include "scheduler/plan/planner.h"
 
 namespace cli {
@@ -37,7 +39,19 @@ int RunPlan(const Args& args) {
     std::cerr << "farm plan: --format must be text or json\n";
     return 2;
   }
-  absl::StatusOr<PreparedBuild> prepared = PrepareBuild(in, (*pos)[0], /*resolver=*/nullptr);
+  // Base images from the local image store only (no pulls); images it lacks get placeholder
+  // keys. If the farm home cannot be opened, every base is a placeholder.
+  std::shared_ptr<image::StoreResolver> resolver;
+  absl::StatusOr<LocalStores> stores = OpenLocalStores();
+  if (stores.ok()) {
+    image::StoreResolverOptions ro;
+    ro.pull_policy = image::PullPolicy::kNever;
+    absl::StatusOr<std::shared_ptr<image::StoreResolver>> r =
+        image::StoreResolver::Create(stores->blobs, stores->images, ro);
+    if (r.ok()) resolver = *r;
+  }
+  in.allow_unresolved = true;
+  absl::StatusOr<PreparedBuild> prepared = PrepareBuild(in, (*pos)[0], resolver.get());
   if (!prepared.ok()) {
     std::cerr << "farm plan: " << prepared.status().message() << "\n";
     return 1;

@@ -60,12 +60,12 @@ std::string DirName(const std::string& path) {
 
 }  // namespace
 
-absl::Status WriteFileAtomic(const std::string& path, absl::string_view data, int mode) {
+absl::Status WriteFileAtomic(const std::string& path, absl::string_view data, int mode, bool sync) {
   std::string tmp = absl::StrCat(path, ".tmp.", getpid(), ".", rand());
   int fd = open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode);
   if (fd < 0) return ErrnoToStatus(errno, absl::StrCat("create ", tmp));
   absl::Status s = WriteAll(fd, data, tmp);
-  if (s.ok() && fsync(fd) != 0) s = ErrnoToStatus(errno, absl::StrCat("fsync ", tmp));
+  if (s.ok() && sync && fsync(fd) != 0) s = ErrnoToStatus(errno, absl::StrCat("fsync ", tmp));
   if (close(fd) != 0 && s.ok()) s = ErrnoToStatus(errno, absl::StrCat("close ", tmp));
   if (s.ok() && rename(tmp.c_str(), path.c_str()) != 0) {
     s = ErrnoToStatus(errno, absl::StrCat("rename ", tmp, " to ", path));
@@ -74,6 +74,7 @@ absl::Status WriteFileAtomic(const std::string& path, absl::string_view data, in
     unlink(tmp.c_str());
     return s;
   }
+  if (!sync) return absl::OkStatus();
   int dfd = open(DirName(path).c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (dfd >= 0) {
     fsync(dfd);

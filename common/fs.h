@@ -16,8 +16,13 @@ namespace common {
 
 absl::StatusOr<std::string> ReadFile(const std::string& path);
 // Writes `data` to a temporary file beside `path`, fsyncs it, renames it over `path` and
-// fsyncs the directory: after return, the new content survives a crash.
-absl::Status WriteFileAtomic(const std::string& path, absl::string_view data, int mode = 0644);
+// fsyncs the directory: after return, the new content survives a crash. With sync=false the
+// fsyncs are skipped: readers still see the old or the new content, never a mix, and a
+// process crash loses nothing; only a power loss may bring back the old content. For caches
+// and records whose loss costs only time (and whose fsyncs would wait behind every other
+// process's dirty pages).
+absl::Status WriteFileAtomic(const std::string& path, absl::string_view data, int mode = 0644,
+                             bool sync = true);
 // mkdir -p.
 absl::Status MakeDirs(const std::string& path, int mode = 0755);
 // rm -rf; a missing path is OK. Does not cross into other mounts' content (no special care

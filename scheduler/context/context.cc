@@ -10,11 +10,13 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
 #include "build/bazel/remote/execution/v2/remote_execution.pb.h"
 #include "common/fs.h"
 #include "common/patternmatcher.h"
 #include "common/status_macros.h"
 #include "common/status_util.h"
+#include "farm/v1/build.pb.h"
 
 namespace buildctx {
 
@@ -25,7 +27,12 @@ namespace reapi = build::bazel::remote::execution::v2;
 struct Entry {
   std::string path;  // relative
   copy::FileInfo info;
+  struct stat st;  // regular files: for the stat cache
 };
+
+int64_t Nanos(const struct timespec& t) {
+  return static_cast<int64_t>(t.tv_sec) * 1000000000 + t.tv_nsec;
+}
 
 absl::Status HashFile(const std::string& path, int64_t expect_size, common::Digest* out) {
   int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
@@ -84,7 +91,7 @@ class Walker {
         fi.type = copy::FileType::kDirectory;
         if (!preserve_) fi.mode = 0755;
         size_t at = out->size();
-        out->push_back(Entry{child, fi});
+        out->push_back(Entry{child, fi, st});
         RETURN_IF_ERROR(Walk(child, out));
         // An excluded directory stays only as the parent of something re-included.
         if (excluded && out->size() == at + 1) out->pop_back();
@@ -107,7 +114,7 @@ class Walker {
       } else {
         continue;  // sockets, devices, FIFOs are not part of a build context
       }
-      out->push_back(Entry{child, fi});
+      out->push_back(Entry{child, fi, st});
     }
     return absl::OkStatus();
   }
@@ -150,10 +157,39 @@ absl::StatusOr<std::unique_ptr<Snapshot>> Snapshot::FromDirectory(
   Walker walker(dir, *ignore, options.preserve_permissions);
   RETURN_IF_ERROR(walker.Walk("", &entries));
 
-  // Hash the regular files in parallel.
+  // Digests the stat cache vouches for; the other regular files are hashed, in parallel.
+  std::map<std::string, const farm::v1::StatCacheFile::Entry*> cached;
+  farm::v1::StatCacheFile cache_file;
+  int64_t trust_before = 0;
+  if (!options.stat_cache.empty()) {
+    absl::StatusOr<std::string> bytes = common::ReadFile(options.stat_cache);
+    if (bytes.ok() && cache_file.ParseFromString(*bytes)) {
+      // Racy entries: a file changed within 2 s of the cache being written may have kept its
+      // mtime; only older mtimes are trusted.
+      trust_before = cache_file.written_unix_nanos() - 2000000000LL;
+      for (const auto& e : cache_file.entries()) cached[e.path()] = &e;
+    }
+  }
   std::vector<size_t> files;
   for (size_t i = 0; i < entries.size(); ++i) {
-    if (entries[i].info.type == copy::FileType::kRegular) files.push_back(i);
+    Entry& e = entries[i];
+    if (e.info.type != copy::FileType::kRegular) continue;
+    auto it = cached.find(e.path);
+    if (it != cached.end()) {
+      const farm::v1::StatCacheFile::Entry& c = *it->second;
+      int64_t mtime = Nanos(e.st.st_mtim);
+      if (c.size() == e.st.st_size && c.mtime_nanos() == mtime &&
+          c.ctime_nanos() == Nanos(e.st.st_ctim) && c.inode() == e.st.st_ino &&
+          c.device() == e.st.st_dev && mtime < trust_before &&
+          common::IsValidSha256Hex(c.sha256())) {
+        common::Digest d;
+        d.hash = c.sha256();
+        d.size_bytes = c.size();
+        e.info.digest = d;
+        continue;
+      }
+    }
+    files.push_back(i);
   }
   int threads =
       options.threads > 0 ? options.threads : std::max(1u, std::thread::hardware_concurrency());
@@ -183,8 +219,28 @@ absl::StatusOr<std::unique_ptr<Snapshot>> Snapshot::FromDirectory(
   for (std::thread& t : pool) t.join();
   RETURN_IF_ERROR(first_error);
 
+  if (!options.stat_cache.empty()) {
+    farm::v1::StatCacheFile out;
+    out.set_written_unix_nanos(absl::ToUnixNanos(absl::Now()));
+    for (const Entry& e : entries) {
+      if (e.info.type != copy::FileType::kRegular) continue;
+      farm::v1::StatCacheFile::Entry* c = out.add_entries();
+      c->set_path(e.path);
+      c->set_size(e.st.st_size);
+      c->set_mtime_nanos(Nanos(e.st.st_mtim));
+      c->set_ctime_nanos(Nanos(e.st.st_ctim));
+      c->set_inode(e.st.st_ino);
+      c->set_device(e.st.st_dev);
+      c->set_sha256(e.info.digest->hash);
+    }
+    // Best effort: a cache that cannot be written only costs the next build some reads.
+    common::WriteFileAtomic(options.stat_cache, out.SerializeAsString(), 0600, /*sync=*/false)
+        .IgnoreError();
+  }
+
   auto snap = std::unique_ptr<Snapshot>(new Snapshot());
   snap->dir_ = dir;
+  snap->files_hashed_ = static_cast<int64_t>(files.size());
   std::string root_dir = dir;
   snap->tree_ = std::make_unique<copy::IndexedTree>(
       copy::SymlinkPolicy::kContained,
@@ -278,6 +334,165 @@ absl::StatusOr<std::unique_ptr<Snapshot>> Snapshot::FromDirectory(
   snap->root_.set_digest(absl::StrCat("sha256:", root.hash()));
   snap->root_.set_size(root.size_bytes());
   return snap;
+}
+
+namespace {
+
+// Reads a context file as a blob, checking its digest when read whole.
+class FileBlobReader : public cache::BlobReader {
+ public:
+  static absl::StatusOr<std::unique_ptr<FileBlobReader>> Open(const std::string& path,
+                                                              const common::Digest& digest,
+                                                              int64_t offset, int64_t limit) {
+    if (offset < 0 || limit < 0) {
+      return absl::InvalidArgumentError("negative offset or limit");
+    }
+    if (offset > digest.size_bytes) {
+      return absl::OutOfRangeError(
+          absl::StrCat("offset ", offset, " past the end of ", digest.ToString()));
+    }
+    int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0) return common::ErrnoToStatus(errno, absl::StrCat("open ", path));
+    if (offset > 0 && lseek(fd, offset, SEEK_SET) < 0) {
+      int e = errno;
+      close(fd);
+      return common::ErrnoToStatus(e, absl::StrCat("seek ", path));
+    }
+    int64_t end = limit == 0 ? digest.size_bytes : std::min(digest.size_bytes, offset + limit);
+    return std::unique_ptr<FileBlobReader>(
+        new FileBlobReader(fd, path, digest, offset, end, offset == 0 && end == digest.size_bytes));
+  }
+  ~FileBlobReader() override { close(fd_); }
+
+  absl::StatusOr<absl::string_view> Next() override {
+    if (pos_ >= end_) {
+      if (verify_ && !checked_) {
+        checked_ = true;
+        if (h_.Finish() != digest_) {
+          return absl::DataLossError(
+              absl::StrCat(path_, " changed since the build context was hashed"));
+        }
+      }
+      return absl::string_view();
+    }
+    size_t want = static_cast<size_t>(std::min<int64_t>(buf_.size(), end_ - pos_));
+    ssize_t n;
+    do {
+      n = read(fd_, buf_.data(), want);
+    } while (n < 0 && errno == EINTR);
+    if (n < 0) return common::ErrnoToStatus(errno, absl::StrCat("read ", path_));
+    if (n == 0) {
+      return absl::DataLossError(
+          absl::StrCat(path_, " changed (shorter) since the build context was hashed"));
+    }
+    pos_ += n;
+    absl::string_view chunk(buf_.data(), static_cast<size_t>(n));
+    if (verify_) h_.Update(chunk);
+    return chunk;
+  }
+
+ private:
+  FileBlobReader(int fd, std::string path, common::Digest digest, int64_t pos, int64_t end,
+                 bool verify)
+      : fd_(fd),
+        path_(std::move(path)),
+        digest_(std::move(digest)),
+        pos_(pos),
+        end_(end),
+        verify_(verify),
+        buf_(1 << 20) {}
+  int fd_;
+  std::string path_;
+  common::Digest digest_;
+  int64_t pos_, end_;
+  bool verify_;
+  bool checked_ = false;
+  common::Sha256 h_;
+  std::vector<char> buf_;
+};
+
+class BytesBlobReader : public cache::BlobReader {
+ public:
+  BytesBlobReader(absl::string_view bytes) : bytes_(bytes) {}
+  absl::StatusOr<absl::string_view> Next() override {
+    absl::string_view out = bytes_;
+    bytes_ = absl::string_view();
+    return out;
+  }
+
+ private:
+  absl::string_view bytes_;
+};
+
+class SnapshotOverlay : public cache::BlobStore {
+ public:
+  SnapshotOverlay(const Snapshot* snap, std::shared_ptr<cache::BlobStore> base)
+      : snap_(snap), base_(std::move(base)) {}
+
+  bool Local(const common::Digest& d) const {
+    return snap_->directories().count(d) > 0 || snap_->files().count(d) > 0;
+  }
+
+  absl::StatusOr<std::vector<common::Digest>> FindMissing(
+      absl::Span<const common::Digest> digests) override {
+    std::vector<common::Digest> rest;
+    for (const common::Digest& d : digests) {
+      if (!Local(d)) rest.push_back(d);
+    }
+    if (rest.empty()) return rest;
+    return base_->FindMissing(rest);
+  }
+
+  absl::StatusOr<std::unique_ptr<cache::BlobReader>> OpenRead(const common::Digest& digest,
+                                                              int64_t offset,
+                                                              int64_t limit) override {
+    auto dir = snap_->directories().find(digest);
+    if (dir != snap_->directories().end()) {
+      absl::string_view bytes = dir->second;
+      if (offset < 0 || limit < 0) return absl::InvalidArgumentError("negative offset or limit");
+      if (offset > static_cast<int64_t>(bytes.size())) {
+        return absl::OutOfRangeError("offset past the end");
+      }
+      bytes.remove_prefix(static_cast<size_t>(offset));
+      if (limit > 0) bytes = bytes.substr(0, static_cast<size_t>(limit));
+      return std::unique_ptr<cache::BlobReader>(new BytesBlobReader(bytes));
+    }
+    auto file = snap_->files().find(digest);
+    if (file != snap_->files().end()) {
+      ASSIGN_OR_RETURN(std::unique_ptr<FileBlobReader> r,
+                       FileBlobReader::Open(file->second, digest, offset, limit));
+      return std::unique_ptr<cache::BlobReader>(std::move(r));
+    }
+    return base_->OpenRead(digest, offset, limit);
+  }
+
+  absl::StatusOr<std::unique_ptr<cache::BlobWriter>> BeginWrite(
+      const common::Digest& digest) override {
+    return base_->BeginWrite(digest);
+  }
+
+  absl::StatusOr<Lease> AcquireLease(absl::Span<const common::Digest> digests,
+                                     absl::Duration ttl) override {
+    std::vector<common::Digest> rest;
+    for (const common::Digest& d : digests) {
+      if (!Local(d)) rest.push_back(d);
+    }
+    return base_->AcquireLease(rest, ttl);
+  }
+
+  absl::Status ReleaseLease(const std::string& lease_id) override {
+    return base_->ReleaseLease(lease_id);
+  }
+
+ private:
+  const Snapshot* snap_;
+  std::shared_ptr<cache::BlobStore> base_;
+};
+
+}  // namespace
+
+std::shared_ptr<cache::BlobStore> Snapshot::Overlay(std::shared_ptr<cache::BlobStore> base) const {
+  return std::make_shared<SnapshotOverlay>(this, std::move(base));
 }
 
 absl::StatusOr<int64_t> Snapshot::Upload(cache::BlobStore& cas) const {

@@ -30,6 +30,10 @@ namespace buildctx {
 struct SnapshotOptions {
   bool preserve_permissions = false;
   int threads = 0;  // hashing threads; 0 = one per core
+  // A stat cache file (farm.v1.StatCacheFile): files whose stat is unchanged since it was
+  // written reuse their digest instead of being read; the file is rewritten afterwards. ""
+  // hashes every file. A missing or unreadable cache file is simply rebuilt.
+  std::string stat_cache;
 };
 
 // The patterns of `<dockerfile>.dockerignore` beside the Dockerfile if that file exists,
@@ -50,12 +54,20 @@ class Snapshot {
   const farm::v1::ContextRoot& root() const { return root_; }
   const std::string& dir() const { return dir_; }
   int64_t file_count() const { return file_count_; }
+  int64_t files_hashed() const { return files_hashed_; }  // read this time (not from the cache)
   int64_t total_bytes() const { return total_bytes_; }
 
   // The serialized Directory protos by digest (the root included).
   const std::map<common::Digest, std::string>& directories() const { return directories_; }
   // One host path per distinct file digest.
   const std::map<common::Digest, std::string>& files() const { return files_; }
+
+  // A BlobStore that serves this snapshot's Directory protos (from memory) and files (from
+  // disk, their SHA-256 checked while streaming: a file changed since it was hashed is
+  // DATA_LOSS naming it) and delegates everything else to `base`. `farm build` hands it to
+  // its in-process worker instead of copying the context into the CAS. The snapshot must
+  // outlive it.
+  std::shared_ptr<cache::BlobStore> Overlay(std::shared_ptr<cache::BlobStore> base) const;
 
   // Writes every Directory and file blob the CAS is missing (FindMissing first, then streams
   // files from disk; a file that changed since it was hashed fails its write's verification
@@ -70,6 +82,7 @@ class Snapshot {
   std::map<common::Digest, std::string> directories_;
   std::map<common::Digest, std::string> files_;
   int64_t file_count_ = 0;
+  int64_t files_hashed_ = 0;
   int64_t total_bytes_ = 0;
 };
 

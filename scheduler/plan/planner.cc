@@ -671,6 +671,14 @@ class Planner {
       return ref;
     }
     absl::StatusOr<image::ResolvedImage> img = opts_.resolver->Resolve(from, platform);
+    if (!img.ok() && absl::IsNotFound(img.status()) && opts_.allow_unresolved) {
+      ref.chain =
+          KeyOf({{"version", kKeyVersion}, {"unresolved-image", from}, {"platform", platform}});
+      Warn(absl::StrCat(df_.filename, ":", pos.line, ":", pos.column, ": image \"", from,
+                        "\" is not in the local image store: its key is a placeholder"));
+      ResolvedImageStub(&ref, from);
+      return ref;
+    }
     if (!img.ok()) {
       return ErrCode(img.status().code(), pos,
                      absl::StrCat("\"", from, "\" is neither a stage of this Dockerfile nor an ",
@@ -742,13 +750,24 @@ class Planner {
       if (opts_.resolver != nullptr) {
         absl::StatusOr<image::ResolvedImage> img =
             opts_.resolver->Resolve(st.base_ref, st.platform);
-        if (!img.ok()) {
+        if (!img.ok() && absl::IsNotFound(img.status()) && opts_.allow_unresolved) {
+          st.base_resolved = false;
+          st.config = image::ImageConfig();
+          st.base_chain = KeyOf({{"version", kKeyVersion},
+                                 {"unresolved-image", st.base_ref},
+                                 {"platform", st.platform}});
+          Warn(absl::StrCat(df_.filename, ":", ds.pos.line, ":", ds.pos.column, ": base image \"",
+                            st.base_ref,
+                            "\" is not in the local image store: keys below it are "
+                            "placeholders and its config is not applied"));
+        } else if (!img.ok()) {
           return ErrCode(img.status().code(), ds.pos,
                          absl::StrCat("FROM ", st.base_ref, ": ", img.status().message()));
+        } else {
+          st.config = img->config;
+          st.base_chain = ImageChain(st.platform, img->config.diff_ids);
+          st.base_image = *std::move(img);
         }
-        st.config = img->config;
-        st.base_chain = ImageChain(st.platform, img->config.diff_ids);
-        st.base_image = *std::move(img);
       } else {
         st.base_resolved = false;
         st.config = image::ImageConfig();

@@ -62,6 +62,9 @@ struct PlanOptions {
   std::string platform = "linux/amd64";           // the target platform
   std::string build_platform = "linux/amd64";     // the platform farm runs on
   image::BaseImageResolver* resolver = nullptr;
+  // When the resolver answers NOT_FOUND, plan with a placeholder key (as with no resolver)
+  // instead of failing: `farm plan` with only the local image store.
+  bool allow_unresolved = false;
   // The build context, hashed (files carry digests), .dockerignore already applied.
   const copy::SourceTree* context = nullptr;
   farm::v1::ContextRoot context_root;  // its REAPI root Directory, for StepRequests

@@ -50,7 +50,10 @@ std::string RandomSuffix() {
 }
 
 absl::Status WriteSize(const std::string& path, int64_t bytes) {
-  return common::WriteFileAtomic(path, absl::StrCat(bytes, "\n"));
+  // No fsync: the unpacked files this describes are not synced either (syncing thousands of
+  // files per layer would cost more than re-unpacking), so only process-crash safety is
+  // meaningful here, and rename gives it.
+  return common::WriteFileAtomic(path, absl::StrCat(bytes, "\n"), 0644, /*sync=*/false);
 }
 
 }  // namespace
