@@ -1,0 +1,243 @@
+#include "scheduler/server/scheduler_service.h"
+
+#include <deque>
+#include <memory>
+#include <optional>
+
+#include "absl/synchronization/mutex.h"
+#include "common/grpc_status.h"
+
+namespace scheduler_server {
+
+namespace {
+
+// Events a stream holds in memory for a slow reader before it stops taking them live and
+// catches up from the persisted log once it has drained.
+constexpr size_t kMaxQueuedEvents = 4096;
+
+// Streams one build's events to one client, from after `after_seq` until the build ends (OK),
+// the scheduler stops (UNAVAILABLE: reattach), or the client goes away.
+class EventStreamReactor final : public grpc::ServerWriteReactor<farm::v1::BuildStreamEvent> {
+ public:
+  EventStreamReactor(BuildManager* manager, std::string build_id, int64_t after_seq)
+      : manager_(manager), build_id_(std::move(build_id)), sent_seq_(after_seq) {}
+
+  // Subscribes; called once right after construction (no gRPC callback can run before).
+  void Start() { Resubscribe(); }
+
+  void OnWriteDone(bool ok) override {
+    std::unique_ptr<BuildManager::Subscription> old;
+    bool resubscribe = false;
+    {
+      std::shared_ptr<absl::Mutex> hold = mu_;  // outlives us if OnDone runs
+      absl::MutexLock l(hold.get());
+      writing_ = false;
+      if (!ok) {
+        FinishLocked(grpc::Status(grpc::StatusCode::CANCELLED, "the client went away"));
+        old = std::move(sub_);
+      } else if (!queue_.empty()) {
+        WriteNextLocked();
+      } else if (end_) {
+        FinishLocked(*end_);
+      } else if (lagging_) {
+        // Caught up with what was queued: continue from the persisted log.
+        lagging_ = false;
+        old = std::move(sub_);
+        resubscribe = true;
+      }
+    }
+    old.reset();  // waits for a callback in progress (never ours: we hold no lock here)
+    if (resubscribe) Resubscribe();
+  }
+
+  void OnCancel() override {
+    std::shared_ptr<absl::Mutex> hold = mu_;  // outlives us if OnDone runs
+    absl::MutexLock l(hold.get());
+    if (!writing_) FinishLocked(grpc::Status(grpc::StatusCode::CANCELLED, "canceled"));
+    cancelled_ = true;
+  }
+
+  void OnDone() override {
+    std::unique_ptr<BuildManager::Subscription> sub;
+    {
+      std::shared_ptr<absl::Mutex> hold = mu_;  // outlives us if OnDone runs
+      absl::MutexLock l(hold.get());
+      sub = std::move(sub_);
+    }
+    sub.reset();  // no more callbacks after this
+    delete this;
+  }
+
+ private:
+  // (Re)subscribes after what was sent or queued; on failure the stream finishes with it.
+  void Resubscribe() {
+    int64_t after;
+    {
+      std::shared_ptr<absl::Mutex> hold = mu_;  // outlives us if OnDone runs
+      absl::MutexLock l(hold.get());
+      if (finished_) return;
+      after = sent_seq_;
+      if (!queue_.empty()) after = queue_.back().seq();
+      subscribing_ = true;  // Finish waits: OnDone must not delete us while we are in here
+    }
+    absl::StatusOr<std::unique_ptr<BuildManager::Subscription>> sub = manager_->Subscribe(
+        build_id_, after, [this](const farm::v1::BuildStreamEvent& e) { OnEvent(e); },
+        [this](const absl::Status& s) { OnEnd(s); });
+    std::shared_ptr<absl::Mutex> hold = mu_;  // outlives us if OnDone runs
+    absl::MutexLock l(hold.get());
+    subscribing_ = false;
+    if (sub.ok()) sub_ = *std::move(sub);
+    if (!sub.ok()) FinishLocked(common::ToGrpcStatus(sub.status()));
+    if (deferred_finish_) {
+      grpc::Status f = *deferred_finish_;
+      deferred_finish_.reset();
+      Finish(f);  // OnDone may run once this returns and the lock is released
+    }
+  }
+
+  void OnEvent(const farm::v1::BuildStreamEvent& e) {
+    std::shared_ptr<absl::Mutex> hold = mu_;  // outlives us if OnDone runs
+    absl::MutexLock l(hold.get());
+    if (finished_ || lagging_) return;
+    if (!queue_.empty() ? e.seq() <= queue_.back().seq() : e.seq() <= sent_seq_) return;
+    if (queue_.size() >= kMaxQueuedEvents) {
+      lagging_ = true;  // drop live events; the log on disk has them
+      return;
+    }
+    queue_.push_back(e);
+    if (!writing_) WriteNextLocked();
+  }
+
+  void OnEnd(const absl::Status& s) {
+    std::shared_ptr<absl::Mutex> hold = mu_;  // outlives us if OnDone runs
+    absl::MutexLock l(hold.get());
+    if (lagging_ && s.ok()) {
+      // The build ended while we were behind: finish after catching up from the log.
+      return;
+    }
+    end_ = common::ToGrpcStatus(s);
+    if (!writing_ && queue_.empty()) FinishLocked(*end_);
+  }
+
+  void WriteNextLocked() {
+    if (finished_ || cancelled_) return;
+    current_ = std::move(queue_.front());
+    queue_.pop_front();
+    sent_seq_ = current_.seq();
+    writing_ = true;
+    StartWrite(&current_);
+  }
+
+  void FinishLocked(const grpc::Status& s) {
+    if (finished_) return;
+    finished_ = true;
+    if (subscribing_) {
+      deferred_finish_ = s;
+    } else {
+      Finish(s);
+    }
+  }
+
+  BuildManager* manager_;
+  const std::string build_id_;
+  // Guards everything below. Shared so that a thread that calls Finish with it held can still
+  // unlock it after OnDone (on another thread) has deleted the reactor.
+  std::shared_ptr<absl::Mutex> mu_ = std::make_shared<absl::Mutex>();
+  int64_t sent_seq_;
+  std::deque<farm::v1::BuildStreamEvent> queue_;
+  farm::v1::BuildStreamEvent current_;
+  bool writing_ = false;
+  bool lagging_ = false;
+  bool finished_ = false;
+  bool cancelled_ = false;
+  bool subscribing_ = false;
+  std::optional<grpc::Status> deferred_finish_;
+  std::optional<grpc::Status> end_;
+  std::unique_ptr<BuildManager::Subscription> sub_;
+};
+
+class FailedStream final : public grpc::ServerWriteReactor<farm::v1::BuildStreamEvent> {
+ public:
+  explicit FailedStream(const absl::Status& s) { Finish(common::ToGrpcStatus(s)); }
+  void OnDone() override { delete this; }
+};
+
+grpc::ServerUnaryReactor* Done(grpc::CallbackServerContext* ctx, const absl::Status& s) {
+  grpc::ServerUnaryReactor* r = ctx->DefaultReactor();
+  r->Finish(common::ToGrpcStatus(s));
+  return r;
+}
+
+}  // namespace
+
+SchedulerService::SchedulerService(BuildManager* manager, WorkerLister workers)
+    : manager_(manager), workers_(std::move(workers)) {}
+
+grpc::ServerWriteReactor<farm::v1::BuildStreamEvent>* SchedulerService::SubmitBuild(
+    grpc::CallbackServerContext* ctx, const farm::v1::SubmitBuildRequest* req) {
+  farm::v1::SubmitBuildRequest r = *req;
+  if (r.client().empty()) r.set_client(ctx->peer());
+  absl::StatusOr<std::string> id = manager_->Submit(r);
+  if (!id.ok()) return new FailedStream(id.status());
+  auto* reactor = new EventStreamReactor(manager_, *id, 0);
+  reactor->Start();
+  return reactor;
+}
+
+grpc::ServerWriteReactor<farm::v1::BuildStreamEvent>* SchedulerService::AttachBuild(
+    grpc::CallbackServerContext* ctx, const farm::v1::AttachBuildRequest* req) {
+  (void)ctx;
+  if (req->build_id().empty()) return new FailedStream(absl::InvalidArgumentError("no build id"));
+  if (req->after_seq() < 0) {
+    return new FailedStream(absl::InvalidArgumentError("after_seq must not be negative"));
+  }
+  auto* reactor = new EventStreamReactor(manager_, req->build_id(), req->after_seq());
+  reactor->Start();
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* SchedulerService::GetBuild(grpc::CallbackServerContext* ctx,
+                                                     const farm::v1::GetBuildRequest* req,
+                                                     farm::v1::BuildInfo* resp) {
+  absl::StatusOr<farm::v1::BuildInfo> info = manager_->Get(req->build_id());
+  if (info.ok()) *resp = *std::move(info);
+  return Done(ctx, info.status());
+}
+
+grpc::ServerUnaryReactor* SchedulerService::CancelBuild(grpc::CallbackServerContext* ctx,
+                                                        const farm::v1::CancelBuildRequest* req,
+                                                        farm::v1::BuildInfo* resp) {
+  absl::StatusOr<farm::v1::BuildInfo> info = manager_->Cancel(req->build_id());
+  if (info.ok()) *resp = *std::move(info);
+  return Done(ctx, info.status());
+}
+
+grpc::ServerUnaryReactor* SchedulerService::ListBuilds(grpc::CallbackServerContext* ctx,
+                                                       const farm::v1::ListBuildsRequest* req,
+                                                       farm::v1::ListBuildsResponse* resp) {
+  absl::StatusOr<std::vector<farm::v1::BuildInfo>> builds = manager_->List(*req);
+  if (builds.ok()) {
+    for (farm::v1::BuildInfo& b : *builds) *resp->add_builds() = std::move(b);
+  }
+  return Done(ctx, builds.status());
+}
+
+grpc::ServerUnaryReactor* SchedulerService::ListWorkers(grpc::CallbackServerContext* ctx,
+                                                        const farm::v1::ListWorkersRequest* req,
+                                                        farm::v1::ListWorkersResponse* resp) {
+  (void)req;
+  if (workers_) {
+    for (farm::v1::WorkerInfo& w : workers_()) *resp->add_workers() = std::move(w);
+  }
+  return Done(ctx, absl::OkStatus());
+}
+
+grpc::ServerUnaryReactor* SchedulerService::GetSchedulerInfo(
+    grpc::CallbackServerContext* ctx, const farm::v1::GetSchedulerInfoRequest* req,
+    farm::v1::SchedulerInfo* resp) {
+  (void)req;
+  *resp = manager_->Info();
+  return Done(ctx, absl::OkStatus());
+}
+
+}  // namespace scheduler_server
