@@ -15,6 +15,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
+#include "cli/build_flags.h"
 #include "cli/build_inputs.h"
 #include "cli/build_outputs.h"
 #include "cli/commands.h"
@@ -62,66 +63,16 @@ void OnSignal(int) {
   (void)r;
 }
 
-struct BuildFlags {
-  BuildInputFlags in;
-  std::vector<std::string> tags;
-  std::vector<std::string> labels;
-  std::vector<std::string> secrets;
+// farm build's flags: the shared ones and those of a build in this process.
+struct LocalBuildFlags : BuildFlags {
   std::vector<std::string> ssh;
   std::vector<std::string> outputs;
-  std::vector<std::string> insecure;
-  std::vector<std::string> cache_from_scopes;
-  std::string cache_scope = "main";
-  std::string progress = "auto";
-  std::string network = "default";
-  std::string iidfile, metadata_file;
-  std::string compression = "gzip";
-  std::string format = "oci";
-  bool no_cache = false, pull = false, push = false, quiet = false;
   int64_t max_parallel = 0;
 };
 
-// --secret id=X[,src=PATH|,env=VAR] (docker's syntax; type=file|env accepted).
-absl::Status AddSecret(const std::string& spec, std::map<std::string, std::string>* out) {
-  std::string id, src, env;
-  for (absl::string_view f : absl::StrSplit(spec, ',')) {
-    size_t eq = f.find('=');
-    std::string k(f.substr(0, eq));
-    std::string v = eq == absl::string_view::npos ? "" : std::string(f.substr(eq + 1));
-    if (k == "id") {
-      id = v;
-    } else if (k == "src" || k == "source") {
-      src = v;
-    } else if (k == "env") {
-      env = v;
-    } else if (k != "type") {
-      return absl::InvalidArgumentError(absl::StrCat("--secret ", spec, ": unknown key ", k));
-    }
-  }
-  if (id.empty()) {
-    if (!src.empty()) id = src.substr(src.rfind('/') + 1);
-    if (!env.empty()) id = env;
-  }
-  if (id.empty()) return absl::InvalidArgumentError(absl::StrCat("--secret ", spec, ": no id"));
-  if (src.empty() && env.empty()) env = id;
-  if (!src.empty()) {
-    absl::StatusOr<std::string> bytes = common::ReadFile(src);
-    if (!bytes.ok()) return common::Annotate(bytes.status(), absl::StrCat("--secret ", id));
-    (*out)[id] = *bytes;
-  } else {
-    const char* v = getenv(env.c_str());
-    if (v == nullptr) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("--secret ", id, ": environment variable ", env, " is not set"));
-    }
-    (*out)[id] = v;
-  }
-  return absl::OkStatus();
-}
-
 class Build {
  public:
-  explicit Build(BuildFlags f) : f_(std::move(f)) {}
+  explicit Build(LocalBuildFlags f) : f_(std::move(f)) {}
 
   int Run(const std::string& context_arg) {
     int rc = RunImpl(context_arg);
@@ -174,41 +125,17 @@ class Build {
           absl::StrCat("--platform ", f_.in.platform, ": this machine builds ",
                        image::Platform::Host().String(), " only (no emulation is installed)")));
     }
-    if (f_.network != "default" && f_.network != "none" && f_.network != "host") {
-      return Fatal(absl::InvalidArgumentError(
-          absl::StrCat("--network ", f_.network, ": want default, none or host")));
-    }
+    absl::StatusOr<CheckedBuildFlags> checked = CheckBuildFlags(f_);
+    if (!checked.ok()) return Fatal(checked.status());
+    checked_ = *std::move(checked);
+    const std::vector<image::Reference>& tags = checked_.tags;
+    const std::map<std::string, std::string>& labels = checked_.labels;
+    const std::map<std::string, std::string>& secrets = checked_.secrets;
     std::vector<OutputSpec> outputs;
     for (const std::string& o : f_.outputs) {
       absl::StatusOr<OutputSpec> spec = ParseOutputSpec(o);
       if (!spec.ok()) return Fatal(spec.status());
       outputs.push_back(*spec);
-    }
-    std::vector<image::Reference> tags;
-    for (const std::string& t : f_.tags) {
-      absl::StatusOr<image::Reference> r = image::Reference::ParseWithDefaultTag(t);
-      if (!r.ok()) {
-        return Fatal(absl::InvalidArgumentError(absl::StrCat(
-            "invalid argument \"", t, "\" for \"-t, --tag\" flag: ", r.status().message())));
-      }
-      if (!r->digest().empty()) {
-        return Fatal(
-            absl::InvalidArgumentError(absl::StrCat("-t ", t, ": a tag cannot name a digest")));
-      }
-      tags.push_back(*r);
-    }
-    if (f_.push && tags.empty()) {
-      return Fatal(absl::InvalidArgumentError("--push needs at least one -t NAME:TAG"));
-    }
-    std::map<std::string, std::string> labels;
-    for (const std::string& l : f_.labels) {
-      size_t eq = l.find('=');
-      labels[l.substr(0, eq)] = eq == std::string::npos ? "" : l.substr(eq + 1);
-    }
-    std::map<std::string, std::string> secrets;
-    for (const std::string& s : f_.secrets) {
-      absl::Status st = AddSecret(s, &secrets);
-      if (!st.ok()) return Fatal(st);
     }
     std::map<std::string, std::string> agents;
     for (const std::string& s : f_.ssh) {
@@ -313,25 +240,8 @@ class Build {
         build::FileBuildRecords::Create(common::JoinPath(st.home, "builds"));
     if (!records.ok()) return Fatal(records.status());
 
-    // SOURCE_DATE_EPOCH: the environment, or a build arg of that name.
-    farm::v1::LayerOptions layer_options;
-    layer_options.set_compression(f_.compression == "zstd" ? farm::v1::LayerOptions::ZSTD
-                                                           : farm::v1::LayerOptions::GZIP);
-    std::optional<int64_t> epoch;
-    absl::StatusOr<std::map<std::string, std::string>> args = f_.in.BuildArgs();
-    if (!args.ok()) return Fatal(args.status());
-    const char* env_epoch = getenv("SOURCE_DATE_EPOCH");
-    std::string epoch_text = env_epoch ? env_epoch : "";
-    if (args->count("SOURCE_DATE_EPOCH")) epoch_text = args->at("SOURCE_DATE_EPOCH");
-    if (!epoch_text.empty()) {
-      int64_t v;
-      if (!absl::SimpleAtoi(epoch_text, &v) || v < 0) {
-        return Fatal(absl::InvalidArgumentError(
-            absl::StrCat("SOURCE_DATE_EPOCH=", epoch_text, ": want Unix seconds")));
-      }
-      epoch = v;
-      layer_options.set_source_date_epoch(v);
-    }
+    farm::v1::LayerOptions layer_options = checked_.layer_options;
+    std::optional<int64_t> epoch = checked_.source_date_epoch;
 
     int next_vertex = 1;
     int v_def = next_vertex++;
@@ -487,6 +397,8 @@ class Build {
     oc->set_ok(true);
     oc->set_image_id(out->image.config.digest);
     oc->set_manifest_digest(out->image.manifest.digest);
+    oc->set_manifest_size(out->image.manifest.size);
+    oc->set_manifest_media_type(out->image.manifest.media_type);
     for (const std::string& n : names) oc->add_tags(n);
     oc->set_steps(out->steps_total);
     oc->set_cached_steps(out->steps_cached);
@@ -571,7 +483,8 @@ class Build {
   }
   static std::string Basename(const std::string& p) { return p.substr(p.rfind('/') + 1); }
 
-  BuildFlags f_;
+  LocalBuildFlags f_;
+  CheckedBuildFlags checked_;
   PhaseTimer timer_;
   std::string tar_context_;  // set when the context came as a tar on stdin
   std::unique_ptr<build::ProgressPrinter> printer_;
@@ -584,35 +497,13 @@ int RunBuild(const Args& args) {
   common::FlagSet fs("farm build [OPTIONS] PATH | -",
                      "Build an image from a Dockerfile, in this process (no server needed).\n"
                      "PATH is the build context; - reads it as a tar from stdin.");
-  BuildFlags f;
-  f.in.Register(&fs);
-  fs.Repeated("tag", 't', &f.tags, "Name and optionally a tag (name:tag)", "list");
-  fs.Bool("no-cache", 0, &f.no_cache, "Do not use the cache when building the image");
-  fs.Bool("pull", 0, &f.pull, "Always attempt to pull a newer version of the base images");
-  fs.Repeated("label", 0, &f.labels, "Set metadata for the image (key=value)", "list");
-  fs.String("progress", 0, &f.progress, "Progress output: auto, tty, plain, quiet");
-  fs.String("network", 0, &f.network,
-            "Networking mode for RUN instructions: default, none or host");
-  fs.Repeated("secret", 0, &f.secrets,
-              "Secret to expose to the build (id=mysecret[,src=/local/secret|,env=VAR])",
-              "stringArray");
+  LocalBuildFlags f;
+  f.Register(&fs);
   fs.Repeated("ssh", 0, &f.ssh, "SSH agent socket to expose to the build (default|<id>[=socket])",
               "stringArray");
   fs.Repeated("output", 'o', &f.outputs,
               "Output destination (type=oci|docker|local,dest=PATH); type=image is the default",
               "stringArray");
-  fs.Bool("push", 0, &f.push, "Push the image to its registry after building it");
-  fs.String("iidfile", 0, &f.iidfile, "Write the image ID to the file");
-  fs.String("metadata-file", 0, &f.metadata_file, "Write build result metadata to the file");
-  fs.Bool("quiet", 'q', &f.quiet, "Suppress the build output and print image ID on success");
-  fs.Repeated("insecure-registry", 0, &f.insecure, "Registry (host:port) reachable over plain HTTP",
-              "list");
-  fs.String("cache-scope", 0, &f.cache_scope,
-            "Action-cache scope to read and write (e.g. a branch: pr/123)");
-  fs.Repeated("cache-from-scope", 0, &f.cache_from_scopes,
-              "Further scopes to read from, in order (e.g. main)", "list");
-  fs.String("compression", 0, &f.compression, "Layer compression: gzip or zstd");
-  fs.String("format", 0, &f.format, "Manifest format: oci or docker (Docker v2 schema 2)");
   fs.Int("max-parallel", 0, &f.max_parallel, "Steps running at once (0: one per core)");
   std::vector<std::string> positional;
   int exit_code = 0;
@@ -620,14 +511,6 @@ int RunBuild(const Args& args) {
   if (positional.size() != 1) {
     std::cerr << "\"farm build\" requires exactly 1 argument.\nSee 'farm build --help'.\n\n"
               << "Usage:  farm build [OPTIONS] PATH | -\n";
-    return 2;
-  }
-  if (f.compression != "gzip" && f.compression != "zstd") {
-    std::cerr << "farm build: --compression must be gzip or zstd\n";
-    return 2;
-  }
-  if (f.format != "oci" && f.format != "docker") {
-    std::cerr << "farm build: --format must be oci or docker\n";
     return 2;
   }
   return Build(std::move(f)).Run(positional[0]);

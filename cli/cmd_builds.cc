@@ -34,13 +34,24 @@ std::string Ago(int64_t unix_micros) {
 }  // namespace
 
 int RunBuilds(const Args& args) {
-  common::FlagSet fs("farm builds [OPTIONS]", "List the builds run in this farm home.");
+  common::FlagSet fs("farm builds [OPTIONS]",
+                     "List the builds run in this farm home, or with --scheduler those of a farm.");
   int64_t last = 20;
+  std::string scheduler, tenant;
+  bool active = false;
   fs.Int("last", 'n', &last, "Show the last N builds (0: all)");
+  fs.String("scheduler", 0, &scheduler, "List a farm-scheduler's builds instead", "HOST:PORT");
+  fs.Bool("active", 0, &active, "Only queued and running builds (with --scheduler)");
+  fs.String("tenant", 0, &tenant, "Only this tenant's builds (with --scheduler)");
   std::vector<std::string> positional;
   int exit_code = 0;
   if (!ParseFlags(fs, args, "builds", &positional, &exit_code)) return exit_code;
   if (!CheckArgs(positional, 0, 0, "builds", "farm builds [OPTIONS]")) return 2;
+  if (!scheduler.empty()) return ListRemoteBuilds(scheduler, last, active, tenant);
+  if (active || !tenant.empty()) {
+    std::cerr << "farm builds: --active and --tenant need --scheduler\n";
+    return 2;
+  }
   absl::StatusOr<std::unique_ptr<build::FileBuildRecords>> records = OpenRecords();
   if (!records.ok()) return Fail(records.status());
   absl::StatusOr<std::vector<farm::v1::BuildRecord>> list =

@@ -3,6 +3,7 @@
 #ifndef FARM_CLI_COMMANDS_H_
 #define FARM_CLI_COMMANDS_H_
 
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -18,6 +19,15 @@ int RunWhyMiss(const Args& args);
 int RunParse(const Args& args);
 int RunPlan(const Args& args);
 int RunCache(const Args& args);  // cmd_cache.cc: farm cache stats|gc
+
+// The farm (cmd_submit.cc, cmd_farm.cc).
+int RunSubmit(const Args& args);
+int RunWorkers(const Args& args);
+int RunLogs(const Args& args);
+int RunCancel(const Args& args);
+// farm builds --scheduler: the scheduler's builds.
+int ListRemoteBuilds(const std::string& scheduler, int64_t last, bool active,
+                     const std::string& tenant);
 
 // Images (cmd_images.cc, cmd_history.cc, ...).
 int RunImages(const Args& args);

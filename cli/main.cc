@@ -18,11 +18,13 @@ struct Command {
 // Only commands that exist are listed: `farm --help` is accurate.
 const Command kCommands[] = {
     {"build", "Build an image from a Dockerfile (in this process)", cli::RunBuild},
-    {"builds", "List the builds run in this farm home", cli::RunBuilds},
+    {"builds", "List builds (this home's, or a farm's with --scheduler)", cli::RunBuilds},
+    {"cancel", "Cancel builds on a farm", cli::RunCancel},
     {"cache", "Show and enforce the cache's size budget (stats, gc)", cli::RunCache},
     {"history", "Show the history of an image", cli::RunHistory},
     {"images", "List images", cli::RunImages},
     {"inspect", "Display detailed information on images", cli::RunInspect},
+    {"logs", "Show (and follow) a farm build's progress and output", cli::RunLogs},
     {"load", "Load images from a tar archive or STDIN", cli::RunLoad},
     {"login", "Log in to a registry", cli::RunLogin},
     {"logout", "Log out from a registry", cli::RunLogout},
@@ -33,8 +35,10 @@ const Command kCommands[] = {
     {"rmi", "Remove one or more images", cli::RunRmi},
     {"run", "Run a command in a new container from an image", cli::RunRun},
     {"save", "Save images to a tar archive (docker-archive or OCI layout)", cli::RunSave},
+    {"submit", "Build an image on a farm (farm-scheduler and its workers)", cli::RunSubmit},
     {"tag", "Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE", cli::RunTag},
     {"version", "Show the Farm version", cli::RunVersion},
+    {"workers", "List a farm's workers", cli::RunWorkers},
     {"why-miss", "Explain why a build step missed the cache", cli::RunWhyMiss},
 };
 

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <optional>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
@@ -495,42 +496,135 @@ std::shared_ptr<cache::BlobStore> Snapshot::Overlay(std::shared_ptr<cache::BlobS
   return std::make_shared<SnapshotOverlay>(this, std::move(base));
 }
 
-absl::StatusOr<int64_t> Snapshot::Upload(cache::BlobStore& cas) const {
+namespace {
+
+// Streams a file from disk into the CAS.
+absl::Status UploadFile(cache::BlobStore& cas, const common::Digest& d, const std::string& path) {
+  ASSIGN_OR_RETURN(std::unique_ptr<cache::BlobWriter> w, cas.BeginWrite(d));
+  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+  if (fd < 0) return common::ErrnoToStatus(errno, absl::StrCat("open ", path));
+  std::vector<char> buf(1 << 20);
+  absl::Status s;
+  while (true) {
+    ssize_t n = read(fd, buf.data(), buf.size());
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      s = common::ErrnoToStatus(errno, absl::StrCat("read ", path));
+      break;
+    }
+    if (n == 0) break;
+    s = w->Append(absl::string_view(buf.data(), static_cast<size_t>(n)));
+    if (!s.ok()) break;
+  }
+  close(fd);
+  if (s.ok()) s = w->Commit();
+  return s;
+}
+
+}  // namespace
+
+absl::StatusOr<Snapshot::UploadStats> Snapshot::Upload(cache::BlobStore& cas,
+                                                       int parallelism) const {
+  UploadStats stats;
   std::vector<common::Digest> all;
+  all.reserve(directories_.size() + files_.size());
   for (const auto& [d, bytes] : directories_) all.push_back(d);
   for (const auto& [d, path] : files_) all.push_back(d);
+  stats.blobs_checked = static_cast<int64_t>(all.size());
   ASSIGN_OR_RETURN(std::vector<common::Digest> missing, cas.FindMissing(all));
-  int64_t written = 0;
+  if (missing.empty()) return stats;
+
+  // Work items: batches of small blobs (one BatchWrite each, up to kBatchBytes read into
+  // memory at a time) and single large files (streamed). Taken by `parallelism` threads.
+  constexpr int64_t kSmall = 1 << 20;
+  constexpr int64_t kBatchBytes = 4 << 20;
+  struct Item {
+    std::vector<common::Digest> small;
+    std::optional<common::Digest> large;
+  };
+  std::vector<Item> items;
+  Item batch;
+  int64_t batch_bytes = 0;
   for (const common::Digest& d : missing) {
-    auto dir = directories_.find(d);
-    if (dir != directories_.end()) {
-      RETURN_IF_ERROR(cas.WriteBlob(d, dir->second));
-      ++written;
+    stats.blobs_written++;
+    stats.bytes_written += d.size_bytes;
+    if (d.size_bytes > kSmall) {
+      items.push_back(Item{{}, d});
       continue;
     }
-    const std::string& path = files_.at(d);
-    ASSIGN_OR_RETURN(std::unique_ptr<cache::BlobWriter> w, cas.BeginWrite(d));
-    int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-    if (fd < 0) return common::ErrnoToStatus(errno, absl::StrCat("open ", path));
-    std::vector<char> buf(1 << 20);
-    absl::Status s;
-    while (true) {
-      ssize_t n = read(fd, buf.data(), buf.size());
-      if (n < 0) {
-        if (errno == EINTR) continue;
-        s = common::ErrnoToStatus(errno, absl::StrCat("read ", path));
-        break;
-      }
-      if (n == 0) break;
-      s = w->Append(absl::string_view(buf.data(), static_cast<size_t>(n)));
-      if (!s.ok()) break;
+    if (batch_bytes + d.size_bytes > kBatchBytes && !batch.small.empty()) {
+      items.push_back(std::move(batch));
+      batch = Item{};
+      batch_bytes = 0;
     }
-    close(fd);
-    if (s.ok()) s = w->Commit();
-    if (!s.ok()) return common::Annotate(s, absl::StrCat("uploading context file ", path));
-    ++written;
+    batch.small.push_back(d);
+    batch_bytes += d.size_bytes;
   }
-  return written;
+  if (!batch.small.empty()) items.push_back(std::move(batch));
+
+  std::atomic<size_t> next{0};
+  absl::Mutex mu;
+  absl::Status first_error;
+  auto fail = [&](absl::Status s) {
+    absl::MutexLock l(&mu);
+    if (first_error.ok()) first_error = std::move(s);
+  };
+  auto failed = [&] {
+    absl::MutexLock l(&mu);
+    return !first_error.ok();
+  };
+  auto run = [&] {
+    for (size_t i = next++; i < items.size() && !failed(); i = next++) {
+      const Item& item = items[i];
+      if (item.large) {
+        const std::string& path = files_.at(*item.large);
+        absl::Status s = UploadFile(cas, *item.large, path);
+        if (!s.ok()) fail(common::Annotate(s, absl::StrCat("uploading context file ", path)));
+        continue;
+      }
+      std::vector<std::string> data(item.small.size());
+      std::vector<cache::BlobData> blobs;
+      blobs.reserve(item.small.size());
+      for (size_t j = 0; j < item.small.size(); ++j) {
+        const common::Digest& d = item.small[j];
+        auto dir = directories_.find(d);
+        if (dir != directories_.end()) {
+          blobs.push_back({d, dir->second});
+          continue;
+        }
+        const std::string& path = files_.at(d);
+        absl::StatusOr<std::string> bytes = common::ReadFile(path);
+        if (!bytes.ok()) {
+          fail(common::Annotate(bytes.status(), absl::StrCat("uploading context file ", path)));
+          return;
+        }
+        data[j] = *std::move(bytes);
+        blobs.push_back({d, data[j]});
+      }
+      absl::StatusOr<std::vector<absl::Status>> results = cas.BatchWrite(blobs);
+      if (!results.ok()) {
+        fail(common::Annotate(results.status(), "uploading the build context"));
+        return;
+      }
+      for (size_t j = 0; j < results->size(); ++j) {
+        if ((*results)[j].ok()) continue;
+        auto f = files_.find(blobs[j].digest);
+        fail(common::Annotate(
+            (*results)[j], f != files_.end()
+                               ? absl::StrCat("uploading context file ", f->second,
+                                              " (changed since it was hashed?)")
+                               : absl::StrCat("uploading directory ", blobs[j].digest.ToString())));
+        return;
+      }
+    }
+  };
+  int n = std::max(1, std::min<int>(parallelism, static_cast<int>(items.size())));
+  std::vector<std::thread> threads;
+  for (int i = 1; i < n; ++i) threads.emplace_back(run);
+  run();
+  for (std::thread& t : threads) t.join();
+  if (!first_error.ok()) return first_error;
+  return stats;
 }
 
 }  // namespace buildctx

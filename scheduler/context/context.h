@@ -10,7 +10,7 @@
 //
 //   ASSIGN_OR_RETURN(auto ignore, buildctx::LoadIgnorePatterns(dir, dockerfile_path));
 //   ASSIGN_OR_RETURN(auto snap, buildctx::Snapshot::FromDirectory(dir, ignore, {}));
-//   RETURN_IF_ERROR(snap->Upload(*cas));
+//   ASSIGN_OR_RETURN(buildctx::Snapshot::UploadStats up, snap->Upload(*cas));
 #ifndef FARM_SCHEDULER_CONTEXT_CONTEXT_H_
 #define FARM_SCHEDULER_CONTEXT_CONTEXT_H_
 
@@ -69,10 +69,16 @@ class Snapshot {
   // outlive it.
   std::shared_ptr<cache::BlobStore> Overlay(std::shared_ptr<cache::BlobStore> base) const;
 
-  // Writes every Directory and file blob the CAS is missing (FindMissing first, then streams
-  // files from disk; a file that changed since it was hashed fails its write's verification
-  // and the error names it). Returns the number of blobs written.
-  absl::StatusOr<int64_t> Upload(cache::BlobStore& cas) const;
+  // Writes every Directory and file blob the CAS is missing: one FindMissing, then
+  // `parallelism` threads each writing batches of small blobs (BatchWrite) or streaming one
+  // large file from disk. A file that changed since it was hashed fails its write's
+  // verification and the error names it.
+  struct UploadStats {
+    int64_t blobs_checked = 0;
+    int64_t blobs_written = 0;
+    int64_t bytes_written = 0;
+  };
+  absl::StatusOr<UploadStats> Upload(cache::BlobStore& cas, int parallelism = 8) const;
 
  private:
   Snapshot() = default;

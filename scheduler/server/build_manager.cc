@@ -100,6 +100,7 @@ struct BuildManager::Impl {
   int64_t order = 0 ABSL_GUARDED_BY(mu);
   std::deque<std::string> finished ABSL_GUARDED_BY(mu);  // ids, oldest first
   bool stopping = false ABSL_GUARDED_BY(mu);
+  bool shut_down = false ABSL_GUARDED_BY(mu);
   std::atomic<bool> stopping_flag{false};  // `stopping`, readable under a build's lock
   int64_t next_thread = 0 ABSL_GUARDED_BY(mu);
   std::map<int64_t, std::thread> threads ABSL_GUARDED_BY(mu);  // build threads
@@ -115,6 +116,9 @@ struct BuildManager::Impl {
 
   // Appends an event to a build's log and hands it to its subscribers.
   void Append(Build& b, farm::v1::BuildEvent e) {
+    // Once stopping, what the engine reports is the interruption (steps failing UNAVAILABLE),
+    // not the build's progress: the build resumes after the restart.
+    if (stopping_flag.load() && !e.has_outcome()) return;
     if (e.time_unix_micros() == 0) e.set_time_unix_micros(NowMicros());
     absl::MutexLock l(&b.mu);
     farm::v1::BuildStreamEvent se;
@@ -313,7 +317,7 @@ struct BuildManager::Impl {
   }
 
   absl::Status RunBuildImpl(Build& b, const farm::v1::SubmitBuildRequest& req) {
-    int next_vertex = 1;
+    int next_vertex = std::max(1, req.first_vertex_id());
     int v_def = next_vertex++;
     int64_t t0 = NowMicros();
     std::string name = req.dockerfile_name().empty() ? "Dockerfile" : req.dockerfile_name();
@@ -434,6 +438,8 @@ struct BuildManager::Impl {
     farm::v1::BuildOutcome oc;
     oc.set_image_id(out->image.config.digest);
     oc.set_manifest_digest(out->image.manifest.digest);
+    oc.set_manifest_size(out->image.manifest.size);
+    oc.set_manifest_media_type(out->image.manifest.media_type);
     for (const image::Reference& t : tags) oc.add_tags(t.String());
     Finish(b, absl::OkStatus(), &oc);
     return absl::OkStatus();
@@ -489,12 +495,20 @@ BuildManager::BuildManager(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) 
 
 BuildManager::~BuildManager() { Shutdown(); }
 
+void BuildManager::StopAdmitting() {
+  Impl& m = *impl_;
+  absl::MutexLock l(&m.mu);
+  m.stopping = true;
+  m.stopping_flag = true;
+}
+
 void BuildManager::Shutdown() {
   Impl& m = *impl_;
   std::vector<std::shared_ptr<Impl::Build>> live;
   {
     absl::MutexLock l(&m.mu);
-    if (m.stopping) return;
+    if (m.shut_down) return;
+    m.shut_down = true;
     m.stopping = true;
     m.stopping_flag = true;
     for (auto& [id, b] : m.builds) {

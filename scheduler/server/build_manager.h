@@ -69,6 +69,10 @@ class BuildManager {
   // a manager opens the state again: this is not cancellation), ends every subscription with
   // UNAVAILABLE and waits for the build threads. Idempotent.
   void Shutdown();
+  // The first half of Shutdown: stops admitting and marks running builds as interrupted, so
+  // that steps failing from now on (the dispatcher shutting down) do not fail their builds.
+  // farm-scheduler calls it before stopping the dispatcher, then Shutdown.
+  void StopAdmitting();
 
   // Starts a build. With a client_request_id already seen, returns that build's id.
   // RESOURCE_EXHAUSTED when max_queued_builds are waiting; INVALID_ARGUMENT for a request

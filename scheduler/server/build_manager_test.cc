@@ -480,7 +480,12 @@ TEST_F(BuildManagerTest, ServiceStreamsSubmitAndAttach) {
   while (reader->Read(&e)) events.push_back(e);
   grpc::Status st = reader->Finish();
   ASSERT_TRUE(st.ok()) << st.error_message();
-  ASSERT_FALSE(events.empty());
+  ASSERT_GE(events.size(), 2u);
+  // The header first: seq 0, the build id and its info, no event.
+  EXPECT_EQ(events[0].seq(), 0);
+  EXPECT_FALSE(events[0].has_event());
+  EXPECT_EQ(events[0].info().build_id(), events[0].build_id());
+  EXPECT_EQ(events[1].seq(), 1);
   EXPECT_TRUE(events.back().event().has_outcome());
   EXPECT_TRUE(events.back().event().outcome().ok());
   std::string id = events.back().build_id();

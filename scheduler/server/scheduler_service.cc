@@ -23,7 +23,15 @@ class EventStreamReactor final : public grpc::ServerWriteReactor<farm::v1::Build
       : manager_(manager), build_id_(std::move(build_id)), sent_seq_(after_seq) {}
 
   // Subscribes; called once right after construction (no gRPC callback can run before).
-  void Start() { Resubscribe(); }
+  void Start(const farm::v1::BuildStreamEvent* header = nullptr) {
+    if (header != nullptr) {
+      std::shared_ptr<absl::Mutex> hold = mu_;
+      absl::MutexLock l(hold.get());
+      queue_.push_back(*header);
+      WriteNextLocked();
+    }
+    Resubscribe();
+  }
 
   void OnWriteDone(bool ok) override {
     std::unique_ptr<BuildManager::Subscription> old;
@@ -179,8 +187,13 @@ grpc::ServerWriteReactor<farm::v1::BuildStreamEvent>* SchedulerService::SubmitBu
   if (r.client().empty()) r.set_client(ctx->peer());
   absl::StatusOr<std::string> id = manager_->Submit(r);
   if (!id.ok()) return new FailedStream(id.status());
+  // The header: the build id, before anything happens (the build may wait in the queue).
+  farm::v1::BuildStreamEvent header;
+  header.set_build_id(*id);
+  absl::StatusOr<farm::v1::BuildInfo> info = manager_->Get(*id);
+  if (info.ok()) *header.mutable_info() = *std::move(info);
   auto* reactor = new EventStreamReactor(manager_, *id, 0);
-  reactor->Start();
+  reactor->Start(&header);
   return reactor;
 }
 

@@ -1,0 +1,139 @@
+#include "cli/build_flags.h"
+
+#include <cstdlib>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "common/fs.h"
+#include "common/status_util.h"
+
+namespace cli {
+
+namespace {
+
+// --secret id=X[,src=PATH|,env=VAR] (docker's syntax; type=file|env accepted).
+absl::Status AddSecret(const std::string& spec, std::map<std::string, std::string>* out) {
+  std::string id, src, env;
+  for (absl::string_view f : absl::StrSplit(spec, ',')) {
+    size_t eq = f.find('=');
+    std::string k(f.substr(0, eq));
+    std::string v = eq == absl::string_view::npos ? "" : std::string(f.substr(eq + 1));
+    if (k == "id") {
+      id = v;
+    } else if (k == "src" || k == "source") {
+      src = v;
+    } else if (k == "env") {
+      env = v;
+    } else if (k != "type") {
+      return absl::InvalidArgumentError(absl::StrCat("--secret ", spec, ": unknown key ", k));
+    }
+  }
+  if (id.empty()) {
+    if (!src.empty()) id = src.substr(src.rfind('/') + 1);
+    if (!env.empty()) id = env;
+  }
+  if (id.empty()) return absl::InvalidArgumentError(absl::StrCat("--secret ", spec, ": no id"));
+  if (src.empty() && env.empty()) env = id;
+  if (!src.empty()) {
+    absl::StatusOr<std::string> bytes = common::ReadFile(src);
+    if (!bytes.ok()) return common::Annotate(bytes.status(), absl::StrCat("--secret ", id));
+    (*out)[id] = *bytes;
+  } else {
+    const char* v = getenv(env.c_str());
+    if (v == nullptr) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--secret ", id, ": environment variable ", env, " is not set"));
+    }
+    (*out)[id] = v;
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+void BuildFlags::Register(common::FlagSet* fs) {
+  in.Register(fs);
+  fs->Repeated("tag", 't', &tags, "Name and optionally a tag (name:tag)", "list");
+  fs->Bool("no-cache", 0, &no_cache, "Do not use the cache when building the image");
+  fs->Bool("pull", 0, &pull, "Always attempt to pull a newer version of the base images");
+  fs->Repeated("label", 0, &labels, "Set metadata for the image (key=value)", "list");
+  fs->String("progress", 0, &progress, "Progress output: auto, tty, plain, quiet");
+  fs->String("network", 0, &network, "Networking mode for RUN instructions: default, none or host");
+  fs->Repeated("secret", 0, &secrets,
+               "Secret to expose to the build (id=mysecret[,src=/local/secret|,env=VAR])",
+               "stringArray");
+  fs->Bool("push", 0, &push, "Push the image to its registry after building it");
+  fs->String("iidfile", 0, &iidfile, "Write the image ID to the file");
+  fs->String("metadata-file", 0, &metadata_file, "Write build result metadata to the file");
+  fs->Bool("quiet", 'q', &quiet, "Suppress the build output and print image ID on success");
+  fs->Repeated("insecure-registry", 0, &insecure, "Registry (host:port) reachable over plain HTTP",
+               "list");
+  fs->String("cache-scope", 0, &cache_scope,
+             "Action-cache scope to read and write (e.g. a branch: pr/123)");
+  fs->Repeated("cache-from-scope", 0, &cache_from_scopes,
+               "Further scopes to read from, in order (e.g. main)", "list");
+  fs->String("compression", 0, &compression, "Layer compression: gzip or zstd");
+  fs->String("format", 0, &format, "Manifest format: oci or docker (Docker v2 schema 2)");
+}
+
+absl::StatusOr<CheckedBuildFlags> CheckBuildFlags(const BuildFlags& f) {
+  CheckedBuildFlags c;
+  if (f.compression != "gzip" && f.compression != "zstd") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--compression ", f.compression, ": want gzip or zstd"));
+  }
+  if (f.format != "oci" && f.format != "docker") {
+    return absl::InvalidArgumentError(absl::StrCat("--format ", f.format, ": want oci or docker"));
+  }
+  if (f.network != "default" && f.network != "none" && f.network != "host") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--network ", f.network, ": want default, none or host"));
+  }
+  if (f.cache_scope.empty()) return absl::InvalidArgumentError("--cache-scope must not be empty");
+  for (const std::string& t : f.tags) {
+    absl::StatusOr<image::Reference> r = image::Reference::ParseWithDefaultTag(t);
+    if (!r.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "invalid argument \"", t, "\" for \"-t, --tag\" flag: ", r.status().message()));
+    }
+    if (!r->digest().empty()) {
+      return absl::InvalidArgumentError(absl::StrCat("-t ", t, ": a tag cannot name a digest"));
+    }
+    c.tags.push_back(*r);
+  }
+  if (f.push && c.tags.empty()) {
+    return absl::InvalidArgumentError("--push needs at least one -t NAME:TAG");
+  }
+  for (const std::string& l : f.labels) {
+    size_t eq = l.find('=');
+    c.labels[l.substr(0, eq)] = eq == std::string::npos ? "" : l.substr(eq + 1);
+  }
+  for (const std::string& s : f.secrets) {
+    absl::Status st = AddSecret(s, &c.secrets);
+    if (!st.ok()) return st;
+  }
+  absl::StatusOr<std::map<std::string, std::string>> args = f.in.BuildArgs();
+  if (!args.ok()) return args.status();
+  c.build_args = *std::move(args);
+
+  // SOURCE_DATE_EPOCH: the environment, or a build arg of that name.
+  c.layer_options.set_compression(f.compression == "zstd" ? farm::v1::LayerOptions::ZSTD
+                                                          : farm::v1::LayerOptions::GZIP);
+  c.layer_options.set_preserve_permissions(f.in.preserve_permissions);
+  const char* env_epoch = getenv("SOURCE_DATE_EPOCH");
+  std::string epoch_text = env_epoch ? env_epoch : "";
+  if (c.build_args.count("SOURCE_DATE_EPOCH")) epoch_text = c.build_args.at("SOURCE_DATE_EPOCH");
+  if (!epoch_text.empty()) {
+    int64_t v;
+    if (!absl::SimpleAtoi(epoch_text, &v) || v < 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("SOURCE_DATE_EPOCH=", epoch_text, ": want Unix seconds"));
+    }
+    c.source_date_epoch = v;
+    c.layer_options.set_source_date_epoch(v);
+  }
+  return c;
+}
+
+}  // namespace cli

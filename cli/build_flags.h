@@ -1,0 +1,54 @@
+// The `docker build` flags that `farm build` (in process) and `farm submit` (on a farm) share,
+// and their checking: what both accept means the same on both.
+#ifndef FARM_CLI_BUILD_FLAGS_H_
+#define FARM_CLI_BUILD_FLAGS_H_
+
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "cli/build_inputs.h"
+#include "common/flags.h"
+#include "farm/v1/step.pb.h"
+#include "scheduler/image/reference.h"
+
+namespace cli {
+
+struct BuildFlags {
+  BuildInputFlags in;
+  std::vector<std::string> tags;
+  std::vector<std::string> labels;
+  std::vector<std::string> secrets;
+  std::vector<std::string> insecure;
+  std::vector<std::string> cache_from_scopes;
+  std::string cache_scope = "main";
+  std::string progress = "auto";
+  std::string network = "default";
+  std::string iidfile, metadata_file;
+  std::string compression = "gzip";
+  std::string format = "oci";
+  bool no_cache = false, pull = false, push = false, quiet = false;
+
+  // Registers the shared flags on `fs`.
+  void Register(common::FlagSet* fs);
+};
+
+// The flags' values, checked.
+struct CheckedBuildFlags {
+  std::vector<image::Reference> tags;
+  std::map<std::string, std::string> labels;
+  std::map<std::string, std::string> secrets;  // --secret id → bytes
+  std::map<std::string, std::string> build_args;
+  farm::v1::LayerOptions layer_options;  // compression, SOURCE_DATE_EPOCH, permissions
+  std::optional<int64_t> source_date_epoch;
+};
+
+// Checks every shared flag (reading --secret files and variables); INVALID_ARGUMENT names the
+// flag and the value.
+absl::StatusOr<CheckedBuildFlags> CheckBuildFlags(const BuildFlags& f);
+
+}  // namespace cli
+
+#endif  // FARM_CLI_BUILD_FLAGS_H_

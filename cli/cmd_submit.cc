@@ -1,0 +1,430 @@
+// farm submit: a build on the farm. The context is hashed here (with the same stat cache as
+// `farm build`) and only the blobs farm-cache lacks are uploaded; farm-scheduler plans and
+// runs the build on its workers, and its progress streams back, shown exactly as `farm build`
+// shows it. The stream survives scheduler restarts and network breaks (it reattaches where it
+// stopped); Ctrl-C cancels the build on the farm (twice: stop following, leave it running).
+#include <fcntl.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdlib>
+#include <iostream>
+#include <random>
+#include <thread>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+#include "cache/client/grpc_blob_store.h"
+#include "cli/build_flags.h"
+#include "cli/build_outputs.h"
+#include "cli/commands.h"
+#include "cli/image_common.h"
+#include "cli/remote.h"
+#include "common/digest.h"
+#include "common/farm_home.h"
+#include "common/flags.h"
+#include "common/fs.h"
+#include "common/grpc_status.h"
+#include "common/status_util.h"
+#include "scheduler/build/progress.h"
+#include "scheduler/context/context.h"
+
+namespace cli {
+
+namespace {
+
+int g_submit_signal_pipe[2] = {-1, -1};
+void OnSubmitSignal(int) {
+  char c = 1;
+  ssize_t r = write(g_submit_signal_pipe[1], &c, 1);
+  (void)r;
+}
+
+struct SubmitFlags : BuildFlags {
+  std::string scheduler;
+  std::string cache;
+  std::string tenant;
+  int64_t priority = 0;
+  bool detach = false;
+  int64_t reconnect_seconds = 300;
+  int64_t upload_parallelism = 8;
+};
+
+std::string RandomHex(int bytes) {
+  std::random_device rd;
+  std::string out;
+  for (int i = 0; i < bytes; ++i) absl::StrAppendFormat(&out, "%02x", rd() & 0xff);
+  return out;
+}
+
+std::string ClientName() {
+  char host[256] = {0};
+  gethostname(host, sizeof(host) - 1);
+  const char* user = getenv("USER");
+  return absl::StrCat(user ? user : std::to_string(getuid()), "@", host);
+}
+
+class Submit {
+ public:
+  explicit Submit(SubmitFlags f) : f_(std::move(f)) {}
+
+  int Run(const std::string& context_arg) {
+    int rc = RunImpl(context_arg);
+    if (printer_) printer_->Finish();
+    return rc;
+  }
+
+ private:
+  int Fatal(const absl::Status& s) {
+    if (printer_) {
+      farm::v1::BuildEvent e;
+      e.mutable_outcome()->set_ok(false);
+      e.mutable_outcome()->set_error(std::string(s.message()));
+      printer_->OnEvent(e);
+      printer_->Finish();
+    } else {
+      std::cerr << "ERROR: " << s.message() << "\n";
+    }
+    return 1;
+  }
+
+  void Event(const farm::v1::BuildEvent& e) {
+    if (printer_) printer_->OnEvent(e);
+  }
+  void Vertex(int id, const std::string& name, farm::v1::VertexUpdate::State state,
+              int64_t micros = 0, const std::string& error = "") {
+    farm::v1::BuildEvent e;
+    e.set_time_unix_micros(absl::ToUnixMicros(absl::Now()));
+    e.mutable_vertex()->set_id(id);
+    e.mutable_vertex()->set_name(name);
+    e.mutable_vertex()->set_state(state);
+    e.mutable_vertex()->set_duration_micros(micros);
+    e.mutable_vertex()->set_error(error);
+    Event(e);
+  }
+  void Log(int id, const std::string& line) {
+    farm::v1::BuildEvent e;
+    e.mutable_log()->set_id(id);
+    e.mutable_log()->set_data(line);
+    Event(e);
+  }
+  void Warn(const std::string& w) {
+    farm::v1::BuildEvent e;
+    e.set_warning(w);
+    Event(e);
+  }
+
+  int RunImpl(const std::string& context_arg) {
+    absl::StatusOr<build::ProgressMode> mode =
+        build::ParseProgressMode(f_.quiet ? "quiet" : f_.progress);
+    if (!mode.ok()) return Fatal(mode.status());
+    absl::StatusOr<CheckedBuildFlags> checked = CheckBuildFlags(f_);
+    if (!checked.ok()) return Fatal(checked.status());
+    if (f_.priority < -10 || f_.priority > 10) {
+      return Fatal(
+          absl::InvalidArgumentError(absl::StrCat("--priority ", f_.priority, ": want -10 to 10")));
+    }
+    absl::StatusOr<std::string> address = SchedulerAddress(f_.scheduler);
+    if (!address.ok()) return Fatal(address.status());
+
+    // The context: a directory, or a tar on stdin ("-").
+    std::string context_dir = context_arg;
+    std::unique_ptr<common::TempDir> tar_dir;
+    std::string dockerfile_text;
+    bool stdin_dockerfile = false;
+    if (context_arg == "-") {
+      if (f_.in.file == "-") {
+        return Fatal(absl::InvalidArgumentError(
+            "the context and the Dockerfile cannot both come from stdin"));
+      }
+      absl::StatusOr<common::TempDir> t = common::TempDir::Create("farm-context");
+      if (!t.ok()) return Fatal(t.status());
+      tar_dir = std::make_unique<common::TempDir>(*std::move(t));
+      absl::StatusOr<int64_t> n = ExtractContextTar(0, tar_dir->path());
+      if (!n.ok()) return Fatal(n.status());
+      context_dir = tar_dir->path();
+      if (!f_.in.file.empty() && f_.in.file[0] != '/') {
+        f_.in.file = common::JoinPath(context_dir, f_.in.file);
+      }
+    } else if (f_.in.file == "-") {
+      dockerfile_text = std::string(std::istreambuf_iterator<char>(std::cin), {});
+      stdin_dockerfile = true;
+    }
+    if (!common::PathExists(context_dir)) {
+      return Fatal(absl::InvalidArgumentError(
+          absl::StrCat("unable to prepare context: path \"", context_dir, "\" not found")));
+    }
+    std::string dockerfile_path =
+        f_.in.file.empty() ? common::JoinPath(context_dir, "Dockerfile") : f_.in.file;
+    if (!stdin_dockerfile) {
+      absl::StatusOr<std::string> text = common::ReadFile(dockerfile_path);
+      if (!text.ok()) return Fatal(common::Annotate(text.status(), "reading the Dockerfile"));
+      dockerfile_text = *std::move(text);
+    }
+    std::string dockerfile_name = stdin_dockerfile ? "<stdin>" : dockerfile_path;
+    if (tar_dir && absl::StartsWith(dockerfile_name, tar_dir->path() + "/")) {
+      dockerfile_name = dockerfile_name.substr(tar_dir->path().size() + 1);
+    }
+    printer_ = build::ProgressPrinter::Create(*mode, 2, dockerfile_text, dockerfile_name);
+
+    // The scheduler, and the cache it names (or --cache).
+    absl::StatusOr<SchedulerConnection> conn = ConnectScheduler(*address);
+    if (!conn.ok()) return Fatal(conn.status());
+    conn_ = &*conn;
+    std::string cache_address = f_.cache;
+    if (cache_address.empty()) {
+      grpc::ClientContext ctx;
+      ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(30)));
+      farm::v1::SchedulerInfo info;
+      grpc::Status st = conn->stub->GetSchedulerInfo(&ctx, {}, &info);
+      if (!st.ok()) {
+        return Fatal(common::Annotate(
+            common::FromGrpcStatus(st),
+            absl::StrCat("asking farm-scheduler at ", *address, " for its cache")));
+      }
+      cache_address = info.cache_address();
+      if (cache_address.empty()) {
+        return Fatal(absl::FailedPreconditionError(
+            absl::StrCat("farm-scheduler at ", *address,
+                         " does not advertise a cache address; pass --cache HOST:PORT")));
+      }
+    }
+
+    // #1: hash the context (stat cache shared with farm build), upload what the cache lacks.
+    const int v_ctx = 1;
+    int64_t t0 = absl::ToUnixMicros(absl::Now());
+    Vertex(v_ctx, "[internal] load build context", farm::v1::VertexUpdate::STARTED);
+    auto fail_ctx = [&](const absl::Status& s) {
+      Vertex(v_ctx, "", farm::v1::VertexUpdate::FAILED, absl::ToUnixMicros(absl::Now()) - t0,
+             std::string(s.message()));
+      return Fatal(s);
+    };
+    absl::StatusOr<std::vector<std::string>> ignore =
+        buildctx::LoadIgnorePatterns(context_dir, stdin_dockerfile ? "" : dockerfile_path);
+    if (!ignore.ok()) return fail_ctx(ignore.status());
+    buildctx::SnapshotOptions so;
+    so.preserve_permissions = f_.in.preserve_permissions;
+    if (!tar_dir) so.stat_cache = StatCachePath(context_dir);
+    absl::StatusOr<std::unique_ptr<buildctx::Snapshot>> snap =
+        buildctx::Snapshot::FromDirectory(context_dir, *ignore, so);
+    if (!snap.ok()) return fail_ctx(snap.status());
+    cache::client::GrpcBlobStore::Options co;
+    absl::StatusOr<std::unique_ptr<cache::client::GrpcBlobStore>> cas =
+        cache::client::GrpcBlobStore::Create(cache_address, co);
+    if (!cas.ok()) return fail_ctx(cas.status());
+    absl::StatusOr<buildctx::Snapshot::UploadStats> up =
+        (*snap)->Upload(**cas, static_cast<int>(f_.upload_parallelism));
+    if (!up.ok()) {
+      return fail_ctx(
+          common::Annotate(up.status(), absl::StrCat("uploading the context to ", cache_address)));
+    }
+    Log(v_ctx, absl::StrCat("context: ", (*snap)->file_count(), " files, ",
+                            common::HumanSize((*snap)->total_bytes()), "; uploaded ",
+                            up->blobs_written, " of ", up->blobs_checked, " blobs (",
+                            common::HumanSize(up->bytes_written), ") to ", cache_address));
+
+    // Submit and follow.
+    farm::v1::SubmitBuildRequest req;
+    req.set_dockerfile(dockerfile_text);
+    req.set_dockerfile_name(dockerfile_name);
+    *req.mutable_context() = (*snap)->root();
+    for (const auto& [k, v] : checked->build_args) (*req.mutable_build_args())[k] = v;
+    req.set_target(f_.in.target);
+    for (const image::Reference& t : checked->tags) req.add_tags(t.String());
+    for (const auto& [k, v] : checked->labels) (*req.mutable_labels())[k] = v;
+    req.set_platform(f_.in.platform);
+    req.set_no_cache(f_.no_cache);
+    req.set_pull(f_.pull);
+    req.set_push(f_.push);
+    req.set_network(f_.network);
+    req.set_tenant(f_.tenant);
+    req.set_priority(static_cast<int32_t>(f_.priority));
+    req.set_cache_write_scope(f_.cache_scope);
+    req.add_cache_read_scopes(f_.cache_scope);
+    for (const std::string& s : f_.cache_from_scopes) req.add_cache_read_scopes(s);
+    *req.mutable_layer_options() = checked->layer_options;
+    req.set_manifest_format(f_.format);
+    for (const std::string& r : f_.insecure) req.add_insecure_registries(r);
+    req.set_client_request_id(RandomHex(16));
+    for (const auto& [k, v] : checked->secrets) (*req.mutable_secrets())[k] = v;
+    req.set_client(ClientName());
+    req.set_first_vertex_id(v_ctx + 1);
+
+    std::atomic<bool> stop{false};
+    std::thread signals = WatchSignals(&stop);
+    std::string build_id;
+    int64_t last_seq = 0;
+    FollowOptions fo;
+    fo.reconnect_for = absl::Seconds(f_.reconnect_seconds);
+    fo.stop = &stop;
+    fo.open_first = [&](grpc::ClientContext* ctx) { return conn->stub->SubmitBuild(ctx, req); };
+    fo.on_reconnect = [this](const std::string& w) { Warn(w); };
+    auto on_event = [&](const farm::v1::BuildStreamEvent& e) {
+      if (e.seq() == 0) {
+        {
+          absl::MutexLock l(&mu_);
+          build_id_ = e.build_id();
+        }
+        Log(v_ctx, absl::StrCat("submitted to ", *address, " as build ", e.build_id()));
+        Vertex(v_ctx, "", farm::v1::VertexUpdate::DONE, absl::ToUnixMicros(absl::Now()) - t0);
+        if (f_.detach) stop = true;
+        if (cancel_requested_) CancelOnFarm();
+        return;
+      }
+      if (e.has_event()) Event(e.event());
+    };
+    absl::StatusOr<farm::v1::BuildOutcome> outcome =
+        FollowBuild(*conn, &build_id, &last_seq, on_event, fo);
+    StopWatchingSignals(signals);
+    if (f_.detach && !build_id.empty()) {
+      if (printer_) printer_->Finish();
+      std::cout << build_id << std::endl;
+      return 0;
+    }
+    if (!outcome.ok()) {
+      if (absl::IsCancelled(outcome.status()) && !build_id.empty()) {
+        if (printer_) printer_->Finish();
+        std::cerr << "stopped following build " << build_id
+                  << (cancel_requested_ ? " (cancel requested)" : " (it keeps running)")
+                  << "; follow it again with: farm logs -f " << build_id << "\n";
+        return 130;
+      }
+      return Fatal(outcome.status());
+    }
+    if (!outcome->ok()) return 1;
+    if (!f_.iidfile.empty()) {
+      absl::Status w = common::WriteFileAtomic(f_.iidfile, outcome->image_id());
+      if (!w.ok()) return Fatal(w);
+    }
+    if (!f_.metadata_file.empty()) {
+      std::vector<std::string> names(outcome->tags().begin(), outcome->tags().end());
+      absl::Status w = common::WriteFileAtomic(
+          f_.metadata_file, BuildMetadataJson(outcome->image_id(), outcome->manifest_digest(),
+                                              outcome->manifest_media_type(),
+                                              outcome->manifest_size(), names, build_id));
+      if (!w.ok()) return Fatal(w);
+    }
+    if (f_.quiet) std::cout << outcome->image_id() << std::endl;
+    return 0;
+  }
+
+  static std::string StatCachePath(const std::string& context_dir) {
+    absl::StatusOr<std::string> home = common::FarmHome();
+    if (!home.ok()) return "";
+    std::string abs = context_dir;
+    if (abs.empty() || abs[0] != '/') {
+      char buf[4096];
+      if (getcwd(buf, sizeof(buf)) != nullptr) abs = common::JoinPath(buf, abs);
+    }
+    abs = common::CleanPath(abs);
+    std::string dir = common::JoinPath(*home, "contexts");
+    if (!common::MakeDirs(dir, 0700).ok()) return "";
+    return common::JoinPath(dir, common::Sha256Hex(abs).substr(0, 32));
+  }
+
+  // Ctrl-C (or SIGTERM) once: cancel the build on the farm and show how it ends; twice: stop
+  // following (the cancel stands).
+  std::thread WatchSignals(std::atomic<bool>* stop) {
+    if (pipe2(g_submit_signal_pipe, O_CLOEXEC) != 0) return std::thread();
+    signal(SIGINT, OnSubmitSignal);
+    signal(SIGTERM, OnSubmitSignal);
+    return std::thread([this, stop] {
+      char c;
+      while (read(g_submit_signal_pipe[0], &c, 1) == 1) {
+        if (c == 0) break;
+        if (cancel_requested_) {
+          *stop = true;
+          continue;
+        }
+        cancel_requested_ = true;
+        CancelOnFarm();
+      }
+    });
+  }
+
+  void StopWatchingSignals(std::thread& t) {
+    if (!t.joinable()) return;
+    char stop = 0;
+    ssize_t w = write(g_submit_signal_pipe[1], &stop, 1);
+    (void)w;
+    t.join();
+    signal(SIGINT, SIG_DFL);
+    signal(SIGTERM, SIG_DFL);
+  }
+
+  void CancelOnFarm() {
+    std::string id;
+    {
+      absl::MutexLock l(&mu_);
+      id = build_id_;
+    }
+    if (id.empty()) return;  // done when the build id arrives
+    Warn(absl::StrCat("canceling build ", id, " (Ctrl-C again to stop following it)"));
+    grpc::ClientContext ctx;
+    ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(10)));
+    farm::v1::CancelBuildRequest r;
+    r.set_build_id(id);
+    farm::v1::BuildInfo info;
+    grpc::Status st = conn_->stub->CancelBuild(&ctx, r, &info);
+    if (!st.ok()) Warn(absl::StrCat("canceling build ", id, ": ", st.error_message()));
+  }
+
+  SubmitFlags f_;
+  std::unique_ptr<build::ProgressPrinter> printer_;
+  SchedulerConnection* conn_ = nullptr;
+  std::atomic<bool> cancel_requested_{false};
+  absl::Mutex mu_;
+  std::string build_id_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace
+
+int RunSubmit(const Args& args) {
+  common::FlagSet fs(
+      "farm submit [OPTIONS] PATH | -",
+      "Build an image on a farm: farm-scheduler runs the build's steps on its workers, sharing\n"
+      "farm-cache. The context is hashed here and only what the cache lacks is uploaded.\n"
+      "Takes farm build's flags; the image is kept (and tagged) on the scheduler; use --push\n"
+      "to publish it. Ctrl-C cancels the build on the farm.");
+  SubmitFlags f;
+  f.Register(&fs);
+  fs.String("scheduler", 0, &f.scheduler, "farm-scheduler address (default: $FARM_SCHEDULER)",
+            "HOST:PORT");
+  fs.String("cache", 0, &f.cache,
+            "farm-cache address to upload the context to (default: the one the scheduler "
+            "advertises)",
+            "HOST:PORT");
+  fs.String("tenant", 0, &f.tenant,
+            "Fair-share group (a team, a repository): each tenant gets its share of the farm "
+            "(default: $FARM_TENANT)");
+  fs.Int("priority", 0, &f.priority, "Priority within the tenant's share, -10 to 10");
+  fs.Bool("detach", 'd', &f.detach,
+          "Print the build id once the farm has accepted it and exit (follow it with farm logs)");
+  fs.Int("reconnect-timeout", 0, &f.reconnect_seconds,
+         "Seconds to keep reattaching to a build whose stream broke (scheduler restart)");
+  fs.Int("upload-parallelism", 0, &f.upload_parallelism, "Context uploads running at once");
+  std::vector<std::string> positional;
+  int exit_code = 0;
+  if (!ParseFlags(fs, args, "submit", &positional, &exit_code)) return exit_code;
+  if (positional.size() != 1) {
+    std::cerr << "\"farm submit\" requires exactly 1 argument.\nSee 'farm submit --help'.\n\n"
+              << "Usage:  farm submit [OPTIONS] PATH | -\n";
+    return 2;
+  }
+  if (f.tenant.empty() && getenv("FARM_TENANT") != nullptr) f.tenant = getenv("FARM_TENANT");
+  if (f.upload_parallelism < 1 || f.upload_parallelism > 256) {
+    std::cerr << "farm submit: --upload-parallelism must be 1 to 256\n";
+    return 2;
+  }
+  if (f.reconnect_seconds < 0) {
+    std::cerr << "farm submit: --reconnect-timeout must not be negative\n";
+    return 2;
+  }
+  return Submit(std::move(f)).Run(positional[0]);
+}
+
+}  // namespace cli
