@@ -23,6 +23,7 @@
 #include "cache/action_result_refs.h"
 #include "cache/server/resource_name.h"
 #include "common/grpc_status.h"
+#include "common/listen.h"
 #include "common/status_macros.h"
 #include "common/status_util.h"
 #include "farm/v1/cache.grpc.pb.h"
@@ -773,52 +774,6 @@ class AdminService final : public farm::v1::CacheAdmin::CallbackService {
 }  // namespace
 
 // A clear error for an address that is taken, before gRPC logs its own.
-absl::Status ProbeListenAddress(const std::string& listen) {
-  if (listen.rfind("unix:", 0) == 0) return absl::OkStatus();
-  size_t colon = listen.rfind(':');
-  if (colon == std::string::npos) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("listen address \"", listen, "\": want HOST:PORT (e.g. 127.0.0.1:9092)"));
-  }
-  std::string host = listen.substr(0, colon);
-  std::string port = listen.substr(colon + 1);
-  int port_number;
-  if (!absl::SimpleAtoi(port, &port_number) || port_number < 0 || port_number > 65535) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("listen address \"", listen, "\": \"", port, "\" is not a port"));
-  }
-  if (port_number == 0) return absl::OkStatus();
-  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
-    host = host.substr(1, host.size() - 2);
-  }
-  struct addrinfo hints;
-  memset(&hints, 0, sizeof(hints));
-  hints.ai_socktype = SOCK_STREAM;
-  hints.ai_flags = AI_PASSIVE;
-  struct addrinfo* res = nullptr;
-  int rc = getaddrinfo(host.empty() ? nullptr : host.c_str(), port.c_str(), &hints, &res);
-  if (rc != 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("listen address \"", listen, "\": ", gai_strerror(rc)));
-  }
-  absl::Status status;
-  for (struct addrinfo* ai = res; ai != nullptr && status.ok(); ai = ai->ai_next) {
-    int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol);
-    if (fd < 0) continue;
-    int one = 1;
-    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-    if (bind(fd, ai->ai_addr, ai->ai_addrlen) != 0) {
-      int e = errno;
-      status = absl::FailedPreconditionError(
-          absl::StrCat("cannot listen on ", listen, ": ",
-                       e == EADDRINUSE ? "address already in use" : strerror(e)));
-    }
-    close(fd);
-  }
-  freeaddrinfo(res);
-  return status;
-}
-
 absl::StatusOr<std::unique_ptr<CacheServer>> CacheServer::Start(CacheServerOptions options) {
   if (!options.cas || !options.action_cache) {
     return absl::InvalidArgumentError("CacheServer needs a BlobStore and an ActionCache");
@@ -829,7 +784,7 @@ absl::StatusOr<std::unique_ptr<CacheServer>> CacheServer::Start(CacheServerOptio
   for (const std::string& s : options.instance_names) {
     RETURN_IF_ERROR(common::Annotate(ValidateInstanceName(s), "instance name"));
   }
-  RETURN_IF_ERROR(ProbeListenAddress(options.listen));
+  RETURN_IF_ERROR(common::ProbeListenAddress(options.listen));
 
   std::unique_ptr<CacheServer> server(new CacheServer());
   server->state_ = std::make_unique<State>();

@@ -60,9 +60,6 @@ struct CacheServerOptions {
   int64_t max_read_chunk = 1 << 20;
 };
 
-// Fails (FAILED_PRECONDITION: in use; INVALID_ARGUMENT: malformed) if `listen` cannot be bound
-// now, so a binary can say so before doing anything else. Start() checks it too.
-absl::Status ProbeListenAddress(const std::string& listen);
 
 class CacheServer {
  public:

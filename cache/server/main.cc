@@ -10,6 +10,7 @@
 #include "cache/rocksdb_blob_store.h"
 #include "cache/server/cache_server.h"
 #include "common/flags.h"
+#include "common/listen.h"
 
 namespace {
 
@@ -57,7 +58,7 @@ int main(int argc, char** argv) {
   if (dir.empty()) return Fail("--dir is required", 2);
   if (fs.WasSet("max-size") && max_size <= 0) return Fail("--max-size must be positive", 2);
 
-  if (absl::Status s = cache::server::ProbeListenAddress(listen); !s.ok()) {
+  if (absl::Status s = common::ProbeListenAddress(listen); !s.ok()) {
     return Fail(std::string(s.message()));
   }
 

@@ -254,6 +254,10 @@ struct BuildManager::Impl {
     }
   }
 
+  void Note(const std::string& line) {
+    if (opt.log) opt.log(line);
+  }
+
   void SetState(Build& b, farm::v1::BuildInfo::State state) {
     {
       absl::MutexLock l(&b.mu);
@@ -284,6 +288,13 @@ struct BuildManager::Impl {
       *b.stored.mutable_info()->mutable_outcome() = *o;
     }
     Append(b, e);
+    Note(absl::StrCat(
+        "build ", b.stored.info().build_id(), " ",
+        status.ok()                 ? "succeeded"
+        : absl::IsCancelled(status) ? "canceled"
+                                    : "failed",
+        " (", o->cached_steps(), "/", o->steps(), " steps cached)",
+        status.ok() ? absl::StrCat(": ", o->image_id()) : absl::StrCat(": ", o->error())));
     SetState(b, status.ok()                 ? farm::v1::BuildInfo::SUCCEEDED
                 : absl::IsCancelled(status) ? farm::v1::BuildInfo::CANCELED
                                             : farm::v1::BuildInfo::FAILED);
@@ -305,6 +316,8 @@ struct BuildManager::Impl {
       return true;
     }
     SetState(b, farm::v1::BuildInfo::RUNNING);
+    Note(absl::StrCat("build ", b.stored.info().build_id(), " started (tenant \"", req.tenant(),
+                      "\", from ", req.client(), ")"));
     if (b.stored.had_secrets() && b.secrets.empty()) {
       Warn(b,
            "farm-scheduler restarted while this build was running: its secrets were not kept "
@@ -481,6 +494,8 @@ struct BuildManager::Impl {
       b->stored.mutable_info()->set_state(farm::v1::BuildInfo::QUEUED);
       queue[b->stored.info().tenant()].push_back(b->stored.info().build_id());
       ++queued;
+      Note(absl::StrCat("build ", b->stored.info().build_id(), " resumes after the restart (",
+                        was_running ? "was running" : "was queued", ")"));
       if (was_running) {
         Warn(*b,
              "farm-scheduler restarted: the build resumes (finished steps are cache hits, "

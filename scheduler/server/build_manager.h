@@ -60,6 +60,8 @@ class BuildManager {
     std::string version = "0.1.0";
     // Connected workers, for SchedulerInfo.workers (may be null).
     std::function<int()> worker_count;
+    // One line per build state change (submitted, started, finished, resumed); may be null.
+    std::function<void(const std::string&)> log;
   };
 
   static absl::StatusOr<std::unique_ptr<BuildManager>> Create(Options options);

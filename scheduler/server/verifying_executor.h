@@ -1,0 +1,38 @@
+// VerifyingExecutor: a StepExecutor decorator for farm-scheduler. The engine records a step's
+// result in the action cache as soon as the executor returns it; on the farm that result comes
+// from a worker, so before it is believed the layer it names must be in farm-cache (where every
+// blob was hashed on upload: present means its content matches its digest). A result naming a
+// missing blob is UNAVAILABLE (the worker's upload was lost) instead of a poisoned cache entry.
+//
+// What is not re-checked: the layer's diff_id (its uncompressed digest) is the worker's word;
+// verifying it would mean decompressing every layer on the scheduler.
+//
+//   auto exec = std::make_shared<VerifyingExecutor>(remote_executor, cas);
+#ifndef FARM_SCHEDULER_SERVER_VERIFYING_EXECUTOR_H_
+#define FARM_SCHEDULER_SERVER_VERIFYING_EXECUTOR_H_
+
+#include <memory>
+
+#include "cache/blob_store.h"
+#include "worker/step_executor.h"
+
+namespace scheduler_server {
+
+class VerifyingExecutor final : public worker::StepExecutor {
+ public:
+  VerifyingExecutor(std::shared_ptr<worker::StepExecutor> inner,
+                    std::shared_ptr<cache::BlobStore> cas)
+      : inner_(std::move(inner)), cas_(std::move(cas)) {}
+
+  absl::StatusOr<farm::v1::StepResult> Execute(const farm::v1::StepRequest& request,
+                                               const worker::LogSink& log,
+                                               const absl::Notification* cancel) override;
+
+ private:
+  std::shared_ptr<worker::StepExecutor> inner_;
+  std::shared_ptr<cache::BlobStore> cas_;
+};
+
+}  // namespace scheduler_server
+
+#endif  // FARM_SCHEDULER_SERVER_VERIFYING_EXECUTOR_H_
