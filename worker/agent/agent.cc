@@ -862,19 +862,29 @@ void Agent::RunTask(const std::shared_ptr<TaskState>& t) {
   Log(absl::StrCat("task ", t->task_id, " ", outcome));
 }
 
+namespace {
+
+WorkerMessage LogMessage(const std::string& task_id, const std::string& lease_id,
+                         absl::string_view line, bool is_stderr) {
+  WorkerMessage m;
+  farm::v1::TaskLog* l = m.mutable_log();
+  l->set_task_id(task_id);
+  l->set_lease_id(lease_id);
+  l->set_stderr(is_stderr);
+  l->set_line(std::string(line));
+  return m;
+}
+
+std::string DroppedNotice(int64_t n) {
+  return absl::StrCat("farm-worker: ", n, " line", n == 1 ? "" : "s",
+                      " of output dropped here (the scheduler was unreachable or too slow)");
+}
+
+}  // namespace
+
 void Agent::EnqueueLogLocked(TaskState* t, absl::string_view line, bool is_stderr) {
-  auto push = [&](absl::string_view text, bool err) {
-    Outgoing o;
-    farm::v1::TaskLog* l = o.msg.mutable_log();
-    l->set_task_id(t->task_id);
-    l->set_lease_id(t->lease_id);
-    l->set_stderr(err);
-    l->set_line(std::string(text));
-    o.log_bytes = static_cast<int64_t>(text.size()) + 64;
-    outbox_log_bytes_ += o.log_bytes;
-    outbox_.push_back(std::move(o));
-  };
-  int64_t cost = static_cast<int64_t>(line.size()) + 64;
+  constexpr int64_t kOverhead = 64;  // ids and framing, roughly
+  int64_t cost = static_cast<int64_t>(line.size()) + kOverhead;
   if (outbox_log_bytes_ + cost > options_.max_buffered_log_bytes) {
     ++dropped_lines_[t->task_id];
     ++log_lines_dropped_;
@@ -882,16 +892,25 @@ void Agent::EnqueueLogLocked(TaskState* t, absl::string_view line, bool is_stder
   }
   auto dropped = dropped_lines_.find(t->task_id);
   if (dropped != dropped_lines_.end()) {
-    push(absl::StrCat("farm-worker: ", dropped->second, " line", dropped->second == 1 ? "" : "s",
-                      " of output dropped here (the scheduler was unreachable or too slow)"),
-         true);
+    std::string notice = DroppedNotice(dropped->second);
+    Outgoing o{LogMessage(t->task_id, t->lease_id, notice, true),
+               static_cast<int64_t>(notice.size()) + kOverhead};
+    outbox_log_bytes_ += o.log_bytes;
+    outbox_.push_back(std::move(o));
     dropped_lines_.erase(dropped);
   }
-  push(line, is_stderr);
+  outbox_log_bytes_ += cost;
+  outbox_.push_back(Outgoing{LogMessage(t->task_id, t->lease_id, line, is_stderr), cost});
 }
 
 void Agent::EnqueueResultLocked(farm::v1::TaskResult result) {
-  dropped_lines_.erase(result.task_id());
+  auto dropped = dropped_lines_.find(result.task_id());
+  if (dropped != dropped_lines_.end()) {
+    // The last word on its output, even over the budget.
+    outbox_.push_back(Outgoing{
+        LogMessage(result.task_id(), result.lease_id(), DroppedNotice(dropped->second), true), 0});
+    dropped_lines_.erase(dropped);
+  }
   Outgoing o;
   *o.msg.mutable_result() = std::move(result);
   outbox_.push_back(std::move(o));

@@ -499,6 +499,37 @@ TEST_F(AgentTest, ReconnectsAfterTheSchedulerRestartsAndKeepsTasks) {
   EXPECT_TRUE(log_->Contains("sending 1 buffered result and 2 log lines"));
 }
 
+TEST_F(AgentTest, OutputBufferedWhileDisconnectedIsBounded) {
+  Agent::Options o = AgentOptions("bounded");
+  o.max_buffered_log_bytes = 1000;
+  auto agent = StartAgent(std::move(o));
+  ASSERT_NE(agent, nullptr);
+  ASSERT_TRUE(WaitForHellos(hub_.get(), 1));
+  int port = hub_->port();
+  Gate gate;
+  ASSERT_TRUE(hub_->Send(TaskMessage(
+      "chatty", "l", Sh("echo start; " + gate.Wait() + "; seq 1 500; echo end", "default"))));
+  ASSERT_TRUE(WaitForLine(hub_.get(), "chatty", "start"));
+  hub_->Stop();
+  ASSERT_TRUE(WaitForStatus(
+      agent.get(), [](const Agent::Status& s) { return s.state != Agent::State::kConnected; }));
+  gate.Release();
+  ASSERT_TRUE(
+      WaitForStatus(agent.get(), [](const Agent::Status& s) { return s.unsent_results == 1; }));
+  EXPECT_GT(agent->GetStatus().log_lines_dropped, 400);
+  hub_ = StartHub(port);
+  ASSERT_NE(hub_, nullptr);
+  ASSERT_TRUE(WaitForResult(hub_.get(), "chatty"));
+  std::vector<farm::v1::TaskLog> logs = hub_->snapshot().Logs("chatty");
+  ASSERT_GE(logs.size(), 3u);
+  EXPECT_LT(logs.size(), 30u);
+  EXPECT_EQ(logs[0].line(), "go");
+  EXPECT_EQ(logs[1].line(), "1");  // the first lines are kept, the rest dropped
+  EXPECT_THAT(logs.back().line(), HasSubstr("lines of output dropped here"));
+  EXPECT_TRUE(logs.back().stderr());
+  EXPECT_EQ(hub_->snapshot().Results("chatty")[0].result().exit_code(), 0);
+}
+
 TEST_F(AgentTest, BacksOffWhileTheSchedulerIsDown) {
   int port = hub_->port();
   hub_->Stop();
@@ -532,6 +563,23 @@ TEST_F(AgentTest, BacksOffWhileTheSchedulerIsDown) {
   ASSERT_TRUE(WaitForStatus(agent.get(), [](const Agent::Status& s) {
     return s.state == Agent::State::kConnected && s.failed_attempts == 0 && s.sessions == 1;
   }));
+}
+
+TEST_F(AgentTest, ASchedulerThatNeverWelcomesIsRetried) {
+  FakeWorkerHub::Options ho;
+  ho.send_welcome = false;
+  auto silent = FakeWorkerHub::Start(ho);
+  ASSERT_NE(silent, nullptr);
+  Agent::Options o = AgentOptions("silent");
+  o.scheduler = silent->address();
+  o.welcome_timeout = absl::Milliseconds(100);
+  auto agent = StartAgent(std::move(o));
+  ASSERT_NE(agent, nullptr);
+  ASSERT_TRUE(
+      WaitForStatus(agent.get(), [](const Agent::Status& s) { return s.failed_attempts >= 3; }));
+  EXPECT_GE(silent->snapshot().hellos.size(), 3u);
+  EXPECT_EQ(agent->GetStatus().sessions, 0);
+  EXPECT_TRUE(log_->Contains("no Welcome within 100ms"));
 }
 
 TEST_F(AgentTest, SecretsReachTheirStepOnly) {

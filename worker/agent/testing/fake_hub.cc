@@ -40,9 +40,11 @@ class FakeWorkerHub::Service final : public farm::v1::WorkerHub::Service {
     {
       absl::MutexLock lock(&hub_->mu_);
       conn->index = static_cast<int>(hub_->connections_.size());
-      SchedulerMessage welcome;
-      *welcome.mutable_welcome() = hub_->options_.welcome;
-      conn->outgoing.push_back(std::move(welcome));
+      if (hub_->options_.send_welcome) {
+        SchedulerMessage welcome;
+        *welcome.mutable_welcome() = hub_->options_.welcome;
+        conn->outgoing.push_back(std::move(welcome));
+      }
       hub_->connections_.push_back(conn);
       hellos_.push_back(first.hello());
     }

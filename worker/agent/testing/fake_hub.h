@@ -33,6 +33,7 @@ class FakeWorkerHub {
   struct Options {
     int port = 0;  // 0: any free port
     farm::v1::Welcome welcome;
+    bool send_welcome = true;  // false: a scheduler that never answers the hello
   };
   static std::unique_ptr<FakeWorkerHub> Start(const Options& options);
   ~FakeWorkerHub();
