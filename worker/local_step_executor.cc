@@ -213,6 +213,13 @@ absl::StatusOr<std::vector<layerstore::LayerDesc>> LocalStepExecutor::Descs(
 
 absl::StatusOr<farm::v1::StepResult> LocalStepExecutor::Execute(
     const farm::v1::StepRequest& request, const LogSink& log, const absl::Notification* cancel) {
+  return Execute(request, log, cancel, CallOptions{});
+}
+
+absl::StatusOr<farm::v1::StepResult> LocalStepExecutor::Execute(
+    const farm::v1::StepRequest& request, const LogSink& log, const absl::Notification* cancel,
+    const CallOptions& call) {
+  SecretProvider* secrets = call.secrets != nullptr ? call.secrets.get() : options_.secrets.get();
   std::string what = request.description().empty() ? request.key() : request.description();
   auto annotate = [&](absl::Status s) { return common::Annotate(s, what); };
   if (request.op_case() == farm::v1::StepRequest::OP_NOT_SET) {
@@ -226,7 +233,7 @@ absl::StatusOr<farm::v1::StepResult> LocalStepExecutor::Execute(
   absl::StatusOr<farm::v1::StepResult> result;
   switch (request.op_case()) {
     case farm::v1::StepRequest::kRun:
-      result = ExecuteRun(request, **stack, log, cancel);
+      result = ExecuteRun(request, **stack, log, cancel, secrets);
       break;
     case farm::v1::StepRequest::kCopy:
       result = ExecuteCopy(request, **stack, cancel);
@@ -274,7 +281,7 @@ absl::Status LocalStepExecutor::FinishLayer(const std::string& dir,
 
 absl::StatusOr<farm::v1::StepResult> LocalStepExecutor::ExecuteRun(
     const farm::v1::StepRequest& request, const layerstore::Stack& stack, const LogSink& log,
-    const absl::Notification* cancel) {
+    const absl::Notification* cancel, SecretProvider* secrets) {
   const farm::v1::RunOp& run = request.run();
   const farm::v1::ExecEnv& env = request.env();
   if (run.args().empty()) return absl::InvalidArgumentError("RUN without a command");
@@ -437,8 +444,8 @@ absl::StatusOr<farm::v1::StepResult> LocalStepExecutor::ExecuteRun(
         std::string id = m.id();
         if (id.empty() && !target.empty()) id = Base(target);
         if (id.empty()) return where(absl::InvalidArgumentError("secret mount without an id"));
-        absl::StatusOr<std::string> value = options_.secrets != nullptr
-                                                ? options_.secrets->GetSecret(id)
+        absl::StatusOr<std::string> value = secrets != nullptr
+                                                ? secrets->GetSecret(id)
                                                 : absl::NotFoundError("no secrets were provided");
         if (!value.ok()) {
           if (!absl::IsNotFound(value.status())) return where(value.status());
@@ -451,22 +458,25 @@ absl::StatusOr<farm::v1::StepResult> LocalStepExecutor::ExecuteRun(
         if (!m.env().empty()) req.add_env(absl::StrCat(m.env(), "=", *value));
         if (target.empty() && !m.env().empty()) break;  // env only
         if (target.empty()) target = "/run/secrets/" + id;
-        std::string sdir = dir + "/secrets";
+        // The bytes go to the runner in its (memory-backed) request; it writes them into a
+        // tmpfs of the sandbox's own mount namespace, on this empty directory.
+        std::string sdir = absl::StrCat(dir, "/secret", i);
         RETURN_IF_ERROR(common::MakeDirs(sdir, 0700));
-        std::string file = absl::StrCat(sdir, "/", i);
-        RETURN_IF_ERROR(common::WriteFileAtomic(file, *value, 0400));
-        copy::Attrs attrs{m.mode() != 0 ? m.mode() : 0400, m.uid(), m.gid(), 0};
-        RETURN_IF_ERROR(copy::LayerTree::Apply(file, attrs, false));
         farm::v1::SandboxMount* sm = req.add_mounts();
-        sm->set_source(file);
+        sm->set_kind(farm::v1::SandboxMount::FILE);
+        sm->set_source(sdir);
         sm->set_target(target);
         sm->set_readonly(true);
+        sm->set_content(*std::move(value));
+        sm->set_file_mode(m.mode() != 0 ? m.mode() : 0400);
+        sm->set_file_uid(m.uid());
+        sm->set_file_gid(m.gid());
         break;
       }
       case farm::v1::Mount::SSH: {
         std::string id = m.id().empty() ? "default" : m.id();
-        absl::StatusOr<std::string> agent = options_.secrets != nullptr
-                                                ? options_.secrets->GetSshAgentSocket(id)
+        absl::StatusOr<std::string> agent = secrets != nullptr
+                                                ? secrets->GetSshAgentSocket(id)
                                                 : absl::NotFoundError("no ssh agent was provided");
         if (!agent.ok()) {
           if (!absl::IsNotFound(agent.status())) return where(agent.status());

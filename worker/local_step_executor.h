@@ -21,6 +21,10 @@
 //   o.cas = cas;
 //   ASSIGN_OR_RETURN(auto exec, worker::LocalStepExecutor::Create(std::move(o)));
 //   ASSIGN_OR_RETURN(farm::v1::StepResult r, exec->Execute(request, log, &cancel));
+//
+// Secrets (RUN --mount=type=secret) come from Options::secrets or, per call, from
+// CallOptions::secrets; their bytes reach the sandbox in memory only (a tmpfs private to the
+// step's mount namespace, or its environment) and are never written to the state directory.
 #ifndef FARM_WORKER_LOCAL_STEP_EXECUTOR_H_
 #define FARM_WORKER_LOCAL_STEP_EXECUTOR_H_
 
@@ -63,6 +67,18 @@ class LocalStepExecutor : public StepExecutor {
                                                const LogSink& log,
                                                const absl::Notification* cancel) override;
 
+  // What one Execute call may set beyond the executor's Options.
+  struct CallOptions {
+    // Where this step's RUN --mount=type=secret|ssh get their values, instead of
+    // Options::secrets (null: Options::secrets). farm-worker passes the secrets the scheduler
+    // sent with the task, so they reach that step only.
+    SecretProvider::Ptr secrets;
+  };
+  // Execute with per-call options. Thread-safe like Execute.
+  absl::StatusOr<farm::v1::StepResult> Execute(const farm::v1::StepRequest& request,
+                                               const LogSink& log, const absl::Notification* cancel,
+                                               const CallOptions& call);
+
   // `farm run IMAGE`: runs `args` on `layers` with the image's env/user/workdir, the caller's
   // stdin/stdout/stderr attached and the caller's terminal session; what the command writes is
   // discarded. Returns its exit status (128+N when killed by signal N).
@@ -87,7 +103,8 @@ class LocalStepExecutor : public StepExecutor {
   absl::StatusOr<farm::v1::StepResult> ExecuteRun(const farm::v1::StepRequest& request,
                                                   const layerstore::Stack& stack,
                                                   const LogSink& log,
-                                                  const absl::Notification* cancel);
+                                                  const absl::Notification* cancel,
+                                                  SecretProvider* secrets);
   absl::StatusOr<farm::v1::StepResult> ExecuteCopy(const farm::v1::StepRequest& request,
                                                    const layerstore::Stack& stack,
                                                    const absl::Notification* cancel);

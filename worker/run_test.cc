@@ -193,6 +193,62 @@ TEST_F(RunTest, SecretsAreMountedAndNeverInTheLayer) {
   EXPECT_EQ(missing.status().code(), absl::StatusCode::kFailedPrecondition) << missing.status();
 }
 
+TEST_F(RunTest, PerCallSecretsReachOnlyThatStepAndNeverTheDisk) {
+  const std::string value = "s3cr3t-7c41e9d2";
+  LocalStepExecutor::CallOptions call;
+  call.secrets =
+      std::make_shared<MapSecretProvider>(std::map<std::string, std::string>{{"token", value}});
+  auto mount = [](farm::v1::StepRequest* r) {
+    farm::v1::Mount* m = r->mutable_run()->add_mounts();
+    m->set_type(farm::v1::Mount::SECRET);
+    m->set_id("token");
+    m->set_uid(65534);
+    m->set_mode(0440);
+  };
+  // While the step runs, the secret is nowhere under the state directory.
+  farm::v1::StepRequest running =
+      Sh("test \"$(cat /run/secrets/token)\" = " + value +
+         " && stat -c '%a %u' /run/secrets/token && echo ready && sleep 600");
+  mount(&running);
+  absl::Notification ready, cancel;
+  std::vector<std::string> out;
+  absl::StatusOr<farm::v1::StepResult> result;
+  std::thread t([&] {
+    result = executor_->Execute(
+        running,
+        [&](absl::string_view line, bool) {
+          out.emplace_back(line);
+          if (line == "ready") ready.Notify();
+        },
+        &cancel, call);
+    if (!ready.HasBeenNotified()) ready.Notify();  // it failed early
+  });
+  ASSERT_TRUE(ready.WaitForNotificationWithTimeout(absl::Seconds(60)));
+  EXPECT_EQ(out, (std::vector<std::string>{"440 65534", "ready"}));
+  EXPECT_EQ(worker_testing::FilesContaining(tmp_->path(), value), std::vector<std::string>{});
+  cancel.Notify();
+  t.join();
+  EXPECT_EQ(result.status().code(), absl::StatusCode::kCancelled) << result.status();
+
+  // A step that completes: its layer holds what it wrote, not the secret or its mount point.
+  farm::v1::StepRequest done = Sh("cat /run/secrets/token > /dev/null && echo done > /out");
+  mount(&done);
+  auto layer = executor_->Execute(done, nullptr, nullptr, call);
+  ASSERT_OK(layer);
+  ASSERT_EQ(layer->exit_code(), 0) << absl::StrJoin(layer->output_tail(), "\n");
+  auto l = worker_testing::ReadLayer(cas_.get(), layer->layer());
+  ASSERT_OK(l);
+  EXPECT_EQ(l->order, std::vector<std::string>{"out"});
+  EXPECT_EQ(worker_testing::FilesContaining(tmp_->path(), value), std::vector<std::string>{});
+
+  // Another call without it: the (optional) secret is absent.
+  farm::v1::StepRequest other = Sh("cat /run/secrets/token");
+  mount(&other);
+  auto absent = executor_->Execute(other, nullptr, nullptr);
+  ASSERT_OK(absent);
+  EXPECT_NE(absent->exit_code(), 0);
+}
+
 TEST_F(RunTest, CacheMountsPersistAndStayOutOfLayers) {
   farm::v1::StepRequest r =
       Sh("echo run >> /var/cache/app/log; wc -l < /var/cache/app/log; touch /made");

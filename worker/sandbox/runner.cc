@@ -355,6 +355,32 @@ absl::Status BringUpLoopback() {
   return s;
 }
 
+// A FILE mount: the content goes into a tmpfs that exists only in this mount namespace (a
+// secret never reaches the host's disk), then is bind-mounted read-only at the target.
+absl::Status MountFile(const SandboxMount& m, RootFs* fs) {
+  if (m.source().empty()) return absl::InvalidArgumentError("file mount without a source");
+  size_t pages = (m.content().size() + 4095) / 4096 + 1;
+  RETURN_IF_ERROR(Mount("tmpfs", m.source(), "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC,
+                        absl::StrCat("mode=700,size=", pages * 4096)));
+  std::string file = m.source() + "/file";
+  int fd = open(file.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+  if (fd < 0) return Errno("create " + file);
+  bool written = WriteAll(fd, m.content().data(), m.content().size());
+  int e = errno;
+  absl::Status s;
+  if (!written) {
+    s = common::ErrnoToStatus(e, "write " + file);
+  } else if (fchown(fd, m.file_uid(), m.file_gid()) != 0) {
+    s = Errno("chown " + file);
+  } else if (fchmod(fd, m.file_mode() != 0 ? m.file_mode() : 0400) != 0) {
+    s = Errno("chmod " + file);
+  }
+  close(fd);
+  RETURN_IF_ERROR(s);
+  ASSIGN_OR_RETURN(std::string path, fs->Prepare(m.target(), false));
+  return BindMount(file, path, true);
+}
+
 absl::Status SetupRoot(const SandboxRequest& req, RootFs* fs) {
   // Nothing we mount may propagate back to the host.
   RETURN_IF_ERROR(Mount("", "/", nullptr, MS_REC | MS_PRIVATE, ""));
@@ -395,6 +421,10 @@ absl::Status SetupRoot(const SandboxRequest& req, RootFs* fs) {
       std::string data = absl::StrFormat("mode=%o", m->tmpfs_mode() != 0 ? m->tmpfs_mode() : 01777);
       if (m->tmpfs_size_bytes() > 0) absl::StrAppend(&data, ",size=", m->tmpfs_size_bytes());
       RETURN_IF_ERROR(Mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV, data));
+      continue;
+    }
+    if (m->kind() == SandboxMount::FILE) {
+      RETURN_IF_ERROR(common::Annotate(MountFile(*m, fs), absl::StrCat("mount at ", m->target())));
       continue;
     }
     std::string source = m->source();

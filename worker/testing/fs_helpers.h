@@ -4,12 +4,14 @@
 #define FARM_WORKER_TESTING_FS_HELPERS_H_
 
 #include <fcntl.h>
+#include <ftw.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <sys/xattr.h>
 #include <unistd.h>
 
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
@@ -88,6 +90,26 @@ inline std::string NetRawCapability() {
       "\x00\x00\x00\x00"
       "\x00\x00\x00\x00",
       20);
+}
+
+// Every regular file under `dir` (recursively, not following symlinks or crossing into other
+// mounts) whose content contains `needle`: proof that a secret never reached the disk.
+inline std::vector<std::string> FilesContaining(const std::string& dir, const std::string& needle) {
+  static thread_local std::vector<std::string>* found;
+  static thread_local const std::string* wanted;
+  std::vector<std::string> out;
+  found = &out;
+  wanted = &needle;
+  nftw(
+      dir.c_str(),
+      [](const char* path, const struct stat* st, int type, struct FTW*) {
+        if (type != FTW_F || !S_ISREG(st->st_mode)) return 0;
+        auto content = common::ReadFile(path);
+        if (content.ok() && content->find(*wanted) != std::string::npos) found->push_back(path);
+        return 0;
+      },
+      64, FTW_PHYS | FTW_MOUNT);
+  return out;
 }
 
 }  // namespace worker_testing

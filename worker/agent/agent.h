@@ -1,0 +1,264 @@
+// Agent: what farm-worker runs. It connects *out* to farm-scheduler's WorkerHub (the worker may
+// sit behind NAT; the scheduler never dials it), keeps one bidirectional stream open, runs the
+// tasks it receives with a LocalStepExecutor, and moves every blob through farm-cache
+// directly (parent layers and the build context in, the new layer out), never through the
+// scheduler. Protocol: protos/farm/v1/scheduler.proto (service WorkerHub).
+//
+// The stream.
+//   worker → WorkerHello (stable worker_id, slots, platform, labels, the layer stacks it holds
+//            as OCI ChainIDs, and the tasks it still holds from before a reconnect)
+//   scheduler → Welcome (heartbeat interval, lease timeout), then Tasks and CancelTasks
+//   worker → Heartbeat every interval (its tasks, chain IDs added/removed since the last one),
+//            TaskLog per output line (with the task's lease_id), TaskResult per task.
+//
+// Tasks. At most `slots` run at once, each on its own pool thread; more are queued here (and
+// listed in heartbeats, so their leases stay alive) until a slot frees. A CancelTask notifies
+// the task's cancellation: the executor kills the step's process tree and the task reports
+// CANCELLED (a queued task reports CANCELLED at once). A Task for a task_id the worker already
+// holds under another lease (the scheduler re-issued it after a reconnect) is not run twice:
+// the running one continues under the new lease. Secrets in Task.secrets reach that step only
+// (LocalStepExecutor::CallOptions), are never logged, never written to disk, and their bytes
+// are wiped from memory when the task ends.
+//
+// Reconnecting. When the scheduler (or farm-cache, checked before each connection) is
+// unreachable, or the stream breaks, the agent reconnects with exponential backoff (capped,
+// jittered; Options::reconnect) forever; it never exits on its own. Running tasks keep
+// running meanwhile. Their output lines are buffered (up to Options::max_buffered_log_bytes;
+// beyond that lines are dropped and a line saying how many replaces them), results always.
+// The next WorkerHello lists every task still held, including finished ones whose result is
+// buffered, so a restarted scheduler adopts them instead of running them again; the buffered
+// lines and results follow right after the new Welcome. Every state change is one log line.
+//
+// Shutdown (SIGTERM in farm-worker): queued tasks are dropped and running ones cancelled; while
+// the stream is up their results (CANCELLED, "worker ... is shutting down") are sent before the
+// stream is closed. Then the agent stops.
+//
+//   worker::agent::Agent::Options o;
+//   o.scheduler = "10.0.0.1:7070";
+//   o.cache = "10.0.0.2:9092";
+//   o.state_dir = "/var/lib/farm-worker";
+//   o.slots = 4;
+//   ASSIGN_OR_RETURN(std::unique_ptr<worker::agent::Agent> agent,
+//                    worker::agent::Agent::Create(std::move(o)));
+//   agent->Start();
+//   ... wait for SIGTERM ...
+//   agent->Shutdown(absl::Seconds(10));
+//
+// The process must be root and its main() must call sandbox::RunSandboxIfRequested first
+// (see worker/local_step_executor.h).
+#ifndef FARM_WORKER_AGENT_AGENT_H_
+#define FARM_WORKER_AGENT_AGENT_H_
+
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "cache/blob_store.h"
+#include "farm/v1/scheduler.pb.h"
+#include "worker/agent/backoff.h"
+#include "worker/agent/chain_index.h"
+#include "worker/agent/state_dir.h"
+#include "worker/local_step_executor.h"
+#include "worker/sandbox/cgroups.h"
+
+namespace grpc {
+class ChannelInterface;
+class ClientContext;
+template <class W, class R>
+class ClientReaderWriter;
+}  // namespace grpc
+
+namespace worker {
+namespace agent {
+
+// The platform this host runs steps for, as OCI names it ("linux/amd64", "linux/arm64", ...).
+std::string HostPlatform();
+
+// Checks a peer address: "HOST:PORT", "[V6]:PORT", "grpc://HOST:PORT" or "unix:PATH". Returns
+// the gRPC target; INVALID_ARGUMENT naming `what` (e.g. "--scheduler") otherwise.
+absl::StatusOr<std::string> ParsePeerAddress(const std::string& what, const std::string& address);
+
+class Agent {
+ public:
+  struct Options {
+    // Peers. `scheduler` is farm-scheduler's WorkerHub, `cache` is farm-cache; both
+    // "HOST:PORT" (see ParsePeerAddress).
+    std::string scheduler;
+    std::string cache;
+    // The instance name on CAS calls to farm-cache. Its CAS is shared by every instance, so
+    // this only has to be one the server accepts (Task.cache_instance names the action-cache
+    // scope, which only the scheduler writes).
+    std::string cache_instance = "main";
+
+    // This worker.
+    std::string state_dir;  // required; one farm-worker per directory
+    int slots = 1;          // tasks run at once, 1..1024
+    std::map<std::string, std::string> labels;
+    // Reported in WorkerHello; "" = HostPlatform(). The executor runs only this host's
+    // platform whatever is reported (a step for another platform fails FAILED_PRECONDITION).
+    std::string platform;
+
+    // The executor (see LocalStepExecutor::Options).
+    int64_t layer_store_max_bytes = 0;  // 0 = unlimited
+    sandbox::CgroupLimits limits;       // per RUN step
+    int compression_threads = 0;        // 0 = every core
+
+    // The connection.
+    Backoff::Options reconnect;
+    absl::Duration connect_timeout = absl::Seconds(10);  // per attempt, scheduler and cache
+    absl::Duration welcome_timeout = absl::Seconds(30);  // hello sent → Welcome received
+    // Used when Welcome.heartbeat_interval_millis is 0.
+    absl::Duration default_heartbeat_interval = absl::Seconds(5);
+    // HTTP/2 keepalive on the scheduler connection. Heartbeats are data, so with keepalive on
+    // gRPC also sets TCP_USER_TIMEOUT = keepalive_timeout: a scheduler host that vanished
+    // without a reset is noticed within about that long after the next heartbeat. The time
+    // stays above gRPC servers' default minimum ping interval (5 min) so an unconfigured
+    // server never answers with GOAWAY "too many pings".
+    absl::Duration keepalive_time = absl::Minutes(5) + absl::Seconds(10);
+    absl::Duration keepalive_timeout = absl::Seconds(20);
+    int64_t max_buffered_log_bytes = 8 << 20;  // output lines waiting to be sent
+    int max_chain_ids = 4096;                  // chain IDs reported (most recently used)
+    std::string version = "0.1.0";
+
+    // Receives one line per state change (without a newline). Default: stderr, prefixed with
+    // the UTC time and "farm-worker: ". Called from the agent's threads, one call at a time.
+    std::function<void(const std::string&)> log;
+
+    // For tests: used instead of dialing `scheduler` (the same channel for every attempt) and
+    // instead of connecting to `cache` (then no reachability check is made).
+    std::shared_ptr<grpc::ChannelInterface> scheduler_channel;
+    std::shared_ptr<cache::BlobStore> cas;
+  };
+
+  // Validates the options, locks the state directory, reads or creates the worker id, opens
+  // the layer store and the executor. Connects to nothing yet. INVALID_ARGUMENT for bad
+  // options; FAILED_PRECONDITION when not root or when the state directory is in use by
+  // another farm-worker (the message names its pid).
+  static absl::StatusOr<std::unique_ptr<Agent>> Create(Options options);
+  ~Agent();  // Shutdown(5s) if still running
+
+  // Starts the pool and the connection loop in background threads; returns at once.
+  void Start();
+  // Stops (see the header comment): waits up to `grace` for cancelled tasks to report and the
+  // stream to close, then cuts the stream. Blocks until every thread has ended. Idempotent.
+  void Shutdown(absl::Duration grace);
+
+  enum class State {
+    kIdle,        // created, not started
+    kConnecting,  // dialing, or waiting for Welcome
+    kConnected,   // welcomed: receiving tasks
+    kBackingOff,  // waiting before the next attempt
+    kStopping,
+    kStopped,
+  };
+  struct Status {
+    State state = State::kIdle;
+    std::string scheduler_id;     // from the last Welcome
+    int64_t sessions = 0;         // Welcomes received
+    int64_t failed_attempts = 0;  // consecutive attempts that did not reach Welcome
+    absl::Duration last_backoff;  // the last delay before reconnecting
+    int queued = 0;               // accepted, waiting for a slot
+    int running = 0;              // executing
+    int unsent_results = 0;       // results waiting for the stream
+    int64_t tasks_done = 0;       // results produced (any outcome)
+    int64_t log_lines_dropped = 0;
+  };
+  Status GetStatus();
+
+  const std::string& worker_id() const { return state_->worker_id(); }
+  const std::string& platform() const { return platform_; }
+  LocalStepExecutor* executor() { return executor_.get(); }
+
+ private:
+  struct TaskState;
+  using Stream = grpc::ClientReaderWriter<farm::v1::WorkerMessage, farm::v1::SchedulerMessage>;
+
+  Agent(Options options, std::unique_ptr<StateDir> state, std::shared_ptr<cache::BlobStore> cas,
+        std::shared_ptr<grpc::ChannelInterface> cache_channel,
+        std::unique_ptr<LocalStepExecutor> executor, std::unique_ptr<ChainIndex> chains,
+        std::string platform);
+
+  void Log(const std::string& line);
+  // The connection loop and one session on the stream.
+  void ConnectionLoop();
+  absl::Status CheckCache();
+  absl::Status RunSession(bool* welcomed);
+  // OK once `channel` is READY; UNAVAILABLE when a connection attempt failed or none
+  // succeeded within `timeout`; CANCELLED on Shutdown.
+  absl::Status WaitConnected(grpc::ChannelInterface* channel, absl::Duration timeout);
+  void WriterLoop(Stream* stream, grpc::ClientContext* ctx);
+  farm::v1::WorkerMessage MakeHello();
+  farm::v1::WorkerMessage MakeHeartbeat();
+  absl::flat_hash_set<std::string> PresentLayers();
+  // Messages from the scheduler.
+  void OnTask(farm::v1::Task* task);
+  void OnCancel(const farm::v1::CancelTask& cancel);
+  // The pool.
+  void PoolLoop();
+  void RunTask(const std::shared_ptr<TaskState>& task);
+  // The outbox (mu_ held).
+  void EnqueueLogLocked(TaskState* task, absl::string_view line, bool is_stderr)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void EnqueueResultLocked(farm::v1::TaskResult result) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void CancelQueuedLocked(const std::shared_ptr<TaskState>& task, const std::string& reason)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  const Options options_;
+  const std::unique_ptr<StateDir> state_;
+  const std::shared_ptr<cache::BlobStore> cas_;
+  const std::shared_ptr<grpc::ChannelInterface> cache_channel_;  // null with an injected CAS
+  const std::unique_ptr<LocalStepExecutor> executor_;
+  const std::unique_ptr<ChainIndex> chains_;
+  const std::string platform_;
+  const std::string scheduler_target_;
+  absl::Mutex log_mu_;
+
+  absl::Mutex mu_;
+  // Tasks accepted and not finished: queued or running.
+  std::map<std::string, std::shared_ptr<TaskState>> tasks_ ABSL_GUARDED_BY(mu_);
+  std::deque<std::shared_ptr<TaskState>> queue_ ABSL_GUARDED_BY(mu_);
+  int running_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t tasks_done_ ABSL_GUARDED_BY(mu_) = 0;
+  // Messages waiting for the stream, in order. Logs count against max_buffered_log_bytes.
+  struct Outgoing {
+    farm::v1::WorkerMessage msg;
+    int64_t log_bytes = 0;
+  };
+  std::deque<Outgoing> outbox_ ABSL_GUARDED_BY(mu_);
+  int64_t outbox_log_bytes_ ABSL_GUARDED_BY(mu_) = 0;
+  absl::flat_hash_map<std::string, int64_t> dropped_lines_ ABSL_GUARDED_BY(mu_);  // by task
+  int64_t log_lines_dropped_ ABSL_GUARDED_BY(mu_) = 0;
+  // The session.
+  State state_value_ ABSL_GUARDED_BY(mu_) = State::kIdle;
+  bool connected_ ABSL_GUARDED_BY(mu_) = false;       // welcomed, stream up
+  bool session_ending_ ABSL_GUARDED_BY(mu_) = false;  // the writer must stop
+  grpc::ClientContext* session_ctx_ ABSL_GUARDED_BY(mu_) = nullptr;
+  absl::Duration heartbeat_interval_ ABSL_GUARDED_BY(mu_);
+  absl::Time next_heartbeat_ ABSL_GUARDED_BY(mu_);
+  std::string scheduler_id_ ABSL_GUARDED_BY(mu_);
+  int64_t sessions_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t failed_attempts_ ABSL_GUARDED_BY(mu_) = 0;
+  absl::Duration last_backoff_ ABSL_GUARDED_BY(mu_);
+  // Lifecycle.
+  bool started_ ABSL_GUARDED_BY(mu_) = false;
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;  // Shutdown called
+  bool draining_ ABSL_GUARDED_BY(mu_) = false;  // tasks done: close the stream once flushed
+  bool connection_done_ ABSL_GUARDED_BY(mu_) = false;
+  bool stopped_ ABSL_GUARDED_BY(mu_) = false;
+  std::thread connection_thread_;
+  std::vector<std::thread> pool_;
+};
+
+}  // namespace agent
+}  // namespace worker
+
+#endif  // FARM_WORKER_AGENT_AGENT_H_

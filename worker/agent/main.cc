@@ -1,0 +1,128 @@
+// farm-worker: runs build steps for farm-scheduler on this host. Flags and wiring only; see
+// worker/agent/agent.h.
+#include <grpc/support/log.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <iostream>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "common/flags.h"
+#include "worker/agent/agent.h"
+#include "worker/sandbox/sandbox.h"
+
+namespace {
+
+int Fail(const std::string& message, int code = 1) {
+  std::cerr << "farm-worker: " << message << std::endl;
+  return code;
+}
+
+// gRPC logs errors on its own; keep them one line and ours.
+void GrpcLog(gpr_log_func_args* args) {
+  if (args->severity < GPR_LOG_SEVERITY_ERROR) return;
+  fprintf(stderr, "farm-worker: grpc: %s\n", args->message);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  // farm-worker is also its own sandbox runner (worker/sandbox/sandbox.h): must come first.
+  sandbox::RunSandboxIfRequested(argc, argv);
+
+  worker::agent::Agent::Options o;
+  int64_t slots = std::max(1u, std::thread::hardware_concurrency());
+  int64_t pids = 0;
+  std::vector<std::string> labels;
+  common::FlagSet fs(
+      "farm-worker --scheduler HOST:PORT --cache HOST:PORT --dir DIR [--slots N] [OPTIONS]",
+      "Runs build steps for a farm-scheduler on this host. Connects out to the scheduler\n"
+      "(which never dials workers), moves layers and build contexts through farm-cache, and\n"
+      "reconnects with backoff whenever either is unreachable. Needs root. Several workers\n"
+      "may run on one host, each with its own --dir. Stop it with SIGTERM or SIGINT: running\n"
+      "steps are cancelled and reported before it exits.");
+  fs.String("scheduler", 0, &o.scheduler, "farm-scheduler's address", "HOST:PORT");
+  fs.String("cache", 0, &o.cache, "farm-cache's address", "HOST:PORT");
+  fs.String("dir", 0, &o.state_dir,
+            "State directory: layer store, cache mounts, worker id (created if missing; one "
+            "worker per directory)",
+            "DIR");
+  fs.Int("slots", 0, &slots, "Steps run at once (default: the number of CPUs)");
+  fs.Repeated("label", 0, &labels, "A label the scheduler can place by (repeatable)", "KEY=VALUE");
+  fs.Size("layer-store-max", 0, &o.layer_store_max_bytes,
+          "Unpacked layers kept, e.g. 50G (least recently used are evicted; default: no limit)");
+  fs.Size("memory-limit", 0, &o.limits.memory_bytes,
+          "Memory limit of each RUN step, e.g. 4G (cgroups; default: none)");
+  fs.Int("pids-limit", 0, &pids, "Most processes of each RUN step (cgroups; default: none)");
+  fs.String("cache-instance", 0, &o.cache_instance,
+            "Instance name for farm-cache CAS calls (the CAS is shared by all instances)", "NAME");
+  fs.String("platform", 0, &o.platform,
+            "Platform to report (default: this host's). For testing placement only: steps "
+            "still run for this host's platform alone",
+            "OS/ARCH");
+  auto positionals = fs.Parse(std::vector<std::string>(argv + 1, argv + argc));
+  if (!positionals.ok()) return Fail(std::string(positionals.status().message()), 2);
+  if (fs.help_requested()) {
+    std::cout << fs.Help();
+    return 0;
+  }
+  if (!positionals->empty()) {
+    return Fail(absl::StrCat("unexpected argument \"", (*positionals)[0], "\""), 2);
+  }
+  if (o.scheduler.empty()) return Fail("--scheduler is required", 2);
+  if (o.cache.empty()) return Fail("--cache is required", 2);
+  if (o.state_dir.empty()) return Fail("--dir is required", 2);
+  if (slots < 1 || slots > 1024) return Fail("--slots must be from 1 to 1024", 2);
+  o.slots = static_cast<int>(slots);
+  if (fs.WasSet("layer-store-max") && o.layer_store_max_bytes <= 0) {
+    return Fail("--layer-store-max must be positive", 2);
+  }
+  if (fs.WasSet("memory-limit") && o.limits.memory_bytes <= 0) {
+    return Fail("--memory-limit must be positive", 2);
+  }
+  if (fs.WasSet("pids-limit") && pids <= 0) return Fail("--pids-limit must be positive", 2);
+  o.limits.pids = pids;
+  for (const std::string& l : labels) {
+    size_t eq = l.find('=');
+    if (eq == std::string::npos || eq == 0) {
+      return Fail(absl::StrCat("--label \"", l, "\": want KEY=VALUE"), 2);
+    }
+    o.labels[l.substr(0, eq)] = l.substr(eq + 1);
+  }
+  for (const auto& [what, address] :
+       {std::pair<const char*, std::string>{"--scheduler", o.scheduler}, {"--cache", o.cache}}) {
+    auto parsed = worker::agent::ParsePeerAddress(what, address);
+    if (!parsed.ok()) return Fail(std::string(parsed.status().message()), 2);
+  }
+  if (geteuid() != 0) {
+    return Fail("must run as root (steps run in Linux namespaces on overlayfs)");
+  }
+
+  // Block the stop signals before any thread starts, so only sigwait below sees them.
+  sigset_t stop;
+  sigemptyset(&stop);
+  sigaddset(&stop, SIGINT);
+  sigaddset(&stop, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &stop, nullptr);
+  gpr_set_log_function(GrpcLog);
+
+  auto agent = worker::agent::Agent::Create(std::move(o));
+  if (!agent.ok()) return Fail(std::string(agent.status().message()));
+  (*agent)->Start();
+  int sig = 0;
+  sigwait(&stop, &sig);
+  constexpr absl::Duration kGrace = absl::Seconds(10);
+  // A step that cannot be killed (a hung mount, a stuck download) must not keep us forever.
+  std::thread watchdog([] {
+    absl::SleepFor(kGrace + absl::Seconds(20));
+    fprintf(stderr, "farm-worker: shutdown is taking too long; exiting\n");
+    _exit(1);
+  });
+  watchdog.detach();
+  std::cerr << "farm-worker: " << (sig == SIGINT ? "SIGINT" : "SIGTERM") << std::endl;
+  (*agent)->Shutdown(kGrace);
+  agent->reset();
+  return 0;
+}
