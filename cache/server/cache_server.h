@@ -60,7 +60,6 @@ struct CacheServerOptions {
   int64_t max_read_chunk = 1 << 20;
 };
 
-
 class CacheServer {
  public:
   // Binds and starts serving. FAILED_PRECONDITION with a one-line reason if the address is in
