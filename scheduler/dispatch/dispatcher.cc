@@ -85,6 +85,7 @@ struct Lease {
   // Not listed in the WorkerHello of a reconnect: valid until the worker's first heartbeat
   // (so results sent right after the hello are accepted).
   bool unconfirmed = false;
+  bool restored = false;  // read back from state_dir; its worker has not confirmed it yet
 };
 
 enum class TaskState { kQueued, kRunning, kFinished };
@@ -903,6 +904,10 @@ class Dispatcher::Impl final : public SessionHandler {
         if (lease->task != nullptr) {
           lease->renewed = now;
           lease->unconfirmed = false;
+          if (lease->restored) {
+            lease->restored = false;
+            ++counters_.adopted;
+          }
         }
         return;
       }
@@ -1261,6 +1266,7 @@ class Dispatcher::Impl final : public SessionHandler {
         lease->worker = w;
         lease->started = absl::FromUnixMicros(a.started_unix_micros());
         lease->renewed = now;  // the worker has lease_timeout to reconnect
+        lease->restored = true;
         w->leases[lease->id] = lease.get();
         task->lease = lease.get();
         task->state = TaskState::kRunning;
