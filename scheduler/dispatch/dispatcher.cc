@@ -3,6 +3,7 @@
 #include <grpcpp/impl/service_type.h>
 
 #include <algorithm>
+#include <set>
 #include <thread>
 #include <utility>
 
@@ -109,7 +110,11 @@ struct Task : QueueItem {
   Lease* lease = nullptr;
   std::vector<AttemptRecord> lost;
   std::vector<std::shared_ptr<Waiter>> waiters;
-  uint64_t held_round = 0;  // placement round in which it was held back for locality
+  // Held back for locality: out of the queue, parked on `held_for` (busy workers holding more
+  // of its parent layers) until one of them frees a slot or `hold_until` passes.
+  bool held = false;
+  absl::Time hold_until;
+  std::vector<Worker*> held_for;
   // kFinished (restored task done before its caller came back).
   absl::Status final_status;
   farm::v1::StepResult final_result;
@@ -136,6 +141,7 @@ struct Worker {
   absl::Time disconnected_at = absl::InfinitePast();
   int64_t tasks_done = 0;
   absl::flat_hash_set<std::string> cancels_sent;  // leases told to stop (this session)
+  absl::flat_hash_set<Task*> held;                // tasks waiting for a slot here (locality)
 
   bool connected() const { return stream != nullptr; }
   int free() const { return slots - static_cast<int>(leases.size()); }
@@ -432,28 +438,33 @@ class Dispatcher::Impl final : public SessionHandler {
   }
 
   void Close(uint64_t session) override ABSL_LOCKS_EXCLUDED(mu_) {
-    absl::MutexLock l(&mu_);
-    auto it = sessions_.find(session);
-    if (it == sessions_.end()) return;
-    Worker* w = it->second;
-    absl::Time now = clock_->Now();
-    DetachSession(w);
-    w->disconnected_at = now;
-    std::vector<Lease*> canceled;
-    for (const auto& [id, lease] : w->leases) {
-      if (lease->task == nullptr) {
-        canceled.push_back(lease);
-      } else {
-        lease->renewed = now;  // lost lease_timeout after the drop unless the worker returns
+    Effects fx;
+    {
+      absl::MutexLock l(&mu_);
+      auto it = sessions_.find(session);
+      if (it == sessions_.end()) return;
+      Worker* w = it->second;
+      absl::Time now = clock_->Now();
+      DetachSession(w);
+      w->disconnected_at = now;
+      std::vector<Lease*> canceled;
+      for (const auto& [id, lease] : w->leases) {
+        if (lease->task == nullptr) {
+          canceled.push_back(lease);
+        } else {
+          lease->renewed = now;  // lost lease_timeout after the drop unless the worker returns
+        }
       }
+      for (Lease* lease : canceled) ReleaseLease(lease);
+      if (!shutdown_) {
+        Event(absl::StrCat("worker ", w->id, " disconnected; ", w->leases.size(),
+                           " running tasks wait ", absl::FormatDuration(opts_.lease_timeout),
+                           " for it to come back"));
+      }
+      KickTimer(now + opts_.lease_timeout);
+      ReleaseHoldsOn(w, &fx);
     }
-    for (Lease* lease : canceled) ReleaseLease(lease);
-    if (!shutdown_) {
-      Event(absl::StrCat("worker ", w->id, " disconnected; ", w->leases.size(),
-                         " running tasks wait ", absl::FormatDuration(opts_.lease_timeout),
-                         " for it to come back"));
-    }
-    KickTimer(now + opts_.lease_timeout);
+    fx.Run();
   }
 
   // ----- introspection
@@ -635,7 +646,7 @@ class Dispatcher::Impl final : public SessionHandler {
   }
 
   int64_t QueuedLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    int64_t n = dormant_;
+    int64_t n = dormant_ + static_cast<int64_t>(holds_.size());
     for (const auto& [p, q] : queues_) n += static_cast<int64_t>(q->size());
     return n;
   }
@@ -664,7 +675,9 @@ class Dispatcher::Impl final : public SessionHandler {
   void AbandonTask(Task* t, const std::string& reason, Effects* fx)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     if (t->state == TaskState::kQueued) {
-      if (t->queued) {
+      if (t->held) {
+        Unhold(t);
+      } else if (t->queued) {
         Queue(t->platform).Remove(t);
       } else {
         --dormant_;
@@ -723,8 +736,11 @@ class Dispatcher::Impl final : public SessionHandler {
   // Hands queued tasks of `platform` to free slots (see the file comment of dispatcher.h).
   void Pump(const std::string& platform, Effects* fx) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     auto qit = queues_.find(platform);
-    if (qit == queues_.end() || qit->second->empty()) return;
+    if (qit == queues_.end()) return;
     FairQueue& q = *qit->second;
+    auto hit = held_count_.find(platform);
+    int held_here = hit == held_count_.end() ? 0 : hit->second;
+    if (q.empty() && held_here == 0) return;
     auto pit = platform_workers_.find(platform);
     if (pit == platform_workers_.end()) return;
     absl::Time now = clock_->Now();
@@ -733,28 +749,42 @@ class Dispatcher::Impl final : public SessionHandler {
       if (w->free() > 0 && Eligible(w, now)) free.push_back(w);
     }
     if (free.empty()) return;
-    uint64_t round = ++round_;
-    int holds = 0;
+    // Tasks parked for a worker that has a slot now get it first.
+    if (held_here > 0) {
+      for (size_t i = 0; i < free.size();) {
+        Worker* w = free[i];
+        while (w->free() > 0 && !w->held.empty()) {
+          Task* t = *std::min_element(w->held.begin(), w->held.end(), QueueOrder);
+          Unhold(t);
+          Dispatch(t, w, now, fx);
+        }
+        if (w->free() <= 0) {
+          free.erase(free.begin() + static_cast<std::ptrdiff_t>(i));
+        } else {
+          ++i;
+        }
+      }
+    }
     while (!free.empty()) {
-      Task* t = static_cast<Task*>(q.Next([round](const QueueItem* i) {
-        return static_cast<const Task*>(i)->held_round == round;
-      }));
+      Task* t = static_cast<Task*>(q.Next());
       if (t == nullptr) break;
       Worker* target = nullptr;
       if (!t->chain.empty()) {
-        int any_level = 0;
-        int free_level = 0;
-        target = BestHolder(t, now, &any_level, &free_level);
+        std::vector<Worker*> better;  // busy workers holding more of t's layers
+        target = BestHolder(t, now, &better);
         absl::Time hold_until = t->queued_at + opts_.locality_wait;
-        if (any_level > free_level && holds < opts_.max_locality_holds && now < hold_until) {
-          // A busy worker has more of its layers: let it wait a little for that worker.
-          t->held_round = round;
-          ++holds;
-          if (hold_until < locality_deadline_) {
-            locality_deadline_ = hold_until;
-            KickTimer(hold_until);
+        if (!better.empty() && now < hold_until &&
+            held_count_[platform] < opts_.max_locality_holds) {
+          // Wait a little for one of them, if t would be next in line there (a worker never
+          // has more tasks parked on it than slots).
+          better.erase(std::remove_if(
+                           better.begin(), better.end(),
+                           [](Worker* w) { return static_cast<int>(w->held.size()) >= w->slots; }),
+                       better.end());
+          if (!better.empty()) {
+            Hold(t, std::move(better), hold_until);
+            continue;
           }
-          continue;
         }
       }
       if (target == nullptr) {
@@ -768,21 +798,74 @@ class Dispatcher::Impl final : public SessionHandler {
     }
   }
 
+  // Within-tenant queue order (requeued, priority, arrival), for tasks parked on a worker.
+  static bool QueueOrder(const Task* a, const Task* b) {
+    if (a->front != b->front) return a->front;
+    if (a->priority != b->priority) return a->priority > b->priority;
+    return a->seq < b->seq;
+  }
+
+  void Hold(Task* t, std::vector<Worker*> on, absl::Time until) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    Queue(t->platform).Remove(t);
+    t->held = true;
+    t->hold_until = until;
+    t->held_for = std::move(on);
+    for (Worker* w : t->held_for) w->held.insert(t);
+    holds_.emplace(until, t);
+    ++held_count_[t->platform];
+    KickTimer(until);
+  }
+
+  // Ends t's hold without putting it back in the queue.
+  void Unhold(Task* t) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (!t->held) return;
+    for (Worker* w : t->held_for) w->held.erase(t);
+    holds_.erase({t->hold_until, t});
+    t->held = false;
+    t->held_for.clear();
+    --held_count_[t->platform];
+  }
+
+  // Ends t's hold and puts it back in its place in the queue.
+  void ReleaseHold(Task* t) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (!t->held) return;
+    Unhold(t);
+    Queue(t->platform).Push(t);
+  }
+
+  // `w` stops being a place to wait for (disconnected, forgotten).
+  void ReleaseHoldsOn(Worker* w, Effects* fx) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (w->held.empty()) return;
+    std::vector<Task*> tasks(w->held.begin(), w->held.end());
+    for (Task* t : tasks) {
+      t->held_for.erase(std::remove(t->held_for.begin(), t->held_for.end(), w), t->held_for.end());
+      w->held.erase(t);
+      if (t->held_for.empty()) ReleaseHold(t);
+    }
+    if (fx != nullptr) Pump(w->platform, fx);
+  }
+
   // The eligible worker with a free slot holding the longest prefix of t's parent chain
-  // (most free slots among equals); `any_level`/`free_level` get the longest prefix held by
-  // any eligible worker / by the returned one (0: none).
-  Worker* BestHolder(const Task* t, absl::Time now, int* any_level, int* free_level)
+  // (most free slots among equals; nullptr if no free worker holds any), and in `better` the
+  // eligible busy workers holding a longer prefix than that.
+  Worker* BestHolder(const Task* t, absl::Time now, std::vector<Worker*>* better)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     Worker* best = nullptr;
     for (int i = static_cast<int>(t->chain.size()) - 1; i >= 0 && best == nullptr; --i) {
       auto it = holders_.find(t->chain[i]);
       if (it == holders_.end()) continue;
+      std::vector<Worker*> busy;
       for (Worker* h : it->second) {
         if (h->platform != t->platform || !Eligible(h, now)) continue;
-        if (*any_level == 0) *any_level = i + 1;
-        if (h->free() > 0 && (best == nullptr || h->free() > best->free())) best = h;
+        if (h->free() > 0) {
+          if (best == nullptr || h->free() > best->free()) best = h;
+        } else {
+          busy.push_back(h);
+        }
       }
-      if (best != nullptr) *free_level = i + 1;
+      if (best == nullptr && better->empty()) {
+        *better = std::move(busy);  // the longest prefix held, all by busy workers
+      }
     }
     return best;
   }
@@ -930,7 +1013,9 @@ class Dispatcher::Impl final : public SessionHandler {
   // instead of starting another.
   void Adopt(Task* t, Worker* w, const farm::v1::RunningTask& r, absl::Time now)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    if (t->queued) {
+    if (t->held) {
+      Unhold(t);
+    } else if (t->queued) {
       Queue(t->platform).Remove(t);
     } else {
       --dormant_;
@@ -1083,7 +1168,8 @@ class Dispatcher::Impl final : public SessionHandler {
   }
 
   absl::Time NextDeadline() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    absl::Time d = std::min(locality_deadline_, grace_deadline_);
+    absl::Time d = grace_deadline_;
+    if (!holds_.empty()) d = std::min(d, holds_.begin()->first);
     for (const auto& [id, lease] : leases_) d = std::min(d, lease->renewed + opts_.lease_timeout);
     for (const auto& [id, w] : workers_) {
       if (!w->connected() && w->leases.empty()) {
@@ -1138,9 +1224,10 @@ class Dispatcher::Impl final : public SessionHandler {
       }
       LoseLease(lease, reason, now, fx);
     }
-    if (now >= locality_deadline_) {
-      locality_deadline_ = absl::InfiniteFuture();
-      for (const auto& [p, q] : queues_) pump.insert(p);
+    while (!holds_.empty() && holds_.begin()->first <= now) {
+      Task* t = holds_.begin()->second;
+      pump.insert(t->platform);
+      ReleaseHold(t);
     }
     if (now >= grace_deadline_) {
       grace_deadline_ = absl::InfiniteFuture();
@@ -1318,8 +1405,9 @@ class Dispatcher::Impl final : public SessionHandler {
   uint64_t next_seq_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t next_task_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t next_lease_ ABSL_GUARDED_BY(mu_) = 0;
-  uint64_t round_ ABSL_GUARDED_BY(mu_) = 0;
-  absl::Time locality_deadline_ ABSL_GUARDED_BY(mu_) = absl::InfiniteFuture();
+  // Tasks parked for locality, by the end of their wait; and how many per platform.
+  std::set<std::pair<absl::Time, Task*>> holds_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<std::string, int> held_count_ ABSL_GUARDED_BY(mu_);
   absl::Time grace_deadline_ ABSL_GUARDED_BY(mu_) = absl::InfiniteFuture();
   absl::Time timer_deadline_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
   bool timer_kick_ ABSL_GUARDED_BY(mu_) = false;

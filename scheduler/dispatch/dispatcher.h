@@ -13,9 +13,12 @@
 //   a lost lease first, then the highest priority, then first come first served.
 // - Placement: a free slot on a connected worker of the task's platform (never another
 //   platform). Among free workers the one holding the longest prefix of the task's parent
-//   layer chain (OCI chain IDs the worker reports) wins. If a busy worker holds a longer prefix
-//   the task waits for it at most `locality_wait` while other tasks take the free slots; at
-//   most `max_locality_holds` tasks are held back per placement round.
+//   layer chain (OCI chain IDs the worker reports) wins. If busy workers hold a longer prefix,
+//   the task is parked on them (delay scheduling) and takes the first slot one of them frees,
+//   for at most `locality_wait`; meanwhile other tasks take the free slots, and then it goes
+//   back to its place in the queue and to any free worker. A worker never has more tasks
+//   parked on it than it has slots, so idle workers are not left idle for tasks that could not
+//   all have had the warm one anyway.
 // - Leases: each dispatch is a lease (lease_id, attempt). A worker keeps a lease alive by
 //   listing the task in its heartbeats (Heartbeat.running) or by sending its logs or result; a
 //   lease not renewed for `lease_timeout` is lost: a silent worker loses all of its leases, a
@@ -104,8 +107,8 @@ struct Options {
   // another worker of its platform is free; 0 turns locality waiting off (free workers are
   // still ranked by locality).
   absl::Duration locality_wait = absl::Milliseconds(500);
-  // Tasks held back for locality per placement round before locality is ignored.
-  int max_locality_holds = 32;
+  // Tasks parked for locality at once, per platform (beyond: placed at once).
+  int max_locality_holds = 1000;
   // Fair-share weight per tenant (> 0); tenants not listed weigh 1.
   std::map<std::string, double> tenant_weights;
   // After a restart, how long persisted tasks wait for their build to ask for them again.

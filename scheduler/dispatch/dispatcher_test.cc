@@ -348,22 +348,57 @@ TEST_F(DispatcherTest, LocalityNeverStarvesAnIdleWorkerBeyondTheWait) {
   EXPECT_EQ(cold->NextTask().request().key(), "wants-warm");
 }
 
-TEST_F(DispatcherTest, LocalityHoldsAreBoundedPerRound) {
-  options_.max_locality_holds = 2;
+TEST_F(DispatcherTest, NoMoreTasksWaitForAWarmWorkerThanItHasSlots) {
+  Make();
+  auto warm = Connect(W("warm", 1, "", {"sha256:c1"}));
+  TaskSpec filler = Spec("filler");
+  filler.parent_chain_ids = {"sha256:c1"};
+  Start(d_.get(), filler);
+  farm::v1::Task running = warm->NextTask();
+  for (int i = 0; i < 3; ++i) {
+    TaskSpec s = Spec(absl::StrCat("wants-warm", i));
+    s.parent_chain_ids = {"sha256:c1"};
+    Start(d_.get(), s);
+  }
+  // One waits for the warm worker's single slot; the others go to idle workers at once.
+  auto cold1 = Connect(W("cold1", 1));
+  auto cold2 = Connect(W("cold2", 1));
+  std::set<std::string> cold_keys = {cold1->NextTask().request().key(),
+                                     cold2->NextTask().request().key()};
+  EXPECT_EQ(cold_keys, (std::set<std::string>{"wants-warm1", "wants-warm2"}));
+  ASSERT_TRUE(warm->Finish(running).ok());
+  EXPECT_EQ(warm->NextTask().request().key(), "wants-warm0");
+}
+
+TEST_F(DispatcherTest, LocalityWaitingCanBeTurnedOff) {
+  options_.locality_wait = absl::ZeroDuration();
   Make();
   auto warm = Connect(W("warm", 1, "", {"sha256:c1"}));
   TaskSpec filler = Spec("filler");
   filler.parent_chain_ids = {"sha256:c1"};
   Start(d_.get(), filler);
   warm->NextTask();
-  for (int i = 0; i < 3; ++i) {
-    TaskSpec s = Spec(absl::StrCat("wants-warm", i));
-    s.parent_chain_ids = {"sha256:c1"};
-    Start(d_.get(), s);
-  }
-  // Two are held back for the warm worker; the third goes to the idle cold worker at once.
   auto cold = Connect(W("cold", 1));
-  EXPECT_EQ(cold->NextTask().request().key(), "wants-warm2");
+  TaskSpec s = Spec("wants-warm");
+  s.parent_chain_ids = {"sha256:c1"};
+  Start(d_.get(), s);
+  EXPECT_EQ(cold->NextTask().request().key(), "wants-warm");
+}
+
+TEST_F(DispatcherTest, ParkedTaskReturnsWhenItsWarmWorkerLeaves) {
+  Make();
+  auto warm = Connect(W("warm", 1, "", {"sha256:c1"}));
+  TaskSpec filler = Spec("filler");
+  filler.parent_chain_ids = {"sha256:c1"};
+  Start(d_.get(), filler);
+  warm->NextTask();
+  auto cold = Connect(W("cold", 1));
+  TaskSpec s = Spec("wants-warm");
+  s.parent_chain_ids = {"sha256:c1"};
+  Start(d_.get(), s);
+  EXPECT_TRUE(cold->Idle());
+  warm->Disconnect();
+  EXPECT_EQ(cold->NextTask().request().key(), "wants-warm");
 }
 
 TEST_F(DispatcherTest, MissedHeartbeatsLoseTheLeaseAndTheTaskMovesToAnotherWorker) {

@@ -55,18 +55,12 @@ int FairQueue::Running(const std::string& tenant) const {
   return it == tenants_.end() ? 0 : it->second.running;
 }
 
-QueueItem* FairQueue::Next(absl::FunctionRef<bool(const QueueItem*)> skip) const {
+QueueItem* FairQueue::Next() const {
   const Key* best = nullptr;
   const Tenant* best_tenant = nullptr;
   double best_share = 0;
   for (const auto& [name, tenant] : tenants_) {
-    const Key* head = nullptr;
-    for (const Key& k : tenant.items) {
-      if (!skip(k.item)) {
-        head = &k;
-        break;
-      }
-    }
+    const Key* head = tenant.items.empty() ? nullptr : &*tenant.items.begin();
     if (head == nullptr) continue;
     double share = tenant.running / tenant.weight;
     bool better = best == nullptr || share < best_share;

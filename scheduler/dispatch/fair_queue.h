@@ -16,7 +16,7 @@
 //
 //   dispatch::FairQueue q(&weights);
 //   q.Push(&task);                        // task.tenant/priority/front/seq set before
-//   QueueItem* next = q.Next([](const QueueItem*) { return false; });
+//   QueueItem* next = q.Next();
 //   q.Remove(next);  q.AddRunning(next->tenant, +1);
 #ifndef FARM_SCHEDULER_DISPATCH_FAIR_QUEUE_H_
 #define FARM_SCHEDULER_DISPATCH_FAIR_QUEUE_H_
@@ -27,7 +27,6 @@
 #include <string>
 
 #include "absl/container/flat_hash_map.h"
-#include "absl/functional/function_ref.h"
 
 namespace dispatch {
 
@@ -52,9 +51,8 @@ class FairQueue {
   void AddRunning(const std::string& tenant, int delta);
   int Running(const std::string& tenant) const;
 
-  // The next item to serve, skipping items for which `skip` returns true; nullptr if none.
-  // Cost: O(tenants with queued items + skipped items).
-  QueueItem* Next(absl::FunctionRef<bool(const QueueItem*)> skip) const;
+  // The next item to serve; nullptr if none. Cost: O(tenants with queued items).
+  QueueItem* Next() const;
 
   size_t size() const { return size_; }
   bool empty() const { return size_ == 0; }
