@@ -735,6 +735,7 @@ class Dispatcher::Impl final : public SessionHandler {
 
   // Hands queued tasks of `platform` to free slots (see the file comment of dispatcher.h).
   void Pump(const std::string& platform, Effects* fx) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (shutdown_) return;
     auto qit = queues_.find(platform);
     if (qit == queues_.end()) return;
     FairQueue& q = *qit->second;
@@ -958,11 +959,11 @@ class Dispatcher::Impl final : public SessionHandler {
 
   void SendCancel(Worker* w, const std::string& task_id, const std::string& lease_id,
                   const std::string& reason, Effects* fx) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    if (canceled_leases_.size() >= kMaxCancelsRemembered) canceled_leases_.clear();
-    canceled_leases_.insert(lease_id);
     if (!w->connected()) return;
     if (w->cancels_sent.size() >= kMaxCancelsRemembered) w->cancels_sent.clear();
     if (!w->cancels_sent.insert(lease_id).second) return;
+    if (canceled_leases_.size() >= kMaxCancelsRemembered) canceled_leases_.clear();
+    canceled_leases_.insert(lease_id);
     farm::v1::SchedulerMessage m;
     m.mutable_cancel()->set_task_id(task_id);
     m.mutable_cancel()->set_lease_id(lease_id);
@@ -991,6 +992,9 @@ class Dispatcher::Impl final : public SessionHandler {
             lease->restored = false;
             ++counters_.adopted;
           }
+        } else {
+          // Canceled (perhaps while it was away): make sure it heard.
+          SendCancel(w, r.task_id(), r.lease_id(), "no build wants this step any more", fx);
         }
         return;
       }
@@ -1396,7 +1400,7 @@ class Dispatcher::Impl final : public SessionHandler {
   absl::flat_hash_map<std::string, absl::flat_hash_set<Worker*>> holders_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, std::unique_ptr<FairQueue>> queues_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<uint64_t, std::shared_ptr<Waiter>> waiters_ ABSL_GUARDED_BY(mu_);
-  // Leases told to stop (bounded): never adopted again.
+  // Leases a CancelTask was sent for (bounded): never adopted again (the run may be dying).
   absl::flat_hash_set<std::string> canceled_leases_ ABSL_GUARDED_BY(mu_);
   int64_t dormant_ ABSL_GUARDED_BY(mu_) = 0;    // queued, unclaimed (outside the queues)
   int64_t unclaimed_ ABSL_GUARDED_BY(mu_) = 0;  // restored, not asked for yet

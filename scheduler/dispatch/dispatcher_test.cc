@@ -11,6 +11,7 @@
 #include <set>
 #include <thread>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "scheduler/dispatch/testing/fake_worker.h"
 
@@ -43,6 +44,10 @@ class DispatcherTest : public ::testing::Test {
     options_.lease_timeout = absl::Seconds(30);
     options_.heartbeat_interval = absl::Seconds(5);
     options_.locality_wait = absl::Seconds(2);
+    options_.event_log = [this](absl::string_view line) {
+      absl::MutexLock l(&events_mu_);
+      events_.emplace_back(line);
+    };
   }
 
   Dispatcher* Make() {
@@ -59,13 +64,26 @@ class DispatcherTest : public ::testing::Test {
     return w;
   }
 
-  // Advances the clock and waits until the dispatcher's timer thread has looked at the new
-  // time (it parks on the clock again).
   void Advance(absl::Duration d) { clock_.Advance(d); }
+
+  // Waits until the dispatcher logged an event containing `needle` (for effects of its timer
+  // thread that no worker observes).
+  bool WaitEvent(const std::string& needle) {
+    absl::MutexLock l(&events_mu_);
+    auto seen = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(events_mu_) {
+      for (const std::string& e : events_) {
+        if (absl::StrContains(e, needle)) return true;
+      }
+      return false;
+    };
+    return events_mu_.AwaitWithTimeout(absl::Condition(&seen), kWait);
+  }
 
   SimulatedClock clock_;
   Options options_;
   std::unique_ptr<Dispatcher> d_;
+  absl::Mutex events_mu_;
+  std::vector<std::string> events_ ABSL_GUARDED_BY(events_mu_);
 };
 
 TEST_F(DispatcherTest, RunsOnAWorkerAndReturnsItsResultAndLogs) {
@@ -576,6 +594,34 @@ TEST_F(DispatcherTest, LateLogOfALostLeaseIsIgnoredAndAnsweredWithCancel) {
   ASSERT_TRUE(w2->Finish(second).ok());
   ASSERT_TRUE(o->Wait());
   EXPECT_THAT(o->Logs(), ElementsAre("real output"));
+}
+
+TEST_F(DispatcherTest, WorkerBackAfterItsLeaseWasLostIsAdoptedIfTheTaskStillWaits) {
+  Make();
+  auto w1 = Connect(W("w1"));
+  auto o = Start(d_.get(), Spec("k1"));
+  farm::v1::Task t = w1->NextTask();
+  w1->Disconnect();
+  Advance(absl::Seconds(30));  // lost; requeued, but no other worker is there
+  ASSERT_TRUE(WaitEvent("requeued"));
+  ASSERT_TRUE(w1->Connect({FakeWorker::Running(t)}).ok());  // it kept running it
+  EXPECT_TRUE(w1->Idle());                                  // no CancelTask, no second run
+  ASSERT_TRUE(w1->Finish(t).ok());
+  ASSERT_TRUE(o->Wait());
+  EXPECT_TRUE(o->result.ok()) << o->result.status();
+  EXPECT_EQ(d_->Stats().adopted, 1);
+  EXPECT_EQ(d_->Stats().dispatched, 1);
+}
+
+TEST_F(DispatcherTest, TaskCanceledWhileItsWorkerWasAwayIsCanceledWhenItReturns) {
+  Make();
+  auto w1 = Connect(W("w1"));
+  auto o = Start(d_.get(), Spec("k1"));
+  farm::v1::Task t = w1->NextTask();
+  w1->Disconnect();
+  d_->Cancel(o->ticket);
+  ASSERT_TRUE(w1->Connect({FakeWorker::Running(t)}).ok());
+  EXPECT_EQ(w1->NextCancel().lease_id(), t.lease_id());
 }
 
 TEST_F(DispatcherTest, CancelingTheLastCallerCancelsTheTaskOnItsWorker) {
