@@ -1,0 +1,364 @@
+#!/bin/bash
+# The farm across several "hosts" on one machine: every daemon and client runs in its own
+# network namespace, joined by veth pairs to a bridge in a switch namespace, with addresses of
+# a private /24 that exists only inside those namespaces (nothing is sent outside them).
+#
+#   cache 10.N.M.2    farm-cache
+#   sched 10.N.M.3    farm-scheduler (heartbeat 1s, lease timeout 6s)
+#   w1-w3 10.N.M.11-13  farm-worker, linux/amd64, one slot each
+#   w4    10.N.M.14   farm-worker announcing linux/arm64
+#   c1/c2 10.N.M.21-22  two clients (farm submit), each with its own FARM_HOME
+#
+# Checks: independent stages on different workers at once; a second client fully cached; a
+# worker with a wiped layer store still runs steps; a SIGKILLed worker's step is requeued; a
+# scheduler SIGKILLed and restarted mid-build: the build completes and the client's stream
+# resumes (the running step is adopted, not rerun); a small tenant is not stuck behind a big
+# one; the arm64 worker gets only arm64 tasks. Every namespace and process is removed on exit,
+# also after a failure.
+set -uo pipefail
+export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
+
+R="$TEST_SRCDIR/farm"
+FARM="$R/cli/farm"
+CACHE_BIN="$R/cache/server/farm-cache"
+SCHED_BIN="$R/scheduler/server/farm-scheduler"
+WORKER_BIN="$R/worker/agent/farm-worker"
+T="$TEST_TMPDIR"
+failures=0
+checks=0
+
+fail() {
+  echo "FAIL: $*" >&2
+  failures=$((failures + 1))
+}
+check() {
+  local what=$1
+  shift
+  checks=$((checks + 1))
+  if ! "$@"; then fail "$what"; else echo "ok: $what"; fi
+}
+
+[ "$(id -u)" = 0 ] || { echo "FATAL: this test needs root (network namespaces)" >&2; exit 1; }
+command -v ip >/dev/null || { echo "FATAL: ip (iproute2) is not installed" >&2; exit 1; }
+
+# Names unique to this run; a private /24 picked at random.
+P="ft$$"
+NET="10.$((RANDOM % 200 + 20)).$((RANDOM % 250 + 1))"
+SW="${P}sw"
+declare -A ADDR=([cache]=2 [sched]=3 [w1]=11 [w2]=12 [w3]=13 [w4]=14 [c1]=21 [c2]=22)
+HOSTS=(cache sched w1 w2 w3 w4 c1 c2)
+
+cleanup() {
+  for h in "${HOSTS[@]}" sw; do
+    local ns="${P}$h"
+    ip netns pids "$ns" 2>/dev/null | xargs -r kill -9 2>/dev/null
+  done
+  sleep 0.3
+  for h in "${HOSTS[@]}" sw; do ip netns del "${P}$h" 2>/dev/null; done
+  # Overlay and bind mounts the workers' sandboxes may have left under $T.
+  grep " $T/" /proc/mounts | awk '{print $2}' | sort -r | xargs -r -n1 umount -l 2>/dev/null
+  true
+}
+trap cleanup EXIT
+
+ns() { echo "${P}$1"; }
+in_ns() {
+  local h=$1
+  shift
+  ip netns exec "$(ns "$h")" "$@"
+}
+
+# --- the network -------------------------------------------------------------------------
+ip netns add "$SW" || { echo "FATAL: ip netns add failed" >&2; exit 1; }
+ip -n "$SW" link add br0 type bridge
+ip -n "$SW" link set br0 up
+ip -n "$SW" link set lo up
+for h in "${HOSTS[@]}"; do
+  ip netns add "$(ns "$h")"
+  ip -n "$SW" link add "p-$h" type veth peer name eth0 netns "$(ns "$h")"
+  ip -n "$SW" link set "p-$h" master br0 up
+  ip -n "$(ns "$h")" addr add "$NET.${ADDR[$h]}/24" dev eth0
+  ip -n "$(ns "$h")" link set eth0 up
+  ip -n "$(ns "$h")" link set lo up
+done
+
+CACHE="$NET.2:9092"
+SCHED="$NET.3:9091"
+
+# --- daemons -----------------------------------------------------------------------------
+start_cache() {
+  in_ns cache "$CACHE_BIN" --listen "$CACHE" --dir "$T/cache" >>"$T/cache.log" 2>&1 &
+}
+start_scheduler() {
+  in_ns sched "$SCHED_BIN" --listen "$SCHED" --cache "$CACHE" --dir "$T/sched" \
+    --heartbeat-interval 1 --lease-timeout 6 >>"$T/sched.log" 2>&1 &
+}
+start_worker() {
+  local w=$1
+  shift
+  in_ns "$w" "$WORKER_BIN" --scheduler "$SCHED" --cache "$CACHE" --dir "$T/$w" --slots 1 \
+    "$@" >>"$T/$w.log" 2>&1 &
+}
+kill_host() {  # kill -SIG every process of a "host" (its daemon and what it started)
+  local sig=$1 h=$2
+  ip netns pids "$(ns "$h")" | xargs -r kill "-$sig" 2>/dev/null
+  for _ in $(seq 100); do
+    [ -z "$(ip netns pids "$(ns "$h")")" ] && return 0
+    sleep 0.1
+  done
+  ip netns pids "$(ns "$h")" | xargs -r kill -9 2>/dev/null
+  sleep 0.2
+}
+farm_c() {  # farm_c CLIENT ARGS...: the farm CLI on a client host
+  local c=$1
+  shift
+  in_ns "$c" env FARM_HOME="$T/home-$c" FARM_SCHEDULER="$SCHED" "$FARM" "$@"
+}
+connected_workers() {
+  farm_c c1 workers 2>/dev/null | awk 'NR > 1' | wc -l
+}
+wait_workers() {
+  local n=$1
+  for _ in $(seq 150); do
+    [ "$(connected_workers)" -ge "$n" ] && return 0
+    sleep 0.2
+  done
+  echo "--- only $(connected_workers) workers connected; farm workers:" >&2
+  farm_c c1 workers >&2
+  return 1
+}
+worker_tasks() {  # worker_tasks HOST: tasks done by the worker labeled host=HOST
+  farm_c c1 workers --all | awk -v h="host=$1" 'NR > 1 && $0 ~ h { print $5 }' | head -1
+}
+
+start_cache
+start_scheduler
+for w in w1 w2 w3; do start_worker "$w" --label "host=$w"; done
+start_worker w4 --platform linux/arm64 --label host=w4
+wait_workers 4 || { tail -20 "$T"/*.log >&2; echo "FATAL: the farm did not come up" >&2; exit 1; }
+echo "farm up: 4 workers on $NET.0/24"
+
+# --- the build ---------------------------------------------------------------------------
+mkdir -p "$T/ctx"
+cp /bin/busybox "$T/ctx/busybox"
+echo "hello from the farm" >"$T/ctx/msg.txt"
+# `where`: the worker's address (RUN uses the worker host's network).
+cat >"$T/ctx/Dockerfile" <<'EOF'
+FROM scratch AS base
+COPY busybox /bin/busybox
+RUN ["/bin/busybox", "--install", "-s", "/bin"]
+ARG BASE_NONCE
+RUN echo "base $BASE_NONCE" > /base.txt && mkdir -p /usr/local/bin && \
+    printf '#!/bin/sh\nip -4 addr show eth0 | grep -o "inet [0-9.]*" | cut -d" " -f2\n' \
+      > /usr/local/bin/where && chmod +x /usr/local/bin/where
+
+FROM base AS a
+ARG NONCE
+RUN echo "stage a $NONCE on $(where) from $(cut -d' ' -f1 /proc/uptime)"; sleep 3; \
+    echo "stage a until $(cut -d' ' -f1 /proc/uptime)"; echo a > /a.txt
+
+FROM base AS b
+ARG NONCE
+RUN echo "stage b $NONCE on $(where) from $(cut -d' ' -f1 /proc/uptime)"; sleep 3; \
+    echo "stage b until $(cut -d' ' -f1 /proc/uptime)"; echo b > /b.txt
+
+FROM base AS c
+ARG NONCE
+RUN echo "stage c $NONCE on $(where) from $(cut -d' ' -f1 /proc/uptime)"; sleep 3; \
+    echo "stage c until $(cut -d' ' -f1 /proc/uptime)"; echo c > /c.txt
+
+FROM base AS slow
+ARG NONCE
+RUN echo "slow $NONCE on $(where)"; sleep 8; echo "slow $NONCE done"
+
+FROM base AS sleeper
+ARG NONCE
+RUN echo "sleeper $NONCE on $(where)"; sleep 3
+
+FROM base AS final
+COPY --from=a /a.txt /
+COPY --from=b /b.txt /
+COPY --from=c /c.txt /
+COPY msg.txt /
+CMD ["cat", "/msg.txt"]
+EOF
+
+# submit CLIENT NAME ARGS...: farm submit with plain progress into $T/NAME.log.
+submit() {
+  local c=$1 name=$2
+  shift 2
+  SOURCE_DATE_EPOCH=0 farm_c "$c" submit --progress=plain --build-arg BASE_NONCE=$$ "$@" \
+    "$T/ctx" >"$T/$name.out" 2>"$T/$name.log"
+}
+show() { echo "--- $1:" >&2; tail -30 "$T/$1.log" >&2; }
+
+# 1. Independent stages run on different workers at the same time.
+if submit c1 first --build-arg NONCE=one --iidfile "$T/first.iid" -t farm-test:1 \
+  --target final; then
+  check "the multi-stage build succeeded" true
+else
+  show first
+  check "the multi-stage build succeeded" false
+fi
+addrs=$(grep -oE 'stage [abc] one on [0-9.]+' "$T/first.log" | awk '{print $5}' | sort -u |
+  wc -l)
+check "stages a, b and c ran on 3 different workers (saw $addrs)" [ "$addrs" -eq 3 ]
+overlap=$(python3 - "$T/first.log" <<'PY'
+import re, sys
+t = open(sys.argv[1]).read()
+start = {m[0]: float(m[1]) for m in re.findall(r"stage ([abc]) one on \S+ from ([0-9.]+)", t)}
+end = {m[0]: float(m[1]) for m in re.findall(r"stage ([abc]) until ([0-9.]+)", t)}
+if len(start) != 3 or len(end) != 3:
+    print(0); sys.exit()
+print(1 if max(start.values()) < min(end.values()) else 0)
+PY
+)
+check "the three stages' RUN intervals overlap" [ "$overlap" = 1 ]
+
+# 2. A second client, same Dockerfile and context: fully cached, same image.
+if submit c2 second --build-arg NONCE=one --iidfile "$T/second.iid" --target final; then
+  check "the second client's build succeeded" true
+else
+  show second
+  check "the second client's build succeeded" false
+fi
+cached=$(grep -c '^#[0-9]* CACHED$' "$T/second.log")
+ran=$(grep -cE 'stage [abc] one on' "$T/second.log")
+check "the second build is fully cached ($cached steps cached, $ran stage steps ran)" \
+  [ "$cached" -ge 8 -a "$ran" -eq 0 ]
+check "both clients got the same image" cmp -s "$T/first.iid" "$T/second.iid"
+check "the second client uploaded nothing new" grep -q "uploaded 0 of" "$T/second.log"
+
+# 3. A worker whose layer store was wiped still runs steps (fetching layers from the cache).
+kill_host TERM w1
+kill_host TERM w2
+kill_host TERM w3
+rm -rf "$T/w1"
+start_worker w1 --label host=w1
+wait_workers 2  # w1 and w4
+if submit c1 wiped --build-arg NONCE=two --target a; then
+  check "a build on the wiped worker succeeded" true
+else
+  show wiped
+  check "a build on the wiped worker succeeded" false
+fi
+check "the step ran on the wiped worker w1" grep -q "stage a two on $NET.11" "$T/wiped.log"
+start_worker w2 --label host=w2
+start_worker w3 --label host=w3
+wait_workers 4
+
+# 4. SIGKILL the worker running a step: the step is requeued on another worker.
+submit c1 killed --build-arg NONCE=three --target slow &
+submit_pid=$!
+victim=""
+for _ in $(seq 200); do
+  victim=$(grep -oE "slow three on [0-9.]+" "$T/killed.log" 2>/dev/null | head -1 |
+    awk '{print $4}')
+  [ -n "$victim" ] && break
+  sleep 0.1
+done
+victim_host=""
+for h in w1 w2 w3; do [ "$victim" = "$NET.${ADDR[$h]}" ] && victim_host=$h; done
+if [ -n "$victim_host" ]; then
+  kill_host KILL "$victim_host"
+  echo "killed $victim_host mid-step"
+fi
+wait "$submit_pid"
+rc=$?
+[ $rc -eq 0 ] || show killed
+check "the step started on a worker we could kill (${victim:-none})" [ -n "$victim_host" ]
+check "the build whose worker was killed succeeded" [ $rc -eq 0 ]
+runs=$(grep -oE "slow three on [0-9.]+" "$T/killed.log" | awk '{print $4}' | sort -u | wc -l)
+check "the step ran again on another worker ($runs workers)" [ "$runs" -eq 2 ]
+check "the step finished" grep -q "slow three done" "$T/killed.log"
+[ -n "$victim_host" ] && start_worker "$victim_host" --label "host=$victim_host"
+wait_workers 4
+
+w4_before=$(worker_tasks w4)
+check "the linux/arm64 worker got no amd64 task so far (${w4_before:-?})" [ "${w4_before:-x}" = 0 ]
+
+# 5. Restart the scheduler (SIGKILL) mid-build: the build completes, the stream resumes, the
+#    running step is adopted from its worker rather than run again.
+submit c1 restarted --build-arg NONCE=four --target slow &
+submit_pid=$!
+for _ in $(seq 200); do
+  grep -q "slow four on" "$T/restarted.log" 2>/dev/null && break
+  sleep 0.1
+done
+kill_host KILL sched
+sleep 1
+start_scheduler
+wait "$submit_pid"
+rc=$?
+[ $rc -eq 0 ] || { show restarted; tail -20 "$T/sched.log" >&2; }
+check "the build survived the scheduler restart" [ $rc -eq 0 ]
+check "the client's stream reattached" grep -q "reattaching" "$T/restarted.log"
+check "the client saw the step finish" grep -q "slow four done" "$T/restarted.log"
+check "the running step was adopted, not run again" \
+  [ "$(grep -c 'slow four on' "$T/restarted.log")" -eq 1 ]
+wait_workers 4
+
+# 6. Two tenants at once: the small tenant's one build is not stuck behind the big one's nine.
+start_ts=$(date +%s.%N)
+pids=()
+for i in $(seq 9); do
+  (submit c1 "big$i" --tenant big --build-arg NONCE="big$i" --target sleeper &&
+    date +%s.%N >"$T/big$i.done") &
+  pids+=($!)
+done
+sleep 0.5
+(submit c2 small --tenant small --build-arg NONCE=small --target sleeper &&
+  date +%s.%N >"$T/small.done") &
+pids+=($!)
+wait "${pids[@]}"  # not a bare `wait`: the daemons are this shell's children too
+all_done=1
+for f in small $(seq -f 'big%g' 9); do [ -s "$T/$f.done" ] || { all_done=0; show "$f"; }; done
+check "all ten tenant builds succeeded" [ $all_done = 1 ]
+if [ $all_done = 1 ]; then
+  later=0
+  for i in $(seq 9); do
+    if python3 -c "import sys; sys.exit(0 if float('$(cat "$T/big$i.done")') > float('$(cat "$T/small.done")') else 1)"; then
+      later=$((later + 1))
+    fi
+  done
+  small_s=$(python3 -c "print(round($(cat "$T/small.done") - $start_ts, 1))")
+  echo "small tenant's build took ${small_s}s; $later of big's 9 finished after it"
+  # FIFO would finish it last (after ~12 s, behind 3 waves of 3 x 3 s); fair share gives it the
+  # first free slot.
+  check "the small tenant's build finished before most of the big tenant's ($later of 9 later)" \
+    [ "$later" -ge 4 ]
+fi
+
+# 7. The arm64 worker never got an amd64 task; an arm64 build goes to it alone.
+w4_before=$(worker_tasks w4)
+check "the linux/arm64 worker got no amd64 task since the restart (${w4_before:-?})" \
+  [ "${w4_before:-x}" = 0 ]
+mkdir -p "$T/armctx"
+echo data >"$T/armctx/file"
+printf 'FROM scratch\nCOPY file /file\n' >"$T/armctx/Dockerfile"
+if SOURCE_DATE_EPOCH=0 farm_c c1 submit --progress=plain --platform linux/arm64 "$T/armctx" \
+  >"$T/arm.out" 2>"$T/arm.log"; then
+  check "a linux/arm64 build succeeded" true
+else
+  show arm
+  check "a linux/arm64 build succeeded" false
+fi
+check "the linux/arm64 build ran on the arm64 worker" [ "$(worker_tasks w4)" = 1 ]
+
+# 8. Clear errors: an unreachable scheduler, a Dockerfile syntax error (with its position).
+in_ns c1 env FARM_HOME="$T/home-c1" timeout 60 "$FARM" submit --scheduler "$NET.99:9091" \
+  "$T/ctx" >"$T/unreach.out" 2>&1
+check "an unreachable scheduler is a clear error" \
+  grep -q "cannot reach farm-scheduler at $NET.99:9091" "$T/unreach.out"
+mkdir -p "$T/badctx"
+printf 'FROM scratch\nFROB x\n' >"$T/badctx/Dockerfile"
+farm_c c1 submit --progress=plain "$T/badctx" >"$T/bad.out" 2>&1
+check "a syntax error names its line" grep -q "Dockerfile:2" "$T/bad.out"
+check "farm builds --scheduler lists the builds" \
+  sh -c "ip netns exec $(ns c1) $FARM builds --scheduler $SCHED | grep -q farm-test:1"
+
+echo "$checks checks, $failures failed"
+[ "$failures" -eq 0 ] || {
+  for l in sched w1 w2 w3 w4 cache; do echo "--- $l.log (end)" >&2; tail -15 "$T/$l.log" >&2; done
+  exit 1
+}
