@@ -298,6 +298,35 @@ check "the running step was adopted, not run again" \
   [ "$(grep -c 'slow four on' "$T/restarted.log")" -eq 1 ]
 wait_workers 4
 
+# 5b. farm cancel: the build ends CANCELED and its running step is killed on its worker.
+build_id=$(SOURCE_DATE_EPOCH=0 farm_c c1 submit -d --build-arg BASE_NONCE=$$ \
+  --build-arg NONCE=five --target slow "$T/ctx" 2>"$T/cancel.err")
+check "farm submit --detach printed a build id (${build_id:-none})" [ -n "$build_id" ]
+runner=""
+for _ in $(seq 200); do
+  runner=$(farm_c c1 logs "$build_id" 2>/dev/null | grep -oE "slow five on [0-9.]+" | head -1 |
+    awk '{print $4}')
+  [ -n "$runner" ] && break
+  sleep 0.1
+done
+runner_host=""
+for h in w1 w2 w3; do [ "$runner" = "$NET.${ADDR[$h]}" ] && runner_host=$h; done
+check "the step to cancel started (on ${runner:-nothing})" [ -n "$runner_host" ]
+sleeping() { ip netns pids "$(ns "$1")" | xargs -r ps -o args= -p 2>/dev/null | grep -c '^sleep 8'; }
+check "its sleep runs on $runner_host" [ "$(sleeping "${runner_host:-w1}")" -ge 1 ]
+farm_c c1 cancel "$build_id" >"$T/cancel.out" 2>&1
+check "farm cancel answered" grep -q "$build_id" "$T/cancel.out"
+farm_c c1 logs -f "$build_id" >"$T/canceled.log" 2>&1
+gone=0
+for _ in $(seq 50); do
+  [ "$(sleeping "${runner_host:-w1}")" -eq 0 ] && { gone=1; break; }
+  sleep 0.1
+done
+check "the canceled step's processes were killed on its worker within 5 s" [ "$gone" = 1 ]
+check "the canceled step never finished" sh -c "! grep -q 'slow five done' '$T/canceled.log'"
+check "the build is listed as canceled" sh -c \
+  "ip netns exec $(ns c1) $FARM builds --scheduler $SCHED | grep '$build_id' | grep -qi cancel"
+
 # 6. Two tenants at once: the small tenant's one build is not stuck behind the big one's nine.
 start_ts=$(date +%s.%N)
 pids=()
