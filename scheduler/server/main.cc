@@ -74,7 +74,13 @@ class CacheWatch {
     bool up = true;
     bool first = true;
     while (!stop_.HasBeenNotified()) {
-      bool now = channel_->WaitForConnected(absl::ToChronoTime(absl::Now() + absl::Seconds(5)));
+      // Up to 5 s to connect, in short waits so that shutdown is not held up.
+      bool now = false;
+      absl::Time deadline = absl::Now() + absl::Seconds(5);
+      while (!now && !stop_.HasBeenNotified() && absl::Now() < deadline) {
+        now = channel_->WaitForConnected(absl::ToChronoTime(absl::Now() + absl::Milliseconds(200)));
+      }
+      if (stop_.HasBeenNotified()) break;
       if (now != up || (first && !now)) {
         LogLine(now ? absl::StrCat("farm-cache at ", address_, " is reachable")
                     : absl::StrCat("farm-cache at ", address_,
