@@ -12,7 +12,7 @@ packages=(
   libzstd-dev zlib1g-dev libdeflate-dev libisal-dev libgtest-dev libgmock-dev libbenchmark-dev
   libcap-dev
   # run and test: sandbox, base images, registries, reference tools
-  iproute2 busybox-static debootstrap docker-registry apache2-utils skopeo umoci
+  iproute2 procps busybox-static debootstrap docker-registry apache2-utils skopeo umoci
   oci-image-tool buildah hyperfine bc curl ca-certificates git tar gzip zstd xz-utils bzip2 pigz
 )
 
