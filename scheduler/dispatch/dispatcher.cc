@@ -1101,6 +1101,17 @@ class Dispatcher::Impl final : public SessionHandler {
     Lease* lease = CurrentLease(w, res.task_id(), res.lease_id(), fx);
     if (lease == nullptr) return;
     Task* t = lease->task;
+    if (t != nullptr && res.status_code() == static_cast<int>(absl::StatusCode::kCancelled)) {
+      // The worker stopped a step nobody asked it to stop (it is shutting down): not the
+      // step's outcome. The lease is lost and the task runs elsewhere (an attempt, so that a
+      // worker stopping every run cannot loop forever).
+      LoseLease(lease,
+                absl::StrCat("worker ", w->id, " stopped it: ",
+                             res.status_message().empty() ? "cancelled" : res.status_message()),
+                now, fx);
+      Pump(w->platform, fx);
+      return;
+    }
     ReleaseLease(lease);
     ++w->tasks_done;
     if (t != nullptr) {

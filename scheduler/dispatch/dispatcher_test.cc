@@ -446,6 +446,43 @@ TEST_F(DispatcherTest, MissedHeartbeatsLoseTheLeaseAndTheTaskMovesToAnotherWorke
   EXPECT_EQ(d_->Stats().requeued, 1);
 }
 
+TEST_F(DispatcherTest, AStepTheWorkerCancelsOnItsOwnRunsElsewhere) {
+  // A worker shutting down reports its running steps CANCELLED: that is not the build's
+  // answer, the step is requeued.
+  Make();
+  auto w1 = Connect(W("w1"));
+  auto o = Start(d_.get(), Spec("k1"));
+  farm::v1::Task first = w1->NextTask();
+  auto w2 = Connect(W("w2"));
+  ASSERT_TRUE(w1->Fail(first, absl::CancelledError("worker w1 is shutting down")).ok());
+  farm::v1::Task second = w2->NextTask();
+  EXPECT_EQ(second.request().key(), "k1");
+  EXPECT_EQ(second.attempt(), 2);
+  EXPECT_FALSE(o->done.HasBeenNotified());
+  ASSERT_TRUE(w2->Finish(second, 0).ok());
+  ASSERT_TRUE(o->Wait());
+  ASSERT_TRUE(o->result.ok()) << o->result.status();
+  EXPECT_EQ(d_->Stats().requeued, 1);
+  EXPECT_TRUE(WaitEvent("worker w1 stopped it: worker w1 is shutting down"));
+}
+
+TEST_F(DispatcherTest, ACancelTheSchedulerAskedForEndsTheTask) {
+  // CANCELLED for a step the scheduler canceled is the expected confirmation: no requeue.
+  Make();
+  auto w1 = Connect(W("w1"));
+  auto o = Start(d_.get(), Spec("k1"));
+  farm::v1::Task t = w1->NextTask();
+  auto w2 = Connect(W("w2"));
+  d_->Cancel(o->ticket);
+  ASSERT_TRUE(o->Wait());
+  EXPECT_EQ(o->result.status().code(), absl::StatusCode::kCancelled);
+  farm::v1::CancelTask c = w1->NextCancel();
+  EXPECT_EQ(c.lease_id(), t.lease_id());
+  ASSERT_TRUE(w1->Fail(t, absl::CancelledError("cancelled")).ok());
+  EXPECT_TRUE(w2->Idle());
+  EXPECT_EQ(d_->Stats().requeued, 0);
+}
+
 TEST_F(DispatcherTest, HeartbeatsListingTheTaskKeepTheLease) {
   Make();
   auto w1 = Connect(W("w1"));

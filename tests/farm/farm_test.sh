@@ -327,6 +327,28 @@ check "the canceled step never finished" sh -c "! grep -q 'slow five done' '$T/c
 check "the build is listed as canceled" sh -c \
   "ip netns exec $(ns c1) $FARM builds --scheduler $SCHED | grep '$build_id' | grep -qi cancel"
 
+# 5c. A worker stopped gracefully (SIGTERM) mid-step reports the step CANCELLED: the step
+#     runs on another worker and the build succeeds.
+submit c1 stopped --build-arg NONCE=six --target slow &
+submit_pid=$!
+victim=""
+for _ in $(seq 200); do
+  victim=$(grep -oE "slow six on [0-9.]+" "$T/stopped.log" 2>/dev/null | head -1 | awk '{print $4}')
+  [ -n "$victim" ] && break
+  sleep 0.1
+done
+victim_host=""
+for h in w1 w2 w3; do [ "$victim" = "$NET.${ADDR[$h]}" ] && victim_host=$h; done
+[ -n "$victim_host" ] && kill_host TERM "$victim_host"
+wait "$submit_pid"
+rc=$?
+[ $rc -eq 0 ] || show stopped
+check "a build whose worker was stopped with SIGTERM mid-step succeeded" [ $rc -eq 0 ]
+runs=$(grep -oE "slow six on [0-9.]+" "$T/stopped.log" | awk '{print $4}' | sort -u | wc -l)
+check "the stopped worker's step ran again on another worker ($runs workers)" [ "$runs" -eq 2 ]
+[ -n "$victim_host" ] && start_worker "$victim_host" --label "host=$victim_host"
+wait_workers 4
+
 # 6. Two tenants at once: the small tenant's one build is not stuck behind the big one's nine.
 start_ts=$(date +%s.%N)
 pids=()
