@@ -1,10 +1,13 @@
 #include "cli/build_flags.h"
 
 #include <cstdlib>
+#include <iostream>
+#include <iterator>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "cli/build_outputs.h"
 #include "common/fs.h"
 #include "common/status_util.h"
 
@@ -134,6 +137,31 @@ absl::StatusOr<CheckedBuildFlags> CheckBuildFlags(const BuildFlags& f) {
     c.layer_options.set_source_date_epoch(v);
   }
   return c;
+}
+
+absl::StatusOr<BuildSource> OpenBuildSource(const std::string& context_arg, BuildInputFlags* in) {
+  BuildSource src;
+  src.context_dir = context_arg;
+  if (context_arg == "-") {
+    if (in->file == "-") {
+      return absl::InvalidArgumentError(
+          "the context and the Dockerfile cannot both come from stdin");
+    }
+    absl::StatusOr<common::TempDir> t = common::TempDir::Create("farm-context");
+    if (!t.ok()) return t.status();
+    src.tar_dir = std::make_unique<common::TempDir>(*std::move(t));
+    absl::StatusOr<int64_t> n = ExtractContextTar(0, src.tar_dir->path());
+    if (!n.ok()) return n.status();
+    src.context_dir = src.tar_dir->path();
+    if (!in->file.empty() && in->file[0] != '/') {
+      in->file = common::JoinPath(src.context_dir, in->file);
+    }
+  } else if (in->file == "-") {
+    src.stdin_dockerfile = std::string(std::istreambuf_iterator<char>(std::cin), {});
+  }
+  src.dockerfile_path =
+      in->file.empty() ? common::JoinPath(src.context_dir, "Dockerfile") : in->file;
+  return src;
 }
 
 }  // namespace cli

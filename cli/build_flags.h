@@ -4,6 +4,7 @@
 #define FARM_CLI_BUILD_FLAGS_H_
 
 #include <map>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -11,6 +12,7 @@
 #include "absl/status/statusor.h"
 #include "cli/build_inputs.h"
 #include "common/flags.h"
+#include "common/fs.h"
 #include "farm/v1/step.pb.h"
 #include "scheduler/image/reference.h"
 
@@ -48,6 +50,19 @@ struct CheckedBuildFlags {
 // Checks every shared flag (reading --secret files and variables); INVALID_ARGUMENT names the
 // flag and the value.
 absl::StatusOr<CheckedBuildFlags> CheckBuildFlags(const BuildFlags& f);
+
+// Where a build's context and Dockerfile come from: the context is PATH, or a tar of it on
+// stdin ("-"); the Dockerfile is -f (default PATH/Dockerfile), or stdin with -f -.
+struct BuildSource {
+  std::string context_dir;
+  std::unique_ptr<common::TempDir> tar_dir;     // set when the context came as a tar on stdin
+  std::string dockerfile_path;                  // meaningless when stdin_dockerfile is set
+  std::optional<std::string> stdin_dockerfile;  // the Dockerfile's text, read from stdin
+};
+
+// Extracts a context tar from stdin (a relative -f then names a file inside it) or reads a
+// Dockerfile from stdin; INVALID_ARGUMENT if both would come from stdin.
+absl::StatusOr<BuildSource> OpenBuildSource(const std::string& context_arg, BuildInputFlags* in);
 
 }  // namespace cli
 

@@ -18,6 +18,7 @@
 #include "cli/build_flags.h"
 #include "cli/build_inputs.h"
 #include "cli/build_outputs.h"
+#include "cli/build_progress.h"
 #include "cli/commands.h"
 #include "cli/image_common.h"
 #include "cli/stores.h"
@@ -76,57 +77,22 @@ class Build {
 
   int Run(const std::string& context_arg) {
     int rc = RunImpl(context_arg);
-    if (printer_) printer_->Finish();
+    progress_.Finish();
     return rc;
   }
 
  private:
-  int Fatal(const absl::Status& s) {
-    if (printer_) {
-      farm::v1::BuildEvent e;
-      e.mutable_outcome()->set_ok(false);
-      e.mutable_outcome()->set_error(std::string(s.message()));
-      printer_->OnEvent(e);
-      printer_->Finish();
-    } else {
-      std::cerr << "ERROR: " << s.message() << "\n";
-    }
-    return 1;
-  }
-
-  void Event(const farm::v1::BuildEvent& e) {
-    if (printer_) printer_->OnEvent(e);
-  }
-
-  void Vertex(int id, const std::string& name, farm::v1::VertexUpdate::State state,
-              int64_t micros = 0) {
-    farm::v1::BuildEvent e;
-    e.set_time_unix_micros(absl::ToUnixMicros(absl::Now()));
-    e.mutable_vertex()->set_id(id);
-    e.mutable_vertex()->set_name(name);
-    e.mutable_vertex()->set_state(state);
-    e.mutable_vertex()->set_duration_micros(micros);
-    Event(e);
-  }
-
-  void Log(int id, const std::string& line) {
-    farm::v1::BuildEvent e;
-    e.mutable_log()->set_id(id);
-    e.mutable_log()->set_data(line);
-    Event(e);
-  }
-
   int RunImpl(const std::string& context_arg) {
     absl::StatusOr<build::ProgressMode> mode =
         build::ParseProgressMode(f_.quiet ? "quiet" : f_.progress);
-    if (!mode.ok()) return Fatal(mode.status());
+    if (!mode.ok()) return progress_.Fatal(mode.status());
     if (f_.in.platform != "linux/amd64" && f_.in.platform != image::Platform::Host().String()) {
-      return Fatal(absl::InvalidArgumentError(
+      return progress_.Fatal(absl::InvalidArgumentError(
           absl::StrCat("--platform ", f_.in.platform, ": this machine builds ",
                        image::Platform::Host().String(), " only (no emulation is installed)")));
     }
     absl::StatusOr<CheckedBuildFlags> checked = CheckBuildFlags(f_);
-    if (!checked.ok()) return Fatal(checked.status());
+    if (!checked.ok()) return progress_.Fatal(checked.status());
     checked_ = *std::move(checked);
     const std::vector<image::Reference>& tags = checked_.tags;
     const std::map<std::string, std::string>& labels = checked_.labels;
@@ -134,7 +100,7 @@ class Build {
     std::vector<OutputSpec> outputs;
     for (const std::string& o : f_.outputs) {
       absl::StatusOr<OutputSpec> spec = ParseOutputSpec(o);
-      if (!spec.ok()) return Fatal(spec.status());
+      if (!spec.ok()) return progress_.Fatal(spec.status());
       outputs.push_back(*spec);
     }
     std::map<std::string, std::string> agents;
@@ -145,7 +111,7 @@ class Build {
       if (sock.empty()) {
         const char* env = getenv("SSH_AUTH_SOCK");
         if (env == nullptr) {
-          return Fatal(absl::InvalidArgumentError(
+          return progress_.Fatal(absl::InvalidArgumentError(
               absl::StrCat("--ssh ", s, ": no socket given and SSH_AUTH_SOCK is not set")));
         }
         sock = env;
@@ -154,42 +120,23 @@ class Build {
     }
 
     // The context: a directory, or a tar on stdin ("-").
-    std::string stdin_dockerfile;
-    const std::string* stdin_df = nullptr;
-    std::string context_dir = context_arg;
-    std::unique_ptr<common::TempDir> tar_dir;
-    if (context_arg == "-") {
-      if (f_.in.file == "-") {
-        return Fatal(absl::InvalidArgumentError(
-            "the context and the Dockerfile cannot both come from stdin"));
-      }
-      absl::StatusOr<common::TempDir> t = common::TempDir::Create("farm-context");
-      if (!t.ok()) return Fatal(t.status());
-      tar_dir = std::make_unique<common::TempDir>(*std::move(t));
-      absl::StatusOr<int64_t> n = ExtractContextTar(0, tar_dir->path());
-      if (!n.ok()) return Fatal(n.status());
-      context_dir = tar_dir->path();
-      tar_context_ = context_dir;
-      if (!f_.in.file.empty() && f_.in.file[0] != '/') {
-        f_.in.file = common::JoinPath(context_dir, f_.in.file);
-      }
-    } else if (f_.in.file == "-") {
-      stdin_dockerfile = std::string(std::istreambuf_iterator<char>(std::cin), {});
-      stdin_df = &stdin_dockerfile;
-    }
-    std::string dockerfile_path =
-        f_.in.file.empty() ? common::JoinPath(context_dir, "Dockerfile") : f_.in.file;
+    absl::StatusOr<BuildSource> source = OpenBuildSource(context_arg, &f_.in);
+    if (!source.ok()) return progress_.Fatal(source.status());
+    const std::string& context_dir = source->context_dir;
+    if (source->tar_dir) tar_context_ = context_dir;
+    const std::string* stdin_df = source->stdin_dockerfile ? &*source->stdin_dockerfile : nullptr;
+    const std::string& dockerfile_path = source->dockerfile_path;
     std::string dockerfile_text = stdin_df != nullptr ? *stdin_df : "";
     if (stdin_df == nullptr) {
       absl::StatusOr<std::string> text = common::ReadFile(dockerfile_path);
       if (text.ok()) dockerfile_text = *text;
     }
-    printer_ = build::ProgressPrinter::Create(*mode, 2, dockerfile_text,
-                                              stdin_df ? "<stdin>" : dockerfile_path);
+    progress_.Start(build::ProgressPrinter::Create(*mode, 2, dockerfile_text,
+                                                   stdin_df ? "<stdin>" : dockerfile_path));
 
     // Stores (waits for another farm process using the same home).
     absl::StatusOr<LocalStores> stores = OpenLocalStores();
-    if (!stores.ok()) return Fatal(stores.status());
+    if (!stores.ok()) return progress_.Fatal(stores.status());
     stores_ = &*stores;
 
     // Cancellation.
@@ -238,7 +185,7 @@ class Build {
     record.set_target(f_.in.target);
     absl::StatusOr<std::unique_ptr<build::FileBuildRecords>> records =
         build::FileBuildRecords::Create(common::JoinPath(st.home, "builds"));
-    if (!records.ok()) return Fatal(records.status());
+    if (!records.ok()) return progress_.Fatal(records.status());
 
     farm::v1::LayerOptions layer_options = checked_.layer_options;
     std::optional<int64_t> epoch = checked_.source_date_epoch;
@@ -246,8 +193,8 @@ class Build {
     int next_vertex = 1;
     int v_def = next_vertex++;
     int64_t t0 = absl::ToUnixMicros(absl::Now());
-    Vertex(v_def, "[internal] load build definition from " + Basename(dockerfile_path),
-           farm::v1::VertexUpdate::STARTED);
+    progress_.Vertex(v_def, "[internal] load build definition from " + Basename(dockerfile_path),
+                     farm::v1::VertexUpdate::STARTED);
 
     // Base images: resolved (pulled when needed) during planning, each shown as a vertex.
     image::StoreResolverOptions ro;
@@ -259,11 +206,11 @@ class Build {
       // One line per change of a layer's status, not per byte.
       if (v_meta == 0 || pull_status[p.id] == p.status) return;
       pull_status[p.id] = p.status;
-      Log(v_meta, absl::StrCat(p.id, ": ", p.status));
+      progress_.Log(v_meta, absl::StrCat(p.id, ": ", p.status));
     };
     absl::StatusOr<std::shared_ptr<image::StoreResolver>> store_resolver =
         image::StoreResolver::Create(st.blobs, st.images, ro);
-    if (!store_resolver.ok()) return Fatal(store_resolver.status());
+    if (!store_resolver.ok()) return progress_.Fatal(store_resolver.status());
     VertexResolver resolver(this, store_resolver->get(), &next_vertex, &v_meta);
 
     f_.in.network = f_.network;
@@ -284,25 +231,26 @@ class Build {
       e.mutable_vertex()->set_id(v_def);
       e.mutable_vertex()->set_state(farm::v1::VertexUpdate::FAILED);
       e.mutable_vertex()->set_error(std::string(prepared.status().message()));
-      Event(e);
+      progress_.Event(e);
       return Finish(&record, **records, prepared.status());
     }
-    Vertex(v_def, "", farm::v1::VertexUpdate::DONE, absl::ToUnixMicros(absl::Now()) - t0);
+    progress_.Vertex(v_def, "", farm::v1::VertexUpdate::DONE, absl::ToUnixMicros(absl::Now()) - t0);
     timer_.Mark("parse, hash the context, resolve bases, plan");
     for (const std::string& w : prepared->plan.warnings) {
       farm::v1::BuildEvent e;
       e.set_warning(w);
-      Event(e);
+      progress_.Event(e);
     }
 
     // The context: the in-process worker reads it where it is (an overlay on the CAS serves
     // the snapshot's files from disk, checked against their digests), nothing is copied.
     int v_ctx = next_vertex++;
-    Vertex(v_ctx, "[internal] load build context", farm::v1::VertexUpdate::STARTED);
-    Log(v_ctx, absl::StrCat("context: ", prepared->context->file_count(), " files, ",
-                            common::HumanSize(prepared->context->total_bytes()), ", ",
-                            prepared->context->files_hashed(), " read (the others unchanged)"));
-    Vertex(v_ctx, "", farm::v1::VertexUpdate::DONE, 0);
+    progress_.Vertex(v_ctx, "[internal] load build context", farm::v1::VertexUpdate::STARTED);
+    progress_.Log(v_ctx,
+                  absl::StrCat("context: ", prepared->context->file_count(), " files, ",
+                               common::HumanSize(prepared->context->total_bytes()), ", ",
+                               prepared->context->files_hashed(), " read (the others unchanged)"));
+    progress_.Vertex(v_ctx, "", farm::v1::VertexUpdate::DONE, 0);
     std::shared_ptr<cache::BlobStore> worker_cas = prepared->context->Overlay(st.blobs);
 
     // The executor (the sandbox runner is this same binary, re-executed).
@@ -330,7 +278,7 @@ class Build {
     req.labels = labels;
     req.max_parallel = static_cast<int>(f_.max_parallel);
     req.first_vertex_id = next_vertex;
-    build::EventSink sink = [this](const farm::v1::BuildEvent& e) { Event(e); };
+    build::EventSink sink = [this](const farm::v1::BuildEvent& e) { progress_.Event(e); };
     absl::StatusOr<build::BuildOutput> out = build::RunBuild(deps, req, sink, &cancel);
     if (!out.ok()) {
       return Finish(&record, **records, out.status(), &prepared->plan);
@@ -345,35 +293,35 @@ class Build {
       for (const plan::Step& step : stage.steps) v_exp += step.key.empty() ? 0 : 1;
     }
     int64_t t2 = absl::ToUnixMicros(absl::Now());
-    Vertex(v_exp, "exporting to image", farm::v1::VertexUpdate::STARTED);
+    progress_.Vertex(v_exp, "exporting to image", farm::v1::VertexUpdate::STARTED);
     absl::StatusOr<image::ImageRecord> rec =
         image::DescribeImage(*st.blobs, out->image.manifest, out->image.layers);
     absl::Status s = rec.status();
     if (s.ok()) s = st.images->Put(*rec);
     if (s.ok()) {
-      Log(v_exp, absl::StrCat("writing image ", out->image.config.digest, " done"));
+      progress_.Log(v_exp, absl::StrCat("writing image ", out->image.config.digest, " done"));
       for (const image::Reference& t : tags) {
         absl::StatusOr<std::string> prev = st.images->SetReference(t, rec->digest);
         if (!prev.ok()) {
           s = prev.status();
           break;
         }
-        Log(v_exp, absl::StrCat("naming to ", t.String(), " done"));
+        progress_.Log(v_exp, absl::StrCat("naming to ", t.String(), " done"));
       }
     }
     for (const OutputSpec& o : outputs) {
       if (!s.ok()) break;
       s = ExportImage(o, *st.blobs, *rec, tags, out->image.layers, executor->layer_store());
       if (s.ok() && o.type != "image") {
-        Log(v_exp, absl::StrCat("exporting ", o.type, " to ", o.dest, " done"));
+        progress_.Log(v_exp, absl::StrCat("exporting ", o.type, " to ", o.dest, " done"));
       }
     }
     if (s.ok() && f_.push) s = Push(*rec, tags, v_exp);
     if (!s.ok()) {
-      Vertex(v_exp, "", farm::v1::VertexUpdate::FAILED);
+      progress_.Vertex(v_exp, "", farm::v1::VertexUpdate::FAILED);
       return Finish(&record, **records, s, &prepared->plan);
     }
-    Vertex(v_exp, "", farm::v1::VertexUpdate::DONE, absl::ToUnixMicros(absl::Now()) - t2);
+    progress_.Vertex(v_exp, "", farm::v1::VertexUpdate::DONE, absl::ToUnixMicros(absl::Now()) - t2);
     timer_.Mark("store and export the image");
 
     std::vector<std::string> names;
@@ -402,7 +350,7 @@ class Build {
     for (const std::string& n : names) oc->add_tags(n);
     oc->set_steps(out->steps_total);
     oc->set_cached_steps(out->steps_cached);
-    Event(outcome);
+    progress_.Event(outcome);
     Finish(&record, **records, absl::OkStatus(), nullptr);
     timer_.Mark("write the build record");
     if (f_.quiet) std::cout << out->image.config.digest << std::endl;
@@ -419,12 +367,13 @@ class Build {
       po.progress = [this, vertex, &seen](const registry::Progress& p) {
         if (seen[p.id] == p.status) return;
         seen[p.id] = p.status;
-        Log(vertex, absl::StrCat(p.id, ": ", p.status));
+        progress_.Log(vertex, absl::StrCat(p.id, ": ", p.status));
       };
       ASSIGN_OR_RETURN(registry::PushResult r,
                        registry::PushImage(*client, *stores_->blobs, rec, t, po));
-      Log(vertex, absl::StrCat("pushing ", t.String(), ": ", r.uploaded, " uploaded, ", r.mounted,
-                               " mounted, ", r.existed, " already there, digest ", r.digest));
+      progress_.Log(vertex,
+                    absl::StrCat("pushing ", t.String(), ": ", r.uploaded, " uploaded, ", r.mounted,
+                                 " mounted, ", r.existed, " already there, digest ", r.digest));
     }
     return absl::OkStatus();
   }
@@ -446,7 +395,7 @@ class Build {
     e.mutable_outcome()->set_error(absl::IsCancelled(status)
                                        ? "canceled"
                                        : absl::StrCat("failed to build: ", status.message()));
-    Event(e);
+    progress_.Event(e);
     return 1;
   }
 
@@ -460,10 +409,12 @@ class Build {
       int id = (*next_)++;
       *current_ = id;
       int64_t t = absl::ToUnixMicros(absl::Now());
-      b_->Vertex(id, "[internal] load metadata for " + ref, farm::v1::VertexUpdate::STARTED);
+      b_->progress_.Vertex(id, "[internal] load metadata for " + ref,
+                           farm::v1::VertexUpdate::STARTED);
       absl::StatusOr<image::ResolvedImage> r = inner_->Resolve(ref, platform);
-      b_->Vertex(id, "", r.ok() ? farm::v1::VertexUpdate::DONE : farm::v1::VertexUpdate::FAILED,
-                 absl::ToUnixMicros(absl::Now()) - t);
+      b_->progress_.Vertex(id, "",
+                           r.ok() ? farm::v1::VertexUpdate::DONE : farm::v1::VertexUpdate::FAILED,
+                           absl::ToUnixMicros(absl::Now()) - t);
       *current_ = 0;
       return r;
     }
@@ -487,7 +438,7 @@ class Build {
   CheckedBuildFlags checked_;
   PhaseTimer timer_;
   std::string tar_context_;  // set when the context came as a tar on stdin
-  std::unique_ptr<build::ProgressPrinter> printer_;
+  BuildProgress progress_;
   LocalStores* stores_ = nullptr;
 };
 

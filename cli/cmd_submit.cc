@@ -21,6 +21,7 @@
 #include "cache/client/grpc_blob_store.h"
 #include "cli/build_flags.h"
 #include "cli/build_outputs.h"
+#include "cli/build_progress.h"
 #include "cli/commands.h"
 #include "cli/image_common.h"
 #include "cli/remote.h"
@@ -74,106 +75,51 @@ class Submit {
 
   int Run(const std::string& context_arg) {
     int rc = RunImpl(context_arg);
-    if (printer_) printer_->Finish();
+    progress_.Finish();
     return rc;
   }
 
  private:
-  int Fatal(const absl::Status& s) {
-    if (printer_) {
-      farm::v1::BuildEvent e;
-      e.mutable_outcome()->set_ok(false);
-      e.mutable_outcome()->set_error(std::string(s.message()));
-      printer_->OnEvent(e);
-      printer_->Finish();
-    } else {
-      std::cerr << "ERROR: " << s.message() << "\n";
-    }
-    return 1;
-  }
-
-  void Event(const farm::v1::BuildEvent& e) {
-    if (printer_) printer_->OnEvent(e);
-  }
-  void Vertex(int id, const std::string& name, farm::v1::VertexUpdate::State state,
-              int64_t micros = 0, const std::string& error = "") {
-    farm::v1::BuildEvent e;
-    e.set_time_unix_micros(absl::ToUnixMicros(absl::Now()));
-    e.mutable_vertex()->set_id(id);
-    e.mutable_vertex()->set_name(name);
-    e.mutable_vertex()->set_state(state);
-    e.mutable_vertex()->set_duration_micros(micros);
-    e.mutable_vertex()->set_error(error);
-    Event(e);
-  }
-  void Log(int id, const std::string& line) {
-    farm::v1::BuildEvent e;
-    e.mutable_log()->set_id(id);
-    e.mutable_log()->set_data(line);
-    Event(e);
-  }
-  void Warn(const std::string& w) {
-    farm::v1::BuildEvent e;
-    e.set_warning(w);
-    Event(e);
-  }
-
   int RunImpl(const std::string& context_arg) {
     absl::StatusOr<build::ProgressMode> mode =
         build::ParseProgressMode(f_.quiet ? "quiet" : f_.progress);
-    if (!mode.ok()) return Fatal(mode.status());
+    if (!mode.ok()) return progress_.Fatal(mode.status());
     absl::StatusOr<CheckedBuildFlags> checked = CheckBuildFlags(f_);
-    if (!checked.ok()) return Fatal(checked.status());
+    if (!checked.ok()) return progress_.Fatal(checked.status());
     if (f_.priority < -10 || f_.priority > 10) {
-      return Fatal(
+      return progress_.Fatal(
           absl::InvalidArgumentError(absl::StrCat("--priority ", f_.priority, ": want -10 to 10")));
     }
     absl::StatusOr<std::string> address = SchedulerAddress(f_.scheduler);
-    if (!address.ok()) return Fatal(address.status());
+    if (!address.ok()) return progress_.Fatal(address.status());
 
     // The context: a directory, or a tar on stdin ("-").
-    std::string context_dir = context_arg;
-    std::unique_ptr<common::TempDir> tar_dir;
-    std::string dockerfile_text;
-    bool stdin_dockerfile = false;
-    if (context_arg == "-") {
-      if (f_.in.file == "-") {
-        return Fatal(absl::InvalidArgumentError(
-            "the context and the Dockerfile cannot both come from stdin"));
-      }
-      absl::StatusOr<common::TempDir> t = common::TempDir::Create("farm-context");
-      if (!t.ok()) return Fatal(t.status());
-      tar_dir = std::make_unique<common::TempDir>(*std::move(t));
-      absl::StatusOr<int64_t> n = ExtractContextTar(0, tar_dir->path());
-      if (!n.ok()) return Fatal(n.status());
-      context_dir = tar_dir->path();
-      if (!f_.in.file.empty() && f_.in.file[0] != '/') {
-        f_.in.file = common::JoinPath(context_dir, f_.in.file);
-      }
-    } else if (f_.in.file == "-") {
-      dockerfile_text = std::string(std::istreambuf_iterator<char>(std::cin), {});
-      stdin_dockerfile = true;
-    }
+    absl::StatusOr<BuildSource> source = OpenBuildSource(context_arg, &f_.in);
+    if (!source.ok()) return progress_.Fatal(source.status());
+    const std::string& context_dir = source->context_dir;
+    const std::unique_ptr<common::TempDir>& tar_dir = source->tar_dir;
+    bool stdin_dockerfile = source->stdin_dockerfile.has_value();
+    std::string dockerfile_text = stdin_dockerfile ? *source->stdin_dockerfile : "";
     if (!common::PathExists(context_dir)) {
-      return Fatal(absl::InvalidArgumentError(
+      return progress_.Fatal(absl::InvalidArgumentError(
           absl::StrCat("unable to prepare context: path \"", context_dir, "\" not found")));
     }
-    std::string dockerfile_path =
-        f_.in.file.empty() ? common::JoinPath(context_dir, "Dockerfile") : f_.in.file;
+    const std::string& dockerfile_path = source->dockerfile_path;
     if (!stdin_dockerfile) {
       absl::StatusOr<std::string> text = common::ReadFile(dockerfile_path);
-      if (!text.ok()) return Fatal(common::Annotate(text.status(), "reading the Dockerfile"));
+      if (!text.ok())
+        return progress_.Fatal(common::Annotate(text.status(), "reading the Dockerfile"));
       dockerfile_text = *std::move(text);
     }
     std::string dockerfile_name = stdin_dockerfile ? "<stdin>" : dockerfile_path;
     if (tar_dir && absl::StartsWith(dockerfile_name, tar_dir->path() + "/")) {
       dockerfile_name = dockerfile_name.substr(tar_dir->path().size() + 1);
     }
-    printer_ = build::ProgressPrinter::Create(*mode, 2, dockerfile_text, dockerfile_name);
+    progress_.Start(build::ProgressPrinter::Create(*mode, 2, dockerfile_text, dockerfile_name));
 
     // The scheduler, and the cache it names (or --cache).
     absl::StatusOr<SchedulerConnection> conn = ConnectScheduler(*address);
-    if (!conn.ok()) return Fatal(conn.status());
+    if (!conn.ok()) return progress_.Fatal(conn.status());
     conn_ = &*conn;
     std::string cache_address = f_.cache;
     if (cache_address.empty()) {
@@ -182,13 +128,13 @@ class Submit {
       farm::v1::SchedulerInfo info;
       grpc::Status st = conn->stub->GetSchedulerInfo(&ctx, {}, &info);
       if (!st.ok()) {
-        return Fatal(common::Annotate(
+        return progress_.Fatal(common::Annotate(
             common::FromGrpcStatus(st),
             absl::StrCat("asking farm-scheduler at ", *address, " for its cache")));
       }
       cache_address = info.cache_address();
       if (cache_address.empty()) {
-        return Fatal(absl::FailedPreconditionError(
+        return progress_.Fatal(absl::FailedPreconditionError(
             absl::StrCat("farm-scheduler at ", *address,
                          " does not advertise a cache address; pass --cache HOST:PORT")));
       }
@@ -197,11 +143,11 @@ class Submit {
     // #1: hash the context (stat cache shared with farm build), upload what the cache lacks.
     const int v_ctx = 1;
     int64_t t0 = absl::ToUnixMicros(absl::Now());
-    Vertex(v_ctx, "[internal] load build context", farm::v1::VertexUpdate::STARTED);
+    progress_.Vertex(v_ctx, "[internal] load build context", farm::v1::VertexUpdate::STARTED);
     auto fail_ctx = [&](const absl::Status& s) {
-      Vertex(v_ctx, "", farm::v1::VertexUpdate::FAILED, absl::ToUnixMicros(absl::Now()) - t0,
-             std::string(s.message()));
-      return Fatal(s);
+      progress_.Vertex(v_ctx, "", farm::v1::VertexUpdate::FAILED,
+                       absl::ToUnixMicros(absl::Now()) - t0, std::string(s.message()));
+      return progress_.Fatal(s);
     };
     absl::StatusOr<std::vector<std::string>> ignore =
         buildctx::LoadIgnorePatterns(context_dir, stdin_dockerfile ? "" : dockerfile_path);
@@ -222,10 +168,11 @@ class Submit {
       return fail_ctx(
           common::Annotate(up.status(), absl::StrCat("uploading the context to ", cache_address)));
     }
-    Log(v_ctx, absl::StrCat("context: ", (*snap)->file_count(), " files, ",
-                            common::HumanSize((*snap)->total_bytes()), "; uploaded ",
-                            up->blobs_written, " of ", up->blobs_checked, " blobs (",
-                            common::HumanSize(up->bytes_written), ") to ", cache_address));
+    progress_.Log(v_ctx,
+                  absl::StrCat("context: ", (*snap)->file_count(), " files, ",
+                               common::HumanSize((*snap)->total_bytes()), "; uploaded ",
+                               up->blobs_written, " of ", up->blobs_checked, " blobs (",
+                               common::HumanSize(up->bytes_written), ") to ", cache_address));
 
     // Submit and follow.
     farm::v1::SubmitBuildRequest req;
@@ -262,43 +209,44 @@ class Submit {
     fo.reconnect_for = absl::Seconds(f_.reconnect_seconds);
     fo.stop = &stop;
     fo.open_first = [&](grpc::ClientContext* ctx) { return conn->stub->SubmitBuild(ctx, req); };
-    fo.on_reconnect = [this](const std::string& w) { Warn(w); };
+    fo.on_reconnect = [this](const std::string& w) { progress_.Warn(w); };
     auto on_event = [&](const farm::v1::BuildStreamEvent& e) {
       if (e.seq() == 0) {
         {
           absl::MutexLock l(&mu_);
           build_id_ = e.build_id();
         }
-        Log(v_ctx, absl::StrCat("submitted to ", *address, " as build ", e.build_id()));
-        Vertex(v_ctx, "", farm::v1::VertexUpdate::DONE, absl::ToUnixMicros(absl::Now()) - t0);
+        progress_.Log(v_ctx, absl::StrCat("submitted to ", *address, " as build ", e.build_id()));
+        progress_.Vertex(v_ctx, "", farm::v1::VertexUpdate::DONE,
+                         absl::ToUnixMicros(absl::Now()) - t0);
         if (f_.detach) stop = true;
         if (cancel_requested_) CancelOnFarm();
         return;
       }
-      if (e.has_event()) Event(e.event());
+      if (e.has_event()) progress_.Event(e.event());
     };
     absl::StatusOr<farm::v1::BuildOutcome> outcome =
         FollowBuild(*conn, &build_id, &last_seq, on_event, fo);
     StopWatchingSignals(signals);
     if (f_.detach && !build_id.empty()) {
-      if (printer_) printer_->Finish();
+      progress_.Finish();
       std::cout << build_id << std::endl;
       return 0;
     }
     if (!outcome.ok()) {
       if (absl::IsCancelled(outcome.status()) && !build_id.empty()) {
-        if (printer_) printer_->Finish();
+        progress_.Finish();
         std::cerr << "stopped following build " << build_id
                   << (cancel_requested_ ? " (cancel requested)" : " (it keeps running)")
                   << "; follow it again with: farm logs -f " << build_id << "\n";
         return 130;
       }
-      return Fatal(outcome.status());
+      return progress_.Fatal(outcome.status());
     }
     if (!outcome->ok()) return 1;
     if (!f_.iidfile.empty()) {
       absl::Status w = common::WriteFileAtomic(f_.iidfile, outcome->image_id());
-      if (!w.ok()) return Fatal(w);
+      if (!w.ok()) return progress_.Fatal(w);
     }
     if (!f_.metadata_file.empty()) {
       std::vector<std::string> names(outcome->tags().begin(), outcome->tags().end());
@@ -306,7 +254,7 @@ class Submit {
           f_.metadata_file, BuildMetadataJson(outcome->image_id(), outcome->manifest_digest(),
                                               outcome->manifest_media_type(),
                                               outcome->manifest_size(), names, build_id));
-      if (!w.ok()) return Fatal(w);
+      if (!w.ok()) return progress_.Fatal(w);
     }
     if (f_.quiet) std::cout << outcome->image_id() << std::endl;
     return 0;
@@ -363,18 +311,18 @@ class Submit {
       id = build_id_;
     }
     if (id.empty()) return;  // done when the build id arrives
-    Warn(absl::StrCat("canceling build ", id, " (Ctrl-C again to stop following it)"));
+    progress_.Warn(absl::StrCat("canceling build ", id, " (Ctrl-C again to stop following it)"));
     grpc::ClientContext ctx;
     ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(10)));
     farm::v1::CancelBuildRequest r;
     r.set_build_id(id);
     farm::v1::BuildInfo info;
     grpc::Status st = conn_->stub->CancelBuild(&ctx, r, &info);
-    if (!st.ok()) Warn(absl::StrCat("canceling build ", id, ": ", st.error_message()));
+    if (!st.ok()) progress_.Warn(absl::StrCat("canceling build ", id, ": ", st.error_message()));
   }
 
   SubmitFlags f_;
-  std::unique_ptr<build::ProgressPrinter> printer_;
+  BuildProgress progress_;
   SchedulerConnection* conn_ = nullptr;
   std::atomic<bool> cancel_requested_{false};
   absl::Mutex mu_;

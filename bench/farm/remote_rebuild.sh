@@ -21,14 +21,15 @@ for b in "$FARM" "$bin/cache/server/farm-cache" "$bin/scheduler/server/farm-sche
   [ -x "$b" ] || { echo "missing $b: bazel build -c opt //cli:farm //cache/server:farm-cache //scheduler/server:farm-scheduler //worker/agent:farm-worker" >&2; exit 2; }
 done
 work=$(mktemp -d /var/tmp/farm-remote-bench.XXXXXX)
+# shellcheck source=tests/farm/netns.sh
+source "$(dirname "$0")/../../tests/farm/netns.sh"
 P="fb$$"
-NET="10.$((RANDOM % 200 + 20)).$((RANDOM % 250 + 1))"
-declare -A ADDR=([cache]=2 [sched]=3 [w1]=11 [c1]=21 [c2]=22)
+NET=$(netns_random_net)
+declare -A NETNS_ADDR=([cache]=2 [sched]=3 [w1]=11 [c1]=21 [c2]=22)
 HOSTS=(cache sched w1 c1 c2)
+NETNS_PREFIX=$P NETNS_NET=$NET
 cleanup() {
-  for h in "${HOSTS[@]}" sw; do ip netns pids "$P$h" 2>/dev/null | xargs -r kill -9 2>/dev/null; done
-  sleep 0.3
-  for h in "${HOSTS[@]}" sw; do ip netns del "$P$h" 2>/dev/null; done
+  netns_down "${HOSTS[@]}"
   grep " $work/" /proc/mounts | awk '{print $2}' | sort -r | xargs -r -n1 umount -l 2>/dev/null
   buildah --root "$work/buildah/root" --runroot "$work/buildah/run" --storage-driver overlay \
     rmi -a -f >/dev/null 2>&1 || true
@@ -36,18 +37,7 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
-
-ip netns add "${P}sw"
-ip -n "${P}sw" link add br0 type bridge
-ip -n "${P}sw" link set br0 up
-for h in "${HOSTS[@]}"; do
-  ip netns add "$P$h"
-  ip -n "${P}sw" link add "p-$h" type veth peer name eth0 netns "$P$h"
-  ip -n "${P}sw" link set "p-$h" master br0 up
-  ip -n "$P$h" addr add "$NET.${ADDR[$h]}/24" dev eth0
-  ip -n "$P$h" link set eth0 up
-  ip -n "$P$h" link set lo up
-done
+netns_up "${HOSTS[@]}"
 CACHE="$NET.2:9092"
 SCHED="$NET.3:9091"
 # In subshells, so that this shell does not report them killed at the end.

@@ -41,20 +41,17 @@ check() {
 [ "$(id -u)" = 0 ] || { echo "FATAL: this test needs root (network namespaces)" >&2; exit 1; }
 command -v ip >/dev/null || { echo "FATAL: ip (iproute2) is not installed" >&2; exit 1; }
 
+# shellcheck source=tests/farm/netns.sh
+source "$R/tests/farm/netns.sh"
 # Names unique to this run; a private /24 picked at random.
 P="ft$$"
-NET="10.$((RANDOM % 200 + 20)).$((RANDOM % 250 + 1))"
-SW="${P}sw"
-declare -A ADDR=([cache]=2 [sched]=3 [w1]=11 [w2]=12 [w3]=13 [w4]=14 [c1]=21 [c2]=22)
+NET=$(netns_random_net)
+declare -A NETNS_ADDR=([cache]=2 [sched]=3 [w1]=11 [w2]=12 [w3]=13 [w4]=14 [c1]=21 [c2]=22)
 HOSTS=(cache sched w1 w2 w3 w4 c1 c2)
+NETNS_PREFIX=$P NETNS_NET=$NET
 
 cleanup() {
-  for h in "${HOSTS[@]}" sw; do
-    local ns="${P}$h"
-    ip netns pids "$ns" 2>/dev/null | xargs -r kill -9 2>/dev/null
-  done
-  sleep 0.3
-  for h in "${HOSTS[@]}" sw; do ip netns del "${P}$h" 2>/dev/null; done
+  netns_down "${HOSTS[@]}"
   # Overlay and bind mounts the workers' sandboxes may have left under $T.
   grep " $T/" /proc/mounts | awk '{print $2}' | sort -r | xargs -r -n1 umount -l 2>/dev/null
   true
@@ -69,18 +66,7 @@ in_ns() {
 }
 
 # --- the network -------------------------------------------------------------------------
-ip netns add "$SW" || { echo "FATAL: ip netns add failed" >&2; exit 1; }
-ip -n "$SW" link add br0 type bridge
-ip -n "$SW" link set br0 up
-ip -n "$SW" link set lo up
-for h in "${HOSTS[@]}"; do
-  ip netns add "$(ns "$h")"
-  ip -n "$SW" link add "p-$h" type veth peer name eth0 netns "$(ns "$h")"
-  ip -n "$SW" link set "p-$h" master br0 up
-  ip -n "$(ns "$h")" addr add "$NET.${ADDR[$h]}/24" dev eth0
-  ip -n "$(ns "$h")" link set eth0 up
-  ip -n "$(ns "$h")" link set lo up
-done
+netns_up "${HOSTS[@]}" || { echo "FATAL: could not make the namespaces" >&2; exit 1; }
 
 CACHE="$NET.2:9092"
 SCHED="$NET.3:9091"
@@ -126,6 +112,18 @@ wait_workers() {
   echo "--- only $(connected_workers) workers connected; farm workers:" >&2
   farm_c c1 workers >&2
   return 1
+}
+# running_on PATTERN CMD...: waits (up to 20 s) until CMD prints "PATTERN ADDRESS", a step's
+# `where`; prints the worker host (w1..w3) at that address, or nothing.
+running_on() {
+  local pattern=$1 addr="" h
+  shift
+  for _ in $(seq 200); do
+    addr=$("$@" 2>/dev/null | grep -oE "$pattern [0-9.]+" | head -1 | awk '{print $NF}')
+    [ -n "$addr" ] && break
+    sleep 0.1
+  done
+  for h in w1 w2 w3; do [ "$addr" = "$NET.${NETNS_ADDR[$h]}" ] && echo "$h"; done
 }
 worker_tasks() {  # worker_tasks HOST: tasks done by the worker labeled host=HOST
   farm_c c1 workers --all | awk -v h="host=$1" 'NR > 1 && $0 ~ h { print $5 }' | head -1
@@ -250,15 +248,7 @@ wait_workers 4
 # 4. SIGKILL the worker running a step: the step is requeued on another worker.
 submit c1 killed --build-arg NONCE=three --target slow &
 submit_pid=$!
-victim=""
-for _ in $(seq 200); do
-  victim=$(grep -oE "slow three on [0-9.]+" "$T/killed.log" 2>/dev/null | head -1 |
-    awk '{print $4}')
-  [ -n "$victim" ] && break
-  sleep 0.1
-done
-victim_host=""
-for h in w1 w2 w3; do [ "$victim" = "$NET.${ADDR[$h]}" ] && victim_host=$h; done
+victim_host=$(running_on "slow three on" cat "$T/killed.log")
 if [ -n "$victim_host" ]; then
   kill_host KILL "$victim_host"
   echo "killed $victim_host mid-step"
@@ -266,7 +256,7 @@ fi
 wait "$submit_pid"
 rc=$?
 [ $rc -eq 0 ] || show killed
-check "the step started on a worker we could kill (${victim:-none})" [ -n "$victim_host" ]
+check "the step started on a worker we could kill (${victim_host:-none})" [ -n "$victim_host" ]
 check "the build whose worker was killed succeeded" [ $rc -eq 0 ]
 runs=$(grep -oE "slow three on [0-9.]+" "$T/killed.log" | awk '{print $4}' | sort -u | wc -l)
 check "the step ran again on another worker ($runs workers)" [ "$runs" -eq 2 ]
@@ -302,16 +292,8 @@ wait_workers 4
 build_id=$(SOURCE_DATE_EPOCH=0 farm_c c1 submit -d --build-arg BASE_NONCE=$$ \
   --build-arg NONCE=five --target slow "$T/ctx" 2>"$T/cancel.err")
 check "farm submit --detach printed a build id (${build_id:-none})" [ -n "$build_id" ]
-runner=""
-for _ in $(seq 200); do
-  runner=$(farm_c c1 logs "$build_id" 2>/dev/null | grep -oE "slow five on [0-9.]+" | head -1 |
-    awk '{print $4}')
-  [ -n "$runner" ] && break
-  sleep 0.1
-done
-runner_host=""
-for h in w1 w2 w3; do [ "$runner" = "$NET.${ADDR[$h]}" ] && runner_host=$h; done
-check "the step to cancel started (on ${runner:-nothing})" [ -n "$runner_host" ]
+runner_host=$(running_on "slow five on" farm_c c1 logs "$build_id")
+check "the step to cancel started (on ${runner_host:-nothing})" [ -n "$runner_host" ]
 sleeping() { ip netns pids "$(ns "$1")" | xargs -r ps -o args= -p 2>/dev/null | grep -c '^sleep 8'; }
 check "its sleep runs on $runner_host" [ "$(sleeping "${runner_host:-w1}")" -ge 1 ]
 farm_c c1 cancel "$build_id" >"$T/cancel.out" 2>&1
@@ -331,14 +313,7 @@ check "the build is listed as canceled" sh -c \
 #     runs on another worker and the build succeeds.
 submit c1 stopped --build-arg NONCE=six --target slow &
 submit_pid=$!
-victim=""
-for _ in $(seq 200); do
-  victim=$(grep -oE "slow six on [0-9.]+" "$T/stopped.log" 2>/dev/null | head -1 | awk '{print $4}')
-  [ -n "$victim" ] && break
-  sleep 0.1
-done
-victim_host=""
-for h in w1 w2 w3; do [ "$victim" = "$NET.${ADDR[$h]}" ] && victim_host=$h; done
+victim_host=$(running_on "slow six on" cat "$T/stopped.log")
 [ -n "$victim_host" ] && kill_host TERM "$victim_host"
 wait "$submit_pid"
 rc=$?
@@ -395,6 +370,15 @@ else
   check "a linux/arm64 build succeeded" false
 fi
 check "the linux/arm64 build ran on the arm64 worker" [ "$(worker_tasks w4)" = 1 ]
+# The same build with its context as a tar on stdin, then with the Dockerfile on stdin: cached.
+check "farm submit - (a context tar on stdin)" sh -c "tar -C '$T/armctx' -c . |
+  ip netns exec $(ns c1) env FARM_HOME='$T/home-c1' SOURCE_DATE_EPOCH=0 $FARM submit -q \
+    --scheduler $SCHED --platform linux/arm64 - >'$T/stdin.out' 2>&1"
+check "farm submit -f - (the Dockerfile on stdin)" sh -c "ip netns exec $(ns c1) \
+  env FARM_HOME='$T/home-c1' SOURCE_DATE_EPOCH=0 $FARM submit -q --scheduler $SCHED \
+    --platform linux/arm64 -f - '$T/armctx' <'$T/armctx/Dockerfile' >>'$T/stdin.out' 2>&1"
+check "both gave the arm64 build's image" [ "$(sort -u "$T/stdin.out" | wc -l)" = 1 ]
+check "and ran nothing more on the arm64 worker" [ "$(worker_tasks w4)" = 1 ]
 
 # 8. Clear errors: an unreachable scheduler, a Dockerfile syntax error (with its position).
 in_ns c1 env FARM_HOME="$T/home-c1" timeout 60 "$FARM" submit --scheduler "$NET.99:9091" \
