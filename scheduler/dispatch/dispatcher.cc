@@ -142,6 +142,7 @@ struct Worker {
   int64_t tasks_done = 0;
   absl::flat_hash_set<std::string> cancels_sent;  // leases told to stop (this session)
   absl::flat_hash_set<Task*> held;                // tasks waiting for a slot here (locality)
+  bool draining = false;  // shutting down (Heartbeat.draining): no new tasks this session
 
   bool connected() const { return stream != nullptr; }
   int free() const { return slots - static_cast<int>(leases.size()); }
@@ -355,6 +356,7 @@ class Dispatcher::Impl final : public SessionHandler {
       w->stream = std::move(stream);
       w->session = session = ++next_session_;
       w->connected_at = now;
+      w->draining = false;
       w->last_seen = now;
       w->cancels_sent.clear();
       sessions_[session] = w;
@@ -730,7 +732,8 @@ class Dispatcher::Impl final : public SessionHandler {
   // ----- placement
 
   bool Eligible(const Worker* w, absl::Time now) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    return w->connected() && w->slots > 0 && now - w->last_seen < opts_.lease_timeout;
+    return w->connected() && !w->draining && w->slots > 0 &&
+           now - w->last_seen < opts_.lease_timeout;
   }
 
   // Hands queued tasks of `platform` to free slots (see the file comment of dispatcher.h).
@@ -915,11 +918,14 @@ class Dispatcher::Impl final : public SessionHandler {
     leases_.erase(lease->id);  // deletes `lease`
   }
 
-  void LoseLease(Lease* lease, const std::string& reason, absl::Time now, Effects* fx)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+  // `ended_by_worker`: the worker reported the run over itself (no CancelTask to send).
+  void LoseLease(Lease* lease, const std::string& reason, absl::Time now, Effects* fx,
+                 bool ended_by_worker = false) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     Task* t = lease->task;
     Worker* w = lease->worker;
-    if (w->connected()) SendCancel(w, lease->worker_task_id, lease->id, reason, fx);
+    if (w->connected() && !ended_by_worker) {
+      SendCancel(w, lease->worker_task_id, lease->id, reason, fx);
+    }
     if (t == nullptr) {
       ReleaseLease(lease);
       return;
@@ -1058,6 +1064,10 @@ class Dispatcher::Impl final : public SessionHandler {
 
   void OnHeartbeat(Worker* w, const farm::v1::Heartbeat& hb, absl::Time now, Effects* fx)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (hb.draining() && !w->draining) {
+      w->draining = true;
+      Event(absl::StrCat("worker ", w->id, " is shutting down: no new tasks for it"));
+    }
     absl::flat_hash_set<std::string> listed;
     for (const farm::v1::RunningTask& r : hb.running()) {
       listed.insert(r.lease_id());
@@ -1101,14 +1111,23 @@ class Dispatcher::Impl final : public SessionHandler {
     Lease* lease = CurrentLease(w, res.task_id(), res.lease_id(), fx);
     if (lease == nullptr) return;
     Task* t = lease->task;
-    if (t != nullptr && res.status_code() == static_cast<int>(absl::StatusCode::kCancelled)) {
-      // The worker stopped a step nobody asked it to stop (it is shutting down): not the
-      // step's outcome. The lease is lost and the task runs elsewhere (an attempt, so that a
-      // worker stopping every run cannot loop forever).
+    bool refused =
+        res.status_code() == static_cast<int>(absl::StatusCode::kCancelled) ||
+        (w->draining && res.status_code() == static_cast<int>(absl::StatusCode::kUnavailable));
+    if (t != nullptr && refused) {
+      // The worker stopped a step nobody asked it to stop, or (shutting down) refused one sent
+      // before it said so: not the step's outcome. The lease is lost and the task runs
+      // elsewhere (an attempt, so that a worker stopping every run cannot loop forever). A
+      // worker only stops steps on its own when it shuts down: it gets no more tasks this
+      // session, even if it did not say it drains.
+      if (!w->draining) {
+        w->draining = true;
+        Event(absl::StrCat("worker ", w->id, " stopped a step on its own: no new tasks for it"));
+      }
       LoseLease(lease,
                 absl::StrCat("worker ", w->id, " stopped it: ",
                              res.status_message().empty() ? "cancelled" : res.status_message()),
-                now, fx);
+                now, fx, /*ended_by_worker=*/true);
       Pump(w->platform, fx);
       return;
     }

@@ -466,6 +466,50 @@ TEST_F(DispatcherTest, AStepTheWorkerCancelsOnItsOwnRunsElsewhere) {
   EXPECT_TRUE(WaitEvent("worker w1 stopped it: worker w1 is shutting down"));
 }
 
+TEST_F(DispatcherTest, ADrainingWorkerGetsNoTasksAndWhatItRefusesRunsElsewhere) {
+  Make();
+  auto w1 = Connect(W("w1", 2));
+  auto a = Start(d_.get(), Spec("a"));
+  farm::v1::Task ta = w1->NextTask();
+  auto b = Start(d_.get(), Spec("b"));
+  farm::v1::Task tb = w1->NextTask();  // sent before w1 says it drains
+  auto w2 = Connect(W("w2"));
+  farm::v1::WorkerMessage m;
+  m.mutable_heartbeat()->set_draining(true);
+  *m.mutable_heartbeat()->add_running() = FakeWorker::Running(ta);
+  *m.mutable_heartbeat()->add_running() = FakeWorker::Running(tb);
+  ASSERT_TRUE(w1->Send(m).ok());
+  EXPECT_TRUE(WaitEvent("worker w1 is shutting down"));
+  // Its running step is cancelled by the worker: it goes to w2, never back to w1.
+  ASSERT_TRUE(w1->Fail(ta, absl::CancelledError("worker w1 is shutting down")).ok());
+  farm::v1::Task again = w2->NextTask();
+  EXPECT_EQ(again.request().key(), "a");
+  EXPECT_TRUE(w1->Idle());
+  // The step it refuses (UNAVAILABLE while draining) is requeued too; w2 takes it once free.
+  ASSERT_TRUE(w1->Fail(tb, absl::UnavailableError("worker w1 is shutting down")).ok());
+  EXPECT_TRUE(w1->Idle());
+  EXPECT_FALSE(b->done.HasBeenNotified());
+  ASSERT_TRUE(w2->Finish(again).ok());
+  ASSERT_TRUE(a->Wait());
+  EXPECT_TRUE(a->result.ok()) << a->result.status();
+  farm::v1::Task tb2 = w2->NextTask();
+  EXPECT_EQ(tb2.request().key(), "b");
+  ASSERT_TRUE(w2->Finish(tb2).ok());
+  ASSERT_TRUE(b->Wait());
+  EXPECT_TRUE(b->result.ok()) << b->result.status();
+  EXPECT_EQ(d_->Stats().requeued, 2);
+}
+
+TEST_F(DispatcherTest, UnavailableFromAWorkerThatIsNotDrainingIsTheStepsError) {
+  Make();
+  auto w1 = Connect(W("w1"));
+  auto o = Start(d_.get(), Spec("k1"));
+  farm::v1::Task t = w1->NextTask();
+  ASSERT_TRUE(w1->Fail(t, absl::UnavailableError("farm-cache unreachable")).ok());
+  ASSERT_TRUE(o->Wait());
+  EXPECT_EQ(o->result.status().code(), absl::StatusCode::kUnavailable);
+}
+
 TEST_F(DispatcherTest, ACancelTheSchedulerAskedForEndsTheTask) {
   // CANCELLED for a step the scheduler canceled is the expected confirmation: no requeue.
   Make();

@@ -278,6 +278,20 @@ void Agent::Shutdown(absl::Duration grace) {
       return;
     }
     state_value_ = State::kStopping;
+    if (connected_) {
+      // First tell the scheduler to send nothing more and to run elsewhere what this worker
+      // reports cancelled from here on (the stream keeps the order).
+      Outgoing o;
+      farm::v1::Heartbeat* hb = o.msg.mutable_heartbeat();
+      hb->set_draining(true);
+      for (const auto& [id, t] : tasks_) {
+        farm::v1::RunningTask* r = hb->add_running();
+        r->set_task_id(id);
+        r->set_lease_id(t->lease_id);
+        r->set_key(t->request.key());
+      }
+      outbox_.push_back(std::move(o));
+    }
     std::string reason = absl::StrCat("worker ", worker_id(), " is shutting down");
     while (!queue_.empty()) {
       std::shared_ptr<TaskState> t = queue_.front();

@@ -685,6 +685,16 @@ TEST_F(AgentTest, ShutdownCancelsRunningTasksAndReportsThem) {
   ASSERT_EQ(s.Results("r").size(), 1u);
   EXPECT_EQ(s.Results("r")[0].status_code(), static_cast<int>(absl::StatusCode::kCancelled));
   EXPECT_THAT(s.Results("r")[0].status_message(), HasSubstr("shutting down"));
+  // Before that report it said it was draining (listing the task), so the scheduler runs the
+  // step elsewhere and sends nothing more.
+  int draining = s.IndexOf([](const farm::v1::WorkerMessage& m) {
+    return m.has_heartbeat() && m.heartbeat().draining();
+  });
+  int result = s.IndexOf([](const farm::v1::WorkerMessage& m) { return m.has_result(); });
+  ASSERT_GE(draining, 0);
+  EXPECT_LT(draining, result);
+  ASSERT_EQ(s.received[draining].msg.heartbeat().running_size(), 1);
+  EXPECT_EQ(s.received[draining].msg.heartbeat().running(0).lease_id(), "lr");
   // The worker closed the stream itself, after the result.
   ASSERT_TRUE(hub_->WaitFor([](const Snapshot& s) { return !s.open[0]; }, kWait));
   EXPECT_TRUE(hub_->snapshot().closed_by_worker[0]);
