@@ -35,7 +35,7 @@ GrpcActionCache::GrpcActionCache(std::shared_ptr<grpc::ChannelInterface> channel
 
 absl::StatusOr<std::string> GrpcActionCache::Call(const std::string& method,
                                                   const std::string& request) {
-  return Retry(options_.retry, [&]() -> absl::StatusOr<std::string> {
+  return common::Retry(options_.retry, [&]() -> absl::StatusOr<std::string> {
     grpc::ClientContext ctx;
     ctx.set_deadline(std::chrono::system_clock::now() +
                      absl::ToChronoMilliseconds(options_.rpc_timeout));

@@ -17,7 +17,7 @@
 #include <string>
 
 #include "cache/action_cache.h"
-#include "cache/client/retry.h"
+#include "common/backoff.h"
 
 namespace cache {
 namespace client {
@@ -25,7 +25,7 @@ namespace client {
 class GrpcActionCache final : public ActionCache {
  public:
   struct Options {
-    RetryOptions retry;
+    common::RetryOptions retry;
     absl::Duration rpc_timeout = absl::Seconds(60);
   };
   static absl::StatusOr<std::unique_ptr<GrpcActionCache>> Create(const std::string& target,

@@ -33,7 +33,7 @@
 #include "absl/time/time.h"
 #include "build/bazel/remote/execution/v2/remote_execution.grpc.pb.h"
 #include "cache/blob_store.h"
-#include "cache/client/retry.h"
+#include "common/backoff.h"
 #include "farm/v1/cache.grpc.pb.h"
 #include "google/bytestream/bytestream.grpc.pb.h"
 
@@ -54,7 +54,7 @@ class GrpcBlobStore final : public BlobStore {
     int64_t write_chunk_size = 1 << 20;
     // Bytes a streaming writer keeps to re-send after a broken stream.
     int64_t resume_window = 16 << 20;
-    RetryOptions retry;
+    common::RetryOptions retry;
     absl::Duration rpc_timeout = absl::Seconds(60);     // each unary call
     absl::Duration stream_timeout = absl::Minutes(30);  // each ByteStream call
   };

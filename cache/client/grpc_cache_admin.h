@@ -13,7 +13,7 @@
 
 #include "absl/time/time.h"
 #include "cache/admin.h"
-#include "cache/client/retry.h"
+#include "common/backoff.h"
 #include "farm/v1/cache.grpc.pb.h"
 
 namespace cache {
@@ -22,7 +22,7 @@ namespace client {
 class GrpcCacheAdmin final : public CacheAdmin {
  public:
   struct Options {
-    RetryOptions retry;
+    common::RetryOptions retry;
     absl::Duration rpc_timeout = absl::Seconds(60);
     absl::Duration gc_timeout = absl::Minutes(30);  // a gc may evict and compact a lot
   };

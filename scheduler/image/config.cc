@@ -4,6 +4,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
 #include "nlohmann/json.hpp"
 
 namespace image {
@@ -74,25 +75,19 @@ absl::Status GetInt(const json& obj, const char* key, int64_t* out, const char* 
   return absl::OkStatus();
 }
 
-#define FARM_JSON_RETURN_IF_ERROR(expr) \
-  do {                                  \
-    absl::Status s_ = (expr);           \
-    if (!s_.ok()) return s_;            \
-  } while (0)
-
 absl::Status ParseContainerConfig(const json& c, ContainerConfig* out) {
   static const char* kWhere = "config.";
   if (!c.is_object()) return TypeError("config", "an object");
-  FARM_JSON_RETURN_IF_ERROR(GetString(c, "User", &out->user, kWhere));
-  FARM_JSON_RETURN_IF_ERROR(GetKeySet(c, "ExposedPorts", &out->exposed_ports, kWhere));
+  RETURN_IF_ERROR(GetString(c, "User", &out->user, kWhere));
+  RETURN_IF_ERROR(GetKeySet(c, "ExposedPorts", &out->exposed_ports, kWhere));
   auto env = c.find("Env");
   if (env != c.end() && !env->is_null()) {
-    FARM_JSON_RETURN_IF_ERROR(GetStringList(*env, &out->env, "config.Env"));
+    RETURN_IF_ERROR(GetStringList(*env, &out->env, "config.Env"));
   }
-  FARM_JSON_RETURN_IF_ERROR(GetOptList(c, "Entrypoint", &out->entrypoint, kWhere));
-  FARM_JSON_RETURN_IF_ERROR(GetOptList(c, "Cmd", &out->cmd, kWhere));
-  FARM_JSON_RETURN_IF_ERROR(GetKeySet(c, "Volumes", &out->volumes, kWhere));
-  FARM_JSON_RETURN_IF_ERROR(GetString(c, "WorkingDir", &out->working_dir, kWhere));
+  RETURN_IF_ERROR(GetOptList(c, "Entrypoint", &out->entrypoint, kWhere));
+  RETURN_IF_ERROR(GetOptList(c, "Cmd", &out->cmd, kWhere));
+  RETURN_IF_ERROR(GetKeySet(c, "Volumes", &out->volumes, kWhere));
+  RETURN_IF_ERROR(GetString(c, "WorkingDir", &out->working_dir, kWhere));
   auto labels = c.find("Labels");
   if (labels != c.end() && !labels->is_null()) {
     if (!labels->is_object()) return TypeError("config.Labels", "an object");
@@ -101,7 +96,7 @@ absl::Status ParseContainerConfig(const json& c, ContainerConfig* out) {
       out->labels[m.key()] = m->get_ref<const std::string&>();
     }
   }
-  FARM_JSON_RETURN_IF_ERROR(GetString(c, "StopSignal", &out->stop_signal, kWhere));
+  RETURN_IF_ERROR(GetString(c, "StopSignal", &out->stop_signal, kWhere));
   auto esc = c.find("ArgsEscaped");
   if (esc != c.end() && !esc->is_null()) {
     if (!esc->is_boolean()) return TypeError("config.ArgsEscaped", "a boolean");
@@ -113,23 +108,23 @@ absl::Status ParseContainerConfig(const json& c, ContainerConfig* out) {
     HealthConfig h;
     auto test = hc->find("Test");
     if (test != hc->end() && !test->is_null()) {
-      FARM_JSON_RETURN_IF_ERROR(GetStringList(*test, &h.test, "config.Healthcheck.Test"));
+      RETURN_IF_ERROR(GetStringList(*test, &h.test, "config.Healthcheck.Test"));
     }
     const char* w = "config.Healthcheck.";
-    FARM_JSON_RETURN_IF_ERROR(GetInt(*hc, "Interval", &h.interval_ns, w));
-    FARM_JSON_RETURN_IF_ERROR(GetInt(*hc, "Timeout", &h.timeout_ns, w));
-    FARM_JSON_RETURN_IF_ERROR(GetInt(*hc, "StartPeriod", &h.start_period_ns, w));
-    FARM_JSON_RETURN_IF_ERROR(GetInt(*hc, "StartInterval", &h.start_interval_ns, w));
+    RETURN_IF_ERROR(GetInt(*hc, "Interval", &h.interval_ns, w));
+    RETURN_IF_ERROR(GetInt(*hc, "Timeout", &h.timeout_ns, w));
+    RETURN_IF_ERROR(GetInt(*hc, "StartPeriod", &h.start_period_ns, w));
+    RETURN_IF_ERROR(GetInt(*hc, "StartInterval", &h.start_interval_ns, w));
     int64_t retries = 0;
-    FARM_JSON_RETURN_IF_ERROR(GetInt(*hc, "Retries", &retries, w));
+    RETURN_IF_ERROR(GetInt(*hc, "Retries", &retries, w));
     h.retries = static_cast<int32_t>(retries);
     out->healthcheck = std::move(h);
   }
   auto onbuild = c.find("OnBuild");
   if (onbuild != c.end() && !onbuild->is_null()) {
-    FARM_JSON_RETURN_IF_ERROR(GetStringList(*onbuild, &out->on_build, "config.OnBuild"));
+    RETURN_IF_ERROR(GetStringList(*onbuild, &out->on_build, "config.OnBuild"));
   }
-  FARM_JSON_RETURN_IF_ERROR(GetOptList(c, "Shell", &out->shell, kWhere));
+  RETURN_IF_ERROR(GetOptList(c, "Shell", &out->shell, kWhere));
   static const std::set<std::string> kKnown = {
       "User",   "ExposedPorts", "Env",         "Entrypoint",  "Cmd",     "Volumes", "WorkingDir",
       "Labels", "StopSignal",   "ArgsEscaped", "Healthcheck", "OnBuild", "Shell"};
@@ -185,22 +180,22 @@ absl::StatusOr<ImageConfig> ImageConfig::FromJson(absl::string_view text) {
   const char* w = "";
   out.architecture.clear();
   out.os.clear();
-  FARM_JSON_RETURN_IF_ERROR(GetString(j, "created", &out.created, w));
-  FARM_JSON_RETURN_IF_ERROR(GetString(j, "author", &out.author, w));
-  FARM_JSON_RETURN_IF_ERROR(GetString(j, "architecture", &out.architecture, w));
-  FARM_JSON_RETURN_IF_ERROR(GetString(j, "os", &out.os, w));
-  FARM_JSON_RETURN_IF_ERROR(GetString(j, "variant", &out.variant, w));
-  FARM_JSON_RETURN_IF_ERROR(GetString(j, "os.version", &out.os_version, w));
+  RETURN_IF_ERROR(GetString(j, "created", &out.created, w));
+  RETURN_IF_ERROR(GetString(j, "author", &out.author, w));
+  RETURN_IF_ERROR(GetString(j, "architecture", &out.architecture, w));
+  RETURN_IF_ERROR(GetString(j, "os", &out.os, w));
+  RETURN_IF_ERROR(GetString(j, "variant", &out.variant, w));
+  RETURN_IF_ERROR(GetString(j, "os.version", &out.os_version, w));
   auto cfg = j.find("config");
   if (cfg != j.end() && !cfg->is_null()) {
-    FARM_JSON_RETURN_IF_ERROR(ParseContainerConfig(*cfg, &out.config));
+    RETURN_IF_ERROR(ParseContainerConfig(*cfg, &out.config));
   }
   auto rootfs = j.find("rootfs");
   if (rootfs != j.end() && !rootfs->is_null()) {
     if (!rootfs->is_object()) return TypeError("rootfs", "an object");
     auto ids = rootfs->find("diff_ids");
     if (ids != rootfs->end() && !ids->is_null()) {
-      FARM_JSON_RETURN_IF_ERROR(GetStringList(*ids, &out.diff_ids, "rootfs.diff_ids"));
+      RETURN_IF_ERROR(GetStringList(*ids, &out.diff_ids, "rootfs.diff_ids"));
     }
   }
   auto hist = j.find("history");
@@ -210,10 +205,10 @@ absl::StatusOr<ImageConfig> ImageConfig::FromJson(absl::string_view text) {
       if (!h.is_object()) return TypeError("history[]", "an object");
       HistoryEntry e;
       const char* hw = "history[].";
-      FARM_JSON_RETURN_IF_ERROR(GetString(h, "created", &e.created, hw));
-      FARM_JSON_RETURN_IF_ERROR(GetString(h, "created_by", &e.created_by, hw));
-      FARM_JSON_RETURN_IF_ERROR(GetString(h, "author", &e.author, hw));
-      FARM_JSON_RETURN_IF_ERROR(GetString(h, "comment", &e.comment, hw));
+      RETURN_IF_ERROR(GetString(h, "created", &e.created, hw));
+      RETURN_IF_ERROR(GetString(h, "created_by", &e.created_by, hw));
+      RETURN_IF_ERROR(GetString(h, "author", &e.author, hw));
+      RETURN_IF_ERROR(GetString(h, "comment", &e.comment, hw));
       auto el = h.find("empty_layer");
       if (el != h.end() && !el->is_null()) {
         if (!el->is_boolean()) return TypeError("history[].empty_layer", "a boolean");

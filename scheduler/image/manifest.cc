@@ -8,6 +8,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "common/digest.h"
+#include "common/status_macros.h"
 #include "nlohmann/json.hpp"
 
 namespace image {
@@ -19,12 +20,6 @@ using nlohmann::json;
 absl::Status Bad(absl::string_view what, absl::string_view where, absl::string_view detail) {
   return absl::InvalidArgumentError(absl::StrCat(what, ": ", where, ": ", detail));
 }
-
-#define FARM_RETURN_IF_ERROR_(expr) \
-  do {                              \
-    absl::Status s_ = (expr);       \
-    if (!s_.ok()) return s_;        \
-  } while (0)
 
 absl::Status GetStr(const json& o, const char* key, std::string* out, absl::string_view what,
                     absl::string_view where, bool required) {
@@ -70,19 +65,19 @@ absl::Status ParsePlatform(const json& p, Platform* out, absl::string_view what,
                            absl::string_view where) {
   if (!p.is_object()) return Bad(what, where, "\"platform\" is not an object");
   std::string w = absl::StrCat(where, ".platform");
-  FARM_RETURN_IF_ERROR_(GetStr(p, "os", &out->os, what, w, false));
-  FARM_RETURN_IF_ERROR_(GetStr(p, "architecture", &out->architecture, what, w, false));
-  FARM_RETURN_IF_ERROR_(GetStr(p, "variant", &out->variant, what, w, false));
-  FARM_RETURN_IF_ERROR_(GetStr(p, "os.version", &out->os_version, what, w, false));
-  FARM_RETURN_IF_ERROR_(GetStrList(p, "os.features", &out->os_features, what, w));
+  RETURN_IF_ERROR(GetStr(p, "os", &out->os, what, w, false));
+  RETURN_IF_ERROR(GetStr(p, "architecture", &out->architecture, what, w, false));
+  RETURN_IF_ERROR(GetStr(p, "variant", &out->variant, what, w, false));
+  RETURN_IF_ERROR(GetStr(p, "os.version", &out->os_version, what, w, false));
+  RETURN_IF_ERROR(GetStrList(p, "os.features", &out->os_features, what, w));
   return absl::OkStatus();
 }
 
 absl::Status ParseDescriptor(const json& d, Descriptor* out, absl::string_view what,
                              absl::string_view where) {
   if (!d.is_object()) return Bad(what, where, "not an object");
-  FARM_RETURN_IF_ERROR_(GetStr(d, "mediaType", &out->media_type, what, where, true));
-  FARM_RETURN_IF_ERROR_(GetStr(d, "digest", &out->digest, what, where, true));
+  RETURN_IF_ERROR(GetStr(d, "mediaType", &out->media_type, what, where, true));
+  RETURN_IF_ERROR(GetStr(d, "digest", &out->digest, what, where, true));
   if (!absl::StartsWith(out->digest, "sha256:") ||
       !common::IsValidSha256Hex(absl::string_view(out->digest).substr(7))) {
     return Bad(
@@ -95,13 +90,13 @@ absl::Status ParseDescriptor(const json& d, Descriptor* out, absl::string_view w
     return Bad(what, where, "\"size\" must be a non-negative integer");
   }
   out->size = size->get<int64_t>();
-  FARM_RETURN_IF_ERROR_(GetStrList(d, "urls", &out->urls, what, where));
-  FARM_RETURN_IF_ERROR_(GetStrMap(d, "annotations", &out->annotations, what, where));
-  FARM_RETURN_IF_ERROR_(GetStr(d, "artifactType", &out->artifact_type, what, where, false));
+  RETURN_IF_ERROR(GetStrList(d, "urls", &out->urls, what, where));
+  RETURN_IF_ERROR(GetStrMap(d, "annotations", &out->annotations, what, where));
+  RETURN_IF_ERROR(GetStr(d, "artifactType", &out->artifact_type, what, where, false));
   auto p = d.find("platform");
   if (p != d.end() && !p->is_null()) {
     Platform platform;
-    FARM_RETURN_IF_ERROR_(ParsePlatform(*p, &platform, what, where));
+    RETURN_IF_ERROR(ParsePlatform(*p, &platform, what, where));
     out->platform = std::move(platform);
   }
   return absl::OkStatus();
@@ -301,7 +296,7 @@ absl::StatusOr<Manifest> Manifest::Parse(absl::string_view text, absl::string_vi
   const json& j = *parsed;
   absl::StatusOr<std::string> type = SniffManifestMediaType(text, content_type);
   if (!type.ok()) return type.status();
-  FARM_RETURN_IF_ERROR_(CheckSchemaVersion(j, what));
+  RETURN_IF_ERROR(CheckSchemaVersion(j, what));
   Manifest m;
   m.media_type = *type;
   if (!IsManifestMediaType(m.media_type)) {
@@ -315,23 +310,22 @@ absl::StatusOr<Manifest> Manifest::Parse(absl::string_view text, absl::string_vi
   }
   auto config = j.find("config");
   if (config == j.end()) return Bad(what, "config", "missing");
-  FARM_RETURN_IF_ERROR_(ParseDescriptor(*config, &m.config, what, "config"));
+  RETURN_IF_ERROR(ParseDescriptor(*config, &m.config, what, "config"));
   auto layers = j.find("layers");
   if (layers != j.end() && !layers->is_null()) {
     if (!layers->is_array()) return Bad(what, "layers", "not an array");
     for (size_t i = 0; i < layers->size(); ++i) {
       Descriptor d;
-      FARM_RETURN_IF_ERROR_(
-          ParseDescriptor((*layers)[i], &d, what, absl::StrCat("layers[", i, "]")));
+      RETURN_IF_ERROR(ParseDescriptor((*layers)[i], &d, what, absl::StrCat("layers[", i, "]")));
       m.layers.push_back(std::move(d));
     }
   }
-  FARM_RETURN_IF_ERROR_(GetStrMap(j, "annotations", &m.annotations, what, "manifest"));
-  FARM_RETURN_IF_ERROR_(GetStr(j, "artifactType", &m.artifact_type, what, "manifest", false));
+  RETURN_IF_ERROR(GetStrMap(j, "annotations", &m.annotations, what, "manifest"));
+  RETURN_IF_ERROR(GetStr(j, "artifactType", &m.artifact_type, what, "manifest", false));
   auto subject = j.find("subject");
   if (subject != j.end() && !subject->is_null()) {
     Descriptor d;
-    FARM_RETURN_IF_ERROR_(ParseDescriptor(*subject, &d, what, "subject"));
+    RETURN_IF_ERROR(ParseDescriptor(*subject, &d, what, "subject"));
     m.subject = std::move(d);
   }
   return m;
@@ -358,7 +352,7 @@ absl::StatusOr<Index> Index::Parse(absl::string_view text, absl::string_view con
   const json& j = *parsed;
   absl::StatusOr<std::string> type = SniffManifestMediaType(text, content_type);
   if (!type.ok()) return type.status();
-  FARM_RETURN_IF_ERROR_(CheckSchemaVersion(j, what));
+  RETURN_IF_ERROR(CheckSchemaVersion(j, what));
   Index idx;
   idx.media_type = *type;
   if (!IsIndexMediaType(idx.media_type)) {
@@ -369,15 +363,15 @@ absl::StatusOr<Index> Index::Parse(absl::string_view text, absl::string_view con
   if (ms == j.end() || !ms->is_array()) return Bad(what, "manifests", "missing or not an array");
   for (size_t i = 0; i < ms->size(); ++i) {
     Descriptor d;
-    FARM_RETURN_IF_ERROR_(ParseDescriptor((*ms)[i], &d, what, absl::StrCat("manifests[", i, "]")));
+    RETURN_IF_ERROR(ParseDescriptor((*ms)[i], &d, what, absl::StrCat("manifests[", i, "]")));
     idx.manifests.push_back(std::move(d));
   }
-  FARM_RETURN_IF_ERROR_(GetStrMap(j, "annotations", &idx.annotations, what, "index"));
-  FARM_RETURN_IF_ERROR_(GetStr(j, "artifactType", &idx.artifact_type, what, "index", false));
+  RETURN_IF_ERROR(GetStrMap(j, "annotations", &idx.annotations, what, "index"));
+  RETURN_IF_ERROR(GetStr(j, "artifactType", &idx.artifact_type, what, "index", false));
   auto subject = j.find("subject");
   if (subject != j.end() && !subject->is_null()) {
     Descriptor d;
-    FARM_RETURN_IF_ERROR_(ParseDescriptor(*subject, &d, what, "subject"));
+    RETURN_IF_ERROR(ParseDescriptor(*subject, &d, what, "subject"));
     idx.subject = std::move(d);
   }
   return idx;

@@ -11,6 +11,7 @@
 #include "absl/strings/strip.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
+#include "common/rocksdb_status.h"
 #include "common/status_macros.h"
 #include "common/status_util.h"
 #include "nlohmann/json.hpp"
@@ -232,9 +233,7 @@ struct RocksDbImageStore::Impl {
   absl::Mutex mu;  // serializes read-modify-write updates
 
   absl::Status FromRocks(const rocksdb::Status& s, absl::string_view what) {
-    if (s.ok()) return absl::OkStatus();
-    if (s.IsNotFound()) return absl::NotFoundError(absl::StrCat(what, ": not found"));
-    return absl::InternalError(absl::StrCat("image store ", dir, ": ", what, ": ", s.ToString()));
+    return common::FromRocks(s, absl::StrCat("image store ", dir, ": ", what));
   }
 
   absl::StatusOr<std::optional<std::string>> Read(const std::string& key) {

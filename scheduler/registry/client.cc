@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <optional>
 #include <thread>
 
 #include "absl/strings/ascii.h"
@@ -13,6 +14,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "absl/time/clock.h"
+#include "common/backoff.h"
 #include "common/status_macros.h"
 #include "common/status_util.h"
 #include "nlohmann/json.hpp"
@@ -164,6 +166,7 @@ struct Client::Impl {
   std::string domain;
   std::string host;  // what we connect to (registry-1.docker.io for docker.io)
   RegistryOptions opt;
+  std::optional<common::Backoff> backoff;  // from opt, set in Create
   HttpTransport::Ptr http;
   bool insecure = false;
 
@@ -196,15 +199,17 @@ struct Client::Impl {
     std::function<void(int)> on_status;
   };
 
+  // Waits before retry number `attempt` + 1: the registry's Retry-After when it sent one, else
+  // the common exponential backoff (jittered, so many builders do not retry in lockstep).
   void Backoff(int attempt, const HttpResponse* resp) {
-    absl::Duration d = opt.initial_backoff * (1 << std::min(attempt, 10));
+    absl::Duration d = backoff->Delay(attempt);
     if (resp != nullptr) {
       int64_t secs = 0;
       if (absl::SimpleAtoi(resp->Header("retry-after"), &secs) && secs >= 0) {
-        d = absl::Seconds(secs);
+        d = std::min(absl::Seconds(secs), opt.max_backoff);
       }
     }
-    absl::SleepFor(std::min(d, opt.max_backoff));
+    absl::SleepFor(d);
     retries++;
   }
 
@@ -468,6 +473,8 @@ absl::StatusOr<std::unique_ptr<Client>> Client::Create(const std::string& domain
   impl->http = options.transport ? options.transport : CurlTransport::Create();
   if (options.max_attempts < 1) options.max_attempts = 1;
   impl->opt = std::move(options);
+  impl->backoff.emplace(
+      common::Backoff::Options{impl->opt.initial_backoff, impl->opt.max_backoff, 2.0, 0.1});
   return std::unique_ptr<Client>(new Client(domain, std::move(impl)));
 }
 

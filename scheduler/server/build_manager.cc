@@ -13,6 +13,7 @@
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "common/fs.h"
+#include "common/rocksdb_status.h"
 #include "common/status_macros.h"
 #include "common/status_util.h"
 #include "farm/v1/scheduler_state.pb.h"
@@ -33,6 +34,8 @@ namespace scheduler_server {
 
 namespace {
 
+using common::FromRocks;
+
 constexpr char kBuildPrefix[] = "b/";
 constexpr char kEventPrefix[] = "e/";
 constexpr char kRequestPrefix[] = "r/";
@@ -41,11 +44,6 @@ int64_t NowMicros() { return absl::ToUnixMicros(absl::Now()); }
 
 std::string EventKey(const std::string& id, int64_t seq) {
   return absl::StrFormat("%s%s/%020d", kEventPrefix, id, seq);
-}
-
-absl::Status FromRocks(const rocksdb::Status& s, absl::string_view what) {
-  if (s.ok()) return absl::OkStatus();
-  return absl::InternalError(absl::StrCat(what, ": ", s.ToString()));
 }
 
 std::string NewId() {

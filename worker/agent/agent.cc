@@ -401,7 +401,7 @@ absl::Status Agent::CheckCache() {
 }
 
 void Agent::ConnectionLoop() {
-  Backoff backoff(options_.reconnect);
+  common::Backoff backoff(options_.reconnect);
   std::string last_error;
   while (true) {
     {

@@ -63,8 +63,8 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "cache/blob_store.h"
+#include "common/backoff.h"
 #include "farm/v1/scheduler.pb.h"
-#include "worker/agent/backoff.h"
 #include "worker/agent/chain_index.h"
 #include "worker/agent/state_dir.h"
 #include "worker/local_step_executor.h"
@@ -113,7 +113,7 @@ class Agent {
     int compression_threads = 0;        // 0 = every core
 
     // The connection.
-    Backoff::Options reconnect;
+    common::Backoff::Options reconnect;
     absl::Duration connect_timeout = absl::Seconds(10);  // per attempt, scheduler and cache
     absl::Duration welcome_timeout = absl::Seconds(30);  // hello sent → Welcome received
     // Used when Welcome.heartbeat_interval_millis is 0.

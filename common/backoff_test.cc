@@ -1,11 +1,11 @@
-#include "worker/agent/backoff.h"
+#include "common/backoff.h"
 
 #include <vector>
 
+#include "absl/status/statusor.h"
 #include "gtest/gtest.h"
 
-namespace worker {
-namespace agent {
+namespace common {
 namespace {
 
 TEST(BackoffTest, GrowsExponentiallyUpToTheCap) {
@@ -53,6 +53,40 @@ TEST(BackoffTest, BadOptionsAreMadeSafe) {
   EXPECT_EQ(b.Next(), absl::Milliseconds(1));
 }
 
+TEST(RetryTest, RetriesOnlyUnavailableUpToMaxAttempts) {
+  RetryOptions o;
+  o.max_attempts = 4;
+  o.initial_backoff = absl::Microseconds(10);
+  o.max_backoff = absl::Microseconds(20);
+  int calls = 0;
+  absl::Status s = Retry(o, [&] {
+    ++calls;
+    return absl::UnavailableError("down");
+  });
+  EXPECT_TRUE(absl::IsUnavailable(s));
+  EXPECT_EQ(calls, 4);
+
+  calls = 0;
+  s = Retry(o, [&] {
+    ++calls;
+    return absl::NotFoundError("gone");
+  });
+  EXPECT_TRUE(absl::IsNotFound(s));
+  EXPECT_EQ(calls, 1);  // final: not retried
+}
+
+TEST(RetryTest, ReturnsTheFirstSuccessWithItsValue) {
+  RetryOptions o;
+  o.initial_backoff = absl::Microseconds(10);
+  int calls = 0;
+  absl::StatusOr<int> r = Retry(o, [&]() -> absl::StatusOr<int> {
+    if (++calls < 3) return absl::UnavailableError("not yet");
+    return 42;
+  });
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(*r, 42);
+  EXPECT_EQ(calls, 3);
+}
+
 }  // namespace
-}  // namespace agent
-}  // namespace worker
+}  // namespace common
