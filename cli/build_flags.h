@@ -14,7 +14,7 @@
 #include "common/flags.h"
 #include "common/fs.h"
 #include "farm/v1/step.pb.h"
-#include "scheduler/image/reference.h"
+#include "oci/reference.h"
 
 namespace cli {
 

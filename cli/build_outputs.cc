@@ -18,8 +18,8 @@
 #include "common/status_macros.h"
 #include "common/status_util.h"
 #include "nlohmann/json.hpp"
+#include "oci/manifest.h"
 #include "scheduler/image/archive.h"
-#include "scheduler/image/manifest.h"
 #include "worker/layerstore/stack_view.h"
 
 namespace cli {

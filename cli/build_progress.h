@@ -9,8 +9,8 @@
 
 #include "absl/status/status.h"
 #include "absl/time/clock.h"
+#include "cli/progress.h"
 #include "farm/v1/build.pb.h"
-#include "scheduler/build/progress.h"
 
 namespace cli {
 

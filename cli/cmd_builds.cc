@@ -5,12 +5,12 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
+#include "cli/build_records.h"
 #include "cli/commands.h"
 #include "cli/image_common.h"
 #include "common/farm_home.h"
 #include "common/flags.h"
 #include "common/fs.h"
-#include "scheduler/build/records.h"
 
 namespace cli {
 

@@ -8,10 +8,10 @@
 #include "absl/time/clock.h"
 #include "cli/commands.h"
 #include "cli/image_common.h"
+#include "cli/progress.h"
 #include "cli/remote.h"
 #include "common/flags.h"
 #include "common/grpc_status.h"
-#include "scheduler/build/progress.h"
 
 namespace cli {
 

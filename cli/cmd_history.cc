@@ -9,7 +9,7 @@
 #include "cli/image_common.h"
 #include "cli/stores.h"
 #include "common/flags.h"
-#include "scheduler/image/config.h"
+#include "oci/config.h"
 #include "scheduler/image/store.h"
 
 namespace cli {

@@ -9,7 +9,7 @@
 #include "cli/stores.h"
 #include "common/flags.h"
 #include "nlohmann/json.hpp"
-#include "scheduler/image/config.h"
+#include "oci/config.h"
 #include "scheduler/image/store.h"
 
 namespace cli {

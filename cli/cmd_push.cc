@@ -7,7 +7,7 @@
 #include "cli/stores.h"
 #include "common/flags.h"
 #include "scheduler/image/store.h"
-#include "scheduler/registry/transfer.h"
+#include "scheduler/image/transfer.h"
 
 namespace cli {
 

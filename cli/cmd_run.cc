@@ -11,8 +11,8 @@
 #include "cli/stores.h"
 #include "common/flags.h"
 #include "common/fs.h"
-#include "scheduler/image/config.h"
-#include "scheduler/image/manifest.h"
+#include "oci/config.h"
+#include "oci/manifest.h"
 #include "scheduler/image/store.h"
 #include "worker/local_step_executor.h"
 

@@ -24,6 +24,7 @@
 #include "cli/build_progress.h"
 #include "cli/commands.h"
 #include "cli/image_common.h"
+#include "cli/progress.h"
 #include "cli/remote.h"
 #include "common/digest.h"
 #include "common/farm_home.h"
@@ -31,7 +32,6 @@
 #include "common/fs.h"
 #include "common/grpc_status.h"
 #include "common/status_util.h"
-#include "scheduler/build/progress.h"
 #include "scheduler/context/context.h"
 
 namespace cli {

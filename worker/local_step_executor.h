@@ -35,12 +35,12 @@
 
 #include "absl/status/statusor.h"
 #include "cache/blob_store.h"
+#include "executor/step_executor.h"
 #include "farm/v1/sandbox.pb.h"
 #include "worker/cache_mounts.h"
 #include "worker/copy/fetch.h"
 #include "worker/layerstore/layer_store.h"
 #include "worker/sandbox/cgroups.h"
-#include "worker/step_executor.h"
 
 namespace worker {
 

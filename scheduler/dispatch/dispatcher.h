@@ -73,11 +73,11 @@
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
+#include "executor/step_executor.h"
 #include "farm/v1/scheduler.pb.h"
 #include "farm/v1/step.pb.h"
 #include "scheduler/dispatch/clock.h"
 #include "scheduler/dispatch/worker_stream.h"
-#include "worker/step_executor.h"
 
 namespace grpc {
 class Service;

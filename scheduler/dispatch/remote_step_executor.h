@@ -18,9 +18,9 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "executor/step_executor.h"
 #include "farm/v1/step.pb.h"
 #include "scheduler/dispatch/dispatcher.h"
-#include "worker/step_executor.h"
 
 namespace dispatch {
 

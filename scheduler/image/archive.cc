@@ -18,7 +18,7 @@
 #include "common/status_macros.h"
 #include "common/status_util.h"
 #include "nlohmann/json.hpp"
-#include "scheduler/image/config.h"
+#include "oci/config.h"
 
 namespace image {
 

@@ -34,9 +34,9 @@
 
 #include "absl/status/statusor.h"
 #include "cache/blob_store.h"
-#include "scheduler/image/compression.h"
-#include "scheduler/image/manifest.h"
-#include "scheduler/image/reference.h"
+#include "oci/compression.h"
+#include "oci/manifest.h"
+#include "oci/reference.h"
 #include "scheduler/image/store.h"
 
 namespace image {

@@ -40,8 +40,8 @@
 #include "absl/types/span.h"
 #include "cache/blob_store.h"
 #include "farm/v1/step.pb.h"
-#include "scheduler/image/config.h"
-#include "scheduler/image/manifest.h"
+#include "oci/config.h"
+#include "oci/manifest.h"
 #include "scheduler/image/resolver.h"
 
 namespace image {

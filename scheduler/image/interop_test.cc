@@ -27,9 +27,9 @@
 #include "scheduler/image/store.h"
 #include "scheduler/image/store_resolver.h"
 #include "scheduler/image/testing/layers.h"
+#include "scheduler/image/transfer.h"
 #include "scheduler/registry/client.h"
 #include "scheduler/registry/testing/local_registry.h"
-#include "scheduler/registry/transfer.h"
 
 namespace image {
 namespace {

@@ -16,7 +16,7 @@
 
 #include "absl/status/statusor.h"
 #include "farm/v1/step.pb.h"
-#include "scheduler/image/config.h"
+#include "oci/config.h"
 
 namespace image {
 

@@ -15,10 +15,10 @@
 #include "common/status_macros.h"
 #include "common/status_util.h"
 #include "nlohmann/json.hpp"
+#include "oci/config.h"
 #include "rocksdb/db.h"
 #include "rocksdb/options.h"
 #include "rocksdb/write_batch.h"
-#include "scheduler/image/config.h"
 
 namespace image {
 

@@ -33,8 +33,8 @@
 #include "cache/blob_store.h"
 #include "common/digest.h"
 #include "farm/v1/step.pb.h"
-#include "scheduler/image/manifest.h"
-#include "scheduler/image/reference.h"
+#include "oci/manifest.h"
+#include "oci/reference.h"
 
 namespace image {
 

@@ -21,8 +21,8 @@
 #include "cache/blob_store.h"
 #include "scheduler/image/resolver.h"
 #include "scheduler/image/store.h"
+#include "scheduler/image/transfer.h"
 #include "scheduler/registry/client.h"
-#include "scheduler/registry/transfer.h"
 
 namespace image {
 

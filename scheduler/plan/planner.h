@@ -45,8 +45,8 @@
 
 #include "absl/status/statusor.h"
 #include "farm/v1/step.pb.h"
+#include "oci/config.h"
 #include "scheduler/dockerfile/instructions.h"
-#include "scheduler/image/config.h"
 #include "scheduler/image/resolver.h"
 #include "worker/copy/source_tree.h"
 

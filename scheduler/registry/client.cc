@@ -18,8 +18,8 @@
 #include "common/status_macros.h"
 #include "common/status_util.h"
 #include "nlohmann/json.hpp"
-#include "scheduler/image/manifest.h"
-#include "scheduler/image/reference.h"
+#include "oci/manifest.h"
+#include "oci/reference.h"
 
 namespace registry {
 

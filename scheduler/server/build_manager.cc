@@ -20,14 +20,14 @@
 #include "rocksdb/db.h"
 #include "rocksdb/options.h"
 #include "rocksdb/write_batch.h"
-#include "scheduler/build/engine.h"
 #include "scheduler/dockerfile/instructions.h"
 #include "scheduler/dockerfile/parser.h"
+#include "scheduler/engine/engine.h"
 #include "scheduler/image/store.h"
 #include "scheduler/image/store_resolver.h"
+#include "scheduler/image/transfer.h"
 #include "scheduler/plan/planner.h"
 #include "scheduler/registry/client.h"
-#include "scheduler/registry/transfer.h"
 #include "worker/copy/trees.h"
 
 namespace scheduler_server {

@@ -28,8 +28,8 @@
 #include "absl/status/statusor.h"
 #include "cache/action_cache.h"
 #include "cache/blob_store.h"
+#include "executor/step_executor.h"
 #include "farm/v1/scheduler.pb.h"
-#include "worker/step_executor.h"
 
 namespace scheduler_server {
 

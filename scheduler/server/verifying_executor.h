@@ -14,7 +14,7 @@
 #include <memory>
 
 #include "cache/blob_store.h"
-#include "worker/step_executor.h"
+#include "executor/step_executor.h"
 
 namespace scheduler_server {
 

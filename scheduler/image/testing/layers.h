@@ -13,7 +13,7 @@
 #include "absl/status/statusor.h"
 #include "cache/blob_store.h"
 #include "farm/v1/step.pb.h"
-#include "scheduler/image/compression.h"
+#include "oci/compression.h"
 
 namespace image {
 namespace testing {

@@ -8,8 +8,8 @@
 //   RETURN_IF_ERROR(images->Put(r.record));
 //   ASSIGN_OR_RETURN(registry::PushResult p,
 //                    registry::PushImage(*client, *cas, record, target_ref, {}));
-#ifndef FARM_SCHEDULER_REGISTRY_TRANSFER_H_
-#define FARM_SCHEDULER_REGISTRY_TRANSFER_H_
+#ifndef FARM_SCHEDULER_IMAGE_TRANSFER_H_
+#define FARM_SCHEDULER_IMAGE_TRANSFER_H_
 
 #include <cstdint>
 #include <functional>
@@ -19,8 +19,8 @@
 #include "absl/status/statusor.h"
 #include "cache/blob_store.h"
 #include "farm/v1/step.pb.h"
-#include "scheduler/image/manifest.h"
-#include "scheduler/image/reference.h"
+#include "oci/manifest.h"
+#include "oci/reference.h"
 #include "scheduler/image/store.h"
 #include "scheduler/registry/client.h"
 
@@ -83,4 +83,4 @@ absl::StatusOr<PushResult> PushImage(Client& client, cache::BlobStore& cas,
 
 }  // namespace registry
 
-#endif  // FARM_SCHEDULER_REGISTRY_TRANSFER_H_
+#endif  // FARM_SCHEDULER_IMAGE_TRANSFER_H_

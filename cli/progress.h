@@ -13,8 +13,8 @@
 //   auto p = build::ProgressPrinter::Create(build::ProgressMode::kAuto, 2, dockerfile_text);
 //   p->OnEvent(event);   // from any thread
 //   p->Finish();
-#ifndef FARM_SCHEDULER_BUILD_PROGRESS_H_
-#define FARM_SCHEDULER_BUILD_PROGRESS_H_
+#ifndef FARM_CLI_PROGRESS_H_
+#define FARM_CLI_PROGRESS_H_
 
 #include <map>
 #include <memory>
@@ -92,4 +92,4 @@ std::string FormatDuration(int64_t micros);
 
 }  // namespace build
 
-#endif  // FARM_SCHEDULER_BUILD_PROGRESS_H_
+#endif  // FARM_CLI_PROGRESS_H_

@@ -1,4 +1,4 @@
-#include "scheduler/image/manifest.h"
+#include "oci/manifest.h"
 
 #include <string>
 

@@ -1,4 +1,4 @@
-#include "scheduler/build/records.h"
+#include "cli/build_records.h"
 
 #include <dirent.h>
 #include <unistd.h>

@@ -8,8 +8,8 @@
 //   image::LayerDigester ld(image::Compression::kGzip);   // digest + diff_id in one pass
 //   RETURN_IF_ERROR(ld.Update(chunk)); ...
 //   ASSIGN_OR_RETURN(image::LayerDigests got, ld.Finish());
-#ifndef FARM_SCHEDULER_IMAGE_COMPRESSION_H_
-#define FARM_SCHEDULER_IMAGE_COMPRESSION_H_
+#ifndef FARM_OCI_COMPRESSION_H_
+#define FARM_OCI_COMPRESSION_H_
 
 #include <cstdint>
 #include <functional>
@@ -18,7 +18,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "common/digest.h"
-#include "scheduler/image/manifest.h"
+#include "oci/manifest.h"
 
 namespace image {
 
@@ -93,4 +93,4 @@ class AsyncLayerDigester {
 
 }  // namespace image
 
-#endif  // FARM_SCHEDULER_IMAGE_COMPRESSION_H_
+#endif  // FARM_OCI_COMPRESSION_H_

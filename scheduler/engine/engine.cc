@@ -1,4 +1,4 @@
-#include "scheduler/build/engine.h"
+#include "scheduler/engine/engine.h"
 
 #include <unistd.h>
 

@@ -11,8 +11,8 @@
 //   req.plan = &plan;
 //   ASSIGN_OR_RETURN(build::BuildOutput out, build::RunBuild(deps, req, sink, &cancel));
 //   out.image.config.digest   // the image ID
-#ifndef FARM_SCHEDULER_BUILD_ENGINE_H_
-#define FARM_SCHEDULER_BUILD_ENGINE_H_
+#ifndef FARM_SCHEDULER_ENGINE_ENGINE_H_
+#define FARM_SCHEDULER_ENGINE_ENGINE_H_
 
 #include <functional>
 #include <map>
@@ -26,10 +26,10 @@
 #include "absl/time/time.h"
 #include "cache/action_cache.h"
 #include "cache/blob_store.h"
+#include "executor/step_executor.h"
 #include "farm/v1/build.pb.h"
 #include "scheduler/image/assemble.h"
 #include "scheduler/plan/planner.h"
-#include "worker/step_executor.h"
 
 namespace build {
 
@@ -96,4 +96,4 @@ std::string VertexName(const plan::Plan& plan, const plan::Stage& stage, int ste
 
 }  // namespace build
 
-#endif  // FARM_SCHEDULER_BUILD_ENGINE_H_
+#endif  // FARM_SCHEDULER_ENGINE_ENGINE_H_

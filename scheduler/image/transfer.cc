@@ -1,4 +1,4 @@
-#include "scheduler/registry/transfer.h"
+#include "scheduler/image/transfer.h"
 
 #include <algorithm>
 #include <atomic>
@@ -11,8 +11,8 @@
 #include "absl/synchronization/mutex.h"
 #include "common/status_macros.h"
 #include "common/status_util.h"
-#include "scheduler/image/compression.h"
-#include "scheduler/image/config.h"
+#include "oci/compression.h"
+#include "oci/config.h"
 
 namespace registry {
 

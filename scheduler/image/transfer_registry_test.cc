@@ -10,9 +10,9 @@
 #include "gtest/gtest.h"
 #include "scheduler/image/assemble.h"
 #include "scheduler/image/testing/layers.h"
+#include "scheduler/image/transfer.h"
 #include "scheduler/registry/client.h"
 #include "scheduler/registry/testing/local_registry.h"
-#include "scheduler/registry/transfer.h"
 
 namespace registry {
 namespace {

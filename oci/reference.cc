@@ -1,4 +1,4 @@
-#include "scheduler/image/reference.h"
+#include "oci/reference.h"
 
 #include <vector>
 

@@ -1,4 +1,4 @@
-#include "scheduler/build/progress.h"
+#include "cli/progress.h"
 
 #include <fcntl.h>
 #include <unistd.h>

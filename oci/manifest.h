@@ -11,8 +11,8 @@
 //   for (const image::Descriptor& layer : m.layers) ...
 //   ASSIGN_OR_RETURN(image::Index idx, image::Index::Parse(bytes, content_type));
 //   ASSIGN_OR_RETURN(image::Descriptor d, image::SelectPlatform(idx, image::Platform::Host()));
-#ifndef FARM_SCHEDULER_IMAGE_MANIFEST_H_
-#define FARM_SCHEDULER_IMAGE_MANIFEST_H_
+#ifndef FARM_OCI_MANIFEST_H_
+#define FARM_OCI_MANIFEST_H_
 
 #include <cstdint>
 #include <map>
@@ -137,4 +137,4 @@ absl::StatusOr<Descriptor> SelectPlatform(const Index& index, const Platform& wa
 
 }  // namespace image
 
-#endif  // FARM_SCHEDULER_IMAGE_MANIFEST_H_
+#endif  // FARM_OCI_MANIFEST_H_

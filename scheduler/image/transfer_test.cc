@@ -1,6 +1,6 @@
 // The registry client against FakeRegistry: auth flows, retries, resumption and verification
 // that a real registry cannot be made to exercise on demand.
-#include "scheduler/registry/client.h"
+#include "scheduler/image/transfer.h"
 
 #include <random>
 #include <string>
@@ -10,8 +10,8 @@
 #include "gtest/gtest.h"
 #include "scheduler/image/assemble.h"
 #include "scheduler/image/testing/layers.h"
+#include "scheduler/registry/client.h"
 #include "scheduler/registry/testing/fake_registry.h"
-#include "scheduler/registry/transfer.h"
 
 namespace registry {
 namespace {

@@ -8,8 +8,8 @@
 //   ASSIGN_OR_RETURN(image::ImageConfig c, image::ImageConfig::FromJson(bytes));
 //   c.config.env.push_back("PATH=/usr/bin");
 //   std::string out = c.ToJson();   // canonical: sorted keys, no whitespace
-#ifndef FARM_SCHEDULER_IMAGE_CONFIG_H_
-#define FARM_SCHEDULER_IMAGE_CONFIG_H_
+#ifndef FARM_OCI_CONFIG_H_
+#define FARM_OCI_CONFIG_H_
 
 #include <cstdint>
 #include <map>
@@ -107,4 +107,4 @@ std::string FormatCreated(int64_t unix_seconds);
 
 }  // namespace image
 
-#endif  // FARM_SCHEDULER_IMAGE_CONFIG_H_
+#endif  // FARM_OCI_CONFIG_H_

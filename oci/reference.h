@@ -19,8 +19,8 @@
 //   r.String();          // "docker.io/library/alpine"
 //   r.WithDefaultTag();  // docker.io/library/alpine:latest
 //   r.FamiliarString();  // "alpine"
-#ifndef FARM_SCHEDULER_IMAGE_REFERENCE_H_
-#define FARM_SCHEDULER_IMAGE_REFERENCE_H_
+#ifndef FARM_OCI_REFERENCE_H_
+#define FARM_OCI_REFERENCE_H_
 
 #include <string>
 
@@ -94,4 +94,4 @@ std::string RegistryHostFor(absl::string_view domain);
 
 }  // namespace image
 
-#endif  // FARM_SCHEDULER_IMAGE_REFERENCE_H_
+#endif  // FARM_OCI_REFERENCE_H_

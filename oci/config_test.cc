@@ -1,4 +1,4 @@
-#include "scheduler/image/config.h"
+#include "oci/config.h"
 
 #include "gtest/gtest.h"
 

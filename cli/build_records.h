@@ -9,8 +9,8 @@
 //   RETURN_IF_ERROR(records->Put(record));
 //   ASSIGN_OR_RETURN(farm::v1::BuildRecord last, records->Get("latest"));
 //   ASSIGN_OR_RETURN(std::string why, build::ExplainMiss(*records, last, "COPY"));
-#ifndef FARM_SCHEDULER_BUILD_RECORDS_H_
-#define FARM_SCHEDULER_BUILD_RECORDS_H_
+#ifndef FARM_CLI_BUILD_RECORDS_H_
+#define FARM_CLI_BUILD_RECORDS_H_
 
 #include <memory>
 #include <string>
@@ -18,7 +18,7 @@
 
 #include "absl/status/statusor.h"
 #include "farm/v1/build.pb.h"
-#include "scheduler/build/engine.h"
+#include "scheduler/engine/engine.h"
 
 namespace build {
 
@@ -64,4 +64,4 @@ absl::StatusOr<std::string> ExplainMiss(BuildRecords& records, const farm::v1::B
 
 }  // namespace build
 
-#endif  // FARM_SCHEDULER_BUILD_RECORDS_H_
+#endif  // FARM_CLI_BUILD_RECORDS_H_

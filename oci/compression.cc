@@ -1,4 +1,4 @@
-#include "scheduler/image/compression.h"
+#include "oci/compression.h"
 
 #include <isa-l/igzip_lib.h>
 #include <zlib.h>

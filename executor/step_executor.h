@@ -15,8 +15,8 @@
 //   ASSIGN_OR_RETURN(farm::v1::StepResult r, exec->Execute(request,
 //       [](absl::string_view line, bool is_stderr) { std::cerr << line << "\n"; }, &cancel));
 //   if (r.exit_code() != 0) ... r.output_tail() ...
-#ifndef FARM_WORKER_STEP_EXECUTOR_H_
-#define FARM_WORKER_STEP_EXECUTOR_H_
+#ifndef FARM_EXECUTOR_STEP_EXECUTOR_H_
+#define FARM_EXECUTOR_STEP_EXECUTOR_H_
 
 #include <functional>
 #include <memory>
@@ -63,4 +63,4 @@ class SecretProvider {
 
 }  // namespace worker
 
-#endif  // FARM_WORKER_STEP_EXECUTOR_H_
+#endif  // FARM_EXECUTOR_STEP_EXECUTOR_H_

@@ -4,13 +4,13 @@
 //   auto secrets = std::make_shared<worker::MapSecretProvider>(
 //       std::map<std::string, std::string>{{"npmrc", bytes}},
 //       std::map<std::string, std::string>{{"default", getenv("SSH_AUTH_SOCK")}});
-#ifndef FARM_WORKER_SECRETS_H_
-#define FARM_WORKER_SECRETS_H_
+#ifndef FARM_EXECUTOR_SECRETS_H_
+#define FARM_EXECUTOR_SECRETS_H_
 
 #include <map>
 #include <string>
 
-#include "worker/step_executor.h"
+#include "executor/step_executor.h"
 
 namespace worker {
 
@@ -41,4 +41,4 @@ class MapSecretProvider : public SecretProvider {
 
 }  // namespace worker
 
-#endif  // FARM_WORKER_SECRETS_H_
+#endif  // FARM_EXECUTOR_SECRETS_H_
