@@ -7,9 +7,9 @@
 #include <thread>
 
 #include "common/fs.h"
+#include "common/testing/status_matchers.h"
 #include "gtest/gtest.h"
 #include "worker/testing/fs_helpers.h"
-#include "worker/testing/status_matchers.h"
 
 namespace worker {
 namespace {

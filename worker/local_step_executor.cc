@@ -82,14 +82,14 @@ std::vector<std::string> ListDir(const std::string& dir) {
   return out;
 }
 
-layer::Compression ToCompression(farm::v1::LayerOptions::Compression c) {
+image::Compression ToCompression(farm::v1::LayerOptions::Compression c) {
   switch (c) {
     case farm::v1::LayerOptions::ZSTD:
-      return layer::Compression::kZstd;
+      return image::Compression::kZstd;
     case farm::v1::LayerOptions::UNCOMPRESSED:
-      return layer::Compression::kNone;
+      return image::Compression::kNone;
     default:
-      return layer::Compression::kGzip;
+      return image::Compression::kGzip;
   }
 }
 

@@ -11,12 +11,12 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/testing/status_matchers.h"
 #include "executor/secrets.h"
 #include "gtest/gtest.h"
 #include "worker/ssh_proxy.h"
 #include "worker/testing/executor_fixture.h"
 #include "worker/testing/fs_helpers.h"
-#include "worker/testing/status_matchers.h"
 
 namespace worker {
 namespace {

@@ -161,16 +161,16 @@ int main(int argc, char** argv) {
   auto mem = std::make_shared<cache::testing::MemoryBlobStore>();
   struct Config {
     const char* name;
-    layer::Compression c;
+    image::Compression c;
     int level;
   };
   std::printf("%-12s %10s %12s %8s %10s %12s\n", "config", "MB/s", "compressed", "ratio", "cpu s",
               "unpack MB/s");
-  for (Config cfg : {Config{"tar only", layer::Compression::kNone, 0},
-                     Config{"gzip -6", layer::Compression::kGzip, 6},
-                     Config{"gzip -4", layer::Compression::kGzip, 4},
-                     Config{"gzip -1", layer::Compression::kGzip, 1},
-                     Config{"zstd -3", layer::Compression::kZstd, 3}}) {
+  for (Config cfg : {Config{"tar only", image::Compression::kNone, 0},
+                     Config{"gzip -6", image::Compression::kGzip, 6},
+                     Config{"gzip -4", image::Compression::kGzip, 4},
+                     Config{"gzip -1", image::Compression::kGzip, 1},
+                     Config{"zstd -3", image::Compression::kZstd, 3}}) {
     double best = 1e9, cpu = 0;
     layer::WrittenLayer w;
     for (int r = 0; r < runs; ++r) {
@@ -194,7 +194,7 @@ int main(int argc, char** argv) {
     }
     // Unpack: store the blob once (outside the timing), then unpack it into a fresh directory.
     double unpack_mbs = 0;
-    if (cfg.c != layer::Compression::kNone) {
+    if (cfg.c != image::Compression::kNone) {
       layer::WriteOptions o;
       o.compression = {cfg.c, cfg.level, static_cast<int>(threads)};
       o.source_date_epoch = 0;

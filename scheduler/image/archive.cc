@@ -174,16 +174,15 @@ LayoutWriter::Producer MemoryProducer(std::string data) {
 absl::Status ReadUncompressed(cache::BlobStore& cas, const farm::v1::Layer& l,
                               const ChunkSink& sink) {
   ASSIGN_OR_RETURN(Compression c, LayerCompression(l.media_type()));
-  ASSIGN_OR_RETURN(std::unique_ptr<Decompressor> dec, Decompressor::Create(c));
   ASSIGN_OR_RETURN(common::Digest d, ParseDigest(l.digest(), l.size()));
   common::Sha256 h;
-  ChunkSink tee = [&](absl::string_view u) {
+  common::FunctionSink tee([&](absl::string_view u) {
     h.Update(u);
     return sink(u);
-  };
-  RETURN_IF_ERROR(
-      cas.Read(d, 0, 0, [&](absl::string_view chunk) { return dec->Update(chunk, tee); }));
-  RETURN_IF_ERROR(dec->Finish(tee));
+  });
+  std::unique_ptr<Decompressor> dec = Decompressor::Create(c, &tee);
+  RETURN_IF_ERROR(cas.Read(d, 0, 0, [&](absl::string_view chunk) { return dec->Write(chunk); }));
+  RETURN_IF_ERROR(dec->Finish());
   common::Digest got = h.Finish();
   if (got.OciString() != l.diff_id()) {
     return absl::DataLossError(absl::StrCat("layer ", l.digest(), " uncompresses to ",
@@ -390,11 +389,8 @@ absl::StatusOr<farm::v1::Layer> LoadDockerLayer(LoadContext& ctx, const std::str
     std::string tmp = absl::StrCat(ctx.scratch, "/layer-", ctx.temp_counter++, ".gz");
     int fd = open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     if (fd < 0) return common::ErrnoToStatus(errno, absl::StrCat("create ", tmp));
-    // zlib level 1: deterministic on every machine (ISA-L's deflate output depends on the
-    // CPU's code path), 2.5x faster than the default level for ~10% more bytes.
-    ASSIGN_OR_RETURN(std::unique_ptr<Compressor> gz, Compressor::Create(Compression::kGzip, 1));
     common::Sha256 h;
-    ChunkSink to_file = [&](absl::string_view out) -> absl::Status {
+    common::FunctionSink to_file([&](absl::string_view out) -> absl::Status {
       h.Update(out);
       while (!out.empty()) {
         ssize_t n = write(fd, out.data(), out.size());
@@ -405,10 +401,13 @@ absl::StatusOr<farm::v1::Layer> LoadDockerLayer(LoadContext& ctx, const std::str
         out.remove_prefix(static_cast<size_t>(n));
       }
       return absl::OkStatus();
-    };
-    absl::Status s =
-        StreamFile(path, [&](absl::string_view chunk) { return gz->Update(chunk, to_file); });
-    if (s.ok()) s = gz->Finish(to_file);
+    });
+    // Level 1 (libdeflate, parallel): deterministic on every machine and whatever the number
+    // of cores, several times faster than the default level for ~10% more bytes.
+    ASSIGN_OR_RETURN(std::unique_ptr<Compressor> gz,
+                     Compressor::Create({Compression::kGzip, /*level=*/1}, &to_file));
+    absl::Status s = StreamFile(path, [&](absl::string_view chunk) { return gz->Write(chunk); });
+    if (s.ok()) s = gz->Finish();
     close(fd);
     common::Digest packed = h.Finish();
     if (s.ok()) s = CopyFileToCas(ctx.cas, tmp, packed);

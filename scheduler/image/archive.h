@@ -41,6 +41,9 @@
 
 namespace image {
 
+// Receives a stream in chunks (the CAS's reader callback type).
+using ChunkSink = cache::ReadSink;
+
 // Destination of an image layout: a tar stream or a directory. Not thread-safe.
 class LayoutWriter {
  public:

@@ -256,14 +256,14 @@ TEST_F(ArchiveTest, TamperedOrUnsafeArchivesAreRefused) {
 TEST_F(ArchiveTest, CompressedArchiveLoads) {
   std::string path = Save(false, "docker.tar");
   std::string data = common::ReadFile(path).value();
-  auto gz = Compressor::Create(Compression::kGzip).value();
   std::string packed;
-  ChunkSink sink = [&](absl::string_view c) {
+  common::FunctionSink sink([&](absl::string_view c) {
     packed.append(c.data(), c.size());
     return absl::OkStatus();
-  };
-  ASSERT_TRUE(gz->Update(data, sink).ok());
-  ASSERT_TRUE(gz->Finish(sink).ok());
+  });
+  auto gz = Compressor::Create({Compression::kGzip}, &sink).value();
+  ASSERT_TRUE(gz->Write(data).ok());
+  ASSERT_TRUE(gz->Finish().ok());
   std::string gzpath = tmp_->path() + "/docker.tar.gz";
   ASSERT_TRUE(common::WriteFileAtomic(gzpath, packed).ok());
   cache::testing::MemoryBlobStore fresh;

@@ -17,6 +17,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/fs.h"
+#include "common/testing/status_matchers.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "worker/agent/testing/fake_hub.h"
@@ -24,7 +25,6 @@
 #include "worker/layerstore/layer_store.h"
 #include "worker/testing/fs_helpers.h"
 #include "worker/testing/layers.h"
-#include "worker/testing/status_matchers.h"
 
 namespace worker {
 namespace agent {

@@ -1,10 +1,10 @@
 #include "worker/agent/chain_index.h"
 
 #include "common/fs.h"
+#include "common/testing/status_matchers.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "worker/layerstore/layer_store.h"
-#include "worker/testing/status_matchers.h"
 
 namespace worker {
 namespace agent {

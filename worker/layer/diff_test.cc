@@ -6,10 +6,10 @@
 #include <vector>
 
 #include "common/fs.h"
+#include "common/testing/status_matchers.h"
 #include "gtest/gtest.h"
 #include "worker/layer/tar_reader.h"
 #include "worker/testing/fs_helpers.h"
-#include "worker/testing/status_matchers.h"
 
 namespace layer {
 namespace {
@@ -21,7 +21,7 @@ using worker_testing::Symlink;
 using worker_testing::Whiteout;
 using worker_testing::WriteFile;
 
-class StringSink : public ByteSink {
+class StringSink : public common::ByteSink {
  public:
   absl::Status Write(absl::string_view d) override {
     out.append(d.data(), d.size());

@@ -11,7 +11,7 @@
 // error and the caller discards the directory.
 //
 //   layer::WriteOptions opts;
-//   opts.compression.compression = layer::Compression::kZstd;
+//   opts.compression.compression = image::Compression::kZstd;
 //   opts.source_date_epoch = 1700000000;
 //   ASSIGN_OR_RETURN(layer::WrittenLayer l, layer::WriteLayerFromDir(upper, opts, cas.get()));
 //   if (!l.empty) use(l.blob.OciString(), l.diff_id.OciString());
@@ -26,13 +26,13 @@
 #include "absl/status/statusor.h"
 #include "cache/blob_store.h"
 #include "common/digest.h"
-#include "worker/layer/compress.h"
+#include "oci/compression.h"
 #include "worker/layer/diff.h"
 
 namespace layer {
 
 struct WriteOptions {
-  CompressionOptions compression;
+  image::CompressionOptions compression;
   // SOURCE_DATE_EPOCH: mtimes newer than it are clamped to it.
   std::optional<int64_t> source_date_epoch;
   // Rewrite the directory on disk to match the tar (see DiffOptions::normalize_tree).
@@ -54,7 +54,7 @@ absl::StatusOr<WrittenLayer> WriteLayerFromDir(const std::string& dir, const Wri
 
 struct UnpackedLayer {
   int64_t disk_bytes = 0;  // approximate bytes on disk
-  Compression format = Compression::kNone;
+  image::Compression format = image::Compression::kNone;
 };
 
 // Unpacks blob `blob` into `dest` (an existing empty directory). `diff_id`: the expected digest

@@ -5,14 +5,14 @@
 
 #include "cache/testing/memory_stores.h"
 #include "common/fs.h"
+#include "common/testing/status_matchers.h"
 #include "gtest/gtest.h"
 #include "worker/testing/fs_helpers.h"
-#include "worker/testing/status_matchers.h"
 
 namespace layer {
 namespace {
 
-class StringSink : public ByteSink {
+class StringSink : public common::ByteSink {
  public:
   absl::Status Write(absl::string_view d) override {
     out.append(d.data(), d.size());
@@ -39,7 +39,8 @@ class LayerIoTest : public ::testing::Test {
 };
 
 TEST_F(LayerIoTest, WriteThenUnpackEachCompression) {
-  for (Compression c : {Compression::kGzip, Compression::kZstd, Compression::kNone}) {
+  for (image::Compression c :
+       {image::Compression::kGzip, image::Compression::kZstd, image::Compression::kNone}) {
     WriteOptions opts;
     opts.compression.compression = c;
     opts.source_date_epoch = 0;
@@ -47,18 +48,18 @@ TEST_F(LayerIoTest, WriteThenUnpackEachCompression) {
     auto written = WriteLayerFromDir(src_, opts, cas_.get());
     ASSERT_OK(written);
     EXPECT_FALSE(written->empty);
-    EXPECT_EQ(written->media_type, LayerMediaType(c));
+    EXPECT_EQ(written->media_type, image::LayerMediaType(c, /*docker=*/false));
 
     // The blob in the CAS decompresses to a tar whose digest is the diff_id.
     auto blob = cas_->ReadBlob(written->blob, 64 << 20);
     ASSERT_OK(blob);
     StringSink tar;
-    auto d = Decompressor::Create(&tar);
+    auto d = image::Decompressor::Create(&tar);
     ASSERT_OK(d->Write(*blob));
     ASSERT_OK(d->Finish());
     EXPECT_EQ(common::DigestOf(tar.out), written->diff_id);
 
-    std::string dest = tmp_->path() + "/dest-" + CompressionName(c);
+    std::string dest = tmp_->path() + "/dest-" + image::CompressionName(c);
     ASSERT_OK(common::MakeDirs(dest));
     auto unpacked = UnpackLayerBlob(cas_.get(), written->blob, written->diff_id, dest);
     ASSERT_OK(unpacked);

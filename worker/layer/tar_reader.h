@@ -1,6 +1,6 @@
-// TarReader: a push-based tar parser (bytes in through ByteSink::Write, entries out through a
-// handler), so a layer streams from the CAS through the decompressor into the unpacker without
-// a thread per pipe or the whole layer in memory.
+// TarReader: a push-based tar parser (bytes in through common::ByteSink::Write, entries out through
+// a handler), so a layer streams from the CAS through the decompressor into the unpacker without a
+// thread per pipe or the whole layer in memory.
 //
 // Reads what registries serve: POSIX ustar with PAX extended headers (path, linkpath, size,
 // uid, gid, mtime, SCHILY.xattr.*), GNU long names and links (`L`/`K`), GNU base-256 numbers,
@@ -19,7 +19,7 @@
 #include <string>
 
 #include "absl/status/status.h"
-#include "worker/layer/byte_sink.h"
+#include "common/byte_sink.h"
 #include "worker/layer/tar_writer.h"
 
 namespace layer {
@@ -35,7 +35,7 @@ class TarEntryHandler {
   virtual absl::Status OnEntryEnd() = 0;
 };
 
-class TarReader : public ByteSink {
+class TarReader : public common::ByteSink {
  public:
   explicit TarReader(TarEntryHandler* handler) : handler_(handler) {}
 

@@ -22,7 +22,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
-#include "worker/layer/byte_sink.h"
+#include "common/byte_sink.h"
 
 namespace layer {
 
@@ -54,7 +54,7 @@ struct TarHeader {
 
 class TarWriter {
  public:
-  explicit TarWriter(ByteSink* sink) : sink_(sink) {}
+  explicit TarWriter(common::ByteSink* sink) : sink_(sink) {}
 
   // Writes the header of the next entry. For a regular file, exactly `size` bytes must follow
   // through WriteData before the next header.
@@ -71,7 +71,7 @@ class TarWriter {
   absl::Status Emit(absl::string_view data);
   absl::Status PadEntry();
 
-  ByteSink* sink_;
+  common::ByteSink* sink_;
   int64_t remaining_ = 0;  // content bytes still expected for the current entry
   int64_t entry_size_ = 0;
   int64_t written_ = 0;

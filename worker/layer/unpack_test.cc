@@ -8,11 +8,11 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/fs.h"
+#include "common/testing/status_matchers.h"
 #include "gtest/gtest.h"
 #include "worker/layer/diff.h"
 #include "worker/layer/tar_writer.h"
 #include "worker/testing/fs_helpers.h"
-#include "worker/testing/status_matchers.h"
 
 namespace layer {
 namespace {
@@ -21,7 +21,7 @@ using worker_testing::GetXattr;
 using worker_testing::IsWhiteout;
 using worker_testing::Lstat;
 
-class StringSink : public ByteSink {
+class StringSink : public common::ByteSink {
  public:
   absl::Status Write(absl::string_view d) override {
     out.append(d.data(), d.size());

@@ -7,11 +7,11 @@
 #include "absl/strings/str_cat.h"
 #include "cache/testing/memory_stores.h"
 #include "common/fs.h"
+#include "common/testing/status_matchers.h"
 #include "gtest/gtest.h"
 #include "worker/layer/layer_io.h"
 #include "worker/layerstore/stack_view.h"
 #include "worker/testing/fs_helpers.h"
-#include "worker/testing/status_matchers.h"
 
 namespace layerstore {
 namespace {

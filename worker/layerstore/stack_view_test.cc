@@ -3,10 +3,10 @@
 #include "worker/layerstore/stack_view.h"
 
 #include "common/fs.h"
+#include "common/testing/status_matchers.h"
 #include "gtest/gtest.h"
 #include "worker/layerstore/flatten.h"
 #include "worker/testing/fs_helpers.h"
-#include "worker/testing/status_matchers.h"
 
 namespace layerstore {
 namespace {

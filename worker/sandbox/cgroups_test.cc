@@ -3,9 +3,9 @@
 #include "worker/sandbox/cgroups.h"
 
 #include "common/fs.h"
+#include "common/testing/status_matchers.h"
 #include "gtest/gtest.h"
 #include "worker/testing/fs_helpers.h"
-#include "worker/testing/status_matchers.h"
 
 namespace sandbox {
 namespace {

@@ -1,9 +1,9 @@
 #include "worker/testing/executor_fixture.h"
 
 #include "absl/strings/str_join.h"
+#include "common/testing/status_matchers.h"
 #include "worker/testing/busybox.h"
 #include "worker/testing/fs_helpers.h"
-#include "worker/testing/status_matchers.h"
 
 namespace worker_testing {
 

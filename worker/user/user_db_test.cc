@@ -1,7 +1,7 @@
 #include "worker/user/user_db.h"
 
+#include "common/testing/status_matchers.h"
 #include "gtest/gtest.h"
-#include "worker/testing/status_matchers.h"
 
 namespace user {
 namespace {

@@ -60,14 +60,14 @@ std::string MakeTar(const std::vector<TarEntry>& entries) {
 
 absl::StatusOr<farm::v1::Layer> PutLayer(cache::BlobStore& cas, const std::string& tar,
                                          Compression compression) {
-  ASSIGN_OR_RETURN(std::unique_ptr<Compressor> c, Compressor::Create(compression));
   std::string packed;
-  ChunkSink sink = [&](absl::string_view x) {
+  common::FunctionSink sink([&](absl::string_view x) {
     packed.append(x.data(), x.size());
     return absl::OkStatus();
-  };
-  RETURN_IF_ERROR(c->Update(tar, sink));
-  RETURN_IF_ERROR(c->Finish(sink));
+  });
+  ASSIGN_OR_RETURN(std::unique_ptr<Compressor> c, Compressor::Create({compression}, &sink));
+  RETURN_IF_ERROR(c->Write(tar));
+  RETURN_IF_ERROR(c->Finish());
   ASSIGN_OR_RETURN(common::Digest d, cas.Put(packed));
   farm::v1::Layer l;
   l.set_digest(d.OciString());

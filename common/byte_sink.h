@@ -2,11 +2,11 @@
 // a spool file, decompressed bytes into a tar reader). Every stage of the layer pipelines is a
 // ByteSink feeding the next one, so a layer is never held in memory.
 //
-//   class CountingSink : public layer::ByteSink {
+//   class CountingSink : public common::ByteSink {
 //     absl::Status Write(absl::string_view data) override { n += data.size(); return OK; }
 //   };
-#ifndef FARM_WORKER_LAYER_BYTE_SINK_H_
-#define FARM_WORKER_LAYER_BYTE_SINK_H_
+#ifndef FARM_COMMON_BYTE_SINK_H_
+#define FARM_COMMON_BYTE_SINK_H_
 
 #include <cstdint>
 #include <functional>
@@ -15,7 +15,7 @@
 #include "absl/strings/string_view.h"
 #include "common/digest.h"
 
-namespace layer {
+namespace common {
 
 class ByteSink {
  public:
@@ -44,13 +44,13 @@ class HashingSink : public ByteSink {
   }
   int64_t bytes() const { return hash_.bytes(); }
   // The digest of everything written so far; resets the hash.
-  common::Digest Finish() { return hash_.Finish(); }
+  Digest Finish() { return hash_.Finish(); }
 
  private:
   ByteSink* next_;
-  common::Sha256 hash_;
+  Sha256 hash_;
 };
 
-}  // namespace layer
+}  // namespace common
 
-#endif  // FARM_WORKER_LAYER_BYTE_SINK_H_
+#endif  // FARM_COMMON_BYTE_SINK_H_

@@ -1,20 +1,19 @@
 // Compressors: round trips, determinism whatever the thread count, and readers elsewhere
 // (gzip -d, zstd -d) accept what we write.
-#include "worker/layer/compress.h"
-
 #include <cstdio>
 #include <random>
 #include <string>
 
 #include "absl/strings/str_cat.h"
 #include "common/fs.h"
+#include "common/testing/status_matchers.h"
 #include "gtest/gtest.h"
-#include "worker/testing/status_matchers.h"
+#include "oci/compression.h"
 
-namespace layer {
+namespace image {
 namespace {
 
-class StringSink : public ByteSink {
+class StringSink : public common::ByteSink {
  public:
   absl::Status Write(absl::string_view d) override {
     out.append(d.data(), d.size());
@@ -124,4 +123,4 @@ TEST(CompressTest, SystemToolsDecompressOurOutput) {
 }
 
 }  // namespace
-}  // namespace layer
+}  // namespace image

@@ -1,7 +1,7 @@
 // Test helpers for absl::Status in worker tests: ASSERT_OK / EXPECT_OK print the status on
 // failure and evaluate their argument once.
-#ifndef FARM_WORKER_TESTING_STATUS_MATCHERS_H_
-#define FARM_WORKER_TESTING_STATUS_MATCHERS_H_
+#ifndef FARM_COMMON_TESTING_STATUS_MATCHERS_H_
+#define FARM_COMMON_TESTING_STATUS_MATCHERS_H_
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -31,4 +31,4 @@ inline const absl::Status& ToStatus(const absl::StatusOr<T>& s) {
         << #expr << ": " << ::worker_testing::ToStatus(farm_test_s_); \
   } while (0)
 
-#endif  // FARM_WORKER_TESTING_STATUS_MATCHERS_H_
+#endif  // FARM_COMMON_TESTING_STATUS_MATCHERS_H_
