@@ -18,6 +18,7 @@
 #include "common/fs.h"
 #include "common/status_macros.h"
 #include "common/status_util.h"
+#include "oci/platform.h"
 #include "worker/copy/copy_op.h"
 #include "worker/copy/layer_tree.h"
 #include "worker/copy/materialize.h"
@@ -35,23 +36,6 @@ namespace {
 constexpr size_t kTailLines = 20;
 
 int64_t MicrosSince(absl::Time start) { return absl::ToInt64Microseconds(absl::Now() - start); }
-
-// "linux/amd64" etc.: the platform this worker runs RUN steps for.
-std::string HostPlatform() {
-#if defined(__x86_64__)
-  return "linux/amd64";
-#elif defined(__aarch64__)
-  return "linux/arm64";
-#elif defined(__riscv) && __riscv_xlen == 64
-  return "linux/riscv64";
-#elif defined(__powerpc64__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-  return "linux/ppc64le";
-#elif defined(__s390x__)
-  return "linux/s390x";
-#else
-  return "linux/unknown";
-#endif
-}
 
 std::string Base(const std::string& path) {
   size_t s = path.rfind('/');
@@ -285,10 +269,10 @@ absl::StatusOr<farm::v1::StepResult> LocalStepExecutor::ExecuteRun(
   const farm::v1::RunOp& run = request.run();
   const farm::v1::ExecEnv& env = request.env();
   if (run.args().empty()) return absl::InvalidArgumentError("RUN without a command");
-  if (!env.platform().empty() && env.platform() != HostPlatform()) {
-    return absl::FailedPreconditionError(absl::StrCat("cannot run a ", env.platform(),
-                                                      " step on this ", HostPlatform(),
-                                                      " worker (no emulation)"));
+  if (!env.platform().empty() && env.platform() != image::Platform::Host().String()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("cannot run a ", env.platform(), " step on this ",
+                     image::Platform::Host().String(), " worker (no emulation)"));
   }
   ASSIGN_OR_RETURN(std::string dir, NewRunDir());
   RunDir cleanup{dir};

@@ -16,6 +16,7 @@
 #include "absl/strings/str_split.h"
 #include "common/status_macros.h"
 #include "dispatch_state.pb.h"
+#include "oci/platform.h"
 #include "scheduler/dispatch/fair_queue.h"
 #include "scheduler/dispatch/state_store.h"
 #include "scheduler/dispatch/worker_hub_service.h"
@@ -44,15 +45,8 @@ std::string ShortKey(absl::string_view key) { return std::string(key.substr(0, 1
 }  // namespace
 
 std::string NormalizePlatform(absl::string_view platform) {
-  std::string p = absl::AsciiStrToLower(absl::StripAsciiWhitespace(platform));
-  if (p.empty()) return "linux/amd64";
-  std::vector<std::string> parts = absl::StrSplit(p, '/');
-  if (parts.size() == 1) parts.insert(parts.begin(), "linux");
-  std::string& arch = parts[1];
-  if (arch == "x86_64" || arch == "x86-64") arch = "amd64";
-  if (arch == "aarch64") arch = "arm64";
-  if (arch == "arm64" && parts.size() == 3 && parts[2] == "v8") parts.pop_back();
-  return absl::StrJoin(parts, "/");
+  std::string p = image::NormalizePlatform(platform);
+  return p.empty() ? "linux/amd64" : p;
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -228,8 +228,8 @@ class Dispatcher {
   std::unique_ptr<grpc::Service> service_;
 };
 
-// "linux/amd64" for "" and the usual aliases (x86_64 → amd64, aarch64 and arm64/v8 → arm64),
-// lowercased.
+// The platform a task or worker is matched by: image::NormalizePlatform, with "" (a step or
+// worker that names none) taken as linux/amd64.
 std::string NormalizePlatform(absl::string_view platform);
 
 }  // namespace dispatch

@@ -54,7 +54,7 @@ class RemoteStepExecutor final : public worker::StepExecutor {
 
 // OCI chain IDs of every prefix of `parents` (bottom to top): [ChainID(L0), ChainID(L0,L1),
 // ...], where ChainID(L0) = DiffID(L0) and ChainID(L0..n) = sha256(ChainID(L0..n-1) + " " +
-// DiffID(Ln)) as "sha256:<hex>" (the same IDs layerstore::ChainId gives, which workers report).
+// DiffID(Ln)) as "sha256:<hex>" (image::ChainIds, the IDs workers report).
 // INVALID_ARGUMENT names the parent whose diff_id is not "sha256:<64 hex>".
 absl::StatusOr<std::vector<std::string>> ParentChainIds(
     const google::protobuf::RepeatedPtrField<farm::v1::Layer>& parents);

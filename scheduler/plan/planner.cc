@@ -143,19 +143,6 @@ bool ValidSignal(absl::string_view sig) {
   return false;
 }
 
-absl::StatusOr<std::string> NormalizePlatform(absl::string_view p) {
-  std::vector<std::string> parts = absl::StrSplit(absl::AsciiStrToLower(p), '/');
-  if (parts.size() < 2 || parts.size() > 3 || parts[0].empty() || parts[1].empty()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("invalid platform \"", p, "\": expected os/arch[/variant]"));
-  }
-  std::string& arch = parts[1];
-  if (arch == "x86_64" || arch == "x86-64") arch = "amd64";
-  if (arch == "aarch64") arch = "arm64";
-  if (parts.size() == 3 && parts[1] == "arm64" && parts[2] == "v8") parts.pop_back();
-  return absl::StrJoin(parts, "/");
-}
-
 // Resolves `path` against `workdir` like BuildKit's pathRelativeToWorkingDir, keeping a
 // trailing slash ("dir semantics") and treating "." as a directory.
 std::string AbsDest(const std::string& workdir, const std::string& dest) {
@@ -512,10 +499,10 @@ class Planner {
   Planner(const dockerfile::Dockerfile& df, const PlanOptions& opts) : df_(df), opts_(opts) {}
 
   absl::StatusOr<Plan> Run() {
-    absl::StatusOr<std::string> platform = NormalizePlatform(opts_.platform);
+    absl::StatusOr<image::Platform> platform = image::Platform::Parse(opts_.platform);
     if (!platform.ok()) return platform.status();
-    platform_ = *platform;
-    absl::StatusOr<std::string> build_platform = NormalizePlatform(opts_.build_platform);
+    platform_ = platform->String();
+    absl::StatusOr<image::Platform> build_platform = image::Platform::Parse(opts_.build_platform);
     if (!build_platform.ok()) return build_platform.status();
     const farm::v1::LayerOptions& lo = opts_.layer_options;
     layer_opts_ =
@@ -533,7 +520,7 @@ class Planner {
       meta_.push_back({prefix + "VARIANT", parts.size() > 2 ? parts[2] : ""});
     };
     add_platform("TARGET", platform_);
-    add_platform("BUILD", *build_platform);
+    add_platform("BUILD", build_platform->String());
     predefined_count_ = meta_.size();
     dockerfile::ShellLex lex(df_.escape);
     for (size_t i = 0; i < df_.meta_args.size(); ++i) {
@@ -723,9 +710,9 @@ class Planner {
     if (!ds.from.platform.empty()) {
       absl::StatusOr<std::string> p = lex.ProcessWord(ds.from.platform, MetaEnv());
       if (!p.ok()) return Err(ds.pos, p.status().message());
-      absl::StatusOr<std::string> np = NormalizePlatform(*p);
+      absl::StatusOr<image::Platform> np = image::Platform::Parse(*p);
       if (!np.ok()) return Err(ds.pos, np.status().message());
-      st.platform = *np;
+      st.platform = np->String();
     }
 
     int base_stage = FindStageByName(absl::AsciiStrToLower(st.base_ref), idx);

@@ -46,6 +46,7 @@
 #include "absl/status/statusor.h"
 #include "farm/v1/step.pb.h"
 #include "oci/config.h"
+#include "oci/platform.h"
 #include "scheduler/dockerfile/instructions.h"
 #include "scheduler/image/resolver.h"
 #include "worker/copy/source_tree.h"

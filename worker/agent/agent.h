@@ -80,9 +80,6 @@ class ClientReaderWriter;
 namespace worker {
 namespace agent {
 
-// The platform this host runs steps for, as OCI names it ("linux/amd64", "linux/arm64", ...).
-std::string HostPlatform();
-
 // Checks a peer address: "HOST:PORT", "[V6]:PORT", "grpc://HOST:PORT" or "unix:PATH". Returns
 // the gRPC target; INVALID_ARGUMENT naming `what` (e.g. "--scheduler") otherwise.
 absl::StatusOr<std::string> ParsePeerAddress(const std::string& what, const std::string& address);
@@ -103,8 +100,9 @@ class Agent {
     std::string state_dir;  // required; one farm-worker per directory
     int slots = 1;          // tasks run at once, 1..1024
     std::map<std::string, std::string> labels;
-    // Reported in WorkerHello; "" = HostPlatform(). The executor runs only this host's
-    // platform whatever is reported (a step for another platform fails FAILED_PRECONDITION).
+    // Reported in WorkerHello; "" = this host's (image::Platform::Host()). The executor runs only
+    // this host's platform whatever is reported (a step for another platform fails
+    // FAILED_PRECONDITION).
     std::string platform;
 
     // The executor (see LocalStepExecutor::Options).

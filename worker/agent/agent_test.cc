@@ -20,6 +20,8 @@
 #include "common/testing/status_matchers.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "oci/chain_id.h"
+#include "oci/platform.h"
 #include "worker/agent/testing/fake_hub.h"
 #include "worker/agent/testing/local_cache.h"
 #include "worker/layerstore/layer_store.h"
@@ -224,7 +226,7 @@ farm::v1::Layer AgentTest::base_;
 std::string ChainOf(const std::vector<farm::v1::Layer>& layers) {
   std::vector<common::Digest> diff_ids;
   for (const auto& l : layers) diff_ids.push_back(*common::Digest::ParseOci(l.diff_id(), 0));
-  return layerstore::ChainId(diff_ids);
+  return image::ChainId(diff_ids);
 }
 
 TEST_F(AgentTest, RunsTasksStreamsLogsAndPutsLayersInTheCache) {
@@ -237,7 +239,7 @@ TEST_F(AgentTest, RunsTasksStreamsLogsAndPutsLayersInTheCache) {
   EXPECT_EQ(hello.worker_id(), agent->worker_id());
   EXPECT_FALSE(hello.worker_id().empty());
   EXPECT_EQ(hello.slots(), 2);
-  EXPECT_EQ(hello.platform(), HostPlatform());
+  EXPECT_EQ(hello.platform(), image::Platform::Host().String());
   EXPECT_EQ(hello.labels().at("pool"), "ci");
   EXPECT_EQ(hello.labels().at("disk"), "ssd");
   EXPECT_THAT(hello.version(), HasSubstr("farm-worker"));

@@ -8,6 +8,7 @@
 #include "absl/strings/str_split.h"
 #include "common/fs.h"
 #include "common/status_util.h"
+#include "oci/chain_id.h"
 
 namespace worker {
 namespace agent {
@@ -68,8 +69,7 @@ void ChainIndex::Record(const std::vector<common::Digest>& diff_ids) {
   for (const common::Digest& d : diff_ids) {
     std::string diff = d.OciString();
     std::string parent = chain;
-    // OCI ChainID (see layerstore::ChainId), one step at a time.
-    chain = parent.empty() ? diff : common::DigestOf(absl::StrCat(parent, " ", diff)).OciString();
+    chain = image::NextChainId(parent, diff);
     Entry& e = entries_[chain];
     e.parent = parent;
     e.diff_id = diff;

@@ -4,6 +4,7 @@
 #include "common/testing/status_matchers.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "oci/chain_id.h"
 #include "worker/layerstore/layer_store.h"
 
 namespace worker {
@@ -15,7 +16,7 @@ using ::testing::IsEmpty;
 using ::testing::UnorderedElementsAre;
 
 common::Digest D(char c) { return common::DigestOf(std::string(1, c)); }
-std::string Chain(std::vector<common::Digest> d) { return layerstore::ChainId(d); }
+std::string Chain(std::vector<common::Digest> d) { return image::ChainId(d); }
 absl::flat_hash_set<std::string> Present(std::vector<common::Digest> ds) {
   absl::flat_hash_set<std::string> s;
   for (const auto& d : ds) s.insert(d.OciString());

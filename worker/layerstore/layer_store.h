@@ -49,10 +49,6 @@ struct LayerDesc {
                                            absl::string_view diff_id, int64_t uncompressed_size);
 };
 
-// OCI ChainID of `diff_ids` (bottom to top): ChainID(L0) = DiffID(L0),
-// ChainID(L0..n) = SHA256(ChainID(L0..n-1) + " " + DiffID(Ln)), as "sha256:…".
-std::string ChainId(const std::vector<common::Digest>& diff_ids);
-
 class LayerStore;
 
 // The unpacked layers of a stack, referenced until this object is destroyed (it must not
