@@ -26,7 +26,7 @@
 #include "rocksdb/table.h"
 #include "rocksdb/utilities/table_properties_collectors.h"
 
-namespace cache {
+namespace farm::cache {
 namespace {
 
 using common::FromRocks;
@@ -1686,4 +1686,4 @@ int64_t RocksDbBlobStore::max_size() const { return impl_->max_size(); }
 int64_t RocksDbBlobStore::limit() const { return impl_->limit(); }
 const std::string& RocksDbBlobStore::dir() const { return impl_->dir(); }
 
-}  // namespace cache
+}  // namespace farm::cache

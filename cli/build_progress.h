@@ -12,11 +12,11 @@
 #include "cli/progress.h"
 #include "farm/v1/build.pb.h"
 
-namespace cli {
+namespace farm::cli {
 
 class BuildProgress {
  public:
-  void Start(std::unique_ptr<build::ProgressPrinter> printer) { printer_ = std::move(printer); }
+  void Start(std::unique_ptr<cli::ProgressPrinter> printer) { printer_ = std::move(printer); }
   void Finish() {
     if (printer_) printer_->Finish();
   }
@@ -62,9 +62,9 @@ class BuildProgress {
   }
 
  private:
-  std::unique_ptr<build::ProgressPrinter> printer_;
+  std::unique_ptr<cli::ProgressPrinter> printer_;
 };
 
-}  // namespace cli
+}  // namespace farm::cli
 
 #endif  // FARM_CLI_BUILD_PROGRESS_H_

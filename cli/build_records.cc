@@ -18,7 +18,7 @@
 #include "common/status_macros.h"
 #include "common/status_util.h"
 
-namespace build {
+namespace farm::cli {
 
 namespace {
 
@@ -109,13 +109,14 @@ absl::StatusOr<std::vector<farm::v1::BuildRecord>> FileBuildRecords::List(int li
   return out;
 }
 
-void RecordSteps(const plan::Plan& plan, const std::vector<StepOutcome>& outcomes,
+void RecordSteps(const scheduler::plan::Plan& plan,
+                 const std::vector<scheduler::engine::StepOutcome>& outcomes,
                  farm::v1::BuildRecord* record) {
-  std::map<const plan::Step*, const StepOutcome*> by_step;
-  for (const StepOutcome& o : outcomes) by_step[o.step] = &o;
-  for (const plan::Stage& s : plan.stages) {
+  std::map<const scheduler::plan::Step*, const scheduler::engine::StepOutcome*> by_step;
+  for (const scheduler::engine::StepOutcome& o : outcomes) by_step[o.step] = &o;
+  for (const scheduler::plan::Stage& s : plan.stages) {
     for (size_t k = 0; k < s.steps.size(); ++k) {
-      const plan::Step& st = s.steps[k];
+      const scheduler::plan::Step& st = s.steps[k];
       if (st.key.empty()) continue;
       farm::v1::StepRecord* r = record->add_steps();
       r->set_stage(s.index);
@@ -281,4 +282,4 @@ absl::StatusOr<std::string> ExplainMiss(BuildRecords& records, const farm::v1::B
   return out;
 }
 
-}  // namespace build
+}  // namespace farm::cli

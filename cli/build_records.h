@@ -5,10 +5,10 @@
 // FileBuildRecords keeps one file per build (DIR/<id>.pb, written atomically), newest ids
 // sorting last; it keeps the newest `max_records` and deletes older ones.
 //
-//   ASSIGN_OR_RETURN(auto records, build::FileBuildRecords::Create(home + "/builds"));
+//   ASSIGN_OR_RETURN(auto records, cli::FileBuildRecords::Create(home + "/builds"));
 //   RETURN_IF_ERROR(records->Put(record));
 //   ASSIGN_OR_RETURN(farm::v1::BuildRecord last, records->Get("latest"));
-//   ASSIGN_OR_RETURN(std::string why, build::ExplainMiss(*records, last, "COPY"));
+//   ASSIGN_OR_RETURN(std::string why, cli::ExplainMiss(*records, last, "COPY"));
 #ifndef FARM_CLI_BUILD_RECORDS_H_
 #define FARM_CLI_BUILD_RECORDS_H_
 
@@ -20,7 +20,7 @@
 #include "farm/v1/build.pb.h"
 #include "scheduler/engine/engine.h"
 
-namespace build {
+namespace farm::cli {
 
 class BuildRecords {
  public:
@@ -51,7 +51,8 @@ class FileBuildRecords : public BuildRecords {
 std::string NewBuildId();
 
 // Fills `record.steps` from a finished (or failed) build.
-void RecordSteps(const plan::Plan& plan, const std::vector<StepOutcome>& outcomes,
+void RecordSteps(const scheduler::plan::Plan& plan,
+                 const std::vector<scheduler::engine::StepOutcome>& outcomes,
                  farm::v1::BuildRecord* record);
 
 // Explains why a step of `build` missed the cache. `step` selects it: a Dockerfile line
@@ -62,6 +63,6 @@ void RecordSteps(const plan::Plan& plan, const std::vector<StepOutcome>& outcome
 absl::StatusOr<std::string> ExplainMiss(BuildRecords& records, const farm::v1::BuildRecord& build,
                                         const std::string& step);
 
-}  // namespace build
+}  // namespace farm::cli
 
 #endif  // FARM_CLI_BUILD_RECORDS_H_

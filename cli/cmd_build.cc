@@ -35,7 +35,7 @@
 #include "scheduler/registry/client.h"
 #include "worker/local_step_executor.h"
 
-namespace cli {
+namespace farm::cli {
 
 namespace {
 
@@ -83,18 +83,18 @@ class Build {
 
  private:
   int RunImpl(const std::string& context_arg) {
-    absl::StatusOr<build::ProgressMode> mode =
-        build::ParseProgressMode(f_.quiet ? "quiet" : f_.progress);
+    absl::StatusOr<cli::ProgressMode> mode =
+        cli::ParseProgressMode(f_.quiet ? "quiet" : f_.progress);
     if (!mode.ok()) return progress_.Fatal(mode.status());
-    if (f_.in.platform != "linux/amd64" && f_.in.platform != image::Platform::Host().String()) {
+    if (f_.in.platform != "linux/amd64" && f_.in.platform != oci::Platform::Host().String()) {
       return progress_.Fatal(absl::InvalidArgumentError(
           absl::StrCat("--platform ", f_.in.platform, ": this machine builds ",
-                       image::Platform::Host().String(), " only (no emulation is installed)")));
+                       oci::Platform::Host().String(), " only (no emulation is installed)")));
     }
     absl::StatusOr<CheckedBuildFlags> checked = CheckBuildFlags(f_);
     if (!checked.ok()) return progress_.Fatal(checked.status());
     checked_ = *std::move(checked);
-    const std::vector<image::Reference>& tags = checked_.tags;
+    const std::vector<oci::Reference>& tags = checked_.tags;
     const std::map<std::string, std::string>& labels = checked_.labels;
     const std::map<std::string, std::string>& secrets = checked_.secrets;
     std::vector<OutputSpec> outputs;
@@ -131,8 +131,8 @@ class Build {
       absl::StatusOr<std::string> text = common::ReadFile(dockerfile_path);
       if (text.ok()) dockerfile_text = *text;
     }
-    progress_.Start(build::ProgressPrinter::Create(*mode, 2, dockerfile_text,
-                                                   stdin_df ? "<stdin>" : dockerfile_path));
+    progress_.Start(
+        ProgressPrinter::Create(*mode, 2, dockerfile_text, stdin_df ? "<stdin>" : dockerfile_path));
 
     // Stores (waits for another farm process using the same home).
     absl::StatusOr<LocalStores> stores = OpenLocalStores();
@@ -169,7 +169,7 @@ class Build {
   }
 
   int BuildWithStores(const std::string& context_dir, const std::string& dockerfile_path,
-                      const std::string* stdin_df, const std::vector<image::Reference>& tags,
+                      const std::string* stdin_df, const std::vector<oci::Reference>& tags,
                       const std::map<std::string, std::string>& labels,
                       const std::map<std::string, std::string>& secrets,
                       const std::map<std::string, std::string>& agents,
@@ -178,13 +178,13 @@ class Build {
     timer_.Mark("open stores");
     int64_t build_start = absl::ToUnixMicros(absl::Now());
     farm::v1::BuildRecord record;
-    record.set_id(build::NewBuildId());
+    record.set_id(cli::NewBuildId());
     record.set_started_unix_micros(build_start);
     record.set_dockerfile(stdin_df ? "-" : Absolute(dockerfile_path));
     record.set_context(Absolute(context_dir));
     record.set_target(f_.in.target);
-    absl::StatusOr<std::unique_ptr<build::FileBuildRecords>> records =
-        build::FileBuildRecords::Create(common::JoinPath(st.home, "builds"));
+    absl::StatusOr<std::unique_ptr<cli::FileBuildRecords>> records =
+        FileBuildRecords::Create(common::JoinPath(st.home, "builds"));
     if (!records.ok()) return progress_.Fatal(records.status());
 
     farm::v1::LayerOptions layer_options = checked_.layer_options;
@@ -197,19 +197,20 @@ class Build {
                      farm::v1::VertexUpdate::STARTED);
 
     // Base images: resolved (pulled when needed) during planning, each shown as a vertex.
-    image::StoreResolverOptions ro;
-    ro.pull_policy = f_.pull ? image::PullPolicy::kAlways : image::PullPolicy::kMissing;
+    scheduler::image::StoreResolverOptions ro;
+    ro.pull_policy =
+        f_.pull ? scheduler::image::PullPolicy::kAlways : scheduler::image::PullPolicy::kMissing;
     ro.registry = RegistryOptionsFrom(f_.insecure);
     int v_meta = 0;
     std::map<std::string, std::string> pull_status;
-    ro.progress = [this, &v_meta, &pull_status](const registry::Progress& p) {
+    ro.progress = [this, &v_meta, &pull_status](const scheduler::image::Progress& p) {
       // One line per change of a layer's status, not per byte.
       if (v_meta == 0 || pull_status[p.id] == p.status) return;
       pull_status[p.id] = p.status;
       progress_.Log(v_meta, absl::StrCat(p.id, ": ", p.status));
     };
-    absl::StatusOr<std::shared_ptr<image::StoreResolver>> store_resolver =
-        image::StoreResolver::Create(st.blobs, st.images, ro);
+    absl::StatusOr<std::shared_ptr<scheduler::image::StoreResolver>> store_resolver =
+        scheduler::image::StoreResolver::Create(st.blobs, st.images, ro);
     if (!store_resolver.ok()) return progress_.Fatal(store_resolver.status());
     VertexResolver resolver(this, store_resolver->get(), &next_vertex, &v_meta);
 
@@ -257,15 +258,15 @@ class Build {
     worker::LocalStepExecutor::Options wo;
     wo.state_dir = common::JoinPath(st.home, "worker");
     wo.cas = worker_cas;
-    wo.secrets = std::make_shared<worker::MapSecretProvider>(secrets, agents);
+    wo.secrets = std::make_shared<executor::MapSecretProvider>(secrets, agents);
     absl::StatusOr<std::unique_ptr<worker::LocalStepExecutor>> exec =
         worker::LocalStepExecutor::Create(std::move(wo));
     if (!exec.ok()) return Finish(&record, **records, exec.status());
     std::shared_ptr<worker::LocalStepExecutor> executor = *std::move(exec);
     timer_.Mark("open the executor");
 
-    build::EngineDeps deps{st.blobs, st.action_cache, executor};
-    build::BuildRequest req;
+    scheduler::engine::EngineDeps deps{st.blobs, st.action_cache, executor};
+    scheduler::engine::BuildRequest req;
     req.plan = &prepared->plan;
     req.dockerfile = stdin_df ? "<stdin>" : dockerfile_path;
     req.cache_read_scopes = {f_.cache_scope};
@@ -273,34 +274,37 @@ class Build {
     req.cache_write_scope = f_.cache_scope;
     req.no_cache = f_.no_cache;
     req.source_date_epoch = epoch;
-    req.format =
-        f_.format == "docker" ? image::ManifestFormat::kDocker : image::ManifestFormat::kOci;
+    req.format = f_.format == "docker" ? scheduler::image::ManifestFormat::kDocker
+                                       : scheduler::image::ManifestFormat::kOci;
     req.labels = labels;
     req.max_parallel = static_cast<int>(f_.max_parallel);
     req.first_vertex_id = next_vertex;
-    build::EventSink sink = [this](const farm::v1::BuildEvent& e) { progress_.Event(e); };
-    absl::StatusOr<build::BuildOutput> out = build::RunBuild(deps, req, sink, &cancel);
+    scheduler::engine::EventSink sink = [this](const farm::v1::BuildEvent& e) {
+      progress_.Event(e);
+    };
+    absl::StatusOr<scheduler::engine::BuildOutput> out =
+        scheduler::engine::RunBuild(deps, req, sink, &cancel);
     if (!out.ok()) {
       return Finish(&record, **records, out.status(), &prepared->plan);
     }
-    build::RecordSteps(prepared->plan, out->steps, &record);
+    cli::RecordSteps(prepared->plan, out->steps, &record);
     timer_.Mark("run the steps and assemble");
 
     // Export: the image store (and names), then the outputs asked for.
     int v_exp = req.first_vertex_id;
-    for (const plan::Stage& stage : prepared->plan.stages) {
-      if (stage.base_kind == plan::Stage::BaseKind::kImage) ++v_exp;
-      for (const plan::Step& step : stage.steps) v_exp += step.key.empty() ? 0 : 1;
+    for (const scheduler::plan::Stage& stage : prepared->plan.stages) {
+      if (stage.base_kind == scheduler::plan::Stage::BaseKind::kImage) ++v_exp;
+      for (const scheduler::plan::Step& step : stage.steps) v_exp += step.key.empty() ? 0 : 1;
     }
     int64_t t2 = absl::ToUnixMicros(absl::Now());
     progress_.Vertex(v_exp, "exporting to image", farm::v1::VertexUpdate::STARTED);
-    absl::StatusOr<image::ImageRecord> rec =
-        image::DescribeImage(*st.blobs, out->image.manifest, out->image.layers);
+    absl::StatusOr<scheduler::image::ImageRecord> rec =
+        scheduler::image::DescribeImage(*st.blobs, out->image.manifest, out->image.layers);
     absl::Status s = rec.status();
     if (s.ok()) s = st.images->Put(*rec);
     if (s.ok()) {
       progress_.Log(v_exp, absl::StrCat("writing image ", out->image.config.digest, " done"));
-      for (const image::Reference& t : tags) {
+      for (const oci::Reference& t : tags) {
         absl::StatusOr<std::string> prev = st.images->SetReference(t, rec->digest);
         if (!prev.ok()) {
           s = prev.status();
@@ -325,7 +329,7 @@ class Build {
     timer_.Mark("store and export the image");
 
     std::vector<std::string> names;
-    for (const image::Reference& t : tags) names.push_back(t.String());
+    for (const oci::Reference& t : tags) names.push_back(t.String());
     record.set_image_id(out->image.config.digest);
     record.set_manifest_digest(out->image.manifest.digest);
     for (const std::string& n : names) record.add_tags(n);
@@ -357,20 +361,20 @@ class Build {
     return 0;
   }
 
-  absl::Status Push(const image::ImageRecord& rec, const std::vector<image::Reference>& tags,
-                    int vertex) {
-    registry::ClientPool pool(RegistryOptionsFrom(f_.insecure));
-    for (const image::Reference& t : tags) {
-      ASSIGN_OR_RETURN(registry::Client * client, pool.Get(t.domain()));
-      registry::PushOptions po;
+  absl::Status Push(const scheduler::image::ImageRecord& rec,
+                    const std::vector<oci::Reference>& tags, int vertex) {
+    scheduler::registry::ClientPool pool(RegistryOptionsFrom(f_.insecure));
+    for (const oci::Reference& t : tags) {
+      ASSIGN_OR_RETURN(scheduler::registry::Client * client, pool.Get(t.domain()));
+      scheduler::image::PushOptions po;
       std::map<std::string, std::string> seen;
-      po.progress = [this, vertex, &seen](const registry::Progress& p) {
+      po.progress = [this, vertex, &seen](const scheduler::image::Progress& p) {
         if (seen[p.id] == p.status) return;
         seen[p.id] = p.status;
         progress_.Log(vertex, absl::StrCat(p.id, ": ", p.status));
       };
-      ASSIGN_OR_RETURN(registry::PushResult r,
-                       registry::PushImage(*client, *stores_->blobs, rec, t, po));
+      ASSIGN_OR_RETURN(scheduler::image::PushResult r,
+                       scheduler::image::PushImage(*client, *stores_->blobs, rec, t, po));
       progress_.Log(vertex,
                     absl::StrCat("pushing ", t.String(), ": ", r.uploaded, " uploaded, ", r.mounted,
                                  " mounted, ", r.existed, " already there, digest ", r.digest));
@@ -379,13 +383,13 @@ class Build {
   }
 
   // Writes the build record; returns the exit status for `status`.
-  int Finish(farm::v1::BuildRecord* record, build::BuildRecords& records,
-             const absl::Status& status, const plan::Plan* plan = nullptr) {
+  int Finish(farm::v1::BuildRecord* record, cli::BuildRecords& records, const absl::Status& status,
+             const scheduler::plan::Plan* plan = nullptr) {
     record->set_finished_unix_micros(absl::ToUnixMicros(absl::Now()));
     record->set_ok(status.ok());
     if (!status.ok()) {
       record->set_error(std::string(status.message()));
-      if (plan != nullptr && record->steps_size() == 0) build::RecordSteps(*plan, {}, record);
+      if (plan != nullptr && record->steps_size() == 0) cli::RecordSteps(*plan, {}, record);
     }
     absl::Status w = records.Put(*record);
     if (!w.ok()) std::cerr << "warning: keeping the build record: " << w.message() << "\n";
@@ -400,18 +404,18 @@ class Build {
   }
 
   // Shows each base-image resolution as "[internal] load metadata for ...".
-  class VertexResolver : public image::BaseImageResolver {
+  class VertexResolver : public scheduler::image::BaseImageResolver {
    public:
-    VertexResolver(Build* b, image::BaseImageResolver* inner, int* next, int* current)
+    VertexResolver(Build* b, scheduler::image::BaseImageResolver* inner, int* next, int* current)
         : b_(b), inner_(inner), next_(next), current_(current) {}
-    absl::StatusOr<image::ResolvedImage> Resolve(const std::string& ref,
-                                                 const std::string& platform) override {
+    absl::StatusOr<scheduler::image::ResolvedImage> Resolve(const std::string& ref,
+                                                            const std::string& platform) override {
       int id = (*next_)++;
       *current_ = id;
       int64_t t = absl::ToUnixMicros(absl::Now());
       b_->progress_.Vertex(id, "[internal] load metadata for " + ref,
                            farm::v1::VertexUpdate::STARTED);
-      absl::StatusOr<image::ResolvedImage> r = inner_->Resolve(ref, platform);
+      absl::StatusOr<scheduler::image::ResolvedImage> r = inner_->Resolve(ref, platform);
       b_->progress_.Vertex(id, "",
                            r.ok() ? farm::v1::VertexUpdate::DONE : farm::v1::VertexUpdate::FAILED,
                            absl::ToUnixMicros(absl::Now()) - t);
@@ -421,7 +425,7 @@ class Build {
 
    private:
     Build* b_;
-    image::BaseImageResolver* inner_;
+    scheduler::image::BaseImageResolver* inner_;
     int* next_;
     int* current_;
   };
@@ -467,4 +471,4 @@ int RunBuild(const Args& args) {
   return Build(std::move(f)).Run(positional[0]);
 }
 
-}  // namespace cli
+}  // namespace farm::cli

@@ -34,7 +34,7 @@
 #include "common/status_util.h"
 #include "scheduler/context/context.h"
 
-namespace cli {
+namespace farm::cli {
 
 namespace {
 
@@ -81,8 +81,8 @@ class Submit {
 
  private:
   int RunImpl(const std::string& context_arg) {
-    absl::StatusOr<build::ProgressMode> mode =
-        build::ParseProgressMode(f_.quiet ? "quiet" : f_.progress);
+    absl::StatusOr<cli::ProgressMode> mode =
+        cli::ParseProgressMode(f_.quiet ? "quiet" : f_.progress);
     if (!mode.ok()) return progress_.Fatal(mode.status());
     absl::StatusOr<CheckedBuildFlags> checked = CheckBuildFlags(f_);
     if (!checked.ok()) return progress_.Fatal(checked.status());
@@ -115,7 +115,7 @@ class Submit {
     if (tar_dir && absl::StartsWith(dockerfile_name, tar_dir->path() + "/")) {
       dockerfile_name = dockerfile_name.substr(tar_dir->path().size() + 1);
     }
-    progress_.Start(build::ProgressPrinter::Create(*mode, 2, dockerfile_text, dockerfile_name));
+    progress_.Start(ProgressPrinter::Create(*mode, 2, dockerfile_text, dockerfile_name));
 
     // The scheduler, and the cache it names (or --cache).
     absl::StatusOr<SchedulerConnection> conn = ConnectScheduler(*address);
@@ -149,20 +149,20 @@ class Submit {
                        absl::ToUnixMicros(absl::Now()) - t0, std::string(s.message()));
       return progress_.Fatal(s);
     };
-    absl::StatusOr<std::vector<std::string>> ignore =
-        buildctx::LoadIgnorePatterns(context_dir, stdin_dockerfile ? "" : dockerfile_path);
+    absl::StatusOr<std::vector<std::string>> ignore = scheduler::context::LoadIgnorePatterns(
+        context_dir, stdin_dockerfile ? "" : dockerfile_path);
     if (!ignore.ok()) return fail_ctx(ignore.status());
-    buildctx::SnapshotOptions so;
+    scheduler::context::SnapshotOptions so;
     so.preserve_permissions = f_.in.preserve_permissions;
     if (!tar_dir) so.stat_cache = StatCachePath(context_dir);
-    absl::StatusOr<std::unique_ptr<buildctx::Snapshot>> snap =
-        buildctx::Snapshot::FromDirectory(context_dir, *ignore, so);
+    absl::StatusOr<std::unique_ptr<scheduler::context::Snapshot>> snap =
+        scheduler::context::Snapshot::FromDirectory(context_dir, *ignore, so);
     if (!snap.ok()) return fail_ctx(snap.status());
     cache::client::GrpcBlobStore::Options co;
     absl::StatusOr<std::unique_ptr<cache::client::GrpcBlobStore>> cas =
         cache::client::GrpcBlobStore::Create(cache_address, co);
     if (!cas.ok()) return fail_ctx(cas.status());
-    absl::StatusOr<buildctx::Snapshot::UploadStats> up =
+    absl::StatusOr<scheduler::context::Snapshot::UploadStats> up =
         (*snap)->Upload(**cas, static_cast<int>(f_.upload_parallelism));
     if (!up.ok()) {
       return fail_ctx(
@@ -181,7 +181,7 @@ class Submit {
     *req.mutable_context() = (*snap)->root();
     for (const auto& [k, v] : checked->build_args) (*req.mutable_build_args())[k] = v;
     req.set_target(f_.in.target);
-    for (const image::Reference& t : checked->tags) req.add_tags(t.String());
+    for (const oci::Reference& t : checked->tags) req.add_tags(t.String());
     for (const auto& [k, v] : checked->labels) (*req.mutable_labels())[k] = v;
     req.set_platform(f_.in.platform);
     req.set_no_cache(f_.no_cache);
@@ -375,4 +375,4 @@ int RunSubmit(const Args& args) {
   return Submit(std::move(f)).Run(positional[0]);
 }
 
-}  // namespace cli
+}  // namespace farm::cli

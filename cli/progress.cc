@@ -11,7 +11,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 
-namespace build {
+namespace farm::cli {
 
 namespace {
 
@@ -296,4 +296,4 @@ void ProgressPrinter::Finish() {
   if (!tail.empty()) Write(tail);
 }
 
-}  // namespace build
+}  // namespace farm::cli

@@ -10,7 +10,7 @@
 // The same printer serves `farm build` (events produced in process) and `farm submit`
 // (events streamed from a scheduler).
 //
-//   auto p = build::ProgressPrinter::Create(build::ProgressMode::kAuto, 2, dockerfile_text);
+//   auto p = cli::ProgressPrinter::Create(cli::ProgressMode::kAuto, 2, dockerfile_text);
 //   p->OnEvent(event);   // from any thread
 //   p->Finish();
 #ifndef FARM_CLI_PROGRESS_H_
@@ -26,7 +26,7 @@
 #include "absl/synchronization/mutex.h"
 #include "farm/v1/build.pb.h"
 
-namespace build {
+namespace farm::cli {
 
 enum class ProgressMode { kAuto, kTty, kPlain, kQuiet };
 
@@ -90,6 +90,6 @@ class ProgressPrinter {
 // Formats seconds the way BuildKit does in plain mode ("0.0s", "12.3s").
 std::string FormatDuration(int64_t micros);
 
-}  // namespace build
+}  // namespace farm::cli
 
 #endif  // FARM_CLI_PROGRESS_H_

@@ -7,7 +7,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
-namespace build {
+namespace farm::cli {
 namespace {
 
 using ::testing::HasSubstr;
@@ -96,4 +96,4 @@ TEST(ProgressTest, ParseMode) {
 }
 
 }  // namespace
-}  // namespace build
+}  // namespace farm::cli

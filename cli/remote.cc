@@ -13,7 +13,7 @@
 #include "common/backoff.h"
 #include "common/grpc_status.h"
 
-namespace cli {
+namespace farm::cli {
 
 absl::StatusOr<std::string> SchedulerAddress(const std::string& flag) {
   std::string a = flag;
@@ -159,4 +159,4 @@ absl::StatusOr<farm::v1::BuildOutcome> FollowBuild(
   }
 }
 
-}  // namespace cli
+}  // namespace farm::cli

@@ -2,7 +2,7 @@
 
 #include <cmath>
 
-namespace common {
+namespace farm::common {
 
 Backoff::Backoff(Options options, std::function<double()> uniform)
     : options_(options), uniform_(std::move(uniform)) {
@@ -30,4 +30,4 @@ absl::Duration Backoff::Delay(int attempt) const {
   return std::min(absl::Seconds(base_s * scale), options_.max);
 }
 
-}  // namespace common
+}  // namespace farm::common

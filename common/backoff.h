@@ -21,7 +21,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 
-namespace common {
+namespace farm::common {
 
 class Backoff {
  public:
@@ -81,6 +81,6 @@ auto Retry(const RetryOptions& options, F&& f) -> decltype(f()) {
   }
 }
 
-}  // namespace common
+}  // namespace farm::common
 
 #endif  // FARM_COMMON_BACKOFF_H_

@@ -5,7 +5,7 @@
 #include "absl/status/statusor.h"
 #include "gtest/gtest.h"
 
-namespace common {
+namespace farm::common {
 namespace {
 
 TEST(BackoffTest, GrowsExponentiallyUpToTheCap) {
@@ -89,4 +89,4 @@ TEST(RetryTest, ReturnsTheFirstSuccessWithItsValue) {
 }
 
 }  // namespace
-}  // namespace common
+}  // namespace farm::common

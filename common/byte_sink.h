@@ -15,7 +15,7 @@
 #include "absl/strings/string_view.h"
 #include "common/digest.h"
 
-namespace common {
+namespace farm::common {
 
 class ByteSink {
  public:
@@ -51,6 +51,6 @@ class HashingSink : public ByteSink {
   Sha256 hash_;
 };
 
-}  // namespace common
+}  // namespace farm::common
 
 #endif  // FARM_COMMON_BYTE_SINK_H_

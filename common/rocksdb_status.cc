@@ -2,7 +2,7 @@
 
 #include "absl/strings/str_cat.h"
 
-namespace common {
+namespace farm::common {
 
 absl::Status FromRocks(const rocksdb::Status& s, absl::string_view context) {
   if (s.ok()) return absl::OkStatus();
@@ -19,4 +19,4 @@ absl::Status FromRocks(const rocksdb::Status& s, absl::string_view context) {
   return absl::Status(code, absl::StrCat(context, ": ", s.ToString()));
 }
 
-}  // namespace common
+}  // namespace farm::common

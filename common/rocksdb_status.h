@@ -12,10 +12,10 @@
 #include "absl/strings/string_view.h"
 #include "rocksdb/status.h"
 
-namespace common {
+namespace farm::common {
 
 absl::Status FromRocks(const rocksdb::Status& s, absl::string_view context);
 
-}  // namespace common
+}  // namespace farm::common
 
 #endif  // FARM_COMMON_ROCKSDB_STATUS_H_

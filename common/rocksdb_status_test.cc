@@ -2,7 +2,7 @@
 
 #include "gtest/gtest.h"
 
-namespace common {
+namespace farm::common {
 namespace {
 
 TEST(FromRocksTest, MapsCodesByMeaningAndKeepsTheContext) {
@@ -18,4 +18,4 @@ TEST(FromRocksTest, MapsCodesByMeaningAndKeepsTheContext) {
 }
 
 }  // namespace
-}  // namespace common
+}  // namespace farm::common

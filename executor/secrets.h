@@ -1,7 +1,7 @@
 // MapSecretProvider: secrets and ssh agents given up front (e.g. `farm build --secret
 // id=npmrc,src=$HOME/.npmrc --ssh default`): the CLI reads the files and passes the bytes.
 //
-//   auto secrets = std::make_shared<worker::MapSecretProvider>(
+//   auto secrets = std::make_shared<executor::MapSecretProvider>(
 //       std::map<std::string, std::string>{{"npmrc", bytes}},
 //       std::map<std::string, std::string>{{"default", getenv("SSH_AUTH_SOCK")}});
 #ifndef FARM_EXECUTOR_SECRETS_H_
@@ -12,7 +12,7 @@
 
 #include "executor/step_executor.h"
 
-namespace worker {
+namespace farm::executor {
 
 class MapSecretProvider : public SecretProvider {
  public:
@@ -39,6 +39,6 @@ class MapSecretProvider : public SecretProvider {
   const std::map<std::string, std::string> ssh_agents_;
 };
 
-}  // namespace worker
+}  // namespace farm::executor
 
 #endif  // FARM_EXECUTOR_SECRETS_H_

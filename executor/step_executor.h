@@ -10,7 +10,7 @@
 //   - host faults are UNAVAILABLE / INTERNAL (another worker might succeed);
 //   - CANCELLED when `cancel` was notified (the step's process tree is killed first).
 //
-//   worker::StepExecutor::Ptr exec = ...;   // e.g. LocalStepExecutor::Create(...)
+//   executor::StepExecutor::Ptr exec = ...;   // e.g. LocalStepExecutor::Create(...)
 //   absl::Notification cancel;
 //   ASSIGN_OR_RETURN(farm::v1::StepResult r, exec->Execute(request,
 //       [](absl::string_view line, bool is_stderr) { std::cerr << line << "\n"; }, &cancel));
@@ -27,7 +27,7 @@
 #include "absl/synchronization/notification.h"
 #include "farm/v1/step.pb.h"
 
-namespace worker {
+namespace farm::executor {
 
 // Receives a RUN step's output live, line by line (without the newline). Called from the
 // executing thread; must be thread-safe if one sink is shared by concurrent steps.
@@ -61,6 +61,6 @@ class SecretProvider {
   }
 };
 
-}  // namespace worker
+}  // namespace farm::executor
 
 #endif  // FARM_EXECUTOR_STEP_EXECUTOR_H_

@@ -2,7 +2,7 @@
 
 #include "absl/strings/str_cat.h"
 
-namespace image {
+namespace farm::oci {
 
 std::string NextChainId(absl::string_view parent_chain, absl::string_view diff_id) {
   if (parent_chain.empty()) return std::string(diff_id);
@@ -26,4 +26,4 @@ std::vector<std::string> ChainIds(const std::vector<std::string>& diff_ids) {
   return out;
 }
 
-}  // namespace image
+}  // namespace farm::oci

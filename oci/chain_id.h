@@ -3,8 +3,8 @@
 // "sha256:<hex>". Workers report the stacks they hold by ChainID and the dispatcher places
 // steps by the ChainIDs of their parents, so both must compute them here, the one way.
 //
-//   std::string top = image::ChainId({diff0, diff1});
-//   std::string next = image::NextChainId(top, "sha256:…");
+//   std::string top = oci::ChainId({diff0, diff1});
+//   std::string next = oci::NextChainId(top, "sha256:…");
 #ifndef FARM_OCI_CHAIN_ID_H_
 #define FARM_OCI_CHAIN_ID_H_
 
@@ -14,7 +14,7 @@
 #include "absl/strings/string_view.h"
 #include "common/digest.h"
 
-namespace image {
+namespace farm::oci {
 
 // The ChainID of `parent_chain` (a ChainID, or "" for none) with `diff_id` on top.
 std::string NextChainId(absl::string_view parent_chain, absl::string_view diff_id);
@@ -23,6 +23,6 @@ std::string ChainId(const std::vector<common::Digest>& diff_ids);
 // The ChainIDs of every prefix of the stack: [ChainID(L0), ChainID(L0,L1), ...].
 std::vector<std::string> ChainIds(const std::vector<std::string>& diff_ids);
 
-}  // namespace image
+}  // namespace farm::oci
 
 #endif  // FARM_OCI_CHAIN_ID_H_

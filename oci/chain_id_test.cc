@@ -3,7 +3,7 @@
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 
-namespace image {
+namespace farm::oci {
 namespace {
 
 TEST(ChainIdTest, FollowsTheImageSpec) {
@@ -19,4 +19,4 @@ TEST(ChainIdTest, FollowsTheImageSpec) {
 }
 
 }  // namespace
-}  // namespace image
+}  // namespace farm::oci

@@ -15,7 +15,7 @@
 #include "absl/synchronization/mutex.h"
 #include "common/status_macros.h"
 
-namespace image {
+namespace farm::oci {
 
 const char* CompressionName(Compression c) {
   switch (c) {
@@ -594,4 +594,4 @@ absl::StatusOr<LayerDigests> AsyncLayerDigester::Finish() {
   return shared_->digester.Finish();
 }
 
-}  // namespace image
+}  // namespace farm::oci

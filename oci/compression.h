@@ -35,7 +35,7 @@
 #include "common/digest.h"
 #include "oci/manifest.h"
 
-namespace image {
+namespace farm::oci {
 
 struct CompressionOptions {
   Compression compression = Compression::kGzip;
@@ -123,6 +123,6 @@ class AsyncLayerDigester {
   std::unique_ptr<Shared> shared_;
 };
 
-}  // namespace image
+}  // namespace farm::oci
 
 #endif  // FARM_OCI_COMPRESSION_H_

@@ -5,7 +5,7 @@
 
 #include "gtest/gtest.h"
 
-namespace image {
+namespace farm::oci {
 namespace {
 
 std::string Pseudo(size_t n) {
@@ -150,4 +150,4 @@ TEST(CompressionTest, AnExpectedFormatRejectsOtherData) {
 }
 
 }  // namespace
-}  // namespace image
+}  // namespace farm::oci

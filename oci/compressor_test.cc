@@ -10,7 +10,7 @@
 #include "gtest/gtest.h"
 #include "oci/compression.h"
 
-namespace image {
+namespace farm::oci {
 namespace {
 
 class StringSink : public common::ByteSink {
@@ -123,4 +123,4 @@ TEST(CompressTest, SystemToolsDecompressOurOutput) {
 }
 
 }  // namespace
-}  // namespace image
+}  // namespace farm::oci

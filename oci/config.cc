@@ -7,7 +7,7 @@
 #include "common/status_macros.h"
 #include "nlohmann/json.hpp"
 
-namespace image {
+namespace farm::oci {
 
 namespace {
 
@@ -308,4 +308,4 @@ std::string FormatCreated(int64_t unix_seconds) {
   return buf;
 }
 
-}  // namespace image
+}  // namespace farm::oci

@@ -5,7 +5,7 @@
 // diff_ids and history and writes it into the CAS. Fields this model does not know are kept
 // verbatim (`extra`), so a base image's config survives a round trip.
 //
-//   ASSIGN_OR_RETURN(image::ImageConfig c, image::ImageConfig::FromJson(bytes));
+//   ASSIGN_OR_RETURN(oci::ImageConfig c, oci::ImageConfig::FromJson(bytes));
 //   c.config.env.push_back("PATH=/usr/bin");
 //   std::string out = c.ToJson();   // canonical: sorted keys, no whitespace
 #ifndef FARM_OCI_CONFIG_H_
@@ -21,7 +21,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 
-namespace image {
+namespace farm::oci {
 
 struct HealthConfig {
   // ["NONE"], ["CMD", args...], ["CMD-SHELL", command]
@@ -105,6 +105,6 @@ std::string PlatformOf(const ImageConfig& config);
 // RFC 3339 UTC text for Unix seconds (the form Docker writes): 0 → "1970-01-01T00:00:00Z".
 std::string FormatCreated(int64_t unix_seconds);
 
-}  // namespace image
+}  // namespace farm::oci
 
 #endif  // FARM_OCI_CONFIG_H_

@@ -2,7 +2,7 @@
 
 #include "gtest/gtest.h"
 
-namespace image {
+namespace farm::oci {
 namespace {
 
 TEST(ImageConfigTest, RoundTripKeepsKnownAndUnknownFields) {
@@ -76,4 +76,4 @@ TEST(ImageConfigTest, FormatCreated) {
 }
 
 }  // namespace
-}  // namespace image
+}  // namespace farm::oci

@@ -9,7 +9,7 @@
 #include "common/status_macros.h"
 #include "nlohmann/json.hpp"
 
-namespace image {
+namespace farm::oci {
 
 namespace {
 
@@ -305,4 +305,4 @@ absl::StatusOr<Descriptor> SelectPlatform(const Index& index, const Platform& wa
       absl::StrCat("no matching manifest for ", w.String(), " in the manifest list entries"));
 }
 
-}  // namespace image
+}  // namespace farm::oci

@@ -7,10 +7,10 @@
 // Parsing validates what Farm relies on (schemaVersion 2, descriptors with valid sha256
 // digests and non-negative sizes, known config/layer media types) and keeps everything else.
 //
-//   ASSIGN_OR_RETURN(image::Manifest m, image::Manifest::Parse(bytes, content_type));
-//   for (const image::Descriptor& layer : m.layers) ...
-//   ASSIGN_OR_RETURN(image::Index idx, image::Index::Parse(bytes, content_type));
-//   ASSIGN_OR_RETURN(image::Descriptor d, image::SelectPlatform(idx, image::Platform::Host()));
+//   ASSIGN_OR_RETURN(oci::Manifest m, oci::Manifest::Parse(bytes, content_type));
+//   for (const oci::Descriptor& layer : m.layers) ...
+//   ASSIGN_OR_RETURN(oci::Index idx, oci::Index::Parse(bytes, content_type));
+//   ASSIGN_OR_RETURN(oci::Descriptor d, oci::SelectPlatform(idx, oci::Platform::Host()));
 #ifndef FARM_OCI_MANIFEST_H_
 #define FARM_OCI_MANIFEST_H_
 
@@ -25,7 +25,7 @@
 #include "oci/media_types.h"
 #include "oci/platform.h"
 
-namespace image {
+namespace farm::oci {
 
 struct Descriptor {
   std::string media_type;
@@ -77,6 +77,6 @@ bool PlatformMatches(const Descriptor& entry, const Platform& want);
 // in the manifest list entries" (Docker's wording) when none fits.
 absl::StatusOr<Descriptor> SelectPlatform(const Index& index, const Platform& want);
 
-}  // namespace image
+}  // namespace farm::oci
 
 #endif  // FARM_OCI_MANIFEST_H_

@@ -4,7 +4,7 @@
 
 #include "gtest/gtest.h"
 
-namespace image {
+namespace farm::oci {
 namespace {
 
 std::string D(char c) { return "sha256:" + std::string(64, c); }
@@ -137,4 +137,4 @@ TEST(ManifestTest, LayerMediaTypes) {
 }
 
 }  // namespace
-}  // namespace image
+}  // namespace farm::oci

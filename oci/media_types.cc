@@ -4,7 +4,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 
-namespace image {
+namespace farm::oci {
 
 std::string ManifestAcceptHeader() {
   return absl::StrJoin({kOciManifest, kOciIndex, kDockerManifest, kDockerManifestList}, ", ");
@@ -44,4 +44,4 @@ std::string ConvertLayerMediaType(absl::string_view t, bool to_docker) {
   return LayerMediaType(*c, to_docker);
 }
 
-}  // namespace image
+}  // namespace farm::oci

@@ -1,8 +1,8 @@
 // Media types of the OCI image spec and of Docker's v2 schema 2, and the layer compression each
 // layer type declares.
 //
-//   ASSIGN_OR_RETURN(image::Compression c, image::LayerCompression(desc.media_type));
-//   std::string t = image::LayerMediaType(image::Compression::kGzip, /*docker=*/false);
+//   ASSIGN_OR_RETURN(oci::Compression c, oci::LayerCompression(desc.media_type));
+//   std::string t = oci::LayerMediaType(oci::Compression::kGzip, /*docker=*/false);
 #ifndef FARM_OCI_MEDIA_TYPES_H_
 #define FARM_OCI_MEDIA_TYPES_H_
 
@@ -11,7 +11,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 
-namespace image {
+namespace farm::oci {
 
 // Media types.
 inline constexpr char kOciManifest[] = "application/vnd.oci.image.manifest.v1+json";
@@ -51,6 +51,6 @@ std::string LayerMediaType(Compression compression, bool docker);
 // Converts a layer media type to the other family (same bytes); unknown types are kept.
 std::string ConvertLayerMediaType(absl::string_view media_type, bool to_docker);
 
-}  // namespace image
+}  // namespace farm::oci
 
 #endif  // FARM_OCI_MEDIA_TYPES_H_

@@ -7,7 +7,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 
-namespace image {
+namespace farm::oci {
 
 absl::StatusOr<Platform> Platform::Parse(absl::string_view text) {
   std::vector<std::string> parts = absl::StrSplit(text, '/');
@@ -88,4 +88,4 @@ std::string NormalizePlatform(absl::string_view text) {
   return p.ok() ? p->String() : t;
 }
 
-}  // namespace image
+}  // namespace farm::oci

@@ -2,10 +2,10 @@
 // (containerd's: x86_64 → amd64, aarch64 → arm64, arm64/v8 → arm64, armhf → arm/v7, ...), and
 // the platform of this host.
 //
-//   ASSIGN_OR_RETURN(image::Platform p, image::Platform::Parse("linux/aarch64"));
+//   ASSIGN_OR_RETURN(oci::Platform p, oci::Platform::Parse("linux/aarch64"));
 //   p.String();                                  // "linux/arm64"
-//   image::Platform::Host().String();            // e.g. "linux/amd64"
-//   image::NormalizePlatform("Linux/X86_64");    // "linux/amd64"
+//   oci::Platform::Host().String();            // e.g. "linux/amd64"
+//   oci::NormalizePlatform("Linux/X86_64");    // "linux/amd64"
 #ifndef FARM_OCI_PLATFORM_H_
 #define FARM_OCI_PLATFORM_H_
 
@@ -15,7 +15,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 
-namespace image {
+namespace farm::oci {
 
 struct Platform {
   std::string os;            // "linux"
@@ -44,6 +44,6 @@ struct Platform {
 // unknown platform still matches itself); "" stays "".
 std::string NormalizePlatform(absl::string_view text);
 
-}  // namespace image
+}  // namespace farm::oci
 
 #endif  // FARM_OCI_PLATFORM_H_

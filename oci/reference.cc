@@ -7,7 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 
-namespace image {
+namespace farm::oci {
 
 namespace {
 
@@ -353,4 +353,4 @@ Reference Reference::NameOnly() const {
   return r;
 }
 
-}  // namespace image
+}  // namespace farm::oci

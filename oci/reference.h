@@ -15,7 +15,7 @@
 //     the algorithm requires (sha256: 64 lowercase hex);
 //   - a bare 64-hex string is refused as a name (it is an image ID, see ImageStore lookups).
 //
-//   ASSIGN_OR_RETURN(image::Reference r, image::Reference::Parse("alpine"));
+//   ASSIGN_OR_RETURN(oci::Reference r, oci::Reference::Parse("alpine"));
 //   r.String();          // "docker.io/library/alpine"
 //   r.WithDefaultTag();  // docker.io/library/alpine:latest
 //   r.FamiliarString();  // "alpine"
@@ -27,7 +27,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 
-namespace image {
+namespace farm::oci {
 
 inline constexpr char kDefaultDomain[] = "docker.io";
 inline constexpr char kDefaultTag[] = "latest";
@@ -92,6 +92,6 @@ bool IsIdentifier(absl::string_view text);
 // domain itself.
 std::string RegistryHostFor(absl::string_view domain);
 
-}  // namespace image
+}  // namespace farm::oci
 
 #endif  // FARM_OCI_REFERENCE_H_

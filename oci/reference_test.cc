@@ -4,7 +4,7 @@
 
 #include "gtest/gtest.h"
 
-namespace image {
+namespace farm::oci {
 namespace {
 
 const std::string kHex = "ea3ad7ac24ac8df3a6d0d9ef8d5d0b2c3ab5f5e9a4c1e0f8b9d7c6a5b4e3f2a1";
@@ -150,4 +150,4 @@ TEST(ReferenceTest, RegistryHosts) {
 }
 
 }  // namespace
-}  // namespace image
+}  // namespace farm::oci

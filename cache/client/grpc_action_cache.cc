@@ -13,8 +13,7 @@
 #include "common/status_util.h"
 #include "farm/v1/cache.pb.h"
 
-namespace cache {
-namespace client {
+namespace farm::cache::client {
 
 namespace reapi = build::bazel::remote::execution::v2;
 
@@ -90,5 +89,4 @@ absl::Status GrpcActionCache::Update(const std::string& scope, const common::Dig
       stored.status(), absl::StrCat("UpdateActionResult ", key.ToString(), " in \"", scope, "\""));
 }
 
-}  // namespace client
-}  // namespace cache
+}  // namespace farm::cache::client

@@ -19,8 +19,7 @@
 #include "cache/action_cache.h"
 #include "common/backoff.h"
 
-namespace cache {
-namespace client {
+namespace farm::cache::client {
 
 class GrpcActionCache final : public ActionCache {
  public:
@@ -43,7 +42,6 @@ class GrpcActionCache final : public ActionCache {
   Options options_;
 };
 
-}  // namespace client
-}  // namespace cache
+}  // namespace farm::cache::client
 
 #endif  // FARM_CACHE_CLIENT_GRPC_ACTION_CACHE_H_

@@ -18,8 +18,7 @@
 #include "common/status_macros.h"
 #include "common/status_util.h"
 
-namespace cache {
-namespace client {
+namespace farm::cache::client {
 
 namespace reapi = build::bazel::remote::execution::v2;
 namespace bs = google::bytestream;
@@ -646,5 +645,4 @@ absl::Status GrpcBlobStore::ReleaseLease(const std::string& lease_id) {
   });
 }
 
-}  // namespace client
-}  // namespace cache
+}  // namespace farm::cache::client

@@ -37,8 +37,7 @@
 #include "farm/v1/cache.grpc.pb.h"
 #include "google/bytestream/bytestream.grpc.pb.h"
 
-namespace cache {
-namespace client {
+namespace farm::cache::client {
 
 // A channel to a cache server: "HOST:PORT" or "grpc://HOST:PORT" (plaintext), or "unix:PATH".
 // Raises the receive limit to 64 MiB. INVALID_ARGUMENT for grpcs:// (TLS is not supported yet).
@@ -91,7 +90,6 @@ class GrpcBlobStore final : public BlobStore {
   Options options_;
 };
 
-}  // namespace client
-}  // namespace cache
+}  // namespace farm::cache::client
 
 #endif  // FARM_CACHE_CLIENT_GRPC_BLOB_STORE_H_

@@ -8,8 +8,7 @@
 #include "common/status_macros.h"
 #include "common/status_util.h"
 
-namespace cache {
-namespace client {
+namespace farm::cache::client {
 
 CacheStats FromProto(const farm::v1::CacheStats& p) {
   CacheStats s;
@@ -85,5 +84,4 @@ absl::StatusOr<GcResult> GrpcCacheAdmin::Gc(const GcOptions& options) {
   return r;
 }
 
-}  // namespace client
-}  // namespace cache
+}  // namespace farm::cache::client

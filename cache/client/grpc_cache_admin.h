@@ -16,8 +16,7 @@
 #include "common/backoff.h"
 #include "farm/v1/cache.grpc.pb.h"
 
-namespace cache {
-namespace client {
+namespace farm::cache::client {
 
 class GrpcCacheAdmin final : public CacheAdmin {
  public:
@@ -44,7 +43,6 @@ class GrpcCacheAdmin final : public CacheAdmin {
 // Conversions between the proto and the struct (shared with the server).
 CacheStats FromProto(const farm::v1::CacheStats& proto);
 
-}  // namespace client
-}  // namespace cache
+}  // namespace farm::cache::client
 
 #endif  // FARM_CACHE_CLIENT_GRPC_CACHE_ADMIN_H_

@@ -7,7 +7,7 @@
 #include "absl/status/statusor.h"
 #include "gtest/gtest.h"
 
-namespace worker_testing {
+namespace farm::common::testing {
 
 inline const absl::Status& ToStatus(const absl::Status& s) { return s; }
 template <typename T>
@@ -15,20 +15,20 @@ inline const absl::Status& ToStatus(const absl::StatusOr<T>& s) {
   return s.status();
 }
 
-}  // namespace worker_testing
+}  // namespace farm::common::testing
 
-#define ASSERT_OK(expr)                                               \
-  do {                                                                \
-    const auto& farm_test_s_ = (expr);                                \
-    ASSERT_TRUE(::worker_testing::ToStatus(farm_test_s_).ok())        \
-        << #expr << ": " << ::worker_testing::ToStatus(farm_test_s_); \
+#define ASSERT_OK(expr)                                                      \
+  do {                                                                       \
+    const auto& farm_test_s_ = (expr);                                       \
+    ASSERT_TRUE(::farm::common::testing::ToStatus(farm_test_s_).ok())        \
+        << #expr << ": " << ::farm::common::testing::ToStatus(farm_test_s_); \
   } while (0)
 
-#define EXPECT_OK(expr)                                               \
-  do {                                                                \
-    const auto& farm_test_s_ = (expr);                                \
-    EXPECT_TRUE(::worker_testing::ToStatus(farm_test_s_).ok())        \
-        << #expr << ": " << ::worker_testing::ToStatus(farm_test_s_); \
+#define EXPECT_OK(expr)                                                      \
+  do {                                                                       \
+    const auto& farm_test_s_ = (expr);                                       \
+    EXPECT_TRUE(::farm::common::testing::ToStatus(farm_test_s_).ok())        \
+        << #expr << ": " << ::farm::common::testing::ToStatus(farm_test_s_); \
   } while (0)
 
 #endif  // FARM_COMMON_TESTING_STATUS_MATCHERS_H_

@@ -7,7 +7,7 @@
 #include "common/status_macros.h"
 #include "oci/chain_id.h"
 
-namespace dispatch {
+namespace farm::scheduler::dispatch {
 
 absl::StatusOr<std::vector<std::string>> ParentChainIds(
     const google::protobuf::RepeatedPtrField<farm::v1::Layer>& parents) {
@@ -21,7 +21,7 @@ absl::StatusOr<std::vector<std::string>> ParentChainIds(
     }
     diff_ids.push_back(diff_id);
   }
-  return image::ChainIds(diff_ids);
+  return oci::ChainIds(diff_ids);
 }
 
 std::vector<std::string> MountedSecretIds(const farm::v1::StepRequest& request) {
@@ -60,10 +60,10 @@ absl::StatusOr<TaskSpec> RemoteStepExecutor::SpecFor(const farm::v1::StepRequest
 }
 
 absl::StatusOr<farm::v1::StepResult> RemoteStepExecutor::Execute(
-    const farm::v1::StepRequest& request, const worker::LogSink& log,
+    const farm::v1::StepRequest& request, const executor::LogSink& log,
     const absl::Notification* cancel) {
   ASSIGN_OR_RETURN(TaskSpec spec, SpecFor(request));
   return dispatcher_->Run(spec, log, cancel);
 }
 
-}  // namespace dispatch
+}  // namespace farm::scheduler::dispatch

@@ -11,7 +11,7 @@
 #include "common/rocksdb_status.h"
 #include "common/status_macros.h"
 
-namespace dispatch {
+namespace farm::scheduler::dispatch {
 namespace {
 
 using common::FromRocks;
@@ -198,4 +198,4 @@ void StateStore::WriterLoop() {
   }
 }
 
-}  // namespace dispatch
+}  // namespace farm::scheduler::dispatch

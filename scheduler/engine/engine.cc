@@ -12,7 +12,7 @@
 #include "common/status_macros.h"
 #include "common/status_util.h"
 
-namespace build {
+namespace farm::scheduler::engine {
 
 namespace {
 
@@ -300,7 +300,7 @@ class Engine {
     }
     int64_t start = NowMicros();
     EmitVertex(vertex, name, farm::v1::VertexUpdate::STARTED, 0, step.key);
-    worker::LogSink log = [this, vertex, start](absl::string_view line, bool is_stderr) {
+    executor::LogSink log = [this, vertex, start](absl::string_view line, bool is_stderr) {
       farm::v1::BuildEvent e;
       e.mutable_log()->set_id(vertex);
       e.mutable_log()->set_stderr(is_stderr);
@@ -520,4 +520,4 @@ absl::StatusOr<BuildOutput> RunBuild(const EngineDeps& deps, const BuildRequest&
   return engine.Run();
 }
 
-}  // namespace build
+}  // namespace farm::scheduler::engine

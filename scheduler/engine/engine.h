@@ -6,11 +6,11 @@
 // time; a step wanted twice in one build runs once. The target stage (and every stage it is
 // based on) is then assembled into an OCI image in the CAS.
 //
-//   build::EngineDeps deps{cas, ac, executor};
-//   build::BuildRequest req;
+//   scheduler::engine::EngineDeps deps{cas, ac, executor};
+//   scheduler::engine::BuildRequest req;
 //   req.plan = &plan;
-//   ASSIGN_OR_RETURN(build::BuildOutput out, build::RunBuild(deps, req, sink, &cancel));
-//   out.image.config.digest   // the image ID
+//   ASSIGN_OR_RETURN(scheduler::engine::BuildOutput out, scheduler::engine::RunBuild(deps, req,
+//   sink, &cancel)); out.image.config.digest   // the image ID
 #ifndef FARM_SCHEDULER_ENGINE_ENGINE_H_
 #define FARM_SCHEDULER_ENGINE_ENGINE_H_
 
@@ -31,12 +31,12 @@
 #include "scheduler/image/assemble.h"
 #include "scheduler/plan/planner.h"
 
-namespace build {
+namespace farm::scheduler::engine {
 
 struct EngineDeps {
   std::shared_ptr<cache::BlobStore> cas;
   std::shared_ptr<cache::ActionCache> ac;
-  std::shared_ptr<worker::StepExecutor> executor;
+  std::shared_ptr<executor::StepExecutor> executor;
 };
 
 struct BuildRequest {
@@ -94,6 +94,6 @@ absl::StatusOr<std::optional<farm::v1::Layer>> LayerFromActionResult(absl::strin
 // the FROM's "[build 1/5]".
 std::string VertexName(const plan::Plan& plan, const plan::Stage& stage, int step_index);
 
-}  // namespace build
+}  // namespace farm::scheduler::engine
 
 #endif  // FARM_SCHEDULER_ENGINE_ENGINE_H_

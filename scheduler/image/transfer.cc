@@ -14,7 +14,7 @@
 #include "oci/compression.h"
 #include "oci/config.h"
 
-namespace registry {
+namespace farm::scheduler::image {
 
 namespace {
 
@@ -69,8 +69,8 @@ absl::Status RunParallel(size_t n, int parallel, const std::function<absl::Statu
   return first;
 }
 
-absl::StatusOr<std::string> ReadOrFetchSmall(Client& client, cache::BlobStore& cas,
-                                             const std::string& repo, const image::Descriptor& d,
+absl::StatusOr<std::string> ReadOrFetchSmall(registry::Client& client, cache::BlobStore& cas,
+                                             const std::string& repo, const oci::Descriptor& d,
                                              int64_t max, bool* fetched) {
   if (d.size > max) {
     return absl::InvalidArgumentError(
@@ -96,16 +96,17 @@ absl::StatusOr<std::string> ReadOrFetchSmall(Client& client, cache::BlobStore& c
 }
 
 // Streams one layer into the CAS, verifying digest, size and diff_id before it becomes visible.
-absl::StatusOr<int64_t> FetchLayer(Client& client, cache::BlobStore& cas, const std::string& repo,
-                                   const farm::v1::Layer& layer, Reporter& report) {
+absl::StatusOr<int64_t> FetchLayer(registry::Client& client, cache::BlobStore& cas,
+                                   const std::string& repo, const farm::v1::Layer& layer,
+                                   Reporter& report) {
   std::string id = ShortId(layer.digest());
   ASSIGN_OR_RETURN(common::Digest digest, common::Digest::ParseOci(layer.digest(), layer.size()));
-  ASSIGN_OR_RETURN(image::Compression c, image::LayerCompression(layer.media_type()));
+  ASSIGN_OR_RETURN(oci::Compression c, oci::LayerCompression(layer.media_type()));
   ASSIGN_OR_RETURN(std::unique_ptr<cache::BlobWriter> writer, cas.BeginWrite(digest));
   // The CAS writer verifies size and digest at Commit; the digester only computes the diff_id
   // (an uncompressed layer is hashed once here: its digest is its diff_id).
   // Decompression runs on a second thread, overlapping the download and the CAS write.
-  image::AsyncLayerDigester digester(c, /*hash_stored=*/false);
+  oci::AsyncLayerDigester digester(c, /*hash_stored=*/false);
   int64_t got = 0, reported = 0;
   absl::Status s = client.GetBlob(repo, digest, [&](absl::string_view chunk) -> absl::Status {
     RETURN_IF_ERROR(digester.Update(chunk));
@@ -125,12 +126,12 @@ absl::StatusOr<int64_t> FetchLayer(Client& client, cache::BlobStore& cas, const 
     return s;
   }
   report(id, "Verifying Checksum");
-  absl::StatusOr<image::LayerDigests> d = digester.Finish();
+  absl::StatusOr<oci::LayerDigests> d = digester.Finish();
   if (!d.ok()) {
     return absl::DataLossError(absl::StrCat("filesystem layer verification failed for digest ",
                                             layer.digest(), ": ", d.status().message()));
   }
-  if (c == image::Compression::kNone && d->digest != digest) {
+  if (c == oci::Compression::kNone && d->digest != digest) {
     return absl::DataLossError(absl::StrCat("filesystem layer verification failed for digest ",
                                             layer.digest(), ": the registry ", client.domain(),
                                             " sent ", d->digest.size_bytes, " bytes hashing to ",
@@ -155,18 +156,18 @@ absl::StatusOr<int64_t> FetchLayer(Client& client, cache::BlobStore& cas, const 
 
 }  // namespace
 
-absl::StatusOr<PullResult> PullImage(Client& client, cache::BlobStore& cas,
-                                     const image::Reference& ref, const PullOptions& options) {
+absl::StatusOr<PullResult> PullImage(registry::Client& client, cache::BlobStore& cas,
+                                     const oci::Reference& ref, const PullOptions& options) {
   Reporter report(options.progress);
   const std::string repo = ref.path();
   const std::string want = ref.has_digest() ? ref.digest()
                            : ref.has_tag()  ? ref.tag()
-                                            : std::string(image::kDefaultTag);
+                                            : std::string(oci::kDefaultTag);
   report("", absl::StrCat(want, ": Pulling from ", repo));
   PullResult result;
 
   // Resolve the reference: HEAD, then GET only what is not in the CAS.
-  absl::StatusOr<ManifestInfo> info = client.HeadManifest(repo, want);
+  absl::StatusOr<registry::ManifestInfo> info = client.HeadManifest(repo, want);
   if (!info.ok() && info.status().code() != absl::StatusCode::kNotFound &&
       info.status().code() != absl::StatusCode::kUnimplemented) {
     return info.status();
@@ -185,7 +186,7 @@ absl::StatusOr<PullResult> PullImage(Client& client, cache::BlobStore& cas,
     }
   }
   if (!have_top) {
-    ASSIGN_OR_RETURN(FetchedManifest m,
+    ASSIGN_OR_RETURN(registry::FetchedManifest m,
                      client.GetManifest(repo, top_digest.empty() ? want : top_digest));
     top_bytes = std::move(m.bytes);
     top_digest = m.info.digest;
@@ -193,16 +194,16 @@ absl::StatusOr<PullResult> PullImage(Client& client, cache::BlobStore& cas,
     result.downloaded = true;
   }
   result.resolved_digest = top_digest;
-  ASSIGN_OR_RETURN(std::string media_type, image::SniffManifestMediaType(top_bytes, top_type));
+  ASSIGN_OR_RETURN(std::string media_type, oci::SniffManifestMediaType(top_bytes, top_type));
 
-  image::Descriptor manifest_desc;
+  oci::Descriptor manifest_desc;
   std::string manifest_bytes;
-  if (image::IsIndexMediaType(media_type)) {
-    absl::StatusOr<image::Index> idx = image::Index::Parse(top_bytes, media_type);
+  if (oci::IsIndexMediaType(media_type)) {
+    absl::StatusOr<oci::Index> idx = oci::Index::Parse(top_bytes, media_type);
     if (!idx.ok()) return common::Annotate(idx.status(), top_digest);
-    absl::StatusOr<image::Descriptor> chosen = image::SelectPlatform(*idx, options.platform);
+    absl::StatusOr<oci::Descriptor> chosen = oci::SelectPlatform(*idx, options.platform);
     if (!chosen.ok()) return common::Annotate(chosen.status(), ref.FamiliarString());
-    if (!image::IsManifestMediaType(chosen->media_type)) {
+    if (!oci::IsManifestMediaType(chosen->media_type)) {
       return absl::InvalidArgumentError(
           absl::StrCat(ref.FamiliarString(), ": nested index ", chosen->digest, " unsupported"));
     }
@@ -212,7 +213,7 @@ absl::StatusOr<PullResult> PullImage(Client& client, cache::BlobStore& cas,
     if (cas.Has(md).value_or(false)) {
       ASSIGN_OR_RETURN(manifest_bytes, cas.ReadBlob(md, 4 << 20));
     } else {
-      ASSIGN_OR_RETURN(FetchedManifest m, client.GetManifest(repo, manifest_desc.digest));
+      ASSIGN_OR_RETURN(registry::FetchedManifest m, client.GetManifest(repo, manifest_desc.digest));
       if (m.info.size != manifest_desc.size) {
         return absl::DataLossError(absl::StrCat("manifest ", manifest_desc.digest, " is ",
                                                 m.info.size, " bytes, the index says ",
@@ -222,7 +223,7 @@ absl::StatusOr<PullResult> PullImage(Client& client, cache::BlobStore& cas,
       result.downloaded = true;
     }
     result.record.index_digests.push_back(top_digest);
-  } else if (image::IsManifestMediaType(media_type)) {
+  } else if (oci::IsManifestMediaType(media_type)) {
     manifest_bytes = top_bytes;
     manifest_desc.media_type = media_type;
     manifest_desc.digest = top_digest;
@@ -231,12 +232,12 @@ absl::StatusOr<PullResult> PullImage(Client& client, cache::BlobStore& cas,
     return absl::InvalidArgumentError(
         absl::StrCat(ref.FamiliarString(), ": media type ", media_type, " is not an image"));
   }
-  absl::StatusOr<image::Manifest> manifest =
-      image::Manifest::Parse(manifest_bytes, manifest_desc.media_type);
+  absl::StatusOr<oci::Manifest> manifest =
+      oci::Manifest::Parse(manifest_bytes, manifest_desc.media_type);
   if (!manifest.ok()) return common::Annotate(manifest.status(), manifest_desc.digest);
   manifest_desc.media_type = manifest->media_type;
-  if (manifest->config.media_type != image::kOciConfig &&
-      manifest->config.media_type != image::kDockerConfig) {
+  if (manifest->config.media_type != oci::kOciConfig &&
+      manifest->config.media_type != oci::kDockerConfig) {
     return absl::InvalidArgumentError(absl::StrCat(ref.FamiliarString(),
                                                    " is not a container image (config type ",
                                                    manifest->config.media_type, ")"));
@@ -246,7 +247,7 @@ absl::StatusOr<PullResult> PullImage(Client& client, cache::BlobStore& cas,
   ASSIGN_OR_RETURN(std::string config_bytes, ReadOrFetchSmall(client, cas, repo, manifest->config,
                                                               kMaxConfigBytes, &fetched));
   result.downloaded |= fetched;
-  absl::StatusOr<image::ImageConfig> config = image::ImageConfig::FromJson(config_bytes);
+  absl::StatusOr<oci::ImageConfig> config = oci::ImageConfig::FromJson(config_bytes);
   if (!config.ok()) return common::Annotate(config.status(), manifest->config.digest);
   if (config->diff_ids.size() != manifest->layers.size()) {
     return absl::InvalidArgumentError(
@@ -257,8 +258,8 @@ absl::StatusOr<PullResult> PullImage(Client& client, cache::BlobStore& cas,
   std::vector<farm::v1::Layer> layers;
   std::vector<common::Digest> digests;
   for (size_t i = 0; i < manifest->layers.size(); ++i) {
-    const image::Descriptor& d = manifest->layers[i];
-    absl::StatusOr<image::Compression> c = image::LayerCompression(d.media_type);
+    const oci::Descriptor& d = manifest->layers[i];
+    absl::StatusOr<oci::Compression> c = oci::LayerCompression(d.media_type);
     if (!c.ok()) return common::Annotate(c.status(), ref.FamiliarString());
     farm::v1::Layer l;
     l.set_digest(d.digest);
@@ -302,7 +303,7 @@ absl::StatusOr<PullResult> PullImage(Client& client, cache::BlobStore& cas,
   ASSIGN_OR_RETURN(common::Digest md,
                    common::Digest::ParseOci(manifest_desc.digest, manifest_desc.size));
   RETURN_IF_ERROR(cas.WriteBlob(md, manifest_bytes));
-  image::Descriptor stored{manifest_desc.media_type, manifest_desc.digest, manifest_desc.size};
+  oci::Descriptor stored{manifest_desc.media_type, manifest_desc.digest, manifest_desc.size};
   std::vector<std::string> index_digests = std::move(result.record.index_digests);
   ASSIGN_OR_RETURN(result.record, image::DescribeImage(cas, stored, layers));
   result.record.index_digests = std::move(index_digests);
@@ -310,9 +311,9 @@ absl::StatusOr<PullResult> PullImage(Client& client, cache::BlobStore& cas,
   return result;
 }
 
-absl::StatusOr<PushResult> PushImage(Client& client, cache::BlobStore& cas,
-                                     const image::ImageRecord& record,
-                                     const image::Reference& target, const PushOptions& options) {
+absl::StatusOr<PushResult> PushImage(registry::Client& client, cache::BlobStore& cas,
+                                     const image::ImageRecord& record, const oci::Reference& target,
+                                     const PushOptions& options) {
   Reporter report(options.progress);
   const std::string repo = target.path();
   std::vector<std::string> mount_from;
@@ -327,23 +328,24 @@ absl::StatusOr<PushResult> PushImage(Client& client, cache::BlobStore& cas,
                        bool show) -> absl::Status {
     ASSIGN_OR_RETURN(common::Digest d, common::Digest::ParseOci(digest_str, size));
     if (show) report(id, "Pushing", 0, size);
-    BlobSource source = [&cas, d](int64_t offset, int64_t limit, const BodySink& sink) {
+    registry::BlobSource source = [&cas, d](int64_t offset, int64_t limit,
+                                            const registry::BodySink& sink) {
       return cas.Read(d, offset, limit, sink);
     };
-    absl::StatusOr<BlobPushResult> r = client.PushBlob(repo, d, mount_from, source);
+    absl::StatusOr<registry::BlobPushResult> r = client.PushBlob(repo, d, mount_from, source);
     if (!r.ok()) return common::Annotate(r.status(), absl::StrCat("pushing ", digest_str));
     absl::MutexLock lock(&mu);
     switch (*r) {
-      case BlobPushResult::kExists:
+      case registry::BlobPushResult::kExists:
         result.existed++;
         if (show) report(id, "Layer already exists");
         break;
-      case BlobPushResult::kMounted:
+      case registry::BlobPushResult::kMounted:
         result.mounted++;
         if (show)
           report(id, absl::StrCat("Mounted from ", mount_from.empty() ? "" : mount_from[0]));
         break;
-      case BlobPushResult::kUploaded:
+      case registry::BlobPushResult::kUploaded:
         result.uploaded++;
         if (show) report(id, "Pushed");
         break;
@@ -382,4 +384,4 @@ absl::StatusOr<PushResult> PushImage(Client& client, cache::BlobStore& cas,
   return result;
 }
 
-}  // namespace registry
+}  // namespace farm::scheduler::image

@@ -3,11 +3,11 @@
 // config with HEAD/mount/upload, then the manifest under each tag). Both report progress in
 // Docker's vocabulary so the CLI can print what `docker pull`/`docker push` print.
 //
-//   registry::PullOptions po;
-//   ASSIGN_OR_RETURN(registry::PullResult r, registry::PullImage(*client, *cas, ref, po));
-//   RETURN_IF_ERROR(images->Put(r.record));
-//   ASSIGN_OR_RETURN(registry::PushResult p,
-//                    registry::PushImage(*client, *cas, record, target_ref, {}));
+//   scheduler::image::PullOptions po;
+//   ASSIGN_OR_RETURN(scheduler::image::PullResult r, scheduler::image::PullImage(*client, *cas,
+//   ref, po)); RETURN_IF_ERROR(images->Put(r.record));
+//   ASSIGN_OR_RETURN(scheduler::image::PushResult p,
+//                    scheduler::image::PushImage(*client, *cas, record, target_ref, {}));
 #ifndef FARM_SCHEDULER_IMAGE_TRANSFER_H_
 #define FARM_SCHEDULER_IMAGE_TRANSFER_H_
 
@@ -24,7 +24,7 @@
 #include "scheduler/image/store.h"
 #include "scheduler/registry/client.h"
 
-namespace registry {
+namespace farm::scheduler::image {
 
 // One progress line: `id` is a short (12 hex) layer id, or "" for an image-wide message.
 // Statuses: "Pulling fs layer", "Downloading", "Verifying Checksum", "Download complete",
@@ -40,7 +40,7 @@ struct Progress {
 using ProgressFn = std::function<void(const Progress&)>;
 
 struct PullOptions {
-  image::Platform platform = image::Platform::Host();
+  oci::Platform platform = oci::Platform::Host();
   int max_concurrent_downloads = 3;  // as dockerd
   ProgressFn progress;
   // Layers whose uncompressed size is already known (e.g. from the local image store), so a
@@ -59,8 +59,8 @@ struct PullResult {
 // Pulls `ref` (tag, or digest; no tag and no digest means "latest"). On OK every blob of the
 // record is in `cas`. A blob whose bytes do not hash to its digest (or a layer whose content
 // does not match its diff_id) is refused: DATA_LOSS naming the digest, nothing stored for it.
-absl::StatusOr<PullResult> PullImage(Client& client, cache::BlobStore& cas,
-                                     const image::Reference& ref, const PullOptions& options);
+absl::StatusOr<PullResult> PullImage(registry::Client& client, cache::BlobStore& cas,
+                                     const oci::Reference& ref, const PullOptions& options);
 
 struct PushOptions {
   int max_concurrent_uploads = 5;  // as dockerd
@@ -77,10 +77,10 @@ struct PushResult {
 // under target's tag, or only by digest when target has none. Blobs the repository has are
 // skipped (so an interrupted push resumes where it stopped); blobs found in record.sources on
 // the same registry are mounted. Index images push each platform's manifest by digest first.
-absl::StatusOr<PushResult> PushImage(Client& client, cache::BlobStore& cas,
-                                     const image::ImageRecord& record,
-                                     const image::Reference& target, const PushOptions& options);
+absl::StatusOr<PushResult> PushImage(registry::Client& client, cache::BlobStore& cas,
+                                     const image::ImageRecord& record, const oci::Reference& target,
+                                     const PushOptions& options);
 
-}  // namespace registry
+}  // namespace farm::scheduler::image
 
 #endif  // FARM_SCHEDULER_IMAGE_TRANSFER_H_

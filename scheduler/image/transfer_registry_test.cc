@@ -14,12 +14,12 @@
 #include "scheduler/registry/client.h"
 #include "scheduler/registry/testing/local_registry.h"
 
-namespace registry {
+namespace farm::scheduler::image {
 namespace {
 
-using image::Compression;
-using image::testing::MakeTar;
-using image::testing::PutLayer;
+using oci::Compression;
+using testing::MakeTar;
+using testing::PutLayer;
 
 std::string Noise(size_t n, int seed) {
   std::mt19937 rng(seed);
@@ -32,8 +32,8 @@ class RegistryTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
     tmp_ = new common::TempDir(common::TempDir::Create("registry").value());
-    absl::StatusOr<std::unique_ptr<testing::LocalRegistry>> r =
-        testing::LocalRegistry::Start(tmp_->path() + "/open");
+    absl::StatusOr<std::unique_ptr<registry::testing::LocalRegistry>> r =
+        registry::testing::LocalRegistry::Start(tmp_->path() + "/open");
     ASSERT_TRUE(r.ok()) << r.status();
     open_ = r->release();
   }
@@ -42,8 +42,8 @@ class RegistryTest : public ::testing::Test {
     delete tmp_;
   }
 
-  RegistryOptions Options() {
-    RegistryOptions o;
+  registry::RegistryOptions Options() {
+    registry::RegistryOptions o;
     o.initial_backoff = absl::Milliseconds(1);
     o.docker_config_dir = tmp_->path() + "/no-docker-config";
     return o;
@@ -51,12 +51,12 @@ class RegistryTest : public ::testing::Test {
 
   // An image with a gzip and a zstd layer, made in `cas_`.
   image::ImageRecord MakeImage(const std::string& salt, const std::string& arch = "amd64",
-                               image::ManifestFormat format = image::ManifestFormat::kOci) {
+                               image::ManifestFormat format = ManifestFormat::kOci) {
     farm::v1::Layer a =
         PutLayer(cas_, MakeTar({{"data", Noise(200000, 7)}}), Compression::kGzip).value();
     farm::v1::Layer b =
         PutLayer(cas_, MakeTar({{"salt", salt + arch}}),
-                 format == image::ManifestFormat::kOci ? Compression::kZstd : Compression::kGzip)
+                 format == ManifestFormat::kOci ? Compression::kZstd : Compression::kGzip)
             .value();
     image::AssembleRequest r;
     r.config.architecture = arch;
@@ -70,32 +70,31 @@ class RegistryTest : public ::testing::Test {
     return image::DescribeImage(cas_, img.manifest, img.layers).value();
   }
 
-  image::Reference Ref(const testing::LocalRegistry& reg, const std::string& rest) {
-    return image::Reference::Parse(reg.domain() + "/" + rest).value();
+  oci::Reference Ref(const registry::testing::LocalRegistry& reg, const std::string& rest) {
+    return oci::Reference::Parse(reg.domain() + "/" + rest).value();
   }
 
   static common::TempDir* tmp_;
-  static testing::LocalRegistry* open_;
+  static registry::testing::LocalRegistry* open_;
   cache::testing::MemoryBlobStore cas_;
   image::AssembledImage last_assembled_;
 };
 
 common::TempDir* RegistryTest::tmp_ = nullptr;
-testing::LocalRegistry* RegistryTest::open_ = nullptr;
+registry::testing::LocalRegistry* RegistryTest::open_ = nullptr;
 
 TEST_F(RegistryTest, PushThenPullGivesTheSameImage) {
-  for (image::ManifestFormat format :
-       {image::ManifestFormat::kOci, image::ManifestFormat::kDocker}) {
+  for (image::ManifestFormat format : {ManifestFormat::kOci, ManifestFormat::kDocker}) {
     image::ImageRecord rec = MakeImage("roundtrip", "amd64", format);
-    auto client = Client::Create(open_->domain(), Options()).value();
-    image::Reference ref = Ref(*open_, "farm/roundtrip:v1");
+    auto client = registry::Client::Create(open_->domain(), Options()).value();
+    oci::Reference ref = Ref(*open_, "farm/roundtrip:v1");
     absl::StatusOr<PushResult> pushed = PushImage(*client, cas_, rec, ref, {});
     ASSERT_TRUE(pushed.ok()) << pushed.status();
     EXPECT_EQ(pushed->digest, rec.digest);
     EXPECT_EQ(client->base_url(), "http://" + open_->domain());  // loopback: plain HTTP
 
     cache::testing::MemoryBlobStore fresh;
-    auto puller = Client::Create(open_->domain(), Options()).value();
+    auto puller = registry::Client::Create(open_->domain(), Options()).value();
     absl::StatusOr<PullResult> pulled = PullImage(*puller, fresh, ref, {});
     ASSERT_TRUE(pulled.ok()) << pulled.status();
     EXPECT_EQ(pulled->record.digest, rec.digest);
@@ -114,15 +113,15 @@ TEST_F(RegistryTest, PushThenPullGivesTheSameImage) {
 
 TEST_F(RegistryTest, ChunkedUploadAndCrossRepositoryMount) {
   image::ImageRecord rec = MakeImage("chunked");
-  RegistryOptions o = Options();
+  registry::RegistryOptions o = Options();
   o.chunk_size = 64 << 10;
-  auto client = Client::Create(open_->domain(), o).value();
+  auto client = registry::Client::Create(open_->domain(), o).value();
   ASSERT_TRUE(PushImage(*client, cas_, rec, Ref(*open_, "chunk/a:1"), {}).ok());
   EXPECT_GE(client->stats().chunk_uploads, 3);  // the 200 kB layer in 64 KiB chunks
 
   // The same image into another repository of the registry: blobs are mounted, not sent.
   rec.sources = {open_->domain() + "/chunk/a"};
-  auto c2 = Client::Create(open_->domain(), Options()).value();
+  auto c2 = registry::Client::Create(open_->domain(), Options()).value();
   absl::StatusOr<PushResult> r = PushImage(*c2, cas_, rec, Ref(*open_, "chunk/b:1"), {});
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_EQ(r->mounted, 3);  // two layers and the config
@@ -140,17 +139,17 @@ TEST_F(RegistryTest, IndexPushAndPlatformSelection) {
   image::AssembledImage amd_img = last_assembled_;
   image::ImageRecord arm = MakeImage("multi", "arm64");
   image::AssembledImage arm_img = last_assembled_;
-  image::Descriptor idx =
-      image::AssembleIndex(cas_, {amd_img, arm_img}, image::ManifestFormat::kOci).value();
+  oci::Descriptor idx =
+      image::AssembleIndex(cas_, {amd_img, arm_img}, ManifestFormat::kOci).value();
   image::ImageRecord rec = image::DescribeImage(cas_, idx).value();
-  auto client = Client::Create(open_->domain(), Options()).value();
+  auto client = registry::Client::Create(open_->domain(), Options()).value();
   absl::StatusOr<PushResult> pushed = PushImage(*client, cas_, rec, Ref(*open_, "multi:1"), {});
   ASSERT_TRUE(pushed.ok()) << pushed.status();
   EXPECT_EQ(pushed->digest, idx.digest);
   for (const char* platform : {"linux/amd64", "linux/arm64"}) {
     cache::testing::MemoryBlobStore fresh;
     PullOptions po;
-    po.platform = image::Platform::Parse(platform).value();
+    po.platform = oci::Platform::Parse(platform).value();
     absl::StatusOr<PullResult> pulled = PullImage(*client, fresh, Ref(*open_, "multi:1"), po);
     ASSERT_TRUE(pulled.ok()) << pulled.status();
     EXPECT_EQ(pulled->record.digest,
@@ -162,8 +161,8 @@ TEST_F(RegistryTest, IndexPushAndPlatformSelection) {
 
 TEST_F(RegistryTest, TamperedRegistryStorageIsDetected) {
   image::ImageRecord rec = MakeImage("tamper");
-  auto client = Client::Create(open_->domain(), Options()).value();
-  image::Reference ref = Ref(*open_, "tamper:1");
+  auto client = registry::Client::Create(open_->domain(), Options()).value();
+  oci::Reference ref = Ref(*open_, "tamper:1");
   ASSERT_TRUE(PushImage(*client, cas_, rec, ref, {}).ok());
   // Flip one byte of the first layer in the registry's own storage (same length).
   const farm::v1::Layer& layer = rec.manifests[0].layers[0];
@@ -185,10 +184,12 @@ TEST_F(RegistryTest, TamperedRegistryStorageIsDetected) {
 }
 
 // Fails every blob upload after the first `allowed`, as if the network went away.
-class CutAfterUploads : public HttpTransport {
+class CutAfterUploads : public registry::HttpTransport {
  public:
-  CutAfterUploads(HttpTransport::Ptr inner, int allowed) : inner_(inner), allowed_(allowed) {}
-  absl::StatusOr<HttpResponse> Do(const HttpRequest& req, const BodySink* sink) override {
+  CutAfterUploads(registry::HttpTransport::Ptr inner, int allowed)
+      : inner_(inner), allowed_(allowed) {}
+  absl::StatusOr<registry::HttpResponse> Do(const registry::HttpRequest& req,
+                                            const registry::BodySink* sink) override {
     if (req.method == "PUT" && absl::StrContains(req.url, "/blobs/uploads/") && allowed_-- <= 0) {
       return absl::UnavailableError("PUT " + req.url + ": connection reset by peer");
     }
@@ -196,46 +197,46 @@ class CutAfterUploads : public HttpTransport {
   }
 
  private:
-  HttpTransport::Ptr inner_;
+  registry::HttpTransport::Ptr inner_;
   int allowed_;
 };
 
 TEST_F(RegistryTest, InterruptedPushResumes) {
   image::ImageRecord rec = MakeImage("resume");
-  image::Reference ref = Ref(*open_, "resume:1");
-  RegistryOptions cut = Options();
+  oci::Reference ref = Ref(*open_, "resume:1");
+  registry::RegistryOptions cut = Options();
   cut.max_attempts = 1;
-  cut.transport = std::make_shared<CutAfterUploads>(CurlTransport::Create(), 1);
+  cut.transport = std::make_shared<CutAfterUploads>(registry::CurlTransport::Create(), 1);
   PushOptions one_at_a_time;
   one_at_a_time.max_concurrent_uploads = 1;
-  auto broken = Client::Create(open_->domain(), cut).value();
+  auto broken = registry::Client::Create(open_->domain(), cut).value();
   absl::StatusOr<PushResult> first = PushImage(*broken, cas_, rec, ref, one_at_a_time);
   ASSERT_FALSE(first.ok());
   EXPECT_EQ(broken->stats().blob_uploads, 1);
 
-  auto client = Client::Create(open_->domain(), Options()).value();
+  auto client = registry::Client::Create(open_->domain(), Options()).value();
   absl::StatusOr<PushResult> second = PushImage(*client, cas_, rec, ref, {});
   ASSERT_TRUE(second.ok()) << second.status();
   EXPECT_EQ(second->existed, 1);
   EXPECT_EQ(second->uploaded, 2);
   EXPECT_EQ(client->stats().blob_uploads, 2);
   // A third push sends no blob at all.
-  auto third = Client::Create(open_->domain(), Options()).value();
+  auto third = registry::Client::Create(open_->domain(), Options()).value();
   ASSERT_TRUE(PushImage(*third, cas_, rec, ref, {}).ok());
   EXPECT_EQ(third->stats().blob_uploads, 0);
   EXPECT_EQ(third->stats().blobs_skipped, 3);
 }
 
 TEST_F(RegistryTest, HtpasswdBasicAuthWithDockerConfigCredentials) {
-  absl::StatusOr<std::unique_ptr<testing::LocalRegistry>> secured =
-      testing::LocalRegistry::Start(tmp_->path() + "/secured", {"farmer", "s3cret"});
+  absl::StatusOr<std::unique_ptr<registry::testing::LocalRegistry>> secured =
+      registry::testing::LocalRegistry::Start(tmp_->path() + "/secured", {"farmer", "s3cret"});
   ASSERT_TRUE(secured.ok()) << secured.status();
-  const testing::LocalRegistry& reg = **secured;
+  const registry::testing::LocalRegistry& reg = **secured;
   image::ImageRecord rec = MakeImage("auth");
-  image::Reference ref = Ref(reg, "private/app:1");
+  oci::Reference ref = Ref(reg, "private/app:1");
 
   // No credentials: refused, with the registry's reason.
-  auto anon = Client::Create(reg.domain(), Options()).value();
+  auto anon = registry::Client::Create(reg.domain(), Options()).value();
   absl::StatusOr<PushResult> denied = PushImage(*anon, cas_, rec, ref, {});
   ASSERT_FALSE(denied.ok());
   EXPECT_EQ(denied.status().code(), absl::StatusCode::kUnauthenticated) << denied.status();
@@ -243,12 +244,12 @@ TEST_F(RegistryTest, HtpasswdBasicAuthWithDockerConfigCredentials) {
 
   // Credentials from a config.json as `docker login` (and `farm login`) write it.
   std::string docker_dir = tmp_->path() + "/docker-config";
-  DockerConfig cfg = DockerConfig::Load(docker_dir).value();
+  registry::DockerConfig cfg = registry::DockerConfig::Load(docker_dir).value();
   ASSERT_TRUE(cfg.Set(reg.domain(), {"farmer", "s3cret"}).ok());
   ASSERT_TRUE(cfg.Save().ok());
-  RegistryOptions o = Options();
+  registry::RegistryOptions o = Options();
   o.docker_config_dir = docker_dir;
-  auto client = Client::Create(reg.domain(), o).value();
+  auto client = registry::Client::Create(reg.domain(), o).value();
   EXPECT_TRUE(client->CheckLogin().ok());
   absl::StatusOr<PushResult> pushed = PushImage(*client, cas_, rec, ref, {});
   ASSERT_TRUE(pushed.ok()) << pushed.status();
@@ -258,14 +259,14 @@ TEST_F(RegistryTest, HtpasswdBasicAuthWithDockerConfigCredentials) {
   EXPECT_EQ(pulled->record.digest, rec.digest);
 
   // A wrong password is refused by CheckLogin (what `farm login` runs).
-  RegistryOptions wrong = Options();
-  wrong.credentials = Credentials{"farmer", "nope"};
-  absl::Status login = Client::Create(reg.domain(), wrong).value()->CheckLogin();
+  registry::RegistryOptions wrong = Options();
+  wrong.credentials = registry::Credentials{"farmer", "nope"};
+  absl::Status login = registry::Client::Create(reg.domain(), wrong).value()->CheckLogin();
   EXPECT_EQ(login.code(), absl::StatusCode::kUnauthenticated) << login;
 }
 
 TEST_F(RegistryTest, MissingImageIsNotFound) {
-  auto client = Client::Create(open_->domain(), Options()).value();
+  auto client = registry::Client::Create(open_->domain(), Options()).value();
   cache::testing::MemoryBlobStore fresh;
   absl::StatusOr<PullResult> r = PullImage(*client, fresh, Ref(*open_, "nothing:here"), {});
   ASSERT_FALSE(r.ok());
@@ -275,4 +276,4 @@ TEST_F(RegistryTest, MissingImageIsNotFound) {
 }
 
 }  // namespace
-}  // namespace registry
+}  // namespace farm::scheduler::image

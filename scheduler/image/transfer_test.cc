@@ -13,12 +13,12 @@
 #include "scheduler/registry/client.h"
 #include "scheduler/registry/testing/fake_registry.h"
 
-namespace registry {
+namespace farm::scheduler::image {
 namespace {
 
-using image::Compression;
-using image::testing::MakeTar;
-using image::testing::PutLayer;
+using oci::Compression;
+using testing::MakeTar;
+using testing::PutLayer;
 
 std::string Noise(size_t n, int seed) {
   std::mt19937 rng(seed);
@@ -33,16 +33,16 @@ class ClientTest : public ::testing::Test {
  protected:
   void SetUp() override { ASSERT_TRUE(fake_.Start().ok()); }
 
-  RegistryOptions Options() {
-    RegistryOptions o;
+  registry::RegistryOptions Options() {
+    registry::RegistryOptions o;
     o.initial_backoff = absl::Milliseconds(1);
     o.max_backoff = absl::Milliseconds(5);
     o.docker_config_dir = "/nonexistent-farm-test";  // no ambient credentials
     return o;
   }
 
-  std::unique_ptr<Client> NewClient(RegistryOptions o) {
-    return Client::Create(fake_.domain(), std::move(o)).value();
+  std::unique_ptr<registry::Client> NewClient(registry::RegistryOptions o) {
+    return registry::Client::Create(fake_.domain(), std::move(o)).value();
   }
 
   // An image with two layers built in `src_`, published to the fake under repo:tag.
@@ -66,22 +66,22 @@ class ClientTest : public ::testing::Test {
     return img;
   }
 
-  std::string Read(const image::Descriptor& d) {
+  std::string Read(const oci::Descriptor& d) {
     return src_.ReadBlob(common::Digest::ParseOci(d.digest, d.size).value()).value();
   }
 
-  testing::FakeRegistry fake_;
+  registry::testing::FakeRegistry fake_;
   cache::testing::MemoryBlobStore src_;
 };
 
 TEST_F(ClientTest, BearerTokenFlowWithBasicCredentials) {
   image::AssembledImage img = Publish("team/app", "1.0");
   fake_.RequireBearer("user", "secret");
-  RegistryOptions o = Options();
-  o.credentials = Credentials{"user", "secret"};
+  registry::RegistryOptions o = Options();
+  o.credentials = registry::Credentials{"user", "secret"};
   auto client = NewClient(o);
   cache::testing::MemoryBlobStore cas;
-  image::Reference ref = image::Reference::Parse(fake_.domain() + "/team/app:1.0").value();
+  oci::Reference ref = oci::Reference::Parse(fake_.domain() + "/team/app:1.0").value();
   absl::StatusOr<PullResult> r = PullImage(*client, cas, ref, {});
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_EQ(r->record.digest, img.manifest.digest);
@@ -93,7 +93,7 @@ TEST_F(ClientTest, BearerTokenFlowWithBasicCredentials) {
   EXPECT_TRUE(client->CheckLogin().ok());
 
   // Wrong password: the token endpoint refuses, and the error says where.
-  o.credentials = Credentials{"user", "wrong"};
+  o.credentials = registry::Credentials{"user", "wrong"};
   absl::StatusOr<PullResult> denied = PullImage(*NewClient(o), cas, ref, {});
   ASSERT_FALSE(denied.ok());
   EXPECT_EQ(denied.status().code(), absl::StatusCode::kUnauthenticated);
@@ -112,14 +112,14 @@ TEST_F(ClientTest, RetriesWithBackoffOn5xxAnd429) {
   auto client = NewClient(Options());
   cache::testing::MemoryBlobStore cas;
   absl::StatusOr<PullResult> r =
-      PullImage(*client, cas, image::Reference::Parse(fake_.domain() + "/app:1").value(), {});
+      PullImage(*client, cas, oci::Reference::Parse(fake_.domain() + "/app:1").value(), {});
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_GE(client->stats().retries, 4);
   // Past max_attempts the failure is reported as UNAVAILABLE.
   fake_.FailNext("/v2/app/manifests/", 10, 500);
-  RegistryOptions o = Options();
+  registry::RegistryOptions o = Options();
   o.max_attempts = 3;
-  absl::StatusOr<ManifestInfo> head = NewClient(o)->HeadManifest("app", "1");
+  absl::StatusOr<registry::ManifestInfo> head = NewClient(o)->HeadManifest("app", "1");
   ASSERT_FALSE(head.ok());
   EXPECT_EQ(head.status().code(), absl::StatusCode::kUnavailable);
 }
@@ -130,7 +130,7 @@ TEST_F(ClientTest, WrongBlobIsDetectedAndNothingStored) {
   auto client = NewClient(Options());
   cache::testing::MemoryBlobStore cas;
   absl::StatusOr<PullResult> r =
-      PullImage(*client, cas, image::Reference::Parse(fake_.domain() + "/app:1").value(), {});
+      PullImage(*client, cas, oci::Reference::Parse(fake_.domain() + "/app:1").value(), {});
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.status().code(), absl::StatusCode::kDataLoss);
   EXPECT_NE(std::string(r.status().message())
@@ -147,7 +147,7 @@ TEST_F(ClientTest, WrongBlobIsDetectedAndNothingStored) {
   // A tampered config is refused the same way.
   image::AssembledImage other = Publish("app2", "1", "arm64");
   fake_.TamperBlob(other.config.digest);
-  r = PullImage(*client, cas, image::Reference::Parse(fake_.domain() + "/app2:1").value(), {});
+  r = PullImage(*client, cas, oci::Reference::Parse(fake_.domain() + "/app2:1").value(), {});
   ASSERT_FALSE(r.ok());
   EXPECT_NE(std::string(r.status().message()).find(other.config.digest), std::string::npos)
       << r.status();
@@ -159,7 +159,7 @@ TEST_F(ClientTest, InterruptedDownloadResumesWithRange) {
   auto client = NewClient(Options());
   cache::testing::MemoryBlobStore cas;
   absl::StatusOr<PullResult> r =
-      PullImage(*client, cas, image::Reference::Parse(fake_.domain() + "/app:1").value(), {});
+      PullImage(*client, cas, oci::Reference::Parse(fake_.domain() + "/app:1").value(), {});
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_EQ(fake_.CountRequests("GET", img.layers[0].digest()), 2);
   // The resumed download did not fetch the whole blob twice.
@@ -170,17 +170,16 @@ TEST_F(ClientTest, InterruptedDownloadResumesWithRange) {
 TEST_F(ClientTest, SelectsThePlatformFromAnIndex) {
   image::AssembledImage amd = Publish("multi", "");
   image::AssembledImage arm = Publish("multi", "", "arm64");
-  image::Descriptor idx =
-      image::AssembleIndex(src_, {amd, arm}, image::ManifestFormat::kOci).value();
+  oci::Descriptor idx = image::AssembleIndex(src_, {amd, arm}, ManifestFormat::kOci).value();
   fake_.PutManifest("multi", "amd64-only", amd.manifest.media_type, Read(amd.manifest));
   fake_.PutManifest("multi", "x", arm.manifest.media_type, Read(arm.manifest));
   fake_.PutManifest("multi", "latest", idx.media_type, Read(idx));
   auto client = NewClient(Options());
   cache::testing::MemoryBlobStore cas;
   PullOptions po;
-  po.platform = image::Platform::Parse("linux/arm64").value();
+  po.platform = oci::Platform::Parse("linux/arm64").value();
   absl::StatusOr<PullResult> r =
-      PullImage(*client, cas, image::Reference::Parse(fake_.domain() + "/multi").value(), po);
+      PullImage(*client, cas, oci::Reference::Parse(fake_.domain() + "/multi").value(), po);
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_EQ(r->record.digest, arm.manifest.digest);
   EXPECT_EQ(r->resolved_digest, idx.digest);
@@ -188,9 +187,9 @@ TEST_F(ClientTest, SelectsThePlatformFromAnIndex) {
   EXPECT_EQ(r->record.manifests[0].platform, "linux/arm64");
   // The amd64 image's own layer was never fetched.
   EXPECT_EQ(fake_.CountRequests("GET", amd.layers[1].digest()), 0);
-  po.platform = image::Platform::Parse("linux/s390x").value();
+  po.platform = oci::Platform::Parse("linux/s390x").value();
   absl::StatusOr<PullResult> none =
-      PullImage(*client, cas, image::Reference::Parse(fake_.domain() + "/multi").value(), po);
+      PullImage(*client, cas, oci::Reference::Parse(fake_.domain() + "/multi").value(), po);
   ASSERT_FALSE(none.ok());
   EXPECT_EQ(none.status().code(), absl::StatusCode::kNotFound);
   EXPECT_NE(std::string(none.status().message()).find("no matching manifest for linux/s390x"),
@@ -202,7 +201,7 @@ TEST_F(ClientTest, PullWithoutManifestHeadAndAgainFromTheCas) {
   fake_.DisableManifestHead();
   auto client = NewClient(Options());
   cache::testing::MemoryBlobStore cas;
-  image::Reference ref = image::Reference::Parse(fake_.domain() + "/app:1").value();
+  oci::Reference ref = oci::Reference::Parse(fake_.domain() + "/app:1").value();
   std::vector<std::string> lines;
   PullOptions po;
   po.progress = [&](const Progress& p) {
@@ -228,37 +227,39 @@ TEST_F(ClientTest, PullWithoutManifestHeadAndAgainFromTheCas) {
 
 TEST_F(ClientTest, UploadsMonolithicChunkedMountedAndSkipped) {
   auto client = [&] {
-    RegistryOptions o = Options();
+    registry::RegistryOptions o = Options();
     o.chunk_size = 64 << 10;
     return NewClient(o);
   }();
   cache::testing::MemoryBlobStore cas;
   std::string small = Noise(1000, 2), big = Noise(300 << 10, 3);
   common::Digest ds = cas.Put(small).value(), db = cas.Put(big).value();
-  BlobSource from_cas = [&](const common::Digest& d) {
-    return
-        [&cas, d](int64_t off, int64_t lim, const BodySink& s) { return cas.Read(d, off, lim, s); };
+  registry::BlobSource from_cas = [&](const common::Digest& d) {
+    return [&cas, d](int64_t off, int64_t lim, const registry::BodySink& s) {
+      return cas.Read(d, off, lim, s);
+    };
   }(ds);
-  EXPECT_EQ(client->PushBlob("app", ds, {}, from_cas).value(), BlobPushResult::kUploaded);
+  EXPECT_EQ(client->PushBlob("app", ds, {}, from_cas).value(), registry::BlobPushResult::kUploaded);
   EXPECT_EQ(fake_.CountRequests("PATCH", ""), 0);  // monolithic PUT
-  EXPECT_EQ(client->PushBlob("app", ds, {}, from_cas).value(), BlobPushResult::kExists);
+  EXPECT_EQ(client->PushBlob("app", ds, {}, from_cas).value(), registry::BlobPushResult::kExists);
 
   // Chunked, with the second chunk failing after the registry kept half of it: the client
   // asks where the upload stands and resumes from there.
   fake_.FailPatch(2);
-  BlobSource big_src = [&cas, db](int64_t off, int64_t lim, const BodySink& s) {
+  registry::BlobSource big_src = [&cas, db](int64_t off, int64_t lim, const registry::BodySink& s) {
     return cas.Read(db, off, lim, s);
   };
-  absl::StatusOr<BlobPushResult> r = client->PushBlob("app", db, {}, big_src);
+  absl::StatusOr<registry::BlobPushResult> r = client->PushBlob("app", db, {}, big_src);
   ASSERT_TRUE(r.ok()) << r.status();
-  EXPECT_EQ(*r, BlobPushResult::kUploaded);
+  EXPECT_EQ(*r, registry::BlobPushResult::kUploaded);
   EXPECT_TRUE(fake_.HasBlob("app", db.OciString()));
   EXPECT_GE(fake_.CountRequests("PATCH", ""), 6);
   EXPECT_EQ(fake_.CountRequests("GET", "/blobs/uploads/"), 1);
 
   // Another repository of the same registry mounts it instead of uploading.
   fake_.ClearRequests();
-  EXPECT_EQ(client->PushBlob("other", db, {"app"}, big_src).value(), BlobPushResult::kMounted);
+  EXPECT_EQ(client->PushBlob("other", db, {"app"}, big_src).value(),
+            registry::BlobPushResult::kMounted);
   EXPECT_EQ(fake_.CountRequests("PATCH", ""), 0);
   EXPECT_EQ(fake_.CountRequests("POST", "mount=sha256"), 1);
   EXPECT_EQ(client->stats().blob_mounts, 1);
@@ -266,10 +267,12 @@ TEST_F(ClientTest, UploadsMonolithicChunkedMountedAndSkipped) {
 
 // A transport that fails every blob upload after the first `allowed` succeeded, as if the
 // network went away in the middle of a push.
-class CutAfterUploads : public HttpTransport {
+class CutAfterUploads : public registry::HttpTransport {
  public:
-  CutAfterUploads(HttpTransport::Ptr inner, int allowed) : inner_(inner), allowed_(allowed) {}
-  absl::StatusOr<HttpResponse> Do(const HttpRequest& req, const BodySink* sink) override {
+  CutAfterUploads(registry::HttpTransport::Ptr inner, int allowed)
+      : inner_(inner), allowed_(allowed) {}
+  absl::StatusOr<registry::HttpResponse> Do(const registry::HttpRequest& req,
+                                            const registry::BodySink* sink) override {
     bool upload = req.method == "PUT" && absl::StrContains(req.url, "/blobs/uploads/");
     if (upload && allowed_-- <= 0) {
       return absl::UnavailableError("PUT " + req.url + ": connection reset by peer");
@@ -278,7 +281,7 @@ class CutAfterUploads : public HttpTransport {
   }
 
  private:
-  HttpTransport::Ptr inner_;
+  registry::HttpTransport::Ptr inner_;
   int allowed_;
 };
 
@@ -286,11 +289,11 @@ TEST_F(ClientTest, InterruptedPushResumes) {
   cache::testing::MemoryBlobStore& cas = src_;
   image::AssembledImage img = Publish("unused", "");
   image::ImageRecord rec = image::DescribeImage(cas, img.manifest, img.layers).value();
-  image::Reference target = image::Reference::Parse(fake_.domain() + "/pushed:v1").value();
+  oci::Reference target = oci::Reference::Parse(fake_.domain() + "/pushed:v1").value();
 
-  RegistryOptions o = Options();
+  registry::RegistryOptions o = Options();
   o.max_attempts = 1;
-  o.transport = std::make_shared<CutAfterUploads>(CurlTransport::Create(), 1);
+  o.transport = std::make_shared<CutAfterUploads>(registry::CurlTransport::Create(), 1);
   PushOptions po;
   po.max_concurrent_uploads = 1;
   absl::StatusOr<PushResult> first = PushImage(*NewClient(o), cas, rec, target, po);
@@ -311,15 +314,15 @@ TEST_F(ClientTest, InterruptedPushResumes) {
 }
 
 TEST_F(ClientTest, UnreachableRegistryIsUnavailable) {
-  RegistryOptions o = Options();
+  registry::RegistryOptions o = Options();
   o.max_attempts = 2;
   // A port nobody listens on (the fake's port after it is closed is racy; use port 1).
-  auto client = Client::Create("127.0.0.1:1", o).value();
-  absl::StatusOr<ManifestInfo> r = client->HeadManifest("x", "latest");
+  auto client = registry::Client::Create("127.0.0.1:1", o).value();
+  absl::StatusOr<registry::ManifestInfo> r = client->HeadManifest("x", "latest");
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.status().code(), absl::StatusCode::kUnavailable);
   EXPECT_NE(std::string(r.status().message()).find("127.0.0.1:1"), std::string::npos);
 }
 
 }  // namespace
-}  // namespace registry
+}  // namespace farm::scheduler::image

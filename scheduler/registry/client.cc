@@ -21,7 +21,7 @@
 #include "oci/manifest.h"
 #include "oci/reference.h"
 
-namespace registry {
+namespace farm::scheduler::registry {
 
 namespace {
 
@@ -466,7 +466,7 @@ absl::StatusOr<std::unique_ptr<Client>> Client::Create(const std::string& domain
   if (domain.empty()) return absl::InvalidArgumentError("empty registry domain");
   auto impl = std::make_unique<Impl>();
   impl->domain = domain;
-  impl->host = image::RegistryHostFor(domain);
+  impl->host = oci::RegistryHostFor(domain);
   impl->insecure = IsLoopbackDomain(domain) ||
                    std::find(options.insecure_registries.begin(), options.insecure_registries.end(),
                              domain) != options.insecure_registries.end();
@@ -515,7 +515,7 @@ absl::StatusOr<ManifestInfo> Client::HeadManifest(const std::string& repo, const
   Impl::Call c;
   c.method = "HEAD";
   c.url = absl::StrCat("/v2/", repo, "/manifests/", ref);
-  c.headers = {{"Accept", image::ManifestAcceptHeader()}};
+  c.headers = {{"Accept", oci::ManifestAcceptHeader()}};
   c.scopes = {PullScope(repo)};
   ASSIGN_OR_RETURN(HttpResponse resp, impl_->Send(c));
   if (resp.status == 404) {
@@ -544,7 +544,7 @@ absl::StatusOr<FetchedManifest> Client::GetManifest(const std::string& repo,
   };
   Impl::Call c;
   c.url = absl::StrCat("/v2/", repo, "/manifests/", ref);
-  c.headers = {{"Accept", image::ManifestAcceptHeader()}};
+  c.headers = {{"Accept", oci::ManifestAcceptHeader()}};
   c.scopes = {PullScope(repo)};
   c.sink = &sink;
   c.on_status = [&](int) { body.clear(); };
@@ -817,4 +817,4 @@ absl::StatusOr<Client*> ClientPool::Get(const std::string& domain) {
   return raw;
 }
 
-}  // namespace registry
+}  // namespace farm::scheduler::registry

@@ -30,7 +30,7 @@
 #include "scheduler/registry/client.h"
 #include "worker/copy/trees.h"
 
-namespace scheduler_server {
+namespace farm::scheduler::server {
 
 namespace {
 
@@ -347,7 +347,7 @@ struct BuildManager::Impl {
     absl::StatusOr<common::Digest> root =
         common::Digest::ParseOci(req.context().digest(), req.context().size());
     if (!root.ok()) return fail_def(common::Annotate(root.status(), "build context"));
-    copy::CasTree context(opt.cas, *root);
+    worker::copy::CasTree context(opt.cas, *root);
 
     image::StoreResolverOptions ro;
     ro.pull_policy = req.pull() ? image::PullPolicy::kAlways : image::PullPolicy::kMissing;
@@ -391,8 +391,8 @@ struct BuildManager::Impl {
     spec.priority = req.priority();
     spec.cache_instance = req.cache_write_scope().empty() ? "main" : req.cache_write_scope();
     spec.secrets = b.secrets;
-    build::EngineDeps deps{opt.cas, opt.ac, opt.executors(spec)};
-    build::BuildRequest br;
+    engine::EngineDeps deps{opt.cas, opt.ac, opt.executors(spec)};
+    engine::BuildRequest br;
     br.plan = &*p;
     br.dockerfile = name;
     br.cache_write_scope = spec.cache_instance;
@@ -410,8 +410,8 @@ struct BuildManager::Impl {
     for (const auto& [k, v] : req.labels()) br.labels[k] = v;
     br.max_parallel = 64;  // the dispatcher and the workers' slots limit what runs
     br.first_vertex_id = next_vertex;
-    build::EventSink sink = [this, &b](const farm::v1::BuildEvent& e) { Append(b, e); };
-    absl::StatusOr<build::BuildOutput> out = build::RunBuild(deps, br, sink, &b.cancel);
+    engine::EventSink sink = [this, &b](const farm::v1::BuildEvent& e) { Append(b, e); };
+    absl::StatusOr<engine::BuildOutput> out = engine::RunBuild(deps, br, sink, &b.cancel);
     if (!out.ok()) return out.status();
 
     int v_exp = br.first_vertex_id;
@@ -426,9 +426,9 @@ struct BuildManager::Impl {
     if (!rec.ok()) return rec.status();
     RETURN_IF_ERROR(images->Put(*rec));
     Log(b, v_exp, absl::StrCat("writing image ", out->image.config.digest, " done"));
-    std::vector<image::Reference> tags;
+    std::vector<oci::Reference> tags;
     for (const std::string& t : req.tags()) {
-      ASSIGN_OR_RETURN(image::Reference r, image::Reference::ParseWithDefaultTag(t));
+      ASSIGN_OR_RETURN(oci::Reference r, oci::Reference::ParseWithDefaultTag(t));
       ASSIGN_OR_RETURN(std::string prev, images->SetReference(r, rec->digest));
       (void)prev;
       Log(b, v_exp, absl::StrCat("naming to ", r.String(), " done"));
@@ -436,10 +436,9 @@ struct BuildManager::Impl {
     }
     if (req.push()) {
       registry::ClientPool pool(ro.registry);
-      for (const image::Reference& t : tags) {
+      for (const oci::Reference& t : tags) {
         ASSIGN_OR_RETURN(registry::Client * client, pool.Get(t.domain()));
-        ASSIGN_OR_RETURN(registry::PushResult pr,
-                         registry::PushImage(*client, *opt.cas, *rec, t, {}));
+        ASSIGN_OR_RETURN(image::PushResult pr, image::PushImage(*client, *opt.cas, *rec, t, {}));
         Log(b, v_exp,
             absl::StrCat("pushed ", t.String(), ": ", pr.uploaded, " uploaded, ", pr.existed,
                          " already there, digest ", pr.digest));
@@ -451,7 +450,7 @@ struct BuildManager::Impl {
     oc.set_manifest_digest(out->image.manifest.digest);
     oc.set_manifest_size(out->image.manifest.size);
     oc.set_manifest_media_type(out->image.manifest.media_type);
-    for (const image::Reference& t : tags) oc.add_tags(t.String());
+    for (const oci::Reference& t : tags) oc.add_tags(t.String());
     Finish(b, absl::OkStatus(), &oc);
     return absl::OkStatus();
   }
@@ -758,4 +757,4 @@ farm::v1::SchedulerInfo BuildManager::Info() {
   return info;
 }
 
-}  // namespace scheduler_server
+}  // namespace farm::scheduler::server

@@ -26,8 +26,7 @@
 #include "farm/v1/scheduler.grpc.pb.h"
 #include "oci/platform.h"
 
-namespace worker {
-namespace agent {
+namespace farm::worker::agent {
 namespace {
 
 using farm::v1::SchedulerMessage;
@@ -80,7 +79,7 @@ std::shared_ptr<grpc::Channel> NewChannel(const std::string& target, const Agent
 }
 
 // The secrets a task mounts, for that task only. Their bytes are wiped when the task ends.
-class TaskSecrets : public SecretProvider {
+class TaskSecrets : public executor::SecretProvider {
  public:
   explicit TaskSecrets(google::protobuf::Map<std::string, std::string>* from) {
     for (auto& [id, value] : *from) {
@@ -115,7 +114,7 @@ struct Agent::TaskState {
   std::string lease_id;  // mu_; may change when the scheduler re-issues the task
   int attempt = 0;
   farm::v1::StepRequest request;
-  std::shared_ptr<SecretProvider> secrets;  // null: the task mounts none
+  std::shared_ptr<executor::SecretProvider> secrets;  // null: the task mounts none
   absl::Notification cancel;
   std::string cancel_reason;  // mu_
 };
@@ -174,7 +173,7 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Create(Options options) {
   }
   if (options.max_chain_ids < 1) options.max_chain_ids = 1;
   std::string platform =
-      options.platform.empty() ? image::Platform::Host().String() : options.platform;
+      options.platform.empty() ? oci::Platform::Host().String() : options.platform;
   if (geteuid() != 0) {
     return absl::FailedPreconditionError(
         "farm-worker must run as root (steps run in Linux namespaces on overlayfs)");
@@ -240,9 +239,9 @@ void Agent::Start() {
                    options_.slots == 1 ? "" : "s", ", ", platform_,
                    labels.empty() ? "" : absl::StrCat(",", labels), ", state ", state_->path(),
                    ", cache ", options_.cas != nullptr ? "(in process)" : options_.cache));
-  if (platform_ != image::Platform::Host().String()) {
+  if (platform_ != oci::Platform::Host().String()) {
     Log(absl::StrCat("reporting platform ", platform_, " although this host runs ",
-                     image::Platform::Host().String(), ": its steps will fail here"));
+                     oci::Platform::Host().String(), ": its steps will fail here"));
   }
   for (int i = 0; i < options_.slots; ++i) pool_.emplace_back([this] { PoolLoop(); });
   connection_thread_ = std::thread([this] { ConnectionLoop(); });
@@ -916,5 +915,4 @@ void Agent::EnqueueResultLocked(farm::v1::TaskResult result) {
   outbox_.push_back(std::move(o));
 }
 
-}  // namespace agent
-}  // namespace worker
+}  // namespace farm::worker::agent

@@ -44,7 +44,7 @@
 //   ... wait for SIGTERM ...
 //   agent->Shutdown(absl::Seconds(10));
 //
-// The process must be root and its main() must call sandbox::RunSandboxIfRequested first
+// The process must be root and its main() must call worker::sandbox::RunSandboxIfRequested first
 // (see worker/local_step_executor.h).
 #ifndef FARM_WORKER_AGENT_AGENT_H_
 #define FARM_WORKER_AGENT_AGENT_H_
@@ -77,8 +77,7 @@ template <class W, class R>
 class ClientReaderWriter;
 }  // namespace grpc
 
-namespace worker {
-namespace agent {
+namespace farm::worker::agent {
 
 // Checks a peer address: "HOST:PORT", "[V6]:PORT", "grpc://HOST:PORT" or "unix:PATH". Returns
 // the gRPC target; INVALID_ARGUMENT naming `what` (e.g. "--scheduler") otherwise.
@@ -100,7 +99,7 @@ class Agent {
     std::string state_dir;  // required; one farm-worker per directory
     int slots = 1;          // tasks run at once, 1..1024
     std::map<std::string, std::string> labels;
-    // Reported in WorkerHello; "" = this host's (image::Platform::Host()). The executor runs only
+    // Reported in WorkerHello; "" = this host's (oci::Platform::Host()). The executor runs only
     // this host's platform whatever is reported (a step for another platform fails
     // FAILED_PRECONDITION).
     std::string platform;
@@ -256,7 +255,6 @@ class Agent {
   std::vector<std::thread> pool_;
 };
 
-}  // namespace agent
-}  // namespace worker
+}  // namespace farm::worker::agent
 
 #endif  // FARM_WORKER_AGENT_AGENT_H_

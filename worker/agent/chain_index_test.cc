@@ -7,8 +7,7 @@
 #include "oci/chain_id.h"
 #include "worker/layerstore/layer_store.h"
 
-namespace worker {
-namespace agent {
+namespace farm::worker::agent {
 namespace {
 
 using ::testing::ElementsAre;
@@ -16,7 +15,7 @@ using ::testing::IsEmpty;
 using ::testing::UnorderedElementsAre;
 
 common::Digest D(char c) { return common::DigestOf(std::string(1, c)); }
-std::string Chain(std::vector<common::Digest> d) { return image::ChainId(d); }
+std::string Chain(std::vector<common::Digest> d) { return oci::ChainId(d); }
 absl::flat_hash_set<std::string> Present(std::vector<common::Digest> ds) {
   absl::flat_hash_set<std::string> s;
   for (const auto& d : ds) s.insert(d.OciString());
@@ -98,5 +97,4 @@ TEST_F(ChainIndexTest, MalformedLinesAreSkipped) {
 }
 
 }  // namespace
-}  // namespace agent
-}  // namespace worker
+}  // namespace farm::worker::agent

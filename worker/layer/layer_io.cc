@@ -16,7 +16,7 @@
 #include "worker/layer/tar_writer.h"
 #include "worker/layer/unpack.h"
 
-namespace layer {
+namespace farm::worker::layer {
 namespace {
 
 // Appends to a file descriptor.
@@ -149,11 +149,11 @@ absl::StatusOr<WrittenLayer> WriteLayerFromDir(const std::string& dir, const Wri
 
   FdSink file(fd);
   // Uncompressed, the blob is the tar: hash it once.
-  bool plain = options.compression.compression == image::Compression::kNone;
+  bool plain = options.compression.compression == oci::Compression::kNone;
   common::HashingSink compressed(&file);
   common::ByteSink* blob_sink = plain ? static_cast<common::ByteSink*>(&file) : &compressed;
-  ASSIGN_OR_RETURN(std::unique_ptr<image::Compressor> compressor,
-                   image::Compressor::Create(options.compression, blob_sink));
+  ASSIGN_OR_RETURN(std::unique_ptr<oci::Compressor> compressor,
+                   oci::Compressor::Create(options.compression, blob_sink));
   common::HashingSink uncompressed(compressor.get());
   TarWriter tar(&uncompressed);
   DiffOptions diff;
@@ -165,7 +165,7 @@ absl::StatusOr<WrittenLayer> WriteLayerFromDir(const std::string& dir, const Wri
   RETURN_IF_ERROR(compressor->Finish());
   out.diff_id = uncompressed.Finish();
   out.blob = plain ? out.diff_id : compressed.Finish();
-  out.media_type = image::LayerMediaType(options.compression.compression, /*docker=*/false);
+  out.media_type = oci::LayerMediaType(options.compression.compression, /*docker=*/false);
   out.empty = out.stats.entries == 0;
   if (out.empty) return out;
   RETURN_IF_ERROR(common::Annotate(Upload(fd, out.blob, cas),
@@ -182,7 +182,7 @@ absl::StatusOr<UnpackedLayer> UnpackLayerBlob(cache::BlobStore* cas, const commo
   // Two threads: this one reads, verifies and decompresses; `writer` parses and creates files.
   ThreadedSink writer(&reader);
   common::HashingSink uncompressed(&writer);
-  std::unique_ptr<image::Decompressor> decompressor = image::Decompressor::Create(&uncompressed);
+  std::unique_ptr<oci::Decompressor> decompressor = oci::Decompressor::Create(&uncompressed);
   common::HashingSink compressed(decompressor.get());
   absl::Status read =
       cas->Read(blob, 0, 0, [&](absl::string_view chunk) { return compressed.Write(chunk); });
@@ -212,4 +212,4 @@ absl::StatusOr<UnpackedLayer> UnpackLayerBlob(cache::BlobStore* cas, const commo
   return out;
 }
 
-}  // namespace layer
+}  // namespace farm::worker::layer

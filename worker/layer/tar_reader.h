@@ -7,9 +7,9 @@
 // old v7 headers. Global PAX headers are skipped; sparse entries are rejected (no image writer
 // produces them). Names are passed through byte for byte (no locale conversion).
 //
-//   class Printer : public layer::TarEntryHandler { ... };
+//   class Printer : public worker::layer::TarEntryHandler { ... };
 //   Printer p;
-//   layer::TarReader reader(&p);
+//   worker::layer::TarReader reader(&p);
 //   RETURN_IF_ERROR(reader.Write(bytes));   // any chunking
 //   RETURN_IF_ERROR(reader.Finish());
 #ifndef FARM_WORKER_LAYER_TAR_READER_H_
@@ -22,7 +22,7 @@
 #include "common/byte_sink.h"
 #include "worker/layer/tar_writer.h"
 
-namespace layer {
+namespace farm::worker::layer {
 
 class TarEntryHandler {
  public:
@@ -72,6 +72,6 @@ class TarReader : public common::ByteSink {
   std::vector<std::pair<std::string, std::string>> xattrs_;
 };
 
-}  // namespace layer
+}  // namespace farm::worker::layer
 
 #endif  // FARM_WORKER_LAYER_TAR_READER_H_

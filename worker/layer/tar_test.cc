@@ -10,7 +10,7 @@
 #include "worker/layer/tar_reader.h"
 #include "worker/layer/tar_writer.h"
 
-namespace layer {
+namespace farm::worker::layer {
 namespace {
 
 struct Collected {
@@ -204,4 +204,4 @@ TEST(TarTest, CompatibleWithGnuTar) {
 }
 
 }  // namespace
-}  // namespace layer
+}  // namespace farm::worker::layer

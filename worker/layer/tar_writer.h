@@ -4,9 +4,9 @@
 // names), there is no atime/ctime, and the stream ends with two zero blocks (no record padding),
 // as Go's archive/tar (Docker, BuildKit, containerd) writes it.
 //
-//   layer::TarWriter tar(&sink);
-//   layer::TarHeader h;
-//   h.name = "etc/motd"; h.type = layer::TarHeader::kRegular; h.mode = 0644; h.size = 5;
+//   worker::layer::TarWriter tar(&sink);
+//   worker::layer::TarHeader h;
+//   h.name = "etc/motd"; h.type = worker::layer::TarHeader::kRegular; h.mode = 0644; h.size = 5;
 //   RETURN_IF_ERROR(tar.WriteHeader(h));
 //   RETURN_IF_ERROR(tar.WriteData("hello"));
 //   RETURN_IF_ERROR(tar.Finish());
@@ -24,7 +24,7 @@
 #include "absl/strings/string_view.h"
 #include "common/byte_sink.h"
 
-namespace layer {
+namespace farm::worker::layer {
 
 struct TarHeader {
   enum Type : char {
@@ -78,6 +78,6 @@ class TarWriter {
   bool finished_ = false;
 };
 
-}  // namespace layer
+}  // namespace farm::worker::layer
 
 #endif  // FARM_WORKER_LAYER_TAR_WRITER_H_

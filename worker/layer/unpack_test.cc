@@ -14,12 +14,12 @@
 #include "worker/layer/tar_writer.h"
 #include "worker/testing/fs_helpers.h"
 
-namespace layer {
+namespace farm::worker::layer {
 namespace {
 
-using worker_testing::GetXattr;
-using worker_testing::IsWhiteout;
-using worker_testing::Lstat;
+using testing::GetXattr;
+using testing::IsWhiteout;
+using testing::Lstat;
 
 class StringSink : public common::ByteSink {
  public:
@@ -143,7 +143,7 @@ TEST_F(UnpackTest, RelativeSymlinkEscapeIsRejected) {
 }
 
 TEST_F(UnpackTest, HardLinkEscapesAreRejected) {
-  ASSERT_OK(worker_testing::WriteFile(outside_ + "/secret", "s"));
+  ASSERT_OK(testing::WriteFile(outside_ + "/secret", "s"));
   ExpectRejected(Tar({{Link("h", "../secret", TarHeader::kHardLink), ""}}), "h");
   ExpectRejected(Tar({{Link("h", outside_ + "/secret", TarHeader::kHardLink), ""}}), "absolute");
   // A hard link to a symlink links the symlink itself, never what it points to.
@@ -232,4 +232,4 @@ TEST_F(UnpackTest, RoundTripThroughDiffIsExact) {
 }
 
 }  // namespace
-}  // namespace layer
+}  // namespace farm::worker::layer

@@ -22,7 +22,7 @@
 #include "worker/layer/layer_io.h"
 #include "worker/layerstore/flatten.h"
 
-namespace layerstore {
+namespace farm::worker::layerstore {
 namespace {
 
 constexpr char kLayerPrefix[] = "sha256/";
@@ -372,7 +372,7 @@ absl::StatusOr<std::unique_ptr<Stack>> LayerStore::AcquireStack(
       diff_ids.push_back(layers[i].diff_id);
       roots.push_back(EntryDir(keys[i]) + "/root");
     }
-    std::string chain = image::ChainId(diff_ids);
+    std::string chain = oci::ChainId(diff_ids);
     std::string flat_key = kFlatPrefix + std::string(absl::StripPrefix(chain, "sha256:"));
     RETURN_IF_ERROR(common::Annotate(
         Ensure(flat_key,
@@ -529,4 +529,4 @@ LayerStore::Stats LayerStore::GetStats() {
   return s;
 }
 
-}  // namespace layerstore
+}  // namespace farm::worker::layerstore
