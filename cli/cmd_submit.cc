@@ -142,11 +142,10 @@ class Submit {
 
     // #1: hash the context (stat cache shared with farm build), upload what the cache lacks.
     const int v_ctx = 1;
-    int64_t t0 = absl::ToUnixMicros(absl::Now());
-    progress_.Vertex(v_ctx, "[internal] load build context", farm::v1::VertexUpdate::STARTED);
+    scheduler::engine::EventWriter::Span ctx_vertex =
+        progress_.events().Start(v_ctx, "[internal] send build context");
     auto fail_ctx = [&](const absl::Status& s) {
-      progress_.Vertex(v_ctx, "", farm::v1::VertexUpdate::FAILED,
-                       absl::ToUnixMicros(absl::Now()) - t0, std::string(s.message()));
+      ctx_vertex.Fail(s.message());
       return progress_.Fatal(s);
     };
     absl::StatusOr<std::vector<std::string>> ignore = scheduler::context::LoadIgnorePatterns(
@@ -168,11 +167,10 @@ class Submit {
       return fail_ctx(
           common::Annotate(up.status(), absl::StrCat("uploading the context to ", cache_address)));
     }
-    progress_.Log(v_ctx,
-                  absl::StrCat("context: ", (*snap)->file_count(), " files, ",
-                               common::HumanSize((*snap)->total_bytes()), "; uploaded ",
-                               up->blobs_written, " of ", up->blobs_checked, " blobs (",
-                               common::HumanSize(up->bytes_written), ") to ", cache_address));
+    ctx_vertex.Log(absl::StrCat("context: ", (*snap)->file_count(), " files, ",
+                                common::HumanSize((*snap)->total_bytes()), "; uploaded ",
+                                up->blobs_written, " of ", up->blobs_checked, " blobs (",
+                                common::HumanSize(up->bytes_written), ") to ", cache_address));
 
     // Submit and follow.
     farm::v1::SubmitBuildRequest req;
@@ -209,16 +207,15 @@ class Submit {
     fo.reconnect_for = absl::Seconds(f_.reconnect_seconds);
     fo.stop = &stop;
     fo.open_first = [&](grpc::ClientContext* ctx) { return conn->stub->SubmitBuild(ctx, req); };
-    fo.on_reconnect = [this](const std::string& w) { progress_.Warn(w); };
+    fo.on_reconnect = [this](const std::string& w) { progress_.events().Warn(w); };
     auto on_event = [&](const farm::v1::BuildStreamEvent& e) {
       if (e.seq() == 0) {
         {
           absl::MutexLock l(&mu_);
           build_id_ = e.build_id();
         }
-        progress_.Log(v_ctx, absl::StrCat("submitted to ", *address, " as build ", e.build_id()));
-        progress_.Vertex(v_ctx, "", farm::v1::VertexUpdate::DONE,
-                         absl::ToUnixMicros(absl::Now()) - t0);
+        ctx_vertex.Log(absl::StrCat("submitted to ", *address, " as build ", e.build_id()));
+        ctx_vertex.Done();
         if (f_.detach) stop = true;
         if (cancel_requested_) CancelOnFarm();
         return;
@@ -311,14 +308,17 @@ class Submit {
       id = build_id_;
     }
     if (id.empty()) return;  // done when the build id arrives
-    progress_.Warn(absl::StrCat("canceling build ", id, " (Ctrl-C again to stop following it)"));
+    progress_.events().Warn(
+        absl::StrCat("canceling build ", id, " (Ctrl-C again to stop following it)"));
     grpc::ClientContext ctx;
     ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(10)));
     farm::v1::CancelBuildRequest r;
     r.set_build_id(id);
     farm::v1::BuildInfo info;
     grpc::Status st = conn_->stub->CancelBuild(&ctx, r, &info);
-    if (!st.ok()) progress_.Warn(absl::StrCat("canceling build ", id, ": ", st.error_message()));
+    if (!st.ok()) {
+      progress_.events().Warn(absl::StrCat("canceling build ", id, ": ", st.error_message()));
+    }
   }
 
   SubmitFlags f_;

@@ -18,8 +18,6 @@ namespace {
 
 namespace reapi = build::bazel::remote::execution::v2;
 
-int64_t NowMicros() { return absl::ToUnixMicros(absl::Now()); }
-
 std::string Hostname() {
   char buf[256] = {0};
   if (gethostname(buf, sizeof(buf) - 1) != 0) return "localhost";
@@ -41,7 +39,7 @@ class Engine {
  public:
   Engine(const EngineDeps& deps, const BuildRequest& req, const EventSink& sink,
          const absl::Notification* user_cancel)
-      : deps_(deps), req_(req), sink_(sink), user_cancel_(user_cancel) {
+      : deps_(deps), req_(req), events_(sink), user_cancel_(user_cancel) {
     int cores = static_cast<int>(std::thread::hardware_concurrency());
     slots_ = req.max_parallel > 0 ? req.max_parallel : std::max(1, cores);
   }
@@ -71,6 +69,7 @@ class Engine {
       }
     }
 
+    next_vertex_ = next;
     std::thread watcher;
     absl::Notification watcher_stop;
     if (user_cancel_ != nullptr) {
@@ -102,23 +101,9 @@ class Engine {
   }
 
  private:
-  void Emit(farm::v1::BuildEvent e) {
-    if (!sink_) return;
-    if (e.time_unix_micros() == 0) e.set_time_unix_micros(NowMicros());
-    absl::MutexLock l(&emit_mu_);
-    sink_(e);
-  }
-
   void EmitVertex(int id, const std::string& name, farm::v1::VertexUpdate::State state,
                   int64_t micros = 0, const std::string& key = "") {
-    farm::v1::BuildEvent e;
-    farm::v1::VertexUpdate* u = e.mutable_vertex();
-    u->set_id(id);
-    u->set_name(name);
-    u->set_state(state);
-    u->set_duration_micros(micros);
-    u->set_key(key);
-    Emit(std::move(e));
+    events_.Vertex(id, name, state, micros, key);
   }
 
   void Fail(absl::Status s) {
@@ -221,11 +206,7 @@ class Engine {
     return layer;
   }
 
-  void Warn(const std::string& w) {
-    farm::v1::BuildEvent e;
-    e.set_warning(w);
-    Emit(std::move(e));
-  }
+  void Warn(const std::string& w) { events_.Warn(w); }
 
   absl::StatusOr<std::optional<farm::v1::Layer>> RunStep(
       const plan::Stage& s, const plan::Step& step, int index, int vertex,
@@ -301,14 +282,7 @@ class Engine {
     int64_t start = NowMicros();
     EmitVertex(vertex, name, farm::v1::VertexUpdate::STARTED, 0, step.key);
     executor::LogSink log = [this, vertex, start](absl::string_view line, bool is_stderr) {
-      farm::v1::BuildEvent e;
-      e.mutable_log()->set_id(vertex);
-      e.mutable_log()->set_stderr(is_stderr);
-      e.mutable_log()->set_data(std::string(line));
-      int64_t now = NowMicros();
-      e.mutable_log()->set_offset_micros(now - start);
-      e.set_time_unix_micros(now);
-      Emit(std::move(e));
+      events_.Log(vertex, line, is_stderr, NowMicros() - start);
     };
     absl::StatusOr<farm::v1::StepResult> result = deps_.executor->Execute(request, log, &cancel_);
     {
@@ -317,23 +291,22 @@ class Engine {
     }
     int64_t micros = NowMicros() - start;
     auto failed = [&](const std::string& error, const farm::v1::StepResult* r) {
-      farm::v1::BuildEvent e;
-      farm::v1::VertexUpdate* u = e.mutable_vertex();
-      u->set_id(vertex);
-      u->set_name(name);
-      u->set_state(absl::IsCancelled(result.status()) && Canceled()
-                       ? farm::v1::VertexUpdate::CANCELED
-                       : farm::v1::VertexUpdate::FAILED);
-      u->set_duration_micros(micros);
-      u->set_error(error);
-      u->set_dockerfile(req_.dockerfile);
-      u->set_line(step.pos.line);
-      u->set_end_line(step.end_line);
-      u->set_key(step.key);
+      farm::v1::VertexUpdate u;
+      u.set_id(vertex);
+      u.set_name(name);
+      u.set_state(absl::IsCancelled(result.status()) && Canceled()
+                      ? farm::v1::VertexUpdate::CANCELED
+                      : farm::v1::VertexUpdate::FAILED);
+      u.set_duration_micros(micros);
+      u.set_error(error);
+      u.set_dockerfile(req_.dockerfile);
+      u.set_line(step.pos.line);
+      u.set_end_line(step.end_line);
+      u.set_key(step.key);
       if (r != nullptr) {
-        for (const std::string& t : r->output_tail()) u->add_output_tail(t);
+        for (const std::string& t : r->output_tail()) u.add_output_tail(t);
       }
-      Emit(std::move(e));
+      events_.Emit(std::move(u));
     };
     if (!result.ok()) {
       failed(std::string(result.status().message()), nullptr);
@@ -422,6 +395,7 @@ class Engine {
     out.image = assembled[p.stages[p.target].index];
     absl::MutexLock l(&mu_);
     out.steps = outcomes_;
+    out.next_vertex_id = next_vertex_;
     out.steps_total = static_cast<int>(outcomes_.size());
     for (const StepOutcome& o : outcomes_) out.steps_cached += o.cached ? 1 : 0;
     return out;
@@ -434,13 +408,13 @@ class Engine {
 
   const EngineDeps& deps_;
   const BuildRequest& req_;
-  const EventSink& sink_;
+  EventWriter events_;
   const absl::Notification* user_cancel_;
   int slots_ = 1;
   std::vector<std::unique_ptr<StageRun>> runs_;
   std::map<int, int> by_index_;  // Dockerfile stage index → position in the plan
   absl::Notification cancel_;    // the build is stopping (failure or user cancel)
-  absl::Mutex emit_mu_;
+  int next_vertex_ = 0;          // the first vertex id after the build's steps
   absl::Mutex mu_;
   absl::Status first_error_ ABSL_GUARDED_BY(mu_);
   int running_ ABSL_GUARDED_BY(mu_) = 0;

@@ -28,6 +28,7 @@
 #include "cache/blob_store.h"
 #include "executor/step_executor.h"
 #include "farm/v1/build.pb.h"
+#include "scheduler/engine/events.h"
 #include "scheduler/image/assemble.h"
 #include "scheduler/plan/planner.h"
 
@@ -68,9 +69,8 @@ struct BuildOutput {
   std::vector<StepOutcome> steps;
   int steps_total = 0;
   int steps_cached = 0;
+  int next_vertex_id = 0;  // the first progress id after the build's steps (for export vertices)
 };
-
-using EventSink = std::function<void(const farm::v1::BuildEvent&)>;
 
 // Runs `request.plan`. `sink` (may be null) receives progress events from several threads
 // (serialized: never two calls at once). `cancel` (may be null) stops the build: running
