@@ -183,7 +183,9 @@ TEST(HttpServerTest, RefusesOversizedBodiesAndHeaders) {
   FetchOptions fat;
   fat.headers = {absl::StrCat("X-Big: ", std::string(4096, 'h'))};
   absl::StatusOr<ClientResponse> r = Fetch(Url(*server, "/post"), fat);
-  if (r.ok()) EXPECT_GE(r->status, 400);  // else the connection was dropped: also refused
+  if (r.ok()) {
+    EXPECT_GE(r->status, 400);
+  }  // else the connection was dropped: also refused
   EXPECT_EQ(calls.load(), 1);
   // The server is fine afterwards.
   EXPECT_EQ(Fetch(Url(*server, "/post"))->status, 200);
