@@ -170,4 +170,14 @@ GrpcServerMetrics::Create(Registry* registry, const Options& options) {
   return std::make_unique<MetricsInterceptorFactory>(std::move(known), std::move(unknown));
 }
 
+absl::Status GrpcServerMetrics::Install(grpc::ServerBuilder& builder, Registry* registry,
+                                        const Options& options) {
+  ASSIGN_OR_RETURN(std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface> factory,
+                   Create(registry, options));
+  std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> creators;
+  creators.push_back(std::move(factory));
+  builder.experimental().SetInterceptorCreators(std::move(creators));
+  return absl::OkStatus();
+}
+
 }  // namespace farm::common::metrics

@@ -11,15 +11,16 @@
 //
 //   metrics::GrpcServerMetrics::Options o;
 //   o.services = {"farm.v1.Scheduler", "farm.v1.WorkerHub", "grpc.health.v1.Health"};
-//   ASSIGN_OR_RETURN(auto interceptor, metrics::GrpcServerMetrics::Create(&registry, o));
-//   std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> v;
-//   v.push_back(std::move(interceptor));
-//   builder.experimental().SetInterceptorCreators(std::move(v));  // replaces earlier creators
+//   RETURN_IF_ERROR(metrics::GrpcServerMetrics::Install(builder, &registry, o));
+//
+// or, next to other interceptors, Create() the factory and pass it with them to
+// builder.experimental().SetInterceptorCreators().
 //
 // The Registry must outlive the gRPC server (the server owns the interceptor factory).
 #ifndef FARM_COMMON_METRICS_GRPC_SERVER_METRICS_H_
 #define FARM_COMMON_METRICS_GRPC_SERVER_METRICS_H_
 
+#include <grpcpp/server_builder.h>
 #include <grpcpp/support/server_interceptor.h>
 
 #include <memory>
@@ -53,6 +54,11 @@ class GrpcServerMetrics {
   // twice on one registry).
   static absl::StatusOr<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>>
   Create(Registry* registry, const Options& options);
+
+  // Create() and make the result `builder`'s only interceptor (SetInterceptorCreators replaces
+  // any set before).
+  static absl::Status Install(grpc::ServerBuilder& builder, Registry* registry,
+                              const Options& options);
 
   // "OK", "CANCELLED", ... "UNAUTHENTICATED"; "UNKNOWN" for values outside the canonical 17.
   static absl::string_view CodeName(int code);

@@ -69,13 +69,10 @@ class GrpcServerMetricsTest : public ::testing::Test {
   void SetUp() override {
     GrpcServerMetrics::Options o;
     o.services = {"farm.test.Echo", "grpc.health.v1.Health"};
-    auto factory = GrpcServerMetrics::Create(&registry_, o);
-    ASSERT_TRUE(factory.ok()) << factory.status();
-    std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> v;
-    v.push_back(*std::move(factory));
     grpc::ServerBuilder builder;
     grpc_health::EnableHealthService(builder);
-    builder.experimental().SetInterceptorCreators(std::move(v));
+    absl::Status installed = GrpcServerMetrics::Install(builder, &registry_, o);
+    ASSERT_TRUE(installed.ok()) << installed;
     builder.RegisterService(&service_);
     builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port_);
     server_ = builder.BuildAndStart();

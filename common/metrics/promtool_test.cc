@@ -1,56 +1,24 @@
 // Checks Registry::TextExposition() with Prometheus' own parser and linter: Debian's
 // `promtool check metrics` (package prometheus). The test fails, never skips, without it.
-#include <stdio.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cmath>
-#include <cstdlib>
-#include <fstream>
 #include <limits>
 #include <string>
 
-#include "absl/strings/str_cat.h"
 #include "common/metrics/metrics.h"
+#include "common/metrics/promtool_check.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
 namespace farm::common::metrics {
 namespace {
 
-constexpr char kPromtool[] = "/usr/bin/promtool";
-
-struct Result {
-  int exit_code = -1;
-  std::string output;  // stdout and stderr
-};
-
-// Runs `promtool check metrics` with `text` on its stdin.
-Result CheckMetrics(const std::string& text) {
-  const char* tmp = std::getenv("TEST_TMPDIR");
-  const std::string path = absl::StrCat(tmp ? tmp : "/tmp", "/exposition-", getpid(), ".txt");
-  {
-    std::ofstream f(path, std::ios::binary | std::ios::trunc);
-    f << text;
-  }
-  Result r;
-  const std::string cmd = absl::StrCat(kPromtool, " check metrics < '", path, "' 2>&1");
-  FILE* p = popen(cmd.c_str(), "r");
-  if (p == nullptr) return r;
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof(buf), p)) > 0) r.output.append(buf, n);
-  const int status = pclose(p);
-  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  unlink(path.c_str());
-  return r;
-}
-
 class PromtoolTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    ASSERT_EQ(access(kPromtool, X_OK), 0)
-        << kPromtool << " is missing: install Debian's prometheus package (tools/setup.sh)";
+    ASSERT_EQ(access(kPromtoolPath, X_OK), 0)
+        << kPromtoolPath << " is missing: install Debian's prometheus package (tools/setup.sh)";
   }
 };
 
@@ -58,13 +26,13 @@ class PromtoolTest : public ::testing::Test {
 // garbage does not parse. Without this, a promtool that accepted anything would pass the test
 // below.
 TEST_F(PromtoolTest, ReportsBadExpositions) {
-  Result lint = CheckMetrics("# HELP farm_x X.\n# TYPE farm_x counter\nfarm_x 1\n");
+  PromtoolResult lint = PromtoolCheckMetrics("# HELP farm_x X.\n# TYPE farm_x counter\nfarm_x 1\n");
   EXPECT_NE(lint.exit_code, 0);
   EXPECT_THAT(lint.output, ::testing::HasSubstr("_total"));
-  Result help = CheckMetrics("# TYPE farm_y gauge\nfarm_y 1\n");
+  PromtoolResult help = PromtoolCheckMetrics("# TYPE farm_y gauge\nfarm_y 1\n");
   EXPECT_NE(help.exit_code, 0);
   EXPECT_THAT(help.output, ::testing::HasSubstr("no help text"));
-  Result parse = CheckMetrics("farm_z{a=\"unterminated} 1\n");
+  PromtoolResult parse = PromtoolCheckMetrics("farm_z{a=\"unterminated} 1\n");
   EXPECT_NE(parse.exit_code, 0);
 }
 
@@ -111,7 +79,7 @@ TEST_F(PromtoolTest, AcceptsEverythingTheRegistryWrites) {
   EXPECT_THAT(text, ::testing::HasSubstr("__overflow__"));
   EXPECT_THAT(text, ::testing::HasSubstr("le=\"+Inf\""));
   EXPECT_THAT(text, ::testing::HasSubstr(" NaN\n"));
-  Result result = CheckMetrics(text);
+  PromtoolResult result = PromtoolCheckMetrics(text);
   EXPECT_EQ(result.exit_code, 0) << result.output << "\n--- exposition:\n" << text;
   EXPECT_EQ(result.output, "") << "\n--- exposition:\n" << text;
 }
