@@ -15,7 +15,9 @@
 //   server->Shutdown();  // also done by the destructor
 //
 // Not for untrusted bulk traffic: there is no TLS, and IPv6 listen addresses are refused
-// (Debian builds CivetWeb without IPv6).
+// (Debian builds CivetWeb without IPv6). Process-wide effects: CivetWeb ignores SIGPIPE for the
+// whole process, and its threads inherit the creating thread's signal mask, so servers that
+// sigwait() for SIGTERM create it after blocking the stop signals, like their other threads.
 #ifndef FARM_COMMON_HTTP_HTTP_SERVER_H_
 #define FARM_COMMON_HTTP_HTTP_SERVER_H_
 
