@@ -2,7 +2,7 @@
 # farm-cache's startup errors (one clear line, non-zero exit, never a crash), its bound-address
 # line, and `farm cache stats|gc` against it and against the embedded $FARM_HOME/cache.
 set -uo pipefail
-source "$TEST_SRCDIR/farm/cache/e2e/testlib.sh"
+source "$TEST_SRCDIR/farm/tests/cache/testlib.sh"
 
 start_server "$T/a" --max-size 64M
 echo "serving on $ADDR"

@@ -4,11 +4,11 @@
 # the rebuild is served from the cache. Asserts Bazel reports remote cache hits, the rebuilt
 # binary works, and farm-cache counted GetActionResult hits.
 set -uo pipefail
-source "$TEST_SRCDIR/farm/cache/e2e/testlib.sh"
+source "$TEST_SRCDIR/farm/tests/cache/testlib.sh"
 
 command -v bazel >/dev/null || die "bazel (Debian's bazel-bootstrap) is not installed"
 # The source tree (runfiles are symlinks into it): the offline stub repositories come from it.
-SRC=$(cd "$(dirname "$(readlink -f "$TEST_SRCDIR/farm/cache/e2e/testlib.sh")")/../.." && pwd)
+SRC=$(cd "$(dirname "$(readlink -f "$TEST_SRCDIR/farm/tests/cache/testlib.sh")")/../.." && pwd)
 [ -f "$SRC/third_party/rules_cc/WORKSPACE" ] || die "cannot find third_party/ from $SRC"
 
 WS="$T/ws"
