@@ -14,6 +14,8 @@ packages=(
   # run and test: sandbox, base images, registries, reference tools
   iproute2 procps busybox-static debootstrap docker-registry apache2-utils skopeo umoci
   oci-image-tool buildah hyperfine bc curl ca-certificates git tar gzip zstd xz-utils bzip2 pigz
+  # TLS: deploy/make-certs.sh and the auth tests use the openssl command
+  openssl
 )
 
 missing=()
