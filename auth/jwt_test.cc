@@ -5,8 +5,10 @@
 #include <openssl/pem.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/match.h"
@@ -415,6 +417,46 @@ TEST_F(JwtTest, ReloadsARotatedKeyFileAndKeepsTheOldKeysWhenTheNewFileIsBad) {
   ASSERT_TRUE(v->ReloadIfChanged().ok());
   EXPECT_TRUE(v->Verify(old_token).ok());
   EXPECT_TRUE(v->Verify(new_token).ok());
+}
+
+TEST_F(JwtTest, VerifiesFromManyThreadsWhileTheKeyFileRotates) {
+  SigningKey a = NewKey(JwsAlg::kES256);
+  SigningKey b = NewKey(JwsAlg::kEdDSA);
+  WriteKeys({&a, &b});
+  TokenVerifierOptions o;
+  o.reload_interval = absl::ZeroDuration();  // look at the file on every call
+  o.cache_entries = 8;                       // and churn the cache
+  auto v = Verifier(o);
+  std::vector<std::string> tokens;
+  for (int i = 0; i < 16; ++i) {
+    TokenClaims c;
+    c.subject = absl::StrCat("user", i);
+    tokens.push_back(Mint(i % 2 ? a : b, c));
+  }
+  std::atomic<int> failures{0};
+  std::atomic<bool> stop{false};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < 300; ++i) {
+        const std::string& token = tokens[(t * 7 + i) % tokens.size()];
+        auto id = v->Verify(token);
+        if (!id.ok() || id->subject != absl::StrCat("user", (t * 7 + i) % tokens.size())) {
+          ++failures;
+        }
+      }
+    });
+  }
+  // Rewrite the file (same keys, other order, new inode) while they verify.
+  std::thread writer([&] {
+    for (int i = 0; i < 50 && !stop; ++i)
+      WriteKeys(i % 2 ? std::vector<const SigningKey*>{&a, &b}
+                      : std::vector<const SigningKey*>{&b, &a});
+  });
+  for (auto& t : threads) t.join();
+  stop = true;
+  writer.join();
+  EXPECT_EQ(failures.load(), 0);
 }
 
 TEST_F(JwtTest, CreateReportsTheKeyFilesProblem) {

@@ -247,6 +247,15 @@ TEST_F(MtlsTest, BearerTokens) {
   EXPECT_THAT(s.error_message(), HasSubstr("needs a bearer token with role \"admin\""));
   EXPECT_EQ(server_->handler_calls(), handled);
 
+  // An admin: allowed, and audited.
+  TokenClaims root;
+  root.subject = "root";
+  root.roles = {"admin"};
+  ASSERT_TRUE(Call(Stub(Client("", Token(root))).get(), "Admin").ok());
+  ASSERT_FALSE(log_.empty());
+  EXPECT_THAT(log_.back(), HasSubstr("audit: admin call by token sub=root roles=admin from "
+                                     "ipv4:127.0.0.1:"));
+
   // Expired.
   TokenClaims old;
   old.lifetime = absl::Hours(1);

@@ -67,7 +67,15 @@ class AuthTestServiceImpl final : public AuthTest::CallbackService {
   }
   grpc::ServerUnaryReactor* Admin(grpc::CallbackServerContext* ctx, const EchoRequest*,
                                   EchoResponse* resp) override {
-    return Answer(ctx, "Admin", RequestInfo(), resp);
+    grpc::ServerUnaryReactor* r = Answer(ctx, "Admin", RequestInfo(), resp);
+    if (!resp->subject().empty()) {
+      Identity who;
+      who.has_token = true;
+      who.subject = resp->subject();
+      who.roles.assign(resp->roles().begin(), resp->roles().end());
+      auth_->Audit(*ctx, who, "admin call");
+    }
+    return r;
   }
 
   grpc::ServerBidiReactor<EchoRequest, EchoResponse>* Connect(
