@@ -93,6 +93,10 @@ class ServerAuth {
  public:
   // Loads and checks every file (TLS, worker CA, token keys): their errors come from here.
   static absl::StatusOr<std::unique_ptr<ServerAuth>> Create(ServerAuthOptions options);
+  // No TLS, no tokens, every call allowed (callers are anonymous): for in-process and test
+  // servers, and a server whose operator turned authentication off. Still plaintext only on
+  // loopback unless `insecure`.
+  static std::unique_ptr<ServerAuth> AllowAll(bool insecure = false);
   ~ServerAuth();
 
   // Server credentials for `listen` with the per-call check attached: TLS if configured,

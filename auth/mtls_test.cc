@@ -408,6 +408,20 @@ TEST_F(MtlsTest, PlaintextBeyondLoopbackOnlyWhenInsecure) {
   EXPECT_THAT(cc.status().message(), HasSubstr("give --tls-ca"));
 }
 
+TEST_F(MtlsTest, AllowAllLetsAnyoneInAsAnonymous) {
+  auth_ = ServerAuth::AllowAll();
+  auto server = AuthTestServer::Start(auth_);
+  ASSERT_TRUE(server.ok()) << server.status();
+  auto raw = AuthTest::NewStub(
+      grpc::CreateChannel((*server)->address(), grpc::InsecureChannelCredentials()));
+  EchoResponse who;
+  grpc::Status s = Call(raw.get(), "Admin", "main", &who);
+  EXPECT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(who.subject(), "");
+  EXPECT_FALSE(ServerAuth::AllowAll()->Credentials("0.0.0.0:0").ok());
+  EXPECT_TRUE(ServerAuth::AllowAll(/*insecure=*/true)->Credentials("0.0.0.0:0").ok());
+}
+
 TEST_F(MtlsTest, ServerAuthChecksItsFiles) {
   ServerAuthOptions o = Options(TlsServerOptions::ClientCerts::kOptional);
   o.tls.client_ca_file = F("ca.crt");  // without the worker CA
