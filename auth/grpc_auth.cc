@@ -136,9 +136,9 @@ struct ServerAuth::Core {
       if (it != worker_cache.end()) return it->second;
     }
     bool issued = false;
-    std::vector<X509Ptr> certs = internal::ReadPemCertificates(pem);
-    if (!certs.empty()) {
-      X509* leaf = certs[0].get();
+    absl::StatusOr<std::vector<X509Ptr>> certs = internal::ReadPemCertificates(pem);
+    if (certs.ok() && !certs->empty()) {
+      X509* leaf = (*certs)[0].get();
       for (const X509Ptr& ca : worker_cas) {
         // The TLS handshake verified the chain (and validity) against all client CAs; this
         // says which CA signed it.
@@ -267,12 +267,17 @@ absl::StatusOr<std::unique_ptr<ServerAuth>> ServerAuth::Create(ServerAuthOptions
     }
     absl::StatusOr<std::string> pem = common::ReadFile(options.worker_ca_file);
     if (!pem.ok()) return common::Annotate(pem.status(), "worker CA");
-    core->worker_cas = internal::ReadPemCertificates(*pem);
+    absl::StatusOr<std::vector<X509Ptr>> cas = internal::ReadPemCertificates(*pem);
+    if (!cas.ok()) {
+      return common::Annotate(cas.status(), absl::StrCat("worker CA ", options.worker_ca_file));
+    }
+    core->worker_cas = *std::move(cas);
     if (core->worker_cas.empty()) {
       return absl::InvalidArgumentError(
           absl::StrCat("worker CA ", options.worker_ca_file, ": no PEM certificate in it"));
     }
-    std::vector<X509Ptr> client_cas = internal::ReadPemCertificates(core->tls->client_ca);
+    std::vector<X509Ptr> client_cas =
+        internal::ReadPemCertificates(core->tls->client_ca).value_or(std::vector<X509Ptr>());
     for (const X509Ptr& w : core->worker_cas) {
       bool found = false;
       for (const X509Ptr& c : client_cas) found = found || X509_cmp(w.get(), c.get()) == 0;

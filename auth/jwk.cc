@@ -320,8 +320,9 @@ absl::StatusOr<std::vector<PublicKey>> ParsePem(absl::string_view text, absl::st
     long len = 0;
     ClearOpenSslErrors();
     if (PEM_read_bio(bio.get(), &type, &header, &data, &len) != 1) {
-      ClearOpenSslErrors();  // end of input ("no start line")
-      break;
+      if (internal::PemEndOfInput()) break;
+      return absl::InvalidArgumentError(
+          absl::StrCat(name, ": PEM block ", block, " is malformed (bad base64 or no END line)"));
     }
     std::string block_type(type);
     std::string what = absl::StrCat(name, ": PEM block ", block, " (", block_type, ")");

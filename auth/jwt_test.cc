@@ -145,6 +145,10 @@ TEST(JwkTest, RejectsBadKeyFiles) {
   check(R"({"keys": [{"kty":"RSA","n":"AQAB","e":"AQAB","d":"AQAB"}]})", "private member \"d\"");
   std::string ec_jwk = ec.public_key().ToJwk();
   check(absl::StrCat(R"({"keys": [)", ec_jwk, ",", ec_jwk, "]}"), "two keys have kid=");
+  // A good key, then a damaged one: not silently one key.
+  check(absl::StrCat(ec.PublicKeyPem(),
+                     "-----BEGIN PUBLIC KEY-----\nMFkw!!\n-----END PUBLIC KEY-----\n"),
+        "PEM block 2 is malformed");
   // A JWK whose alg disagrees with its key type.
   std::string wrong_alg = ec_jwk;
   wrong_alg.replace(wrong_alg.find("ES256"), 5, "RS256");

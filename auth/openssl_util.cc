@@ -36,15 +36,34 @@ BioPtr MemBio(absl::string_view data) {
   return BioPtr(BIO_new_mem_buf(data.data(), static_cast<int>(data.size())));
 }
 
-std::vector<X509Ptr> ReadPemCertificates(absl::string_view pem) {
+namespace {
+bool IsNoStartLine(unsigned long e) {
+  return e == 0 || (ERR_GET_LIB(e) == ERR_LIB_PEM && ERR_GET_REASON(e) == PEM_R_NO_START_LINE);
+}
+}  // namespace
+
+bool PemEndOfInput() {
+  bool end = IsNoStartLine(ERR_peek_last_error());
+  ClearOpenSslErrors();
+  return end;
+}
+
+absl::StatusOr<std::vector<X509Ptr>> ReadPemCertificates(absl::string_view pem) {
   std::vector<X509Ptr> certs;
   BioPtr bio = MemBio(pem);
+  ClearOpenSslErrors();
   while (true) {
     X509Ptr cert(PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr));
-    if (!cert) break;
-    certs.push_back(std::move(cert));
+    if (cert) {
+      certs.push_back(std::move(cert));
+      continue;
+    }
+    if (IsNoStartLine(ERR_peek_last_error())) break;
+    std::string why = OpenSslErrors();
+    return absl::InvalidArgumentError(
+        absl::StrCat("PEM certificate ", certs.size() + 1, " is malformed (", why, ")"));
   }
-  ClearOpenSslErrors();  // the loop ends on "no start line"
+  ClearOpenSslErrors();
   return certs;
 }
 

@@ -40,8 +40,12 @@ void ClearOpenSslErrors();
 // A read-only memory BIO over `data` (which must outlive it).
 BioPtr MemBio(absl::string_view data);
 
-// Every certificate in a PEM text, in order. Empty if there is none.
-std::vector<X509Ptr> ReadPemCertificates(absl::string_view pem);
+// Every certificate in a PEM text, in order (other PEM blocks are skipped); empty if there is
+// none. INVALID_ARGUMENT if a certificate block is malformed.
+absl::StatusOr<std::vector<X509Ptr>> ReadPemCertificates(absl::string_view pem);
+// After a PEM read returned nothing: whether that was the clean end of the input (OpenSSL's
+// "no start line") rather than a malformed block. Clears the error queue either way.
+bool PemEndOfInput();
 
 // "CN" of the certificate's subject, or "" if it has none.
 std::string CommonName(X509* cert);

@@ -95,7 +95,9 @@ absl::StatusOr<std::unique_ptr<SecretKey>> SecretKey::FromBytes(absl::string_vie
 }
 
 absl::StatusOr<std::unique_ptr<SecretKey>> SecretKey::Load(const std::string& path) {
-  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+  // Symlinks are followed (Kubernetes secret volumes are symlinks); the mode checked is the
+  // file's.
+  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) return common::ErrnoToStatus(errno, absl::StrCat("secret key ", path));
   struct stat st;
   int r = fstat(fd, &st);

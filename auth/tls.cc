@@ -56,7 +56,9 @@ absl::StatusOr<std::string> LoadCertChain(const std::string& path, int purpose,
                                           std::vector<X509Ptr>* certs) {
   const char* what = "TLS certificate";
   ASSIGN_OR_RETURN(std::string pem, ReadPem(path, what));
-  *certs = internal::ReadPemCertificates(pem);
+  absl::StatusOr<std::vector<X509Ptr>> read = internal::ReadPemCertificates(pem);
+  if (!read.ok()) return common::Annotate(read.status(), absl::StrCat(what, " ", path));
+  *certs = *std::move(read);
   if (certs->empty()) {
     return absl::InvalidArgumentError(absl::StrCat(
         what, " ", path, ": no PEM certificate in it (want -----BEGIN CERTIFICATE-----)"));
@@ -101,7 +103,9 @@ absl::StatusOr<std::string> LoadKeyFor(const std::string& key_path, X509* leaf,
 
 absl::StatusOr<std::string> LoadCaBundle(const std::string& path, absl::string_view what) {
   ASSIGN_OR_RETURN(std::string pem, ReadPem(path, what));
-  std::vector<X509Ptr> certs = internal::ReadPemCertificates(pem);
+  absl::StatusOr<std::vector<X509Ptr>> read = internal::ReadPemCertificates(pem);
+  if (!read.ok()) return common::Annotate(read.status(), absl::StrCat(what, " ", path));
+  std::vector<X509Ptr> certs = *std::move(read);
   if (certs.empty()) {
     return absl::InvalidArgumentError(absl::StrCat(
         what, " ", path, ": no PEM certificate in it (want -----BEGIN CERTIFICATE-----)"));

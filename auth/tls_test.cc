@@ -129,6 +129,18 @@ TEST_F(TlsTest, ErrorsNameTheFile) {
   ExpectError(LoadServerTls(o).status(), absl::StatusCode::kInvalidArgument,
               "CN=s is not a CA certificate");
 
+  std::string bundle = *common::ReadFile(F("ca.crt"));
+  ASSERT_TRUE(
+      common::WriteFileAtomic(
+          F("damaged-cas.crt"),
+          absl::StrCat(bundle, "-----BEGIN CERTIFICATE-----\nMIIB!!\n-----END CERTIFICATE-----\n"))
+          .ok());
+  o = Server();
+  o.client_ca_file = F("damaged-cas.crt");
+  ExpectError(
+      LoadServerTls(o).status(), absl::StatusCode::kInvalidArgument,
+      absl::StrCat("TLS client CA ", F("damaged-cas.crt"), ": PEM certificate 2 is malformed"));
+
   o = Server();
   o.key_file.clear();
   ExpectError(LoadServerTls(o).status(), absl::StatusCode::kInvalidArgument, "--tls-key");
