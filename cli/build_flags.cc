@@ -11,7 +11,7 @@
 #include "common/fs.h"
 #include "common/status_util.h"
 
-namespace cli {
+namespace farm::cli {
 
 namespace {
 
@@ -95,7 +95,7 @@ absl::StatusOr<CheckedBuildFlags> CheckBuildFlags(const BuildFlags& f) {
   }
   if (f.cache_scope.empty()) return absl::InvalidArgumentError("--cache-scope must not be empty");
   for (const std::string& t : f.tags) {
-    absl::StatusOr<image::Reference> r = image::Reference::ParseWithDefaultTag(t);
+    absl::StatusOr<oci::Reference> r = oci::Reference::ParseWithDefaultTag(t);
     if (!r.ok()) {
       return absl::InvalidArgumentError(absl::StrCat(
           "invalid argument \"", t, "\" for \"-t, --tag\" flag: ", r.status().message()));
@@ -164,4 +164,4 @@ absl::StatusOr<BuildSource> OpenBuildSource(const std::string& context_arg, Buil
   return src;
 }
 
-}  // namespace cli
+}  // namespace farm::cli

@@ -14,9 +14,9 @@
 #include "common/flags.h"
 #include "common/fs.h"
 #include "farm/v1/step.pb.h"
-#include "scheduler/image/reference.h"
+#include "oci/reference.h"
 
-namespace cli {
+namespace farm::cli {
 
 struct BuildFlags {
   BuildInputFlags in;
@@ -39,7 +39,7 @@ struct BuildFlags {
 
 // The flags' values, checked.
 struct CheckedBuildFlags {
-  std::vector<image::Reference> tags;
+  std::vector<oci::Reference> tags;
   std::map<std::string, std::string> labels;
   std::map<std::string, std::string> secrets;  // --secret id → bytes
   std::map<std::string, std::string> build_args;
@@ -64,6 +64,6 @@ struct BuildSource {
 // Dockerfile from stdin; INVALID_ARGUMENT if both would come from stdin.
 absl::StatusOr<BuildSource> OpenBuildSource(const std::string& context_arg, BuildInputFlags* in);
 
-}  // namespace cli
+}  // namespace farm::cli
 
 #endif  // FARM_CLI_BUILD_FLAGS_H_

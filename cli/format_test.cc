@@ -2,7 +2,7 @@
 
 #include "gtest/gtest.h"
 
-namespace cli {
+namespace farm::cli {
 namespace {
 
 TEST(FormatTest, SizesLikeGoUnits) {
@@ -64,4 +64,4 @@ TEST(FormatTest, TemplatesAndTableFormats) {
 }
 
 }  // namespace
-}  // namespace cli
+}  // namespace farm::cli

@@ -81,7 +81,7 @@ class Services {
               << (who.ok() ? absl::StrCat("by ", who->DebugString())
                            : absl::StrCat("refused: ", who.status().message()))
               << std::endl;
-    return common::ToGrpcStatus(who.status());
+    return farm::common::ToGrpcStatus(who.status());
   }
 
   class Capabilities final : public reapi::Capabilities::Service {
@@ -254,8 +254,8 @@ class Services {
 int main(int argc, char** argv) {
   std::string listen = "127.0.0.1:0";
   farm::auth::ServerAuthOptions sec;
-  common::FlagSet fs("reapi_probe_server [--listen HOST:PORT] [security flags]",
-                     "An in-memory REAPI cache behind ServerAuth (tests only).");
+  farm::common::FlagSet fs("reapi_probe_server [--listen HOST:PORT] [security flags]",
+                           "An in-memory REAPI cache behind ServerAuth (tests only).");
   fs.String("listen", 0, &listen, "Address to serve on", "HOST:PORT");
   farm::auth::RegisterServerFlags(&fs, &sec);
   auto rest = fs.Parse(std::vector<std::string>(argv + 1, argv + argc));

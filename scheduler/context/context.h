@@ -1,16 +1,17 @@
 // The build context: a directory on the client, filtered by .dockerignore, hashed by content.
 //
 // A Snapshot is what every later stage works from:
-//   - tree(): the files as a copy::SourceTree whose regular files carry their SHA-256, so the
+//   - tree(): the files as a worker::copy::SourceTree whose regular files carry their SHA-256, so
+//   the
 //     planner keys COPY steps on content (never on mtimes or the host path);
 //   - root(): the same tree as a REAPI v2 Directory Merkle tree (Directory protos and file
 //     blobs), which `farm submit` uploads (only the missing blobs) and a remote worker reads.
 // Modes are normalized as the layer will have them: 0755 for executables and directories,
 // 0644 otherwise, unless preserve_permissions keeps (and keys) all permission bits.
 //
-//   ASSIGN_OR_RETURN(auto ignore, buildctx::LoadIgnorePatterns(dir, dockerfile_path));
-//   ASSIGN_OR_RETURN(auto snap, buildctx::Snapshot::FromDirectory(dir, ignore, {}));
-//   ASSIGN_OR_RETURN(buildctx::Snapshot::UploadStats up, snap->Upload(*cas));
+//   ASSIGN_OR_RETURN(auto ignore, scheduler::context::LoadIgnorePatterns(dir, dockerfile_path));
+//   ASSIGN_OR_RETURN(auto snap, scheduler::context::Snapshot::FromDirectory(dir, ignore, {}));
+//   ASSIGN_OR_RETURN(scheduler::context::Snapshot::UploadStats up, snap->Upload(*cas));
 #ifndef FARM_SCHEDULER_CONTEXT_CONTEXT_H_
 #define FARM_SCHEDULER_CONTEXT_CONTEXT_H_
 
@@ -25,7 +26,7 @@
 #include "farm/v1/step.pb.h"
 #include "worker/copy/source_tree.h"
 
-namespace buildctx {
+namespace farm::scheduler::context {
 
 struct SnapshotOptions {
   bool preserve_permissions = false;
@@ -50,7 +51,7 @@ class Snapshot {
       const std::string& dir, const std::vector<std::string>& ignore_patterns,
       const SnapshotOptions& options);
 
-  const copy::IndexedTree& tree() const { return *tree_; }
+  const worker::copy::IndexedTree& tree() const { return *tree_; }
   const farm::v1::ContextRoot& root() const { return root_; }
   const std::string& dir() const { return dir_; }
   int64_t file_count() const { return file_count_; }
@@ -83,7 +84,7 @@ class Snapshot {
  private:
   Snapshot() = default;
   std::string dir_;
-  std::unique_ptr<copy::IndexedTree> tree_;
+  std::unique_ptr<worker::copy::IndexedTree> tree_;
   farm::v1::ContextRoot root_;
   std::map<common::Digest, std::string> directories_;
   std::map<common::Digest, std::string> files_;
@@ -92,6 +93,6 @@ class Snapshot {
   int64_t total_bytes_ = 0;
 };
 
-}  // namespace buildctx
+}  // namespace farm::scheduler::context
 
 #endif  // FARM_SCHEDULER_CONTEXT_CONTEXT_H_

@@ -4,7 +4,7 @@
 #include "common/fs.h"
 #include "gtest/gtest.h"
 
-namespace buildctx {
+namespace farm::scheduler::context {
 namespace {
 
 class UploadTest : public ::testing::Test {
@@ -88,4 +88,4 @@ TEST_F(UploadTest, AFileChangedSinceHashingIsNamed) {
 }
 
 }  // namespace
-}  // namespace buildctx
+}  // namespace farm::scheduler::context

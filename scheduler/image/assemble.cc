@@ -8,7 +8,7 @@
 #include "common/digest.h"
 #include "common/status_macros.h"
 
-namespace image {
+namespace farm::scheduler::image {
 
 namespace {
 
@@ -29,13 +29,13 @@ absl::Status ValidateLayer(const farm::v1::Layer& l, absl::string_view where) {
     return absl::InvalidArgumentError(
         absl::StrCat(where, ": layer ", l.digest(), " has negative size ", l.size()));
   }
-  absl::StatusOr<Compression> c = LayerCompression(l.media_type());
+  absl::StatusOr<oci::Compression> c = oci::LayerCompression(l.media_type());
   if (!c.ok()) return absl::InvalidArgumentError(absl::StrCat(where, ": ", c.status().message()));
   return absl::OkStatus();
 }
 
-Descriptor LayerDescriptor(const farm::v1::Layer& l) {
-  Descriptor d;
+oci::Descriptor LayerDescriptor(const farm::v1::Layer& l) {
+  oci::Descriptor d;
   d.media_type = l.media_type();
   d.digest = l.digest();
   d.size = l.size();
@@ -154,12 +154,12 @@ absl::StatusOr<AssembledImage> Assemble(cache::BlobStore& cas, const AssembleReq
                                         absl::Time now) {
   const bool docker = req.format == ManifestFormat::kDocker;
   AssembledImage out;
-  ImageConfig& cfg = out.image_config;
+  oci::ImageConfig& cfg = out.image_config;
   cfg = req.config;
   cfg.diff_ids.clear();
   cfg.history.clear();
   int64_t created_unix = req.source_date_epoch ? *req.source_date_epoch : absl::ToUnixSeconds(now);
-  cfg.created = FormatCreated(created_unix);
+  cfg.created = oci::FormatCreated(created_unix);
 
   if (req.base != nullptr) {
     const ResolvedImage& base = *req.base;
@@ -182,7 +182,7 @@ absl::StatusOr<AssembledImage> Assemble(cache::BlobStore& cas, const AssembleReq
   }
   for (size_t i = 0; i < req.steps.size(); ++i) {
     const HistoryStep& step = req.steps[i];
-    HistoryEntry h;
+    oci::HistoryEntry h;
     h.created = cfg.created;
     h.created_by = step.created_by;
     h.comment = step.comment;
@@ -195,13 +195,13 @@ absl::StatusOr<AssembledImage> Assemble(cache::BlobStore& cas, const AssembleReq
     }
   }
   for (farm::v1::Layer& l : out.layers) {
-    if (docker && LayerCompression(l.media_type()).value() == Compression::kZstd) {
+    if (docker && oci::LayerCompression(l.media_type()).value() == oci::Compression::kZstd) {
       return absl::InvalidArgumentError(
           absl::StrCat("layer ", l.digest(),
                        " is zstd-compressed, which the Docker v2 schema 2 manifest "
                        "format cannot describe; use the OCI format (the default)"));
     }
-    l.set_media_type(ConvertLayerMediaType(l.media_type(), docker));
+    l.set_media_type(oci::ConvertLayerMediaType(l.media_type(), docker));
     cfg.diff_ids.push_back(l.diff_id());
   }
 
@@ -220,12 +220,12 @@ absl::StatusOr<AssembledImage> Assemble(cache::BlobStore& cas, const AssembleReq
 
   std::string config_json = cfg.ToJson();
   ASSIGN_OR_RETURN(common::Digest config_digest, cas.Put(config_json));
-  out.config.media_type = docker ? kDockerConfig : kOciConfig;
+  out.config.media_type = docker ? oci::kDockerConfig : oci::kOciConfig;
   out.config.digest = config_digest.OciString();
   out.config.size = config_digest.size_bytes;
 
-  Manifest m;
-  m.media_type = docker ? kDockerManifest : kOciManifest;
+  oci::Manifest m;
+  m.media_type = docker ? oci::kDockerManifest : oci::kOciManifest;
   m.config = out.config;
   for (const farm::v1::Layer& l : out.layers) m.layers.push_back(LayerDescriptor(l));
   if (!docker) m.annotations = req.annotations;
@@ -234,7 +234,7 @@ absl::StatusOr<AssembledImage> Assemble(cache::BlobStore& cas, const AssembleReq
   out.manifest.media_type = m.media_type;
   out.manifest.digest = manifest_digest.OciString();
   out.manifest.size = manifest_digest.size_bytes;
-  Platform p;
+  oci::Platform p;
   p.os = cfg.os;
   p.architecture = cfg.architecture;
   p.variant = cfg.variant;
@@ -243,20 +243,19 @@ absl::StatusOr<AssembledImage> Assemble(cache::BlobStore& cas, const AssembleReq
   return out;
 }
 
-absl::StatusOr<Descriptor> AssembleIndex(cache::BlobStore& cas,
-                                         absl::Span<const AssembledImage> images,
-                                         ManifestFormat format,
-                                         const std::map<std::string, std::string>& annotations) {
+absl::StatusOr<oci::Descriptor> AssembleIndex(
+    cache::BlobStore& cas, absl::Span<const AssembledImage> images, ManifestFormat format,
+    const std::map<std::string, std::string>& annotations) {
   if (images.empty()) return absl::InvalidArgumentError("an index needs at least one image");
   const bool docker = format == ManifestFormat::kDocker;
-  Index idx;
-  idx.media_type = docker ? kDockerManifestList : kOciIndex;
+  oci::Index idx;
+  idx.media_type = docker ? oci::kDockerManifestList : oci::kOciIndex;
   std::set<std::string> platforms;
   for (const AssembledImage& img : images) {
-    if (img.manifest.media_type != (docker ? kDockerManifest : kOciManifest)) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("image ", img.manifest.digest, " is a ", img.manifest.media_type, ", not a ",
-                       docker ? kDockerManifest : kOciManifest, " as the index format requires"));
+    if (img.manifest.media_type != (docker ? oci::kDockerManifest : oci::kOciManifest)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "image ", img.manifest.digest, " is a ", img.manifest.media_type, ", not a ",
+          docker ? oci::kDockerManifest : oci::kOciManifest, " as the index format requires"));
     }
     if (!img.manifest.platform) {
       return absl::InvalidArgumentError(
@@ -266,18 +265,18 @@ absl::StatusOr<Descriptor> AssembleIndex(cache::BlobStore& cas,
       return absl::InvalidArgumentError(
           absl::StrCat("two images for platform ", img.manifest.platform->String()));
     }
-    Descriptor d = img.manifest;
+    oci::Descriptor d = img.manifest;
     d.annotations.clear();
     idx.manifests.push_back(std::move(d));
   }
   if (!docker) idx.annotations = annotations;
   std::string json = idx.ToJson();
   ASSIGN_OR_RETURN(common::Digest digest, cas.Put(json));
-  Descriptor out;
+  oci::Descriptor out;
   out.media_type = idx.media_type;
   out.digest = digest.OciString();
   out.size = digest.size_bytes;
   return out;
 }
 
-}  // namespace image
+}  // namespace farm::scheduler::image

@@ -3,13 +3,13 @@
 // platforms' images into an index. Deterministic: the same request gives the same bytes, so
 // with SOURCE_DATE_EPOCH the image ID and manifest digest are reproducible.
 //
-//   image::AssembleRequest req;
+//   scheduler::image::AssembleRequest req;
 //   req.base = &resolved_base;                  // nullptr for FROM scratch
 //   req.config = final_config;                  // Env, Cmd, ... as the planner left them
-//   req.steps.push_back({image::RunCreatedBy({"/bin/sh", "-c", "make"}, {}), layer});
+//   req.steps.push_back({scheduler::image::RunCreatedBy({"/bin/sh", "-c", "make"}, {}), layer});
 //   req.steps.push_back({"ENV A=b", std::nullopt});                  // metadata only
 //   req.source_date_epoch = 0;
-//   ASSIGN_OR_RETURN(image::AssembledImage img, image::Assemble(*cas, req));
+//   ASSIGN_OR_RETURN(scheduler::image::AssembledImage img, scheduler::image::Assemble(*cas, req));
 //   img.config.digest;    // the image ID
 //   img.manifest.digest;  // what NAME@sha256:… names
 //
@@ -40,11 +40,11 @@
 #include "absl/types/span.h"
 #include "cache/blob_store.h"
 #include "farm/v1/step.pb.h"
-#include "scheduler/image/config.h"
-#include "scheduler/image/manifest.h"
+#include "oci/config.h"
+#include "oci/manifest.h"
 #include "scheduler/image/resolver.h"
 
-namespace image {
+namespace farm::scheduler::image {
 
 inline constexpr char kBuildKitHistoryComment[] = "buildkit.dockerfile.v0";
 
@@ -66,7 +66,7 @@ struct AssembleRequest {
   const ResolvedImage* base = nullptr;
   // The final config the planner computed (config.config, os, architecture, variant, author).
   // `created`, `diff_ids` and `history` are ignored and rebuilt from base + steps.
-  ImageConfig config;
+  oci::ImageConfig config;
   std::vector<HistoryStep> steps;
   // Unix seconds for `created` of the image and of the new history entries. Unset: `now`.
   std::optional<int64_t> source_date_epoch;
@@ -76,9 +76,9 @@ struct AssembleRequest {
 };
 
 struct AssembledImage {
-  Descriptor manifest;  // media type, digest, size and platform of the manifest
-  Descriptor config;    // config.digest is the image ID
-  ImageConfig image_config;
+  oci::Descriptor manifest;  // media type, digest, size and platform of the manifest
+  oci::Descriptor config;    // config.digest is the image ID
+  oci::ImageConfig image_config;
   // Bottom to top, base layers first, media types as written in the manifest.
   std::vector<farm::v1::Layer> layers;
 };
@@ -94,7 +94,7 @@ absl::StatusOr<AssembledImage> Assemble(cache::BlobStore& cas, const AssembleReq
 // Writes an index (OCI image index, or Docker manifest list for kDocker) naming each image
 // with its platform, and returns its descriptor. Every image must have the same format and a
 // distinct platform (INVALID_ARGUMENT otherwise).
-absl::StatusOr<Descriptor> AssembleIndex(
+absl::StatusOr<oci::Descriptor> AssembleIndex(
     cache::BlobStore& cas, absl::Span<const AssembledImage> images, ManifestFormat format,
     const std::map<std::string, std::string>& annotations = {});
 
@@ -106,6 +106,6 @@ std::string RunCreatedBy(const std::vector<std::string>& args,
 // Go's fmt "%q" of a []string: ["a" "b c"] (BuildKit's CMD/ENTRYPOINT/SHELL history form).
 std::string GoQuotedList(const std::vector<std::string>& list);
 
-}  // namespace image
+}  // namespace farm::scheduler::image
 
 #endif  // FARM_SCHEDULER_IMAGE_ASSEMBLE_H_

@@ -16,7 +16,7 @@
 #include "scheduler/dockerfile/shell_lex.h"
 #include "worker/copy/select.h"
 
-namespace plan {
+namespace farm::scheduler::plan {
 
 namespace {
 
@@ -141,19 +141,6 @@ bool ValidSignal(absl::string_view sig) {
     if (s == k) return true;
   }
   return false;
-}
-
-absl::StatusOr<std::string> NormalizePlatform(absl::string_view p) {
-  std::vector<std::string> parts = absl::StrSplit(absl::AsciiStrToLower(p), '/');
-  if (parts.size() < 2 || parts.size() > 3 || parts[0].empty() || parts[1].empty()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("invalid platform \"", p, "\": expected os/arch[/variant]"));
-  }
-  std::string& arch = parts[1];
-  if (arch == "x86_64" || arch == "x86-64") arch = "amd64";
-  if (arch == "aarch64") arch = "arm64";
-  if (parts.size() == 3 && parts[1] == "arm64" && parts[2] == "v8") parts.pop_back();
-  return absl::StrJoin(parts, "/");
 }
 
 // Resolves `path` against `workdir` like BuildKit's pathRelativeToWorkingDir, keeping a
@@ -464,8 +451,7 @@ bool IsGitUrl(absl::string_view s) {
 }
 
 // Lists how a config changed, for `farm plan`.
-std::vector<std::string> DiffConfig(const image::ContainerConfig& a,
-                                    const image::ContainerConfig& b) {
+std::vector<std::string> DiffConfig(const oci::ContainerConfig& a, const oci::ContainerConfig& b) {
   std::vector<std::string> out;
   for (const std::string& e : b.env) {
     if (std::find(a.env.begin(), a.env.end(), e) == a.env.end()) out.push_back("Env: " + e);
@@ -512,10 +498,10 @@ class Planner {
   Planner(const dockerfile::Dockerfile& df, const PlanOptions& opts) : df_(df), opts_(opts) {}
 
   absl::StatusOr<Plan> Run() {
-    absl::StatusOr<std::string> platform = NormalizePlatform(opts_.platform);
+    absl::StatusOr<oci::Platform> platform = oci::Platform::Parse(opts_.platform);
     if (!platform.ok()) return platform.status();
-    platform_ = *platform;
-    absl::StatusOr<std::string> build_platform = NormalizePlatform(opts_.build_platform);
+    platform_ = platform->String();
+    absl::StatusOr<oci::Platform> build_platform = oci::Platform::Parse(opts_.build_platform);
     if (!build_platform.ok()) return build_platform.status();
     const farm::v1::LayerOptions& lo = opts_.layer_options;
     layer_opts_ =
@@ -533,7 +519,7 @@ class Planner {
       meta_.push_back({prefix + "VARIANT", parts.size() > 2 ? parts[2] : ""});
     };
     add_platform("TARGET", platform_);
-    add_platform("BUILD", *build_platform);
+    add_platform("BUILD", build_platform->String());
     predefined_count_ = meta_.size();
     dockerfile::ShellLex lex(df_.escape);
     for (size_t i = 0; i < df_.meta_args.size(); ++i) {
@@ -723,9 +709,9 @@ class Planner {
     if (!ds.from.platform.empty()) {
       absl::StatusOr<std::string> p = lex.ProcessWord(ds.from.platform, MetaEnv());
       if (!p.ok()) return Err(ds.pos, p.status().message());
-      absl::StatusOr<std::string> np = NormalizePlatform(*p);
+      absl::StatusOr<oci::Platform> np = oci::Platform::Parse(*p);
       if (!np.ok()) return Err(ds.pos, np.status().message());
-      st.platform = *np;
+      st.platform = np->String();
     }
 
     int base_stage = FindStageByName(absl::AsciiStrToLower(st.base_ref), idx);
@@ -741,7 +727,7 @@ class Planner {
       st.depends_on.insert(base_stage);
     } else if (absl::AsciiStrToLower(st.base_ref) == "scratch") {
       st.base_kind = Stage::BaseKind::kScratch;
-      st.config = image::ImageConfig();
+      st.config = oci::ImageConfig();
       st.config.config.env = {absl::StrCat("PATH=", kDefaultPath)};
       st.base_chain =
           KeyOf({{"version", kKeyVersion}, {"from", "scratch"}, {"platform", st.platform}});
@@ -752,7 +738,7 @@ class Planner {
             opts_.resolver->Resolve(st.base_ref, st.platform);
         if (!img.ok() && absl::IsNotFound(img.status()) && opts_.allow_unresolved) {
           st.base_resolved = false;
-          st.config = image::ImageConfig();
+          st.config = oci::ImageConfig();
           st.base_chain = KeyOf({{"version", kKeyVersion},
                                  {"unresolved-image", st.base_ref},
                                  {"platform", st.platform}});
@@ -770,7 +756,7 @@ class Planner {
         }
       } else {
         st.base_resolved = false;
-        st.config = image::ImageConfig();
+        st.config = oci::ImageConfig();
         st.base_chain = KeyOf({{"version", kKeyVersion},
                                {"unresolved-image", st.base_ref},
                                {"platform", st.platform}});
@@ -896,7 +882,7 @@ class Planner {
     return step;
   }
 
-  void Finish(StageState& ss, Step step, const image::ContainerConfig& before) {
+  void Finish(StageState& ss, Step step, const oci::ContainerConfig& before) {
     step.config = ss.st->config.config;
     for (std::string& c : DiffConfig(before, step.config)) step.changes.push_back(std::move(c));
     if (step.kind == StepKind::kMetadata) {
@@ -907,7 +893,7 @@ class Planner {
   }
 
   void FillExecEnv(const StageState& ss, farm::v1::ExecEnv* env, bool run) const {
-    const image::ContainerConfig& c = ss.st->config.config;
+    const oci::ContainerConfig& c = ss.st->config.config;
     for (const std::string& e : run ? RunEnv(ss, true) : c.env) env->add_env(e);
     env->set_user(c.user);
     env->set_workdir(c.working_dir.empty() ? "/" : c.working_dir);
@@ -931,11 +917,11 @@ class Planner {
     }
     absl::StatusOr<common::PatternMatcher> ex = common::PatternMatcher::Create(excludes);
     if (!ex.ok()) return Err(pos, absl::StrCat("--exclude: ", ex.status().message()));
-    copy::SelectOptions so;
+    worker::copy::SelectOptions so;
     so.parents = parents;
     so.excludes = ex->empty() ? nullptr : &*ex;
-    absl::StatusOr<std::vector<copy::Match>> matches =
-        copy::ResolveSources(*opts_.context, paths, so);
+    absl::StatusOr<std::vector<worker::copy::Match>> matches =
+        worker::copy::ResolveSources(*opts_.context, paths, so);
     if (!matches.ok()) {
       std::string msg(matches.status().message());
       if (absl::IsNotFound(matches.status())) {
@@ -946,19 +932,20 @@ class Planner {
     common::Sha256 h;
     int64_t files = 0, bytes = 0;
     bool preserve = opts_.layer_options.preserve_permissions();
-    for (const copy::Match& m : *matches) {
+    for (const worker::copy::Match& m : *matches) {
       h.Update(absl::StrCat("match\t", m.src, "\t", m.path, "\t", m.resolved, "\t", m.base, "\n"));
-      absl::Status s = copy::WalkMatch(
-          *opts_.context, m, so.excludes, [&](const std::string& rel, const copy::FileInfo& fi) {
+      absl::Status s = worker::copy::WalkMatch(
+          *opts_.context, m, so.excludes,
+          [&](const std::string& rel, const worker::copy::FileInfo& fi) {
             std::string line = absl::StrCat(rel, "\t");
             switch (fi.type) {
-              case copy::FileType::kDirectory:
+              case worker::copy::FileType::kDirectory:
                 absl::StrAppend(&line, "dir\t", preserve ? Octal(fi.mode) : "");
                 break;
-              case copy::FileType::kSymlink:
+              case worker::copy::FileType::kSymlink:
                 absl::StrAppend(&line, "symlink\t", fi.link_target);
                 break;
-              case copy::FileType::kRegular:
+              case worker::copy::FileType::kRegular:
                 if (!fi.digest) {
                   return absl::InternalError(
                       absl::StrCat("context file ", m.path, "/", rel, " was not hashed"));
@@ -989,8 +976,8 @@ class Planner {
 
   absl::Status Process(StageState* ssp, const dockerfile::Instruction& ins, bool from_onbuild) {
     StageState& ss = *ssp;
-    image::ContainerConfig before = ss.st->config.config;
-    image::ContainerConfig& cfg = ss.st->config.config;
+    oci::ContainerConfig before = ss.st->config.config;
+    oci::ContainerConfig& cfg = ss.st->config.config;
     Step step = NewStep(ss, ins, from_onbuild);
     const Position pos = ins.pos;
 
@@ -1090,7 +1077,7 @@ class Planner {
       cfg.stop_signal = *sig;
       step.created_by = absl::StrCat("STOPSIGNAL ", *sig);
     } else if (auto* c = std::get_if<dockerfile::HealthcheckCmd>(&ins.command)) {
-      image::HealthConfig h;
+      oci::HealthConfig h;
       h.test = c->test.args;
       h.interval_ns = c->interval_ns;
       h.timeout_ns = c->timeout_ns;
@@ -1269,7 +1256,7 @@ class Planner {
     pre.push_back({"op", op});
     std::vector<std::string> env_key = RunEnv(ss, false);
     pre.push_back({"env", absl::StrJoin(env_key, "\n     ")});
-    const image::ContainerConfig& cfg = ss.st->config.config;
+    const oci::ContainerConfig& cfg = ss.st->config.config;
     pre.push_back({"user", cfg.user});
     pre.push_back({"workdir", cfg.working_dir.empty() ? "/" : cfg.working_dir});
     pre.push_back({"shell", JsonArray(Shell(ss))});
@@ -1645,4 +1632,4 @@ std::string PlanToJson(const Plan& plan) {
   return j.dump(2, ' ', false, oj::error_handler_t::replace) + "\n";
 }
 
-}  // namespace plan
+}  // namespace farm::scheduler::plan

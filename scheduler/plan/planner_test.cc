@@ -13,7 +13,7 @@
 #include "scheduler/dockerfile/instructions.h"
 #include "scheduler/dockerfile/parser.h"
 
-namespace plan {
+namespace farm::scheduler::plan {
 namespace {
 
 using ::testing::HasSubstr;
@@ -67,12 +67,12 @@ absl::StatusOr<Keys> PlanKeys(const std::string& dockerfile, const std::string& 
   if (!tree.ok()) return tree.status();
   absl::StatusOr<dockerfile::Dockerfile> df = dockerfile::BuildInstructions(*tree);
   if (!df.ok()) return df.status();
-  absl::StatusOr<std::vector<std::string>> ignore = buildctx::LoadIgnorePatterns(context_dir, "");
+  absl::StatusOr<std::vector<std::string>> ignore = context::LoadIgnorePatterns(context_dir, "");
   if (!ignore.ok()) return ignore.status();
-  buildctx::SnapshotOptions so;
+  context::SnapshotOptions so;
   so.preserve_permissions = preserve;
-  absl::StatusOr<std::unique_ptr<buildctx::Snapshot>> snap =
-      buildctx::Snapshot::FromDirectory(context_dir, *ignore, so);
+  absl::StatusOr<std::unique_ptr<context::Snapshot>> snap =
+      context::Snapshot::FromDirectory(context_dir, *ignore, so);
   if (!snap.ok()) return snap.status();
   TwoTagResolver resolver;
   PlanOptions po;
@@ -315,4 +315,4 @@ TEST(NormalizeShellWhitespaceTest, KeepsQuotedAndEscapedBlanks) {
 }
 
 }  // namespace
-}  // namespace plan
+}  // namespace farm::scheduler::plan

@@ -107,7 +107,7 @@ int main(int argc, char** argv) {
   std::string restart_grace = "10m";
   std::vector<std::string> tenant_weights, insecure;
   std::string docker_config;
-  common::FlagSet fs(
+  farm::common::FlagSet fs(
       "farm-scheduler --cache HOST:PORT --dir DIR [--listen HOST:PORT] [OPTIONS]",
       "Farm's scheduler: accepts builds from `farm submit`, plans them, runs their steps on the\n"
       "farm-workers connected to it (they dial in; it never dials them), and keeps builds, the\n"
@@ -156,7 +156,7 @@ int main(int argc, char** argv) {
         "--max-queued-builds not negative",
         2);
   }
-  dispatch::Options dopt;
+  farm::scheduler::dispatch::Options dopt;
   for (auto [flag, text, out] :
        {std::make_tuple("heartbeat-interval", &heartbeat, &dopt.heartbeat_interval),
         std::make_tuple("lease-timeout", &lease_timeout, &dopt.lease_timeout),
@@ -184,10 +184,10 @@ int main(int argc, char** argv) {
   }
   dopt.max_attempts = static_cast<int>(max_attempts);
   dopt.max_queued_tasks = static_cast<int>(max_queued_tasks);
-  dopt.state_dir = common::JoinPath(dir, "dispatch");
+  dopt.state_dir = farm::common::JoinPath(dir, "dispatch");
   dopt.event_log = [](absl::string_view line) { LogLine(line); };
 
-  if (absl::Status s = common::ProbeListenAddress(listen); !s.ok()) {
+  if (absl::Status s = farm::common::ProbeListenAddress(listen); !s.ok()) {
     return Fail(std::string(s.message()));
   }
   sigset_t stop;
@@ -196,35 +196,37 @@ int main(int argc, char** argv) {
   sigaddset(&stop, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &stop, nullptr);
   gpr_set_log_function(GrpcLog);
-  if (absl::Status s = common::MakeDirs(dir, 0700); !s.ok()) return Fail(std::string(s.message()));
+  if (absl::Status s = farm::common::MakeDirs(dir, 0700); !s.ok())
+    return Fail(std::string(s.message()));
 
   // farm-cache: one channel for the CAS and the action cache.
-  absl::StatusOr<std::shared_ptr<grpc::Channel>> channel = cache::client::NewCacheChannel(cache);
+  absl::StatusOr<std::shared_ptr<grpc::Channel>> channel =
+      farm::cache::client::NewCacheChannel(cache);
   if (!channel.ok()) return Fail(std::string(channel.status().message()), 2);
-  auto cas = std::make_shared<cache::client::GrpcBlobStore>(
-      *channel, cache::client::GrpcBlobStore::Options());
-  auto ac = std::make_shared<cache::client::GrpcActionCache>(
-      *channel, cache::client::GrpcActionCache::Options());
+  auto cas = std::make_shared<farm::cache::client::GrpcBlobStore>(
+      *channel, farm::cache::client::GrpcBlobStore::Options());
+  auto ac = std::make_shared<farm::cache::client::GrpcActionCache>(
+      *channel, farm::cache::client::GrpcActionCache::Options());
   CacheWatch watch(cache, *channel);
 
-  absl::StatusOr<std::unique_ptr<dispatch::Dispatcher>> dispatcher =
-      dispatch::Dispatcher::Create(dopt);
+  absl::StatusOr<std::unique_ptr<farm::scheduler::dispatch::Dispatcher>> dispatcher =
+      farm::scheduler::dispatch::Dispatcher::Create(dopt);
   if (!dispatcher.ok()) return Fail(std::string(dispatcher.status().message()));
-  dispatch::Dispatcher* d = dispatcher->get();
+  farm::scheduler::dispatch::Dispatcher* d = dispatcher->get();
 
-  scheduler_server::BuildManager::Options mopt;
+  farm::scheduler::server::BuildManager::Options mopt;
   mopt.state_dir = dir;
   mopt.cas = cas;
   mopt.ac = ac;
-  mopt.executors = [d, cas](const scheduler_server::BuildSpec& spec) {
-    dispatch::RemoteBuild rb;
+  mopt.executors = [d, cas](const farm::scheduler::server::BuildSpec& spec) {
+    farm::scheduler::dispatch::RemoteBuild rb;
     rb.build_id = spec.build_id;
     rb.tenant = spec.tenant;
     rb.priority = spec.priority;
     rb.secrets = spec.secrets;
     rb.cache_instance = spec.cache_instance;
-    return std::make_shared<scheduler_server::VerifyingExecutor>(
-        std::make_shared<dispatch::RemoteStepExecutor>(d, std::move(rb)), cas);
+    return std::make_shared<farm::scheduler::server::VerifyingExecutor>(
+        std::make_shared<farm::scheduler::dispatch::RemoteStepExecutor>(d, std::move(rb)), cas);
   };
   mopt.max_active_builds = static_cast<int>(max_active);
   mopt.max_queued_builds = static_cast<int>(max_queued);
@@ -233,11 +235,11 @@ int main(int argc, char** argv) {
   mopt.cache_address = advertise_cache.empty() ? cache : advertise_cache;
   mopt.worker_count = [d] { return static_cast<int>(d->Stats().workers_connected); };
   mopt.log = [](const std::string& line) { LogLine(line); };
-  absl::StatusOr<std::unique_ptr<scheduler_server::BuildManager>> manager =
-      scheduler_server::BuildManager::Create(std::move(mopt));
+  absl::StatusOr<std::unique_ptr<farm::scheduler::server::BuildManager>> manager =
+      farm::scheduler::server::BuildManager::Create(std::move(mopt));
   if (!manager.ok()) return Fail(std::string(manager.status().message()));
 
-  scheduler_server::SchedulerService service(manager->get(), [d] { return d->Workers(); });
+  farm::scheduler::server::SchedulerService service(manager->get(), [d] { return d->Workers(); });
   grpc::ServerBuilder builder;
   int port = 0;
   builder.AddListeningPort(listen, grpc::InsecureServerCredentials(), &port);

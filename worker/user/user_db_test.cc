@@ -1,9 +1,9 @@
 #include "worker/user/user_db.h"
 
+#include "common/testing/status_matchers.h"
 #include "gtest/gtest.h"
-#include "worker/testing/status_matchers.h"
 
-namespace user {
+namespace farm::worker::user {
 namespace {
 
 const char kPasswd[] =
@@ -60,9 +60,9 @@ TEST(UserDbTest, UnknownNamesAreErrors) {
 }
 
 }  // namespace
-}  // namespace user
+}  // namespace farm::worker::user
 
-namespace user {
+namespace farm::worker::user {
 namespace {
 
 TEST(UserDbTest, ChownRules) {
@@ -86,4 +86,4 @@ TEST(UserDbTest, ChownRules) {
 }
 
 }  // namespace
-}  // namespace user
+}  // namespace farm::worker::user
