@@ -15,6 +15,8 @@ packages=(
   iproute2 procps busybox-static debootstrap docker-registry apache2-utils skopeo umoci
   oci-image-tool buildah hyperfine bc curl ca-certificates git tar gzip zstd xz-utils bzip2 pigz
   prometheus  # promtool check metrics (common/metrics tests)
+  # TLS: deploy/make-certs.sh and the auth tests use the openssl command
+  openssl
 )
 
 missing=()
