@@ -4,6 +4,7 @@
 #include <iostream>
 #include <iterator>
 
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
@@ -159,8 +160,24 @@ absl::StatusOr<BuildSource> OpenBuildSource(const std::string& context_arg, Buil
   } else if (in->file == "-") {
     src.stdin_dockerfile = std::string(std::istreambuf_iterator<char>(std::cin), {});
   }
+  if (!common::PathExists(src.context_dir)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("unable to prepare context: path \"", src.context_dir, "\" not found"));
+  }
   src.dockerfile_path =
       in->file.empty() ? common::JoinPath(src.context_dir, "Dockerfile") : in->file;
+  if (src.stdin_dockerfile) {
+    src.dockerfile_text = *src.stdin_dockerfile;
+    src.dockerfile_name = "<stdin>";
+  } else {
+    absl::StatusOr<std::string> text = common::ReadFile(src.dockerfile_path);
+    if (!text.ok()) return common::Annotate(text.status(), "reading the Dockerfile");
+    src.dockerfile_text = *std::move(text);
+    src.dockerfile_name = src.dockerfile_path;
+    if (src.tar_dir && absl::StartsWith(src.dockerfile_name, src.tar_dir->path() + "/")) {
+      src.dockerfile_name = src.dockerfile_name.substr(src.tar_dir->path().size() + 1);
+    }
+  }
   return src;
 }
 

@@ -58,10 +58,14 @@ struct BuildSource {
   std::unique_ptr<common::TempDir> tar_dir;     // set when the context came as a tar on stdin
   std::string dockerfile_path;                  // meaningless when stdin_dockerfile is set
   std::optional<std::string> stdin_dockerfile;  // the Dockerfile's text, read from stdin
+  std::string dockerfile_text;                  // the Dockerfile's text, wherever it came from
+  std::string dockerfile_name;  // as shown: "<stdin>", a path, or a path inside a stdin tar
 };
 
 // Extracts a context tar from stdin (a relative -f then names a file inside it) or reads a
-// Dockerfile from stdin; INVALID_ARGUMENT if both would come from stdin.
+// Dockerfile from stdin, and reads the Dockerfile. INVALID_ARGUMENT if both would come from
+// stdin or the context directory does not exist; the read error if the Dockerfile cannot be
+// read.
 absl::StatusOr<BuildSource> OpenBuildSource(const std::string& context_arg, BuildInputFlags* in);
 
 }  // namespace farm::cli

@@ -123,17 +123,8 @@ class Build {
     if (source->tar_dir) tar_context_ = context_dir;
     const std::string* stdin_df = source->stdin_dockerfile ? &*source->stdin_dockerfile : nullptr;
     const std::string& dockerfile_path = source->dockerfile_path;
-    if (stdin_df != nullptr) {
-      dockerfile_text_ = *stdin_df;
-    } else {
-      absl::StatusOr<std::string> text = common::ReadFile(dockerfile_path);
-      if (!text.ok()) {
-        return progress_.Fatal(common::Annotate(text.status(), "reading the Dockerfile"));
-      }
-      dockerfile_text_ = *std::move(text);
-    }
-    progress_.Start(ProgressPrinter::Create(*mode, 2, dockerfile_text_,
-                                            stdin_df ? "<stdin>" : dockerfile_path));
+    dockerfile_text_ = source->dockerfile_text;
+    progress_.Start(ProgressPrinter::Create(*mode, 2, dockerfile_text_, source->dockerfile_name));
 
     // Stores (waits for another farm process using the same home).
     absl::StatusOr<LocalStores> stores = OpenLocalStores();

@@ -99,22 +99,9 @@ class Submit {
     const std::string& context_dir = source->context_dir;
     const std::unique_ptr<common::TempDir>& tar_dir = source->tar_dir;
     bool stdin_dockerfile = source->stdin_dockerfile.has_value();
-    std::string dockerfile_text = stdin_dockerfile ? *source->stdin_dockerfile : "";
-    if (!common::PathExists(context_dir)) {
-      return progress_.Fatal(absl::InvalidArgumentError(
-          absl::StrCat("unable to prepare context: path \"", context_dir, "\" not found")));
-    }
     const std::string& dockerfile_path = source->dockerfile_path;
-    if (!stdin_dockerfile) {
-      absl::StatusOr<std::string> text = common::ReadFile(dockerfile_path);
-      if (!text.ok())
-        return progress_.Fatal(common::Annotate(text.status(), "reading the Dockerfile"));
-      dockerfile_text = *std::move(text);
-    }
-    std::string dockerfile_name = stdin_dockerfile ? "<stdin>" : dockerfile_path;
-    if (tar_dir && absl::StartsWith(dockerfile_name, tar_dir->path() + "/")) {
-      dockerfile_name = dockerfile_name.substr(tar_dir->path().size() + 1);
-    }
+    const std::string& dockerfile_text = source->dockerfile_text;
+    const std::string& dockerfile_name = source->dockerfile_name;
     progress_.Start(ProgressPrinter::Create(*mode, 2, dockerfile_text, dockerfile_name));
 
     // The scheduler, and the cache it names (or --cache).
