@@ -307,12 +307,5 @@ TEST(KeyPropertiesTest, ErrorsNameTheSourceAndPosition) {
   EXPECT_THAT(std::string(k.status().message()), HasSubstr("missing.txt"));
 }
 
-TEST(NormalizeShellWhitespaceTest, KeepsQuotedAndEscapedBlanks) {
-  EXPECT_EQ(NormalizeShellWhitespace("  a   b\t\tc  "), "a b c");
-  EXPECT_EQ(NormalizeShellWhitespace("echo 'a   b' \"c  d\" e\\ \\ f"),
-            "echo 'a   b' \"c  d\" e\\ \\ f");
-  EXPECT_EQ(NormalizeShellWhitespace("echo \"it's  \"   x"), "echo \"it's  \" x");
-}
-
 }  // namespace
 }  // namespace farm::scheduler::plan
