@@ -1,3 +1,6 @@
+// RocksDbStore: opening (options, layout, the budget file, column families, the format
+// marker), recovery after a crash, tuning from max_size, the counters, large blobs' files,
+// leases' records and recency. The budget and eviction are in rocksdb_budget.cc.
 #include "cache/rocksdb_store.h"
 
 #include <fcntl.h>
@@ -392,6 +395,9 @@ rocksdb::WriteOptions RocksDbStore::SyncWrite() const {
   wo.sync = options_.sync;
   return wo;
 }
+
+// ---------------------------------------------------------------------------------------------
+// Tuning and counters.
 
 void RocksDbStore::ApplyTuning(int64_t max_size) {
   StoreTuning t = TuneFor(max_size);
