@@ -30,17 +30,9 @@
 #include "cache/blob_store.h"
 #include "executor/step_executor.h"
 #include "farm/v1/scheduler.pb.h"
+#include "scheduler/server/build_spec.h"
 
 namespace farm::scheduler::server {
-
-// What an executor for one build is made from (per-build fields of remote tasks).
-struct BuildSpec {
-  std::string build_id;
-  std::string tenant;
-  int priority = 0;
-  std::string cache_instance;
-  std::map<std::string, std::string> secrets;
-};
 
 class BuildManager {
  public:
