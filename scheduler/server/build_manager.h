@@ -16,6 +16,11 @@
 //   ASSIGN_OR_RETURN(auto mgr, BuildManager::Create(std::move(o)));
 //   ASSIGN_OR_RETURN(std::string id, mgr->Submit(request));
 //   auto sub = mgr->Subscribe(id, 0, on_event, on_end);
+//
+// It ties together the pieces beside it: Admission (which queued build runs next, the limits),
+// BuildLog (the RocksDB records of builds and events), EventFanout (each build's numbered
+// events and their subscribers) and BuildRunner (one build through scheduler/pipeline). What
+// stays here is each build's life: its state changes, its thread, cancel and shutdown.
 #ifndef FARM_SCHEDULER_SERVER_BUILD_MANAGER_H_
 #define FARM_SCHEDULER_SERVER_BUILD_MANAGER_H_
 
