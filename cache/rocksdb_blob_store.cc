@@ -18,18 +18,6 @@ namespace {
 using common::FromRocks;
 using format::BlobMeta;
 
-std::string RandomHex(int bytes) {
-  static constexpr char kHex[] = "0123456789abcdef";
-  absl::BitGen gen;
-  std::string out;
-  for (int i = 0; i < bytes; ++i) {
-    uint8_t b = absl::Uniform<uint8_t>(gen);
-    out.push_back(kHex[b >> 4]);
-    out.push_back(kHex[b & 0xf]);
-  }
-  return out;
-}
-
 }  // namespace
 
 RocksDbBlobStore::RocksDbBlobStore(std::shared_ptr<RocksDbStore> store)
@@ -116,7 +104,7 @@ absl::StatusOr<BlobStore::Lease> RocksDbBlobStore::AcquireLease(absl::Span<const
     }
   }
   BlobStore::Lease lease;
-  lease.id = RandomHex(16);
+  lease.id = common::RandomHex(16);
   const int64_t now = store_->NowMs();
   const int64_t expiry = now + absl::ToInt64Milliseconds(ttl);
   format::LeaseRecord rec;
