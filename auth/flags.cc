@@ -59,8 +59,8 @@ void RegisterClientFlags(common::FlagSet* fs, absl::string_view prefix, ClientAu
 absl::StatusOr<std::shared_ptr<const ServerAuth>> MakeServerAuth(ServerAuthOptions options,
                                                                  std::string* warning) {
   warning->clear();
-  if (!options.tls.enabled() && options.tokens.key_file.empty() &&
-      options.worker_ca_file.empty() && options.tls.client_ca_file.empty()) {
+  if (!options.tls.enabled() && options.tokens.key_file.empty() && options.worker_ca_file.empty() &&
+      options.tls.client_ca_file.empty()) {
     *warning =
         options.insecure
             ? "AUTHENTICATION IS OFF and --insecure serves plaintext beyond loopback: anyone "

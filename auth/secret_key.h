@@ -47,7 +47,7 @@ class SecretKey {
   // 16 hex digits naming the key (derived from it one-way), safe to log and show.
   const std::string& id() const { return id_; }
 
- ~SecretKey();
+  ~SecretKey();
   SecretKey(const SecretKey&) = delete;
   SecretKey& operator=(const SecretKey&) = delete;
 

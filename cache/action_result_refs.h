@@ -27,7 +27,8 @@ void ToProto(const common::Digest& d, build::bazel::remote::execution::v2::Diges
 
 // The digests `result` names directly: output files, stdout/stderr digests, the layer of a
 // farm.v1.StepOutput in execution_metadata.auxiliary_metadata (what Farm's engine reads),
-// output directories' tree_digest and root_directory_digest. INVALID_ARGUMENT for a malformed digest.
+// output directories' tree_digest and root_directory_digest. INVALID_ARGUMENT for a malformed
+// digest.
 absl::StatusOr<std::vector<common::Digest>> DirectReferences(
     const build::bazel::remote::execution::v2::ActionResult& result);
 

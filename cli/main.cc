@@ -4,6 +4,7 @@
 #include <string>
 #include <vector>
 
+#include "auth/token_command.h"
 #include "cli/commands.h"
 #include "worker/sandbox/sandbox.h"
 
@@ -37,6 +38,8 @@ const Command kCommands[] = {
     {"save", "Save images to a tar archive (docker-archive or OCI layout)", farm::cli::RunSave},
     {"submit", "Build an image on a farm (farm-scheduler and its workers)", farm::cli::RunSubmit},
     {"tag", "Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE", farm::cli::RunTag},
+    {"token", "Mint and check a farm's bearer tokens (mint, verify, jwks)",
+     farm::auth::RunTokenCommand},
     {"version", "Show the Farm version", farm::cli::RunVersion},
     {"workers", "List a farm's workers", farm::cli::RunWorkers},
     {"why-miss", "Explain why a build step missed the cache", farm::cli::RunWhyMiss},

@@ -65,8 +65,7 @@ class CacheAuthTest : public ::testing::Test {
   }
 
   std::string Mint(std::vector<std::string> read, std::vector<std::string> write,
-                   std::vector<std::string> roles = {},
-                   absl::Time issued = absl::Now()) {
+                   std::vector<std::string> roles = {}, absl::Time issued = absl::Now()) {
     auth::TokenClaims c;
     c.subject = "test";
     c.read_scopes = std::move(read);
@@ -195,8 +194,7 @@ TEST_F(CacheAuthTest, GcAndStatsNeedTheAdminRole) {
     grpc::ClientContext ctx;
     farm::v1::GetStatsRequest req;
     farm::v1::CacheStats stats;
-    EXPECT_EQ(user->GetStats(&ctx, req, &stats).error_code(),
-              grpc::StatusCode::PERMISSION_DENIED);
+    EXPECT_EQ(user->GetStats(&ctx, req, &stats).error_code(), grpc::StatusCode::PERMISSION_DENIED);
   }
   {
     grpc::ClientContext ctx;

@@ -70,8 +70,7 @@ struct CacheServer::State {
 
   // Every handler's first check: the instance name is valid and served, and the caller may
   // call `method` on it (auth::ServerAuth: the token's scopes, a worker certificate, roles).
-  absl::StatusOr<auth::Identity> Admit(const grpc::ServerContextBase& ctx,
-                                       absl::string_view method,
+  absl::StatusOr<auth::Identity> Admit(const grpc::ServerContextBase& ctx, absl::string_view method,
                                        absl::string_view instance) const {
     RETURN_IF_ERROR(CheckInstance(instance));
     return options.auth->Authorize(ctx, method, auth::RequestInfo::Scope(std::string(instance)));
@@ -165,7 +164,9 @@ class CapabilitiesService final : public reapi::Capabilities::CallbackService {
   grpc::ServerUnaryReactor* GetCapabilities(grpc::CallbackServerContext* ctx,
                                             const reapi::GetCapabilitiesRequest* req,
                                             reapi::ServerCapabilities* resp) override {
-    RETURN_REACTOR_IF_ERROR(ctx, st_->Admit(*ctx, Method(kCapabilities, "GetCapabilities"), req->instance_name()).status());
+    RETURN_REACTOR_IF_ERROR(
+        ctx,
+        st_->Admit(*ctx, Method(kCapabilities, "GetCapabilities"), req->instance_name()).status());
     auto* cache = resp->mutable_cache_capabilities();
     cache->add_digest_functions(reapi::DigestFunction::SHA256);
     cache->mutable_action_cache_update_capabilities()->set_update_enabled(true);
@@ -287,7 +288,8 @@ class CasService final : public reapi::ContentAddressableStorage::CallbackServic
   grpc::ServerUnaryReactor* FindMissingBlobs(grpc::CallbackServerContext* ctx,
                                              const reapi::FindMissingBlobsRequest* req,
                                              reapi::FindMissingBlobsResponse* resp) override {
-    RETURN_REACTOR_IF_ERROR(ctx, st_->Admit(*ctx, Method(kCas, "FindMissingBlobs"), req->instance_name()).status());
+    RETURN_REACTOR_IF_ERROR(
+        ctx, st_->Admit(*ctx, Method(kCas, "FindMissingBlobs"), req->instance_name()).status());
     RETURN_REACTOR_IF_ERROR(ctx, CheckDigestFunction(req->digest_function()));
     std::vector<common::Digest> digests;
     digests.reserve(req->blob_digests_size());
@@ -307,7 +309,8 @@ class CasService final : public reapi::ContentAddressableStorage::CallbackServic
   grpc::ServerUnaryReactor* BatchUpdateBlobs(grpc::CallbackServerContext* ctx,
                                              const reapi::BatchUpdateBlobsRequest* req,
                                              reapi::BatchUpdateBlobsResponse* resp) override {
-    RETURN_REACTOR_IF_ERROR(ctx, st_->Admit(*ctx, Method(kCas, "BatchUpdateBlobs"), req->instance_name()).status());
+    RETURN_REACTOR_IF_ERROR(
+        ctx, st_->Admit(*ctx, Method(kCas, "BatchUpdateBlobs"), req->instance_name()).status());
     RETURN_REACTOR_IF_ERROR(ctx, CheckDigestFunction(req->digest_function()));
     int64_t total = 0;
     for (const auto& r : req->requests()) total += static_cast<int64_t>(r.data().size());
@@ -347,7 +350,8 @@ class CasService final : public reapi::ContentAddressableStorage::CallbackServic
   grpc::ServerUnaryReactor* BatchReadBlobs(grpc::CallbackServerContext* ctx,
                                            const reapi::BatchReadBlobsRequest* req,
                                            reapi::BatchReadBlobsResponse* resp) override {
-    RETURN_REACTOR_IF_ERROR(ctx, st_->Admit(*ctx, Method(kCas, "BatchReadBlobs"), req->instance_name()).status());
+    RETURN_REACTOR_IF_ERROR(
+        ctx, st_->Admit(*ctx, Method(kCas, "BatchReadBlobs"), req->instance_name()).status());
     RETURN_REACTOR_IF_ERROR(ctx, CheckDigestFunction(req->digest_function()));
     int64_t total = 0;
     for (const reapi::Digest& d : req->digests()) total += std::max<int64_t>(0, d.size_bytes());
@@ -434,7 +438,8 @@ class ActionCacheService final : public RawActionCacheBase {
     if (!ParseByteBuffer(*request, &req)) {
       return Done(ctx, absl::InvalidArgumentError("UpdateActionResultRequest does not parse"));
     }
-    RETURN_REACTOR_IF_ERROR(ctx, st_->Admit(*ctx, Method(kAc, "UpdateActionResult"), req.instance_name()).status());
+    RETURN_REACTOR_IF_ERROR(
+        ctx, st_->Admit(*ctx, Method(kAc, "UpdateActionResult"), req.instance_name()).status());
     RETURN_REACTOR_IF_ERROR(ctx, CheckDigestFunction(req.digest_function()));
     absl::StatusOr<common::Digest> key = FromProto(req.action_digest(), "action_digest");
     RETURN_REACTOR_IF_ERROR(ctx, key.status());
@@ -669,7 +674,8 @@ class ByteStreamService final : public bs::ByteStream::CallbackService {
                                              bs::QueryWriteStatusResponse* resp) override {
     absl::StatusOr<WriteResource> w = ParseWriteResource(req->resource_name());
     RETURN_REACTOR_IF_ERROR(ctx, w.status());
-    RETURN_REACTOR_IF_ERROR(ctx, st_->Admit(*ctx, Method(kByteStream, "QueryWriteStatus"), w->instance).status());
+    RETURN_REACTOR_IF_ERROR(
+        ctx, st_->Admit(*ctx, Method(kByteStream, "QueryWriteStatus"), w->instance).status());
     absl::StatusOr<std::vector<common::Digest>> missing =
         st_->options.cas->FindMissing({w->digest});
     RETURN_REACTOR_IF_ERROR(ctx, missing.status());
@@ -746,7 +752,8 @@ class AdminService final : public farm::v1::CacheAdmin::CallbackService {
   grpc::ServerUnaryReactor* AcquireLease(grpc::CallbackServerContext* ctx,
                                          const farm::v1::AcquireLeaseRequest* req,
                                          farm::v1::AcquireLeaseResponse* resp) override {
-    RETURN_REACTOR_IF_ERROR(ctx, st_->Admit(*ctx, Method(kAdmin, "AcquireLease"), req->instance_name()).status());
+    RETURN_REACTOR_IF_ERROR(
+        ctx, st_->Admit(*ctx, Method(kAdmin, "AcquireLease"), req->instance_name()).status());
     absl::Duration ttl =
         absl::Seconds(req->ttl().seconds()) + absl::Nanoseconds(req->ttl().nanos());
     if (ttl <= absl::ZeroDuration()) {
@@ -771,14 +778,16 @@ class AdminService final : public farm::v1::CacheAdmin::CallbackService {
   grpc::ServerUnaryReactor* ReleaseLease(grpc::CallbackServerContext* ctx,
                                          const farm::v1::ReleaseLeaseRequest* req,
                                          farm::v1::ReleaseLeaseResponse*) override {
-    RETURN_REACTOR_IF_ERROR(ctx, st_->Admit(*ctx, Method(kAdmin, "ReleaseLease"), req->instance_name()).status());
+    RETURN_REACTOR_IF_ERROR(
+        ctx, st_->Admit(*ctx, Method(kAdmin, "ReleaseLease"), req->instance_name()).status());
     return Done(ctx, st_->options.cas->ReleaseLease(req->lease_id()));
   }
 
   grpc::ServerUnaryReactor* GetStats(grpc::CallbackServerContext* ctx,
                                      const farm::v1::GetStatsRequest* req,
                                      farm::v1::CacheStats* resp) override {
-    RETURN_REACTOR_IF_ERROR(ctx, st_->Admit(*ctx, Method(kAdmin, "GetStats"), req->instance_name()).status());
+    RETURN_REACTOR_IF_ERROR(
+        ctx, st_->Admit(*ctx, Method(kAdmin, "GetStats"), req->instance_name()).status());
     if (!st_->options.admin) return Done(ctx, absl::UnimplementedError("no stats on this server"));
     absl::StatusOr<CacheStats> stats = st_->options.admin->Stats();
     RETURN_REACTOR_IF_ERROR(ctx, stats.status());
@@ -789,7 +798,8 @@ class AdminService final : public farm::v1::CacheAdmin::CallbackService {
 
   grpc::ServerUnaryReactor* Gc(grpc::CallbackServerContext* ctx, const farm::v1::GcRequest* req,
                                farm::v1::GcResponse* resp) override {
-    RETURN_REACTOR_IF_ERROR(ctx, st_->Admit(*ctx, Method(kAdmin, "Gc"), req->instance_name()).status());
+    RETURN_REACTOR_IF_ERROR(ctx,
+                            st_->Admit(*ctx, Method(kAdmin, "Gc"), req->instance_name()).status());
     if (!st_->options.admin) return Done(ctx, absl::UnimplementedError("no gc on this server"));
     absl::StatusOr<GcResult> r = st_->options.admin->Gc(GcOptions{req->max_size()});
     RETURN_REACTOR_IF_ERROR(ctx, r.status());

@@ -28,10 +28,10 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
-#include "cache/action_cache.h"
-#include "cache/admin.h"
 #include "auth/authorizer.h"
 #include "auth/grpc_auth.h"
+#include "cache/action_cache.h"
+#include "cache/admin.h"
 #include "cache/blob_store.h"
 
 namespace grpc {

@@ -70,7 +70,6 @@ int main(int argc, char** argv) {
   std::string auth_warning;
   auto auth = farm::auth::MakeServerAuth(std::move(sec), &auth_warning);
   if (!auth.ok()) return Fail(std::string(auth.status().message()));
-  if (!auth_warning.empty()) std::cerr << "farm-cache: WARNING: " << auth_warning << std::endl;
 
   // Block the stop signals before any thread starts, so only sigwait below sees them.
   sigset_t stop;
@@ -102,6 +101,7 @@ int main(int argc, char** argv) {
 
   std::cout << "farm-cache: listening on " << (*server)->address() << " (dir " << dir
             << ", max size " << farm::common::HumanSize(cas->max_size()) << ")" << std::endl;
+  if (!auth_warning.empty()) std::cerr << "farm-cache: WARNING: " << auth_warning << std::endl;
   int sig = 0;
   sigwait(&stop, &sig);
   std::cout << "farm-cache: " << (sig == SIGINT ? "SIGINT" : "SIGTERM") << ", shutting down"

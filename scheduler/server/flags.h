@@ -16,6 +16,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "auth/grpc_auth.h"
 
 namespace farm::scheduler::server {
 
@@ -36,6 +37,11 @@ struct SchedulerOptions {
   std::map<std::string, double> tenant_weights;  // --tenant-weight TENANT=WEIGHT, each > 0
   std::vector<std::string> insecure_registries;  // --insecure-registry HOST:PORT
   std::string docker_config_dir;                 // --docker-config ("" = ~/.docker)
+  // auth/flags.h: --tls-cert, --tls-key, --tls-client-ca (client certificates optional:
+  // workers present them, clients carry tokens), --worker-ca, --token-keys, --insecure.
+  auth::ServerAuthOptions security;
+  // Dialing farm-cache: --cache-tls-ca, --cache-tls-cert/--cache-tls-key, --cache-token-file.
+  auth::ClientAuthOptions cache_security;
 };
 
 struct ParsedFlags {
