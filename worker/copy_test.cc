@@ -172,13 +172,45 @@ TEST_F(CopyTest, ExcludeSkipsMatches) {
 }
 
 TEST_F(CopyTest, HeredocFiles) {
-  farm::v1::StepRequest r = Copy(ContextBuilder(), {"EOF"}, "/etc/motd");
+  farm::v1::StepRequest r = Copy(ContextBuilder(), {"<<EOF"}, "/etc/motd");
   farm::v1::InlineFile* f = r.mutable_copy()->add_inline_files();
   f->set_name("EOF");
   f->set_content("welcome\n");
   LayerContents l = ExecLayer(r);
   EXPECT_EQ(l.at("etc/motd").data, "welcome\n");
   EXPECT_EQ(l.at("etc/motd").header.mode, 0644u);
+}
+
+TEST_F(CopyTest, HeredocsNextToContextFilesOfTheSameName) {
+  // `COPY EOF <<EOF /d/`: the context file EOF, then the heredoc EOF over it; --chmod applies.
+  farm::v1::StepRequest r =
+      Copy(ContextBuilder().File("EOF", "from the context\n"), {"EOF", "<<EOF", "<<OTHER"}, "/d/");
+  for (const char* name : {"EOF", "OTHER"}) {
+    farm::v1::InlineFile* f = r.mutable_copy()->add_inline_files();
+    f->set_name(name);
+    f->set_content(absl::StrCat("heredoc ", name, "\n"));
+  }
+  r.mutable_copy()->set_chmod("0600");
+  LayerContents l = ExecLayer(r);
+  EXPECT_EQ(l.at("d/EOF").data, "heredoc EOF\n");
+  EXPECT_EQ(l.at("d/OTHER").data, "heredoc OTHER\n");
+  EXPECT_EQ(l.at("d/OTHER").header.mode, 0600u);
+  // Without the heredoc, the name is the context file's.
+  r.mutable_copy()->clear_srcs();
+  r.mutable_copy()->add_srcs("EOF");
+  EXPECT_EQ(ExecLayer(r).at("d/EOF").data, "from the context\n");
+}
+
+TEST_F(CopyTest, ErrorsDoNotRepeatTheStep) {
+  // The caller (the build engine) names the step; the executor's message must not repeat it.
+  farm::v1::StepRequest r = Copy(Ctx(), {"nope.txt"}, "/d/");
+  r.set_description("COPY nope.txt /d/");
+  absl::Status s = Exec(r).result.status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kNotFound);
+  EXPECT_FALSE(absl::StrContains(s.message(), "COPY")) << s;
+  r.mutable_copy()->clear_srcs();
+  s = Exec(r).result.status();
+  EXPECT_EQ(s.message(), "no source");
 }
 
 TEST_F(CopyTest, EscapesAndMissingSourcesAreErrors) {

@@ -1429,8 +1429,10 @@ class Planner {
     }
     pre.push_back({"layer", layer_opts_});
 
-    for (const std::string& p : paths) cp->add_srcs(p);
-    for (const std::string& u : urls) cp->add_srcs(u);
+    // Sources in the order written, then the heredocs (BuildKit copies its SourceContents after
+    // its SourcePaths); a heredoc is "<<NAME" in srcs, so a context file named NAME stays one.
+    for (const std::string& src : all_srcs) cp->add_srcs(src);
+    for (const dockerfile::Heredoc& h : c.heredocs) cp->add_srcs("<<" + h.name);
     cp->set_dest(abs_dest);
     cp->set_chown(chown);
     cp->set_chmod(chmod);

@@ -60,9 +60,9 @@ struct Keys {
   std::vector<std::string> line;
 };
 
-absl::StatusOr<Keys> PlanKeys(const std::string& dockerfile, const std::string& context_dir,
-                              const std::map<std::string, std::string>& build_args = {},
-                              bool preserve = false) {
+absl::StatusOr<Plan> PlanOf(const std::string& dockerfile, const std::string& context_dir,
+                            const std::map<std::string, std::string>& build_args = {},
+                            bool preserve = false) {
   absl::StatusOr<dockerfile::SyntaxTree> tree = dockerfile::Parse(dockerfile, "Dockerfile");
   if (!tree.ok()) return tree.status();
   absl::StatusOr<dockerfile::Dockerfile> df = dockerfile::BuildInstructions(*tree);
@@ -81,7 +81,13 @@ absl::StatusOr<Keys> PlanKeys(const std::string& dockerfile, const std::string& 
   po.context = &(*snap)->tree();
   po.context_root = (*snap)->root();
   po.layer_options.set_preserve_permissions(preserve);
-  absl::StatusOr<Plan> p = MakePlan(*df, po);
+  return MakePlan(*df, po);
+}
+
+absl::StatusOr<Keys> PlanKeys(const std::string& dockerfile, const std::string& context_dir,
+                              const std::map<std::string, std::string>& build_args = {},
+                              bool preserve = false) {
+  absl::StatusOr<Plan> p = PlanOf(dockerfile, context_dir, build_args, preserve);
   if (!p.ok()) return p.status();
   Keys k;
   for (const Step& s : p->stages[p->target].steps) {
@@ -312,6 +318,40 @@ TEST(NormalizeShellWhitespaceTest, KeepsQuotedAndEscapedBlanks) {
   EXPECT_EQ(NormalizeShellWhitespace("echo 'a   b' \"c  d\" e\\ \\ f"),
             "echo 'a   b' \"c  d\" e\\ \\ f");
   EXPECT_EQ(NormalizeShellWhitespace("echo \"it's  \"   x"), "echo \"it's  \" x");
+}
+
+// COPY <<EOF: the heredoc is a source of the step ("<<NAME" after the paths, as BuildKit copies
+// its heredocs last), its body an inline file, expanded unless the delimiter is quoted.
+TEST(CopyRequestTest, HeredocsAreSourcesOfTheStep) {
+  Dir d = NewDir();
+  d.Write("x.txt", "x");
+  absl::StatusOr<Plan> p = PlanOf(
+      "FROM base:a\n"
+      "ARG NAME=world\n"
+      "COPY <<EOF /g.txt\n"
+      "hello $NAME\n"
+      "EOF\n"
+      "COPY <<A x.txt <<'B' /multi/\n"
+      "a $NAME\n"
+      "A\n"
+      "b $NAME\n"
+      "B\n",
+      d.path());
+  ASSERT_TRUE(p.ok()) << p.status();
+  const std::vector<Step>& steps = p->stages[p->target].steps;
+  ASSERT_EQ(steps.size(), 3u);
+  const farm::v1::CopyOp& one = steps[1].request.copy();
+  EXPECT_THAT(one.srcs(), ::testing::ElementsAre("<<EOF"));
+  ASSERT_EQ(one.inline_files_size(), 1);
+  EXPECT_EQ(one.inline_files(0).name(), "EOF");
+  EXPECT_EQ(one.inline_files(0).content(), "hello world\n");
+  EXPECT_EQ(one.dest(), "/g.txt");
+  const farm::v1::CopyOp& two = steps[2].request.copy();
+  EXPECT_THAT(two.srcs(), ::testing::ElementsAre("x.txt", "<<A", "<<B"));
+  ASSERT_EQ(two.inline_files_size(), 2);
+  EXPECT_EQ(two.inline_files(0).content(), "a world\n");
+  EXPECT_EQ(two.inline_files(1).content(), "b $NAME\n");
+  EXPECT_EQ(steps[2].created_by, "COPY x.txt <<A <<B /multi/ # buildkit");
 }
 
 }  // namespace

@@ -94,8 +94,9 @@ class Copier {
   explicit Copier(const CopyInputs& in) : in_(in), op_(*in.op), tree_(in.out_dir, Image()) {}
 
   absl::Status Run() {
-    if (op_.dest().empty()) return absl::InvalidArgumentError("COPY: no destination");
-    if (op_.srcs_size() == 0) return absl::InvalidArgumentError("COPY: no source");
+    // The caller names the step: these messages say only what is wrong with it.
+    if (op_.dest().empty()) return absl::InvalidArgumentError("no destination");
+    if (op_.srcs_size() == 0) return absl::InvalidArgumentError("no source");
     const std::string& dest = op_.dest();
     dest_dir_syntax_ = absl::EndsWith(dest, "/") || dest == "." || absl::EndsWith(dest, "/.");
     if (op_.srcs_size() > 1 && !dest_dir_syntax_) {
@@ -137,10 +138,13 @@ class Copier {
         return absl::CancelledError("COPY cancelled");
       }
       resolved_dirs_.clear();  // earlier sources may have changed the tree
-      auto it = inline_files.find(src);
+      absl::string_view heredoc = src;
       absl::Status s;
-      if (it != inline_files.end()) {
-        s = CopyInline(*it->second);
+      if (absl::ConsumePrefix(&heredoc, "<<")) {
+        auto it = inline_files.find(std::string(heredoc));
+        s = it != inline_files.end()
+                ? CopyInline(*it->second)
+                : absl::InvalidArgumentError("no heredoc of that name in the request");
       } else if (IsGitUrl(src)) {
         s = absl::UnimplementedError("ADD of a git repository is not supported");
       } else if (IsUrl(src)) {

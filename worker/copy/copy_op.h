@@ -16,7 +16,8 @@
 //     (names resolved in the image's /etc/passwd and /etc/group, BuildKit's rules) sets all.
 //     mtimes: context files get SOURCE_DATE_EPOCH (0 when unset: context digests ignore
 //     mtime); stage files keep theirs (clamped to SOURCE_DATE_EPOCH later).
-//   - Heredoc sources (`COPY <<EOF /dst`) are files named by their delimiter (0644).
+//   - Heredoc sources (`COPY <<EOF /dst`, "<<EOF" in CopyOp.srcs) are files named by their
+//     delimiter (0644, or --chmod).
 //   - ADD: a local tar archive (plain, gzip, bzip2, xz, zstd) is extracted into <dest>
 //     (owners and modes from the archive, --chown applied) unless --unpack=false; a URL
 //     (http/https) is downloaded (mode 0600, mtime from Last-Modified) and checked against
