@@ -137,7 +137,7 @@ TEST_F(CopyTest, ChmodAndNormalizedModes) {
   EXPECT_EQ(ExecLayer(r).at("m/a.txt").header.mode, 0600u);
   r.mutable_copy()->set_chmod("u+x");
   EXPECT_EQ(ErrorOf(r), absl::StatusCode::kInvalidArgument);
-  // preserve_permissions: the client recorded full modes in the context tree.
+  // Modes as the client recorded them in the context tree (all bits, the default).
   ContextBuilder full;
   full.File("p", "p", false, 0640);
   LayerContents p = ExecLayer(Copy(full, {"p"}, "/m/"));

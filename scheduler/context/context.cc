@@ -61,8 +61,8 @@ absl::Status HashFile(const std::string& path, int64_t expect_size, common::Dige
 
 class Walker {
  public:
-  Walker(std::string root, const common::PatternMatcher& ignore, bool preserve)
-      : root_(std::move(root)), ignore_(ignore), preserve_(preserve) {}
+  Walker(std::string root, const common::PatternMatcher& ignore, bool normalize)
+      : root_(std::move(root)), ignore_(ignore), normalize_(normalize) {}
 
   absl::Status Walk(const std::string& rel, std::vector<Entry>* out) {
     std::string dir = rel.empty() ? root_ : common::JoinPath(root_, rel);
@@ -90,7 +90,7 @@ class Walker {
       if (S_ISDIR(st.st_mode)) {
         if (excluded && !ignore_.has_exclusions()) continue;
         fi.type = copy::FileType::kDirectory;
-        if (!preserve_) fi.mode = 0755;
+        if (normalize_) fi.mode = 0755;
         size_t at = out->size();
         out->push_back(Entry{child, fi, st});
         RETURN_IF_ERROR(Walk(child, out));
@@ -102,7 +102,7 @@ class Walker {
       if (S_ISREG(st.st_mode)) {
         fi.type = copy::FileType::kRegular;
         fi.size = st.st_size;
-        if (!preserve_) fi.mode = (st.st_mode & 0111) ? 0755 : 0644;
+        if (normalize_) fi.mode = (st.st_mode & 0111) ? 0755 : 0644;
       } else if (S_ISLNK(st.st_mode)) {
         fi.type = copy::FileType::kSymlink;
         fi.mode = 0777;
@@ -123,7 +123,7 @@ class Walker {
  private:
   std::string root_;
   const common::PatternMatcher& ignore_;
-  bool preserve_;
+  bool normalize_;
 };
 
 }  // namespace
@@ -155,7 +155,7 @@ absl::StatusOr<std::unique_ptr<Snapshot>> Snapshot::FromDirectory(
   if (!ignore.ok()) return common::Annotate(ignore.status(), ".dockerignore");
 
   std::vector<Entry> entries;
-  Walker walker(dir, *ignore, options.preserve_permissions);
+  Walker walker(dir, *ignore, options.normalize_permissions);
   RETURN_IF_ERROR(walker.Walk("", &entries));
 
   // Digests the stat cache vouches for; the other regular files are hashed, in parallel.
@@ -296,7 +296,7 @@ absl::StatusOr<std::unique_ptr<Snapshot>> Snapshot::FromDirectory(
           f->mutable_digest()->set_hash(c.info.digest->hash);
           f->mutable_digest()->set_size_bytes(c.info.digest->size_bytes);
           f->set_is_executable(c.info.executable());
-          if (options.preserve_permissions) {
+          if (!options.normalize_permissions) {
             f->mutable_node_properties()->mutable_unix_mode()->set_value(c.info.mode);
           }
           break;
@@ -318,7 +318,7 @@ absl::StatusOr<std::unique_ptr<Snapshot>> Snapshot::FromDirectory(
           break;
       }
     }
-    if (options.preserve_permissions && !rel.empty()) {
+    if (!options.normalize_permissions && !rel.empty()) {
       absl::StatusOr<copy::FileInfo> self = snap->tree_->Lstat(rel);
       if (self.ok()) d.mutable_node_properties()->mutable_unix_mode()->set_value(self->mode);
     }

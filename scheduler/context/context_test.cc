@@ -1,5 +1,7 @@
 #include "scheduler/context/context.h"
 
+#include <sys/stat.h>
+
 #include "cache/rocksdb_blob_store.h"
 #include "common/fs.h"
 #include "gtest/gtest.h"
@@ -85,6 +87,41 @@ TEST_F(UploadTest, AFileChangedSinceHashingIsNamed) {
   auto up = snap->Upload(*cas_, 2);
   ASSERT_FALSE(up.ok());
   EXPECT_NE(up.status().message().find("a.txt"), absl::string_view::npos) << up.status();
+}
+
+// Docker keeps a context file's permission bits (a 0600 key stays 0600); farm does too unless
+// normalize_permissions, and the Merkle tree a remote worker reads carries them.
+TEST_F(UploadTest, PermissionBitsAreKeptUnlessNormalized) {
+  Write("key", "secret");
+  Write("run.sh", "#!/bin/sh");
+  Write("suid", "s");
+  Write("private/f", "f");
+  ASSERT_EQ(chmod(common::JoinPath(dir_, "key").c_str(), 0600), 0);
+  ASSERT_EQ(chmod(common::JoinPath(dir_, "run.sh").c_str(), 0700), 0);
+  ASSERT_EQ(chmod(common::JoinPath(dir_, "suid").c_str(), 04755), 0);
+  ASSERT_EQ(chmod(common::JoinPath(dir_, "private").c_str(), 01700), 0);
+  auto mode = [](const Snapshot& s, const std::string& rel) {
+    absl::StatusOr<copy::FileInfo> fi = s.tree().Lstat(rel);
+    EXPECT_TRUE(fi.ok()) << fi.status();
+    return fi.ok() ? fi->mode : 0u;
+  };
+  std::unique_ptr<Snapshot> kept = Snap();
+  ASSERT_NE(kept, nullptr);
+  EXPECT_EQ(mode(*kept, "key"), 0600u);
+  EXPECT_EQ(mode(*kept, "run.sh"), 0700u);
+  EXPECT_EQ(mode(*kept, "suid"), 04755u);
+  EXPECT_EQ(mode(*kept, "private"), 01700u);
+
+  SnapshotOptions o;
+  o.normalize_permissions = true;
+  absl::StatusOr<std::unique_ptr<Snapshot>> normalized = Snapshot::FromDirectory(dir_, {}, o);
+  ASSERT_TRUE(normalized.ok()) << normalized.status();
+  EXPECT_EQ(mode(**normalized, "key"), 0644u);
+  EXPECT_EQ(mode(**normalized, "run.sh"), 0755u);
+  EXPECT_EQ(mode(**normalized, "suid"), 0755u);
+  EXPECT_EQ(mode(**normalized, "private"), 0755u);
+  // The Merkle trees differ (the kept modes are node properties), so do their roots.
+  EXPECT_NE(kept->root().digest(), (*normalized)->root().digest());
 }
 
 }  // namespace

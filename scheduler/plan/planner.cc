@@ -522,7 +522,7 @@ class Planner {
         absl::StrCat("compression=", farm::v1::LayerOptions::Compression_Name(lo.compression()),
                      " level=", lo.level(), " source_date_epoch=",
                      lo.has_source_date_epoch() ? absl::StrCat(lo.source_date_epoch()) : "unset",
-                     " preserve_permissions=", lo.preserve_permissions() ? "true" : "false");
+                     " normalize_permissions=", lo.normalize_permissions() ? "true" : "false");
 
     // Predefined platform ARGs live in the global scope.
     auto add_platform = [&](const std::string& prefix, const std::string& p) {
@@ -945,7 +945,7 @@ class Planner {
     }
     common::Sha256 h;
     int64_t files = 0, bytes = 0;
-    bool preserve = opts_.layer_options.preserve_permissions();
+    bool exact = !opts_.layer_options.normalize_permissions();
     for (const copy::Match& m : *matches) {
       h.Update(absl::StrCat("match\t", m.src, "\t", m.path, "\t", m.resolved, "\t", m.base, "\n"));
       absl::Status s = copy::WalkMatch(
@@ -953,7 +953,7 @@ class Planner {
             std::string line = absl::StrCat(rel, "\t");
             switch (fi.type) {
               case copy::FileType::kDirectory:
-                absl::StrAppend(&line, "dir\t", preserve ? Octal(fi.mode) : "");
+                absl::StrAppend(&line, "dir\t", exact ? Octal(fi.mode) : "");
                 break;
               case copy::FileType::kSymlink:
                 absl::StrAppend(&line, "symlink\t", fi.link_target);
@@ -964,7 +964,7 @@ class Planner {
                       absl::StrCat("context file ", m.path, "/", rel, " was not hashed"));
                 }
                 absl::StrAppend(&line, "file\t",
-                                preserve ? Octal(fi.mode) : (fi.executable() ? "x" : "-"), "\t",
+                                exact ? Octal(fi.mode) : (fi.executable() ? "x" : "-"), "\t",
                                 fi.digest->hash, "/", fi.digest->size_bytes);
                 ++files;
                 bytes += fi.size;

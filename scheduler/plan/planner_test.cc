@@ -62,7 +62,7 @@ struct Keys {
 
 absl::StatusOr<Plan> PlanOf(const std::string& dockerfile, const std::string& context_dir,
                             const std::map<std::string, std::string>& build_args = {},
-                            bool preserve = false) {
+                            bool normalize = false) {
   absl::StatusOr<dockerfile::SyntaxTree> tree = dockerfile::Parse(dockerfile, "Dockerfile");
   if (!tree.ok()) return tree.status();
   absl::StatusOr<dockerfile::Dockerfile> df = dockerfile::BuildInstructions(*tree);
@@ -70,7 +70,7 @@ absl::StatusOr<Plan> PlanOf(const std::string& dockerfile, const std::string& co
   absl::StatusOr<std::vector<std::string>> ignore = buildctx::LoadIgnorePatterns(context_dir, "");
   if (!ignore.ok()) return ignore.status();
   buildctx::SnapshotOptions so;
-  so.preserve_permissions = preserve;
+  so.normalize_permissions = normalize;
   absl::StatusOr<std::unique_ptr<buildctx::Snapshot>> snap =
       buildctx::Snapshot::FromDirectory(context_dir, *ignore, so);
   if (!snap.ok()) return snap.status();
@@ -80,14 +80,14 @@ absl::StatusOr<Plan> PlanOf(const std::string& dockerfile, const std::string& co
   po.resolver = &resolver;
   po.context = &(*snap)->tree();
   po.context_root = (*snap)->root();
-  po.layer_options.set_preserve_permissions(preserve);
+  po.layer_options.set_normalize_permissions(normalize);
   return MakePlan(*df, po);
 }
 
 absl::StatusOr<Keys> PlanKeys(const std::string& dockerfile, const std::string& context_dir,
                               const std::map<std::string, std::string>& build_args = {},
-                              bool preserve = false) {
-  absl::StatusOr<Plan> p = PlanOf(dockerfile, context_dir, build_args, preserve);
+                              bool normalize = false) {
+  absl::StatusOr<Plan> p = PlanOf(dockerfile, context_dir, build_args, normalize);
   if (!p.ok()) return p.status();
   Keys k;
   for (const Step& s : p->stages[p->target].steps) {
@@ -112,10 +112,10 @@ TEST(KeyPropertiesTest, MtimesFileOrderAndHostPathDoNotChangeKeys) {
   one.Write("b.txt", "beta");
   one.Write("sub/c.txt", "gamma");
   one.Touch("a.txt", 1000);
-  Dir two = NewDir();  // another path, files created in the other order, other mtimes/modes
-  two.Write("sub/c.txt", "gamma", 0600);
-  two.Write("b.txt", "beta", 0640);
-  two.Write("a.txt", "alpha", 0600);
+  Dir two = NewDir();  // another path, files created in the other order, other mtimes
+  two.Write("sub/c.txt", "gamma");
+  two.Write("b.txt", "beta");
+  two.Write("a.txt", "alpha");
   two.Touch("a.txt", 2000000000);
   two.Touch("sub/c.txt", 12345);
   absl::StatusOr<Keys> k1 = PlanKeys(kFile, one.path());
@@ -252,19 +252,22 @@ TEST(KeyPropertiesTest, ExecutableBitAndSymlinkTargetsAreKeyed) {
   EXPECT_NE(l1->key[4], l2->key[4]);  // COPY . sees the symlink's target text
 }
 
-TEST(KeyPropertiesTest, PreservePermissionsKeysTheFullMode) {
+TEST(KeyPropertiesTest, PermissionBitsAreKeyedUnlessNormalized) {
   Dir d = NewDir();
   d.Write("a.txt", "alpha", 0644);
   d.Write("b.txt", "beta");
-  absl::StatusOr<Keys> normal1 = PlanKeys(kFile, d.path());
-  absl::StatusOr<Keys> preserve1 = PlanKeys(kFile, d.path(), {}, true);
+  absl::StatusOr<Keys> kept1 = PlanKeys(kFile, d.path());
+  absl::StatusOr<Keys> normal1 = PlanKeys(kFile, d.path(), {}, /*normalize=*/true);
   d.Write("a.txt", "alpha", 0600);
-  absl::StatusOr<Keys> normal2 = PlanKeys(kFile, d.path());
-  absl::StatusOr<Keys> preserve2 = PlanKeys(kFile, d.path(), {}, true);
-  ASSERT_TRUE(normal1.ok() && normal2.ok() && preserve1.ok() && preserve2.ok());
-  EXPECT_EQ(normal1->key, normal2->key);            // 0600 and 0644 both become 0644
-  EXPECT_NE(preserve1->key[0], preserve2->key[0]);  // but not when preserving
-  EXPECT_NE(normal1->key[0], preserve1->key[0]);
+  absl::StatusOr<Keys> kept2 = PlanKeys(kFile, d.path());
+  absl::StatusOr<Keys> normal2 = PlanKeys(kFile, d.path(), {}, true);
+  d.Write("a.txt", "alpha", 04644);
+  absl::StatusOr<Keys> kept3 = PlanKeys(kFile, d.path());
+  ASSERT_TRUE(normal1.ok() && normal2.ok() && kept1.ok() && kept2.ok() && kept3.ok());
+  EXPECT_NE(kept1->key[0], kept2->key[0]);  // 0644 -> 0600: Docker copies the mode, so do we
+  EXPECT_NE(kept1->key[0], kept3->key[0]);  // and the setuid bit
+  EXPECT_EQ(normal1->key, normal2->key);    // normalized, 0600 and 0644 both become 0644
+  EXPECT_NE(normal1->key[0], kept1->key[0]);
 }
 
 TEST(KeyPropertiesTest, BaseImageIsKeyedByItsLayersNotItsTag) {

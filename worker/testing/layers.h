@@ -35,8 +35,8 @@ absl::StatusOr<LayerContents> ReadLayer(cache::BlobStore* cas, const farm::v1::L
 absl::StatusOr<farm::v1::Layer> MakeLayer(cache::BlobStore* cas, const std::string& dir,
                                           int64_t source_date_epoch = 0);
 
-// Builds a context tree: files (with the executable bit, optionally the full mode as
-// preserve_permissions records it), directories and symlinks.
+// Builds a context tree: files (with the executable bit, optionally the full mode as a client
+// records it unless --normalize-permissions), directories and symlinks.
 class ContextBuilder {
  public:
   ContextBuilder& File(const std::string& path, const std::string& content, bool executable = false,
