@@ -78,7 +78,12 @@ TEST_F(CopyTest, WildcardsAndSeveralSources) {
   absl::Status s = Exec(Copy(Ctx(), {"a.txt", "b.txt"}, "/two")).result.status();
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_TRUE(absl::StrContains(s.message(), "must be a directory and end with a /")) << s;
-  EXPECT_EQ(ErrorOf(Copy(Ctx(), {"*.none"}, "/d/")), absl::StatusCode::kNotFound);
+  // A wildcard that matches nothing copies nothing (BuildKit's AllowEmptyWildcard).
+  Outcome none = Exec(Copy(Ctx(), {"*.none"}, "/d/"));
+  ASSERT_TRUE(none.result.ok()) << none.result.status();
+  EXPECT_FALSE(none.result->has_layer());
+  l = ExecLayer(Copy(Ctx(), {"a.txt", "*.none"}, "/some/"));
+  EXPECT_EQ(Files(l), std::vector<std::string>{"some/a.txt"});
 }
 
 TEST_F(CopyTest, RelativeDestinationIsUnderWorkdir) {

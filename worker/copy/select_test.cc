@@ -124,10 +124,16 @@ TEST_F(SelectTest, Wildcards) {
 }
 
 TEST_F(SelectTest, WildcardErrors) {
-  auto none = ResolveSources(ctx_, {"*.rs"}, {});
-  EXPECT_EQ(none.status().code(), absl::StatusCode::kNotFound);
-  EXPECT_THAT(std::string(none.status().message()), HasSubstr("*.rs"));
   EXPECT_EQ(ResolveSources(ctx_, {"a["}, {}).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST_F(SelectTest, WildcardMatchingNothingSelectsNothing) {
+  // BuildKit copies with AllowEmptyWildcard: `COPY *.rs /src/` is no error, and copies nothing.
+  EXPECT_THAT(Paths(ResolveSources(ctx_, {"*.rs"}, {})), ElementsAre());
+  EXPECT_THAT(Paths(ResolveSources(ctx_, {"no-such-dir/*.go"}, {})), ElementsAre());
+  EXPECT_THAT(Paths(ResolveSources(ctx_, {"a.txt", "*.rs"}, {})), ElementsAre("a.txt=>a.txt"));
+  // Without wildcards a missing source is still an error.
+  EXPECT_EQ(ResolveSources(ctx_, {"missing.rs"}, {}).status().code(), absl::StatusCode::kNotFound);
 }
 
 TEST_F(SelectTest, ExcludesOnWildcardMatchesAndWalk) {
