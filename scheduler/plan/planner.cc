@@ -67,6 +67,39 @@ std::string GoQuote(absl::string_view s) {
   return out;
 }
 
+// fmt.Sprintf("%q", n) of an integer: the character literal ('\x03', 'A', '\'').
+std::string GoQuoteRune(int64_t r) {
+  switch (r) {
+    case '\a':
+      return "'\\a'";
+    case '\b':
+      return "'\\b'";
+    case '\f':
+      return "'\\f'";
+    case '\n':
+      return "'\\n'";
+    case '\r':
+      return "'\\r'";
+    case '\t':
+      return "'\\t'";
+    case '\v':
+      return "'\\v'";
+    case '\'':
+      return "'\\''";
+    case '\\':
+      return "'\\\\'";
+  }
+  char buf[16];
+  if (r >= 0x20 && r < 0x7f) {
+    snprintf(buf, sizeof(buf), "'%c'", static_cast<char>(r));
+  } else if (r >= 0 && r < 0x100) {
+    snprintf(buf, sizeof(buf), "'\\x%02x'", static_cast<unsigned>(r));
+  } else {
+    snprintf(buf, sizeof(buf), "'\\u%04x'", static_cast<unsigned>(r & 0xffff));
+  }
+  return buf;
+}
+
 // fmt.Sprintf("%q", []string{...}) → ["a" "b"]
 std::string GoQuoteSlice(const std::vector<std::string>& v) {
   std::vector<std::string> q;
@@ -501,7 +534,12 @@ std::vector<std::string> DiffConfig(const image::ContainerConfig& a,
 
 struct StageState {
   Stage* st = nullptr;
-  std::vector<std::pair<std::string, std::optional<std::string>>> args;  // declared ARGs
+  // Declared ARGs, each once, where it was first declared (RUN's history lists them so).
+  std::vector<std::pair<std::string, std::optional<std::string>>> args;
+  // The environment as BuildKit's build state holds it: the image's Env, then each ENV and each
+  // ARG with a value in Dockerfile order, the latest of a name winning (`ARG X` after `ENV X=`
+  // overrides it for expansion and RUN, though not in the image config). Only .env is used.
+  image::ContainerConfig state;
   std::string chain;
   bool cmd_set = false;
   std::string layer_opts;
@@ -623,8 +661,10 @@ class Planner {
     return names.empty() ? "none named" : absl::StrJoin(names, ", ");
   }
 
+  // The last stage named `name` among the first `limit` (BuildKit's statesByName keeps the
+  // latest of duplicate names).
   int FindStageByName(const std::string& name, size_t limit) const {
-    for (size_t i = 0; i < limit && i < df_.stages.size(); ++i) {
+    for (size_t i = std::min(limit, df_.stages.size()); i-- > 0;) {
       if (df_.stages[i].from.stage_name == name) return static_cast<int>(i);
     }
     return -1;
@@ -743,6 +783,7 @@ class Planner {
       st.base_kind = Stage::BaseKind::kScratch;
       st.config = image::ImageConfig();
       st.config.config.env = {absl::StrCat("PATH=", kDefaultPath)};
+      st.config.config.working_dir = "/";  // BuildKit's emptyImage
       st.base_chain =
           KeyOf({{"version", kKeyVersion}, {"from", "scratch"}, {"platform", st.platform}});
     } else {
@@ -785,8 +826,13 @@ class Planner {
     st.config.architecture = parts[1];
     st.config.variant = parts.size() > 2 ? parts[2] : "";
 
+    // BuildKit makes sure PATH is set, in the config too (a base image may have none).
+    if (st.base_resolved && !st.config.config.GetEnv("PATH")) {
+      st.config.config.env.push_back(absl::StrCat("PATH=", kDefaultPath));
+    }
     StageState ss;
     ss.st = &st;
+    ss.state.env = st.config.config.env;
     ss.chain = st.base_chain;
 
     // ONBUILD triggers of the base run first, then are dropped from the new image.
@@ -841,14 +887,11 @@ class Planner {
     }
   }
 
-  // Variables visible to expansion: ENV wins over ARG (Docker's rule).
+  // Variables visible to expansion: the build state's environment (ENV and ARG, the latest
+  // declaration of a name winning, as in BuildKit).
   dockerfile::EnvLookup StageEnv(const StageState& ss) const {
     return [&ss](absl::string_view name) -> std::optional<std::string> {
-      if (auto v = ss.st->config.config.GetEnv(name)) return v;
-      for (auto it = ss.args.rbegin(); it != ss.args.rend(); ++it) {
-        if (it->first == name) return it->second;
-      }
-      return std::nullopt;
+      return ss.state.GetEnv(name);
     };
   }
 
@@ -866,17 +909,11 @@ class Planner {
     return {"/bin/sh", "-c"};
   }
 
-  // The environment a RUN sees: the image Env (PATH defaulted), then the ARGs with values that
-  // ENV does not shadow.
+  // The environment a RUN sees: the build state's (the image Env, PATH always set, and the
+  // ARGs with values), plus the proxy variables when asked.
   std::vector<std::string> RunEnv(const StageState& ss, bool with_proxies) const {
-    std::vector<std::string> env = ss.st->config.config.env;
-    bool has_path = false;
-    for (const std::string& e : env) has_path |= absl::StartsWith(e, "PATH=");
-    if (!has_path) env.push_back(absl::StrCat("PATH=", kDefaultPath));
-    for (const auto& [k, v] : ss.args) {
-      if (!v || ss.st->config.config.GetEnv(k)) continue;
-      env.push_back(absl::StrCat(k, "=", *v));
-    }
+    std::vector<std::string> env = ss.state.env;
+    if (!ss.state.GetEnv("PATH")) env.push_back(absl::StrCat("PATH=", kDefaultPath));
     if (with_proxies) {
       for (const char* p : kProxyArgs) {
         auto it = opts_.build_args.find(p);
@@ -1007,6 +1044,7 @@ class Planner {
       std::vector<std::string> parts;
       for (const auto& [k, v] : kvs) {
         cfg.SetEnv(k, v);
+        ss.state.SetEnv(k, v);
         parts.push_back(absl::StrCat(k, "=", v));
       }
       step.created_by = absl::StrCat("ENV ", absl::StrJoin(parts, " "));
@@ -1027,10 +1065,14 @@ class Planner {
           value = m;
         }
         used_args_.insert(*k);
-        ss.args.erase(std::remove_if(ss.args.begin(), ss.args.end(),
-                                     [&](const auto& p) { return p.first == *k; }),
-                      ss.args.end());
-        ss.args.push_back({*k, value});
+        auto declared = std::find_if(ss.args.begin(), ss.args.end(),
+                                     [&](const auto& p) { return p.first == *k; });
+        if (declared == ss.args.end()) {
+          ss.args.push_back({*k, value});
+        } else {
+          declared->second = value;
+        }
+        if (value) ss.state.SetEnv(*k, *value);
         parts.push_back(value ? absl::StrCat(*k, "=", *value) : *k);
       }
       step.created_by = absl::StrCat("ARG ", absl::StrJoin(parts, " "));
@@ -1102,20 +1144,25 @@ class Planner {
         // a new HEALTHCHECK replaces the whole configuration.
       }
       cfg.healthcheck = h;
-      char retries[16];
-      snprintf(retries, sizeof(retries), "'\\x%02x'", static_cast<unsigned>(h.retries & 0xff));
-      step.created_by =
-          c->none ? "HEALTHCHECK &{[\"NONE\"] \"0s\" \"0s\" \"0s\" \"0s\" '\\x00'}"
-                  : absl::StrCat("HEALTHCHECK &{", GoQuoteSlice(h.test), " \"",
-                                 GoDuration(h.interval_ns), "\" \"", GoDuration(h.timeout_ns),
-                                 "\" \"", GoDuration(h.start_period_ns), "\" \"",
-                                 GoDuration(h.start_interval_ns), "\" ", retries, "}");
+      std::string retries = GoQuoteRune(h.retries);
+      // Go's %q of Docker's HealthConfig, as Docker's BuildKit writes it: the start interval
+      // only when it is set (the field newer BuildKit added shows in its history then).
+      std::string durations =
+          absl::StrCat("\"", GoDuration(h.interval_ns), "\" \"", GoDuration(h.timeout_ns), "\" \"",
+                       GoDuration(h.start_period_ns), "\"");
+      if (h.start_interval_ns != 0) {
+        absl::StrAppend(&durations, " \"", GoDuration(h.start_interval_ns), "\"");
+      }
+      step.created_by = absl::StrCat(
+          "HEALTHCHECK &{", GoQuoteSlice(c->none ? std::vector<std::string>{"NONE"} : h.test), " ",
+          durations, " ", retries, "}");
     } else if (auto* c = std::get_if<dockerfile::ShellCmd>(&ins.command)) {
       cfg.shell = c->shell;
       step.created_by = absl::StrCat("SHELL ", GoSlice(c->shell));
     } else if (auto* c = std::get_if<dockerfile::OnbuildCmd>(&ins.command)) {
       cfg.on_build.push_back(c->expression);
       step.created_by = absl::StrCat("ONBUILD ", c->expression);
+      step.in_history = false;  // BuildKit records ONBUILD in the config only
     } else if (auto* c = std::get_if<dockerfile::CmdCmd>(&ins.command)) {
       std::vector<std::string> args = c->command.args;
       if (c->command.prepend_shell) {
@@ -1124,6 +1171,7 @@ class Planner {
         args = std::move(sh);
       }
       cfg.cmd = args;
+      cfg.args_escaped = true;  // BuildKit sets it for every CMD (Docker reads it on Windows)
       ss.cmd_set = true;
       step.created_by = absl::StrCat("CMD ", GoQuoteSlice(args));
     } else if (auto* c = std::get_if<dockerfile::EntrypointCmd>(&ins.command)) {
@@ -1150,9 +1198,13 @@ class Planner {
                             : common::CleanPath(absl::StrCat(
                                   "/", cfg.working_dir.empty() ? "/" : cfg.working_dir, "/", *w));
       cfg.working_dir = abs;
-      step.kind = StepKind::kWorkdir;
       step.instruction = absl::StrCat("WORKDIR ", abs);
       step.created_by = step.instruction;
+      if (abs == "/") {  // BuildKit makes no directory (and no layer) for the root
+        Finish(ss, std::move(step), before);
+        return absl::OkStatus();
+      }
+      step.kind = StepKind::kWorkdir;
       step.preimage = {{"version", kKeyVersion},      {"parent", ss.chain},
                        {"op", step.instruction},      {"user", cfg.user},
                        {"platform", ss.st->platform}, {"layer", layer_opts_}};
@@ -1294,10 +1346,12 @@ class Planner {
                      c.command.prepend_shell ? (c.command.args.empty() ? "" : c.command.args[0])
                                              : JsonArray(args));
     // History: BuildKit's runCommandString, "|N K=V ... argv # buildkit".
+    // Each ARG declared so far once (where first declared), with its value in the build state
+    // ("" without one), as BuildKit's runCommandString.
     std::vector<std::string> hist;
     std::vector<std::string> declared;
     for (const auto& [k, v] : ss.args) {
-      if (v) declared.push_back(absl::StrCat(k, "=", *v));
+      declared.push_back(absl::StrCat(k, "=", ss.state.GetEnv(k).value_or("")));
     }
     if (!declared.empty()) {
       hist.push_back(absl::StrCat("|", declared.size()));

@@ -90,6 +90,7 @@ struct Step {
   dockerfile::Position pos;
   int end_line = 0;
   bool from_onbuild = false;  // a trigger inherited from the base image
+  bool in_history = true;     // false for ONBUILD, which BuildKit records in the config only
   std::string key;            // hex; empty for metadata-only steps
   std::string chain;          // hex: the filesystem after this step
   std::vector<std::pair<std::string, std::string>> preimage;

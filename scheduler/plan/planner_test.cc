@@ -5,7 +5,9 @@
 #include <sys/time.h>
 #include <unistd.h>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "common/fs.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -355,6 +357,106 @@ TEST(CopyRequestTest, HeredocsAreSourcesOfTheStep) {
   EXPECT_EQ(two.inline_files(0).content(), "a world\n");
   EXPECT_EQ(two.inline_files(1).content(), "b $NAME\n");
   EXPECT_EQ(steps[2].created_by, "COPY x.txt <<A <<B /multi/ # buildkit");
+}
+
+}  // namespace
+}  // namespace plan
+
+namespace plan {
+namespace {
+
+const Step* FindStep(const Stage& s, const std::string& prefix) {
+  for (const Step& st : s.steps) {
+    if (absl::StartsWith(st.created_by, prefix)) return &st;
+  }
+  return nullptr;
+}
+
+// What Docker's BuildKit writes in the history and config, instruction by instruction.
+TEST(DockerFormsTest, HistoryAndConfig) {
+  Dir d = NewDir();
+  absl::StatusOr<Plan> p = PlanOf(
+      "FROM base:a\n"
+      "ARG A=1\n"
+      "ARG NOVALUE\n"
+      "ENV X=env\n"
+      "ARG X=arg\n"
+      "RUN echo $X\n"
+      "ARG A=2\n"
+      "RUN true\n"
+      "HEALTHCHECK --retries=3 CMD true\n"
+      "HEALTHCHECK --start-interval=5s --retries=65 CMD [\"/ok\"]\n"
+      "ONBUILD RUN later\n"
+      "CMD echo hi\n"
+      "WORKDIR /\n"
+      "WORKDIR /app\n",
+      d.path());
+  ASSERT_TRUE(p.ok()) << p.status();
+  const Stage& s = p->stages[p->target];
+  // RUN: every ARG declared so far once, where first declared, with its value in the build
+  // state ("" without one); an ARG after ENV of the same name wins for RUN and expansion.
+  const Step* run1 = FindStep(s, "RUN |3 A=1 NOVALUE= X=arg /bin/sh -c echo $X # buildkit");
+  ASSERT_NE(run1, nullptr);
+  EXPECT_THAT(run1->request.env().env(), ::testing::Contains("X=arg"));
+  EXPECT_NE(FindStep(s, "RUN |3 A=2 NOVALUE= X=arg /bin/sh -c true # buildkit"), nullptr);
+  EXPECT_THAT(s.config.config.env, ::testing::Contains("X=env"));  // ENV only in the config
+  // HEALTHCHECK: Go's %q of the config, the start interval only when set.
+  EXPECT_NE(FindStep(s, "HEALTHCHECK &{[\"CMD-SHELL\" \"true\"] \"0s\" \"0s\" \"0s\" '\\x03'}"),
+            nullptr);
+  EXPECT_NE(FindStep(s, "HEALTHCHECK &{[\"CMD\" \"/ok\"] \"0s\" \"0s\" \"0s\" \"5s\" 'A'}"),
+            nullptr);
+  // ONBUILD: in the config, not in the history.
+  const Step* onbuild = FindStep(s, "ONBUILD RUN later");
+  ASSERT_NE(onbuild, nullptr);
+  EXPECT_FALSE(onbuild->in_history);
+  EXPECT_THAT(s.config.config.on_build, ::testing::ElementsAre("RUN later"));
+  // CMD sets ArgsEscaped.
+  EXPECT_TRUE(s.config.config.args_escaped);
+  // WORKDIR: "WORKDIR /dir" with no "# buildkit"; / makes no directory (and no layer).
+  const Step* root = FindStep(s, "WORKDIR /");
+  ASSERT_NE(root, nullptr);
+  EXPECT_EQ(root->created_by, "WORKDIR /");
+  EXPECT_EQ(root->kind, StepKind::kMetadata);
+  const Step* app = FindStep(s, "WORKDIR /app");
+  ASSERT_NE(app, nullptr);
+  EXPECT_EQ(app->kind, StepKind::kWorkdir);
+}
+
+TEST(DockerFormsTest, ScratchHasWorkingDirAndPath) {
+  Dir d = NewDir();
+  absl::StatusOr<Plan> p = PlanOf("FROM scratch\nENV A=1\n", d.path());
+  ASSERT_TRUE(p.ok()) << p.status();
+  const image::ContainerConfig& c = p->stages[p->target].config.config;
+  EXPECT_EQ(c.working_dir, "/");
+  EXPECT_THAT(c.env, ::testing::ElementsAre(absl::StrCat("PATH=", kDefaultPath), "A=1"));
+}
+
+TEST(DockerFormsTest, DuplicateStageNamesResolveAsBuildKit) {
+  Dir d = NewDir();
+  absl::StatusOr<Plan> p = PlanOf(
+      "FROM base:a AS dup\n"
+      "RUN echo first\n"
+      "FROM dup AS derived\n"
+      "FROM base:a AS dup\n"
+      "RUN echo second\n"
+      "FROM base:a\n"
+      "COPY --from=dup /x /\n"
+      "COPY --from=derived /y /\n",
+      d.path());
+  ASSERT_TRUE(p.ok()) << p.status();
+  // COPY --from names the last "dup" (stage 2); FROM dup the one before it (stage 0).
+  const Step& copy = p->stages[p->target].steps[0];
+  ASSERT_TRUE(copy.copy_from.has_value());
+  EXPECT_EQ(copy.copy_from->stage, 2);
+  bool derived_found = false;
+  for (const Stage& s : p->stages) {
+    if (s.name == "derived") {
+      derived_found = true;
+      EXPECT_EQ(s.base_stage, 0);
+    }
+  }
+  EXPECT_TRUE(derived_found);
+  EXPECT_THAT(absl::StrJoin(p->warnings, "\n"), HasSubstr("Duplicate stage name \"dup\""));
 }
 
 }  // namespace
