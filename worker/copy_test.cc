@@ -249,6 +249,29 @@ TEST_F(CopyTest, FromAStageKeepsOwnersModesAndTimes) {
   EXPECT_EQ(h.mtime, 1000);
 }
 
+TEST_F(CopyTest, FromAStageKeepsHardLinks) {
+  // Docker (fsutil's copy) writes a hard-linked file once and links its other names.
+  farm::v1::Layer stage;
+  ExecLayer(Sh("mkdir -p /out/sub && echo same > /out/one && ln /out/one /out/two && "
+               "ln /out/one /out/sub/three && echo other > /out/single"),
+            &stage);
+  farm::v1::StepRequest r;
+  *r.add_parents() = base_;
+  farm::v1::CopyOp* c = r.mutable_copy();
+  *c->mutable_source()->mutable_layers()->add_layers() = base_;
+  *c->mutable_source()->mutable_layers()->add_layers() = stage;
+  c->add_srcs("/out");
+  c->set_dest("/copied/");
+  LayerContents l = ExecLayer(r);
+  EXPECT_EQ(l.at("copied/one").header.type, layer::TarHeader::kRegular);
+  EXPECT_EQ(l.at("copied/one").data, "same\n");
+  for (const char* name : {"copied/sub/three", "copied/two"}) {
+    EXPECT_EQ(l.at(name).header.type, layer::TarHeader::kHardLink) << name;
+    EXPECT_EQ(l.at(name).header.linkname, "copied/one") << name;
+  }
+  EXPECT_EQ(l.at("copied/single").header.type, layer::TarHeader::kRegular);
+}
+
 // Archives made by GNU tar with each compressor.
 std::string MakeArchive(const std::string& tmp, const std::string& flag) {
   std::string src = tmp + "/archive-src";

@@ -242,6 +242,17 @@ class Copier {
       }
       case FileType::kRegular: {
         ASSIGN_OR_RETURN(std::string target, Target(rel));
+        if (info.inode != 0) {
+          // Another name of a file this COPY already wrote: a hard link, as in the source.
+          auto first = hardlinks_.find({info.device, info.inode});
+          if (first != hardlinks_.end()) {
+            if (link(tree_.HostPath(first->second).c_str(), tree_.HostPath(target).c_str()) != 0) {
+              return common::ErrnoToStatus(errno, "link " + tree_.HostPath(target));
+            }
+            return absl::OkStatus();
+          }
+          hardlinks_[{info.device, info.inode}] = target;
+        }
         RETURN_IF_ERROR(CopyFileContent(tree, src_path, tree_.HostPath(target)));
         return LayerTree::Apply(tree_.HostPath(target), a, false);
       }
@@ -506,6 +517,7 @@ class Copier {
   Attrs created_;
   std::unique_ptr<common::PatternMatcher> excludes_;
   std::map<std::string, std::string> resolved_dirs_;
+  std::map<std::pair<uint64_t, uint64_t>, std::string> hardlinks_;  // (dev, ino) -> first target
   int staged_ = 0;
 };
 

@@ -39,6 +39,11 @@ struct FileInfo {
   // Regular files: the content digest, when the tree knows it without reading the file.
   std::optional<common::Digest> digest;
   std::string link_target;  // symlinks
+  // A regular file with other names in the same tree (a host directory's st_nlink > 1): the
+  // same (device, inode) is the same file, which a COPY writes once and hard-links, as Docker
+  // does. Both 0 otherwise (and in trees that do not know, such as the build context).
+  uint64_t device = 0;
+  uint64_t inode = 0;
 
   bool is_dir() const { return type == FileType::kDirectory; }
   bool is_symlink() const { return type == FileType::kSymlink; }

@@ -32,6 +32,10 @@ FileInfo FromStat(const struct stat& st) {
   info.gid = st.st_gid;
   info.size = S_ISREG(st.st_mode) ? st.st_size : 0;
   info.mtime_sec = st.st_mtim.tv_sec;
+  if (S_ISREG(st.st_mode) && st.st_nlink > 1) {
+    info.device = st.st_dev;
+    info.inode = st.st_ino;
+  }
   return info;
 }
 
