@@ -272,6 +272,23 @@ TEST_F(CopyTest, FromAStageKeepsHardLinks) {
   EXPECT_EQ(l.at("copied/single").header.type, layer::TarHeader::kRegular);
 }
 
+TEST_F(CopyTest, ContextHardLinksStayLinked) {
+  // The client names each hard-link group of the context (its first name); COPY links them.
+  ContextBuilder ctx;
+  ctx.Linked("dir/one", "same\n", "dir/one")
+      .Linked("dir/sub/three", "same\n", "dir/one")
+      .Linked("dir/two", "same\n", "dir/one")
+      .File("dir/single", "other\n");
+  LayerContents l = ExecLayer(Copy(ctx, {"dir"}, "/d/"));
+  EXPECT_EQ(l.at("d/one").header.type, layer::TarHeader::kRegular);
+  EXPECT_EQ(l.at("d/sub/three").header.type, layer::TarHeader::kHardLink);
+  EXPECT_EQ(l.at("d/sub/three").header.linkname, "d/one");
+  EXPECT_EQ(l.at("d/two").header.linkname, "d/one");
+  // Copied alone, a member is an ordinary file.
+  EXPECT_EQ(ExecLayer(Copy(ctx, {"dir/two"}, "/x")).at("x").header.type,
+            layer::TarHeader::kRegular);
+}
+
 // Archives made by GNU tar with each compressor.
 std::string MakeArchive(const std::string& tmp, const std::string& flag) {
   std::string src = tmp + "/archive-src";

@@ -157,6 +157,19 @@ absl::StatusOr<std::unique_ptr<Snapshot>> Snapshot::FromDirectory(
   std::vector<Entry> entries;
   Walker walker(dir, *ignore, options.normalize_permissions);
   RETURN_IF_ERROR(walker.Walk("", &entries));
+  // Hard links: names of one inode within the context form a group named by its first name in
+  // walk order (deterministic, unlike inode numbers), as Docker's context transfer keeps them.
+  std::map<std::pair<dev_t, ino_t>, std::vector<size_t>> inodes;
+  for (size_t i = 0; i < entries.size(); ++i) {
+    const Entry& e = entries[i];
+    if (e.info.type == copy::FileType::kRegular && e.st.st_nlink > 1) {
+      inodes[{e.st.st_dev, e.st.st_ino}].push_back(i);
+    }
+  }
+  for (const auto& [inode, names] : inodes) {
+    if (names.size() < 2) continue;
+    for (size_t i : names) entries[i].info.hardlink_group = entries[names.front()].path;
+  }
 
   // Digests the stat cache vouches for; the other regular files are hashed, in parallel.
   std::map<std::string, const farm::v1::StatCacheFile::Entry*> cached;
@@ -298,6 +311,11 @@ absl::StatusOr<std::unique_ptr<Snapshot>> Snapshot::FromDirectory(
           f->set_is_executable(c.info.executable());
           if (!options.normalize_permissions) {
             f->mutable_node_properties()->mutable_unix_mode()->set_value(c.info.mode);
+          }
+          if (!c.info.hardlink_group.empty()) {
+            auto* p = f->mutable_node_properties()->add_properties();
+            p->set_name(copy::kHardlinkProperty);
+            p->set_value(c.info.hardlink_group);
           }
           break;
         }

@@ -1,7 +1,9 @@
 #include "scheduler/context/context.h"
 
 #include <sys/stat.h>
+#include <unistd.h>
 
+#include "build/bazel/remote/execution/v2/remote_execution.pb.h"
 #include "cache/rocksdb_blob_store.h"
 #include "common/fs.h"
 #include "gtest/gtest.h"
@@ -122,6 +124,38 @@ TEST_F(UploadTest, PermissionBitsAreKeptUnlessNormalized) {
   EXPECT_EQ(mode(**normalized, "private"), 0755u);
   // The Merkle trees differ (the kept modes are node properties), so do their roots.
   EXPECT_NE(kept->root().digest(), (*normalized)->root().digest());
+}
+
+// Hard links in the context: a group per inode, named by its first name in walk order, in the
+// tree the planner keys on and in the Merkle tree a worker copies from.
+TEST_F(UploadTest, HardLinksAreGroupedByTheirFirstName) {
+  Write("dir/one", "same");
+  Write("dir/single", "single");
+  ASSERT_EQ(
+      link(common::JoinPath(dir_, "dir/one").c_str(), common::JoinPath(dir_, "dir/two").c_str()),
+      0);
+  ASSERT_EQ(
+      link(common::JoinPath(dir_, "dir/one").c_str(), common::JoinPath(dir_, "a-first").c_str()),
+      0);
+  std::unique_ptr<Snapshot> s = Snap();
+  ASSERT_NE(s, nullptr);
+  for (const char* name : {"a-first", "dir/one", "dir/two"}) {
+    absl::StatusOr<copy::FileInfo> fi = s->tree().Lstat(name);
+    ASSERT_TRUE(fi.ok()) << fi.status();
+    EXPECT_EQ(fi->hardlink_group, "a-first") << name;
+  }
+  EXPECT_EQ(s->tree().Lstat("dir/single")->hardlink_group, "");
+  bool recorded = false;
+  for (const auto& [digest, bytes] : s->directories()) {
+    build::bazel::remote::execution::v2::Directory d;
+    ASSERT_TRUE(d.ParseFromString(bytes));
+    for (const auto& f : d.files()) {
+      for (const auto& p : f.node_properties().properties()) {
+        recorded |= p.name() == copy::kHardlinkProperty && p.value() == "a-first";
+      }
+    }
+  }
+  EXPECT_TRUE(recorded);
 }
 
 }  // namespace

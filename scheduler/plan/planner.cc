@@ -1003,6 +1003,9 @@ class Planner {
                 absl::StrAppend(&line, "file\t",
                                 exact ? Octal(fi.mode) : (fi.executable() ? "x" : "-"), "\t",
                                 fi.digest->hash, "/", fi.digest->size_bytes);
+                if (!fi.hardlink_group.empty()) {
+                  absl::StrAppend(&line, "\tlinked ", fi.hardlink_group);
+                }
                 ++files;
                 bytes += fi.size;
                 break;

@@ -461,3 +461,25 @@ TEST(DockerFormsTest, DuplicateStageNamesResolveAsBuildKit) {
 
 }  // namespace
 }  // namespace plan
+
+namespace plan {
+namespace {
+
+TEST(KeyPropertiesTest, HardLinksInTheContextAreKeyed) {
+  // The same contents as two files or as one file with two names: different layers.
+  Dir d = NewDir();
+  d.Write("a.txt", "alpha");
+  d.Write("b.txt", "beta");
+  d.Write("sub/c.txt", "alpha");
+  absl::StatusOr<Keys> copies = PlanKeys(kFile, d.path());
+  std::string c = common::JoinPath(d.path(), "sub/c.txt");
+  ASSERT_EQ(unlink(c.c_str()), 0);
+  ASSERT_EQ(link(common::JoinPath(d.path(), "a.txt").c_str(), c.c_str()), 0);
+  absl::StatusOr<Keys> linked = PlanKeys(kFile, d.path());
+  ASSERT_TRUE(copies.ok() && linked.ok());
+  EXPECT_NE(copies->key[0], linked->key[0]);  // COPY a.txt: a.txt is now in a group
+  EXPECT_NE(copies->key[4], linked->key[4]);  // COPY . /all/
+}
+
+}  // namespace
+}  // namespace plan

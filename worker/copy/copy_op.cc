@@ -242,16 +242,16 @@ class Copier {
       }
       case FileType::kRegular: {
         ASSIGN_OR_RETURN(std::string target, Target(rel));
-        if (info.inode != 0) {
+        if (!info.hardlink_group.empty()) {
           // Another name of a file this COPY already wrote: a hard link, as in the source.
-          auto first = hardlinks_.find({info.device, info.inode});
+          auto first = hardlinks_.find(info.hardlink_group);
           if (first != hardlinks_.end()) {
             if (link(tree_.HostPath(first->second).c_str(), tree_.HostPath(target).c_str()) != 0) {
               return common::ErrnoToStatus(errno, "link " + tree_.HostPath(target));
             }
             return absl::OkStatus();
           }
-          hardlinks_[{info.device, info.inode}] = target;
+          hardlinks_[info.hardlink_group] = target;
         }
         RETURN_IF_ERROR(CopyFileContent(tree, src_path, tree_.HostPath(target)));
         return LayerTree::Apply(tree_.HostPath(target), a, false);
@@ -517,7 +517,7 @@ class Copier {
   Attrs created_;
   std::unique_ptr<common::PatternMatcher> excludes_;
   std::map<std::string, std::string> resolved_dirs_;
-  std::map<std::pair<uint64_t, uint64_t>, std::string> hardlinks_;  // (dev, ino) -> first target
+  std::map<std::string, std::string> hardlinks_;  // hard-link group -> the first name written
   int staged_ = 0;
 };
 

@@ -16,7 +16,7 @@
 //     --chown (names resolved in the image's /etc/passwd and /etc/group, BuildKit's rules) sets
 //     all. mtimes: context files get SOURCE_DATE_EPOCH (0 when unset: context digests ignore
 //     mtime); stage files keep theirs (clamped to SOURCE_DATE_EPOCH later). Hard-linked
-//     files of a stage or image stay hard-linked (written once, then linked).
+//     files (of a stage, an image or the context) stay hard-linked: written once, then linked.
 //   - Heredoc sources (`COPY <<EOF /dst`, "<<EOF" in CopyOp.srcs) are files named by their
 //     delimiter (0644, or --chmod).
 //   - ADD: a local tar archive (plain, gzip, bzip2, xz, zstd) is extracted into <dest>

@@ -42,6 +42,9 @@ class ContextBuilder {
   ContextBuilder& File(const std::string& path, const std::string& content, bool executable = false,
                        int unix_mode = -1);
   ContextBuilder& Symlink(const std::string& path, const std::string& target);
+  // A file in hard-link group `group` (as a client records context hard links).
+  ContextBuilder& Linked(const std::string& path, const std::string& content,
+                         const std::string& group);
   ContextBuilder& Dir(const std::string& path);
   // Stores every Directory and file blob; returns the root as the step proto wants it.
   absl::StatusOr<farm::v1::ContextRoot> Store(cache::BlobStore* cas) const;
@@ -53,6 +56,7 @@ class ContextBuilder {
     bool executable = false;
     int unix_mode = -1;
     std::string target;
+    std::string hardlink_group;
     std::map<std::string, Node> children;
   };
   Node* Parent(const std::string& path, std::string* name);
