@@ -31,6 +31,7 @@ int ListRemoteBuilds(const std::string& scheduler, int64_t last, bool active,
 
 // Images (cmd_images.cc, cmd_history.cc, ...).
 int RunImages(const Args& args);
+int RunImage(const Args& args);  // cmd_image.cc: farm image ls|history|inspect|...
 int RunHistory(const Args& args);
 int RunTag(const Args& args);
 int RunRmi(const Args& args);

@@ -22,6 +22,8 @@ const Command kCommands[] = {
     {"cancel", "Cancel builds on a farm", cli::RunCancel},
     {"cache", "Show and enforce the cache's size budget (stats, gc)", cli::RunCache},
     {"history", "Show the history of an image", cli::RunHistory},
+    {"image", "Manage images (docker image ls|history|inspect|tag|rm|save|load|pull|push)",
+     cli::RunImage},
     {"images", "List images", cli::RunImages},
     {"inspect", "Display detailed information on images", cli::RunInspect},
     {"logs", "Show (and follow) a farm build's progress and output", cli::RunLogs},
