@@ -13,7 +13,8 @@ packages=(
   libcap-dev
   # run and test: sandbox, base images, registries, reference tools (docker.io: the reference
   # engine of tests/conformance, dockerd 20.10 with BuildKit)
-  iproute2 procps busybox-static debootstrap docker-registry docker.io apache2-utils skopeo umoci
+  iproute2 procps busybox-static debootstrap docker-registry docker.io openssh-client apache2-utils
+  skopeo umoci
   oci-image-tool buildah hyperfine bc curl ca-certificates git tar gzip zstd xz-utils bzip2 pigz
 )
 

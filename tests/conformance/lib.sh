@@ -4,12 +4,14 @@
 #   - a Distribution registry (Debian's docker-registry) on 127.0.0.1 and a free port,
 #   - dockerd (Debian's docker.io: 20.10 with BuildKit) with its own data/exec roots and socket,
 #     no bridge and no iptables changes (RUN steps use --network host),
+#   - an ssh-agent without keys, for RUN --mount=type=ssh,
 # and builds the base images with farm ({{BASE}}, {{ONBUILD_BASE}}), pushed to the registry,
 # from which both engines pull them. Everything started here is stopped, and its directories
 # removed, by stop_engines (run from an EXIT trap: also on failure or interruption).
 #
 # Sets: W (work dir), REG (127.0.0.1:PORT), BASE, ONBUILD_BASE, FARM, DOCKER_HOST,
-#       FARM_HOME, and the functions dk (the docker client) and log.
+#       FARM_HOME, SSH_AUTH_SOCK (an ssh-agent of its own), and the functions dk (the docker
+#       client) and log.
 set -uo pipefail
 export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
 
@@ -24,6 +26,7 @@ export DOCKER_CONFIG="$W/docker-config"
 mkdir -p "$DOCKER_CONFIG"
 REG_PID=""
 DOCKERD_PID=""
+AGENT_PID=""
 
 log() { echo "conformance: $*" >&2; }
 
@@ -77,6 +80,7 @@ stop_engines() {
     stop_pid "$(cat "$W/exec/containerd/containerd.pid")" containerd
   fi
   stop_pid "$REG_PID" docker-registry
+  stop_pid "$AGENT_PID" ssh-agent
   # dockerd leaves mounts under its roots (overlay, shm, netns): unmount before removing.
   if [ -d "$W" ]; then
     grep -o " $W/[^ ]*" /proc/self/mounts | sort -r | while read -r m; do
@@ -145,9 +149,18 @@ build_bases() {
     { tail -30 "$W/base.log" >&2; log "could not build the base images"; return 1; }
 }
 
+# An ssh-agent (no keys) for RUN --mount=type=ssh with --ssh default: SSH_AUTH_SOCK.
+start_ssh_agent() {
+  export SSH_AUTH_SOCK="$W/agent.sock"
+  ssh-agent -D -a "$SSH_AUTH_SOCK" >"$W/ssh-agent.log" 2>&1 &
+  AGENT_PID=$!
+  wait_for 10 ssh-agent test -S "$SSH_AUTH_SOCK"
+}
+
 start_engines() {
   trap stop_engines EXIT
   trap 'exit 130' INT TERM
+  start_ssh_agent || return 1
   start_registry || return 1
   start_dockerd || return 1
   build_bases || return 1
