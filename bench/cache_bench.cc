@@ -36,7 +36,7 @@
 namespace {
 
 namespace bs = google::bytestream;
-using cache::Digest;
+using farm::cache::Digest;
 
 constexpr int64_t kMiB = 1 << 20;
 
@@ -150,8 +150,9 @@ int main(int argc, char** argv) {
   std::string dir;
   int64_t threads = 1;
   bool sync = true;
-  common::FlagSet fs("cache_bench [--seconds N] [--dir DIR] [--large-mib N]",
-                     "Measures farm-cache over loopback gRPC against a null ByteStream baseline");
+  farm::common::FlagSet fs(
+      "cache_bench [--seconds N] [--dir DIR] [--large-mib N]",
+      "Measures farm-cache over loopback gRPC against a null ByteStream baseline");
   fs.Custom("seconds", 0, "N", "Seconds per measurement (default 3)", [&](absl::string_view v) {
     return absl::SimpleAtod(v, &seconds) ? absl::OkStatus()
                                          : absl::InvalidArgumentError("--seconds: want a number");
@@ -170,27 +171,27 @@ int main(int argc, char** argv) {
     std::cout << fs.Help();
     return 0;
   }
-  std::unique_ptr<common::TempDir> tmp;
+  std::unique_ptr<farm::common::TempDir> tmp;
   if (dir.empty()) {
-    auto t = common::TempDir::Create("cache-bench");
+    auto t = farm::common::TempDir::Create("cache-bench");
     Check(t.status(), "temp dir");
-    tmp = std::make_unique<common::TempDir>(*std::move(t));
+    tmp = std::make_unique<farm::common::TempDir>(*std::move(t));
     dir = tmp->path();
   }
   const int64_t large = large_mib * kMiB;
 
-  cache::RocksDbStoreOptions so;
-  so.dir = common::JoinPath(dir, "cache");
+  farm::cache::RocksDbStoreOptions so;
+  so.dir = farm::common::JoinPath(dir, "cache");
   so.max_size = 64LL << 30;
   so.sync = sync;
-  auto store = cache::RocksDbBlobStore::Create(so);
+  auto store = farm::cache::RocksDbBlobStore::Create(so);
   Check(store.status(), "opening the store");
-  std::shared_ptr<cache::RocksDbBlobStore> rocks = *std::move(store);
-  cache::server::CacheServerOptions o;
+  std::shared_ptr<farm::cache::RocksDbBlobStore> rocks = *std::move(store);
+  farm::cache::server::CacheServerOptions o;
   o.cas = rocks;
-  o.action_cache = *cache::RocksDbActionCache::Create(rocks);
+  o.action_cache = *farm::cache::RocksDbActionCache::Create(rocks);
   o.admin = rocks;
-  auto server = cache::server::CacheServer::Start(std::move(o));
+  auto server = farm::cache::server::CacheServer::Start(std::move(o));
   Check(server.status(), "starting farm-cache");
 
   NullByteStream null_service(large);
@@ -203,9 +204,9 @@ int main(int argc, char** argv) {
                                           grpc::InsecureChannelCredentials());
   auto null_stub = bs::ByteStream::NewStub(null_channel);
 
-  auto client = cache::client::GrpcBlobStore::Create((*server)->address(), {});
+  auto client = farm::cache::client::GrpcBlobStore::Create((*server)->address(), {});
   Check(client.status(), "client");
-  cache::client::GrpcBlobStore& cas = **client;
+  farm::cache::client::GrpcBlobStore& cas = **client;
 
   std::vector<Row> rows;
   uint64_t seed = static_cast<uint64_t>(absl::ToUnixNanos(absl::Now()));
@@ -213,13 +214,14 @@ int main(int argc, char** argv) {
   // FindMissingBlobs: 10000 digests per request, half of them present.
   {
     std::vector<Digest> present, query;
-    std::vector<cache::BlobData> batch;
+    std::vector<farm::cache::BlobData> batch;
     std::vector<std::string> datas;
     for (int i = 0; i < 5000; ++i) datas.push_back(absl::StrCat("present-", seed, "-", i));
-    for (const std::string& d : datas) batch.push_back({common::DigestOf(d), d});
+    for (const std::string& d : datas) batch.push_back({farm::common::DigestOf(d), d});
     Check(rocks->BatchWrite(batch).status(), "populating");
     for (const auto& b : batch) query.push_back(b.digest);
-    for (int i = 0; i < 5000; ++i) query.push_back(common::DigestOf(absl::StrCat("absent-", i)));
+    for (int i = 0; i < 5000; ++i)
+      query.push_back(farm::common::DigestOf(absl::StrCat("absent-", i)));
     auto [n, d] = Timed(seconds, 3, [&](int64_t) { Check(cas.FindMissing(query).status(), "fm"); });
     auto [ln, ld] =
         Timed(seconds / 2, 3, [&](int64_t) { Check(rocks->FindMissing(query).status(), "fm"); });
@@ -235,8 +237,9 @@ int main(int argc, char** argv) {
     std::vector<Digest> digests;
     int64_t count = std::max<int64_t>(1, std::min<int64_t>(count_hint, (2LL << 30) / size));
     for (int64_t i = 0; i < count; ++i) {
-      datas.push_back(cache::testing::RandomBytes(size, seed + i + static_cast<uint64_t>(size)));
-      digests.push_back(common::DigestOf(datas.back()));
+      datas.push_back(
+          farm::cache::testing::RandomBytes(size, seed + i + static_cast<uint64_t>(size)));
+      digests.push_back(farm::common::DigestOf(datas.back()));
     }
     // Each blob is written once (a second write would be answered without data).
     int64_t written = 0, writes = 0;
@@ -281,7 +284,7 @@ int main(int argc, char** argv) {
         req.clear_resource_name();
       }
       w->WritesDone();
-      Check(common::FromGrpcStatus(w->Finish()), "baseline write");
+      Check(farm::common::FromGrpcStatus(w->Finish()), "baseline write");
       sent += size;
     });
     int64_t got = 0;
@@ -292,7 +295,7 @@ int main(int argc, char** argv) {
       auto r = null_stub->Read(&ctx, req);
       bs::ReadResponse resp;
       while (r->Read(&resp)) got += static_cast<int64_t>(resp.data().size());
-      Check(common::FromGrpcStatus(r->Finish()), "baseline read");
+      Check(farm::common::FromGrpcStatus(r->Finish()), "baseline read");
     });
     rows[write_row].baseline = Rate(static_cast<double>(sent), wd);
     rows[read_row].baseline = Rate(static_cast<double>(got), rd);
@@ -316,7 +319,7 @@ int main(int argc, char** argv) {
         while (absl::Now() - start < absl::Seconds(seconds)) {
           std::string d =
               absl::StrCat("concurrent-", seed, "-", t, "-", i++, std::string(4000, 'z'));
-          Check(cas.WriteBlob(common::DigestOf(d), d), "write");
+          Check(cas.WriteBlob(farm::common::DigestOf(d), d), "write");
           ++done;
         }
       });

@@ -24,7 +24,7 @@
 #include "absl/types/span.h"
 #include "common/digest.h"
 
-namespace cache {
+namespace farm::cache {
 
 class ActionCache {
  public:
@@ -44,6 +44,6 @@ class ActionCache {
                               absl::string_view action_result) = 0;
 };
 
-}  // namespace cache
+}  // namespace farm::cache
 
 #endif  // FARM_CACHE_ACTION_CACHE_H_

@@ -4,7 +4,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
 
-namespace cache {
+namespace farm::cache {
 
 namespace reapi = build::bazel::remote::execution::v2;
 
@@ -95,4 +95,4 @@ absl::StatusOr<std::vector<common::Digest>> FindMissingReferences(
   return cas.FindMissing(files);
 }
 
-}  // namespace cache
+}  // namespace farm::cache

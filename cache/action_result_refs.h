@@ -18,7 +18,7 @@
 #include "cache/blob_store.h"
 #include "common/digest.h"
 
-namespace cache {
+namespace farm::cache {
 
 // Converts a REAPI Digest, validating it (INVALID_ARGUMENT naming `what` otherwise).
 absl::StatusOr<common::Digest> FromProto(const build::bazel::remote::execution::v2::Digest& d,
@@ -38,6 +38,6 @@ absl::StatusOr<std::vector<common::Digest>> DirectReferences(
 absl::StatusOr<std::vector<common::Digest>> FindMissingReferences(
     absl::string_view serialized_result, BlobStore& cas, int64_t max_tree_size);
 
-}  // namespace cache
+}  // namespace farm::cache
 
 #endif  // FARM_CACHE_ACTION_RESULT_REFS_H_

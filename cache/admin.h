@@ -14,7 +14,7 @@
 
 #include "absl/status/statusor.h"
 
-namespace cache {
+namespace farm::cache {
 
 // Action-cache entries of one scope.
 struct ScopeStats {
@@ -73,6 +73,6 @@ class CacheAdmin {
   virtual absl::StatusOr<GcResult> Gc(const GcOptions& options) = 0;
 };
 
-}  // namespace cache
+}  // namespace farm::cache
 
 #endif  // FARM_CACHE_ADMIN_H_

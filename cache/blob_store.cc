@@ -3,7 +3,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
 
-namespace cache {
+namespace farm::cache {
 
 absl::Status BlobStore::Read(const Digest& digest, int64_t offset, int64_t limit,
                              const ReadSink& sink) {
@@ -62,4 +62,4 @@ absl::StatusOr<std::string> BlobStore::ReadBlob(const Digest& digest, int64_t ma
   return out;
 }
 
-}  // namespace cache
+}  // namespace farm::cache

@@ -40,7 +40,7 @@
 #include "absl/types/span.h"
 #include "common/digest.h"
 
-namespace cache {
+namespace farm::cache {
 
 using common::Digest;
 
@@ -132,6 +132,6 @@ class BlobStore {
   absl::StatusOr<std::string> ReadBlob(const Digest& digest, int64_t max_size = 64 << 20);
 };
 
-}  // namespace cache
+}  // namespace farm::cache
 
 #endif  // FARM_CACHE_BLOB_STORE_H_

@@ -24,11 +24,11 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
-namespace cache {
+namespace farm::cache {
 namespace {
 
-using ::cache::testing::DiskUsage;
-using ::cache::testing::RandomBytes;
+using ::farm::cache::testing::DiskUsage;
+using ::farm::cache::testing::RandomBytes;
 
 RocksDbStoreOptions Options(const std::string& dir) {
   RocksDbStoreOptions o;
@@ -157,4 +157,4 @@ TEST(CrashTest, AcknowledgedWritesSurviveSigkillAndNothingPartialIsVisible) {
 }
 
 }  // namespace
-}  // namespace cache
+}  // namespace farm::cache

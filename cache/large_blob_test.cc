@@ -7,11 +7,11 @@
 #include "common/fs.h"
 #include "gtest/gtest.h"
 
-namespace cache {
+namespace farm::cache {
 namespace {
 
-using ::cache::testing::ProcStatusBytes;
-using ::cache::testing::RandomBytesAt;
+using ::farm::cache::testing::ProcStatusBytes;
+using ::farm::cache::testing::RandomBytesAt;
 
 constexpr int64_t kMiB = 1 << 20;
 constexpr int64_t kBlobSize = 384 * kMiB + 4321;
@@ -79,4 +79,4 @@ TEST(LargeBlobTest, WriteAndReadWithoutHoldingTheBlob) {
 }
 
 }  // namespace
-}  // namespace cache
+}  // namespace farm::cache

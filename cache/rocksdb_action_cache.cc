@@ -6,7 +6,7 @@
 #include "cache/rocksdb_store_impl.h"
 #include "common/status_macros.h"
 
-namespace cache {
+namespace farm::cache {
 namespace {
 
 absl::Status ValidateScope(absl::string_view scope) {
@@ -71,4 +71,4 @@ absl::Status RocksDbActionCache::Update(const std::string& scope, const common::
   return store_->impl()->AcPut(scope, key, action_result);
 }
 
-}  // namespace cache
+}  // namespace farm::cache

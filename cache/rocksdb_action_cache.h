@@ -26,7 +26,7 @@
 #include "cache/action_cache.h"
 #include "cache/rocksdb_blob_store.h"
 
-namespace cache {
+namespace farm::cache {
 
 class RocksDbActionCache final : public ActionCache {
  public:
@@ -55,6 +55,6 @@ class RocksDbActionCache final : public ActionCache {
   Options options_;
 };
 
-}  // namespace cache
+}  // namespace farm::cache
 
 #endif  // FARM_CACHE_ROCKSDB_ACTION_CACHE_H_

@@ -7,7 +7,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
-namespace cache {
+namespace farm::cache {
 namespace {
 
 namespace reapi = build::bazel::remote::execution::v2;
@@ -168,4 +168,4 @@ TEST_F(RocksDbActionCacheTest, AnEntryWhoseBlobsWereEvictedIsAMissAndIsDropped) 
 }
 
 }  // namespace
-}  // namespace cache
+}  // namespace farm::cache

@@ -16,6 +16,7 @@
 #include "absl/strings/strip.h"
 #include "cache/rocksdb_store_impl.h"
 #include "common/fs.h"
+#include "common/rocksdb_status.h"
 #include "common/status_macros.h"
 #include "common/status_util.h"
 #include "rocksdb/convenience.h"
@@ -25,8 +26,10 @@
 #include "rocksdb/table.h"
 #include "rocksdb/utilities/table_properties_collectors.h"
 
-namespace cache {
+namespace farm::cache {
 namespace {
+
+using common::FromRocks;
 
 using format::BlobKind;
 using format::BlobMeta;
@@ -47,21 +50,6 @@ absl::string_view V(const rocksdb::Slice& s) { return absl::string_view(s.data()
 
 int64_t RoundUp(int64_t v, int64_t to) { return (v + to - 1) / to * to; }
 int64_t Clamp(int64_t v, int64_t lo, int64_t hi) { return std::max(lo, std::min(v, hi)); }
-
-absl::Status FromRocks(const rocksdb::Status& s, absl::string_view context) {
-  if (s.ok()) return absl::OkStatus();
-  absl::StatusCode code = absl::StatusCode::kInternal;
-  if (s.IsNotFound()) {
-    code = absl::StatusCode::kNotFound;
-  } else if (s.IsCorruption()) {
-    code = absl::StatusCode::kDataLoss;
-  } else if (s.IsNoSpace() || s.IsMemoryLimit()) {
-    code = absl::StatusCode::kResourceExhausted;
-  } else if (s.IsBusy() || s.IsTryAgain() || s.IsTimedOut() || s.IsIncomplete() || s.IsAborted()) {
-    code = absl::StatusCode::kUnavailable;
-  }
-  return absl::Status(code, absl::StrCat(context, ": ", s.ToString()));
-}
 
 absl::Status ValidateDigest(const Digest& d) {
   if (!common::IsValidSha256Hex(d.hash)) {
@@ -1698,4 +1686,4 @@ int64_t RocksDbBlobStore::max_size() const { return impl_->max_size(); }
 int64_t RocksDbBlobStore::limit() const { return impl_->limit(); }
 const std::string& RocksDbBlobStore::dir() const { return impl_->dir(); }
 
-}  // namespace cache
+}  // namespace farm::cache

@@ -65,7 +65,7 @@
 #include "cache/admin.h"
 #include "cache/blob_store.h"
 
-namespace cache {
+namespace farm::cache {
 
 struct RocksDbStoreOptions {
   // The cache directory; created (with its parents) if missing.
@@ -136,6 +136,6 @@ class RocksDbBlobStore final : public BlobStore, public CacheAdmin {
   std::unique_ptr<Impl> impl_;
 };
 
-}  // namespace cache
+}  // namespace farm::cache
 
 #endif  // FARM_CACHE_ROCKSDB_BLOB_STORE_H_

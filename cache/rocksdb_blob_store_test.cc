@@ -13,11 +13,11 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
-namespace cache {
+namespace farm::cache {
 namespace {
 
-using ::cache::testing::DiskUsage;
-using ::cache::testing::RandomBytes;
+using ::farm::cache::testing::DiskUsage;
+using ::farm::cache::testing::RandomBytes;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 using ::testing::IsEmpty;
@@ -507,4 +507,4 @@ TEST_F(RocksDbBlobStoreTest, ClearErrorsForBadDirectoriesAndASecondOpener) {
 }
 
 }  // namespace
-}  // namespace cache
+}  // namespace farm::cache

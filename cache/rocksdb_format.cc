@@ -4,7 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 
-namespace cache {
+namespace farm::cache {
 namespace format {
 namespace {
 
@@ -201,4 +201,4 @@ bool DecodeLease(absl::string_view value, LeaseRecord* lease) {
 }
 
 }  // namespace format
-}  // namespace cache
+}  // namespace farm::cache

@@ -31,7 +31,7 @@
 #include "absl/strings/string_view.h"
 #include "common/digest.h"
 
-namespace cache {
+namespace farm::cache {
 namespace format {
 
 inline constexpr absl::string_view kFormat = "farm-cache/1";
@@ -115,6 +115,6 @@ std::string EncodeLease(const LeaseRecord& lease);
 bool DecodeLease(absl::string_view value, LeaseRecord* lease);
 
 }  // namespace format
-}  // namespace cache
+}  // namespace farm::cache
 
 #endif  // FARM_CACHE_ROCKSDB_FORMAT_H_

@@ -25,7 +25,7 @@
 #include "cache/rocksdb_blob_store.h"
 #include "cache/rocksdb_format.h"
 
-namespace cache {
+namespace farm::cache {
 
 // LSM sizes derived from max_size so that the headroom stays a small share of the budget.
 struct StoreTuning {
@@ -209,6 +209,6 @@ class RocksDbBlobStore::Impl::Reservation {
   int64_t bytes_;
 };
 
-}  // namespace cache
+}  // namespace farm::cache
 
 #endif  // FARM_CACHE_ROCKSDB_STORE_IMPL_H_

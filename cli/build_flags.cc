@@ -4,6 +4,7 @@
 #include <iostream>
 #include <iterator>
 
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
@@ -11,7 +12,7 @@
 #include "common/fs.h"
 #include "common/status_util.h"
 
-namespace cli {
+namespace farm::cli {
 
 namespace {
 
@@ -95,7 +96,7 @@ absl::StatusOr<CheckedBuildFlags> CheckBuildFlags(const BuildFlags& f) {
   }
   if (f.cache_scope.empty()) return absl::InvalidArgumentError("--cache-scope must not be empty");
   for (const std::string& t : f.tags) {
-    absl::StatusOr<image::Reference> r = image::Reference::ParseWithDefaultTag(t);
+    absl::StatusOr<oci::Reference> r = oci::Reference::ParseWithDefaultTag(t);
     if (!r.ok()) {
       return absl::InvalidArgumentError(absl::StrCat(
           "invalid argument \"", t, "\" for \"-t, --tag\" flag: ", r.status().message()));
@@ -163,9 +164,25 @@ absl::StatusOr<BuildSource> OpenBuildSource(const std::string& context_arg, Buil
   } else if (in->file == "-") {
     src.stdin_dockerfile = std::string(std::istreambuf_iterator<char>(std::cin), {});
   }
+  if (!common::PathExists(src.context_dir)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("unable to prepare context: path \"", src.context_dir, "\" not found"));
+  }
   src.dockerfile_path =
       in->file.empty() ? common::JoinPath(src.context_dir, "Dockerfile") : in->file;
+  if (src.stdin_dockerfile) {
+    src.dockerfile_text = *src.stdin_dockerfile;
+    src.dockerfile_name = "<stdin>";
+  } else {
+    absl::StatusOr<std::string> text = common::ReadFile(src.dockerfile_path);
+    if (!text.ok()) return common::Annotate(text.status(), "reading the Dockerfile");
+    src.dockerfile_text = *std::move(text);
+    src.dockerfile_name = src.dockerfile_path;
+    if (src.tar_dir && absl::StartsWith(src.dockerfile_name, src.tar_dir->path() + "/")) {
+      src.dockerfile_name = src.dockerfile_name.substr(src.tar_dir->path().size() + 1);
+    }
+  }
   return src;
 }
 
-}  // namespace cli
+}  // namespace farm::cli

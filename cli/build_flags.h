@@ -14,9 +14,9 @@
 #include "common/flags.h"
 #include "common/fs.h"
 #include "farm/v1/step.pb.h"
-#include "scheduler/image/reference.h"
+#include "oci/reference.h"
 
-namespace cli {
+namespace farm::cli {
 
 struct BuildFlags {
   BuildInputFlags in;
@@ -39,7 +39,7 @@ struct BuildFlags {
 
 // The flags' values, checked.
 struct CheckedBuildFlags {
-  std::vector<image::Reference> tags;
+  std::vector<oci::Reference> tags;
   std::map<std::string, std::string> labels;
   std::map<std::string, std::string> secrets;  // --secret id → bytes
   std::map<std::string, std::string> build_args;
@@ -58,12 +58,16 @@ struct BuildSource {
   std::unique_ptr<common::TempDir> tar_dir;     // set when the context came as a tar on stdin
   std::string dockerfile_path;                  // meaningless when stdin_dockerfile is set
   std::optional<std::string> stdin_dockerfile;  // the Dockerfile's text, read from stdin
+  std::string dockerfile_text;                  // the Dockerfile's text, wherever it came from
+  std::string dockerfile_name;  // as shown: "<stdin>", a path, or a path inside a stdin tar
 };
 
 // Extracts a context tar from stdin (a relative -f then names a file inside it) or reads a
-// Dockerfile from stdin; INVALID_ARGUMENT if both would come from stdin.
+// Dockerfile from stdin, and reads the Dockerfile. INVALID_ARGUMENT if both would come from
+// stdin or the context directory does not exist; the read error if the Dockerfile cannot be
+// read.
 absl::StatusOr<BuildSource> OpenBuildSource(const std::string& context_arg, BuildInputFlags* in);
 
-}  // namespace cli
+}  // namespace farm::cli
 
 #endif  // FARM_CLI_BUILD_FLAGS_H_

@@ -10,7 +10,7 @@
 #include "common/status_util.h"
 #include "scheduler/dockerfile/parser.h"
 
-namespace cli {
+namespace farm::cli {
 
 void BuildInputFlags::Register(common::FlagSet* fs) {
   fs->String("file", 'f', &file, "Name of the Dockerfile (default: PATH/Dockerfile; - for stdin)");
@@ -42,7 +42,7 @@ absl::StatusOr<std::map<std::string, std::string>> BuildInputFlags::BuildArgs() 
 
 absl::StatusOr<PreparedBuild> PrepareBuild(const BuildInputFlags& flags,
                                            const std::string& context_dir,
-                                           image::BaseImageResolver* resolver,
+                                           scheduler::image::BaseImageResolver* resolver,
                                            const farm::v1::LayerOptions& layer_options,
                                            const std::string* stdin_dockerfile,
                                            const std::string& stat_cache) {
@@ -62,18 +62,19 @@ absl::StatusOr<PreparedBuild> PrepareBuild(const BuildInputFlags& flags,
     p.dockerfile_text = *std::move(text);
   }
   std::string name = p.dockerfile_path == "-" ? "<stdin>" : p.dockerfile_path;
-  ASSIGN_OR_RETURN(dockerfile::SyntaxTree tree, dockerfile::Parse(p.dockerfile_text, name));
-  ASSIGN_OR_RETURN(p.dockerfile, dockerfile::BuildInstructions(tree));
+  ASSIGN_OR_RETURN(scheduler::dockerfile::SyntaxTree tree,
+                   scheduler::dockerfile::Parse(p.dockerfile_text, name));
+  ASSIGN_OR_RETURN(p.dockerfile, scheduler::dockerfile::BuildInstructions(tree));
 
-  ASSIGN_OR_RETURN(
-      std::vector<std::string> ignore,
-      buildctx::LoadIgnorePatterns(context_dir, p.dockerfile_path == "-" ? "" : p.dockerfile_path));
-  buildctx::SnapshotOptions so;
+  ASSIGN_OR_RETURN(std::vector<std::string> ignore,
+                   scheduler::context::LoadIgnorePatterns(
+                       context_dir, p.dockerfile_path == "-" ? "" : p.dockerfile_path));
+  scheduler::context::SnapshotOptions so;
   so.normalize_permissions = flags.normalize_permissions;
   so.stat_cache = stat_cache;
-  ASSIGN_OR_RETURN(p.context, buildctx::Snapshot::FromDirectory(context_dir, ignore, so));
+  ASSIGN_OR_RETURN(p.context, scheduler::context::Snapshot::FromDirectory(context_dir, ignore, so));
 
-  plan::PlanOptions po;
+  scheduler::plan::PlanOptions po;
   ASSIGN_OR_RETURN(po.build_args, flags.BuildArgs());
   po.target = flags.target;
   po.platform = flags.platform;
@@ -84,8 +85,8 @@ absl::StatusOr<PreparedBuild> PrepareBuild(const BuildInputFlags& flags,
   po.layer_options.set_normalize_permissions(flags.normalize_permissions);
   po.default_network = flags.network;
   po.allow_unresolved = flags.allow_unresolved;
-  ASSIGN_OR_RETURN(p.plan, plan::MakePlan(p.dockerfile, po));
+  ASSIGN_OR_RETURN(p.plan, scheduler::plan::MakePlan(p.dockerfile, po));
   return p;
 }
 
-}  // namespace cli
+}  // namespace farm::cli

@@ -17,7 +17,7 @@
 #include "scheduler/image/resolver.h"
 #include "scheduler/plan/planner.h"
 
-namespace cli {
+namespace farm::cli {
 
 struct BuildInputFlags {
   std::string file;                      // -f
@@ -38,20 +38,20 @@ struct BuildInputFlags {
 struct PreparedBuild {
   std::string dockerfile_path;  // "-" for stdin
   std::string dockerfile_text;
-  std::unique_ptr<buildctx::Snapshot> context;
-  dockerfile::Dockerfile dockerfile;
-  plan::Plan plan;
+  std::unique_ptr<scheduler::context::Snapshot> context;
+  scheduler::dockerfile::Dockerfile dockerfile;
+  scheduler::plan::Plan plan;
 };
 
 // Runs the front end. `resolver` may be null (FROM images get placeholder keys). `stat_cache`
 // names a stat cache file for hashing the context ("" = hash every file).
 absl::StatusOr<PreparedBuild> PrepareBuild(const BuildInputFlags& flags,
                                            const std::string& context_dir,
-                                           image::BaseImageResolver* resolver,
+                                           scheduler::image::BaseImageResolver* resolver,
                                            const farm::v1::LayerOptions& layer_options = {},
                                            const std::string* stdin_dockerfile = nullptr,
                                            const std::string& stat_cache = "");
 
-}  // namespace cli
+}  // namespace farm::cli
 
 #endif  // FARM_CLI_BUILD_INPUTS_H_

@@ -18,11 +18,11 @@
 #include "common/status_macros.h"
 #include "common/status_util.h"
 #include "nlohmann/json.hpp"
+#include "oci/manifest.h"
 #include "scheduler/image/archive.h"
-#include "scheduler/image/manifest.h"
 #include "worker/layerstore/stack_view.h"
 
-namespace cli {
+namespace farm::cli {
 
 absl::StatusOr<OutputSpec> ParseOutputSpec(const std::string& text) {
   OutputSpec spec;
@@ -108,7 +108,7 @@ absl::Status CopyFileData(const std::string& from, const std::string& to, mode_t
 
 class RootfsExporter {
  public:
-  RootfsExporter(const layerstore::StackView& view, std::string dest)
+  RootfsExporter(const worker::layerstore::StackView& view, std::string dest)
       : view_(view), dest_(std::move(dest)) {}
 
   absl::Status Run() { return Dir(""); }
@@ -118,20 +118,20 @@ class RootfsExporter {
     ASSIGN_OR_RETURN(std::vector<std::string> names, view_.ReadDir(rel));
     for (const std::string& name : names) {
       std::string child = rel.empty() ? name : absl::StrCat(rel, "/", name);
-      ASSIGN_OR_RETURN(std::optional<layerstore::StackView::Found> f, view_.Lookup(child));
+      ASSIGN_OR_RETURN(std::optional<worker::layerstore::StackView::Found> f, view_.Lookup(child));
       if (!f) continue;
       RETURN_IF_ERROR(Entry(child, *f));
     }
     // Directory metadata last, so creating the children does not change its mtime.
     std::string target = rel.empty() ? dest_ : common::JoinPath(dest_, rel);
     if (!rel.empty()) {
-      ASSIGN_OR_RETURN(std::optional<layerstore::StackView::Found> self, view_.Lookup(rel));
+      ASSIGN_OR_RETURN(std::optional<worker::layerstore::StackView::Found> self, view_.Lookup(rel));
       if (self) RETURN_IF_ERROR(Meta(target, self->st, false));
     }
     return absl::OkStatus();
   }
 
-  absl::Status Entry(const std::string& rel, const layerstore::StackView::Found& f) {
+  absl::Status Entry(const std::string& rel, const worker::layerstore::StackView::Found& f) {
     std::string target = common::JoinPath(dest_, rel);
     const struct stat& st = f.st;
     if (S_ISDIR(st.st_mode)) {
@@ -183,23 +183,23 @@ class RootfsExporter {
     return absl::OkStatus();
   }
 
-  const layerstore::StackView& view_;
+  const worker::layerstore::StackView& view_;
   const std::string dest_;
   std::map<std::pair<dev_t, ino_t>, std::string> links_;
 };
 
 }  // namespace
 
-absl::Status ExportRootfs(layerstore::LayerStore& store, const std::vector<farm::v1::Layer>& layers,
-                          const std::string& dest) {
-  std::vector<layerstore::LayerDesc> descs;
+absl::Status ExportRootfs(worker::layerstore::LayerStore& store,
+                          const std::vector<farm::v1::Layer>& layers, const std::string& dest) {
+  std::vector<worker::layerstore::LayerDesc> descs;
   for (const farm::v1::Layer& l : layers) {
-    ASSIGN_OR_RETURN(
-        layerstore::LayerDesc d,
-        layerstore::LayerDesc::FromOci(l.digest(), l.size(), l.diff_id(), l.uncompressed_size()));
+    ASSIGN_OR_RETURN(worker::layerstore::LayerDesc d,
+                     worker::layerstore::LayerDesc::FromOci(l.digest(), l.size(), l.diff_id(),
+                                                            l.uncompressed_size()));
     descs.push_back(d);
   }
-  ASSIGN_OR_RETURN(std::unique_ptr<layerstore::Stack> stack, store.AcquireStack(descs));
+  ASSIGN_OR_RETURN(std::unique_ptr<worker::layerstore::Stack> stack, store.AcquireStack(descs));
   struct stat st;
   if (stat(dest.c_str(), &st) == 0) {
     if (!S_ISDIR(st.st_mode)) {
@@ -208,33 +208,33 @@ absl::Status ExportRootfs(layerstore::LayerStore& store, const std::vector<farm:
   } else {
     RETURN_IF_ERROR(common::MakeDirs(dest, 0755));
   }
-  layerstore::StackView view(stack->lower_dirs());
+  worker::layerstore::StackView view(stack->lower_dirs());
   return common::Annotate(RootfsExporter(view, dest).Run(),
                           absl::StrCat("exporting the root filesystem to ", dest));
 }
 
 absl::Status ExportImage(const OutputSpec& spec, cache::BlobStore& cas,
-                         const image::ImageRecord& record,
-                         const std::vector<image::Reference>& tags,
+                         const scheduler::image::ImageRecord& record,
+                         const std::vector<oci::Reference>& tags,
                          const std::vector<farm::v1::Layer>& layers,
-                         layerstore::LayerStore* layer_store) {
+                         worker::layerstore::LayerStore* layer_store) {
   if (spec.type == "image") return absl::OkStatus();
   if (spec.type == "local") {
     if (layer_store == nullptr) return absl::InternalError("no layer store for type=local");
     return ExportRootfs(*layer_store, layers, spec.dest);
   }
-  std::vector<image::Reference> names = tags;
+  std::vector<oci::Reference> names = tags;
   if (!spec.name.empty()) {
     names.clear();
     for (absl::string_view n : absl::StrSplit(spec.name, ',')) {
-      ASSIGN_OR_RETURN(image::Reference r, image::Reference::ParseWithDefaultTag(n));
+      ASSIGN_OR_RETURN(oci::Reference r, oci::Reference::ParseWithDefaultTag(n));
       names.push_back(r);
     }
   }
-  std::unique_ptr<image::LayoutWriter> writer;
+  std::unique_ptr<scheduler::image::LayoutWriter> writer;
   int fd = -1;
   if (spec.type == "oci" && !spec.tar) {
-    ASSIGN_OR_RETURN(writer, image::LayoutWriter::Directory(spec.dest));
+    ASSIGN_OR_RETURN(writer, scheduler::image::LayoutWriter::Directory(spec.dest));
   } else {
     if (spec.dest == "-") {
       fd = 1;
@@ -242,11 +242,12 @@ absl::Status ExportImage(const OutputSpec& spec, cache::BlobStore& cas,
       fd = open(spec.dest.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
       if (fd < 0) return common::ErrnoToStatus(errno, absl::StrCat("open ", spec.dest));
     }
-    ASSIGN_OR_RETURN(writer, image::LayoutWriter::Tar(fd));
+    ASSIGN_OR_RETURN(writer, scheduler::image::LayoutWriter::Tar(fd));
   }
-  absl::Status s = spec.type == "oci" ? image::SaveOciLayout(cas, {{record, names}}, *writer)
-                                      : image::SaveDockerArchive(cas, {{record, names}},
-                                                                 image::Platform::Host(), *writer);
+  absl::Status s = spec.type == "oci"
+                       ? scheduler::image::SaveOciLayout(cas, {{record, names}}, *writer)
+                       : scheduler::image::SaveDockerArchive(cas, {{record, names}},
+                                                             oci::Platform::Host(), *writer);
   if (s.ok()) s = writer->Close();
   if (fd > 1 && close(fd) != 0 && s.ok()) {
     s = common::ErrnoToStatus(errno, absl::StrCat("close ", spec.dest));
@@ -345,4 +346,4 @@ absl::StatusOr<int64_t> ExtractContextTar(int fd, const std::string& dest) {
   return n;
 }
 
-}  // namespace cli
+}  // namespace farm::cli

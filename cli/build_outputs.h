@@ -13,7 +13,7 @@
 #include "scheduler/image/store.h"
 #include "worker/layerstore/layer_store.h"
 
-namespace cli {
+namespace farm::cli {
 
 // One --output/-o value: "type=oci,dest=out.tar", "type=docker,dest=-",
 // "type=local,dest=rootfs", "type=image" (the default: the local image store), or a bare path
@@ -32,16 +32,16 @@ absl::StatusOr<OutputSpec> ParseOutputSpec(const std::string& text);
 // `layers` (bottom to top) is the image's layer chain, for type=local, unpacked through
 // `layer_store`.
 absl::Status ExportImage(const OutputSpec& spec, cache::BlobStore& cas,
-                         const image::ImageRecord& record,
-                         const std::vector<image::Reference>& tags,
+                         const scheduler::image::ImageRecord& record,
+                         const std::vector<oci::Reference>& tags,
                          const std::vector<farm::v1::Layer>& layers,
-                         layerstore::LayerStore* layer_store);
+                         worker::layerstore::LayerStore* layer_store);
 
 // Copies the root filesystem that `layers` stack up into `dest` (created; must be empty or
 // absent): files with their modes, owners (as root) and mtimes, symlinks, directories;
 // whiteouts applied; hard links within the image become hard links.
-absl::Status ExportRootfs(layerstore::LayerStore& store, const std::vector<farm::v1::Layer>& layers,
-                          const std::string& dest);
+absl::Status ExportRootfs(worker::layerstore::LayerStore& store,
+                          const std::vector<farm::v1::Layer>& layers, const std::string& dest);
 
 // --metadata-file: buildx's keys (containerimage.config.digest, containerimage.digest,
 // containerimage.descriptor, image.name, buildx.build.ref) as JSON.
@@ -54,6 +54,6 @@ std::string BuildMetadataJson(const std::string& config_digest, const std::strin
 // number of entries.
 absl::StatusOr<int64_t> ExtractContextTar(int fd, const std::string& dest);
 
-}  // namespace cli
+}  // namespace farm::cli
 
 #endif  // FARM_CLI_BUILD_OUTPUTS_H_

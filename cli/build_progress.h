@@ -8,15 +8,17 @@
 #include <string>
 
 #include "absl/status/status.h"
-#include "absl/time/clock.h"
+#include "cli/progress.h"
 #include "farm/v1/build.pb.h"
-#include "scheduler/build/progress.h"
+#include "scheduler/engine/events.h"
 
-namespace cli {
+namespace farm::cli {
 
 class BuildProgress {
  public:
-  void Start(std::unique_ptr<build::ProgressPrinter> printer) { printer_ = std::move(printer); }
+  BuildProgress() : events_([this](const farm::v1::BuildEvent& e) { Event(e); }) {}
+
+  void Start(std::unique_ptr<cli::ProgressPrinter> printer) { printer_ = std::move(printer); }
   void Finish() {
     if (printer_) printer_->Finish();
   }
@@ -24,10 +26,10 @@ class BuildProgress {
   // Shows `s` as the build's failed outcome; returns the exit status 1.
   int Fatal(const absl::Status& s) {
     if (printer_) {
-      farm::v1::BuildEvent e;
-      e.mutable_outcome()->set_ok(false);
-      e.mutable_outcome()->set_error(std::string(s.message()));
-      printer_->OnEvent(e);
+      farm::v1::BuildOutcome o;
+      o.set_ok(false);
+      o.set_error(std::string(s.message()));
+      events_.Outcome(o);
       printer_->Finish();
     } else {
       std::cerr << "ERROR: " << s.message() << "\n";
@@ -35,36 +37,18 @@ class BuildProgress {
     return 1;
   }
 
+  // Shows an event (the build's, or one of the client's own made through events()).
   void Event(const farm::v1::BuildEvent& e) {
     if (printer_) printer_->OnEvent(e);
   }
-  void Vertex(int id, const std::string& name, farm::v1::VertexUpdate::State state,
-              int64_t micros = 0, const std::string& error = "") {
-    farm::v1::BuildEvent e;
-    e.set_time_unix_micros(absl::ToUnixMicros(absl::Now()));
-    e.mutable_vertex()->set_id(id);
-    e.mutable_vertex()->set_name(name);
-    e.mutable_vertex()->set_state(state);
-    e.mutable_vertex()->set_duration_micros(micros);
-    e.mutable_vertex()->set_error(error);
-    Event(e);
-  }
-  void Log(int id, const std::string& line) {
-    farm::v1::BuildEvent e;
-    e.mutable_log()->set_id(id);
-    e.mutable_log()->set_data(line);
-    Event(e);
-  }
-  void Warn(const std::string& warning) {
-    farm::v1::BuildEvent e;
-    e.set_warning(warning);
-    Event(e);
-  }
+  // For the client's own vertices and warnings (e.g. `farm submit` sending the context).
+  scheduler::engine::EventWriter& events() { return events_; }
 
  private:
-  std::unique_ptr<build::ProgressPrinter> printer_;
+  std::unique_ptr<cli::ProgressPrinter> printer_;
+  scheduler::engine::EventWriter events_;
 };
 
-}  // namespace cli
+}  // namespace farm::cli
 
 #endif  // FARM_CLI_BUILD_PROGRESS_H_

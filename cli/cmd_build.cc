@@ -16,26 +16,23 @@
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "cli/build_flags.h"
-#include "cli/build_inputs.h"
 #include "cli/build_outputs.h"
 #include "cli/build_progress.h"
+#include "cli/build_records.h"
 #include "cli/commands.h"
 #include "cli/image_common.h"
+#include "cli/progress.h"
 #include "cli/stores.h"
 #include "common/flags.h"
 #include "common/fs.h"
 #include "common/status_macros.h"
 #include "common/status_util.h"
-#include "scheduler/build/engine.h"
-#include "scheduler/build/progress.h"
-#include "scheduler/build/records.h"
-#include "scheduler/image/store_resolver.h"
-#include "scheduler/registry/client.h"
-#include "scheduler/registry/transfer.h"
+#include "executor/secrets.h"
+#include "scheduler/pipeline/contexts.h"
+#include "scheduler/pipeline/pipeline.h"
 #include "worker/local_step_executor.h"
-#include "worker/secrets.h"
 
-namespace cli {
+namespace farm::cli {
 
 namespace {
 
@@ -83,18 +80,18 @@ class Build {
 
  private:
   int RunImpl(const std::string& context_arg) {
-    absl::StatusOr<build::ProgressMode> mode =
-        build::ParseProgressMode(f_.quiet ? "quiet" : f_.progress);
+    absl::StatusOr<cli::ProgressMode> mode =
+        cli::ParseProgressMode(f_.quiet ? "quiet" : f_.progress);
     if (!mode.ok()) return progress_.Fatal(mode.status());
-    if (f_.in.platform != "linux/amd64" && f_.in.platform != image::Platform::Host().String()) {
+    if (f_.in.platform != "linux/amd64" && f_.in.platform != oci::Platform::Host().String()) {
       return progress_.Fatal(absl::InvalidArgumentError(
           absl::StrCat("--platform ", f_.in.platform, ": this machine builds ",
-                       image::Platform::Host().String(), " only (no emulation is installed)")));
+                       oci::Platform::Host().String(), " only (no emulation is installed)")));
     }
     absl::StatusOr<CheckedBuildFlags> checked = CheckBuildFlags(f_);
     if (!checked.ok()) return progress_.Fatal(checked.status());
     checked_ = *std::move(checked);
-    const std::vector<image::Reference>& tags = checked_.tags;
+    const std::vector<oci::Reference>& tags = checked_.tags;
     const std::map<std::string, std::string>& labels = checked_.labels;
     const std::map<std::string, std::string>& secrets = checked_.secrets;
     std::vector<OutputSpec> outputs;
@@ -126,13 +123,8 @@ class Build {
     if (source->tar_dir) tar_context_ = context_dir;
     const std::string* stdin_df = source->stdin_dockerfile ? &*source->stdin_dockerfile : nullptr;
     const std::string& dockerfile_path = source->dockerfile_path;
-    std::string dockerfile_text = stdin_df != nullptr ? *stdin_df : "";
-    if (stdin_df == nullptr) {
-      absl::StatusOr<std::string> text = common::ReadFile(dockerfile_path);
-      if (text.ok()) dockerfile_text = *text;
-    }
-    progress_.Start(build::ProgressPrinter::Create(*mode, 2, dockerfile_text,
-                                                   stdin_df ? "<stdin>" : dockerfile_path));
+    dockerfile_text_ = source->dockerfile_text;
+    progress_.Start(ProgressPrinter::Create(*mode, 2, dockerfile_text_, source->dockerfile_name));
 
     // Stores (waits for another farm process using the same home).
     absl::StatusOr<LocalStores> stores = OpenLocalStores();
@@ -169,262 +161,139 @@ class Build {
   }
 
   int BuildWithStores(const std::string& context_dir, const std::string& dockerfile_path,
-                      const std::string* stdin_df, const std::vector<image::Reference>& tags,
+                      const std::string* stdin_df, const std::vector<oci::Reference>& tags,
                       const std::map<std::string, std::string>& labels,
                       const std::map<std::string, std::string>& secrets,
                       const std::map<std::string, std::string>& agents,
                       const std::vector<OutputSpec>& outputs, absl::Notification& cancel) {
     LocalStores& st = *stores_;
     timer_.Mark("open stores");
-    int64_t build_start = absl::ToUnixMicros(absl::Now());
     farm::v1::BuildRecord record;
-    record.set_id(build::NewBuildId());
-    record.set_started_unix_micros(build_start);
+    record.set_id(NewBuildId());
+    record.set_started_unix_micros(absl::ToUnixMicros(absl::Now()));
     record.set_dockerfile(stdin_df ? "-" : Absolute(dockerfile_path));
     record.set_context(Absolute(context_dir));
     record.set_target(f_.in.target);
-    absl::StatusOr<std::unique_ptr<build::FileBuildRecords>> records =
-        build::FileBuildRecords::Create(common::JoinPath(st.home, "builds"));
+    absl::StatusOr<std::unique_ptr<FileBuildRecords>> records =
+        FileBuildRecords::Create(common::JoinPath(st.home, "builds"));
     if (!records.ok()) return progress_.Fatal(records.status());
 
-    farm::v1::LayerOptions layer_options = checked_.layer_options;
-    std::optional<int64_t> epoch = checked_.source_date_epoch;
-
-    int next_vertex = 1;
-    int v_def = next_vertex++;
-    int64_t t0 = absl::ToUnixMicros(absl::Now());
-    progress_.Vertex(v_def, "[internal] load build definition from " + Basename(dockerfile_path),
-                     farm::v1::VertexUpdate::STARTED);
-
-    // Base images: resolved (pulled when needed) during planning, each shown as a vertex.
-    image::StoreResolverOptions ro;
-    ro.pull_policy = f_.pull ? image::PullPolicy::kAlways : image::PullPolicy::kMissing;
-    ro.registry = RegistryOptionsFrom(f_.insecure);
-    int v_meta = 0;
-    std::map<std::string, std::string> pull_status;
-    ro.progress = [this, &v_meta, &pull_status](const registry::Progress& p) {
-      // One line per change of a layer's status, not per byte.
-      if (v_meta == 0 || pull_status[p.id] == p.status) return;
-      pull_status[p.id] = p.status;
-      progress_.Log(v_meta, absl::StrCat(p.id, ": ", p.status));
-    };
-    absl::StatusOr<std::shared_ptr<image::StoreResolver>> store_resolver =
-        image::StoreResolver::Create(st.blobs, st.images, ro);
-    if (!store_resolver.ok()) return progress_.Fatal(store_resolver.status());
-    VertexResolver resolver(this, store_resolver->get(), &next_vertex, &v_meta);
-
-    f_.in.network = f_.network;
-    // The context's stat cache, one per context directory (a tar on stdin has none).
-    std::string stat_cache;
+    // The context: hashed in place (with a stat cache per context directory; a tar on stdin
+    // has none) and read by the in-process worker where it is: nothing is copied.
+    scheduler::context::SnapshotOptions so;
+    so.normalize_permissions = f_.in.normalize_permissions;
     if (tar_context_.empty()) {
       std::string abs_context = Absolute(context_dir);
       absl::Status made = common::MakeDirs(common::JoinPath(st.home, "contexts"), 0700);
       if (made.ok()) {
-        stat_cache = common::JoinPath(
+        so.stat_cache = common::JoinPath(
             st.home, absl::StrCat("contexts/", common::Sha256Hex(abs_context).substr(0, 32)));
       }
     }
-    absl::StatusOr<PreparedBuild> prepared =
-        PrepareBuild(f_.in, context_dir, &resolver, layer_options, stdin_df, stat_cache);
-    if (!prepared.ok()) {
-      farm::v1::BuildEvent e;
-      e.mutable_vertex()->set_id(v_def);
-      e.mutable_vertex()->set_state(farm::v1::VertexUpdate::FAILED);
-      e.mutable_vertex()->set_error(std::string(prepared.status().message()));
-      progress_.Event(e);
-      return Finish(&record, **records, prepared.status());
-    }
-    progress_.Vertex(v_def, "", farm::v1::VertexUpdate::DONE, absl::ToUnixMicros(absl::Now()) - t0);
-    timer_.Mark("parse, hash the context, resolve bases, plan");
-    for (const std::string& w : prepared->plan.warnings) {
-      farm::v1::BuildEvent e;
-      e.set_warning(w);
-      progress_.Event(e);
-    }
+    scheduler::pipeline::LocalContext context(context_dir, stdin_df ? "" : dockerfile_path, so);
 
-    // The context: the in-process worker reads it where it is (an overlay on the CAS serves
-    // the snapshot's files from disk, checked against their digests), nothing is copied.
-    int v_ctx = next_vertex++;
-    progress_.Vertex(v_ctx, "[internal] load build context", farm::v1::VertexUpdate::STARTED);
-    progress_.Log(v_ctx,
-                  absl::StrCat("context: ", prepared->context->file_count(), " files, ",
-                               common::HumanSize(prepared->context->total_bytes()), ", ",
-                               prepared->context->files_hashed(), " read (the others unchanged)"));
-    progress_.Vertex(v_ctx, "", farm::v1::VertexUpdate::DONE, 0);
-    std::shared_ptr<cache::BlobStore> worker_cas = prepared->context->Overlay(st.blobs);
+    // The executor (the sandbox runner is this same binary, re-executed), made once the
+    // context is hashed: it reads the context's files through an overlay on the CAS.
+    std::shared_ptr<worker::LocalStepExecutor> local_executor;
+    scheduler::pipeline::Deps deps;
+    deps.cas = st.blobs;
+    deps.ac = st.action_cache;
+    deps.images = st.images;
+    deps.executor = [&]() -> absl::StatusOr<std::shared_ptr<executor::StepExecutor>> {
+      timer_.Mark("parse, hash the context, resolve bases, plan");
+      worker::LocalStepExecutor::Options wo;
+      wo.state_dir = common::JoinPath(st.home, "worker");
+      wo.cas = context.snapshot().Overlay(st.blobs);
+      wo.secrets = std::make_shared<executor::MapSecretProvider>(secrets, agents);
+      ASSIGN_OR_RETURN(local_executor, worker::LocalStepExecutor::Create(std::move(wo)));
+      timer_.Mark("open the executor");
+      return std::shared_ptr<executor::StepExecutor>(local_executor);
+    };
 
-    // The executor (the sandbox runner is this same binary, re-executed).
-    worker::LocalStepExecutor::Options wo;
-    wo.state_dir = common::JoinPath(st.home, "worker");
-    wo.cas = worker_cas;
-    wo.secrets = std::make_shared<worker::MapSecretProvider>(secrets, agents);
-    absl::StatusOr<std::unique_ptr<worker::LocalStepExecutor>> exec =
-        worker::LocalStepExecutor::Create(std::move(wo));
-    if (!exec.ok()) return Finish(&record, **records, exec.status());
-    std::shared_ptr<worker::LocalStepExecutor> executor = *std::move(exec);
-    timer_.Mark("open the executor");
-
-    build::EngineDeps deps{st.blobs, st.action_cache, executor};
-    build::BuildRequest req;
-    req.plan = &prepared->plan;
-    req.dockerfile = stdin_df ? "<stdin>" : dockerfile_path;
-    req.cache_read_scopes = {f_.cache_scope};
-    for (const std::string& s : f_.cache_from_scopes) req.cache_read_scopes.push_back(s);
-    req.cache_write_scope = f_.cache_scope;
-    req.no_cache = f_.no_cache;
-    req.source_date_epoch = epoch;
-    req.format =
-        f_.format == "docker" ? image::ManifestFormat::kDocker : image::ManifestFormat::kOci;
-    req.labels = labels;
-    req.max_parallel = static_cast<int>(f_.max_parallel);
-    req.first_vertex_id = next_vertex;
-    build::EventSink sink = [this](const farm::v1::BuildEvent& e) { progress_.Event(e); };
-    absl::StatusOr<build::BuildOutput> out = build::RunBuild(deps, req, sink, &cancel);
-    if (!out.ok()) {
-      return Finish(&record, **records, out.status(), &prepared->plan);
-    }
-    build::RecordSteps(prepared->plan, out->steps, &record);
-    timer_.Mark("run the steps and assemble");
-
-    // Export: the image store (and names), then the outputs asked for.
-    int v_exp = req.first_vertex_id;
-    for (const plan::Stage& stage : prepared->plan.stages) {
-      if (stage.base_kind == plan::Stage::BaseKind::kImage) ++v_exp;
-      for (const plan::Step& step : stage.steps) v_exp += step.key.empty() ? 0 : 1;
-    }
-    int64_t t2 = absl::ToUnixMicros(absl::Now());
-    progress_.Vertex(v_exp, "exporting to image", farm::v1::VertexUpdate::STARTED);
-    absl::StatusOr<image::ImageRecord> rec =
-        image::DescribeImage(*st.blobs, out->image.manifest, out->image.layers);
-    absl::Status s = rec.status();
-    if (s.ok()) s = st.images->Put(*rec);
-    if (s.ok()) {
-      progress_.Log(v_exp, absl::StrCat("writing image ", out->image.config.digest, " done"));
-      for (const image::Reference& t : tags) {
-        absl::StatusOr<std::string> prev = st.images->SetReference(t, rec->digest);
-        if (!prev.ok()) {
-          s = prev.status();
-          break;
+    scheduler::pipeline::Request req;
+    req.dockerfile = dockerfile_text_;
+    req.dockerfile_name = stdin_df ? "<stdin>" : dockerfile_path;
+    req.context = &context;
+    absl::StatusOr<std::map<std::string, std::string>> build_args = f_.in.BuildArgs();
+    if (!build_args.ok()) return progress_.Fatal(build_args.status());
+    req.plan.build_args = *build_args;
+    req.plan.target = f_.in.target;
+    req.plan.platform = f_.in.platform;
+    req.plan.layer_options = checked_.layer_options;
+    req.plan.layer_options.set_normalize_permissions(f_.in.normalize_permissions);
+    req.plan.default_network = f_.network;
+    req.resolve.pull_policy =
+        f_.pull ? scheduler::image::PullPolicy::kAlways : scheduler::image::PullPolicy::kMissing;
+    req.resolve.registry = RegistryOptionsFrom(f_.insecure);
+    req.engine.cache_read_scopes = {f_.cache_scope};
+    for (const std::string& s : f_.cache_from_scopes) req.engine.cache_read_scopes.push_back(s);
+    req.engine.cache_write_scope = f_.cache_scope;
+    req.engine.no_cache = f_.no_cache;
+    req.engine.source_date_epoch = checked_.source_date_epoch;
+    req.engine.format = f_.format == "docker" ? scheduler::image::ManifestFormat::kDocker
+                                              : scheduler::image::ManifestFormat::kOci;
+    req.engine.labels = labels;
+    req.engine.max_parallel = static_cast<int>(f_.max_parallel);
+    req.tags = tags;
+    if (!outputs.empty()) {
+      req.export_outputs = [&](const scheduler::pipeline::Exported& e,
+                               const std::function<void(const std::string&)>& log) {
+        for (const OutputSpec& o : outputs) {
+          RETURN_IF_ERROR(ExportImage(o, *st.blobs, *e.image, *e.tags, *e.layers,
+                                      local_executor ? local_executor->layer_store() : nullptr));
+          if (o.type != "image") log(absl::StrCat("exporting ", o.type, " to ", o.dest, " done"));
         }
-        progress_.Log(v_exp, absl::StrCat("naming to ", t.String(), " done"));
-      }
+        return absl::OkStatus();
+      };
     }
-    for (const OutputSpec& o : outputs) {
-      if (!s.ok()) break;
-      s = ExportImage(o, *st.blobs, *rec, tags, out->image.layers, executor->layer_store());
-      if (s.ok() && o.type != "image") {
-        progress_.Log(v_exp, absl::StrCat("exporting ", o.type, " to ", o.dest, " done"));
-      }
+    req.push = f_.push;
+    req.push_registry = RegistryOptionsFrom(f_.insecure);
+
+    scheduler::engine::EventSink sink = [this](const farm::v1::BuildEvent& e) {
+      progress_.Event(e);
+    };
+    scheduler::pipeline::Result r = scheduler::pipeline::Run(deps, req, sink, &cancel);
+    timer_.Mark("run the steps, assemble and export");
+    if (r.plan != nullptr) {
+      RecordSteps(*r.plan,
+                  r.output ? r.output->steps : std::vector<scheduler::engine::StepOutcome>(),
+                  &record);
     }
-    if (s.ok() && f_.push) s = Push(*rec, tags, v_exp);
-    if (!s.ok()) {
-      progress_.Vertex(v_exp, "", farm::v1::VertexUpdate::FAILED);
-      return Finish(&record, **records, s, &prepared->plan);
-    }
-    progress_.Vertex(v_exp, "", farm::v1::VertexUpdate::DONE, absl::ToUnixMicros(absl::Now()) - t2);
-    timer_.Mark("store and export the image");
+    if (!r.status.ok()) return Finish(&record, **records, r.status);
 
     std::vector<std::string> names;
-    for (const image::Reference& t : tags) names.push_back(t.String());
-    record.set_image_id(out->image.config.digest);
-    record.set_manifest_digest(out->image.manifest.digest);
+    for (const oci::Reference& t : tags) names.push_back(t.String());
+    const scheduler::engine::BuildOutput& out = *r.output;
+    record.set_image_id(out.image.config.digest);
+    record.set_manifest_digest(out.image.manifest.digest);
     for (const std::string& n : names) record.add_tags(n);
     if (!f_.iidfile.empty()) {
-      absl::Status w = common::WriteFileAtomic(f_.iidfile, out->image.config.digest);
-      if (!w.ok()) return Finish(&record, **records, w, &prepared->plan);
+      absl::Status w = common::WriteFileAtomic(f_.iidfile, out.image.config.digest);
+      if (!w.ok()) return Finish(&record, **records, w);
     }
     if (!f_.metadata_file.empty()) {
       absl::Status w = common::WriteFileAtomic(
-          f_.metadata_file, BuildMetadataJson(out->image.config.digest, out->image.manifest.digest,
-                                              out->image.manifest.media_type,
-                                              out->image.manifest.size, names, record.id()));
-      if (!w.ok()) return Finish(&record, **records, w, &prepared->plan);
+          f_.metadata_file, BuildMetadataJson(out.image.config.digest, out.image.manifest.digest,
+                                              out.image.manifest.media_type,
+                                              out.image.manifest.size, names, record.id()));
+      if (!w.ok()) return Finish(&record, **records, w);
     }
-    farm::v1::BuildEvent outcome;
-    farm::v1::BuildOutcome* oc = outcome.mutable_outcome();
-    oc->set_ok(true);
-    oc->set_image_id(out->image.config.digest);
-    oc->set_manifest_digest(out->image.manifest.digest);
-    oc->set_manifest_size(out->image.manifest.size);
-    oc->set_manifest_media_type(out->image.manifest.media_type);
-    for (const std::string& n : names) oc->add_tags(n);
-    oc->set_steps(out->steps_total);
-    oc->set_cached_steps(out->steps_cached);
-    progress_.Event(outcome);
-    Finish(&record, **records, absl::OkStatus(), nullptr);
+    Finish(&record, **records, absl::OkStatus());
     timer_.Mark("write the build record");
-    if (f_.quiet) std::cout << out->image.config.digest << std::endl;
+    if (f_.quiet) std::cout << out.image.config.digest << std::endl;
     return 0;
   }
 
-  absl::Status Push(const image::ImageRecord& rec, const std::vector<image::Reference>& tags,
-                    int vertex) {
-    registry::ClientPool pool(RegistryOptionsFrom(f_.insecure));
-    for (const image::Reference& t : tags) {
-      ASSIGN_OR_RETURN(registry::Client * client, pool.Get(t.domain()));
-      registry::PushOptions po;
-      std::map<std::string, std::string> seen;
-      po.progress = [this, vertex, &seen](const registry::Progress& p) {
-        if (seen[p.id] == p.status) return;
-        seen[p.id] = p.status;
-        progress_.Log(vertex, absl::StrCat(p.id, ": ", p.status));
-      };
-      ASSIGN_OR_RETURN(registry::PushResult r,
-                       registry::PushImage(*client, *stores_->blobs, rec, t, po));
-      progress_.Log(vertex,
-                    absl::StrCat("pushing ", t.String(), ": ", r.uploaded, " uploaded, ", r.mounted,
-                                 " mounted, ", r.existed, " already there, digest ", r.digest));
-    }
-    return absl::OkStatus();
-  }
-
-  // Writes the build record; returns the exit status for `status`.
-  int Finish(farm::v1::BuildRecord* record, build::BuildRecords& records,
-             const absl::Status& status, const plan::Plan* plan = nullptr) {
+  // Writes the build record; returns the exit status for `status` (the pipeline has shown the
+  // outcome already).
+  int Finish(farm::v1::BuildRecord* record, BuildRecords& records, const absl::Status& status) {
     record->set_finished_unix_micros(absl::ToUnixMicros(absl::Now()));
     record->set_ok(status.ok());
-    if (!status.ok()) {
-      record->set_error(std::string(status.message()));
-      if (plan != nullptr && record->steps_size() == 0) build::RecordSteps(*plan, {}, record);
-    }
+    if (!status.ok()) record->set_error(std::string(status.message()));
     absl::Status w = records.Put(*record);
     if (!w.ok()) std::cerr << "warning: keeping the build record: " << w.message() << "\n";
-    if (status.ok()) return 0;
-    farm::v1::BuildEvent e;
-    e.mutable_outcome()->set_ok(false);
-    e.mutable_outcome()->set_error(absl::IsCancelled(status)
-                                       ? "canceled"
-                                       : absl::StrCat("failed to build: ", status.message()));
-    progress_.Event(e);
-    return 1;
+    return status.ok() ? 0 : 1;
   }
-
-  // Shows each base-image resolution as "[internal] load metadata for ...".
-  class VertexResolver : public image::BaseImageResolver {
-   public:
-    VertexResolver(Build* b, image::BaseImageResolver* inner, int* next, int* current)
-        : b_(b), inner_(inner), next_(next), current_(current) {}
-    absl::StatusOr<image::ResolvedImage> Resolve(const std::string& ref,
-                                                 const std::string& platform) override {
-      int id = (*next_)++;
-      *current_ = id;
-      int64_t t = absl::ToUnixMicros(absl::Now());
-      b_->progress_.Vertex(id, "[internal] load metadata for " + ref,
-                           farm::v1::VertexUpdate::STARTED);
-      absl::StatusOr<image::ResolvedImage> r = inner_->Resolve(ref, platform);
-      b_->progress_.Vertex(id, "",
-                           r.ok() ? farm::v1::VertexUpdate::DONE : farm::v1::VertexUpdate::FAILED,
-                           absl::ToUnixMicros(absl::Now()) - t);
-      *current_ = 0;
-      return r;
-    }
-
-   private:
-    Build* b_;
-    image::BaseImageResolver* inner_;
-    int* next_;
-    int* current_;
-  };
 
   static std::string Absolute(const std::string& p) {
     if (p.empty() || p[0] == '/') return p;
@@ -438,6 +307,7 @@ class Build {
   CheckedBuildFlags checked_;
   PhaseTimer timer_;
   std::string tar_context_;  // set when the context came as a tar on stdin
+  std::string dockerfile_text_;
   BuildProgress progress_;
   LocalStores* stores_ = nullptr;
 };
@@ -467,4 +337,4 @@ int RunBuild(const Args& args) {
   return Build(std::move(f)).Run(positional[0]);
 }
 
-}  // namespace cli
+}  // namespace farm::cli

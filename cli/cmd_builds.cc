@@ -5,21 +5,21 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
+#include "cli/build_records.h"
 #include "cli/commands.h"
 #include "cli/image_common.h"
 #include "common/farm_home.h"
 #include "common/flags.h"
 #include "common/fs.h"
-#include "scheduler/build/records.h"
 
-namespace cli {
+namespace farm::cli {
 
 namespace {
 
-absl::StatusOr<std::unique_ptr<build::FileBuildRecords>> OpenRecords() {
+absl::StatusOr<std::unique_ptr<cli::FileBuildRecords>> OpenRecords() {
   absl::StatusOr<std::string> home = common::FarmHome();
   if (!home.ok()) return home.status();
-  return build::FileBuildRecords::Create(common::JoinPath(*home, "builds"));
+  return FileBuildRecords::Create(common::JoinPath(*home, "builds"));
 }
 
 std::string Ago(int64_t unix_micros) {
@@ -52,7 +52,7 @@ int RunBuilds(const Args& args) {
     std::cerr << "farm builds: --active and --tenant need --scheduler\n";
     return 2;
   }
-  absl::StatusOr<std::unique_ptr<build::FileBuildRecords>> records = OpenRecords();
+  absl::StatusOr<std::unique_ptr<cli::FileBuildRecords>> records = OpenRecords();
   if (!records.ok()) return Fail(records.status());
   absl::StatusOr<std::vector<farm::v1::BuildRecord>> list =
       (*records)->List(static_cast<int>(last));
@@ -83,14 +83,14 @@ int RunWhyMiss(const Args& args) {
   if (!CheckArgs(positional, 1, 2, "why-miss", "farm why-miss [BUILD] STEP")) return 2;
   std::string build_id = positional.size() == 2 ? positional[0] : "latest";
   std::string step = positional.back();
-  absl::StatusOr<std::unique_ptr<build::FileBuildRecords>> records = OpenRecords();
+  absl::StatusOr<std::unique_ptr<cli::FileBuildRecords>> records = OpenRecords();
   if (!records.ok()) return Fail(records.status());
   absl::StatusOr<farm::v1::BuildRecord> b = (*records)->Get(build_id);
   if (!b.ok()) return Fail(b.status());
-  absl::StatusOr<std::string> why = build::ExplainMiss(**records, *b, step);
+  absl::StatusOr<std::string> why = cli::ExplainMiss(**records, *b, step);
   if (!why.ok()) return Fail(why.status());
   std::cout << *why;
   return 0;
 }
 
-}  // namespace cli
+}  // namespace farm::cli

@@ -14,7 +14,7 @@
 #include "common/fs.h"
 #include "nlohmann/json.hpp"
 
-namespace cli {
+namespace farm::cli {
 namespace {
 
 constexpr char kUsage[] =
@@ -235,4 +235,4 @@ int RunCache(const Args& args) {
   return 2;
 }
 
-}  // namespace cli
+}  // namespace farm::cli

@@ -8,12 +8,12 @@
 #include "absl/time/clock.h"
 #include "cli/commands.h"
 #include "cli/image_common.h"
+#include "cli/progress.h"
 #include "cli/remote.h"
 #include "common/flags.h"
 #include "common/grpc_status.h"
-#include "scheduler/build/progress.h"
 
-namespace cli {
+namespace farm::cli {
 
 namespace {
 
@@ -102,7 +102,7 @@ int RunLogs(const Args& args) {
   int exit_code = 0;
   if (!ParseFlags(fs, args, "logs", &positional, &exit_code)) return exit_code;
   if (!CheckArgs(positional, 1, 1, "logs", "farm logs [OPTIONS] BUILD")) return 2;
-  absl::StatusOr<build::ProgressMode> mode = build::ParseProgressMode(progress);
+  absl::StatusOr<cli::ProgressMode> mode = cli::ParseProgressMode(progress);
   if (!mode.ok()) return Fail(mode.status());
   absl::StatusOr<SchedulerConnection> conn = Connect(scheduler);
   if (!conn.ok()) return Fail(conn.status());
@@ -119,8 +119,8 @@ int RunLogs(const Args& args) {
     until = info.last_seq();
   }
   // The Dockerfile is not kept by the client: the error block shows without source lines.
-  std::unique_ptr<build::ProgressPrinter> printer =
-      build::ProgressPrinter::Create(*mode, 1, "", info.dockerfile_name());
+  std::unique_ptr<cli::ProgressPrinter> printer =
+      ProgressPrinter::Create(*mode, 1, "", info.dockerfile_name());
   std::atomic<bool> stop{false};
   int64_t last_seq = 0;
   FollowOptions fo;
@@ -215,4 +215,4 @@ int ListRemoteBuilds(const std::string& scheduler, int64_t last, bool active,
   return 0;
 }
 
-}  // namespace cli
+}  // namespace farm::cli

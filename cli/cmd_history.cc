@@ -9,10 +9,10 @@
 #include "cli/image_common.h"
 #include "cli/stores.h"
 #include "common/flags.h"
-#include "scheduler/image/config.h"
+#include "oci/config.h"
 #include "scheduler/image/store.h"
 
-namespace cli {
+namespace farm::cli {
 
 int RunHistory(const Args& args) {
   const std::string usage = "farm history [OPTIONS] IMAGE";
@@ -28,25 +28,26 @@ int RunHistory(const Args& args) {
   int code;
   if (!ParseFlags(fs, args, "history", &pos, &code)) return code;
   if (!CheckArgs(pos, 1, 1, "history", usage)) return 2;
-  image::Platform platform = image::Platform::Host();
+  oci::Platform platform = oci::Platform::Host();
   if (!platform_text.empty()) {
-    absl::StatusOr<image::Platform> p = image::Platform::Parse(platform_text);
+    absl::StatusOr<oci::Platform> p = oci::Platform::Parse(platform_text);
     if (!p.ok()) return Fail(p.status());
     platform = *p;
   }
 
   absl::StatusOr<LocalStores> stores = OpenLocalStores();
   if (!stores.ok()) return Fail(stores.status());
-  absl::StatusOr<image::ImageRecord> rec = image::LookupImage(*stores->images, pos[0]);
+  absl::StatusOr<scheduler::image::ImageRecord> rec =
+      scheduler::image::LookupImage(*stores->images, pos[0]);
   if (!rec.ok()) return Fail(rec.status());
-  absl::StatusOr<const image::StoredManifest*> m = rec->ForPlatform(platform);
+  absl::StatusOr<const scheduler::image::StoredManifest*> m = rec->ForPlatform(platform);
   if (!m.ok()) return Fail(m.status());
   absl::StatusOr<common::Digest> cd =
       common::Digest::ParseOci((*m)->config_digest, (*m)->config_size);
   if (!cd.ok()) return Fail(cd.status());
   absl::StatusOr<std::string> bytes = stores->blobs->ReadBlob(*cd);
   if (!bytes.ok()) return Fail(bytes.status());
-  absl::StatusOr<image::ImageConfig> cfg = image::ImageConfig::FromJson(*bytes);
+  absl::StatusOr<oci::ImageConfig> cfg = oci::ImageConfig::FromJson(*bytes);
   if (!cfg.ok()) return Fail(cfg.status());
 
   // Sizes: non-empty history entries map to layers in order.
@@ -56,7 +57,7 @@ int RunHistory(const Args& args) {
   std::vector<Entry> entries;
   size_t layer = 0;
   absl::Time now = absl::Now();
-  for (const image::HistoryEntry& h : cfg->history) {
+  for (const oci::HistoryEntry& h : cfg->history) {
     int64_t size = 0;
     if (!h.empty_layer && layer < (*m)->layers.size()) {
       const farm::v1::Layer& l = (*m)->layers[layer++];
@@ -107,4 +108,4 @@ int RunHistory(const Args& args) {
   return 0;
 }
 
-}  // namespace cli
+}  // namespace farm::cli

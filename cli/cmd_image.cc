@@ -5,7 +5,7 @@
 
 #include "cli/commands.h"
 
-namespace cli {
+namespace farm::cli {
 
 namespace {
 
@@ -54,4 +54,4 @@ int RunImage(const Args& args) {
   return 2;
 }
 
-}  // namespace cli
+}  // namespace farm::cli

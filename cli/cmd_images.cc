@@ -14,10 +14,10 @@
 #include "cli/image_common.h"
 #include "cli/stores.h"
 #include "common/flags.h"
-#include "scheduler/image/config.h"
+#include "oci/config.h"
 #include "scheduler/image/store.h"
 
-namespace cli {
+namespace farm::cli {
 
 namespace {
 
@@ -28,7 +28,7 @@ struct Row {
 };
 
 // Go's path.Match against FamiliarString, then FamiliarName (reference.FamiliarMatch).
-bool FamiliarMatch(const std::string& pattern, const image::Reference& ref) {
+bool FamiliarMatch(const std::string& pattern, const oci::Reference& ref) {
   return fnmatch(pattern.c_str(), ref.FamiliarString().c_str(), FNM_PATHNAME) == 0 ||
          fnmatch(pattern.c_str(), ref.FamiliarName().c_str(), FNM_PATHNAME) == 0;
 }
@@ -40,7 +40,7 @@ std::string GoTimeString(const std::string& rfc3339) {
   return absl::FormatTime("%Y-%m-%d %H:%M:%S +0000 UTC", t, absl::UTCTimeZone());
 }
 
-absl::Time CreatedTime(const image::ImageRecord& r) {
+absl::Time CreatedTime(const scheduler::image::ImageRecord& r) {
   absl::Time t = absl::InfinitePast();
   std::string err;
   if (!r.created.empty()) absl::ParseTime(absl::RFC3339_full, r.created, &t, &err);
@@ -93,10 +93,10 @@ int RunImages(const Args& args) {
 
   absl::StatusOr<LocalStores> stores = OpenLocalStores();
   if (!stores.ok()) return Fail(stores.status());
-  absl::StatusOr<std::vector<image::ImageRecord>> records = stores->images->List();
+  absl::StatusOr<std::vector<scheduler::image::ImageRecord>> records = stores->images->List();
   if (!records.ok()) return Fail(records.status());
   std::sort(records->begin(), records->end(),
-            [](const image::ImageRecord& a, const image::ImageRecord& b) {
+            [](const scheduler::image::ImageRecord& a, const scheduler::image::ImageRecord& b) {
               absl::Time ta = CreatedTime(a), tb = CreatedTime(b);
               if (ta != tb) return ta > tb;
               if (a.added_unix != b.added_unix) return a.added_unix > b.added_unix;
@@ -105,19 +105,19 @@ int RunImages(const Args& args) {
 
   absl::Time now = absl::Now();
   std::vector<Row> rows;
-  for (const image::ImageRecord& rec : *records) {
-    absl::StatusOr<std::vector<image::Reference>> refs = stores->images->ReferencesTo(rec.digest);
+  for (const scheduler::image::ImageRecord& rec : *records) {
+    absl::StatusOr<std::vector<oci::Reference>> refs = stores->images->ReferencesTo(rec.digest);
     if (!refs.ok()) return Fail(refs.status());
     if (!labels.empty()) {
       bool ok = true;
-      for (const image::StoredManifest& m : rec.manifests) {
+      for (const scheduler::image::StoredManifest& m : rec.manifests) {
         absl::StatusOr<common::Digest> cd =
             common::Digest::ParseOci(m.config_digest, m.config_size);
         absl::StatusOr<std::string> bytes =
             cd.ok() ? stores->blobs->ReadBlob(*cd) : absl::StatusOr<std::string>(cd.status());
-        absl::StatusOr<image::ImageConfig> cfg =
-            bytes.ok() ? image::ImageConfig::FromJson(*bytes)
-                       : absl::StatusOr<image::ImageConfig>(bytes.status());
+        absl::StatusOr<oci::ImageConfig> cfg =
+            bytes.ok() ? oci::ImageConfig::FromJson(*bytes)
+                       : absl::StatusOr<oci::ImageConfig>(bytes.status());
         for (const auto& [k, v] : labels) {
           if (!cfg.ok()) {
             ok = false;
@@ -131,7 +131,7 @@ int RunImages(const Args& args) {
       if (!ok) continue;
     }
     std::map<std::string, std::vector<std::string>> tags, repo_digests;
-    for (const image::Reference& r : *refs) {
+    for (const oci::Reference& r : *refs) {
       if (!ref_patterns.empty()) {
         bool found = false;
         for (const std::string& p : ref_patterns) found |= FamiliarMatch(p, r);
@@ -243,4 +243,4 @@ int RunImages(const Args& args) {
   return 0;
 }
 
-}  // namespace cli
+}  // namespace farm::cli

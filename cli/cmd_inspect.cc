@@ -9,10 +9,10 @@
 #include "cli/stores.h"
 #include "common/flags.h"
 #include "nlohmann/json.hpp"
-#include "scheduler/image/config.h"
+#include "oci/config.h"
 #include "scheduler/image/store.h"
 
-namespace cli {
+namespace farm::cli {
 
 namespace {
 
@@ -58,9 +58,9 @@ ordered_json DockerContainerConfig(const ordered_json& c) {
   return out;
 }
 
-absl::StatusOr<ordered_json> Inspect(LocalStores& stores, const image::ImageRecord& rec,
-                                     const image::Platform& platform) {
-  absl::StatusOr<const image::StoredManifest*> m = rec.ForPlatform(platform);
+absl::StatusOr<ordered_json> Inspect(LocalStores& stores, const scheduler::image::ImageRecord& rec,
+                                     const oci::Platform& platform) {
+  absl::StatusOr<const scheduler::image::StoredManifest*> m = rec.ForPlatform(platform);
   if (!m.ok()) return m.status();
   absl::StatusOr<common::Digest> cd =
       common::Digest::ParseOci((*m)->config_digest, (*m)->config_size);
@@ -71,10 +71,10 @@ absl::StatusOr<ordered_json> Inspect(LocalStores& stores, const image::ImageReco
   if (raw.is_discarded() || !raw.is_object()) {
     return absl::DataLossError(absl::StrCat("image config ", (*m)->config_digest, " is not JSON"));
   }
-  absl::StatusOr<std::vector<image::Reference>> refs = stores.images->ReferencesTo(rec.digest);
+  absl::StatusOr<std::vector<oci::Reference>> refs = stores.images->ReferencesTo(rec.digest);
   if (!refs.ok()) return refs.status();
   ordered_json tags = ordered_json::array(), digests = ordered_json::array();
-  for (const image::Reference& r : *refs) {
+  for (const oci::Reference& r : *refs) {
     if (r.has_tag()) tags.push_back(r.FamiliarString());
     if (r.has_digest()) digests.push_back(r.FamiliarString());
   }
@@ -118,9 +118,9 @@ int RunInspect(const Args& args) {
   int code;
   if (!ParseFlags(fs, args, "inspect", &pos, &code)) return code;
   if (!CheckArgs(pos, 1, static_cast<size_t>(-1), "inspect", usage)) return 2;
-  image::Platform platform = image::Platform::Host();
+  oci::Platform platform = oci::Platform::Host();
   if (!platform_text.empty()) {
-    absl::StatusOr<image::Platform> p = image::Platform::Parse(platform_text);
+    absl::StatusOr<oci::Platform> p = oci::Platform::Parse(platform_text);
     if (!p.ok()) return Fail(p.status());
     platform = *p;
   }
@@ -129,7 +129,8 @@ int RunInspect(const Args& args) {
   ordered_json all = ordered_json::array();
   std::vector<absl::Status> errors;
   for (const std::string& name : pos) {
-    absl::StatusOr<image::ImageRecord> rec = image::LookupImage(*stores->images, name);
+    absl::StatusOr<scheduler::image::ImageRecord> rec =
+        scheduler::image::LookupImage(*stores->images, name);
     absl::StatusOr<ordered_json> j =
         rec.ok() ? Inspect(*stores, *rec, platform) : absl::StatusOr<ordered_json>(rec.status());
     if (!j.ok()) {
@@ -153,4 +154,4 @@ int RunInspect(const Args& args) {
   return rc;
 }
 
-}  // namespace cli
+}  // namespace farm::cli

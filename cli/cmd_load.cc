@@ -19,7 +19,7 @@
 #include "scheduler/image/archive.h"
 #include "scheduler/image/store.h"
 
-namespace cli {
+namespace farm::cli {
 
 namespace {
 
@@ -78,9 +78,9 @@ int RunLoad(const Args& args) {
   int code;
   if (!ParseFlags(fs, args, "load", &pos, &code)) return code;
   if (!CheckArgs(pos, 0, 0, "load", usage)) return 2;
-  image::Platform platform = image::Platform::Host();
+  oci::Platform platform = oci::Platform::Host();
   if (!platform_text.empty()) {
-    absl::StatusOr<image::Platform> p = image::Platform::Parse(platform_text);
+    absl::StatusOr<oci::Platform> p = oci::Platform::Parse(platform_text);
     if (!p.ok()) return Fail(p.status());
     platform = *p;
   }
@@ -99,29 +99,29 @@ int RunLoad(const Args& args) {
   absl::StatusOr<LocalStores> stores = OpenLocalStores();
   if (!stores.ok()) return Fail(stores.status());
   std::string scratch = stores->tmp_dir + "/load";
-  absl::StatusOr<std::vector<image::LoadedImage>> loaded;
+  absl::StatusOr<std::vector<scheduler::image::LoadedImage>> loaded;
   struct stat st;
   if (!input.empty() && stat(input.c_str(), &st) == 0 && S_ISDIR(st.st_mode)) {
-    loaded = image::LoadLayoutDirectory(*stores->blobs, input, scratch, platform);
+    loaded = scheduler::image::LoadLayoutDirectory(*stores->blobs, input, scratch, platform);
   } else {
     int fd = spool >= 0 ? spool : 0;
     if (!input.empty()) {
       fd = open(input.c_str(), O_RDONLY | O_CLOEXEC);
       if (fd < 0) return Fail(common::ErrnoToStatus(errno, absl::StrCat("open ", input)));
     }
-    loaded = image::LoadArchive(*stores->blobs, fd, scratch, platform);
+    loaded = scheduler::image::LoadArchive(*stores->blobs, fd, scratch, platform);
     if (fd != 0) close(fd);
   }
   common::RemoveAll(stores->tmp_dir).IgnoreError();
   if (!loaded.ok()) return Fail(loaded.status());
-  for (const image::LoadedImage& img : *loaded) {
+  for (const scheduler::image::LoadedImage& img : *loaded) {
     absl::Status s = stores->images->Put(img.record);
     if (!s.ok()) return Fail(s);
-    for (const image::Reference& tag : img.tags) {
+    for (const oci::Reference& tag : img.tags) {
       absl::StatusOr<std::string> old = stores->images->SetReference(tag, img.record.digest);
       if (!old.ok()) return Fail(old.status());
       if (!old->empty() && *old != img.record.digest) {
-        absl::StatusOr<image::ImageRecord> prev = stores->images->Get(*old);
+        absl::StatusOr<scheduler::image::ImageRecord> prev = stores->images->Get(*old);
         std::cout << "The image " << tag.FamiliarString()
                   << " already exists, renaming the old one with ID "
                   << (prev.ok() ? prev->Id() : *old) << " to empty string\n";
@@ -133,4 +133,4 @@ int RunLoad(const Args& args) {
   return 0;
 }
 
-}  // namespace cli
+}  // namespace farm::cli

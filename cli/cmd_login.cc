@@ -15,7 +15,7 @@
 #include "scheduler/registry/auth.h"
 #include "scheduler/registry/client.h"
 
-namespace cli {
+namespace farm::cli {
 
 namespace {
 
@@ -99,13 +99,15 @@ int RunLogin(const Args& args) {
   if (username.empty()) return Fail(absl::InvalidArgumentError("Username is required"));
   if (password.empty()) return Fail(absl::InvalidArgumentError("Password is required"));
 
-  registry::RegistryOptions o = RegistryOptionsFrom(insecure);
-  o.credentials = registry::Credentials{username, password, ""};
-  absl::StatusOr<std::unique_ptr<registry::Client>> client = registry::Client::Create(domain, o);
+  scheduler::registry::RegistryOptions o = RegistryOptionsFrom(insecure);
+  o.credentials = scheduler::registry::Credentials{username, password, ""};
+  absl::StatusOr<std::unique_ptr<scheduler::registry::Client>> client =
+      scheduler::registry::Client::Create(domain, o);
   if (!client.ok()) return Fail(client.status());
   absl::Status check = (*client)->CheckLogin();
   if (!check.ok()) return Fail(check);
-  absl::StatusOr<registry::DockerConfig> cfg = registry::DockerConfig::Load("");
+  absl::StatusOr<scheduler::registry::DockerConfig> cfg =
+      scheduler::registry::DockerConfig::Load("");
   if (!cfg.ok()) return Fail(cfg.status());
   absl::Status s = cfg->Set(domain, {username, password, ""});
   if (s.ok()) s = cfg->Save();
@@ -126,8 +128,9 @@ int RunLogout(const Args& args) {
   if (!ParseFlags(fs, args, "logout", &pos, &code)) return code;
   if (!CheckArgs(pos, 0, 1, "logout", usage)) return 2;
   std::string domain = ServerDomain(pos.empty() ? "docker.io" : pos[0]);
-  std::string shown = pos.empty() ? registry::DockerConfig::ServerKey(domain) : pos[0];
-  absl::StatusOr<registry::DockerConfig> cfg = registry::DockerConfig::Load("");
+  std::string shown = pos.empty() ? scheduler::registry::DockerConfig::ServerKey(domain) : pos[0];
+  absl::StatusOr<scheduler::registry::DockerConfig> cfg =
+      scheduler::registry::DockerConfig::Load("");
   if (!cfg.ok()) return Fail(cfg.status());
   absl::Status s = cfg->Remove(domain);
   if (absl::IsNotFound(s)) {
@@ -141,4 +144,4 @@ int RunLogout(const Args& args) {
   return 0;
 }
 
-}  // namespace cli
+}  // namespace farm::cli

@@ -6,7 +6,7 @@
 #include "common/fs.h"
 #include "scheduler/dockerfile/parser.h"
 
-namespace cli {
+namespace farm::cli {
 
 int RunParse(const Args& args) {
   common::FlagSet fs("farm parse [-f Dockerfile | FILE]",
@@ -41,14 +41,14 @@ int RunParse(const Args& args) {
     std::cerr << "farm parse: " << text.status().message() << "\n";
     return 1;
   }
-  absl::StatusOr<dockerfile::SyntaxTree> tree =
-      dockerfile::Parse(*text, file == "-" ? "<stdin>" : file);
+  absl::StatusOr<scheduler::dockerfile::SyntaxTree> tree =
+      scheduler::dockerfile::Parse(*text, file == "-" ? "<stdin>" : file);
   if (!tree.ok()) {
     std::cerr << "farm parse: " << tree.status().message() << "\n";
     return 1;
   }
-  std::cout << dockerfile::SyntaxTreeToJson(*tree);
+  std::cout << scheduler::dockerfile::SyntaxTreeToJson(*tree);
   return 0;
 }
 
-}  // namespace cli
+}  // namespace farm::cli

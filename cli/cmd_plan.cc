@@ -10,8 +10,9 @@
 #include "common/flags.h"
 #include "scheduler/image/store_resolver.h"
 #include "scheduler/plan/planner.h"
+#include "scheduler/plan/print.h"
 
-namespace cli {
+namespace farm::cli {
 
 int RunPlan(const Args& args) {
   common::FlagSet fs("farm plan [OPTIONS] PATH",
@@ -41,13 +42,13 @@ int RunPlan(const Args& args) {
   }
   // Base images from the local image store only (no pulls); images it lacks get placeholder
   // keys. If the farm home cannot be opened, every base is a placeholder.
-  std::shared_ptr<image::StoreResolver> resolver;
+  std::shared_ptr<scheduler::image::StoreResolver> resolver;
   absl::StatusOr<LocalStores> stores = OpenLocalStores();
   if (stores.ok()) {
-    image::StoreResolverOptions ro;
-    ro.pull_policy = image::PullPolicy::kNever;
-    absl::StatusOr<std::shared_ptr<image::StoreResolver>> r =
-        image::StoreResolver::Create(stores->blobs, stores->images, ro);
+    scheduler::image::StoreResolverOptions ro;
+    ro.pull_policy = scheduler::image::PullPolicy::kNever;
+    absl::StatusOr<std::shared_ptr<scheduler::image::StoreResolver>> r =
+        scheduler::image::StoreResolver::Create(stores->blobs, stores->images, ro);
     if (r.ok()) resolver = *r;
   }
   in.allow_unresolved = true;
@@ -56,9 +57,9 @@ int RunPlan(const Args& args) {
     std::cerr << "farm plan: " << prepared.status().message() << "\n";
     return 1;
   }
-  std::cout << (format == "json" ? plan::PlanToJson(prepared->plan)
-                                 : plan::PlanToText(prepared->plan));
+  std::cout << (format == "json" ? scheduler::plan::PlanToJson(prepared->plan)
+                                 : scheduler::plan::PlanToText(prepared->plan));
   return 0;
 }
 
-}  // namespace cli
+}  // namespace farm::cli

@@ -7,9 +7,9 @@
 #include "cli/stores.h"
 #include "common/flags.h"
 #include "scheduler/image/store.h"
-#include "scheduler/registry/transfer.h"
+#include "scheduler/image/transfer.h"
 
-namespace cli {
+namespace farm::cli {
 
 int RunPull(const Args& args) {
   const std::string usage = "farm pull [OPTIONS] NAME[:TAG|@DIGEST]";
@@ -27,12 +27,12 @@ int RunPull(const Args& args) {
   int code;
   if (!ParseFlags(fs, args, "pull", &pos, &code)) return code;
   if (!CheckArgs(pos, 1, 1, "pull", usage)) return 2;
-  absl::StatusOr<image::Reference> parsed = image::Reference::Parse(pos[0]);
+  absl::StatusOr<oci::Reference> parsed = oci::Reference::Parse(pos[0]);
   if (!parsed.ok()) return Fail(parsed.status());
-  image::Reference ref = parsed->WithDefaultTag();
-  registry::PullOptions po;
+  oci::Reference ref = parsed->WithDefaultTag();
+  scheduler::image::PullOptions po;
   if (!platform_text.empty()) {
-    absl::StatusOr<image::Platform> p = image::Platform::Parse(platform_text);
+    absl::StatusOr<oci::Platform> p = oci::Platform::Parse(platform_text);
     if (!p.ok()) return Fail(p.status());
     po.platform = *p;
   }
@@ -40,7 +40,7 @@ int RunPull(const Args& args) {
     std::cout << "Using default tag: latest\n";
   }
   if (!quiet) {
-    po.progress = [](const registry::Progress& p) {
+    po.progress = [](const scheduler::image::Progress& p) {
       if (p.status == "Downloading") return;  // progress bars: not in line output
       if (p.id.empty()) {
         std::cout << p.status << "\n";
@@ -52,19 +52,20 @@ int RunPull(const Args& args) {
   }
   absl::StatusOr<LocalStores> stores = OpenLocalStores();
   if (!stores.ok()) return Fail(stores.status());
-  absl::StatusOr<std::vector<image::ImageRecord>> all = stores->images->List();
+  absl::StatusOr<std::vector<scheduler::image::ImageRecord>> all = stores->images->List();
   if (all.ok()) {
-    for (const image::ImageRecord& r : *all) {
-      for (const image::StoredManifest& m : r.manifests) {
+    for (const scheduler::image::ImageRecord& r : *all) {
+      for (const scheduler::image::StoredManifest& m : r.manifests) {
         po.known_layers.insert(po.known_layers.end(), m.layers.begin(), m.layers.end());
       }
     }
   }
   absl::StatusOr<std::string> before = stores->images->ResolveReference(ref);
-  absl::StatusOr<std::unique_ptr<registry::Client>> client =
-      registry::Client::Create(ref.domain(), RegistryOptionsFrom(insecure));
+  absl::StatusOr<std::unique_ptr<scheduler::registry::Client>> client =
+      scheduler::registry::Client::Create(ref.domain(), RegistryOptionsFrom(insecure));
   if (!client.ok()) return Fail(client.status());
-  absl::StatusOr<registry::PullResult> r = registry::PullImage(**client, *stores->blobs, ref, po);
+  absl::StatusOr<scheduler::image::PullResult> r =
+      scheduler::image::PullImage(**client, *stores->blobs, ref, po);
   if (!r.ok()) return Fail(r.status());
   absl::Status s = stores->images->Put(r->record);
   if (s.ok()) s = stores->images->SetReference(ref, r->record.digest).status();
@@ -85,4 +86,4 @@ int RunPull(const Args& args) {
   return 0;
 }
 
-}  // namespace cli
+}  // namespace farm::cli

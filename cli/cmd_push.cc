@@ -7,9 +7,9 @@
 #include "cli/stores.h"
 #include "common/flags.h"
 #include "scheduler/image/store.h"
-#include "scheduler/registry/transfer.h"
+#include "scheduler/image/transfer.h"
 
-namespace cli {
+namespace farm::cli {
 
 int RunPush(const Args& args) {
   const std::string usage = "farm push [OPTIONS] NAME[:TAG]";
@@ -30,7 +30,7 @@ int RunPush(const Args& args) {
   int code;
   if (!ParseFlags(fs, args, "push", &pos, &code)) return code;
   if (!CheckArgs(pos, 1, 1, "push", usage)) return 2;
-  absl::StatusOr<image::Reference> parsed = image::Reference::Parse(pos[0]);
+  absl::StatusOr<oci::Reference> parsed = oci::Reference::Parse(pos[0]);
   if (!parsed.ok()) return Fail(parsed.status());
   if (parsed->has_digest()) {
     return Fail(absl::InvalidArgumentError("cannot push a digest reference"));
@@ -41,14 +41,14 @@ int RunPush(const Args& args) {
   absl::StatusOr<LocalStores> stores = OpenLocalStores();
   if (!stores.ok()) return Fail(stores.status());
 
-  std::vector<image::Reference> targets;
+  std::vector<oci::Reference> targets;
   if (all_tags) {
-    absl::StatusOr<std::vector<image::ImageRecord>> all = stores->images->List();
+    absl::StatusOr<std::vector<scheduler::image::ImageRecord>> all = stores->images->List();
     if (!all.ok()) return Fail(all.status());
-    for (const image::ImageRecord& rec : *all) {
-      absl::StatusOr<std::vector<image::Reference>> refs = stores->images->ReferencesTo(rec.digest);
+    for (const scheduler::image::ImageRecord& rec : *all) {
+      absl::StatusOr<std::vector<oci::Reference>> refs = stores->images->ReferencesTo(rec.digest);
       if (!refs.ok()) return Fail(refs.status());
-      for (const image::Reference& r : *refs) {
+      for (const oci::Reference& r : *refs) {
         if (r.has_tag() && r.Name() == parsed->Name()) targets.push_back(r);
       }
     }
@@ -62,30 +62,30 @@ int RunPush(const Args& args) {
     targets.push_back(parsed->WithDefaultTag());
   }
 
-  registry::RegistryOptions ro = RegistryOptionsFrom(insecure);
+  scheduler::registry::RegistryOptions ro = RegistryOptionsFrom(insecure);
   ro.chunk_size = chunk;
-  absl::StatusOr<std::unique_ptr<registry::Client>> client =
-      registry::Client::Create(parsed->domain(), ro);
+  absl::StatusOr<std::unique_ptr<scheduler::registry::Client>> client =
+      scheduler::registry::Client::Create(parsed->domain(), ro);
   if (!client.ok()) return Fail(client.status());
   if (!quiet) std::cout << "The push refers to repository [" << parsed->Name() << "]\n";
-  registry::PushOptions po;
+  scheduler::image::PushOptions po;
   if (!quiet) {
-    po.progress = [](const registry::Progress& p) {
+    po.progress = [](const scheduler::image::Progress& p) {
       if (p.status == "Pushing" || p.id.empty()) return;
       std::cout << p.id << ": " << p.status << "\n";
       std::cout.flush();
     };
   }
-  for (const image::Reference& target : targets) {
+  for (const oci::Reference& target : targets) {
     absl::StatusOr<std::string> digest = stores->images->ResolveReference(target);
     if (!digest.ok()) {
       return Fail(absl::NotFoundError(
           absl::StrCat("An image does not exist locally with the tag: ", target.FamiliarString())));
     }
-    absl::StatusOr<image::ImageRecord> rec = stores->images->Get(*digest);
+    absl::StatusOr<scheduler::image::ImageRecord> rec = stores->images->Get(*digest);
     if (!rec.ok()) return Fail(rec.status());
-    absl::StatusOr<registry::PushResult> r =
-        registry::PushImage(**client, *stores->blobs, *rec, target, po);
+    absl::StatusOr<scheduler::image::PushResult> r =
+        scheduler::image::PushImage(**client, *stores->blobs, *rec, target, po);
     if (!r.ok()) return Fail(r.status());
     // Remember where it lives: a digest reference (Docker's RepoDigests) and a mount source.
     rec->sources.push_back(target.Name());
@@ -103,4 +103,4 @@ int RunPush(const Args& args) {
   return 0;
 }
 
-}  // namespace cli
+}  // namespace farm::cli

@@ -7,7 +7,7 @@
 #include "common/flags.h"
 #include "scheduler/image/store.h"
 
-namespace cli {
+namespace farm::cli {
 
 int RunRmi(const Args& args) {
   const std::string usage = "farm rmi [OPTIONS] IMAGE [IMAGE...]";
@@ -25,7 +25,8 @@ int RunRmi(const Args& args) {
   if (!stores.ok()) return Fail(stores.status());
   int rc = 0;
   for (const std::string& name : pos) {
-    absl::StatusOr<image::RemoveResult> r = image::RemoveImage(*stores->images, name, force);
+    absl::StatusOr<scheduler::image::RemoveResult> r =
+        scheduler::image::RemoveImage(*stores->images, name, force);
     if (!r.ok()) {
       rc = Fail(r.status());
       continue;
@@ -37,4 +38,4 @@ int RunRmi(const Args& args) {
   return rc;
 }
 
-}  // namespace cli
+}  // namespace farm::cli

@@ -11,12 +11,12 @@
 #include "cli/stores.h"
 #include "common/flags.h"
 #include "common/fs.h"
-#include "scheduler/image/config.h"
-#include "scheduler/image/manifest.h"
+#include "oci/config.h"
+#include "oci/manifest.h"
 #include "scheduler/image/store.h"
 #include "worker/local_step_executor.h"
 
-namespace cli {
+namespace farm::cli {
 
 int RunRun(const Args& args) {
   common::FlagSet fs("farm run [OPTIONS] IMAGE [COMMAND] [ARG...]",
@@ -55,22 +55,24 @@ int RunRun(const Args& args) {
   }
   absl::StatusOr<LocalStores> stores = OpenLocalStores();
   if (!stores.ok()) return Fail(stores.status());
-  absl::StatusOr<image::ImageRecord> rec = image::LookupImage(*stores->images, positional[0]);
+  absl::StatusOr<scheduler::image::ImageRecord> rec =
+      scheduler::image::LookupImage(*stores->images, positional[0]);
   if (!rec.ok()) {
     return Fail(
         absl::Status(rec.status().code(), absl::StrCat("Unable to find image '", positional[0],
                                                        "' locally: ", rec.status().message())));
   }
-  absl::StatusOr<const image::StoredManifest*> m = rec->ForPlatform(image::Platform::Host());
+  absl::StatusOr<const scheduler::image::StoredManifest*> m =
+      rec->ForPlatform(oci::Platform::Host());
   if (!m.ok()) return Fail(m.status());
   absl::StatusOr<common::Digest> cd =
       common::Digest::ParseOci((*m)->config_digest, (*m)->config_size);
   if (!cd.ok()) return Fail(cd.status());
   absl::StatusOr<std::string> config_bytes = stores->blobs->ReadBlob(*cd);
   if (!config_bytes.ok()) return Fail(config_bytes.status());
-  absl::StatusOr<image::ImageConfig> config = image::ImageConfig::FromJson(*config_bytes);
+  absl::StatusOr<oci::ImageConfig> config = oci::ImageConfig::FromJson(*config_bytes);
   if (!config.ok()) return Fail(config.status());
-  const image::ContainerConfig& c = config->config;
+  const oci::ContainerConfig& c = config->config;
 
   // argv: ENTRYPOINT + (the given command, or CMD). --entrypoint also drops CMD.
   std::vector<std::string> argv;
@@ -91,7 +93,7 @@ int RunRun(const Args& args) {
                                    "or CMD and none was given)"));
   }
 
-  image::ContainerConfig run_config = c;
+  oci::ContainerConfig run_config = c;
   for (const std::string& e : env) {
     size_t eq = e.find('=');
     if (eq == std::string::npos) {
@@ -106,7 +108,7 @@ int RunRun(const Args& args) {
   for (const std::string& e : run_config.env) ro.env.add_env(e);
   ro.env.set_user(user.empty() ? c.user : user);
   ro.env.set_workdir(!workdir.empty() ? workdir : c.working_dir.empty() ? "/" : c.working_dir);
-  ro.env.set_platform(image::Platform::Host().String());
+  ro.env.set_platform(oci::Platform::Host().String());
   ro.env.set_hostname("farm");
   ro.args = argv;
   ro.network = network;
@@ -126,4 +128,4 @@ int RunRun(const Args& args) {
   return *status;
 }
 
-}  // namespace cli
+}  // namespace farm::cli

@@ -18,35 +18,36 @@
 #include "scheduler/image/archive.h"
 #include "scheduler/image/store.h"
 
-namespace cli {
+namespace farm::cli {
 
 namespace {
 
 // The images and tags `name` stands for, as `docker save` decides: NAME:TAG (or NAME@DIGEST)
 // is that image with that tag; a bare NAME is every tag of the repository; an ID has no tag.
-absl::Status Collect(image::ImageStore& store, const std::string& name,
-                     std::vector<image::ImageToSave>* out) {
-  auto add = [&](const image::ImageRecord& rec, const std::optional<image::Reference>& tag) {
-    for (image::ImageToSave& s : *out) {
+absl::Status Collect(scheduler::image::ImageStore& store, const std::string& name,
+                     std::vector<scheduler::image::ImageToSave>* out) {
+  auto add = [&](const scheduler::image::ImageRecord& rec,
+                 const std::optional<oci::Reference>& tag) {
+    for (scheduler::image::ImageToSave& s : *out) {
       if (s.record.digest == rec.digest) {
         if (tag) s.tags.push_back(*tag);
         return;
       }
     }
-    image::ImageToSave s;
+    scheduler::image::ImageToSave s;
     s.record = rec;
     if (tag) s.tags.push_back(*tag);
     out->push_back(std::move(s));
   };
-  absl::StatusOr<image::Reference> ref = image::Reference::Parse(name);
+  absl::StatusOr<oci::Reference> ref = oci::Reference::Parse(name);
   if (ref.ok() && !ref->has_tag() && !ref->has_digest()) {
-    absl::StatusOr<std::vector<image::ImageRecord>> all = store.List();
+    absl::StatusOr<std::vector<scheduler::image::ImageRecord>> all = store.List();
     if (!all.ok()) return all.status();
     bool found = false;
-    for (const image::ImageRecord& rec : *all) {
-      absl::StatusOr<std::vector<image::Reference>> refs = store.ReferencesTo(rec.digest);
+    for (const scheduler::image::ImageRecord& rec : *all) {
+      absl::StatusOr<std::vector<oci::Reference>> refs = store.ReferencesTo(rec.digest);
       if (!refs.ok()) return refs.status();
-      for (const image::Reference& r : *refs) {
+      for (const oci::Reference& r : *refs) {
         if (r.has_tag() && r.Name() == ref->Name()) {
           add(rec, r);
           found = true;
@@ -55,9 +56,9 @@ absl::Status Collect(image::ImageStore& store, const std::string& name,
     }
     if (found) return absl::OkStatus();
   }
-  absl::StatusOr<image::ImageRecord> rec = image::LookupImage(store, name);
+  absl::StatusOr<scheduler::image::ImageRecord> rec = scheduler::image::LookupImage(store, name);
   if (!rec.ok()) return rec.status();
-  std::optional<image::Reference> tag;
+  std::optional<oci::Reference> tag;
   if (ref.ok() && ref->has_tag()) tag = *ref;
   if (ref.ok() && !ref->has_tag() && !ref->has_digest()) tag = ref->WithDefaultTag();
   add(*rec, tag);
@@ -87,9 +88,9 @@ int RunSave(const Args& args) {
     return Fail(absl::InvalidArgumentError(
         absl::StrCat("unknown --format \"", format, "\" (want docker or oci)")));
   }
-  image::Platform platform = image::Platform::Host();
+  oci::Platform platform = oci::Platform::Host();
   if (!platform_text.empty()) {
-    absl::StatusOr<image::Platform> p = image::Platform::Parse(platform_text);
+    absl::StatusOr<oci::Platform> p = oci::Platform::Parse(platform_text);
     if (!p.ok()) return Fail(p.status());
     platform = *p;
   }
@@ -99,7 +100,7 @@ int RunSave(const Args& args) {
   }
   absl::StatusOr<LocalStores> stores = OpenLocalStores();
   if (!stores.ok()) return Fail(stores.status());
-  std::vector<image::ImageToSave> images;
+  std::vector<scheduler::image::ImageToSave> images;
   for (const std::string& name : pos) {
     absl::Status s = Collect(*stores->images, name, &images);
     if (!s.ok()) return Fail(s);
@@ -110,9 +111,10 @@ int RunSave(const Args& args) {
       !output.empty() && format == "oci" &&
       ((stat(output.c_str(), &st) == 0 && S_ISDIR(st.st_mode)) || absl::EndsWith(output, "/"));
   if (to_dir) {
-    absl::StatusOr<std::unique_ptr<image::LayoutWriter>> w = image::LayoutWriter::Directory(output);
+    absl::StatusOr<std::unique_ptr<scheduler::image::LayoutWriter>> w =
+        scheduler::image::LayoutWriter::Directory(output);
     if (!w.ok()) return Fail(w.status());
-    absl::Status s = image::SaveOciLayout(*stores->blobs, images, **w);
+    absl::Status s = scheduler::image::SaveOciLayout(*stores->blobs, images, **w);
     if (!s.ok()) return Fail(s);
     return 0;
   }
@@ -125,11 +127,13 @@ int RunSave(const Args& args) {
       return Fail(
           common::ErrnoToStatus(errno, absl::StrCat("failed to save image: ", "create ", output)));
   }
-  absl::StatusOr<std::unique_ptr<image::LayoutWriter>> w = image::LayoutWriter::Tar(fd);
+  absl::StatusOr<std::unique_ptr<scheduler::image::LayoutWriter>> w =
+      scheduler::image::LayoutWriter::Tar(fd);
   absl::Status s = w.ok() ? absl::OkStatus() : w.status();
   if (s.ok()) {
-    s = format == "oci" ? image::SaveOciLayout(*stores->blobs, images, **w)
-                        : image::SaveDockerArchive(*stores->blobs, images, platform, **w);
+    s = format == "oci"
+            ? scheduler::image::SaveOciLayout(*stores->blobs, images, **w)
+            : scheduler::image::SaveDockerArchive(*stores->blobs, images, platform, **w);
   }
   if (s.ok()) s = (*w)->Close();
   if (fd != 1) {
@@ -144,4 +148,4 @@ int RunSave(const Args& args) {
   return 0;
 }
 
-}  // namespace cli
+}  // namespace farm::cli

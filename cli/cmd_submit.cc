@@ -24,6 +24,7 @@
 #include "cli/build_progress.h"
 #include "cli/commands.h"
 #include "cli/image_common.h"
+#include "cli/progress.h"
 #include "cli/remote.h"
 #include "common/digest.h"
 #include "common/farm_home.h"
@@ -31,10 +32,9 @@
 #include "common/fs.h"
 #include "common/grpc_status.h"
 #include "common/status_util.h"
-#include "scheduler/build/progress.h"
 #include "scheduler/context/context.h"
 
-namespace cli {
+namespace farm::cli {
 
 namespace {
 
@@ -81,8 +81,8 @@ class Submit {
 
  private:
   int RunImpl(const std::string& context_arg) {
-    absl::StatusOr<build::ProgressMode> mode =
-        build::ParseProgressMode(f_.quiet ? "quiet" : f_.progress);
+    absl::StatusOr<cli::ProgressMode> mode =
+        cli::ParseProgressMode(f_.quiet ? "quiet" : f_.progress);
     if (!mode.ok()) return progress_.Fatal(mode.status());
     absl::StatusOr<CheckedBuildFlags> checked = CheckBuildFlags(f_);
     if (!checked.ok()) return progress_.Fatal(checked.status());
@@ -99,23 +99,10 @@ class Submit {
     const std::string& context_dir = source->context_dir;
     const std::unique_ptr<common::TempDir>& tar_dir = source->tar_dir;
     bool stdin_dockerfile = source->stdin_dockerfile.has_value();
-    std::string dockerfile_text = stdin_dockerfile ? *source->stdin_dockerfile : "";
-    if (!common::PathExists(context_dir)) {
-      return progress_.Fatal(absl::InvalidArgumentError(
-          absl::StrCat("unable to prepare context: path \"", context_dir, "\" not found")));
-    }
     const std::string& dockerfile_path = source->dockerfile_path;
-    if (!stdin_dockerfile) {
-      absl::StatusOr<std::string> text = common::ReadFile(dockerfile_path);
-      if (!text.ok())
-        return progress_.Fatal(common::Annotate(text.status(), "reading the Dockerfile"));
-      dockerfile_text = *std::move(text);
-    }
-    std::string dockerfile_name = stdin_dockerfile ? "<stdin>" : dockerfile_path;
-    if (tar_dir && absl::StartsWith(dockerfile_name, tar_dir->path() + "/")) {
-      dockerfile_name = dockerfile_name.substr(tar_dir->path().size() + 1);
-    }
-    progress_.Start(build::ProgressPrinter::Create(*mode, 2, dockerfile_text, dockerfile_name));
+    const std::string& dockerfile_text = source->dockerfile_text;
+    const std::string& dockerfile_name = source->dockerfile_name;
+    progress_.Start(ProgressPrinter::Create(*mode, 2, dockerfile_text, dockerfile_name));
 
     // The scheduler, and the cache it names (or --cache).
     absl::StatusOr<SchedulerConnection> conn = ConnectScheduler(*address);
@@ -142,37 +129,35 @@ class Submit {
 
     // #1: hash the context (stat cache shared with farm build), upload what the cache lacks.
     const int v_ctx = 1;
-    int64_t t0 = absl::ToUnixMicros(absl::Now());
-    progress_.Vertex(v_ctx, "[internal] load build context", farm::v1::VertexUpdate::STARTED);
+    scheduler::engine::EventWriter::Span ctx_vertex =
+        progress_.events().Start(v_ctx, "[internal] send build context");
     auto fail_ctx = [&](const absl::Status& s) {
-      progress_.Vertex(v_ctx, "", farm::v1::VertexUpdate::FAILED,
-                       absl::ToUnixMicros(absl::Now()) - t0, std::string(s.message()));
+      ctx_vertex.Fail(s.message());
       return progress_.Fatal(s);
     };
-    absl::StatusOr<std::vector<std::string>> ignore =
-        buildctx::LoadIgnorePatterns(context_dir, stdin_dockerfile ? "" : dockerfile_path);
+    absl::StatusOr<std::vector<std::string>> ignore = scheduler::context::LoadIgnorePatterns(
+        context_dir, stdin_dockerfile ? "" : dockerfile_path);
     if (!ignore.ok()) return fail_ctx(ignore.status());
-    buildctx::SnapshotOptions so;
+    scheduler::context::SnapshotOptions so;
     so.normalize_permissions = f_.in.normalize_permissions;
     if (!tar_dir) so.stat_cache = StatCachePath(context_dir);
-    absl::StatusOr<std::unique_ptr<buildctx::Snapshot>> snap =
-        buildctx::Snapshot::FromDirectory(context_dir, *ignore, so);
+    absl::StatusOr<std::unique_ptr<scheduler::context::Snapshot>> snap =
+        scheduler::context::Snapshot::FromDirectory(context_dir, *ignore, so);
     if (!snap.ok()) return fail_ctx(snap.status());
     cache::client::GrpcBlobStore::Options co;
     absl::StatusOr<std::unique_ptr<cache::client::GrpcBlobStore>> cas =
         cache::client::GrpcBlobStore::Create(cache_address, co);
     if (!cas.ok()) return fail_ctx(cas.status());
-    absl::StatusOr<buildctx::Snapshot::UploadStats> up =
+    absl::StatusOr<scheduler::context::Snapshot::UploadStats> up =
         (*snap)->Upload(**cas, static_cast<int>(f_.upload_parallelism));
     if (!up.ok()) {
       return fail_ctx(
           common::Annotate(up.status(), absl::StrCat("uploading the context to ", cache_address)));
     }
-    progress_.Log(v_ctx,
-                  absl::StrCat("context: ", (*snap)->file_count(), " files, ",
-                               common::HumanSize((*snap)->total_bytes()), "; uploaded ",
-                               up->blobs_written, " of ", up->blobs_checked, " blobs (",
-                               common::HumanSize(up->bytes_written), ") to ", cache_address));
+    ctx_vertex.Log(absl::StrCat("context: ", (*snap)->file_count(), " files, ",
+                                common::HumanSize((*snap)->total_bytes()), "; uploaded ",
+                                up->blobs_written, " of ", up->blobs_checked, " blobs (",
+                                common::HumanSize(up->bytes_written), ") to ", cache_address));
 
     // Submit and follow.
     farm::v1::SubmitBuildRequest req;
@@ -181,7 +166,7 @@ class Submit {
     *req.mutable_context() = (*snap)->root();
     for (const auto& [k, v] : checked->build_args) (*req.mutable_build_args())[k] = v;
     req.set_target(f_.in.target);
-    for (const image::Reference& t : checked->tags) req.add_tags(t.String());
+    for (const oci::Reference& t : checked->tags) req.add_tags(t.String());
     for (const auto& [k, v] : checked->labels) (*req.mutable_labels())[k] = v;
     req.set_platform(f_.in.platform);
     req.set_no_cache(f_.no_cache);
@@ -209,16 +194,15 @@ class Submit {
     fo.reconnect_for = absl::Seconds(f_.reconnect_seconds);
     fo.stop = &stop;
     fo.open_first = [&](grpc::ClientContext* ctx) { return conn->stub->SubmitBuild(ctx, req); };
-    fo.on_reconnect = [this](const std::string& w) { progress_.Warn(w); };
+    fo.on_reconnect = [this](const std::string& w) { progress_.events().Warn(w); };
     auto on_event = [&](const farm::v1::BuildStreamEvent& e) {
       if (e.seq() == 0) {
         {
           absl::MutexLock l(&mu_);
           build_id_ = e.build_id();
         }
-        progress_.Log(v_ctx, absl::StrCat("submitted to ", *address, " as build ", e.build_id()));
-        progress_.Vertex(v_ctx, "", farm::v1::VertexUpdate::DONE,
-                         absl::ToUnixMicros(absl::Now()) - t0);
+        ctx_vertex.Log(absl::StrCat("submitted to ", *address, " as build ", e.build_id()));
+        ctx_vertex.Done();
         if (f_.detach) stop = true;
         if (cancel_requested_) CancelOnFarm();
         return;
@@ -311,14 +295,17 @@ class Submit {
       id = build_id_;
     }
     if (id.empty()) return;  // done when the build id arrives
-    progress_.Warn(absl::StrCat("canceling build ", id, " (Ctrl-C again to stop following it)"));
+    progress_.events().Warn(
+        absl::StrCat("canceling build ", id, " (Ctrl-C again to stop following it)"));
     grpc::ClientContext ctx;
     ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(10)));
     farm::v1::CancelBuildRequest r;
     r.set_build_id(id);
     farm::v1::BuildInfo info;
     grpc::Status st = conn_->stub->CancelBuild(&ctx, r, &info);
-    if (!st.ok()) progress_.Warn(absl::StrCat("canceling build ", id, ": ", st.error_message()));
+    if (!st.ok()) {
+      progress_.events().Warn(absl::StrCat("canceling build ", id, ": ", st.error_message()));
+    }
   }
 
   SubmitFlags f_;
@@ -375,4 +362,4 @@ int RunSubmit(const Args& args) {
   return Submit(std::move(f)).Run(positional[0]);
 }
 
-}  // namespace cli
+}  // namespace farm::cli

@@ -7,7 +7,7 @@
 #include "common/flags.h"
 #include "scheduler/image/store.h"
 
-namespace cli {
+namespace farm::cli {
 
 int RunTag(const Args& args) {
   const std::string usage = "farm tag SOURCE_IMAGE[:TAG] TARGET_IMAGE[:TAG]";
@@ -18,9 +18,9 @@ int RunTag(const Args& args) {
   if (!CheckArgs(pos, 2, 2, "tag", usage)) return 2;
   absl::StatusOr<LocalStores> stores = OpenLocalStores();
   if (!stores.ok()) return Fail(stores.status());
-  absl::Status s = image::TagImage(*stores->images, pos[0], pos[1]);
+  absl::Status s = scheduler::image::TagImage(*stores->images, pos[0], pos[1]);
   if (!s.ok()) return Fail(s);
   return 0;
 }
 
-}  // namespace cli
+}  // namespace farm::cli

@@ -3,7 +3,7 @@
 #include "cli/commands.h"
 #include "common/flags.h"
 
-namespace cli {
+namespace farm::cli {
 
 int RunVersion(const Args& args) {
   common::FlagSet fs("farm version", "Show the Farm version");
@@ -20,4 +20,4 @@ int RunVersion(const Args& args) {
   return 0;
 }
 
-}  // namespace cli
+}  // namespace farm::cli

@@ -7,7 +7,7 @@
 #include <string>
 #include <vector>
 
-namespace cli {
+namespace farm::cli {
 
 using Args = std::vector<std::string>;
 
@@ -43,6 +43,6 @@ int RunPush(const Args& args);
 int RunLogin(const Args& args);
 int RunLogout(const Args& args);
 
-}  // namespace cli
+}  // namespace farm::cli
 
 #endif  // FARM_CLI_COMMANDS_H_

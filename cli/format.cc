@@ -12,7 +12,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 
-namespace cli {
+namespace farm::cli {
 
 namespace {
 
@@ -230,4 +230,4 @@ absl::StatusOr<std::string> RenderFormat(
   return t.Render();
 }
 
-}  // namespace cli
+}  // namespace farm::cli

@@ -18,7 +18,7 @@
 #include "absl/time/time.h"
 #include "nlohmann/json.hpp"
 
-namespace cli {
+namespace farm::cli {
 
 // go-units HumanSizeWithPrecision(bytes, 3): "0B", "512B", "7.33MB", "1.2GB".
 std::string DockerSize(int64_t bytes);
@@ -62,6 +62,6 @@ absl::StatusOr<std::string> RenderFormat(
     const std::string& format, const std::vector<nlohmann::json>& items,
     const std::vector<std::pair<std::string, std::string>>& headers);
 
-}  // namespace cli
+}  // namespace farm::cli
 
 #endif  // FARM_CLI_FORMAT_H_

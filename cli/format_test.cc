@@ -2,7 +2,7 @@
 
 #include "gtest/gtest.h"
 
-namespace cli {
+namespace farm::cli {
 namespace {
 
 TEST(FormatTest, SizesLikeGoUnits) {
@@ -79,4 +79,4 @@ TEST(FormatTest, CreatedAtLikeGosRfc3339) {
 }
 
 }  // namespace
-}  // namespace cli
+}  // namespace farm::cli

@@ -6,7 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 
-namespace cli {
+namespace farm::cli {
 
 bool ParseFlags(common::FlagSet& fs, const std::vector<std::string>& args, const char* name,
                 std::vector<std::string>* positional, int* exit_code) {
@@ -47,8 +47,8 @@ int Fail(const absl::Status& status) {
   return 1;
 }
 
-registry::RegistryOptions RegistryOptionsFrom(const std::vector<std::string>& insecure) {
-  registry::RegistryOptions o;
+scheduler::registry::RegistryOptions RegistryOptionsFrom(const std::vector<std::string>& insecure) {
+  scheduler::registry::RegistryOptions o;
   o.insecure_registries = insecure;
   const char* env = getenv("FARM_INSECURE_REGISTRIES");
   if (env != nullptr) {
@@ -59,4 +59,4 @@ registry::RegistryOptions RegistryOptionsFrom(const std::vector<std::string>& in
   return o;
 }
 
-}  // namespace cli
+}  // namespace farm::cli

@@ -10,7 +10,7 @@
 #include "common/flags.h"
 #include "scheduler/registry/client.h"
 
-namespace cli {
+namespace farm::cli {
 
 // Parses flags; on error prints "farm NAME: <error>" and usage hints. Returns false and sets
 // `*exit_code` when the command must stop (error: 2, --help: 0).
@@ -25,8 +25,8 @@ int Fail(const absl::Status& status);
 
 // Registry options: insecure registries from the flag values and $FARM_INSECURE_REGISTRIES
 // (comma-separated), credentials from the Docker config.
-registry::RegistryOptions RegistryOptionsFrom(const std::vector<std::string>& insecure);
+scheduler::registry::RegistryOptions RegistryOptionsFrom(const std::vector<std::string>& insecure);
 
-}  // namespace cli
+}  // namespace farm::cli
 
 #endif  // FARM_CLI_IMAGE_COMMON_H_

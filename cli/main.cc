@@ -12,36 +12,36 @@ namespace {
 struct Command {
   const char* name;
   const char* summary;
-  int (*run)(const cli::Args&);
+  int (*run)(const farm::cli::Args&);
 };
 
 // Only commands that exist are listed: `farm --help` is accurate.
 const Command kCommands[] = {
-    {"build", "Build an image from a Dockerfile (in this process)", cli::RunBuild},
-    {"builds", "List builds (this home's, or a farm's with --scheduler)", cli::RunBuilds},
-    {"cancel", "Cancel builds on a farm", cli::RunCancel},
-    {"cache", "Show and enforce the cache's size budget (stats, gc)", cli::RunCache},
-    {"history", "Show the history of an image", cli::RunHistory},
+    {"build", "Build an image from a Dockerfile (in this process)", farm::cli::RunBuild},
+    {"builds", "List builds (this home's, or a farm's with --scheduler)", farm::cli::RunBuilds},
+    {"cancel", "Cancel builds on a farm", farm::cli::RunCancel},
+    {"cache", "Show and enforce the cache's size budget (stats, gc)", farm::cli::RunCache},
+    {"history", "Show the history of an image", farm::cli::RunHistory},
     {"image", "Manage images (docker image ls|history|inspect|tag|rm|save|load|pull|push)",
-     cli::RunImage},
-    {"images", "List images", cli::RunImages},
-    {"inspect", "Display detailed information on images", cli::RunInspect},
-    {"logs", "Show (and follow) a farm build's progress and output", cli::RunLogs},
-    {"load", "Load images from a tar archive or STDIN", cli::RunLoad},
-    {"login", "Log in to a registry", cli::RunLogin},
-    {"logout", "Log out from a registry", cli::RunLogout},
-    {"parse", "Parse a Dockerfile and print its syntax tree as JSON", cli::RunParse},
-    {"plan", "Plan a build: stages, keyed steps and config changes", cli::RunPlan},
-    {"pull", "Download an image from a registry", cli::RunPull},
-    {"push", "Upload an image to a registry", cli::RunPush},
-    {"rmi", "Remove one or more images", cli::RunRmi},
-    {"run", "Run a command in a new container from an image", cli::RunRun},
-    {"save", "Save images to a tar archive (docker-archive or OCI layout)", cli::RunSave},
-    {"submit", "Build an image on a farm (farm-scheduler and its workers)", cli::RunSubmit},
-    {"tag", "Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE", cli::RunTag},
-    {"version", "Show the Farm version", cli::RunVersion},
-    {"workers", "List a farm's workers", cli::RunWorkers},
-    {"why-miss", "Explain why a build step missed the cache", cli::RunWhyMiss},
+     farm::cli::RunImage},
+    {"images", "List images", farm::cli::RunImages},
+    {"inspect", "Display detailed information on images", farm::cli::RunInspect},
+    {"logs", "Show (and follow) a farm build's progress and output", farm::cli::RunLogs},
+    {"load", "Load images from a tar archive or STDIN", farm::cli::RunLoad},
+    {"login", "Log in to a registry", farm::cli::RunLogin},
+    {"logout", "Log out from a registry", farm::cli::RunLogout},
+    {"parse", "Parse a Dockerfile and print its syntax tree as JSON", farm::cli::RunParse},
+    {"plan", "Plan a build: stages, keyed steps and config changes", farm::cli::RunPlan},
+    {"pull", "Download an image from a registry", farm::cli::RunPull},
+    {"push", "Upload an image to a registry", farm::cli::RunPush},
+    {"rmi", "Remove one or more images", farm::cli::RunRmi},
+    {"run", "Run a command in a new container from an image", farm::cli::RunRun},
+    {"save", "Save images to a tar archive (docker-archive or OCI layout)", farm::cli::RunSave},
+    {"submit", "Build an image on a farm (farm-scheduler and its workers)", farm::cli::RunSubmit},
+    {"tag", "Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE", farm::cli::RunTag},
+    {"version", "Show the Farm version", farm::cli::RunVersion},
+    {"workers", "List a farm's workers", farm::cli::RunWorkers},
+    {"why-miss", "Explain why a build step missed the cache", farm::cli::RunWhyMiss},
 };
 
 void PrintUsage(std::ostream& out) {
@@ -58,7 +58,7 @@ void PrintUsage(std::ostream& out) {
 
 int main(int argc, char** argv) {
   // `farm` is also its own sandbox runner (see worker/sandbox/sandbox.h): must come first.
-  sandbox::RunSandboxIfRequested(argc, argv);
+  farm::worker::sandbox::RunSandboxIfRequested(argc, argv);
   if (argc < 2) {
     PrintUsage(std::cerr);
     return 2;
@@ -69,7 +69,7 @@ int main(int argc, char** argv) {
     return 0;
   }
   if (name == "--version" || name == "-v") name = "version";
-  cli::Args args(argv + 2, argv + argc);
+  farm::cli::Args args(argv + 2, argv + argc);
   for (const Command& c : kCommands) {
     if (name == c.name) return c.run(args);
   }

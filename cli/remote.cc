@@ -10,9 +10,10 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
+#include "common/backoff.h"
 #include "common/grpc_status.h"
 
-namespace cli {
+namespace farm::cli {
 
 absl::StatusOr<std::string> SchedulerAddress(const std::string& flag) {
   std::string a = flag;
@@ -76,7 +77,8 @@ absl::StatusOr<farm::v1::BuildOutcome> FollowBuild(
     const std::function<void(const farm::v1::BuildStreamEvent&)>& on_event,
     const FollowOptions& options) {
   absl::Time last_heard = absl::Now();
-  absl::Duration backoff = absl::Milliseconds(100);
+  // Reattach quickly (the scheduler restarts in seconds), never in lockstep with other clients.
+  common::Backoff backoff({absl::Milliseconds(100), absl::Seconds(2), 2.0, 0.1});
   grpc::Status last_error;
   bool first = true;
   bool warned = false;  // about the current outage
@@ -114,7 +116,7 @@ absl::StatusOr<farm::v1::BuildOutcome> FollowBuild(
     farm::v1::BuildStreamEvent e;
     while (reader->Read(&e)) {
       last_heard = absl::Now();
-      backoff = absl::Milliseconds(100);
+      backoff.Reset();
       warned = false;
       if (build_id->empty()) *build_id = e.build_id();
       if (e.seq() != 0 && e.seq() <= *last_seq) continue;  // already seen
@@ -153,9 +155,8 @@ absl::StatusOr<farm::v1::BuildOutcome> FollowBuild(
                                         st.ok() ? "ended early" : st.error_message(),
                                         "); reattaching to ", conn.address));
     }
-    absl::SleepFor(backoff);
-    backoff = std::min(backoff * 2, absl::Seconds(2));
+    absl::SleepFor(backoff.Next());
   }
 }
 
-}  // namespace cli
+}  // namespace farm::cli

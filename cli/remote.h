@@ -13,7 +13,7 @@
 #include "absl/time/time.h"
 #include "farm/v1/scheduler.grpc.pb.h"
 
-namespace cli {
+namespace farm::cli {
 
 // The scheduler to talk to: `flag` (--scheduler), else $FARM_SCHEDULER; INVALID_ARGUMENT
 // saying how to give one when neither is set.
@@ -57,6 +57,6 @@ absl::StatusOr<farm::v1::BuildOutcome> FollowBuild(
     const std::function<void(const farm::v1::BuildStreamEvent&)>& on_event,
     const FollowOptions& options);
 
-}  // namespace cli
+}  // namespace farm::cli
 
 #endif  // FARM_CLI_REMOTE_H_

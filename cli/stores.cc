@@ -11,7 +11,7 @@
 #include "common/fs.h"
 #include "common/status_macros.h"
 
-namespace cli {
+namespace farm::cli {
 
 absl::StatusOr<LocalStores> OpenLocalStores(const std::string& home_in) {
   LocalStores s;
@@ -27,9 +27,10 @@ absl::StatusOr<LocalStores> OpenLocalStores(const std::string& home_in) {
                                                      }));
   // The two databases open independently: open them at the same time (RocksDB's open is
   // mostly waiting on the file system).
-  absl::StatusOr<std::unique_ptr<image::RocksDbImageStore>> images;
-  std::thread images_thread(
-      [&] { images = image::RocksDbImageStore::Create(common::JoinPath(s.home, "images")); });
+  absl::StatusOr<std::unique_ptr<scheduler::image::RocksDbImageStore>> images;
+  std::thread images_thread([&] {
+    images = scheduler::image::RocksDbImageStore::Create(common::JoinPath(s.home, "images"));
+  });
   cache::RocksDbStoreOptions options;
   options.dir = common::JoinPath(s.home, "cache");
   // The local cache does not fsync each commit (farm-cache does): it still survives kill -9
@@ -57,4 +58,4 @@ absl::StatusOr<LocalStores> OpenLocalStores(const std::string& home_in) {
   return s;
 }
 
-}  // namespace cli
+}  // namespace farm::cli

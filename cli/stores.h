@@ -22,7 +22,7 @@
 #include "common/farm_home.h"
 #include "scheduler/image/store.h"
 
-namespace cli {
+namespace farm::cli {
 
 struct LocalStores {
   std::string home;
@@ -30,7 +30,7 @@ struct LocalStores {
   cache::BlobStore::Ptr blobs;
   std::shared_ptr<cache::RocksDbBlobStore> rocks;  // the same store: budget, stats, gc
   cache::ActionCache::Ptr action_cache;
-  image::ImageStore::Ptr images;
+  scheduler::image::ImageStore::Ptr images;
   // Scratch directory for this process ($FARM_HOME/tmp/<pid>), not created: a command that
   // uses it creates it and removes it when done.
   std::string tmp_dir;
@@ -40,6 +40,6 @@ struct LocalStores {
 // farm process holds it (saying so once on stderr).
 absl::StatusOr<LocalStores> OpenLocalStores(const std::string& home = "");
 
-}  // namespace cli
+}  // namespace farm::cli
 
 #endif  // FARM_CLI_STORES_H_

@@ -8,7 +8,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 
-namespace common {
+namespace farm::common {
 namespace {
 
 std::string ToHex(const unsigned char* bytes, size_t n) {
@@ -108,4 +108,4 @@ Digest DigestOf(absl::string_view data) {
 
 std::string Sha256Hex(absl::string_view data) { return DigestOf(data).hash; }
 
-}  // namespace common
+}  // namespace farm::common

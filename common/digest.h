@@ -18,7 +18,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 
-namespace common {
+namespace farm::common {
 
 struct Digest {
   std::string hash;  // lowercase hex SHA-256, 64 characters
@@ -81,6 +81,6 @@ Digest DigestOf(absl::string_view data);
 // Lowercase hex SHA-256 of `data`.
 std::string Sha256Hex(absl::string_view data);
 
-}  // namespace common
+}  // namespace farm::common
 
 #endif  // FARM_COMMON_DIGEST_H_

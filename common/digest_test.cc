@@ -2,7 +2,7 @@
 
 #include "gtest/gtest.h"
 
-namespace common {
+namespace farm::common {
 namespace {
 
 TEST(DigestTest, KnownVectors) {
@@ -39,4 +39,4 @@ TEST(DigestTest, Parse) {
 }
 
 }  // namespace
-}  // namespace common
+}  // namespace farm::common

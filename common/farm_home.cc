@@ -15,7 +15,7 @@
 #include "common/status_macros.h"
 #include "common/status_util.h"
 
-namespace common {
+namespace farm::common {
 
 absl::StatusOr<std::string> FarmHome() {
   std::string home;
@@ -77,4 +77,4 @@ HomeLock::~HomeLock() {
   close(fd_);
 }
 
-}  // namespace common
+}  // namespace farm::common

@@ -19,7 +19,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 
-namespace common {
+namespace farm::common {
 
 // $FARM_HOME if set and non-empty, else $HOME/.local/share/farm. Creates it (0700) if missing.
 absl::StatusOr<std::string> FarmHome();
@@ -41,6 +41,6 @@ class HomeLock {
   int fd_;
 };
 
-}  // namespace common
+}  // namespace farm::common
 
 #endif  // FARM_COMMON_FARM_HOME_H_

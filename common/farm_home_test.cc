@@ -8,7 +8,7 @@
 #include "common/fs.h"
 #include "gtest/gtest.h"
 
-namespace common {
+namespace farm::common {
 namespace {
 
 TEST(FarmHomeTest, EnvOverridesAndIsCreated) {
@@ -49,4 +49,4 @@ TEST(FarmHomeTest, SecondProcessWaitsThenTimesOut) {
 }
 
 }  // namespace
-}  // namespace common
+}  // namespace farm::common

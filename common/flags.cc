@@ -11,7 +11,7 @@
 #include "absl/strings/strip.h"
 #include "common/status_macros.h"
 
-namespace common {
+namespace farm::common {
 
 FlagSet::FlagSet(std::string usage, std::string description)
     : usage_(std::move(usage)), description_(std::move(description)) {}
@@ -254,4 +254,4 @@ std::string HumanSize(int64_t bytes) {
   return absl::StrFormat("%.4g%s", v, kUnits[u]);
 }
 
-}  // namespace common
+}  // namespace farm::common

@@ -23,7 +23,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 
-namespace common {
+namespace farm::common {
 
 class FlagSet {
  public:
@@ -85,6 +85,6 @@ absl::StatusOr<int64_t> ParseSize(absl::string_view text);
 // Formats bytes the way docker does ("1.23GB", "45.6MB", "789B"), decimal units.
 std::string HumanSize(int64_t bytes);
 
-}  // namespace common
+}  // namespace farm::common
 
 #endif  // FARM_COMMON_FLAGS_H_

@@ -3,7 +3,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
-namespace common {
+namespace farm::common {
 namespace {
 
 using ::testing::ElementsAre;
@@ -76,4 +76,4 @@ TEST(FlagsTest, Sizes) {
 }
 
 }  // namespace
-}  // namespace common
+}  // namespace farm::common

@@ -15,7 +15,7 @@
 #include "absl/strings/str_split.h"
 #include "common/status_util.h"
 
-namespace common {
+namespace farm::common {
 
 absl::StatusOr<std::string> ReadFile(const std::string& path) {
   int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
@@ -196,4 +196,4 @@ TempDir::~TempDir() {
   if (!path_.empty()) RemoveAll(path_).IgnoreError();
 }
 
-}  // namespace common
+}  // namespace farm::common

@@ -12,7 +12,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 
-namespace common {
+namespace farm::common {
 
 absl::StatusOr<std::string> ReadFile(const std::string& path);
 // Writes `data` to a temporary file beside `path`, fsyncs it, renames it over `path` and
@@ -52,6 +52,6 @@ class TempDir {
   std::string path_;
 };
 
-}  // namespace common
+}  // namespace farm::common
 
 #endif  // FARM_COMMON_FS_H_

@@ -2,7 +2,7 @@
 
 #include "gtest/gtest.h"
 
-namespace common {
+namespace farm::common {
 namespace {
 
 TEST(FsTest, WriteReadRemove) {
@@ -31,4 +31,4 @@ TEST(FsTest, CleanPath) {
 }
 
 }  // namespace
-}  // namespace common
+}  // namespace farm::common

@@ -6,11 +6,11 @@
 
 #include "absl/status/status.h"
 
-namespace common {
+namespace farm::common {
 
 grpc::Status ToGrpcStatus(const absl::Status& status);
 absl::Status FromGrpcStatus(const grpc::Status& status);
 
-}  // namespace common
+}  // namespace farm::common
 
 #endif  // FARM_COMMON_GRPC_STATUS_H_

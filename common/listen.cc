@@ -10,7 +10,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 
-namespace common {
+namespace farm::common {
 
 absl::Status ProbeListenAddress(const std::string& listen) {
   if (listen.rfind("unix:", 0) == 0) return absl::OkStatus();
@@ -58,4 +58,4 @@ absl::Status ProbeListenAddress(const std::string& listen) {
   return status;
 }
 
-}  // namespace common
+}  // namespace farm::common

@@ -9,7 +9,7 @@
 #include "absl/strings/strip.h"
 #include "common/fs.h"
 
-namespace common {
+namespace farm::common {
 
 namespace {
 
@@ -459,4 +459,4 @@ bool PatternMatcher::Matches(absl::string_view path) const {
   return matched;
 }
 
-}  // namespace common
+}  // namespace farm::common

@@ -20,7 +20,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 
-namespace common {
+namespace farm::common {
 
 // Go's filepath.Match(pattern, name). INVALID_ARGUMENT ("syntax error in pattern") for a
 // malformed pattern (unterminated class, trailing backslash, empty class).
@@ -70,6 +70,6 @@ class PatternMatcher {
   bool has_exclusions_ = false;
 };
 
-}  // namespace common
+}  // namespace farm::common
 
 #endif  // FARM_COMMON_PATTERNMATCHER_H_

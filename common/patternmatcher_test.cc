@@ -2,7 +2,7 @@
 
 #include "gtest/gtest.h"
 
-namespace common {
+namespace farm::common {
 namespace {
 
 struct GlobCase {
@@ -223,4 +223,4 @@ TEST(ReadIgnoreFileTest, DockerSemantics) {
 }
 
 }  // namespace
-}  // namespace common
+}  // namespace farm::common

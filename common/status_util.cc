@@ -5,7 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 
-namespace common {
+namespace farm::common {
 
 absl::Status Annotate(const absl::Status& status, absl::string_view context) {
   if (status.ok()) return status;
@@ -58,4 +58,4 @@ absl::Status ErrnoToStatus(int errno_value, absl::string_view context) {
   return absl::Status(code, absl::StrCat(context, ": ", msg));
 }
 
-}  // namespace common
+}  // namespace farm::common

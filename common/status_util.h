@@ -10,7 +10,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
 
-namespace common {
+namespace farm::common {
 
 // Returns `status` with "`context`: " prepended to its message, keeping its code and payloads.
 // OK stays OK.
@@ -20,6 +20,6 @@ absl::Status Annotate(const absl::Status& status, absl::string_view context);
 // PERMISSION_DENIED, ENOSPC → RESOURCE_EXHAUSTED, ...) with "`context`: strerror" as message.
 absl::Status ErrnoToStatus(int errno_value, absl::string_view context);
 
-}  // namespace common
+}  // namespace farm::common
 
 #endif  // FARM_COMMON_STATUS_UTIL_H_

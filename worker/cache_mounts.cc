@@ -8,7 +8,7 @@
 #include "common/status_macros.h"
 #include "common/status_util.h"
 
-namespace worker {
+namespace farm::worker {
 
 CacheMounts::Lease::~Lease() { owner_->Release(instance_, exclusive_); }
 
@@ -86,4 +86,4 @@ absl::StatusOr<std::unique_ptr<CacheMounts::Lease>> CacheMounts::Acquire(
   return lease;
 }
 
-}  // namespace worker
+}  // namespace farm::worker

@@ -25,7 +25,7 @@
 #include "absl/synchronization/notification.h"
 #include "worker/copy/layer_tree.h"
 
-namespace worker {
+namespace farm::worker {
 
 class CacheMounts {
  public:
@@ -71,6 +71,6 @@ class CacheMounts {
   std::map<std::string, State> in_use_ ABSL_GUARDED_BY(mu_);
 };
 
-}  // namespace worker
+}  // namespace farm::worker
 
 #endif  // FARM_WORKER_CACHE_MOUNTS_H_

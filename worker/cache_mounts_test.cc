@@ -7,11 +7,11 @@
 #include <thread>
 
 #include "common/fs.h"
+#include "common/testing/status_matchers.h"
 #include "gtest/gtest.h"
 #include "worker/testing/fs_helpers.h"
-#include "worker/testing/status_matchers.h"
 
-namespace worker {
+namespace farm::worker {
 namespace {
 
 class CacheMountsTest : public ::testing::Test {
@@ -78,8 +78,7 @@ TEST_F(CacheMountsTest, LockedUsersWaitTheirTurn) {
 TEST_F(CacheMountsTest, NewDirectoriesGetAttributesAndSeed) {
   auto a = mounts_->Acquire(
       "seeded", "shared", {0700, 1000, 1000, 0},
-      [](const std::string& dir) { return worker_testing::WriteFile(dir + "/seed", "s"); },
-      nullptr);
+      [](const std::string& dir) { return testing::WriteFile(dir + "/seed", "s"); }, nullptr);
   ASSERT_OK(a);
   struct stat st;
   ASSERT_EQ(stat((*a)->path().c_str(), &st), 0);
@@ -90,4 +89,4 @@ TEST_F(CacheMountsTest, NewDirectoriesGetAttributesAndSeed) {
 }
 
 }  // namespace
-}  // namespace worker
+}  // namespace farm::worker

@@ -10,18 +10,18 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/testing/status_matchers.h"
 #include "gtest/gtest.h"
 #include "worker/testing/executor_fixture.h"
 #include "worker/testing/fs_helpers.h"
-#include "worker/testing/status_matchers.h"
 
-namespace worker {
+namespace farm::worker {
 namespace {
 
-using worker_testing::ContextBuilder;
-using worker_testing::LayerContents;
+using testing::ContextBuilder;
+using testing::LayerContents;
 
-class CopyTest : public worker_testing::ExecutorTest {
+class CopyTest : public testing::ExecutorTest {
  protected:
   ContextBuilder Ctx() {
     return ContextBuilder()
@@ -292,8 +292,8 @@ TEST_F(CopyTest, ContextHardLinksStayLinked) {
 // Archives made by GNU tar with each compressor.
 std::string MakeArchive(const std::string& tmp, const std::string& flag) {
   std::string src = tmp + "/archive-src";
-  EXPECT_OK(worker_testing::WriteFile(src + "/pkg/bin/tool", "tool\n", 0755));
-  EXPECT_OK(worker_testing::WriteFile(src + "/pkg/README", "readme\n"));
+  EXPECT_OK(testing::WriteFile(src + "/pkg/bin/tool", "tool\n", 0755));
+  EXPECT_OK(testing::WriteFile(src + "/pkg/README", "readme\n"));
   std::string out = absl::StrCat(tmp, "/archive", flag.empty() ? "" : flag.substr(1));
   std::string cmd =
       absl::StrCat("tar ", flag, " --owner=5 --group=6 -C ", src, " -cf ", out, " pkg");
@@ -399,4 +399,4 @@ TEST_F(CopyTest, AddDownloadsUrlsWithChecksum) {
 }
 
 }  // namespace
-}  // namespace worker
+}  // namespace farm::worker

@@ -18,6 +18,7 @@
 #include "common/fs.h"
 #include "common/status_macros.h"
 #include "common/status_util.h"
+#include "oci/platform.h"
 #include "worker/copy/copy_op.h"
 #include "worker/copy/layer_tree.h"
 #include "worker/copy/materialize.h"
@@ -29,29 +30,12 @@
 #include "worker/ssh_proxy.h"
 #include "worker/user/user_db.h"
 
-namespace worker {
+namespace farm::worker {
 namespace {
 
 constexpr size_t kTailLines = 20;
 
 int64_t MicrosSince(absl::Time start) { return absl::ToInt64Microseconds(absl::Now() - start); }
-
-// "linux/amd64" etc.: the platform this worker runs RUN steps for.
-std::string HostPlatform() {
-#if defined(__x86_64__)
-  return "linux/amd64";
-#elif defined(__aarch64__)
-  return "linux/arm64";
-#elif defined(__riscv) && __riscv_xlen == 64
-  return "linux/riscv64";
-#elif defined(__powerpc64__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-  return "linux/ppc64le";
-#elif defined(__s390x__)
-  return "linux/s390x";
-#else
-  return "linux/unknown";
-#endif
-}
 
 std::string Base(const std::string& path) {
   size_t s = path.rfind('/');
@@ -82,14 +66,14 @@ std::vector<std::string> ListDir(const std::string& dir) {
   return out;
 }
 
-layer::Compression ToCompression(farm::v1::LayerOptions::Compression c) {
+oci::Compression ToCompression(farm::v1::LayerOptions::Compression c) {
   switch (c) {
     case farm::v1::LayerOptions::ZSTD:
-      return layer::Compression::kZstd;
+      return oci::Compression::kZstd;
     case farm::v1::LayerOptions::UNCOMPRESSED:
-      return layer::Compression::kNone;
+      return oci::Compression::kNone;
     default:
-      return layer::Compression::kGzip;
+      return oci::Compression::kGzip;
   }
 }
 
@@ -212,14 +196,16 @@ absl::StatusOr<std::vector<layerstore::LayerDesc>> LocalStepExecutor::Descs(
 }
 
 absl::StatusOr<farm::v1::StepResult> LocalStepExecutor::Execute(
-    const farm::v1::StepRequest& request, const LogSink& log, const absl::Notification* cancel) {
+    const farm::v1::StepRequest& request, const executor::LogSink& log,
+    const absl::Notification* cancel) {
   return Execute(request, log, cancel, CallOptions{});
 }
 
 absl::StatusOr<farm::v1::StepResult> LocalStepExecutor::Execute(
-    const farm::v1::StepRequest& request, const LogSink& log, const absl::Notification* cancel,
-    const CallOptions& call) {
-  SecretProvider* secrets = call.secrets != nullptr ? call.secrets.get() : options_.secrets.get();
+    const farm::v1::StepRequest& request, const executor::LogSink& log,
+    const absl::Notification* cancel, const CallOptions& call) {
+  executor::SecretProvider* secrets =
+      call.secrets != nullptr ? call.secrets.get() : options_.secrets.get();
   // No step name in the errors: the caller adds it (StepExecutor's contract).
   if (request.op_case() == farm::v1::StepRequest::OP_NOT_SET) {
     return absl::InvalidArgumentError("step has no operation (run, copy or mkdir)");
@@ -278,15 +264,16 @@ absl::Status LocalStepExecutor::FinishLayer(const std::string& dir,
 // RUN
 
 absl::StatusOr<farm::v1::StepResult> LocalStepExecutor::ExecuteRun(
-    const farm::v1::StepRequest& request, const layerstore::Stack& stack, const LogSink& log,
-    const absl::Notification* cancel, SecretProvider* secrets) {
+    const farm::v1::StepRequest& request, const layerstore::Stack& stack,
+    const executor::LogSink& log, const absl::Notification* cancel,
+    executor::SecretProvider* secrets) {
   const farm::v1::RunOp& run = request.run();
   const farm::v1::ExecEnv& env = request.env();
   if (run.args().empty()) return absl::InvalidArgumentError("RUN without a command");
-  if (!env.platform().empty() && env.platform() != HostPlatform()) {
-    return absl::FailedPreconditionError(absl::StrCat("cannot run a ", env.platform(),
-                                                      " step on this ", HostPlatform(),
-                                                      " worker (no emulation)"));
+  if (!env.platform().empty() && env.platform() != oci::Platform::Host().String()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("cannot run a ", env.platform(), " step on this ",
+                     oci::Platform::Host().String(), " worker (no emulation)"));
   }
   ASSIGN_OR_RETURN(std::string dir, NewRunDir());
   RunDir cleanup{dir};
@@ -702,4 +689,4 @@ absl::StatusOr<int> LocalStepExecutor::RunAttached(const RunOptions& o) {
   return sr.exit_code();
 }
 
-}  // namespace worker
+}  // namespace farm::worker

@@ -7,14 +7,14 @@
 // mount points the sandbox had to create, becomes the layer (worker/layer/layer_io.h) and is
 // kept in the layer store as that layer's unpacked form. COPY/ADD and WORKDIR write their
 // layer's tree directly (worker/copy/copy_op.h), reading the parent file system through
-// layerstore::StackView: no namespace, no mount.
+// worker::layerstore::StackView: no namespace, no mount.
 //
 // State under Options::state_dir: layers/ (the layer store), cache-mounts/ (RUN
 // --mount=type=cache), run/ (per-step scratch, wiped at start), tmp/ (layer spool files).
 // One process per state_dir (the layer store holds a lock).
 //
 // The process must be root (namespaces, overlayfs, chown), and its main() must call
-// sandbox::RunSandboxIfRequested(argc, argv) first (see worker/sandbox/sandbox.h).
+// worker::sandbox::RunSandboxIfRequested(argc, argv) first (see worker/sandbox/sandbox.h).
 //
 //   worker::LocalStepExecutor::Options o;
 //   o.state_dir = home + "/worker";
@@ -35,22 +35,22 @@
 
 #include "absl/status/statusor.h"
 #include "cache/blob_store.h"
+#include "executor/step_executor.h"
 #include "farm/v1/sandbox.pb.h"
 #include "worker/cache_mounts.h"
 #include "worker/copy/fetch.h"
 #include "worker/layerstore/layer_store.h"
 #include "worker/sandbox/cgroups.h"
-#include "worker/step_executor.h"
 
-namespace worker {
+namespace farm::worker {
 
-class LocalStepExecutor : public StepExecutor {
+class LocalStepExecutor : public executor::StepExecutor {
  public:
   struct Options {
     std::string state_dir;                  // required
     std::shared_ptr<cache::BlobStore> cas;  // required: layers, context files, outputs
     int64_t layer_store_max_bytes = 0;      // unpacked layers kept; 0 = unlimited
-    SecretProvider::Ptr secrets;            // RUN --mount=type=secret|ssh; null = none
+    executor::SecretProvider::Ptr secrets;  // RUN --mount=type=secret|ssh; null = none
     sandbox::CgroupLimits limits;           // per RUN step; zero = none
     // Host files bind-mounted read-only at /etc/resolv.conf and /etc/hosts in RUN ("" = none).
     std::string resolv_conf = "/etc/resolv.conf";
@@ -64,7 +64,7 @@ class LocalStepExecutor : public StepExecutor {
   static absl::StatusOr<std::unique_ptr<LocalStepExecutor>> Create(Options options);
 
   absl::StatusOr<farm::v1::StepResult> Execute(const farm::v1::StepRequest& request,
-                                               const LogSink& log,
+                                               const executor::LogSink& log,
                                                const absl::Notification* cancel) override;
 
   // What one Execute call may set beyond the executor's Options.
@@ -72,11 +72,12 @@ class LocalStepExecutor : public StepExecutor {
     // Where this step's RUN --mount=type=secret|ssh get their values, instead of
     // Options::secrets (null: Options::secrets). farm-worker passes the secrets the scheduler
     // sent with the task, so they reach that step only.
-    SecretProvider::Ptr secrets;
+    executor::SecretProvider::Ptr secrets;
   };
   // Execute with per-call options. Thread-safe like Execute.
   absl::StatusOr<farm::v1::StepResult> Execute(const farm::v1::StepRequest& request,
-                                               const LogSink& log, const absl::Notification* cancel,
+                                               const executor::LogSink& log,
+                                               const absl::Notification* cancel,
                                                const CallOptions& call);
 
   // `farm run IMAGE`: runs `args` on `layers` with the image's env/user/workdir, the caller's
@@ -102,9 +103,9 @@ class LocalStepExecutor : public StepExecutor {
   absl::StatusOr<std::string> NewRunDir();
   absl::StatusOr<farm::v1::StepResult> ExecuteRun(const farm::v1::StepRequest& request,
                                                   const layerstore::Stack& stack,
-                                                  const LogSink& log,
+                                                  const executor::LogSink& log,
                                                   const absl::Notification* cancel,
-                                                  SecretProvider* secrets);
+                                                  executor::SecretProvider* secrets);
   absl::StatusOr<farm::v1::StepResult> ExecuteCopy(const farm::v1::StepRequest& request,
                                                    const layerstore::Stack& stack,
                                                    const absl::Notification* cancel);
@@ -124,6 +125,6 @@ class LocalStepExecutor : public StepExecutor {
   std::atomic<uint64_t> counter_{0};
 };
 
-}  // namespace worker
+}  // namespace farm::worker
 
 #endif  // FARM_WORKER_LOCAL_STEP_EXECUTOR_H_

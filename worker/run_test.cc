@@ -11,21 +11,21 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/testing/status_matchers.h"
+#include "executor/secrets.h"
 #include "gtest/gtest.h"
-#include "worker/secrets.h"
 #include "worker/ssh_proxy.h"
 #include "worker/testing/executor_fixture.h"
 #include "worker/testing/fs_helpers.h"
-#include "worker/testing/status_matchers.h"
 
-namespace worker {
+namespace farm::worker {
 namespace {
 
-using worker_testing::ContextBuilder;
-using worker_testing::LayerContents;
-using worker_testing::NetRawCapability;
+using testing::ContextBuilder;
+using testing::LayerContents;
+using testing::NetRawCapability;
 
-class RunTest : public worker_testing::ExecutorTest {};
+class RunTest : public testing::ExecutorTest {};
 
 std::vector<std::string> Names(const LayerContents& l) { return l.order; }
 
@@ -43,8 +43,8 @@ TEST_F(RunTest, MountPointsNeverReachTheLayer) {
   std::string bare = tmp_->path() + "/bare";
   auto busybox = common::ReadFile("/bin/busybox");
   ASSERT_OK(busybox);
-  ASSERT_OK(worker_testing::WriteFile(bare + "/busybox", *busybox, 0755));
-  auto only_busybox = worker_testing::MakeLayer(cas_.get(), bare);
+  ASSERT_OK(testing::WriteFile(bare + "/busybox", *busybox, 0755));
+  auto only_busybox = testing::MakeLayer(cas_.get(), bare);
   ASSERT_OK(only_busybox);
   Outcome o = Exec(Run({"/busybox", "ls", "/etc"}, {*only_busybox}));
   ASSERT_OK(o.result);
@@ -55,8 +55,8 @@ TEST_F(RunTest, MountPointsNeverReachTheLayer) {
   // /etc/resolv.conf as a (dangling) symlink into /run: the mount point is made at the target,
   // inside the root, and removed with the /run it needed.
   std::string linked = tmp_->path() + "/linked";
-  ASSERT_OK(worker_testing::Symlink("../run/systemd/resolv.conf", linked + "/etc/resolv.conf"));
-  auto link_layer = worker_testing::MakeLayer(cas_.get(), linked);
+  ASSERT_OK(testing::Symlink("../run/systemd/resolv.conf", linked + "/etc/resolv.conf"));
+  auto link_layer = testing::MakeLayer(cas_.get(), linked);
   ASSERT_OK(link_layer);
   o = Exec(Sh("readlink /etc/resolv.conf; test -f /run/systemd/resolv.conf && echo mounted",
               {base_, *link_layer}));
@@ -164,8 +164,8 @@ TEST_F(RunTest, OutputLayerIsReusedWithoutUnpacking) {
 }
 
 TEST_F(RunTest, SecretsAreMountedAndNeverInTheLayer) {
-  auto secrets =
-      std::make_shared<MapSecretProvider>(std::map<std::string, std::string>{{"token", "s3cr3t"}});
+  auto secrets = std::make_shared<executor::MapSecretProvider>(
+      std::map<std::string, std::string>{{"token", "s3cr3t"}});
   LocalStepExecutor::Options o;
   o.state_dir = tmp_->path() + "/state-secrets";
   o.cas = cas_;
@@ -183,7 +183,7 @@ TEST_F(RunTest, SecretsAreMountedAndNeverInTheLayer) {
       r, [&](absl::string_view line, bool) { out.emplace_back(line); }, nullptr);
   ASSERT_OK(result);
   EXPECT_EQ(out, (std::vector<std::string>{"s3cr3t", "s3cr3t"}));
-  auto l = worker_testing::ReadLayer(cas_.get(), result->layer());
+  auto l = testing::ReadLayer(cas_.get(), result->layer());
   ASSERT_OK(l);
   EXPECT_EQ(l->order, std::vector<std::string>{"out"});  // no /run, no /run/secrets
 
@@ -196,8 +196,8 @@ TEST_F(RunTest, SecretsAreMountedAndNeverInTheLayer) {
 TEST_F(RunTest, PerCallSecretsReachOnlyThatStepAndNeverTheDisk) {
   const std::string value = "s3cr3t-7c41e9d2";
   LocalStepExecutor::CallOptions call;
-  call.secrets =
-      std::make_shared<MapSecretProvider>(std::map<std::string, std::string>{{"token", value}});
+  call.secrets = std::make_shared<executor::MapSecretProvider>(
+      std::map<std::string, std::string>{{"token", value}});
   auto mount = [](farm::v1::StepRequest* r) {
     farm::v1::Mount* m = r->mutable_run()->add_mounts();
     m->set_type(farm::v1::Mount::SECRET);
@@ -225,7 +225,7 @@ TEST_F(RunTest, PerCallSecretsReachOnlyThatStepAndNeverTheDisk) {
   });
   ASSERT_TRUE(ready.WaitForNotificationWithTimeout(absl::Seconds(60)));
   EXPECT_EQ(out, (std::vector<std::string>{"440 65534", "ready"}));
-  EXPECT_EQ(worker_testing::FilesContaining(tmp_->path(), value), std::vector<std::string>{});
+  EXPECT_EQ(testing::FilesContaining(tmp_->path(), value), std::vector<std::string>{});
   cancel.Notify();
   t.join();
   EXPECT_EQ(result.status().code(), absl::StatusCode::kCancelled) << result.status();
@@ -236,10 +236,10 @@ TEST_F(RunTest, PerCallSecretsReachOnlyThatStepAndNeverTheDisk) {
   auto layer = executor_->Execute(done, nullptr, nullptr, call);
   ASSERT_OK(layer);
   ASSERT_EQ(layer->exit_code(), 0) << absl::StrJoin(layer->output_tail(), "\n");
-  auto l = worker_testing::ReadLayer(cas_.get(), layer->layer());
+  auto l = testing::ReadLayer(cas_.get(), layer->layer());
   ASSERT_OK(l);
   EXPECT_EQ(l->order, std::vector<std::string>{"out"});
-  EXPECT_EQ(worker_testing::FilesContaining(tmp_->path(), value), std::vector<std::string>{});
+  EXPECT_EQ(testing::FilesContaining(tmp_->path(), value), std::vector<std::string>{});
 
   // Another call without it: the (optional) secret is absent.
   farm::v1::StepRequest other = Sh("cat /run/secrets/token");
@@ -262,7 +262,7 @@ TEST_F(RunTest, CacheMountsPersistAndStayOutOfLayers) {
   ASSERT_OK(second.result);
   EXPECT_EQ(first.out, std::vector<std::string>{"1"});
   EXPECT_EQ(second.out, std::vector<std::string>{"2"});
-  auto l = worker_testing::ReadLayer(cas_.get(), second.result->layer());
+  auto l = testing::ReadLayer(cas_.get(), second.result->layer());
   ASSERT_OK(l);
   EXPECT_EQ(l->order, std::vector<std::string>{"made"});
 }
@@ -322,7 +322,7 @@ TEST_F(RunTest, SshAgentIsForwardedThroughAProxySocket) {
     if (read(c, buf, sizeof(buf)) > 0) (void)!write(c, "pong", 4);
     close(c);
   });
-  auto secrets = std::make_shared<MapSecretProvider>(
+  auto secrets = std::make_shared<executor::MapSecretProvider>(
       std::map<std::string, std::string>{}, std::map<std::string, std::string>{{"default", agent}});
   LocalStepExecutor::Options opts;
   opts.state_dir = tmp_->path() + "/state-ssh";
@@ -389,7 +389,7 @@ TEST_F(RunTest, ConcurrentStepsDoNotInterfere) {
   for (int i = 0; i < 4; ++i) {
     ASSERT_OK(outcomes[i].result);
     EXPECT_EQ(outcomes[i].out, std::vector<std::string>{absl::StrCat(i)});
-    auto l = worker_testing::ReadLayer(cas_.get(), outcomes[i].result->layer());
+    auto l = testing::ReadLayer(cas_.get(), outcomes[i].result->layer());
     ASSERT_OK(l);
     EXPECT_EQ(l->at("mine").data, absl::StrCat(i, "\n"));
   }
@@ -416,8 +416,8 @@ TEST_F(RunTest, DeepStacksAreMountedFlattened) {
   std::vector<farm::v1::Layer> parents = {base_};
   for (int i = 0; i < 240; ++i) {
     std::string dir = absl::StrCat(tmp_->path(), "/deep/", i);
-    ASSERT_OK(worker_testing::WriteFile(absl::StrCat(dir, "/deep/f", i), absl::StrCat(i)));
-    auto l = worker_testing::MakeLayer(cas_.get(), dir);
+    ASSERT_OK(testing::WriteFile(absl::StrCat(dir, "/deep/f", i), absl::StrCat(i)));
+    auto l = testing::MakeLayer(cas_.get(), dir);
     ASSERT_OK(l);
     parents.push_back(*l);
   }
@@ -444,4 +444,4 @@ TEST_F(RunTest, RunAttachedUsesCallerStdioAndDiscardsChanges) {
 }
 
 }  // namespace
-}  // namespace worker
+}  // namespace farm::worker

@@ -13,7 +13,7 @@
 #include "common/status_macros.h"
 #include "common/status_util.h"
 
-namespace worker {
+namespace farm::worker {
 namespace {
 
 // Fills `addr` for `path`; long paths go through an O_PATH descriptor of the directory, whose
@@ -157,4 +157,4 @@ void SshAgentProxy::Relay(int client) {
   close(*agent);
 }
 
-}  // namespace worker
+}  // namespace farm::worker

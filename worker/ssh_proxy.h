@@ -17,7 +17,7 @@
 #include "absl/synchronization/mutex.h"
 #include "worker/copy/layer_tree.h"
 
-namespace worker {
+namespace farm::worker {
 
 class SshAgentProxy {
  public:
@@ -53,6 +53,6 @@ class SshAgentProxy {
 absl::StatusOr<int> ConnectUnix(const std::string& path);
 absl::StatusOr<int> ListenUnix(const std::string& path);
 
-}  // namespace worker
+}  // namespace farm::worker
 
 #endif  // FARM_WORKER_SSH_PROXY_H_

@@ -96,7 +96,7 @@ class SimWorker final : public grpc::ClientBidiReactor<WorkerMessage, SchedulerM
       r->set_task_id(t.task_id());
       r->set_lease_id(t.lease_id());
       farm::v1::Layer* layer = r->mutable_result()->mutable_layer();
-      layer->set_digest(common::DigestOf(t.request().key()).OciString());
+      layer->set_digest(farm::common::DigestOf(t.request().key()).OciString());
       layer->set_diff_id(layer->digest());
       layer->set_size(4096);
       layer->set_media_type("application/vnd.oci.image.layer.v1.tar+gzip");
@@ -160,8 +160,8 @@ class SimWorker final : public grpc::ClientBidiReactor<WorkerMessage, SchedulerM
 farm::v1::Layer FakeLayer(int i) {
   farm::v1::Layer l;
   std::string seed = absl::StrCat("layer-", i);
-  l.set_diff_id(common::DigestOf(seed).OciString());
-  l.set_digest(common::DigestOf(seed + ".gz").OciString());
+  l.set_diff_id(farm::common::DigestOf(seed).OciString());
+  l.set_digest(farm::common::DigestOf(seed + ".gz").OciString());
   l.set_size(10 << 20);
   l.set_uncompressed_size(30 << 20);
   l.set_media_type("application/vnd.oci.image.layer.v1.tar+gzip");
@@ -169,9 +169,9 @@ farm::v1::Layer FakeLayer(int i) {
 }
 
 // A realistic RUN step: env, args, a few parent layers.
-dispatch::TaskSpec MakeSpec(const std::string& key, const std::string& tenant, int priority,
-                            int base, int parents) {
-  dispatch::TaskSpec s;
+farm::scheduler::dispatch::TaskSpec MakeSpec(const std::string& key, const std::string& tenant,
+                                             int priority, int base, int parents) {
+  farm::scheduler::dispatch::TaskSpec s;
   s.key = key;
   s.tenant = tenant;
   s.priority = priority;
@@ -187,7 +187,7 @@ dispatch::TaskSpec MakeSpec(const std::string& key, const std::string& tenant, i
   r.mutable_run()->add_args("/bin/sh");
   r.mutable_run()->add_args("-c");
   r.mutable_run()->add_args("apt-get update && apt-get install -y build-essential && make -j8");
-  if (parents > 0) s.parent_chain_ids = *dispatch::ParentChainIds(r.parents());
+  if (parents > 0) s.parent_chain_ids = *farm::scheduler::dispatch::ParentChainIds(r.parents());
   return s;
 }
 
@@ -215,7 +215,7 @@ int main(int argc, char** argv) {
   bool no_chains = false;
   std::string mode = "burst", state_dir;
   bool shared_channel = false;
-  common::FlagSet fs("dispatch_bench [OPTIONS]", "Load test of the dispatcher over gRPC");
+  farm::common::FlagSet fs("dispatch_bench [OPTIONS]", "Load test of the dispatcher over gRPC");
   fs.Int("workers", 0, &workers, "simulated workers");
   fs.Int("slots", 0, &slots, "slots per worker");
   fs.Int("tasks", 0, &tasks, "steps submitted");
@@ -245,16 +245,16 @@ int main(int argc, char** argv) {
     return 2;
   }
 
-  dispatch::Options o;
+  farm::scheduler::dispatch::Options o;
   o.state_dir = state_dir;
   o.max_queued_tasks = static_cast<int>(std::max<int64_t>(100000, tasks));
   o.locality_wait = absl::Milliseconds(locality_wait_ms);
-  auto created = dispatch::Dispatcher::Create(o);
+  auto created = farm::scheduler::dispatch::Dispatcher::Create(o);
   if (!created.ok()) {
     std::cerr << "dispatch_bench: " << created.status() << "\n";
     return 1;
   }
-  std::unique_ptr<dispatch::Dispatcher> d = std::move(*created);
+  std::unique_ptr<farm::scheduler::dispatch::Dispatcher> d = std::move(*created);
   grpc::ServerBuilder b;
   int port = 0;
   b.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
@@ -263,7 +263,7 @@ int main(int argc, char** argv) {
   std::string target = absl::StrCat("127.0.0.1:", port);
 
   // The steps: builds of tasks/builds steps each; some keys shared between builds.
-  std::vector<dispatch::TaskSpec> specs;
+  std::vector<farm::scheduler::dispatch::TaskSpec> specs;
   specs.reserve(tasks);
   int64_t per_build = std::max<int64_t>(1, tasks / builds);
   for (int64_t i = 0; i < tasks; ++i) {
@@ -271,7 +271,7 @@ int main(int argc, char** argv) {
     int64_t tenant = build % 2 == 0 ? 0 : 1 + (build / 2) % std::max<int64_t>(1, tenants - 1);
     bool dup = (i * 7919) % 100 < dup_percent;
     std::string key = dup ? absl::StrCat("shared-", i % 200) : absl::StrCat("b", build, "-s", i);
-    specs.push_back(MakeSpec(common::DigestOf(key).hash, absl::StrCat("tenant-", tenant),
+    specs.push_back(MakeSpec(farm::common::DigestOf(key).hash, absl::StrCat("tenant-", tenant),
                              static_cast<int>(i % 3), static_cast<int>(build % 50),
                              static_cast<int>(parents)));
     if (no_chains) specs.back().parent_chain_ids.clear();
@@ -297,7 +297,7 @@ int main(int argc, char** argv) {
       if (parents > 0) {
         google::protobuf::RepeatedPtrField<farm::v1::Layer> stack;
         for (int j = 0; j < parents; ++j) *stack.Add() = FakeLayer(static_cast<int>(i % 50) + j);
-        chains = *dispatch::ParentChainIds(stack);
+        chains = *farm::scheduler::dispatch::ParentChainIds(stack);
       }
       sims.push_back(std::make_unique<SimWorker>(ch, absl::StrCat("sim-", i),
                                                  static_cast<int>(slots),
@@ -352,7 +352,7 @@ int main(int argc, char** argv) {
   all_done.WaitForNotification();
   absl::Time t1 = absl::Now();
   double cpu = CpuSeconds() - cpu0;
-  dispatch::DispatchStats st = d->Stats();
+  farm::scheduler::dispatch::DispatchStats st = d->Stats();
 
   for (auto& s : sims) s->Stop();
   d->Shutdown();

@@ -31,23 +31,26 @@
 namespace {
 
 // A CAS that claims to have everything: measures the pipeline, not the store.
-class HasEverything : public cache::BlobStore {
+class HasEverything : public farm::cache::BlobStore {
  public:
-  absl::StatusOr<std::vector<common::Digest>> FindMissing(
-      absl::Span<const common::Digest>) override {
-    return std::vector<common::Digest>();
+  absl::StatusOr<std::vector<farm::common::Digest>> FindMissing(
+      absl::Span<const farm::common::Digest>) override {
+    return std::vector<farm::common::Digest>();
   }
-  absl::Status Read(const common::Digest&, int64_t, int64_t, const cache::ReadSink&) override {
+  absl::Status Read(const farm::common::Digest&, int64_t, int64_t,
+                    const farm::cache::ReadSink&) override {
     return absl::UnimplementedError("read");
   }
-  absl::StatusOr<std::unique_ptr<cache::BlobReader>> OpenRead(const common::Digest&, int64_t,
-                                                              int64_t) override {
+  absl::StatusOr<std::unique_ptr<farm::cache::BlobReader>> OpenRead(const farm::common::Digest&,
+                                                                    int64_t, int64_t) override {
     return absl::UnimplementedError("read");
   }
-  absl::StatusOr<std::unique_ptr<cache::BlobWriter>> BeginWrite(const common::Digest&) override {
+  absl::StatusOr<std::unique_ptr<farm::cache::BlobWriter>> BeginWrite(
+      const farm::common::Digest&) override {
     return absl::UnimplementedError("write");
   }
-  absl::StatusOr<Lease> AcquireLease(absl::Span<const common::Digest>, absl::Duration) override {
+  absl::StatusOr<Lease> AcquireLease(absl::Span<const farm::common::Digest>,
+                                     absl::Duration) override {
     return Lease{};
   }
   absl::Status ReleaseLease(const std::string&) override { return absl::OkStatus(); }
@@ -108,7 +111,7 @@ absl::Status Generate(const std::string& dir, int64_t total) {
   int file = 0;
   while (written < total) {
     std::string sub = absl::StrFormat("%s/d%03d/e%02d", dir, file / 4096, (file / 64) % 64);
-    RETURN_IF_ERROR(common::MakeDirs(sub));
+    RETURN_IF_ERROR(farm::common::MakeDirs(sub));
     // Mostly small files (80%: 512 B .. 64 KiB), some large (64 KiB .. 8 MiB), log-uniform.
     double u = (rng() % 10000) / 10000.0;
     double e = rng() % 5 != 0 ? 9 + u * 7 : 16 + u * 7;
@@ -117,7 +120,7 @@ absl::Status Generate(const std::string& dir, int64_t total) {
     std::string data = kind < 8    ? Text(rng, size)
                        : kind < 15 ? Binary(rng, size)
                                    : Random(rng, size);
-    RETURN_IF_ERROR(common::WriteFileAtomic(absl::StrFormat("%s/f%06d", sub, file), data));
+    RETURN_IF_ERROR(farm::common::WriteFileAtomic(absl::StrFormat("%s/f%06d", sub, file), data));
     written += static_cast<int64_t>(size);
     ++file;
   }
@@ -139,7 +142,7 @@ int main(int argc, char** argv) {
   std::string dir = "/tmp/farm-bench-tree";
   int64_t size_mib = 512, runs = 3, threads = 0;
   bool generate = false;
-  common::FlagSet fs("layers_bench [OPTIONS]", "Layer creation throughput");
+  farm::common::FlagSet fs("layers_bench [OPTIONS]", "Layer creation throughput");
   fs.String("dir", 0, &dir, "the tree to archive");
   fs.Int("size_mib", 0, &size_mib, "size of the generated tree");
   fs.Bool("generate", 0, &generate, "generate the tree if it does not exist");
@@ -150,7 +153,7 @@ int main(int argc, char** argv) {
     std::cerr << args.status() << "\n";
     return 2;
   }
-  if (generate && !common::PathExists(dir)) {
+  if (generate && !farm::common::PathExists(dir)) {
     absl::Status s = Generate(dir, size_mib << 20);
     if (!s.ok()) {
       std::cerr << s << "\n";
@@ -158,29 +161,29 @@ int main(int argc, char** argv) {
     }
   }
   auto none = std::make_shared<HasEverything>();
-  auto mem = std::make_shared<cache::testing::MemoryBlobStore>();
+  auto mem = std::make_shared<farm::cache::testing::MemoryBlobStore>();
   struct Config {
     const char* name;
-    layer::Compression c;
+    farm::oci::Compression c;
     int level;
   };
   std::printf("%-12s %10s %12s %8s %10s %12s\n", "config", "MB/s", "compressed", "ratio", "cpu s",
               "unpack MB/s");
-  for (Config cfg : {Config{"tar only", layer::Compression::kNone, 0},
-                     Config{"gzip -6", layer::Compression::kGzip, 6},
-                     Config{"gzip -4", layer::Compression::kGzip, 4},
-                     Config{"gzip -1", layer::Compression::kGzip, 1},
-                     Config{"zstd -3", layer::Compression::kZstd, 3}}) {
+  for (Config cfg : {Config{"tar only", farm::oci::Compression::kNone, 0},
+                     Config{"gzip -6", farm::oci::Compression::kGzip, 6},
+                     Config{"gzip -4", farm::oci::Compression::kGzip, 4},
+                     Config{"gzip -1", farm::oci::Compression::kGzip, 1},
+                     Config{"zstd -3", farm::oci::Compression::kZstd, 3}}) {
     double best = 1e9, cpu = 0;
-    layer::WrittenLayer w;
+    farm::worker::layer::WrittenLayer w;
     for (int r = 0; r < runs; ++r) {
-      layer::WriteOptions o;
+      farm::worker::layer::WriteOptions o;
       o.compression = {cfg.c, cfg.level, static_cast<int>(threads)};
       o.source_date_epoch = 0;
       o.spool_dir = "/tmp";
       double cpu0 = CpuSeconds();
       auto t0 = std::chrono::steady_clock::now();
-      auto written = layer::WriteLayerFromDir(dir, o, none.get());
+      auto written = farm::worker::layer::WriteLayerFromDir(dir, o, none.get());
       double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       if (!written.ok()) {
         std::cerr << written.status() << "\n";
@@ -194,24 +197,24 @@ int main(int argc, char** argv) {
     }
     // Unpack: store the blob once (outside the timing), then unpack it into a fresh directory.
     double unpack_mbs = 0;
-    if (cfg.c != layer::Compression::kNone) {
-      layer::WriteOptions o;
+    if (cfg.c != farm::oci::Compression::kNone) {
+      farm::worker::layer::WriteOptions o;
       o.compression = {cfg.c, cfg.level, static_cast<int>(threads)};
       o.source_date_epoch = 0;
       o.spool_dir = "/tmp";
-      auto stored = layer::WriteLayerFromDir(dir, o, mem.get());
+      auto stored = farm::worker::layer::WriteLayerFromDir(dir, o, mem.get());
       std::string dest = "/tmp/farm-bench-unpack";
-      common::RemoveAll(dest).IgnoreError();
-      common::MakeDirs(dest).IgnoreError();
+      farm::common::RemoveAll(dest).IgnoreError();
+      farm::common::MakeDirs(dest).IgnoreError();
       auto t0 = std::chrono::steady_clock::now();
-      auto u = layer::UnpackLayerBlob(mem.get(), stored->blob, stored->diff_id, dest);
+      auto u = farm::worker::layer::UnpackLayerBlob(mem.get(), stored->blob, stored->diff_id, dest);
       double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       if (!u.ok()) {
         std::cerr << u.status() << "\n";
         return 1;
       }
       unpack_mbs = w.diff_id.size_bytes / 1e6 / secs;
-      common::RemoveAll(dest).IgnoreError();
+      farm::common::RemoveAll(dest).IgnoreError();
       mem->Remove(stored->blob);
     }
     std::printf("%-12s %10.1f %12lld %8.2f %10.2f %12s\n", cfg.name,

@@ -13,8 +13,7 @@
 #include "common/status_util.h"
 #include "farm/v1/cache.pb.h"
 
-namespace cache {
-namespace client {
+namespace farm::cache::client {
 
 namespace reapi = build::bazel::remote::execution::v2;
 
@@ -35,7 +34,7 @@ GrpcActionCache::GrpcActionCache(std::shared_ptr<grpc::ChannelInterface> channel
 
 absl::StatusOr<std::string> GrpcActionCache::Call(const std::string& method,
                                                   const std::string& request) {
-  return Retry(options_.retry, [&]() -> absl::StatusOr<std::string> {
+  return common::Retry(options_.retry, [&]() -> absl::StatusOr<std::string> {
     grpc::ClientContext ctx;
     ctx.set_deadline(std::chrono::system_clock::now() +
                      absl::ToChronoMilliseconds(options_.rpc_timeout));
@@ -90,5 +89,4 @@ absl::Status GrpcActionCache::Update(const std::string& scope, const common::Dig
       stored.status(), absl::StrCat("UpdateActionResult ", key.ToString(), " in \"", scope, "\""));
 }
 
-}  // namespace client
-}  // namespace cache
+}  // namespace farm::cache::client

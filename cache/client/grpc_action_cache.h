@@ -17,15 +17,14 @@
 #include <string>
 
 #include "cache/action_cache.h"
-#include "cache/client/retry.h"
+#include "common/backoff.h"
 
-namespace cache {
-namespace client {
+namespace farm::cache::client {
 
 class GrpcActionCache final : public ActionCache {
  public:
   struct Options {
-    RetryOptions retry;
+    common::RetryOptions retry;
     absl::Duration rpc_timeout = absl::Seconds(60);
   };
   static absl::StatusOr<std::unique_ptr<GrpcActionCache>> Create(const std::string& target,
@@ -43,7 +42,6 @@ class GrpcActionCache final : public ActionCache {
   Options options_;
 };
 
-}  // namespace client
-}  // namespace cache
+}  // namespace farm::cache::client
 
 #endif  // FARM_CACHE_CLIENT_GRPC_ACTION_CACHE_H_

@@ -18,8 +18,7 @@
 #include "common/status_macros.h"
 #include "common/status_util.h"
 
-namespace cache {
-namespace client {
+namespace farm::cache::client {
 
 namespace reapi = build::bazel::remote::execution::v2;
 namespace bs = google::bytestream;
@@ -101,8 +100,8 @@ class GrpcBlobReader : public BlobReader {
  private:
   // Reads the next non-empty message into response_ (advancing pos_); false at the end.
   absl::StatusOr<bool> ReadMessage() {
-    const RetryOptions& retry = store_->options().retry;
-    absl::Duration backoff = retry.initial_backoff;
+    const common::RetryOptions& retry = store_->options().retry;
+    common::Backoff backoff(retry.backoff());
     int attempt = 1;
     for (;;) {
       if (pos_ >= end_ && !stream_) return false;
@@ -130,8 +129,7 @@ class GrpcBlobReader : public BlobReader {
       absl::Status status = FromRpc(s, absl::StrCat("ByteStream.Read of ", digest_.ToString()));
       if (!absl::IsUnavailable(status) || attempt >= retry.max_attempts) return status;
       ++attempt;
-      absl::SleepFor(backoff);
-      backoff = std::min(backoff * retry.multiplier, retry.max_backoff);
+      absl::SleepFor(backoff.Next());
     }
   }
 
@@ -245,14 +243,13 @@ class StreamBlobWriter : public BlobWriter {
   // the stream if `finish`), resuming after UNAVAILABLE.
   absl::Status Send(std::string data, bool finish) {
     Remember(std::move(data));
-    const RetryOptions& retry = store_->options().retry;
-    absl::Duration backoff = retry.initial_backoff;
+    const common::RetryOptions& retry = store_->options().retry;
+    common::Backoff backoff(retry.backoff());
     for (int attempt = 1;; ++attempt) {
       absl::Status s = Flush(finish);
       if (s.ok() || complete_) return absl::OkStatus();
       if (!absl::IsUnavailable(s) || attempt >= retry.max_attempts) return s;
-      absl::SleepFor(backoff);
-      backoff = std::min(backoff * retry.multiplier, retry.max_backoff);
+      absl::SleepFor(backoff.Next());
       // Where did the server get to? The next Flush re-sends from there.
       s = Resume();
       if (complete_) return absl::OkStatus();
@@ -439,7 +436,7 @@ absl::StatusOr<std::vector<Digest>> GrpcBlobStore::FindMissing(absl::Span<const 
     size_t end = std::min(unique.size(), start + kMaxDigestsPerFindMissing);
     for (size_t i = start; i < end; ++i) ToProto(*unique[i], req.add_blob_digests());
     reapi::FindMissingBlobsResponse resp;
-    RETURN_IF_ERROR(Retry(options_.retry, [&]() -> absl::Status {
+    RETURN_IF_ERROR(common::Retry(options_.retry, [&]() -> absl::Status {
       grpc::ClientContext ctx;
       SetDeadline(&ctx, options_.rpc_timeout);
       resp.Clear();
@@ -528,7 +525,7 @@ absl::StatusOr<std::vector<absl::Status>> GrpcBlobStore::BatchWrite(
       r->set_data(blobs[i].data.data(), blobs[i].data.size());
     }
     reapi::BatchUpdateBlobsResponse resp;
-    RETURN_IF_ERROR(Retry(options_.retry, [&]() -> absl::Status {
+    RETURN_IF_ERROR(common::Retry(options_.retry, [&]() -> absl::Status {
       grpc::ClientContext ctx;
       SetDeadline(&ctx, options_.rpc_timeout);
       resp.Clear();
@@ -577,7 +574,7 @@ absl::StatusOr<std::vector<absl::StatusOr<std::string>>> GrpcBlobStore::BatchRea
     req.set_instance_name(options_.instance_name);
     for (size_t i : group) ToProto(digests[i], req.add_digests());
     reapi::BatchReadBlobsResponse resp;
-    RETURN_IF_ERROR(Retry(options_.retry, [&]() -> absl::Status {
+    RETURN_IF_ERROR(common::Retry(options_.retry, [&]() -> absl::Status {
       grpc::ClientContext ctx;
       SetDeadline(&ctx, options_.rpc_timeout);
       resp.Clear();
@@ -623,7 +620,7 @@ absl::StatusOr<BlobStore::Lease> GrpcBlobStore::AcquireLease(absl::Span<const Di
   req.mutable_ttl()->set_seconds(absl::IDivDuration(ttl, absl::Seconds(1), &ttl));
   req.mutable_ttl()->set_nanos(static_cast<int32_t>(absl::ToInt64Nanoseconds(ttl)));
   farm::v1::AcquireLeaseResponse resp;
-  RETURN_IF_ERROR(Retry(options_.retry, [&]() -> absl::Status {
+  RETURN_IF_ERROR(common::Retry(options_.retry, [&]() -> absl::Status {
     grpc::ClientContext ctx;
     SetDeadline(&ctx, options_.rpc_timeout);
     resp.Clear();
@@ -640,7 +637,7 @@ absl::Status GrpcBlobStore::ReleaseLease(const std::string& lease_id) {
   farm::v1::ReleaseLeaseRequest req;
   req.set_instance_name(options_.instance_name);
   req.set_lease_id(lease_id);
-  return Retry(options_.retry, [&]() -> absl::Status {
+  return common::Retry(options_.retry, [&]() -> absl::Status {
     grpc::ClientContext ctx;
     SetDeadline(&ctx, options_.rpc_timeout);
     farm::v1::ReleaseLeaseResponse resp;
@@ -648,5 +645,4 @@ absl::Status GrpcBlobStore::ReleaseLease(const std::string& lease_id) {
   });
 }
 
-}  // namespace client
-}  // namespace cache
+}  // namespace farm::cache::client

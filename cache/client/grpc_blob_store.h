@@ -33,12 +33,11 @@
 #include "absl/time/time.h"
 #include "build/bazel/remote/execution/v2/remote_execution.grpc.pb.h"
 #include "cache/blob_store.h"
-#include "cache/client/retry.h"
+#include "common/backoff.h"
 #include "farm/v1/cache.grpc.pb.h"
 #include "google/bytestream/bytestream.grpc.pb.h"
 
-namespace cache {
-namespace client {
+namespace farm::cache::client {
 
 // A channel to a cache server: "HOST:PORT" or "grpc://HOST:PORT" (plaintext), or "unix:PATH".
 // Raises the receive limit to 64 MiB. INVALID_ARGUMENT for grpcs:// (TLS is not supported yet).
@@ -54,7 +53,7 @@ class GrpcBlobStore final : public BlobStore {
     int64_t write_chunk_size = 1 << 20;
     // Bytes a streaming writer keeps to re-send after a broken stream.
     int64_t resume_window = 16 << 20;
-    RetryOptions retry;
+    common::RetryOptions retry;
     absl::Duration rpc_timeout = absl::Seconds(60);     // each unary call
     absl::Duration stream_timeout = absl::Minutes(30);  // each ByteStream call
   };
@@ -91,7 +90,6 @@ class GrpcBlobStore final : public BlobStore {
   Options options_;
 };
 
-}  // namespace client
-}  // namespace cache
+}  // namespace farm::cache::client
 
 #endif  // FARM_CACHE_CLIENT_GRPC_BLOB_STORE_H_

@@ -8,8 +8,7 @@
 #include "common/status_macros.h"
 #include "common/status_util.h"
 
-namespace cache {
-namespace client {
+namespace farm::cache::client {
 
 CacheStats FromProto(const farm::v1::CacheStats& p) {
   CacheStats s;
@@ -53,7 +52,7 @@ GrpcCacheAdmin::GrpcCacheAdmin(std::unique_ptr<farm::v1::CacheAdmin::StubInterfa
 
 absl::StatusOr<CacheStats> GrpcCacheAdmin::Stats() {
   farm::v1::CacheStats resp;
-  RETURN_IF_ERROR(Retry(options_.retry, [&]() -> absl::Status {
+  RETURN_IF_ERROR(common::Retry(options_.retry, [&]() -> absl::Status {
     grpc::ClientContext ctx;
     ctx.set_deadline(std::chrono::system_clock::now() +
                      absl::ToChronoMilliseconds(options_.rpc_timeout));
@@ -69,7 +68,7 @@ absl::StatusOr<GcResult> GrpcCacheAdmin::Gc(const GcOptions& options) {
   farm::v1::GcRequest req;
   req.set_max_size(options.max_size);
   farm::v1::GcResponse resp;
-  RETURN_IF_ERROR(Retry(options_.retry, [&]() -> absl::Status {
+  RETURN_IF_ERROR(common::Retry(options_.retry, [&]() -> absl::Status {
     grpc::ClientContext ctx;
     ctx.set_deadline(std::chrono::system_clock::now() +
                      absl::ToChronoMilliseconds(options_.gc_timeout));
@@ -85,5 +84,4 @@ absl::StatusOr<GcResult> GrpcCacheAdmin::Gc(const GcOptions& options) {
   return r;
 }
 
-}  // namespace client
-}  // namespace cache
+}  // namespace farm::cache::client

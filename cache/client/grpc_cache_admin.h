@@ -13,16 +13,15 @@
 
 #include "absl/time/time.h"
 #include "cache/admin.h"
-#include "cache/client/retry.h"
+#include "common/backoff.h"
 #include "farm/v1/cache.grpc.pb.h"
 
-namespace cache {
-namespace client {
+namespace farm::cache::client {
 
 class GrpcCacheAdmin final : public CacheAdmin {
  public:
   struct Options {
-    RetryOptions retry;
+    common::RetryOptions retry;
     absl::Duration rpc_timeout = absl::Seconds(60);
     absl::Duration gc_timeout = absl::Minutes(30);  // a gc may evict and compact a lot
   };
@@ -44,7 +43,6 @@ class GrpcCacheAdmin final : public CacheAdmin {
 // Conversions between the proto and the struct (shared with the server).
 CacheStats FromProto(const farm::v1::CacheStats& proto);
 
-}  // namespace client
-}  // namespace cache
+}  // namespace farm::cache::client
 
 #endif  // FARM_CACHE_CLIENT_GRPC_CACHE_ADMIN_H_

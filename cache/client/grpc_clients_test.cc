@@ -16,12 +16,11 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
-namespace cache {
-namespace client {
+namespace farm::cache::client {
 namespace {
 
 namespace reapi = build::bazel::remote::execution::v2;
-using ::cache::testing::RandomBytes;
+using ::farm::cache::testing::RandomBytes;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 using ::testing::IsEmpty;
@@ -320,5 +319,4 @@ TEST(GrpcClientsNoServerTest, UnreachableServerIsUnavailableAfterRetries) {
 }
 
 }  // namespace
-}  // namespace client
-}  // namespace cache
+}  // namespace farm::cache::client

@@ -29,8 +29,7 @@
 #include "farm/v1/cache.grpc.pb.h"
 #include "google/bytestream/bytestream.grpc.pb.h"
 
-namespace cache {
-namespace server {
+namespace farm::cache::server {
 
 namespace reapi = build::bazel::remote::execution::v2;
 namespace bs = google::bytestream;
@@ -834,5 +833,4 @@ void CacheServer::Wait() {
 
 ServerCounters CacheServer::counters() const { return CountersOf(*state_); }
 
-}  // namespace server
-}  // namespace cache
+}  // namespace farm::cache::server

@@ -36,8 +36,7 @@ class Server;
 class Service;
 }  // namespace grpc
 
-namespace cache {
-namespace server {
+namespace farm::cache::server {
 
 struct CacheServerOptions {
   // "HOST:PORT" (port 0 picks a free one; see CacheServer::address()) or "unix:PATH".
@@ -88,7 +87,6 @@ class CacheServer {
   bool shut_down_ = false;
 };
 
-}  // namespace server
-}  // namespace cache
+}  // namespace farm::cache::server
 
 #endif  // FARM_CACHE_SERVER_CACHE_SERVER_H_

@@ -15,13 +15,12 @@
 #include "google/bytestream/bytestream.grpc.pb.h"
 #include "gtest/gtest.h"
 
-namespace cache {
-namespace server {
+namespace farm::cache::server {
 namespace {
 
 namespace reapi = build::bazel::remote::execution::v2;
 namespace bs = google::bytestream;
-using ::cache::testing::RandomBytes;
+using ::farm::cache::testing::RandomBytes;
 using ::testing::HasSubstr;
 
 class CacheServerTest : public ::testing::Test {
@@ -601,5 +600,4 @@ TEST(CacheServerStartTest, PortInUseIsAClearError) {
 }
 
 }  // namespace
-}  // namespace server
-}  // namespace cache
+}  // namespace farm::cache::server

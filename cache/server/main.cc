@@ -32,10 +32,11 @@ int main(int argc, char** argv) {
   std::string dir;
   int64_t max_size = 0;
   std::vector<std::string> fallback_scopes, instance_names;
-  common::FlagSet fs("farm-cache --dir DIR [--listen HOST:PORT] [--max-size SIZE]",
-                     "Serves Farm's cache (CAS + action cache) as REAPI v2 on one port: Bazel\n"
-                     "can use it with --remote_cache=grpc://HOST:PORT. Instance names are\n"
-                     "action-cache scopes. Stop it with SIGTERM or SIGINT.");
+  farm::common::FlagSet fs(
+      "farm-cache --dir DIR [--listen HOST:PORT] [--max-size SIZE]",
+      "Serves Farm's cache (CAS + action cache) as REAPI v2 on one port: Bazel\n"
+      "can use it with --remote_cache=grpc://HOST:PORT. Instance names are\n"
+      "action-cache scopes. Stop it with SIGTERM or SIGINT.");
   fs.String("listen", 0, &listen,
             "Address to serve on (port 0 picks a free one; the bound address is printed)",
             "HOST:PORT");
@@ -58,7 +59,7 @@ int main(int argc, char** argv) {
   if (dir.empty()) return Fail("--dir is required", 2);
   if (fs.WasSet("max-size") && max_size <= 0) return Fail("--max-size must be positive", 2);
 
-  if (absl::Status s = common::ProbeListenAddress(listen); !s.ok()) {
+  if (absl::Status s = farm::common::ProbeListenAddress(listen); !s.ok()) {
     return Fail(std::string(s.message()));
   }
 
@@ -70,27 +71,27 @@ int main(int argc, char** argv) {
   pthread_sigmask(SIG_BLOCK, &stop, nullptr);
   gpr_set_log_function(GrpcLog);
 
-  cache::RocksDbStoreOptions store_options;
+  farm::cache::RocksDbStoreOptions store_options;
   store_options.dir = dir;
   store_options.max_size = max_size;
-  auto store = cache::RocksDbBlobStore::Create(store_options);
+  auto store = farm::cache::RocksDbBlobStore::Create(store_options);
   if (!store.ok()) return Fail(std::string(store.status().message()));
-  std::shared_ptr<cache::RocksDbBlobStore> cas = *std::move(store);
-  auto ac = cache::RocksDbActionCache::Create(cas);
+  std::shared_ptr<farm::cache::RocksDbBlobStore> cas = *std::move(store);
+  auto ac = farm::cache::RocksDbActionCache::Create(cas);
   if (!ac.ok()) return Fail(std::string(ac.status().message()));
 
-  cache::server::CacheServerOptions options;
+  farm::cache::server::CacheServerOptions options;
   options.listen = listen;
   options.cas = cas;
   options.action_cache = *std::move(ac);
   options.admin = cas;
   options.fallback_scopes = fallback_scopes;
   options.instance_names = instance_names;
-  auto server = cache::server::CacheServer::Start(std::move(options));
+  auto server = farm::cache::server::CacheServer::Start(std::move(options));
   if (!server.ok()) return Fail(std::string(server.status().message()));
 
   std::cout << "farm-cache: listening on " << (*server)->address() << " (dir " << dir
-            << ", max size " << common::HumanSize(cas->max_size()) << ")" << std::endl;
+            << ", max size " << farm::common::HumanSize(cas->max_size()) << ")" << std::endl;
   int sig = 0;
   sigwait(&stop, &sig);
   std::cout << "farm-cache: " << (sig == SIGINT ? "SIGINT" : "SIGTERM") << ", shutting down"

@@ -8,8 +8,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 
-namespace cache {
-namespace server {
+namespace farm::cache::server {
 namespace {
 
 bool IsReserved(absl::string_view segment) {
@@ -115,5 +114,4 @@ absl::StatusOr<WriteResource> ParseWriteResource(absl::string_view name) {
   return w;
 }
 
-}  // namespace server
-}  // namespace cache
+}  // namespace farm::cache::server

@@ -17,8 +17,7 @@
 #include "absl/strings/string_view.h"
 #include "common/digest.h"
 
-namespace cache {
-namespace server {
+namespace farm::cache::server {
 
 // An instance name is "" or '/'-separated non-empty segments, none of which is a word REAPI
 // reserves (blobs, uploads, actions, actionResults, operations, capabilities,
@@ -41,7 +40,6 @@ struct WriteResource {
 // "[{instance}/]uploads/{uuid}/blobs/{hash}/{size}[/{metadata...}]".
 absl::StatusOr<WriteResource> ParseWriteResource(absl::string_view name);
 
-}  // namespace server
-}  // namespace cache
+}  // namespace farm::cache::server
 
 #endif  // FARM_CACHE_SERVER_RESOURCE_NAME_H_

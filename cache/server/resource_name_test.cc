@@ -3,8 +3,7 @@
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 
-namespace cache {
-namespace server {
+namespace farm::cache::server {
 namespace {
 
 const char kHash[] = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
@@ -58,5 +57,4 @@ TEST(ResourceNameTest, InstanceNames) {
 }
 
 }  // namespace
-}  // namespace server
-}  // namespace cache
+}  // namespace farm::cache::server

@@ -4,8 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 
-namespace cache {
-namespace testing {
+namespace farm::cache::testing {
 
 class MemoryBlobWriter : public BlobWriter {
  public:
@@ -159,5 +158,4 @@ absl::Status MemoryActionCache::Update(const std::string& scope, const common::D
   return absl::OkStatus();
 }
 
-}  // namespace testing
-}  // namespace cache
+}  // namespace farm::cache::testing

@@ -15,8 +15,7 @@
 #include "cache/action_cache.h"
 #include "cache/blob_store.h"
 
-namespace cache {
-namespace testing {
+namespace farm::cache::testing {
 
 class MemoryBlobStore : public BlobStore {
  public:
@@ -56,7 +55,6 @@ class MemoryActionCache : public ActionCache {
   std::map<std::pair<std::string, common::Digest>, std::string> entries_ ABSL_GUARDED_BY(mu_);
 };
 
-}  // namespace testing
-}  // namespace cache
+}  // namespace farm::cache::testing
 
 #endif  // FARM_CACHE_TESTING_MEMORY_STORES_H_

@@ -12,8 +12,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 
-namespace cache {
-namespace testing {
+namespace farm::cache::testing {
 namespace {
 
 // splitmix64: fast and good enough for test data.
@@ -76,5 +75,4 @@ int64_t ProcStatusBytes(absl::string_view field) {
   return -1;
 }
 
-}  // namespace testing
-}  // namespace cache
+}  // namespace farm::cache::testing

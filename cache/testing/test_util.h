@@ -11,8 +11,7 @@
 
 #include "absl/strings/string_view.h"
 
-namespace cache {
-namespace testing {
+namespace farm::cache::testing {
 
 // `size` pseudo-random bytes, the same for the same seed.
 std::string RandomBytes(int64_t size, uint64_t seed);
@@ -25,7 +24,6 @@ int64_t DiskUsage(const std::string& path);
 // A "kB" field of /proc/self/status (VmRSS, VmHWM, ...) in bytes; -1 if absent.
 int64_t ProcStatusBytes(absl::string_view field);
 
-}  // namespace testing
-}  // namespace cache
+}  // namespace farm::cache::testing
 
 #endif  // FARM_CACHE_TESTING_TEST_UTIL_H_

@@ -19,7 +19,7 @@
 #include "common/status_util.h"
 #include "farm/v1/build.pb.h"
 
-namespace buildctx {
+namespace farm::scheduler::context {
 
 namespace {
 
@@ -27,7 +27,7 @@ namespace reapi = build::bazel::remote::execution::v2;
 
 struct Entry {
   std::string path;  // relative
-  copy::FileInfo info;
+  worker::copy::FileInfo info;
   struct stat st;  // regular files: for the stat cache
 };
 
@@ -85,11 +85,11 @@ class Walker {
         return common::ErrnoToStatus(errno, absl::StrCat("lstat ", host));
       }
       bool excluded = !ignore_.empty() && ignore_.Matches(child);
-      copy::FileInfo fi;
+      worker::copy::FileInfo fi;
       fi.mode = st.st_mode & 07777;
       if (S_ISDIR(st.st_mode)) {
         if (excluded && !ignore_.has_exclusions()) continue;
-        fi.type = copy::FileType::kDirectory;
+        fi.type = worker::copy::FileType::kDirectory;
         if (normalize_) fi.mode = 0755;
         size_t at = out->size();
         out->push_back(Entry{child, fi, st});
@@ -100,11 +100,11 @@ class Walker {
       }
       if (excluded) continue;
       if (S_ISREG(st.st_mode)) {
-        fi.type = copy::FileType::kRegular;
+        fi.type = worker::copy::FileType::kRegular;
         fi.size = st.st_size;
         if (normalize_) fi.mode = (st.st_mode & 0111) ? 0755 : 0644;
       } else if (S_ISLNK(st.st_mode)) {
-        fi.type = copy::FileType::kSymlink;
+        fi.type = worker::copy::FileType::kSymlink;
         fi.mode = 0777;
         std::vector<char> buf(static_cast<size_t>(st.st_size) + 1 > 4096
                                   ? static_cast<size_t>(st.st_size) + 1
@@ -162,7 +162,7 @@ absl::StatusOr<std::unique_ptr<Snapshot>> Snapshot::FromDirectory(
   std::map<std::pair<dev_t, ino_t>, std::vector<size_t>> inodes;
   for (size_t i = 0; i < entries.size(); ++i) {
     const Entry& e = entries[i];
-    if (e.info.type == copy::FileType::kRegular && e.st.st_nlink > 1) {
+    if (e.info.type == worker::copy::FileType::kRegular && e.st.st_nlink > 1) {
       inodes[{e.st.st_dev, e.st.st_ino}].push_back(i);
     }
   }
@@ -187,7 +187,7 @@ absl::StatusOr<std::unique_ptr<Snapshot>> Snapshot::FromDirectory(
   std::vector<size_t> files;
   for (size_t i = 0; i < entries.size(); ++i) {
     Entry& e = entries[i];
-    if (e.info.type != copy::FileType::kRegular) continue;
+    if (e.info.type != worker::copy::FileType::kRegular) continue;
     auto it = cached.find(e.path);
     if (it != cached.end()) {
       const farm::v1::StatCacheFile::Entry& c = *it->second;
@@ -237,7 +237,7 @@ absl::StatusOr<std::unique_ptr<Snapshot>> Snapshot::FromDirectory(
     farm::v1::StatCacheFile out;
     out.set_written_unix_nanos(absl::ToUnixNanos(absl::Now()));
     for (const Entry& e : entries) {
-      if (e.info.type != copy::FileType::kRegular) continue;
+      if (e.info.type != worker::copy::FileType::kRegular) continue;
       farm::v1::StatCacheFile::Entry* c = out.add_entries();
       c->set_path(e.path);
       c->set_size(e.st.st_size);
@@ -256,10 +256,10 @@ absl::StatusOr<std::unique_ptr<Snapshot>> Snapshot::FromDirectory(
   snap->dir_ = dir;
   snap->files_hashed_ = static_cast<int64_t>(files.size());
   std::string root_dir = dir;
-  snap->tree_ = std::make_unique<copy::IndexedTree>(
-      copy::SymlinkPolicy::kContained,
-      [root_dir](absl::string_view path, const copy::FileInfo& info,
-                 const copy::ReadSink& sink) -> absl::Status {
+  snap->tree_ = std::make_unique<worker::copy::IndexedTree>(
+      worker::copy::SymlinkPolicy::kContained,
+      [root_dir](absl::string_view path, const worker::copy::FileInfo& info,
+                 const worker::copy::ReadSink& sink) -> absl::Status {
         std::string host = common::JoinPath(root_dir, path);
         int fd = open(host.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
         if (fd < 0) return common::ErrnoToStatus(errno, absl::StrCat("open ", host));
@@ -287,7 +287,7 @@ absl::StatusOr<std::unique_ptr<Snapshot>> Snapshot::FromDirectory(
       },
       [root_dir](absl::string_view path) { return common::JoinPath(root_dir, path); });
   for (const Entry& e : entries) {
-    if (e.info.type == copy::FileType::kRegular) {
+    if (e.info.type == worker::copy::FileType::kRegular) {
       ++snap->file_count_;
       snap->total_bytes_ += e.info.size;
       snap->files_.emplace(*e.info.digest, common::JoinPath(dir, e.path));
@@ -298,12 +298,12 @@ absl::StatusOr<std::unique_ptr<Snapshot>> Snapshot::FromDirectory(
   // The Merkle tree, bottom-up: a directory's digest needs its children's.
   std::function<absl::StatusOr<reapi::Digest>(const std::string&)> build =
       [&](const std::string& rel) -> absl::StatusOr<reapi::Digest> {
-    ASSIGN_OR_RETURN(std::vector<copy::DirEntry> children, snap->tree_->ReadDir(rel));
+    ASSIGN_OR_RETURN(std::vector<worker::copy::DirEntry> children, snap->tree_->ReadDir(rel));
     reapi::Directory d;
-    for (const copy::DirEntry& c : children) {
+    for (const worker::copy::DirEntry& c : children) {
       std::string child = rel.empty() ? c.name : absl::StrCat(rel, "/", c.name);
       switch (c.info.type) {
-        case copy::FileType::kRegular: {
+        case worker::copy::FileType::kRegular: {
           reapi::FileNode* f = d.add_files();
           f->set_name(c.name);
           f->mutable_digest()->set_hash(c.info.digest->hash);
@@ -314,19 +314,19 @@ absl::StatusOr<std::unique_ptr<Snapshot>> Snapshot::FromDirectory(
           }
           if (!c.info.hardlink_group.empty()) {
             auto* p = f->mutable_node_properties()->add_properties();
-            p->set_name(copy::kHardlinkProperty);
+            p->set_name(worker::copy::kHardlinkProperty);
             p->set_value(c.info.hardlink_group);
           }
           break;
         }
-        case copy::FileType::kDirectory: {
+        case worker::copy::FileType::kDirectory: {
           ASSIGN_OR_RETURN(reapi::Digest sub, build(child));
           reapi::DirectoryNode* n = d.add_directories();
           n->set_name(c.name);
           *n->mutable_digest() = sub;
           break;
         }
-        case copy::FileType::kSymlink: {
+        case worker::copy::FileType::kSymlink: {
           reapi::SymlinkNode* l = d.add_symlinks();
           l->set_name(c.name);
           l->set_target(c.info.link_target);
@@ -337,7 +337,7 @@ absl::StatusOr<std::unique_ptr<Snapshot>> Snapshot::FromDirectory(
       }
     }
     if (!options.normalize_permissions && !rel.empty()) {
-      absl::StatusOr<copy::FileInfo> self = snap->tree_->Lstat(rel);
+      absl::StatusOr<worker::copy::FileInfo> self = snap->tree_->Lstat(rel);
       if (self.ok()) d.mutable_node_properties()->mutable_unix_mode()->set_value(self->mode);
     }
     std::string bytes;
@@ -645,4 +645,4 @@ absl::StatusOr<Snapshot::UploadStats> Snapshot::Upload(cache::BlobStore& cas,
   return stats;
 }
 
-}  // namespace buildctx
+}  // namespace farm::scheduler::context

@@ -1,7 +1,8 @@
 // The build context: a directory on the client, filtered by .dockerignore, hashed by content.
 //
 // A Snapshot is what every later stage works from:
-//   - tree(): the files as a copy::SourceTree whose regular files carry their SHA-256, so the
+//   - tree(): the files as a worker::copy::SourceTree whose regular files carry their SHA-256, so
+//   the
 //     planner keys COPY steps on content (never on mtimes or the host path);
 //   - root(): the same tree as a REAPI v2 Directory Merkle tree (Directory protos and file
 //     blobs), which `farm submit` uploads (only the missing blobs) and a remote worker reads.
@@ -9,9 +10,9 @@
 // `docker build` copies), unless normalize_permissions makes them 0755 for executables and
 // directories and 0644 otherwise (for checkouts that differ only by umask).
 //
-//   ASSIGN_OR_RETURN(auto ignore, buildctx::LoadIgnorePatterns(dir, dockerfile_path));
-//   ASSIGN_OR_RETURN(auto snap, buildctx::Snapshot::FromDirectory(dir, ignore, {}));
-//   ASSIGN_OR_RETURN(buildctx::Snapshot::UploadStats up, snap->Upload(*cas));
+//   ASSIGN_OR_RETURN(auto ignore, scheduler::context::LoadIgnorePatterns(dir, dockerfile_path));
+//   ASSIGN_OR_RETURN(auto snap, scheduler::context::Snapshot::FromDirectory(dir, ignore, {}));
+//   ASSIGN_OR_RETURN(scheduler::context::Snapshot::UploadStats up, snap->Upload(*cas));
 #ifndef FARM_SCHEDULER_CONTEXT_CONTEXT_H_
 #define FARM_SCHEDULER_CONTEXT_CONTEXT_H_
 
@@ -26,7 +27,7 @@
 #include "farm/v1/step.pb.h"
 #include "worker/copy/source_tree.h"
 
-namespace buildctx {
+namespace farm::scheduler::context {
 
 struct SnapshotOptions {
   bool normalize_permissions = false;
@@ -51,7 +52,7 @@ class Snapshot {
       const std::string& dir, const std::vector<std::string>& ignore_patterns,
       const SnapshotOptions& options);
 
-  const copy::IndexedTree& tree() const { return *tree_; }
+  const worker::copy::IndexedTree& tree() const { return *tree_; }
   const farm::v1::ContextRoot& root() const { return root_; }
   const std::string& dir() const { return dir_; }
   int64_t file_count() const { return file_count_; }
@@ -84,7 +85,7 @@ class Snapshot {
  private:
   Snapshot() = default;
   std::string dir_;
-  std::unique_ptr<copy::IndexedTree> tree_;
+  std::unique_ptr<worker::copy::IndexedTree> tree_;
   farm::v1::ContextRoot root_;
   std::map<common::Digest, std::string> directories_;
   std::map<common::Digest, std::string> files_;
@@ -93,6 +94,6 @@ class Snapshot {
   int64_t total_bytes_ = 0;
 };
 
-}  // namespace buildctx
+}  // namespace farm::scheduler::context
 
 #endif  // FARM_SCHEDULER_CONTEXT_CONTEXT_H_

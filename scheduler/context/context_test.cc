@@ -8,7 +8,7 @@
 #include "common/fs.h"
 #include "gtest/gtest.h"
 
-namespace buildctx {
+namespace farm::scheduler::context {
 namespace {
 
 class UploadTest : public ::testing::Test {
@@ -103,7 +103,7 @@ TEST_F(UploadTest, PermissionBitsAreKeptUnlessNormalized) {
   ASSERT_EQ(chmod(common::JoinPath(dir_, "suid").c_str(), 04755), 0);
   ASSERT_EQ(chmod(common::JoinPath(dir_, "private").c_str(), 01700), 0);
   auto mode = [](const Snapshot& s, const std::string& rel) {
-    absl::StatusOr<copy::FileInfo> fi = s.tree().Lstat(rel);
+    absl::StatusOr<worker::copy::FileInfo> fi = s.tree().Lstat(rel);
     EXPECT_TRUE(fi.ok()) << fi.status();
     return fi.ok() ? fi->mode : 0u;
   };
@@ -140,7 +140,7 @@ TEST_F(UploadTest, HardLinksAreGroupedByTheirFirstName) {
   std::unique_ptr<Snapshot> s = Snap();
   ASSERT_NE(s, nullptr);
   for (const char* name : {"a-first", "dir/one", "dir/two"}) {
-    absl::StatusOr<copy::FileInfo> fi = s->tree().Lstat(name);
+    absl::StatusOr<worker::copy::FileInfo> fi = s->tree().Lstat(name);
     ASSERT_TRUE(fi.ok()) << fi.status();
     EXPECT_EQ(fi->hardlink_group, "a-first") << name;
   }
@@ -151,7 +151,7 @@ TEST_F(UploadTest, HardLinksAreGroupedByTheirFirstName) {
     ASSERT_TRUE(d.ParseFromString(bytes));
     for (const auto& f : d.files()) {
       for (const auto& p : f.node_properties().properties()) {
-        recorded |= p.name() == copy::kHardlinkProperty && p.value() == "a-first";
+        recorded |= p.name() == worker::copy::kHardlinkProperty && p.value() == "a-first";
       }
     }
   }
@@ -159,4 +159,4 @@ TEST_F(UploadTest, HardLinksAreGroupedByTheirFirstName) {
 }
 
 }  // namespace
-}  // namespace buildctx
+}  // namespace farm::scheduler::context

@@ -3,7 +3,7 @@
 #include <utility>
 #include <vector>
 
-namespace dispatch {
+namespace farm::scheduler::dispatch {
 namespace {
 
 class RealClock final : public Clock {
@@ -91,4 +91,4 @@ int SimulatedClock::waiters() {
   return static_cast<int>(waiters_.size());
 }
 
-}  // namespace dispatch
+}  // namespace farm::scheduler::dispatch

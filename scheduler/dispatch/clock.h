@@ -5,7 +5,7 @@
 // clock time" calls AwaitWithDeadline, which a SimulatedClock ends when the test advances time
 // past the deadline:
 //
-//   dispatch::SimulatedClock clock(absl::FromUnixSeconds(1000));
+//   scheduler::dispatch::SimulatedClock clock(absl::FromUnixSeconds(1000));
 //   // thread A, holding mu:
 //   clock.AwaitWithDeadline(&mu, absl::Condition(&kicked), clock.Now() + absl::Seconds(30));
 //   // thread B (the test):
@@ -19,7 +19,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 
-namespace dispatch {
+namespace farm::scheduler::dispatch {
 
 class Clock {
  public:
@@ -63,6 +63,6 @@ class SimulatedClock final : public Clock {
   std::set<std::shared_ptr<Waiter>> waiters_ ABSL_GUARDED_BY(mu_);
 };
 
-}  // namespace dispatch
+}  // namespace farm::scheduler::dispatch
 
 #endif  // FARM_SCHEDULER_DISPATCH_CLOCK_H_

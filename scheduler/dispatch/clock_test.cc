@@ -4,7 +4,7 @@
 
 #include <thread>
 
-namespace dispatch {
+namespace farm::scheduler::dispatch {
 namespace {
 
 TEST(SimulatedClockTest, AwaitEndsWhenTimePassesTheDeadline) {
@@ -65,4 +65,4 @@ TEST(RealClockTest, Deadline) {
 }
 
 }  // namespace
-}  // namespace dispatch
+}  // namespace farm::scheduler::dispatch

@@ -16,11 +16,12 @@
 #include "absl/strings/str_split.h"
 #include "common/status_macros.h"
 #include "dispatch_state.pb.h"
+#include "oci/platform.h"
 #include "scheduler/dispatch/fair_queue.h"
 #include "scheduler/dispatch/state_store.h"
 #include "scheduler/dispatch/worker_hub_service.h"
 
-namespace dispatch {
+namespace farm::scheduler::dispatch {
 namespace {
 
 using farm::dispatch::AttemptRecord;
@@ -44,15 +45,8 @@ std::string ShortKey(absl::string_view key) { return std::string(key.substr(0, 1
 }  // namespace
 
 std::string NormalizePlatform(absl::string_view platform) {
-  std::string p = absl::AsciiStrToLower(absl::StripAsciiWhitespace(platform));
-  if (p.empty()) return "linux/amd64";
-  std::vector<std::string> parts = absl::StrSplit(p, '/');
-  if (parts.size() == 1) parts.insert(parts.begin(), "linux");
-  std::string& arch = parts[1];
-  if (arch == "x86_64" || arch == "x86-64") arch = "amd64";
-  if (arch == "aarch64") arch = "arm64";
-  if (arch == "arm64" && parts.size() == 3 && parts[2] == "v8") parts.pop_back();
-  return absl::StrJoin(parts, "/");
+  std::string p = oci::NormalizePlatform(platform);
+  return p.empty() ? "linux/amd64" : p;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -66,7 +60,7 @@ struct Worker;
 // One caller waiting for a task (a Run or Submit).
 struct Waiter {
   uint64_t id = 0;
-  worker::LogSink log;
+  executor::LogSink log;
   Dispatcher::DoneCallback done;
   // Gates `log` and `done`: a log line is delivered under it, and `done` flips `finished`
   // under it first, so no log line reaches the caller after its result.
@@ -207,7 +201,7 @@ class Dispatcher::Impl final : public SessionHandler {
 
   // ----- callers
 
-  absl::StatusOr<uint64_t> Submit(const TaskSpec& spec, worker::LogSink log, DoneCallback done)
+  absl::StatusOr<uint64_t> Submit(const TaskSpec& spec, executor::LogSink log, DoneCallback done)
       ABSL_LOCKS_EXCLUDED(mu_) {
     std::string key = spec.key.empty() ? spec.request.key() : spec.key;
     std::string what = spec.request.description().empty()
@@ -294,7 +288,7 @@ class Dispatcher::Impl final : public SessionHandler {
     fx.Run();
   }
 
-  absl::StatusOr<farm::v1::StepResult> Run(const TaskSpec& spec, const worker::LogSink& log,
+  absl::StatusOr<farm::v1::StepResult> Run(const TaskSpec& spec, const executor::LogSink& log,
                                            const absl::Notification* cancel) {
     if (cancel != nullptr && cancel->HasBeenNotified()) {
       return absl::CancelledError("canceled before it was queued");
@@ -1502,12 +1496,12 @@ Dispatcher::Dispatcher() = default;
 Dispatcher::~Dispatcher() { Shutdown(); }
 
 absl::StatusOr<farm::v1::StepResult> Dispatcher::Run(const TaskSpec& spec,
-                                                     const worker::LogSink& log,
+                                                     const executor::LogSink& log,
                                                      const absl::Notification* cancel) {
   return impl_->Run(spec, log, cancel);
 }
 
-absl::StatusOr<uint64_t> Dispatcher::Submit(const TaskSpec& spec, worker::LogSink log,
+absl::StatusOr<uint64_t> Dispatcher::Submit(const TaskSpec& spec, executor::LogSink log,
                                             DoneCallback done) {
   return impl_->Submit(spec, std::move(log), std::move(done));
 }
@@ -1524,4 +1518,4 @@ void Dispatcher::Shutdown() { impl_->Shutdown(); }
 absl::Status Dispatcher::FlushState() { return impl_->FlushState(); }
 const std::string& Dispatcher::scheduler_id() const { return impl_->scheduler_id(); }
 
-}  // namespace dispatch
+}  // namespace farm::scheduler::dispatch

@@ -47,15 +47,15 @@
 // cancel notifications). Log sinks and completion callbacks are called without the
 // dispatcher's lock held, never after the caller's Run returned.
 //
-//   dispatch::Options o;
+//   scheduler::dispatch::Options o;
 //   o.state_dir = "/var/lib/farm-scheduler/dispatch";
-//   ASSIGN_OR_RETURN(std::unique_ptr<dispatch::Dispatcher> d, dispatch::Dispatcher::Create(o));
-//   grpc::ServerBuilder b;
+//   ASSIGN_OR_RETURN(std::unique_ptr<scheduler::dispatch::Dispatcher> d,
+//   scheduler::dispatch::Dispatcher::Create(o)); grpc::ServerBuilder b;
 //   b.RegisterService(d->service());            // farm.v1.WorkerHub
 //   b.RegisterService(&scheduler_service);      // farm.v1.Scheduler, same server
 //   auto server = b.BuildAndStart();
 //   ...
-//   dispatch::TaskSpec spec;  spec.key = request.key();  spec.request = request;  ...
+//   scheduler::dispatch::TaskSpec spec;  spec.key = request.key();  spec.request = request;  ...
 //   ASSIGN_OR_RETURN(farm::v1::StepResult r, d->Run(spec, log_sink, &cancel));
 //   ...
 //   d->Shutdown();  server->Shutdown();  server.reset();  d.reset();
@@ -73,17 +73,17 @@
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
+#include "executor/step_executor.h"
 #include "farm/v1/scheduler.pb.h"
 #include "farm/v1/step.pb.h"
 #include "scheduler/dispatch/clock.h"
 #include "scheduler/dispatch/worker_stream.h"
-#include "worker/step_executor.h"
 
 namespace grpc {
 class Service;
 }
 
-namespace dispatch {
+namespace farm::scheduler::dispatch {
 
 struct Options {
   // Directory of the RocksDB database holding tasks and leases (created if missing). Empty:
@@ -188,14 +188,14 @@ class Dispatcher {
   // within about `cancel_poll_interval`. INVALID_ARGUMENT for a spec without key or op;
   // RESOURCE_EXHAUSTED when the queue is full; ABORTED after max_attempts lost leases;
   // UNAVAILABLE when the dispatcher shuts down. Thread-safe.
-  absl::StatusOr<farm::v1::StepResult> Run(const TaskSpec& spec, const worker::LogSink& log,
+  absl::StatusOr<farm::v1::StepResult> Run(const TaskSpec& spec, const executor::LogSink& log,
                                            const absl::Notification* cancel);
 
   // The asynchronous form of Run: returns a ticket at once and calls `done` exactly once
   // (possibly before Submit returns). `log` is never called after `done`. Errors that Run
   // returns before queuing (INVALID_ARGUMENT, RESOURCE_EXHAUSTED, UNAVAILABLE) are returned
   // here and `done` is not called. Thread-safe.
-  absl::StatusOr<uint64_t> Submit(const TaskSpec& spec, worker::LogSink log, DoneCallback done);
+  absl::StatusOr<uint64_t> Submit(const TaskSpec& spec, executor::LogSink log, DoneCallback done);
   // The caller behind `ticket` leaves: its `done` gets CANCELLED(`reason`) unless it was
   // already called; the task is canceled if nobody else waits for it. Unknown tickets are
   // ignored.
@@ -228,10 +228,10 @@ class Dispatcher {
   std::unique_ptr<grpc::Service> service_;
 };
 
-// "linux/amd64" for "" and the usual aliases (x86_64 → amd64, aarch64 and arm64/v8 → arm64),
-// lowercased.
+// The platform a task or worker is matched by: oci::NormalizePlatform, with "" (a step or
+// worker that names none) taken as linux/amd64.
 std::string NormalizePlatform(absl::string_view platform);
 
-}  // namespace dispatch
+}  // namespace farm::scheduler::dispatch
 
 #endif  // FARM_SCHEDULER_DISPATCH_DISPATCHER_H_

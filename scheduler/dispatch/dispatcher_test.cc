@@ -15,15 +15,15 @@
 #include "absl/strings/str_cat.h"
 #include "scheduler/dispatch/testing/fake_worker.h"
 
-namespace dispatch {
+namespace farm::scheduler::dispatch {
 namespace {
 
-using ::dispatch::testing::FakeWorker;
-using ::dispatch::testing::FakeWorkerOptions;
-using ::dispatch::testing::kWait;
-using ::dispatch::testing::Outcome;
-using ::dispatch::testing::Spec;
-using ::dispatch::testing::Start;
+using ::farm::scheduler::dispatch::testing::FakeWorker;
+using ::farm::scheduler::dispatch::testing::FakeWorkerOptions;
+using ::farm::scheduler::dispatch::testing::kWait;
+using ::farm::scheduler::dispatch::testing::Outcome;
+using ::farm::scheduler::dispatch::testing::Spec;
+using ::farm::scheduler::dispatch::testing::Start;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 
@@ -806,4 +806,4 @@ TEST(DispatcherOptionsTest, BadOptionsAreRejected) {
 }
 
 }  // namespace
-}  // namespace dispatch
+}  // namespace farm::scheduler::dispatch

@@ -2,7 +2,7 @@
 
 #include <algorithm>
 
-namespace dispatch {
+namespace farm::scheduler::dispatch {
 
 FairQueue::FairQueue(const std::map<std::string, double>* weights) : weights_(weights) {}
 
@@ -80,4 +80,4 @@ QueueItem* FairQueue::Next() const {
   return best == nullptr ? nullptr : best->item;
 }
 
-}  // namespace dispatch
+}  // namespace farm::scheduler::dispatch

@@ -14,7 +14,7 @@
 // Items are embedded in the caller's objects (the dispatcher's Task derives from QueueItem);
 // the queue never owns them. Not thread-safe: the dispatcher calls it under its lock.
 //
-//   dispatch::FairQueue q(&weights);
+//   scheduler::dispatch::FairQueue q(&weights);
 //   q.Push(&task);                        // task.tenant/priority/front/seq set before
 //   QueueItem* next = q.Next();
 //   q.Remove(next);  q.AddRunning(next->tenant, +1);
@@ -28,7 +28,7 @@
 
 #include "absl/container/flat_hash_map.h"
 
-namespace dispatch {
+namespace farm::scheduler::dispatch {
 
 struct QueueItem {
   // Ordering fields: must not change while the item is queued (Remove, change, Push).
@@ -86,6 +86,6 @@ class FairQueue {
   double vclock_ = 0;  // virtual time of the last tenant served
 };
 
-}  // namespace dispatch
+}  // namespace farm::scheduler::dispatch
 
 #endif  // FARM_SCHEDULER_DISPATCH_FAIR_QUEUE_H_

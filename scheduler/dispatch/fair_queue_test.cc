@@ -6,7 +6,7 @@
 #include <string>
 #include <vector>
 
-namespace dispatch {
+namespace farm::scheduler::dispatch {
 namespace {
 
 class FairQueueTest : public ::testing::Test {
@@ -115,4 +115,4 @@ TEST_F(FairQueueTest, WeightsScaleTheShare) {
 }
 
 }  // namespace
-}  // namespace dispatch
+}  // namespace farm::scheduler::dispatch

@@ -5,14 +5,13 @@
 #include "absl/strings/str_cat.h"
 #include "common/digest.h"
 #include "common/status_macros.h"
+#include "oci/chain_id.h"
 
-namespace dispatch {
+namespace farm::scheduler::dispatch {
 
 absl::StatusOr<std::vector<std::string>> ParentChainIds(
     const google::protobuf::RepeatedPtrField<farm::v1::Layer>& parents) {
-  std::vector<std::string> out;
-  out.reserve(parents.size());
-  std::string chain;
+  std::vector<std::string> diff_ids;
   for (int i = 0; i < parents.size(); ++i) {
     const std::string& diff_id = parents[i].diff_id();
     if (!common::Digest::ParseOci(diff_id, 0).ok()) {
@@ -20,11 +19,9 @@ absl::StatusOr<std::vector<std::string>> ParentChainIds(
           absl::StrCat("parent layer ", i, " (", parents[i].digest(), ") has diff_id \"", diff_id,
                        "\": want \"sha256:\" and 64 lowercase hex characters"));
     }
-    chain =
-        chain.empty() ? diff_id : common::DigestOf(absl::StrCat(chain, " ", diff_id)).OciString();
-    out.push_back(chain);
+    diff_ids.push_back(diff_id);
   }
-  return out;
+  return oci::ChainIds(diff_ids);
 }
 
 std::vector<std::string> MountedSecretIds(const farm::v1::StepRequest& request) {
@@ -63,10 +60,10 @@ absl::StatusOr<TaskSpec> RemoteStepExecutor::SpecFor(const farm::v1::StepRequest
 }
 
 absl::StatusOr<farm::v1::StepResult> RemoteStepExecutor::Execute(
-    const farm::v1::StepRequest& request, const worker::LogSink& log,
+    const farm::v1::StepRequest& request, const executor::LogSink& log,
     const absl::Notification* cancel) {
   ASSIGN_OR_RETURN(TaskSpec spec, SpecFor(request));
   return dispatcher_->Run(spec, log, cancel);
 }
 
-}  // namespace dispatch
+}  // namespace farm::scheduler::dispatch

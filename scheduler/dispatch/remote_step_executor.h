@@ -6,10 +6,11 @@
 // Only the secrets the step mounts (RUN --mount=type=secret ids) travel with its task. The
 // step's parent chain IDs (for locality) are computed from request.parents()' diff_ids.
 //
-//   dispatch::RemoteBuild b;
+//   scheduler::dispatch::RemoteBuild b;
 //   b.build_id = id;  b.tenant = req.tenant();  b.priority = req.priority();
 //   b.secrets = {req.secrets().begin(), req.secrets().end()};  b.cache_instance = "main";
-//   build::EngineDeps deps{cas, ac, std::make_shared<dispatch::RemoteStepExecutor>(d, b)};
+//   scheduler::engine::EngineDeps deps{cas, ac,
+//   std::make_shared<scheduler::dispatch::RemoteStepExecutor>(d, b)};
 #ifndef FARM_SCHEDULER_DISPATCH_REMOTE_STEP_EXECUTOR_H_
 #define FARM_SCHEDULER_DISPATCH_REMOTE_STEP_EXECUTOR_H_
 
@@ -18,11 +19,11 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "executor/step_executor.h"
 #include "farm/v1/step.pb.h"
 #include "scheduler/dispatch/dispatcher.h"
-#include "worker/step_executor.h"
 
-namespace dispatch {
+namespace farm::scheduler::dispatch {
 
 // The per-build fields of every task a RemoteStepExecutor submits.
 struct RemoteBuild {
@@ -33,7 +34,7 @@ struct RemoteBuild {
   std::string cache_instance;                  // the farm-cache instance workers use
 };
 
-class RemoteStepExecutor final : public worker::StepExecutor {
+class RemoteStepExecutor final : public executor::StepExecutor {
  public:
   // `dispatcher` must outlive this executor.
   RemoteStepExecutor(Dispatcher* dispatcher, RemoteBuild build);
@@ -41,7 +42,7 @@ class RemoteStepExecutor final : public worker::StepExecutor {
   // Dispatcher::Run of `request` (see dispatcher.h for the statuses). INVALID_ARGUMENT if a
   // parent layer's diff_id is malformed. Thread-safe.
   absl::StatusOr<farm::v1::StepResult> Execute(const farm::v1::StepRequest& request,
-                                               const worker::LogSink& log,
+                                               const executor::LogSink& log,
                                                const absl::Notification* cancel) override;
 
   // The TaskSpec Execute submits (exposed for tests).
@@ -54,7 +55,7 @@ class RemoteStepExecutor final : public worker::StepExecutor {
 
 // OCI chain IDs of every prefix of `parents` (bottom to top): [ChainID(L0), ChainID(L0,L1),
 // ...], where ChainID(L0) = DiffID(L0) and ChainID(L0..n) = sha256(ChainID(L0..n-1) + " " +
-// DiffID(Ln)) as "sha256:<hex>" (the same IDs layerstore::ChainId gives, which workers report).
+// DiffID(Ln)) as "sha256:<hex>" (oci::ChainIds, the IDs workers report).
 // INVALID_ARGUMENT names the parent whose diff_id is not "sha256:<64 hex>".
 absl::StatusOr<std::vector<std::string>> ParentChainIds(
     const google::protobuf::RepeatedPtrField<farm::v1::Layer>& parents);
@@ -63,6 +64,6 @@ absl::StatusOr<std::vector<std::string>> ParentChainIds(
 // base name, as the worker resolves them).
 std::vector<std::string> MountedSecretIds(const farm::v1::StepRequest& request);
 
-}  // namespace dispatch
+}  // namespace farm::scheduler::dispatch
 
 #endif  // FARM_SCHEDULER_DISPATCH_REMOTE_STEP_EXECUTOR_H_

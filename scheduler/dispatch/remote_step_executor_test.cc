@@ -6,14 +6,14 @@
 #include <thread>
 
 #include "common/digest.h"
+#include "oci/chain_id.h"
 #include "scheduler/dispatch/testing/fake_worker.h"
-#include "worker/layerstore/layer_store.h"
 
-namespace dispatch {
+namespace farm::scheduler::dispatch {
 namespace {
 
-using ::dispatch::testing::FakeWorker;
-using ::dispatch::testing::FakeWorkerOptions;
+using ::farm::scheduler::dispatch::testing::FakeWorker;
+using ::farm::scheduler::dispatch::testing::FakeWorkerOptions;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 
@@ -35,7 +35,7 @@ TEST(ParentChainIdsTest, SameIdsAsTheWorkersLayerStore) {
   std::vector<common::Digest> diff_ids;
   for (int i = 0; i < 3; ++i) {
     diff_ids.push_back(*common::Digest::ParseOci(r.parents(i).diff_id(), 0));
-    EXPECT_EQ((*ids)[i], layerstore::ChainId(diff_ids)) << i;
+    EXPECT_EQ((*ids)[i], oci::ChainId(diff_ids)) << i;
   }
   EXPECT_EQ((*ids)[0], r.parents(0).diff_id());  // ChainID(L0) = DiffID(L0)
 }
@@ -129,4 +129,4 @@ TEST(RemoteStepExecutorTest, ExecuteRunsOnTheWorkerHoldingTheParents) {
 }
 
 }  // namespace
-}  // namespace dispatch
+}  // namespace farm::scheduler::dispatch

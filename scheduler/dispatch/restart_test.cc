@@ -16,14 +16,14 @@
 #include "scheduler/dispatch/state_store.h"
 #include "scheduler/dispatch/testing/fake_worker.h"
 
-namespace dispatch {
+namespace farm::scheduler::dispatch {
 namespace {
 
-using ::dispatch::testing::FakeWorker;
-using ::dispatch::testing::FakeWorkerOptions;
-using ::dispatch::testing::kWait;
-using ::dispatch::testing::Spec;
-using ::dispatch::testing::Start;
+using ::farm::scheduler::dispatch::testing::FakeWorker;
+using ::farm::scheduler::dispatch::testing::FakeWorkerOptions;
+using ::farm::scheduler::dispatch::testing::kWait;
+using ::farm::scheduler::dispatch::testing::Spec;
+using ::farm::scheduler::dispatch::testing::Start;
 using ::testing::HasSubstr;
 
 FakeWorkerOptions W(const std::string& id) {
@@ -326,4 +326,4 @@ TEST(StateStoreTest, ForeignOrNewerDatabasesAreRefused) {
 }
 
 }  // namespace
-}  // namespace dispatch
+}  // namespace farm::scheduler::dispatch

@@ -8,10 +8,13 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "common/rocksdb_status.h"
 #include "common/status_macros.h"
 
-namespace dispatch {
+namespace farm::scheduler::dispatch {
 namespace {
+
+using common::FromRocks;
 
 constexpr absl::string_view kFormatKey = "format";
 constexpr absl::string_view kFormat = "farm-dispatch-v1";
@@ -19,21 +22,6 @@ constexpr absl::string_view kSpecPrefix = "s/";
 constexpr absl::string_view kStatePrefix = "r/";
 
 rocksdb::Slice S(absl::string_view v) { return rocksdb::Slice(v.data(), v.size()); }
-
-absl::Status FromRocks(const rocksdb::Status& s, absl::string_view context) {
-  if (s.ok()) return absl::OkStatus();
-  absl::StatusCode code = absl::StatusCode::kInternal;
-  if (s.IsNotFound()) {
-    code = absl::StatusCode::kNotFound;
-  } else if (s.IsCorruption()) {
-    code = absl::StatusCode::kDataLoss;
-  } else if (s.IsNoSpace() || s.IsMemoryLimit()) {
-    code = absl::StatusCode::kResourceExhausted;
-  } else if (s.IsBusy() || s.IsTryAgain() || s.IsTimedOut() || s.IsIncomplete() || s.IsAborted()) {
-    code = absl::StatusCode::kUnavailable;
-  }
-  return absl::Status(code, absl::StrCat(context, ": ", s.ToString()));
-}
 
 }  // namespace
 
@@ -210,4 +198,4 @@ void StateStore::WriterLoop() {
   }
 }
 
-}  // namespace dispatch
+}  // namespace farm::scheduler::dispatch

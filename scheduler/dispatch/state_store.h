@@ -8,8 +8,9 @@
 // with that (a worker that reports a task the store forgot is matched by key or told to
 // cancel). Secrets are never given to the store.
 //
-//   ASSIGN_OR_RETURN(auto store, dispatch::StateStore::Open("/var/lib/farm/scheduler/dispatch"));
-//   ASSIGN_OR_RETURN(std::vector<dispatch::StoredTask> tasks, store->LoadAll());
+//   ASSIGN_OR_RETURN(auto store,
+//   scheduler::dispatch::StateStore::Open("/var/lib/farm/scheduler/dispatch"));
+//   ASSIGN_OR_RETURN(std::vector<scheduler::dispatch::StoredTask> tasks, store->LoadAll());
 //   store->PutSpec(id, spec);  store->PutState(id, state);  store->Delete(id);
 //   RETURN_IF_ERROR(store->Flush());   // everything staged so far is on disk
 #ifndef FARM_SCHEDULER_DISPATCH_STATE_STORE_H_
@@ -31,7 +32,7 @@ namespace rocksdb {
 class DB;
 }
 
-namespace dispatch {
+namespace farm::scheduler::dispatch {
 
 struct StoredTask {
   farm::dispatch::TaskSpecRecord spec;
@@ -84,6 +85,6 @@ class StateStore {
   std::thread writer_;
 };
 
-}  // namespace dispatch
+}  // namespace farm::scheduler::dispatch
 
 #endif  // FARM_SCHEDULER_DISPATCH_STATE_STORE_H_

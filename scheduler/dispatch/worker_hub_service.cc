@@ -10,7 +10,7 @@
 #include "common/grpc_status.h"
 #include "farm/v1/scheduler.grpc.pb.h"
 
-namespace dispatch {
+namespace farm::scheduler::dispatch {
 namespace {
 
 using farm::v1::SchedulerMessage;
@@ -184,4 +184,4 @@ std::unique_ptr<grpc::Service> NewWorkerHubService(std::shared_ptr<SessionHandle
   return std::make_unique<WorkerHubService>(std::move(handler));
 }
 
-}  // namespace dispatch
+}  // namespace farm::scheduler::dispatch

@@ -6,7 +6,7 @@
 //
 // Dispatcher::service() returns this service; it is only constructed directly by tests.
 //
-//   std::unique_ptr<grpc::Service> svc = dispatch::NewWorkerHubService(handler);
+//   std::unique_ptr<grpc::Service> svc = scheduler::dispatch::NewWorkerHubService(handler);
 //   builder.RegisterService(svc.get());
 #ifndef FARM_SCHEDULER_DISPATCH_WORKER_HUB_SERVICE_H_
 #define FARM_SCHEDULER_DISPATCH_WORKER_HUB_SERVICE_H_
@@ -19,11 +19,11 @@ namespace grpc {
 class Service;
 }
 
-namespace dispatch {
+namespace farm::scheduler::dispatch {
 
 // The service keeps `handler` alive as long as any stream it serves.
 std::unique_ptr<grpc::Service> NewWorkerHubService(std::shared_ptr<SessionHandler> handler);
 
-}  // namespace dispatch
+}  // namespace farm::scheduler::dispatch
 
 #endif  // FARM_SCHEDULER_DISPATCH_WORKER_HUB_SERVICE_H_

@@ -16,12 +16,12 @@
 #include "scheduler/dispatch/dispatcher.h"
 #include "scheduler/dispatch/testing/fake_worker.h"
 
-namespace dispatch {
+namespace farm::scheduler::dispatch {
 namespace {
 
-using ::dispatch::testing::kWait;
-using ::dispatch::testing::Spec;
-using ::dispatch::testing::Start;
+using ::farm::scheduler::dispatch::testing::kWait;
+using ::farm::scheduler::dispatch::testing::Spec;
+using ::farm::scheduler::dispatch::testing::Start;
 using ::testing::HasSubstr;
 
 // A worker speaking WorkerHub over gRPC.
@@ -332,4 +332,4 @@ TEST_F(WorkerHubServiceTest, ManyWorkersManyTasks) {
 }
 
 }  // namespace
-}  // namespace dispatch
+}  // namespace farm::scheduler::dispatch

@@ -16,7 +16,7 @@
 #include "absl/strings/string_view.h"
 #include "farm/v1/scheduler.pb.h"
 
-namespace dispatch {
+namespace farm::scheduler::dispatch {
 
 // The scheduler's sending side of one worker stream. Implementations are thread-safe.
 class WorkerStream {
@@ -50,6 +50,6 @@ class SessionHandler {
   virtual void Close(uint64_t session) = 0;
 };
 
-}  // namespace dispatch
+}  // namespace farm::scheduler::dispatch
 
 #endif  // FARM_SCHEDULER_DISPATCH_WORKER_STREAM_H_

@@ -8,7 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 
-namespace dockerfile {
+namespace farm::scheduler::dockerfile {
 
 namespace {
 
@@ -648,4 +648,4 @@ absl::StatusOr<int64_t> ParseGoDuration(absl::string_view text) {
   return neg ? -ns : ns;
 }
 
-}  // namespace dockerfile
+}  // namespace farm::scheduler::dockerfile

@@ -6,9 +6,10 @@
 // environment at that point of the stage. Errors carry FILE:LINE:COL (unknown instruction,
 // missing FROM, bad stage name, wrong argument counts, HEALTHCHECK options, ONBUILD rules).
 //
-//   ASSIGN_OR_RETURN(dockerfile::SyntaxTree tree, dockerfile::Parse(text, "Dockerfile"));
-//   ASSIGN_OR_RETURN(dockerfile::Dockerfile df, dockerfile::BuildInstructions(tree));
-//   for (const dockerfile::Stage& s : df.stages) ...
+//   ASSIGN_OR_RETURN(scheduler::dockerfile::SyntaxTree tree, scheduler::dockerfile::Parse(text,
+//   "Dockerfile")); ASSIGN_OR_RETURN(scheduler::dockerfile::Dockerfile df,
+//   scheduler::dockerfile::BuildInstructions(tree)); for (const scheduler::dockerfile::Stage& s :
+//   df.stages) ...
 #ifndef FARM_SCHEDULER_DOCKERFILE_INSTRUCTIONS_H_
 #define FARM_SCHEDULER_DOCKERFILE_INSTRUCTIONS_H_
 
@@ -21,7 +22,7 @@
 #include "absl/status/statusor.h"
 #include "scheduler/dockerfile/parser.h"
 
-namespace dockerfile {
+namespace farm::scheduler::dockerfile {
 
 // Words below are as written (quotes and variables intact) unless a comment says otherwise.
 
@@ -161,6 +162,6 @@ absl::StatusOr<Instruction> ParseInstruction(const Node& node, absl::string_view
 // Go time.ParseDuration ("1m30s", "500ms", "1.5h"); INVALID_ARGUMENT on bad input.
 absl::StatusOr<int64_t> ParseGoDuration(absl::string_view text);
 
-}  // namespace dockerfile
+}  // namespace farm::scheduler::dockerfile
 
 #endif  // FARM_SCHEDULER_DOCKERFILE_INSTRUCTIONS_H_

@@ -9,7 +9,7 @@
 #include "nlohmann/json.hpp"
 #include "scheduler/dockerfile/shell_lex.h"
 
-namespace dockerfile {
+namespace farm::scheduler::dockerfile {
 
 namespace {
 
@@ -788,4 +788,4 @@ std::string SyntaxTreeToJson(const SyntaxTree& tree) {
   return j.dump(2, ' ', false, nlohmann::ordered_json::error_handler_t::replace) + "\n";
 }
 
-}  // namespace dockerfile
+}  // namespace farm::scheduler::dockerfile

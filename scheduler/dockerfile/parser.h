@@ -9,8 +9,9 @@
 // empty file, an unterminated heredoc or JSON array of non-strings, ENV/LABEL without a value,
 // a bad escape directive, a repeated directive, ONBUILD of nothing.
 //
-//   ASSIGN_OR_RETURN(dockerfile::SyntaxTree tree, dockerfile::Parse(text, "Dockerfile"));
-//   for (const dockerfile::Node& n : tree.nodes) { ... n.keyword ... n.args ... }
+//   ASSIGN_OR_RETURN(scheduler::dockerfile::SyntaxTree tree, scheduler::dockerfile::Parse(text,
+//   "Dockerfile")); for (const scheduler::dockerfile::Node& n : tree.nodes) { ... n.keyword ...
+//   n.args ... }
 #ifndef FARM_SCHEDULER_DOCKERFILE_PARSER_H_
 #define FARM_SCHEDULER_DOCKERFILE_PARSER_H_
 
@@ -22,7 +23,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 
-namespace dockerfile {
+namespace farm::scheduler::dockerfile {
 
 // 1-based line and column (columns count bytes).
 struct Position {
@@ -118,6 +119,6 @@ std::string SyntaxTreeToJson(const SyntaxTree& tree);
 // "FILE:LINE:COL: message" as an INVALID_ARGUMENT status.
 absl::Status ErrorAt(absl::string_view filename, Position pos, absl::string_view message);
 
-}  // namespace dockerfile
+}  // namespace farm::scheduler::dockerfile
 
 #endif  // FARM_SCHEDULER_DOCKERFILE_PARSER_H_

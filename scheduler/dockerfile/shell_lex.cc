@@ -3,7 +3,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 
-namespace dockerfile {
+namespace farm::scheduler::dockerfile {
 
 namespace {
 
@@ -577,4 +577,4 @@ EnvLookup EnvFromList(const std::vector<std::string>* env) {
   };
 }
 
-}  // namespace dockerfile
+}  // namespace farm::scheduler::dockerfile

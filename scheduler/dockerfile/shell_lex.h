@@ -7,7 +7,7 @@
 // escapes of " $ and the escape character), the escape character (\ or `) outside quotes.
 // Unset variables expand to "" (like Docker; the caller can report them as unmatched).
 //
-//   dockerfile::ShellLex lex('\\');
+//   scheduler::dockerfile::ShellLex lex('\\');
 //   ASSIGN_OR_RETURN(auto r, lex.Process("${HOME:-/root}/bin", env));   // r.word
 #ifndef FARM_SCHEDULER_DOCKERFILE_SHELL_LEX_H_
 #define FARM_SCHEDULER_DOCKERFILE_SHELL_LEX_H_
@@ -21,7 +21,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 
-namespace dockerfile {
+namespace farm::scheduler::dockerfile {
 
 // Looks a variable up: its value, or nullopt when unset.
 using EnvLookup = std::function<std::optional<std::string>(absl::string_view name)>;
@@ -60,6 +60,6 @@ class ShellLex {
 // An EnvLookup over "KEY=VALUE" entries; later entries win.
 EnvLookup EnvFromList(const std::vector<std::string>* env);
 
-}  // namespace dockerfile
+}  // namespace farm::scheduler::dockerfile
 
 #endif  // FARM_SCHEDULER_DOCKERFILE_SHELL_LEX_H_

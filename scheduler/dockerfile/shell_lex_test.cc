@@ -7,7 +7,7 @@
 #include "absl/strings/strip.h"
 #include "gtest/gtest.h"
 
-namespace dockerfile {
+namespace farm::scheduler::dockerfile {
 namespace {
 
 std::vector<std::string> TestEnv() {
@@ -89,4 +89,4 @@ TEST(ShellLexTest, PatternModifiers) {
 }
 
 }  // namespace
-}  // namespace dockerfile
+}  // namespace farm::scheduler::dockerfile

@@ -19,10 +19,10 @@
 // docker-archive are gzip-compressed on load (zlib level 1: fast and reproducible) so the
 // image can be pushed as is.
 //
-//   ASSIGN_OR_RETURN(auto out, image::LayoutWriter::Tar(fd));
-//   RETURN_IF_ERROR(image::SaveDockerArchive(*cas, {{record, {ref}}}, platform, *out));
+//   ASSIGN_OR_RETURN(auto out, scheduler::image::LayoutWriter::Tar(fd));
+//   RETURN_IF_ERROR(scheduler::image::SaveDockerArchive(*cas, {{record, {ref}}}, platform, *out));
 //   RETURN_IF_ERROR(out->Close());
-//   ASSIGN_OR_RETURN(auto loaded, image::LoadArchive(*cas, fd, scratch_dir, platform));
+//   ASSIGN_OR_RETURN(auto loaded, scheduler::image::LoadArchive(*cas, fd, scratch_dir, platform));
 #ifndef FARM_SCHEDULER_IMAGE_ARCHIVE_H_
 #define FARM_SCHEDULER_IMAGE_ARCHIVE_H_
 
@@ -34,12 +34,15 @@
 
 #include "absl/status/statusor.h"
 #include "cache/blob_store.h"
-#include "scheduler/image/compression.h"
-#include "scheduler/image/manifest.h"
-#include "scheduler/image/reference.h"
+#include "oci/compression.h"
+#include "oci/manifest.h"
+#include "oci/reference.h"
 #include "scheduler/image/store.h"
 
-namespace image {
+namespace farm::scheduler::image {
+
+// Receives a stream in chunks (the CAS's reader callback type).
+using ChunkSink = cache::ReadSink;
 
 // Destination of an image layout: a tar stream or a directory. Not thread-safe.
 class LayoutWriter {
@@ -61,19 +64,19 @@ class LayoutWriter {
 
 struct ImageToSave {
   ImageRecord record;
-  std::vector<Reference> tags;  // tagged references to record; may be empty
+  std::vector<oci::Reference> tags;  // tagged references to record; may be empty
 };
 
 // docker-archive (see above). Index images contribute their `platform` manifest.
 absl::Status SaveDockerArchive(cache::BlobStore& cas, const std::vector<ImageToSave>& images,
-                               const Platform& platform, LayoutWriter& out);
+                               const oci::Platform& platform, LayoutWriter& out);
 // OCI image layout (see above), blobs as stored.
 absl::Status SaveOciLayout(cache::BlobStore& cas, const std::vector<ImageToSave>& images,
                            LayoutWriter& out);
 
 struct LoadedImage {
   ImageRecord record;
-  std::vector<Reference> tags;  // tagged references found in the archive
+  std::vector<oci::Reference> tags;  // tagged references found in the archive
 };
 
 // Loads every image of a docker-archive or OCI-layout tar read from `fd` (compressed or
@@ -82,14 +85,14 @@ struct LoadedImage {
 // "..") and for content that does not verify.
 absl::StatusOr<std::vector<LoadedImage>> LoadArchive(cache::BlobStore& cas, int fd,
                                                      const std::string& scratch_dir,
-                                                     const Platform& platform);
+                                                     const oci::Platform& platform);
 // The same for an unpacked layout (docker-archive or OCI) in `dir`; `scratch_dir` receives
 // temporary files (compressed layers).
 absl::StatusOr<std::vector<LoadedImage>> LoadLayoutDirectory(cache::BlobStore& cas,
                                                              const std::string& dir,
                                                              const std::string& scratch_dir,
-                                                             const Platform& platform);
+                                                             const oci::Platform& platform);
 
-}  // namespace image
+}  // namespace farm::scheduler::image
 
 #endif  // FARM_SCHEDULER_IMAGE_ARCHIVE_H_

@@ -14,7 +14,7 @@
 #include "scheduler/image/assemble.h"
 #include "scheduler/image/testing/layers.h"
 
-namespace image {
+namespace farm::scheduler::image {
 namespace {
 
 using nlohmann::json;
@@ -52,10 +52,10 @@ class ArchiveTest : public ::testing::Test {
  protected:
   void SetUp() override {
     tmp_ = std::make_unique<common::TempDir>(common::TempDir::Create("archive").value());
-    gz_ =
-        PutLayer(cas_, MakeTar({{"etc", "", 0755, '5'}, {"etc/hello", "hi\n"}}), Compression::kGzip)
-            .value();
-    zs_ = PutLayer(cas_, MakeTar({{"app", "#!/bin/sh\necho app\n", 0755}}), Compression::kZstd)
+    gz_ = PutLayer(cas_, MakeTar({{"etc", "", 0755, '5'}, {"etc/hello", "hi\n"}}),
+                   oci::Compression::kGzip)
+              .value();
+    zs_ = PutLayer(cas_, MakeTar({{"app", "#!/bin/sh\necho app\n", 0755}}), oci::Compression::kZstd)
               .value();
     AssembleRequest r;
     r.config.config.cmd = std::vector<std::string>{"/app"};
@@ -65,7 +65,7 @@ class ArchiveTest : public ::testing::Test {
     r.source_date_epoch = 0;
     AssembledImage img = Assemble(cas_, r).value();
     record_ = DescribeImage(cas_, img.manifest, img.layers).value();
-    tag_ = Reference::ParseWithDefaultTag("localhost:5000/app:1.0").value();
+    tag_ = oci::Reference::ParseWithDefaultTag("localhost:5000/app:1.0").value();
   }
 
   std::string Save(bool oci, const std::string& name) {
@@ -73,7 +73,7 @@ class ArchiveTest : public ::testing::Test {
     int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
     auto w = LayoutWriter::Tar(fd).value();
     absl::Status s = oci ? SaveOciLayout(cas_, {{record_, {tag_}}}, *w)
-                         : SaveDockerArchive(cas_, {{record_, {tag_}}}, Platform::Host(), *w);
+                         : SaveDockerArchive(cas_, {{record_, {tag_}}}, oci::Platform::Host(), *w);
     EXPECT_TRUE(s.ok()) << s;
     EXPECT_TRUE(w->Close().ok());
     close(fd);
@@ -82,7 +82,7 @@ class ArchiveTest : public ::testing::Test {
 
   absl::StatusOr<std::vector<LoadedImage>> Load(cache::BlobStore& into, const std::string& path) {
     int fd = open(path.c_str(), O_RDONLY);
-    auto out = LoadArchive(into, fd, tmp_->path() + "/scratch", Platform::Host());
+    auto out = LoadArchive(into, fd, tmp_->path() + "/scratch", oci::Platform::Host());
     close(fd);
     return out;
   }
@@ -91,7 +91,7 @@ class ArchiveTest : public ::testing::Test {
   cache::testing::MemoryBlobStore cas_;
   farm::v1::Layer gz_, zs_;
   ImageRecord record_;
-  Reference tag_;
+  oci::Reference tag_;
 };
 
 TEST_F(ArchiveTest, DockerArchiveHasDockersLayout) {
@@ -128,7 +128,7 @@ TEST_F(ArchiveTest, DockerArchiveHasDockersLayout) {
             "localhost:5000/app:1.0");
   std::string mdigest = index["manifests"][0]["digest"];
   json oci = json::parse(files["blobs/sha256/" + mdigest.substr(7)]);
-  EXPECT_EQ(oci["layers"][0]["mediaType"], kOciLayer);
+  EXPECT_EQ(oci["layers"][0]["mediaType"], oci::kOciLayer);
 }
 
 TEST_F(ArchiveTest, DockerArchiveRoundTripKeepsTheImageId) {
@@ -144,8 +144,8 @@ TEST_F(ArchiveTest, DockerArchiveRoundTripKeepsTheImageId) {
   const StoredManifest& m = img.record.manifests[0];
   ASSERT_EQ(m.layers.size(), 2u);
   // Uncompressed layers were gzip-compressed on load; the diff_ids are unchanged.
-  EXPECT_EQ(m.layers[0].media_type(), kOciLayerGzip);
-  EXPECT_EQ(m.layers[1].media_type(), kOciLayerGzip);
+  EXPECT_EQ(m.layers[0].media_type(), oci::kOciLayerGzip);
+  EXPECT_EQ(m.layers[1].media_type(), oci::kOciLayerGzip);
   EXPECT_EQ(m.layers[0].diff_id(), gz_.diff_id());
   EXPECT_EQ(m.layers[1].diff_id(), zs_.diff_id());
   EXPECT_EQ(m.layers[1].uncompressed_size(), zs_.uncompressed_size());
@@ -172,15 +172,15 @@ TEST_F(ArchiveTest, OciLayoutRoundTripKeepsTheManifestDigest) {
   ASSERT_TRUE(loaded.ok()) << loaded.status();
   ASSERT_EQ(loaded->size(), 1u);
   EXPECT_EQ((*loaded)[0].record.digest, record_.digest);
-  EXPECT_EQ((*loaded)[0].tags, std::vector<Reference>{tag_});
-  EXPECT_EQ((*loaded)[0].record.manifests[0].layers[1].media_type(), kOciLayerZstd);
+  EXPECT_EQ((*loaded)[0].tags, std::vector<oci::Reference>{tag_});
+  EXPECT_EQ((*loaded)[0].record.manifests[0].layers[1].media_type(), oci::kOciLayerZstd);
 
   // The same as a directory.
   auto dir = LayoutWriter::Directory(tmp_->path() + "/layout").value();
   ASSERT_TRUE(SaveOciLayout(cas_, {{record_, {}}}, *dir).ok());
   cache::testing::MemoryBlobStore fresh2;
   auto from_dir = LoadLayoutDirectory(fresh2, tmp_->path() + "/layout", tmp_->path() + "/scratch2",
-                                      Platform::Host());
+                                      oci::Platform::Host());
   ASSERT_TRUE(from_dir.ok()) << from_dir.status();
   EXPECT_EQ((*from_dir)[0].record.digest, record_.digest);
   EXPECT_TRUE((*from_dir)[0].tags.empty());
@@ -190,7 +190,7 @@ TEST_F(ArchiveTest, ClassicDockerArchiveWithSymlinkedLayers) {
   // Docker < 25 / skopeo: <id>/layer.tar, a duplicated layer as a symlink, <hex>.json config.
   std::string layer = MakeTar({{"f", "x"}});
   std::string diff = "sha256:" + common::Sha256Hex(layer);
-  ImageConfig cfg;
+  oci::ImageConfig cfg;
   cfg.diff_ids = {diff, diff};
   std::string config = cfg.ToJson();
   std::string chex = common::Sha256Hex(config);
@@ -216,7 +216,7 @@ TEST_F(ArchiveTest, ClassicDockerArchiveWithSymlinkedLayers) {
 TEST_F(ArchiveTest, TamperedOrUnsafeArchivesAreRefused) {
   // A layer whose content does not match the config's diff_id.
   std::string layer = MakeTar({{"f", "x"}});
-  ImageConfig cfg;
+  oci::ImageConfig cfg;
   cfg.diff_ids = {"sha256:" + std::string(64, '1')};
   std::string config = cfg.ToJson();
   json manifest = json::array(
@@ -256,14 +256,14 @@ TEST_F(ArchiveTest, TamperedOrUnsafeArchivesAreRefused) {
 TEST_F(ArchiveTest, CompressedArchiveLoads) {
   std::string path = Save(false, "docker.tar");
   std::string data = common::ReadFile(path).value();
-  auto gz = Compressor::Create(Compression::kGzip).value();
   std::string packed;
-  ChunkSink sink = [&](absl::string_view c) {
+  common::FunctionSink sink([&](absl::string_view c) {
     packed.append(c.data(), c.size());
     return absl::OkStatus();
-  };
-  ASSERT_TRUE(gz->Update(data, sink).ok());
-  ASSERT_TRUE(gz->Finish(sink).ok());
+  });
+  auto gz = oci::Compressor::Create({oci::Compression::kGzip}, &sink).value();
+  ASSERT_TRUE(gz->Write(data).ok());
+  ASSERT_TRUE(gz->Finish().ok());
   std::string gzpath = tmp_->path() + "/docker.tar.gz";
   ASSERT_TRUE(common::WriteFileAtomic(gzpath, packed).ok());
   cache::testing::MemoryBlobStore fresh;
@@ -273,4 +273,4 @@ TEST_F(ArchiveTest, CompressedArchiveLoads) {
 }
 
 }  // namespace
-}  // namespace image
+}  // namespace farm::scheduler::image

@@ -7,11 +7,12 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "common/byte_sink.h"
 #include "common/digest.h"
 #include "common/status_macros.h"
-#include "scheduler/image/compression.h"
+#include "oci/compression.h"
 
-namespace image {
+namespace farm::scheduler::image {
 
 namespace {
 
@@ -32,13 +33,13 @@ absl::Status ValidateLayer(const farm::v1::Layer& l, absl::string_view where) {
     return absl::InvalidArgumentError(
         absl::StrCat(where, ": layer ", l.digest(), " has negative size ", l.size()));
   }
-  absl::StatusOr<Compression> c = LayerCompression(l.media_type());
+  absl::StatusOr<oci::Compression> c = oci::LayerCompression(l.media_type());
   if (!c.ok()) return absl::InvalidArgumentError(absl::StrCat(where, ": ", c.status().message()));
   return absl::OkStatus();
 }
 
-Descriptor LayerDescriptor(const farm::v1::Layer& l) {
-  Descriptor d;
+oci::Descriptor LayerDescriptor(const farm::v1::Layer& l) {
+  oci::Descriptor d;
   d.media_type = l.media_type();
   d.digest = l.digest();
   d.size = l.size();
@@ -153,19 +154,22 @@ std::string RunCreatedBy(const std::vector<std::string>& args,
   return absl::StrCat("RUN ", absl::StrJoin(parts, " "), " # buildkit");
 }
 
-absl::StatusOr<farm::v1::Layer> PutEmptyLayer(cache::BlobStore& cas, Compression compression) {
+absl::StatusOr<farm::v1::Layer> PutEmptyLayer(cache::BlobStore& cas, oci::Compression compression) {
   const std::string tar(1024, '\0');  // two zero blocks: the end of an archive of nothing
   std::string stored;
-  if (compression == Compression::kNone) {
+  if (compression == oci::Compression::kNone) {
     stored = tar;
   } else {
-    ASSIGN_OR_RETURN(std::unique_ptr<Compressor> c, Compressor::Create(compression));
-    ChunkSink append = [&stored](absl::string_view chunk) {
+    common::FunctionSink append([&stored](absl::string_view chunk) {
       stored.append(chunk.data(), chunk.size());
       return absl::OkStatus();
-    };
-    RETURN_IF_ERROR(c->Update(tar, append));
-    RETURN_IF_ERROR(c->Finish(append));
+    });
+    oci::CompressionOptions o;
+    o.compression = compression;
+    o.threads = 1;
+    ASSIGN_OR_RETURN(std::unique_ptr<oci::Compressor> c, oci::Compressor::Create(o, &append));
+    RETURN_IF_ERROR(c->Write(tar));
+    RETURN_IF_ERROR(c->Finish());
   }
   ASSIGN_OR_RETURN(common::Digest digest, cas.Put(stored));
   farm::v1::Layer l;
@@ -173,7 +177,7 @@ absl::StatusOr<farm::v1::Layer> PutEmptyLayer(cache::BlobStore& cas, Compression
   l.set_size(digest.size_bytes);
   l.set_diff_id(common::DigestOf(tar).OciString());
   l.set_uncompressed_size(static_cast<int64_t>(tar.size()));
-  l.set_media_type(LayerMediaType(compression, /*docker=*/false));
+  l.set_media_type(oci::LayerMediaType(compression, /*docker=*/false));
   return l;
 }
 
@@ -181,12 +185,12 @@ absl::StatusOr<AssembledImage> Assemble(cache::BlobStore& cas, const AssembleReq
                                         absl::Time now) {
   const bool docker = req.format == ManifestFormat::kDocker;
   AssembledImage out;
-  ImageConfig& cfg = out.image_config;
+  oci::ImageConfig& cfg = out.image_config;
   cfg = req.config;
   cfg.diff_ids.clear();
   cfg.history.clear();
   int64_t created_unix = req.source_date_epoch ? *req.source_date_epoch : absl::ToUnixSeconds(now);
-  cfg.created = FormatCreated(created_unix);
+  cfg.created = oci::FormatCreated(created_unix);
 
   if (req.base != nullptr) {
     const ResolvedImage& base = *req.base;
@@ -207,7 +211,7 @@ absl::StatusOr<AssembledImage> Assemble(cache::BlobStore& cas, const AssembleReq
     }
     cfg.history = base.config.history;
   }
-  std::map<Compression, farm::v1::Layer> empty_layers;
+  std::map<oci::Compression, farm::v1::Layer> empty_layers;
   for (size_t i = 0; i < req.steps.size(); ++i) {
     const HistoryStep& step = req.steps[i];
     std::optional<farm::v1::Layer> layer = step.layer;
@@ -219,7 +223,7 @@ absl::StatusOr<AssembledImage> Assemble(cache::BlobStore& cas, const AssembleReq
       }
       layer = it->second;
     }
-    HistoryEntry h;
+    oci::HistoryEntry h;
     h.created = cfg.created;
     h.created_by = step.created_by;
     h.comment = step.comment;
@@ -232,13 +236,13 @@ absl::StatusOr<AssembledImage> Assemble(cache::BlobStore& cas, const AssembleReq
     }
   }
   for (farm::v1::Layer& l : out.layers) {
-    if (docker && LayerCompression(l.media_type()).value() == Compression::kZstd) {
+    if (docker && oci::LayerCompression(l.media_type()).value() == oci::Compression::kZstd) {
       return absl::InvalidArgumentError(
           absl::StrCat("layer ", l.digest(),
                        " is zstd-compressed, which the Docker v2 schema 2 manifest "
                        "format cannot describe; use the OCI format (the default)"));
     }
-    l.set_media_type(ConvertLayerMediaType(l.media_type(), docker));
+    l.set_media_type(oci::ConvertLayerMediaType(l.media_type(), docker));
     cfg.diff_ids.push_back(l.diff_id());
   }
 
@@ -257,12 +261,12 @@ absl::StatusOr<AssembledImage> Assemble(cache::BlobStore& cas, const AssembleReq
 
   std::string config_json = cfg.ToJson();
   ASSIGN_OR_RETURN(common::Digest config_digest, cas.Put(config_json));
-  out.config.media_type = docker ? kDockerConfig : kOciConfig;
+  out.config.media_type = docker ? oci::kDockerConfig : oci::kOciConfig;
   out.config.digest = config_digest.OciString();
   out.config.size = config_digest.size_bytes;
 
-  Manifest m;
-  m.media_type = docker ? kDockerManifest : kOciManifest;
+  oci::Manifest m;
+  m.media_type = docker ? oci::kDockerManifest : oci::kOciManifest;
   m.config = out.config;
   for (const farm::v1::Layer& l : out.layers) m.layers.push_back(LayerDescriptor(l));
   if (!docker) m.annotations = req.annotations;
@@ -271,7 +275,7 @@ absl::StatusOr<AssembledImage> Assemble(cache::BlobStore& cas, const AssembleReq
   out.manifest.media_type = m.media_type;
   out.manifest.digest = manifest_digest.OciString();
   out.manifest.size = manifest_digest.size_bytes;
-  Platform p;
+  oci::Platform p;
   p.os = cfg.os;
   p.architecture = cfg.architecture;
   p.variant = cfg.variant;
@@ -280,20 +284,19 @@ absl::StatusOr<AssembledImage> Assemble(cache::BlobStore& cas, const AssembleReq
   return out;
 }
 
-absl::StatusOr<Descriptor> AssembleIndex(cache::BlobStore& cas,
-                                         absl::Span<const AssembledImage> images,
-                                         ManifestFormat format,
-                                         const std::map<std::string, std::string>& annotations) {
+absl::StatusOr<oci::Descriptor> AssembleIndex(
+    cache::BlobStore& cas, absl::Span<const AssembledImage> images, ManifestFormat format,
+    const std::map<std::string, std::string>& annotations) {
   if (images.empty()) return absl::InvalidArgumentError("an index needs at least one image");
   const bool docker = format == ManifestFormat::kDocker;
-  Index idx;
-  idx.media_type = docker ? kDockerManifestList : kOciIndex;
+  oci::Index idx;
+  idx.media_type = docker ? oci::kDockerManifestList : oci::kOciIndex;
   std::set<std::string> platforms;
   for (const AssembledImage& img : images) {
-    if (img.manifest.media_type != (docker ? kDockerManifest : kOciManifest)) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("image ", img.manifest.digest, " is a ", img.manifest.media_type, ", not a ",
-                       docker ? kDockerManifest : kOciManifest, " as the index format requires"));
+    if (img.manifest.media_type != (docker ? oci::kDockerManifest : oci::kOciManifest)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "image ", img.manifest.digest, " is a ", img.manifest.media_type, ", not a ",
+          docker ? oci::kDockerManifest : oci::kOciManifest, " as the index format requires"));
     }
     if (!img.manifest.platform) {
       return absl::InvalidArgumentError(
@@ -303,18 +306,18 @@ absl::StatusOr<Descriptor> AssembleIndex(cache::BlobStore& cas,
       return absl::InvalidArgumentError(
           absl::StrCat("two images for platform ", img.manifest.platform->String()));
     }
-    Descriptor d = img.manifest;
+    oci::Descriptor d = img.manifest;
     d.annotations.clear();
     idx.manifests.push_back(std::move(d));
   }
   if (!docker) idx.annotations = annotations;
   std::string json = idx.ToJson();
   ASSIGN_OR_RETURN(common::Digest digest, cas.Put(json));
-  Descriptor out;
+  oci::Descriptor out;
   out.media_type = idx.media_type;
   out.digest = digest.OciString();
   out.size = digest.size_bytes;
   return out;
 }
 
-}  // namespace image
+}  // namespace farm::scheduler::image

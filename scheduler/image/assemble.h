@@ -3,13 +3,13 @@
 // platforms' images into an index. Deterministic: the same request gives the same bytes, so
 // with SOURCE_DATE_EPOCH the image ID and manifest digest are reproducible.
 //
-//   image::AssembleRequest req;
+//   scheduler::image::AssembleRequest req;
 //   req.base = &resolved_base;                  // nullptr for FROM scratch
 //   req.config = final_config;                  // Env, Cmd, ... as the planner left them
-//   req.steps.push_back({image::RunCreatedBy({"/bin/sh", "-c", "make"}, {}), layer});
+//   req.steps.push_back({scheduler::image::RunCreatedBy({"/bin/sh", "-c", "make"}, {}), layer});
 //   req.steps.push_back({"ENV A=b", std::nullopt});                  // metadata only
 //   req.source_date_epoch = 0;
-//   ASSIGN_OR_RETURN(image::AssembledImage img, image::Assemble(*cas, req));
+//   ASSIGN_OR_RETURN(scheduler::image::AssembledImage img, scheduler::image::Assemble(*cas, req));
 //   img.config.digest;    // the image ID
 //   img.manifest.digest;  // what NAME@sha256:… names
 //
@@ -41,11 +41,11 @@
 #include "absl/types/span.h"
 #include "cache/blob_store.h"
 #include "farm/v1/step.pb.h"
-#include "scheduler/image/config.h"
-#include "scheduler/image/manifest.h"
+#include "oci/config.h"
+#include "oci/manifest.h"
 #include "scheduler/image/resolver.h"
 
-namespace image {
+namespace farm::scheduler::image {
 
 inline constexpr char kBuildKitHistoryComment[] = "buildkit.dockerfile.v0";
 
@@ -62,20 +62,20 @@ struct HistoryStep {
   // Set for the instructions Docker always gives a layer (RUN, COPY, ADD, WORKDIR): without
   // `layer` (the step changed nothing) the image then gets an empty one (a tar of no entries,
   // compressed so) and its history entry is not empty_layer.
-  std::optional<Compression> empty_layer;
+  std::optional<oci::Compression> empty_layer;
   std::string comment = kBuildKitHistoryComment;
 };
 
 // The layer of no entries (1024 zero bytes, compressed deterministically with `compression`),
 // written into `cas`.
-absl::StatusOr<farm::v1::Layer> PutEmptyLayer(cache::BlobStore& cas, Compression compression);
+absl::StatusOr<farm::v1::Layer> PutEmptyLayer(cache::BlobStore& cas, oci::Compression compression);
 
 struct AssembleRequest {
   // The base image (its layers and history come first); nullptr means FROM scratch.
   const ResolvedImage* base = nullptr;
   // The final config the planner computed (config.config, os, architecture, variant, author).
   // `created`, `diff_ids` and `history` are ignored and rebuilt from base + steps.
-  ImageConfig config;
+  oci::ImageConfig config;
   std::vector<HistoryStep> steps;
   // Unix seconds for `created` of the image and of the new history entries. Unset: `now`.
   std::optional<int64_t> source_date_epoch;
@@ -85,9 +85,9 @@ struct AssembleRequest {
 };
 
 struct AssembledImage {
-  Descriptor manifest;  // media type, digest, size and platform of the manifest
-  Descriptor config;    // config.digest is the image ID
-  ImageConfig image_config;
+  oci::Descriptor manifest;  // media type, digest, size and platform of the manifest
+  oci::Descriptor config;    // config.digest is the image ID
+  oci::ImageConfig image_config;
   // Bottom to top, base layers first, media types as written in the manifest.
   std::vector<farm::v1::Layer> layers;
 };
@@ -103,7 +103,7 @@ absl::StatusOr<AssembledImage> Assemble(cache::BlobStore& cas, const AssembleReq
 // Writes an index (OCI image index, or Docker manifest list for kDocker) naming each image
 // with its platform, and returns its descriptor. Every image must have the same format and a
 // distinct platform (INVALID_ARGUMENT otherwise).
-absl::StatusOr<Descriptor> AssembleIndex(
+absl::StatusOr<oci::Descriptor> AssembleIndex(
     cache::BlobStore& cas, absl::Span<const AssembledImage> images, ManifestFormat format,
     const std::map<std::string, std::string>& annotations = {});
 
@@ -115,6 +115,6 @@ std::string RunCreatedBy(const std::vector<std::string>& args,
 // Go's fmt "%q" of a []string: ["a" "b c"] (BuildKit's CMD/ENTRYPOINT/SHELL history form).
 std::string GoQuotedList(const std::vector<std::string>& list);
 
-}  // namespace image
+}  // namespace farm::scheduler::image
 
 #endif  // FARM_SCHEDULER_IMAGE_ASSEMBLE_H_

@@ -7,7 +7,7 @@
 #include "nlohmann/json.hpp"
 #include "scheduler/image/testing/layers.h"
 
-namespace image {
+namespace farm::scheduler::image {
 namespace {
 
 using nlohmann::json;
@@ -17,9 +17,9 @@ using testing::PutLayer;
 class AssembleTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    l1_ = PutLayer(cas_, MakeTar({{"a.txt", "a\n"}}), Compression::kGzip).value();
-    l2_ = PutLayer(cas_, MakeTar({{"b.txt", "b\n"}}), Compression::kGzip).value();
-    lz_ = PutLayer(cas_, MakeTar({{"z.txt", "z\n"}}), Compression::kZstd).value();
+    l1_ = PutLayer(cas_, MakeTar({{"a.txt", "a\n"}}), oci::Compression::kGzip).value();
+    l2_ = PutLayer(cas_, MakeTar({{"b.txt", "b\n"}}), oci::Compression::kGzip).value();
+    lz_ = PutLayer(cas_, MakeTar({{"z.txt", "z\n"}}), oci::Compression::kZstd).value();
   }
 
   AssembleRequest Request() {
@@ -34,7 +34,7 @@ class AssembleTest : public ::testing::Test {
     return r;
   }
 
-  json ReadJson(const Descriptor& d) {
+  json ReadJson(const oci::Descriptor& d) {
     auto digest = common::Digest::ParseOci(d.digest, d.size).value();
     return json::parse(cas_.ReadBlob(digest).value());
   }
@@ -46,8 +46,8 @@ class AssembleTest : public ::testing::Test {
 TEST_F(AssembleTest, ScratchImageHasConfigHistoryAndManifest) {
   absl::StatusOr<AssembledImage> img = Assemble(cas_, Request());
   ASSERT_TRUE(img.ok()) << img.status();
-  EXPECT_EQ(img->manifest.media_type, kOciManifest);
-  EXPECT_EQ(img->config.media_type, kOciConfig);
+  EXPECT_EQ(img->manifest.media_type, oci::kOciManifest);
+  EXPECT_EQ(img->config.media_type, oci::kOciConfig);
   EXPECT_EQ(img->manifest.platform->String(), "linux/amd64");
 
   json cfg = ReadJson(img->config);
@@ -68,11 +68,11 @@ TEST_F(AssembleTest, ScratchImageHasConfigHistoryAndManifest) {
 
   json man = ReadJson(img->manifest);
   EXPECT_EQ(man["schemaVersion"], 2);
-  EXPECT_EQ(man["mediaType"], kOciManifest);
+  EXPECT_EQ(man["mediaType"], oci::kOciManifest);
   EXPECT_EQ(man["config"]["digest"], img->config.digest);
   ASSERT_EQ(man["layers"].size(), 2u);
   EXPECT_EQ(man["layers"][0]["digest"], l1_.digest());
-  EXPECT_EQ(man["layers"][0]["mediaType"], kOciLayerGzip);
+  EXPECT_EQ(man["layers"][0]["mediaType"], oci::kOciLayerGzip);
   EXPECT_EQ(man["layers"][1]["size"], l2_.size());
 }
 
@@ -99,7 +99,7 @@ TEST_F(AssembleTest, BaseLayersAndHistoryComeFirstInTheChosenFormat) {
   base.config = base_img.image_config;
   base.layers = base_img.layers;
   // The base came from a registry in Docker format.
-  for (farm::v1::Layer& l : base.layers) l.set_media_type(kDockerLayerGzip);
+  for (farm::v1::Layer& l : base.layers) l.set_media_type(oci::kDockerLayerGzip);
 
   AssembleRequest r;
   r.base = &base;
@@ -110,8 +110,8 @@ TEST_F(AssembleTest, BaseLayersAndHistoryComeFirstInTheChosenFormat) {
   r.source_date_epoch = 5;
   AssembledImage img = Assemble(cas_, r).value();
   ASSERT_EQ(img.layers.size(), 3u);
-  EXPECT_EQ(img.layers[0].media_type(), kOciLayerGzip);  // converted from Docker's type
-  EXPECT_EQ(img.layers[2].media_type(), kOciLayerZstd);
+  EXPECT_EQ(img.layers[0].media_type(), oci::kOciLayerGzip);  // converted from Docker's type
+  EXPECT_EQ(img.layers[2].media_type(), oci::kOciLayerZstd);
   json cfg = ReadJson(img.config);
   EXPECT_EQ(cfg["rootfs"]["diff_ids"], json::array({l1_.diff_id(), l2_.diff_id(), lz_.diff_id()}));
   ASSERT_EQ(cfg["history"].size(), 6u);
@@ -128,11 +128,11 @@ TEST_F(AssembleTest, BaseLayersAndHistoryComeFirstInTheChosenFormat) {
   r.steps.pop_back();
   docker = Assemble(cas_, r);
   ASSERT_TRUE(docker.ok()) << docker.status();
-  EXPECT_EQ(docker->manifest.media_type, kDockerManifest);
-  EXPECT_EQ(docker->config.media_type, kDockerConfig);
+  EXPECT_EQ(docker->manifest.media_type, oci::kDockerManifest);
+  EXPECT_EQ(docker->config.media_type, oci::kDockerConfig);
   json man = ReadJson(docker->manifest);
-  EXPECT_EQ(man["layers"][0]["mediaType"], kDockerLayerGzip);
-  EXPECT_EQ(man["config"]["mediaType"], kDockerConfig);
+  EXPECT_EQ(man["layers"][0]["mediaType"], oci::kDockerLayerGzip);
+  EXPECT_EQ(man["config"]["mediaType"], oci::kDockerConfig);
 
   // A base whose layers disagree with its config is refused.
   base.layers[0].set_diff_id(l2_.diff_id());
@@ -165,15 +165,15 @@ TEST_F(AssembleTest, IndexNamesEachPlatform) {
   AssembleRequest r = Request();
   r.config.architecture = "arm64";
   AssembledImage arm = Assemble(cas_, r).value();
-  absl::StatusOr<Descriptor> idx = AssembleIndex(cas_, {amd, arm}, ManifestFormat::kOci);
+  absl::StatusOr<oci::Descriptor> idx = AssembleIndex(cas_, {amd, arm}, ManifestFormat::kOci);
   ASSERT_TRUE(idx.ok()) << idx.status();
-  EXPECT_EQ(idx->media_type, kOciIndex);
+  EXPECT_EQ(idx->media_type, oci::kOciIndex);
   json j = ReadJson(*idx);
   ASSERT_EQ(j["manifests"].size(), 2u);
   EXPECT_EQ(j["manifests"][1]["platform"]["architecture"], "arm64");
   EXPECT_EQ(j["manifests"][0]["digest"], amd.manifest.digest);
-  Index parsed = Index::Parse(j.dump(), "").value();
-  EXPECT_EQ(SelectPlatform(parsed, Platform::Parse("linux/arm64").value())->digest,
+  oci::Index parsed = oci::Index::Parse(j.dump(), "").value();
+  EXPECT_EQ(oci::SelectPlatform(parsed, oci::Platform::Parse("linux/arm64").value())->digest,
             arm.manifest.digest);
   EXPECT_FALSE(AssembleIndex(cas_, {amd, amd}, ManifestFormat::kOci).ok());
   EXPECT_FALSE(AssembleIndex(cas_, {amd}, ManifestFormat::kDocker).ok());
@@ -183,10 +183,10 @@ TEST_F(AssembleTest, IndexNamesEachPlatform) {
 TEST_F(AssembleTest, StepsThatChangedNothingGetAnEmptyLayer) {
   AssembleRequest r;
   r.source_date_epoch = 0;
-  r.steps.push_back({"RUN /bin/sh -c true # buildkit", std::nullopt, Compression::kGzip});
+  r.steps.push_back({"RUN /bin/sh -c true # buildkit", std::nullopt, oci::Compression::kGzip});
   r.steps.push_back({"ENV A=1", std::nullopt});
-  r.steps.push_back({"WORKDIR /tmp", std::nullopt, Compression::kGzip});
-  r.steps.push_back({"COPY a.txt / # buildkit", l1_, Compression::kGzip});
+  r.steps.push_back({"WORKDIR /tmp", std::nullopt, oci::Compression::kGzip});
+  r.steps.push_back({"COPY a.txt / # buildkit", l1_, oci::Compression::kGzip});
   absl::StatusOr<AssembledImage> img = Assemble(cas_, r);
   ASSERT_TRUE(img.ok()) << img.status();
   // sha256 of 1024 zero bytes: the diff_id every tool knows as the empty layer.
@@ -200,15 +200,15 @@ TEST_F(AssembleTest, StepsThatChangedNothingGetAnEmptyLayer) {
   EXPECT_FALSE(cfg["history"][2].contains("empty_layer"));
   ASSERT_EQ(img->layers.size(), 3u);
   EXPECT_EQ(img->layers[0].digest(), img->layers[1].digest());  // one blob, twice
-  EXPECT_EQ(img->layers[0].media_type(), LayerMediaType(Compression::kGzip, false));
+  EXPECT_EQ(img->layers[0].media_type(), oci::LayerMediaType(oci::Compression::kGzip, false));
   auto blob = common::Digest::ParseOci(img->layers[0].digest(), img->layers[0].size()).value();
   EXPECT_TRUE(cas_.ReadBlob(blob).ok());
   // Uncompressed and zstd work too.
-  absl::StatusOr<farm::v1::Layer> none = PutEmptyLayer(cas_, Compression::kNone);
+  absl::StatusOr<farm::v1::Layer> none = PutEmptyLayer(cas_, oci::Compression::kNone);
   ASSERT_TRUE(none.ok()) << none.status();
   EXPECT_EQ(none->digest(), empty);
   EXPECT_EQ(none->size(), 1024);
-  absl::StatusOr<farm::v1::Layer> zstd = PutEmptyLayer(cas_, Compression::kZstd);
+  absl::StatusOr<farm::v1::Layer> zstd = PutEmptyLayer(cas_, oci::Compression::kZstd);
   ASSERT_TRUE(zstd.ok()) << zstd.status();
   EXPECT_EQ(zstd->diff_id(), empty);
 }
@@ -224,4 +224,4 @@ TEST(HistoryFormTest, BuildKitForms) {
 }
 
 }  // namespace
-}  // namespace image
+}  // namespace farm::scheduler::image

@@ -27,11 +27,11 @@
 #include "scheduler/image/store.h"
 #include "scheduler/image/store_resolver.h"
 #include "scheduler/image/testing/layers.h"
+#include "scheduler/image/transfer.h"
 #include "scheduler/registry/client.h"
 #include "scheduler/registry/testing/local_registry.h"
-#include "scheduler/registry/transfer.h"
 
-namespace image {
+namespace farm::scheduler::image {
 namespace {
 
 using nlohmann::json;
@@ -86,9 +86,9 @@ class InteropTest : public ::testing::Test {
   }
 
   // busybox + /app/hello.txt + config as a Dockerfile would leave it.
-  AssembledImage MakeFarmImage(ManifestFormat format, Compression app_compression) {
+  AssembledImage MakeFarmImage(ManifestFormat format, oci::Compression app_compression) {
     farm::v1::Layer base =
-        PutLayer(*cas_, MakeTar(testing::BusyboxEntries()), Compression::kGzip).value();
+        PutLayer(*cas_, MakeTar(testing::BusyboxEntries()), oci::Compression::kGzip).value();
     farm::v1::Layer app = PutLayer(*cas_,
                                    MakeTar({{"app", "", 0755, '5'},
                                             {"app/hello.txt", "hello from farm\n"},
@@ -132,10 +132,10 @@ common::TempDir* InteropTest::tmp_ = nullptr;
 registry::testing::LocalRegistry* InteropTest::registry_ = nullptr;
 
 TEST_F(InteropTest, PushedFarmImageIsReadBySkopeoUmociAndOciImageTool) {
-  AssembledImage img = MakeFarmImage(ManifestFormat::kOci, Compression::kGzip);
+  AssembledImage img = MakeFarmImage(ManifestFormat::kOci, oci::Compression::kGzip);
   ImageRecord rec = DescribeImage(*cas_, img.manifest, img.layers).value();
-  Reference ref = Reference::Parse(registry_->domain() + "/farm/hello:1.0").value();
-  ASSERT_TRUE(registry::PushImage(*Client(), *cas_, rec, ref, {}).ok());
+  oci::Reference ref = oci::Reference::Parse(registry_->domain() + "/farm/hello:1.0").value();
+  ASSERT_TRUE(image::PushImage(*Client(), *cas_, rec, ref, {}).ok());
   std::string remote = "docker://" + ref.String();
 
   ShellResult inspect = Sh(Skopeo() + " inspect --tls-verify=false " + remote);
@@ -180,7 +180,7 @@ TEST_F(InteropTest, PushedFarmImageIsReadBySkopeoUmociAndOciImageTool) {
       cache::RocksDbBlobStore::Create(fresh_options).value());
   int fd = open(archive.c_str(), O_RDONLY);
   absl::StatusOr<std::vector<LoadedImage>> loaded =
-      LoadArchive(*fresh, fd, dir_ + "/scratch", Platform::Host());
+      LoadArchive(*fresh, fd, dir_ + "/scratch", oci::Platform::Host());
   close(fd);
   ASSERT_TRUE(loaded.ok()) << loaded.status();
   EXPECT_EQ((*loaded)[0].record.Id(), img.config.digest);
@@ -188,16 +188,16 @@ TEST_F(InteropTest, PushedFarmImageIsReadBySkopeoUmociAndOciImageTool) {
 }
 
 TEST_F(InteropTest, FarmArchivesAreReadBySkopeoUmociAndOciImageTool) {
-  AssembledImage img = MakeFarmImage(ManifestFormat::kOci, Compression::kGzip);
+  AssembledImage img = MakeFarmImage(ManifestFormat::kOci, oci::Compression::kGzip);
   ImageRecord rec = DescribeImage(*cas_, img.manifest, img.layers).value();
-  Reference tag = Reference::ParseWithDefaultTag("farm/archive:2").value();
+  oci::Reference tag = oci::Reference::ParseWithDefaultTag("farm/archive:2").value();
 
   // docker-archive (what `docker load` reads): skopeo reads it and copies it to OCI.
   std::string tar = dir_ + "/docker.tar";
   {
     int fd = open(tar.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
     auto w = LayoutWriter::Tar(fd).value();
-    ASSERT_TRUE(SaveDockerArchive(*cas_, {{rec, {tag}}}, Platform::Host(), *w).ok());
+    ASSERT_TRUE(SaveDockerArchive(*cas_, {{rec, {tag}}}, oci::Platform::Host(), *w).ok());
     ASSERT_TRUE(w->Close().ok());
     close(fd);
   }
@@ -228,24 +228,24 @@ TEST_F(InteropTest, FarmArchivesAreReadBySkopeoUmociAndOciImageTool) {
 }
 
 TEST_F(InteropTest, DockerFormatAndZstdLayersAreUnderstood) {
-  AssembledImage docker = MakeFarmImage(ManifestFormat::kDocker, Compression::kGzip);
+  AssembledImage docker = MakeFarmImage(ManifestFormat::kDocker, oci::Compression::kGzip);
   ImageRecord rec = DescribeImage(*cas_, docker.manifest, docker.layers).value();
-  Reference ref = Reference::Parse(registry_->domain() + "/farm/docker:1").value();
-  ASSERT_TRUE(registry::PushImage(*Client(), *cas_, rec, ref, {}).ok());
+  oci::Reference ref = oci::Reference::Parse(registry_->domain() + "/farm/docker:1").value();
+  ASSERT_TRUE(image::PushImage(*Client(), *cas_, rec, ref, {}).ok());
   ShellResult raw = Sh(Skopeo() + " inspect --tls-verify=false --raw docker://" + ref.String());
   ASSERT_EQ(raw.code, 0) << raw.out;
   json m = json::parse(raw.out);
-  EXPECT_EQ(m["mediaType"], kDockerManifest);
-  EXPECT_EQ(m["layers"][0]["mediaType"], kDockerLayerGzip);
+  EXPECT_EQ(m["mediaType"], oci::kDockerManifest);
+  EXPECT_EQ(m["layers"][0]["mediaType"], oci::kDockerLayerGzip);
   ASSERT_SH(Sh(Skopeo() + " copy --src-tls-verify=false docker://" + ref.String() + " oci:" + dir_ +
                "/d:1"));
   ASSERT_SH(Sh("umoci unpack --image " + dir_ + "/d:1 " + dir_ + "/bd"));
   EXPECT_TRUE(common::PathExists(dir_ + "/bd/rootfs/app/run.sh"));
 
-  AssembledImage zstd = MakeFarmImage(ManifestFormat::kOci, Compression::kZstd);
+  AssembledImage zstd = MakeFarmImage(ManifestFormat::kOci, oci::Compression::kZstd);
   ImageRecord zrec = DescribeImage(*cas_, zstd.manifest, zstd.layers).value();
-  Reference zref = Reference::Parse(registry_->domain() + "/farm/zstd:1").value();
-  ASSERT_TRUE(registry::PushImage(*Client(), *cas_, zrec, zref, {}).ok());
+  oci::Reference zref = oci::Reference::Parse(registry_->domain() + "/farm/zstd:1").value();
+  ASSERT_TRUE(image::PushImage(*Client(), *cas_, zrec, zref, {}).ok());
   ShellResult zi = Sh(Skopeo() + " inspect --tls-verify=false docker://" + zref.String());
   ASSERT_EQ(zi.code, 0) << zi.out;
   EXPECT_EQ(json::parse(zi.out)["Digest"], zstd.manifest.digest);
@@ -289,7 +289,7 @@ TEST_F(InteropTest, BuildahImageIsPulledAndResolvedAsBase) {
   EXPECT_EQ(base->config.config.labels.at("made"), "buildah");
   ASSERT_EQ(base->layers.size(), 1u);
   EXPECT_EQ(base->layers[0].diff_id(), base->config.diff_ids[0]);
-  EXPECT_EQ(base->layers[0].media_type(), kDockerLayerGzip);
+  EXPECT_EQ(base->layers[0].media_type(), oci::kDockerLayerGzip);
   EXPECT_GT(base->layers[0].uncompressed_size(), 1 << 20);  // busybox is in there
   std::string blob =
       cas_->ReadBlob(
@@ -307,7 +307,7 @@ TEST_F(InteropTest, BuildahImageIsPulledAndResolvedAsBase) {
   // Farm builds on it (what FROM does) and the result unpacks with both layers' files.
   farm::v1::Layer mine =
       PutLayer(*cas_, MakeTar({{"srv", "", 0755, '5'}, {"srv/app.txt", "on top\n"}}),
-               Compression::kGzip)
+               oci::Compression::kGzip)
           .value();
   AssembleRequest r;
   r.base = &*base;
@@ -316,9 +316,9 @@ TEST_F(InteropTest, BuildahImageIsPulledAndResolvedAsBase) {
   r.source_date_epoch = 0;
   AssembledImage img = Assemble(*cas_, r).value();
   ImageRecord rec = DescribeImage(*cas_, img.manifest, img.layers).value();
-  Reference out = Reference::Parse(registry_->domain() + "/farm/on-buildah:1").value();
+  oci::Reference out = oci::Reference::Parse(registry_->domain() + "/farm/on-buildah:1").value();
   rec.sources = {registry_->domain() + "/buildah/base"};
-  absl::StatusOr<registry::PushResult> pushed = registry::PushImage(*Client(), *cas_, rec, out, {});
+  absl::StatusOr<image::PushResult> pushed = image::PushImage(*Client(), *cas_, rec, out, {});
   ASSERT_TRUE(pushed.ok()) << pushed.status();
   EXPECT_EQ(pushed->mounted, 1);  // the base layer came from the registry's other repository
   std::string oci = dir_ + "/on";
@@ -339,7 +339,7 @@ TEST_F(InteropTest, UmociImageLoadsFromItsLayout) {
                             " && umoci config --image ", layout,
                             ":base --config.env A=1 --config.cmd /bin/true")));
   absl::StatusOr<std::vector<LoadedImage>> loaded =
-      LoadLayoutDirectory(*cas_, layout, dir_ + "/scratch", Platform::Host());
+      LoadLayoutDirectory(*cas_, layout, dir_ + "/scratch", oci::Platform::Host());
   ASSERT_TRUE(loaded.ok()) << loaded.status();
   ASSERT_EQ(loaded->size(), 1u);
   const ImageRecord& rec = (*loaded)[0].record;
@@ -356,4 +356,4 @@ TEST_F(InteropTest, UmociImageLoadsFromItsLayout) {
 }
 
 }  // namespace
-}  // namespace image
+}  // namespace farm::scheduler::image

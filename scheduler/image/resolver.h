@@ -6,7 +6,8 @@
 // the first step of a stage. Implementations: the local image store with registry pull
 // (scheduler/image), and fakes in tests.
 //
-//   ASSIGN_OR_RETURN(image::ResolvedImage base, resolver->Resolve("alpine:3.19", "linux/amd64"));
+//   ASSIGN_OR_RETURN(scheduler::image::ResolvedImage base, resolver->Resolve("alpine:3.19",
+//   "linux/amd64"));
 #ifndef FARM_SCHEDULER_IMAGE_RESOLVER_H_
 #define FARM_SCHEDULER_IMAGE_RESOLVER_H_
 
@@ -16,15 +17,15 @@
 
 #include "absl/status/statusor.h"
 #include "farm/v1/step.pb.h"
-#include "scheduler/image/config.h"
+#include "oci/config.h"
 
-namespace image {
+namespace farm::scheduler::image {
 
 struct ResolvedImage {
   std::string reference;        // normalized, e.g. "docker.io/library/alpine:3.19"
   std::string manifest_digest;  // "sha256:…" of the platform's image manifest
   std::string config_digest;    // "sha256:…" (the image ID)
-  ImageConfig config;
+  oci::ImageConfig config;
   // Bottom to top; layers[i].diff_id == config.diff_ids[i].
   std::vector<farm::v1::Layer> layers;
 };
@@ -43,6 +44,6 @@ class BaseImageResolver {
                                                 const std::string& platform) = 0;
 };
 
-}  // namespace image
+}  // namespace farm::scheduler::image
 
 #endif  // FARM_SCHEDULER_IMAGE_RESOLVER_H_

@@ -11,15 +11,16 @@
 #include "absl/strings/strip.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
+#include "common/rocksdb_status.h"
 #include "common/status_macros.h"
 #include "common/status_util.h"
 #include "nlohmann/json.hpp"
+#include "oci/config.h"
 #include "rocksdb/db.h"
 #include "rocksdb/options.h"
 #include "rocksdb/write_batch.h"
-#include "scheduler/image/config.h"
 
-namespace image {
+namespace farm::scheduler::image {
 
 namespace {
 
@@ -121,12 +122,12 @@ std::vector<common::Digest> ImageRecord::Blobs() const {
   return out;
 }
 
-absl::StatusOr<const StoredManifest*> ImageRecord::ForPlatform(const Platform& want) const {
-  Platform w = want.Normalized();
+absl::StatusOr<const StoredManifest*> ImageRecord::ForPlatform(const oci::Platform& want) const {
+  oci::Platform w = want.Normalized();
   const StoredManifest* compatible = nullptr;
   std::vector<std::string> have;
   for (const StoredManifest& m : manifests) {
-    absl::StatusOr<Platform> p = Platform::Parse(m.platform);
+    absl::StatusOr<oci::Platform> p = oci::Platform::Parse(m.platform);
     have.push_back(m.platform);
     if (!p.ok() || p->os != w.os || p->architecture != w.architecture) continue;
     if (p->variant == w.variant) return &m;
@@ -232,9 +233,7 @@ struct RocksDbImageStore::Impl {
   absl::Mutex mu;  // serializes read-modify-write updates
 
   absl::Status FromRocks(const rocksdb::Status& s, absl::string_view what) {
-    if (s.ok()) return absl::OkStatus();
-    if (s.IsNotFound()) return absl::NotFoundError(absl::StrCat(what, ": not found"));
-    return absl::InternalError(absl::StrCat("image store ", dir, ": ", what, ": ", s.ToString()));
+    return common::FromRocks(s, absl::StrCat("image store ", dir, ": ", what));
   }
 
   absl::StatusOr<std::optional<std::string>> Read(const std::string& key) {
@@ -360,7 +359,7 @@ absl::Status RocksDbImageStore::Delete(absl::string_view digest) {
   return impl_->Write(&batch);
 }
 
-absl::StatusOr<std::string> RocksDbImageStore::SetReference(const Reference& ref,
+absl::StatusOr<std::string> RocksDbImageStore::SetReference(const oci::Reference& ref,
                                                             absl::string_view digest) {
   if (!ref.has_tag() && !ref.has_digest()) {
     return absl::InvalidArgumentError(
@@ -389,7 +388,7 @@ absl::StatusOr<std::string> RocksDbImageStore::SetReference(const Reference& ref
   return old ? *old : std::string();
 }
 
-absl::Status RocksDbImageStore::RemoveReference(const Reference& ref) {
+absl::Status RocksDbImageStore::RemoveReference(const oci::Reference& ref) {
   absl::MutexLock lock(&impl_->mu);
   std::string key = absl::StrCat(kRefPrefix, ref.String());
   ASSIGN_OR_RETURN(std::optional<std::string> old, impl_->Read(key));
@@ -400,19 +399,20 @@ absl::Status RocksDbImageStore::RemoveReference(const Reference& ref) {
   return impl_->Write(&batch);
 }
 
-absl::StatusOr<std::string> RocksDbImageStore::ResolveReference(const Reference& ref) {
+absl::StatusOr<std::string> RocksDbImageStore::ResolveReference(const oci::Reference& ref) {
   ASSIGN_OR_RETURN(std::optional<std::string> v,
                    impl_->Read(absl::StrCat(kRefPrefix, ref.String())));
   if (!v) return absl::NotFoundError(absl::StrCat("No such image: ", ref.FamiliarString()));
   return *v;
 }
 
-absl::StatusOr<std::vector<Reference>> RocksDbImageStore::ReferencesTo(absl::string_view digest) {
-  std::vector<Reference> out;
+absl::StatusOr<std::vector<oci::Reference>> RocksDbImageStore::ReferencesTo(
+    absl::string_view digest) {
+  std::vector<oci::Reference> out;
   std::string rev = absl::StrCat(kRevPrefix, digest, "/");
   absl::Status bad;
   RETURN_IF_ERROR(impl_->Scan(rev, [&](absl::string_view key, absl::string_view) {
-    absl::StatusOr<Reference> r = Reference::Parse(key.substr(rev.size()));
+    absl::StatusOr<oci::Reference> r = oci::Reference::Parse(key.substr(rev.size()));
     if (r.ok()) {
       out.push_back(std::move(*r));
     } else if (bad.ok()) {
@@ -438,7 +438,7 @@ struct Found {
 absl::StatusOr<Found> Find(ImageStore& store, absl::string_view text) {
   absl::string_view hex = text;
   absl::ConsumePrefix(&hex, "sha256:");
-  if (IsIdentifier(hex)) {
+  if (oci::IsIdentifier(hex)) {
     std::string full = absl::StrCat("sha256:", hex);
     ASSIGN_OR_RETURN(std::vector<ImageRecord> all, store.List());
     const ImageRecord* best = nullptr;
@@ -449,9 +449,9 @@ absl::StatusOr<Found> Find(ImageStore& store, absl::string_view text) {
     if (best == nullptr) return absl::NotFoundError(absl::StrCat("No such image: ", text));
     return Found{*best, MatchKind::kId};
   }
-  absl::StatusOr<Reference> ref = Reference::Parse(text);
+  absl::StatusOr<oci::Reference> ref = oci::Reference::Parse(text);
   if (ref.ok()) {
-    Reference r = ref->WithDefaultTag();
+    oci::Reference r = ref->WithDefaultTag();
     absl::StatusOr<std::string> digest = store.ResolveReference(r);
     if (digest.ok()) {
       ASSIGN_OR_RETURN(ImageRecord rec, store.Get(*digest));
@@ -492,11 +492,11 @@ absl::StatusOr<Found> Find(ImageStore& store, absl::string_view text) {
 }
 
 // Docker's isSingleReference: at most one tag, and every digest reference in its repository.
-bool IsSingleReference(const std::vector<Reference>& refs) {
+bool IsSingleReference(const std::vector<oci::Reference>& refs) {
   if (refs.size() <= 1) return refs.size() == 1;
-  const Reference* single = nullptr;
+  const oci::Reference* single = nullptr;
   std::set<std::string> canonical;
-  for (const Reference& r : refs) {
+  for (const oci::Reference& r : refs) {
     if (r.has_digest()) {
       canonical.insert(r.Name());
     } else if (single == nullptr) {
@@ -520,24 +520,24 @@ absl::StatusOr<RemoveResult> RemoveImage(ImageStore& store, absl::string_view te
   ASSIGN_OR_RETURN(Found f, Find(store, text));
   const ImageRecord& rec = f.record;
   RemoveResult result;
-  ASSIGN_OR_RETURN(std::vector<Reference> refs, store.ReferencesTo(rec.digest));
-  auto untag = [&](const Reference& r) -> absl::Status {
+  ASSIGN_OR_RETURN(std::vector<oci::Reference> refs, store.ReferencesTo(rec.digest));
+  auto untag = [&](const oci::Reference& r) -> absl::Status {
     RETURN_IF_ERROR(store.RemoveReference(r));
     result.untagged.push_back(r.FamiliarString());
     return absl::OkStatus();
   };
   if (f.kind == MatchKind::kReference) {
-    Reference named = Reference::Parse(text).value().WithDefaultTag();
+    oci::Reference named = oci::Reference::Parse(text).value().WithDefaultTag();
     RETURN_IF_ERROR(untag(named));
     ASSIGN_OR_RETURN(refs, store.ReferencesTo(rec.digest));
     if (!named.has_digest()) {
       bool repo_has_tag = false;
-      for (const Reference& r : refs) {
+      for (const oci::Reference& r : refs) {
         if (!r.has_digest() && r.Name() == named.Name()) repo_has_tag = true;
       }
       if (!repo_has_tag) {
-        std::vector<Reference> remaining;
-        for (const Reference& r : refs) {
+        std::vector<oci::Reference> remaining;
+        for (const oci::Reference& r : refs) {
           if (r.has_digest() && r.Name() == named.Name()) {
             RETURN_IF_ERROR(untag(r));
           } else {
@@ -550,7 +550,7 @@ absl::StatusOr<RemoveResult> RemoveImage(ImageStore& store, absl::string_view te
     if (!refs.empty()) return result;
   } else {
     if (IsSingleReference(refs)) {
-      for (const Reference& r : refs) RETURN_IF_ERROR(untag(r));
+      for (const oci::Reference& r : refs) RETURN_IF_ERROR(untag(r));
       refs.clear();
     }
     if (!refs.empty()) {
@@ -559,7 +559,7 @@ absl::StatusOr<RemoveResult> RemoveImage(ImageStore& store, absl::string_view te
             absl::StrCat("conflict: unable to delete ", ShortId(rec.Id()),
                          " (must be forced) - image is referenced in multiple repositories"));
       }
-      for (const Reference& r : refs) RETURN_IF_ERROR(untag(r));
+      for (const oci::Reference& r : refs) RETURN_IF_ERROR(untag(r));
     }
   }
   RETURN_IF_ERROR(store.Delete(rec.digest));
@@ -577,7 +577,7 @@ absl::StatusOr<RemoveResult> RemoveImage(ImageStore& store, absl::string_view te
 
 absl::Status TagImage(ImageStore& store, absl::string_view source, absl::string_view target) {
   ASSIGN_OR_RETURN(ImageRecord rec, LookupImage(store, source));
-  absl::StatusOr<Reference> ref = Reference::Parse(target);
+  absl::StatusOr<oci::Reference> ref = oci::Reference::Parse(target);
   if (!ref.ok()) {
     return absl::InvalidArgumentError(
         absl::StrCat("Error parsing reference: \"", target,
@@ -605,21 +605,21 @@ absl::StatusOr<std::string> ReadSmallBlob(cache::BlobStore& cas, const std::stri
   return data;
 }
 
-absl::StatusOr<StoredManifest> DescribeManifest(cache::BlobStore& cas, const Descriptor& desc,
+absl::StatusOr<StoredManifest> DescribeManifest(cache::BlobStore& cas, const oci::Descriptor& desc,
                                                 const std::vector<farm::v1::Layer>& known,
                                                 std::string* created) {
   ASSIGN_OR_RETURN(std::string bytes,
                    ReadSmallBlob(cas, desc.digest, desc.size, kMaxManifestBytes, "manifest"));
-  absl::StatusOr<Manifest> m = Manifest::Parse(bytes, desc.media_type);
+  absl::StatusOr<oci::Manifest> m = oci::Manifest::Parse(bytes, desc.media_type);
   if (!m.ok()) return common::Annotate(m.status(), desc.digest);
-  if (m->config.media_type != kOciConfig && m->config.media_type != kDockerConfig) {
+  if (m->config.media_type != oci::kOciConfig && m->config.media_type != oci::kDockerConfig) {
     return absl::InvalidArgumentError(absl::StrCat("manifest ", desc.digest,
                                                    " is not a container image (config media type ",
                                                    m->config.media_type, ")"));
   }
   ASSIGN_OR_RETURN(std::string config_bytes, ReadSmallBlob(cas, m->config.digest, m->config.size,
                                                            kMaxConfigBytes, "image config"));
-  absl::StatusOr<ImageConfig> config = ImageConfig::FromJson(config_bytes);
+  absl::StatusOr<oci::ImageConfig> config = oci::ImageConfig::FromJson(config_bytes);
   if (!config.ok()) return common::Annotate(config.status(), m->config.digest);
   if (config->diff_ids.size() != m->layers.size()) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -633,11 +633,11 @@ absl::StatusOr<StoredManifest> DescribeManifest(cache::BlobStore& cas, const Des
   out.config_digest = m->config.digest;
   out.config_media_type = m->config.media_type;
   out.config_size = m->config.size;
-  out.platform = PlatformOf(*config);
+  out.platform = oci::PlatformOf(*config);
   std::vector<common::Digest> layer_digests;
   for (size_t i = 0; i < m->layers.size(); ++i) {
-    const Descriptor& ld = m->layers[i];
-    absl::StatusOr<Compression> c = LayerCompression(ld.media_type);
+    const oci::Descriptor& ld = m->layers[i];
+    absl::StatusOr<oci::Compression> c = oci::LayerCompression(ld.media_type);
     if (!c.ok()) {
       return common::Annotate(c.status(), absl::StrCat("manifest ", desc.digest, " layer ", i));
     }
@@ -667,35 +667,36 @@ absl::StatusOr<StoredManifest> DescribeManifest(cache::BlobStore& cas, const Des
 
 }  // namespace
 
-absl::StatusOr<ImageRecord> DescribeImage(cache::BlobStore& cas, const Descriptor& top,
+absl::StatusOr<ImageRecord> DescribeImage(cache::BlobStore& cas, const oci::Descriptor& top,
                                           const std::vector<farm::v1::Layer>& known_layers) {
   ImageRecord rec;
   rec.digest = top.digest;
   rec.size = top.size;
   std::string media_type = top.media_type;
-  if (media_type.empty() || (!IsIndexMediaType(media_type) && !IsManifestMediaType(media_type))) {
+  if (media_type.empty() ||
+      (!oci::IsIndexMediaType(media_type) && !oci::IsManifestMediaType(media_type))) {
     ASSIGN_OR_RETURN(std::string bytes,
                      ReadSmallBlob(cas, top.digest, top.size, kMaxManifestBytes, "manifest"));
-    ASSIGN_OR_RETURN(media_type, SniffManifestMediaType(bytes, top.media_type));
+    ASSIGN_OR_RETURN(media_type, oci::SniffManifestMediaType(bytes, top.media_type));
   }
   rec.media_type = media_type;
-  if (IsManifestMediaType(media_type)) {
-    Descriptor d = top;
+  if (oci::IsManifestMediaType(media_type)) {
+    oci::Descriptor d = top;
     d.media_type = media_type;
     ASSIGN_OR_RETURN(StoredManifest m, DescribeManifest(cas, d, known_layers, &rec.created));
     rec.manifests.push_back(std::move(m));
     return rec;
   }
-  if (!IsIndexMediaType(media_type)) {
+  if (!oci::IsIndexMediaType(media_type)) {
     return absl::InvalidArgumentError(
         absl::StrCat(top.digest, ": media type ", media_type, " is not an image"));
   }
   ASSIGN_OR_RETURN(std::string bytes,
                    ReadSmallBlob(cas, top.digest, top.size, kMaxManifestBytes, "index"));
-  absl::StatusOr<Index> idx = Index::Parse(bytes, media_type);
+  absl::StatusOr<oci::Index> idx = oci::Index::Parse(bytes, media_type);
   if (!idx.ok()) return common::Annotate(idx.status(), top.digest);
-  for (const Descriptor& child : idx->manifests) {
-    if (!IsManifestMediaType(child.media_type)) {
+  for (const oci::Descriptor& child : idx->manifests) {
+    if (!oci::IsManifestMediaType(child.media_type)) {
       return absl::InvalidArgumentError(absl::StrCat(
           "index ", top.digest, ": nested entry ", child.digest, " (", child.media_type,
           ") is not an image manifest; nested indexes are not supported"));
@@ -722,4 +723,4 @@ absl::StatusOr<ImageRecord> DescribeImage(cache::BlobStore& cas, const Descripto
   return rec;
 }
 
-}  // namespace image
+}  // namespace farm::scheduler::image

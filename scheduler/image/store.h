@@ -14,10 +14,11 @@
 //   rev/<digest>/<reference> → ""      (reverse index: the references of an image)
 // Updates of a reference are one atomic write batch.
 //
-//   ASSIGN_OR_RETURN(auto store, image::RocksDbImageStore::Create(home + "/images"));
+//   ASSIGN_OR_RETURN(auto store, scheduler::image::RocksDbImageStore::Create(home + "/images"));
 //   RETURN_IF_ERROR(store->Put(record));
 //   ASSIGN_OR_RETURN(std::string previous, store->SetReference(ref, record.digest));
-//   ASSIGN_OR_RETURN(image::ImageRecord r, image::LookupImage(*store, "alpine"));
+//   ASSIGN_OR_RETURN(scheduler::image::ImageRecord r, scheduler::image::LookupImage(*store,
+//   "alpine"));
 #ifndef FARM_SCHEDULER_IMAGE_STORE_H_
 #define FARM_SCHEDULER_IMAGE_STORE_H_
 
@@ -33,10 +34,10 @@
 #include "cache/blob_store.h"
 #include "common/digest.h"
 #include "farm/v1/step.pb.h"
-#include "scheduler/image/manifest.h"
-#include "scheduler/image/reference.h"
+#include "oci/manifest.h"
+#include "oci/reference.h"
 
-namespace image {
+namespace farm::scheduler::image {
 
 // One platform's image manifest as the store remembers it.
 struct StoredManifest {
@@ -67,7 +68,7 @@ struct ImageRecord {
   // cross-repository blob mount when pushing.
   std::vector<std::string> sources;
 
-  bool is_index() const { return IsIndexMediaType(media_type); }
+  bool is_index() const { return oci::IsIndexMediaType(media_type); }
   // The ID `farm images` shows: "sha256:<config digest>" (index: the index digest).
   std::string Id() const;
   // Sum of the layers' uncompressed sizes (compressed size where unknown), as Docker's SIZE.
@@ -75,7 +76,7 @@ struct ImageRecord {
   // Every blob the image holds: manifest(s)/index, config(s), layers. No duplicates.
   std::vector<common::Digest> Blobs() const;
   // The manifest for `platform` (the only one for a single-platform image, if it matches).
-  absl::StatusOr<const StoredManifest*> ForPlatform(const Platform& platform) const;
+  absl::StatusOr<const StoredManifest*> ForPlatform(const oci::Platform& platform) const;
 
   std::string ToJson() const;
   static absl::StatusOr<ImageRecord> FromJson(absl::string_view json);
@@ -98,14 +99,14 @@ class ImageStore {
   // Points `ref` (a tag or digest reference) at the image `digest` (NOT_FOUND if no such
   // image; INVALID_ARGUMENT for a digest reference whose digest is not the image's nor one of
   // its index_digests). Returns the digest the reference pointed at before ("" if none).
-  virtual absl::StatusOr<std::string> SetReference(const Reference& ref,
+  virtual absl::StatusOr<std::string> SetReference(const oci::Reference& ref,
                                                    absl::string_view digest) = 0;
   // NOT_FOUND if `ref` names nothing.
-  virtual absl::Status RemoveReference(const Reference& ref) = 0;
+  virtual absl::Status RemoveReference(const oci::Reference& ref) = 0;
   // The digest `ref` points at (exact reference, no defaults). NOT_FOUND if none.
-  virtual absl::StatusOr<std::string> ResolveReference(const Reference& ref) = 0;
+  virtual absl::StatusOr<std::string> ResolveReference(const oci::Reference& ref) = 0;
   // References pointing at `digest`, sorted.
-  virtual absl::StatusOr<std::vector<Reference>> ReferencesTo(absl::string_view digest) = 0;
+  virtual absl::StatusOr<std::vector<oci::Reference>> ReferencesTo(absl::string_view digest) = 0;
 };
 
 class RocksDbImageStore : public ImageStore {
@@ -119,10 +120,11 @@ class RocksDbImageStore : public ImageStore {
   absl::StatusOr<ImageRecord> Get(absl::string_view digest) override;
   absl::StatusOr<std::vector<ImageRecord>> List() override;
   absl::Status Delete(absl::string_view digest) override;
-  absl::StatusOr<std::string> SetReference(const Reference& ref, absl::string_view digest) override;
-  absl::Status RemoveReference(const Reference& ref) override;
-  absl::StatusOr<std::string> ResolveReference(const Reference& ref) override;
-  absl::StatusOr<std::vector<Reference>> ReferencesTo(absl::string_view digest) override;
+  absl::StatusOr<std::string> SetReference(const oci::Reference& ref,
+                                           absl::string_view digest) override;
+  absl::Status RemoveReference(const oci::Reference& ref) override;
+  absl::StatusOr<std::string> ResolveReference(const oci::Reference& ref) override;
+  absl::StatusOr<std::vector<oci::Reference>> ReferencesTo(absl::string_view digest) override;
 
  private:
   struct Impl;
@@ -159,9 +161,9 @@ absl::Status TagImage(ImageStore& store, absl::string_view source, absl::string_
 // manifest, config and layer. Layer uncompressed sizes come from `known_layers` (matched by
 // digest) or stay -1. NOT_FOUND naming the first missing blob; INVALID_ARGUMENT for a malformed
 // manifest or config, or a manifest whose layer count disagrees with its config's diff_ids.
-absl::StatusOr<ImageRecord> DescribeImage(cache::BlobStore& cas, const Descriptor& top,
+absl::StatusOr<ImageRecord> DescribeImage(cache::BlobStore& cas, const oci::Descriptor& top,
                                           const std::vector<farm::v1::Layer>& known_layers = {});
 
-}  // namespace image
+}  // namespace farm::scheduler::image
 
 #endif  // FARM_SCHEDULER_IMAGE_STORE_H_

@@ -6,7 +6,7 @@
 #include "common/status_macros.h"
 #include "common/status_util.h"
 
-namespace image {
+namespace farm::scheduler::image {
 
 StoreResolver::StoreResolver(cache::BlobStore::Ptr cas, ImageStore::Ptr images,
                              StoreResolverOptions options)
@@ -30,8 +30,9 @@ int StoreResolver::pulls() const {
   return pulls_;
 }
 
-absl::StatusOr<ResolvedImage> StoreResolver::Build(const Reference& ref, const ImageRecord& rec,
-                                                   const Platform& platform) {
+absl::StatusOr<ResolvedImage> StoreResolver::Build(const oci::Reference& ref,
+                                                   const ImageRecord& rec,
+                                                   const oci::Platform& platform) {
   ASSIGN_OR_RETURN(const StoredManifest* m, rec.ForPlatform(platform));
   ASSIGN_OR_RETURN(common::Digest cd, common::Digest::ParseOci(m->config_digest, m->config_size));
   std::vector<common::Digest> blobs = {cd};
@@ -45,7 +46,7 @@ absl::StatusOr<ResolvedImage> StoreResolver::Build(const Reference& ref, const I
                                             missing[0].OciString(), " is no longer in the CAS"));
   }
   ASSIGN_OR_RETURN(std::string config_bytes, cas_->ReadBlob(cd));
-  absl::StatusOr<ImageConfig> config = ImageConfig::FromJson(config_bytes);
+  absl::StatusOr<oci::ImageConfig> config = oci::ImageConfig::FromJson(config_bytes);
   if (!config.ok()) return common::Annotate(config.status(), m->config_digest);
   ResolvedImage out;
   out.reference = ref.String();
@@ -56,16 +57,17 @@ absl::StatusOr<ResolvedImage> StoreResolver::Build(const Reference& ref, const I
   return out;
 }
 
-absl::StatusOr<ResolvedImage> StoreResolver::FromLocal(const Reference& ref,
-                                                       const Platform& platform) {
+absl::StatusOr<ResolvedImage> StoreResolver::FromLocal(const oci::Reference& ref,
+                                                       const oci::Platform& platform) {
   absl::StatusOr<ImageRecord> rec = LookupImage(*images_, ref.String());
   if (!rec.ok()) return rec.status();
   return Build(ref, *rec, platform);
 }
 
-absl::StatusOr<ResolvedImage> StoreResolver::Pull(const Reference& ref, const Platform& platform) {
+absl::StatusOr<ResolvedImage> StoreResolver::Pull(const oci::Reference& ref,
+                                                  const oci::Platform& platform) {
   ASSIGN_OR_RETURN(registry::Client * client, clients_.Get(ref.domain()));
-  registry::PullOptions po;
+  image::PullOptions po;
   po.platform = platform;
   po.progress = options_.progress;
   absl::StatusOr<std::vector<ImageRecord>> all = images_->List();
@@ -76,7 +78,7 @@ absl::StatusOr<ResolvedImage> StoreResolver::Pull(const Reference& ref, const Pl
       }
     }
   }
-  absl::StatusOr<registry::PullResult> pulled = registry::PullImage(*client, *cas_, ref, po);
+  absl::StatusOr<image::PullResult> pulled = image::PullImage(*client, *cas_, ref, po);
   if (!pulled.ok()) {
     return common::Annotate(pulled.status(), absl::StrCat("pulling ", ref.FamiliarString()));
   }
@@ -97,8 +99,8 @@ absl::StatusOr<ResolvedImage> StoreResolver::Pull(const Reference& ref, const Pl
 
 absl::StatusOr<ResolvedImage> StoreResolver::Resolve(const std::string& reference,
                                                      const std::string& platform_text) {
-  ASSIGN_OR_RETURN(Reference ref, Reference::ParseWithDefaultTag(reference));
-  ASSIGN_OR_RETURN(Platform platform, Platform::Parse(platform_text));
+  ASSIGN_OR_RETURN(oci::Reference ref, oci::Reference::ParseWithDefaultTag(reference));
+  ASSIGN_OR_RETURN(oci::Platform platform, oci::Platform::Parse(platform_text));
   std::string key = absl::StrCat(ref.String(), " ", platform.String());
   std::shared_ptr<absl::Mutex> flight;
   {
@@ -136,4 +138,4 @@ absl::StatusOr<ResolvedImage> StoreResolver::Resolve(const std::string& referenc
   return result;
 }
 
-}  // namespace image
+}  // namespace farm::scheduler::image

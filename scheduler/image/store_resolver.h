@@ -6,10 +6,12 @@
 // Within one resolver (one build), a reference is resolved once per platform: parallel stages
 // naming the same base share one pull, and every stage sees the same image.
 //
-//   image::StoreResolverOptions opt;
-//   opt.pull_policy = pull_flag ? image::PullPolicy::kAlways : image::PullPolicy::kMissing;
-//   ASSIGN_OR_RETURN(auto resolver, image::StoreResolver::Create(cas, images, opt));
-//   ASSIGN_OR_RETURN(image::ResolvedImage base, resolver->Resolve("alpine:3.19", "linux/amd64"));
+//   scheduler::image::StoreResolverOptions opt;
+//   opt.pull_policy = pull_flag ? scheduler::image::PullPolicy::kAlways :
+//   scheduler::image::PullPolicy::kMissing; ASSIGN_OR_RETURN(auto resolver,
+//   scheduler::image::StoreResolver::Create(cas, images, opt));
+//   ASSIGN_OR_RETURN(scheduler::image::ResolvedImage base, resolver->Resolve("alpine:3.19",
+//   "linux/amd64"));
 #ifndef FARM_SCHEDULER_IMAGE_STORE_RESOLVER_H_
 #define FARM_SCHEDULER_IMAGE_STORE_RESOLVER_H_
 
@@ -21,10 +23,10 @@
 #include "cache/blob_store.h"
 #include "scheduler/image/resolver.h"
 #include "scheduler/image/store.h"
+#include "scheduler/image/transfer.h"
 #include "scheduler/registry/client.h"
-#include "scheduler/registry/transfer.h"
 
-namespace image {
+namespace farm::scheduler::image {
 
 enum class PullPolicy {
   kMissing,  // use the local image if present, else pull
@@ -36,7 +38,7 @@ struct StoreResolverOptions {
   PullPolicy pull_policy = PullPolicy::kMissing;
   registry::RegistryOptions registry;
   // Pull progress (lines as `docker pull` prints them), e.g. into the build's progress.
-  registry::ProgressFn progress;
+  image::ProgressFn progress;
 };
 
 class StoreResolver : public BaseImageResolver {
@@ -56,10 +58,10 @@ class StoreResolver : public BaseImageResolver {
 
  private:
   StoreResolver(cache::BlobStore::Ptr cas, ImageStore::Ptr images, StoreResolverOptions options);
-  absl::StatusOr<ResolvedImage> FromLocal(const Reference& ref, const Platform& platform);
-  absl::StatusOr<ResolvedImage> Pull(const Reference& ref, const Platform& platform);
-  absl::StatusOr<ResolvedImage> Build(const Reference& ref, const ImageRecord& rec,
-                                      const Platform& platform);
+  absl::StatusOr<ResolvedImage> FromLocal(const oci::Reference& ref, const oci::Platform& platform);
+  absl::StatusOr<ResolvedImage> Pull(const oci::Reference& ref, const oci::Platform& platform);
+  absl::StatusOr<ResolvedImage> Build(const oci::Reference& ref, const ImageRecord& rec,
+                                      const oci::Platform& platform);
 
   cache::BlobStore::Ptr cas_;
   ImageStore::Ptr images_;
@@ -72,6 +74,6 @@ class StoreResolver : public BaseImageResolver {
   int pulls_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
-}  // namespace image
+}  // namespace farm::scheduler::image
 
 #endif  // FARM_SCHEDULER_IMAGE_STORE_RESOLVER_H_

@@ -9,7 +9,7 @@
 #include "scheduler/image/testing/layers.h"
 #include "scheduler/registry/testing/fake_registry.h"
 
-namespace image {
+namespace farm::scheduler::image {
 namespace {
 
 using testing::MakeTar;
@@ -28,7 +28,7 @@ class StoreResolverTest : public ::testing::Test {
   AssembledImage Publish(const std::string& repo, const std::string& tag,
                          const std::string& arch = "amd64") {
     farm::v1::Layer l =
-        PutLayer(src_, MakeTar({{"f", "content-" + arch}}), Compression::kGzip).value();
+        PutLayer(src_, MakeTar({{"f", "content-" + arch}}), oci::Compression::kGzip).value();
     AssembleRequest r;
     r.config.architecture = arch;
     r.config.config.env = {"PATH=/usr/local/bin:/usr/bin:/bin", "BASE=" + arch};
@@ -127,7 +127,7 @@ TEST_F(StoreResolverTest, NeverPolicyAndBadInput) {
 TEST_F(StoreResolverTest, PlatformFromIndexAndLocalMismatchPulls) {
   AssembledImage amd = Publish("multi", "");
   AssembledImage arm = Publish("multi", "", "arm64");
-  Descriptor idx = AssembleIndex(src_, {amd, arm}, ManifestFormat::kOci).value();
+  oci::Descriptor idx = AssembleIndex(src_, {amd, arm}, ManifestFormat::kOci).value();
   fake_.PutManifest("multi", "latest", idx.media_type,
                     src_.ReadBlob(common::Digest::ParseOci(idx.digest, idx.size).value()).value());
   auto resolver = Resolver(PullPolicy::kMissing);
@@ -169,4 +169,4 @@ TEST_F(StoreResolverTest, EvictedBlobsArePulledAgainAndConcurrentResolvesShareOn
 }
 
 }  // namespace
-}  // namespace image
+}  // namespace farm::scheduler::image

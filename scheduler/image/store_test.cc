@@ -9,7 +9,7 @@
 #include "scheduler/image/assemble.h"
 #include "scheduler/image/testing/layers.h"
 
-namespace image {
+namespace farm::scheduler::image {
 namespace {
 
 using testing::MakeTar;
@@ -20,12 +20,13 @@ class StoreTest : public ::testing::Test {
   void SetUp() override {
     tmp_ = std::make_unique<common::TempDir>(common::TempDir::Create("imgstore").value());
     store_ = RocksDbImageStore::Create(tmp_->path() + "/images").value();
-    shared_ = PutLayer(cas_, MakeTar({{"shared", "s"}}), Compression::kGzip).value();
+    shared_ = PutLayer(cas_, MakeTar({{"shared", "s"}}), oci::Compression::kGzip).value();
   }
 
   // An image with the shared layer plus one of its own, described from the CAS.
   ImageRecord MakeImage(const std::string& content) {
-    farm::v1::Layer own = PutLayer(cas_, MakeTar({{"f", content}}), Compression::kGzip).value();
+    farm::v1::Layer own =
+        PutLayer(cas_, MakeTar({{"f", content}}), oci::Compression::kGzip).value();
     AssembleRequest r;
     r.steps.push_back({"COPY shared / # buildkit", shared_});
     r.steps.push_back({"COPY f / # buildkit", own});
@@ -36,7 +37,9 @@ class StoreTest : public ::testing::Test {
     return rec;
   }
 
-  Reference Ref(const std::string& s) { return Reference::ParseWithDefaultTag(s).value(); }
+  oci::Reference Ref(const std::string& s) {
+    return oci::Reference::ParseWithDefaultTag(s).value();
+  }
 
   std::unique_ptr<common::TempDir> tmp_;
   cache::testing::MemoryBlobStore cas_;
@@ -77,7 +80,7 @@ TEST_F(StoreTest, TagsMoveDigestsDoNot) {
   EXPECT_TRUE(store_->ReferencesTo(a.digest).value().empty());                // a is dangling
   EXPECT_EQ(store_->ReferencesTo(b.digest).value().size(), 1u);
   // A digest reference can only name its own image.
-  Reference by_digest = Ref("app").WithDigest(a.digest);
+  oci::Reference by_digest = Ref("app").WithDigest(a.digest);
   EXPECT_TRUE(store_->SetReference(by_digest, a.digest).ok());
   EXPECT_EQ(store_->SetReference(by_digest, b.digest).status().code(),
             absl::StatusCode::kInvalidArgument);
@@ -182,22 +185,22 @@ TEST_F(StoreTest, AmbiguousPrefixAndTagErrors) {
 }
 
 TEST_F(StoreTest, DescribeIndexAndRejectBrokenImages) {
-  farm::v1::Layer own = PutLayer(cas_, MakeTar({{"f", "x"}}), Compression::kGzip).value();
+  farm::v1::Layer own = PutLayer(cas_, MakeTar({{"f", "x"}}), oci::Compression::kGzip).value();
   AssembleRequest r;
   r.steps.push_back({"COPY f / # buildkit", own});
   r.source_date_epoch = 0;
   AssembledImage amd = Assemble(cas_, r).value();
   r.config.architecture = "arm64";
   AssembledImage arm = Assemble(cas_, r).value();
-  Descriptor idx = AssembleIndex(cas_, {amd, arm}, ManifestFormat::kOci).value();
+  oci::Descriptor idx = AssembleIndex(cas_, {amd, arm}, ManifestFormat::kOci).value();
   ImageRecord rec = DescribeImage(cas_, idx).value();
   EXPECT_TRUE(rec.is_index());
   EXPECT_EQ(rec.Id(), idx.digest);
   ASSERT_EQ(rec.manifests.size(), 2u);
-  EXPECT_EQ(rec.ForPlatform(Platform::Parse("linux/arm64").value()).value()->digest,
+  EXPECT_EQ(rec.ForPlatform(oci::Platform::Parse("linux/arm64").value()).value()->digest,
             arm.manifest.digest);
   absl::StatusOr<const StoredManifest*> none =
-      rec.ForPlatform(Platform::Parse("linux/s390x").value());
+      rec.ForPlatform(oci::Platform::Parse("linux/s390x").value());
   EXPECT_EQ(none.status().code(), absl::StatusCode::kNotFound);
   EXPECT_EQ(rec.Blobs().size(), 6u);  // index, 2 manifests, 2 configs, 1 shared layer
 
@@ -209,4 +212,4 @@ TEST_F(StoreTest, DescribeIndexAndRejectBrokenImages) {
 }
 
 }  // namespace
-}  // namespace image
+}  // namespace farm::scheduler::image

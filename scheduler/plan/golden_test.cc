@@ -32,8 +32,9 @@
 #include "scheduler/dockerfile/instructions.h"
 #include "scheduler/dockerfile/parser.h"
 #include "scheduler/plan/planner.h"
+#include "scheduler/plan/print.h"
 
-namespace plan {
+namespace farm::scheduler::plan {
 namespace {
 
 const char kTestdata[] = "scheduler/testdata";
@@ -42,30 +43,30 @@ class FakeResolver : public image::BaseImageResolver {
  public:
   FakeResolver() {
     auto path_env = std::vector<std::string>{absl::StrCat("PATH=", kDefaultPath)};
-    Add("alpine:3.19", [&](image::ImageConfig& c) {
+    Add("alpine:3.19", [&](oci::ImageConfig& c) {
       c.config.env = path_env;
       c.config.cmd = std::vector<std::string>{"/bin/sh"};
     });
-    Add("debian:bookworm", [&](image::ImageConfig& c) {
+    Add("debian:bookworm", [&](oci::ImageConfig& c) {
       c.config.env = path_env;
       c.config.env.push_back("LANG=C.UTF-8");
       c.config.cmd = std::vector<std::string>{"bash"};
     });
-    Add("onbuild-base", [&](image::ImageConfig& c) {
+    Add("onbuild-base", [&](oci::ImageConfig& c) {
       c.config.env = path_env;
       c.config.working_dir = "/base";
       c.config.on_build = {"ARG TRIGGER_ARG=from-trigger", "RUN echo triggered $TRIGGER_ARG",
                            "WORKDIR src"};
     });
-    Add("entry-base", [&](image::ImageConfig& c) {
+    Add("entry-base", [&](oci::ImageConfig& c) {
       c.config.env = path_env;
       c.config.entrypoint = std::vector<std::string>{"/entry"};
       c.config.cmd = std::vector<std::string>{"default-arg"};
       c.config.user = "base-user";
     });
-    Add("localhost:5000/team/tool:1.2", [&](image::ImageConfig& c) { c.config.env = path_env; });
+    Add("localhost:5000/team/tool:1.2", [&](oci::ImageConfig& c) { c.config.env = path_env; });
     Add("alpine@sha256:0000000000000000000000000000000000000000000000000000000000000001",
-        [&](image::ImageConfig& c) { c.config.env = path_env; });
+        [&](oci::ImageConfig& c) { c.config.env = path_env; });
   }
 
   absl::StatusOr<image::ResolvedImage> Resolve(const std::string& reference,
@@ -195,15 +196,15 @@ TEST(GoldenTest, AllCases) {
     absl::StatusOr<common::TempDir> empty = common::TempDir::Create("golden-ctx");
     ASSERT_TRUE(empty.ok());
     if (!common::PathExists(ctx_dir)) ctx_dir = empty->path();
-    absl::StatusOr<std::vector<std::string>> ignore = buildctx::LoadIgnorePatterns(ctx_dir, "");
+    absl::StatusOr<std::vector<std::string>> ignore = context::LoadIgnorePatterns(ctx_dir, "");
     ASSERT_TRUE(ignore.ok()) << ignore.status();
     // Git records only the executable bit, and a checkout's other permission bits follow the
     // umask: normalize them (0644/0755) so that the golden keys are the same in every checkout.
-    buildctx::SnapshotOptions so;
+    context::SnapshotOptions so;
     so.normalize_permissions = true;
     po.layer_options.set_normalize_permissions(true);
-    absl::StatusOr<std::unique_ptr<buildctx::Snapshot>> snap =
-        buildctx::Snapshot::FromDirectory(ctx_dir, *ignore, so);
+    absl::StatusOr<std::unique_ptr<context::Snapshot>> snap =
+        context::Snapshot::FromDirectory(ctx_dir, *ignore, so);
     ASSERT_TRUE(snap.ok()) << snap.status();
     FakeResolver resolver;
     po.resolver = &resolver;
@@ -229,4 +230,4 @@ TEST(GoldenTest, AllCases) {
 }
 
 }  // namespace
-}  // namespace plan
+}  // namespace farm::scheduler::plan

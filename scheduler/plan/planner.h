@@ -28,11 +28,14 @@
 // Every key keeps its preimage (the lines above), so a cache miss can be explained field by
 // field (`farm why-miss`).
 //
-//   plan::PlanOptions opts;
+// Beside the planner: keys.h makes each preimage line canonical and hashes it, mounts.h parses
+// RUN --mount, history.h writes each step's created_by, print.h prints a plan (`farm plan`).
+//
+//   scheduler::plan::PlanOptions opts;
 //   opts.build_args = {{"VERSION", "1.2"}};
 //   opts.resolver = resolver;          // may be null: FROM images get placeholder keys
 //   opts.context = &context_tree;      // may be null: COPY from the context gets a placeholder
-//   ASSIGN_OR_RETURN(plan::Plan p, plan::MakePlan(dockerfile, opts));
+//   ASSIGN_OR_RETURN(scheduler::plan::Plan p, scheduler::plan::MakePlan(dockerfile, opts));
 #ifndef FARM_SCHEDULER_PLAN_PLANNER_H_
 #define FARM_SCHEDULER_PLAN_PLANNER_H_
 
@@ -45,14 +48,15 @@
 
 #include "absl/status/statusor.h"
 #include "farm/v1/step.pb.h"
+#include "oci/config.h"
+#include "oci/platform.h"
 #include "scheduler/dockerfile/instructions.h"
-#include "scheduler/image/config.h"
 #include "scheduler/image/resolver.h"
 #include "worker/copy/source_tree.h"
 
-namespace plan {
+namespace farm::scheduler::plan {
 
-inline constexpr char kKeyVersion[] = "farm-key-v1";
+// PATH for FROM scratch, and for a RUN whose environment sets none.
 inline constexpr char kDefaultPath[] =
     "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
@@ -66,7 +70,7 @@ struct PlanOptions {
   // instead of failing: `farm plan` with only the local image store.
   bool allow_unresolved = false;
   // The build context, hashed (files carry digests), .dockerignore already applied.
-  const copy::SourceTree* context = nullptr;
+  const worker::copy::SourceTree* context = nullptr;
   farm::v1::ContextRoot context_root;  // its REAPI root Directory, for StepRequests
   farm::v1::LayerOptions layer_options;
   // The network of RUN steps without --network (`farm build --network`): default|none|host.
@@ -104,7 +108,7 @@ struct Step {
   std::optional<SourceRef> copy_from;
   std::map<int, SourceRef> mount_from;  // RunOp.mounts index → source
   // The container config after this instruction, and what the instruction changed.
-  image::ContainerConfig config;
+  oci::ContainerConfig config;
   std::vector<std::string> changes;
 };
 
@@ -121,7 +125,7 @@ struct Stage {
   std::vector<Step> steps;
   // The final config: base config + the instructions' changes (diff_ids and history are
   // filled by image assembly).
-  image::ImageConfig config;
+  oci::ImageConfig config;
   std::string author;  // MAINTAINER
   std::string final_chain;
   std::set<int> depends_on;  // stages that must be built first
@@ -142,17 +146,6 @@ struct Plan {
 // --mount/--chmod/EXPOSE/STOPSIGNAL values, unsupported platforms of FROM lines.
 absl::StatusOr<Plan> MakePlan(const dockerfile::Dockerfile& df, const PlanOptions& options);
 
-// Human-readable plan (`farm plan`) and the documented, stable JSON (`farm plan --format json`).
-std::string PlanToText(const Plan& plan);
-std::string PlanToJson(const Plan& plan);
-
-// Collapses runs of unquoted blanks in a shell command into one space and trims it, so that
-// re-indenting a continued RUN line does not change its key (the shell sees the same words).
-std::string NormalizeShellWhitespace(absl::string_view command);
-
-// sha256 of the preimage lines "name: value\n", hex.
-std::string KeyOf(const std::vector<std::pair<std::string, std::string>>& preimage);
-
-}  // namespace plan
+}  // namespace farm::scheduler::plan
 
 #endif  // FARM_SCHEDULER_PLAN_PLANNER_H_

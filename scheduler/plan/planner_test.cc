@@ -15,7 +15,7 @@
 #include "scheduler/dockerfile/instructions.h"
 #include "scheduler/dockerfile/parser.h"
 
-namespace plan {
+namespace farm::scheduler::plan {
 namespace {
 
 using ::testing::HasSubstr;
@@ -69,12 +69,12 @@ absl::StatusOr<Plan> PlanOf(const std::string& dockerfile, const std::string& co
   if (!tree.ok()) return tree.status();
   absl::StatusOr<dockerfile::Dockerfile> df = dockerfile::BuildInstructions(*tree);
   if (!df.ok()) return df.status();
-  absl::StatusOr<std::vector<std::string>> ignore = buildctx::LoadIgnorePatterns(context_dir, "");
+  absl::StatusOr<std::vector<std::string>> ignore = context::LoadIgnorePatterns(context_dir, "");
   if (!ignore.ok()) return ignore.status();
-  buildctx::SnapshotOptions so;
+  context::SnapshotOptions so;
   so.normalize_permissions = normalize;
-  absl::StatusOr<std::unique_ptr<buildctx::Snapshot>> snap =
-      buildctx::Snapshot::FromDirectory(context_dir, *ignore, so);
+  absl::StatusOr<std::unique_ptr<context::Snapshot>> snap =
+      context::Snapshot::FromDirectory(context_dir, *ignore, so);
   if (!snap.ok()) return snap.status();
   TwoTagResolver resolver;
   PlanOptions po;
@@ -318,13 +318,6 @@ TEST(KeyPropertiesTest, ErrorsNameTheSourceAndPosition) {
   EXPECT_THAT(std::string(k.status().message()), HasSubstr("missing.txt"));
 }
 
-TEST(NormalizeShellWhitespaceTest, KeepsQuotedAndEscapedBlanks) {
-  EXPECT_EQ(NormalizeShellWhitespace("  a   b\t\tc  "), "a b c");
-  EXPECT_EQ(NormalizeShellWhitespace("echo 'a   b' \"c  d\" e\\ \\ f"),
-            "echo 'a   b' \"c  d\" e\\ \\ f");
-  EXPECT_EQ(NormalizeShellWhitespace("echo \"it's  \"   x"), "echo \"it's  \" x");
-}
-
 // COPY <<EOF: the heredoc is a source of the step ("<<NAME" after the paths, as BuildKit copies
 // its heredocs last), its body an inline file, expanded unless the delimiter is quoted.
 TEST(CopyRequestTest, HeredocsAreSourcesOfTheStep) {
@@ -358,12 +351,6 @@ TEST(CopyRequestTest, HeredocsAreSourcesOfTheStep) {
   EXPECT_EQ(two.inline_files(1).content(), "b $NAME\n");
   EXPECT_EQ(steps[2].created_by, "COPY x.txt <<A <<B /multi/ # buildkit");
 }
-
-}  // namespace
-}  // namespace plan
-
-namespace plan {
-namespace {
 
 const Step* FindStep(const Stage& s, const std::string& prefix) {
   for (const Step& st : s.steps) {
@@ -426,7 +413,7 @@ TEST(DockerFormsTest, ScratchHasWorkingDirAndPath) {
   Dir d = NewDir();
   absl::StatusOr<Plan> p = PlanOf("FROM scratch\nENV A=1\n", d.path());
   ASSERT_TRUE(p.ok()) << p.status();
-  const image::ContainerConfig& c = p->stages[p->target].config.config;
+  const oci::ContainerConfig& c = p->stages[p->target].config.config;
   EXPECT_EQ(c.working_dir, "/");
   EXPECT_THAT(c.env, ::testing::ElementsAre(absl::StrCat("PATH=", kDefaultPath), "A=1"));
 }
@@ -459,12 +446,6 @@ TEST(DockerFormsTest, DuplicateStageNamesResolveAsBuildKit) {
   EXPECT_THAT(absl::StrJoin(p->warnings, "\n"), HasSubstr("Duplicate stage name \"dup\""));
 }
 
-}  // namespace
-}  // namespace plan
-
-namespace plan {
-namespace {
-
 TEST(KeyPropertiesTest, HardLinksInTheContextAreKeyed) {
   // The same contents as two files or as one file with two names: different layers.
   Dir d = NewDir();
@@ -482,4 +463,4 @@ TEST(KeyPropertiesTest, HardLinksInTheContextAreKeyed) {
 }
 
 }  // namespace
-}  // namespace plan
+}  // namespace farm::scheduler::plan

@@ -19,7 +19,7 @@
 
 extern char** environ;
 
-namespace registry {
+namespace farm::scheduler::registry {
 
 namespace {
 
@@ -354,4 +354,4 @@ absl::Status DockerConfig::Save() const {
   return common::WriteFileAtomic(path_, text, 0600);
 }
 
-}  // namespace registry
+}  // namespace farm::scheduler::registry

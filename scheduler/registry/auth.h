@@ -9,9 +9,10 @@
 // get/store/erase protocol. Docker Hub's key is "https://index.docker.io/v1/". Members Farm
 // does not know are kept on save.
 //
-//   ASSIGN_OR_RETURN(registry::DockerConfig cfg, registry::DockerConfig::Load(""));
-//   ASSIGN_OR_RETURN(registry::Credentials c, cfg.Get("localhost:5000"));
-//   cfg.Set("localhost:5000", {"user", "pass"}); RETURN_IF_ERROR(cfg.Save());
+//   ASSIGN_OR_RETURN(scheduler::registry::DockerConfig cfg,
+//   scheduler::registry::DockerConfig::Load("")); ASSIGN_OR_RETURN(scheduler::registry::Credentials
+//   c, cfg.Get("localhost:5000")); cfg.Set("localhost:5000", {"user", "pass"});
+//   RETURN_IF_ERROR(cfg.Save());
 #ifndef FARM_SCHEDULER_REGISTRY_AUTH_H_
 #define FARM_SCHEDULER_REGISTRY_AUTH_H_
 
@@ -22,7 +23,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 
-namespace registry {
+namespace farm::scheduler::registry {
 
 struct Credentials {
   std::string username;
@@ -72,6 +73,6 @@ class DockerConfig {
   std::string json_;  // the whole document, re-parsed on use (keeps unknown members)
 };
 
-}  // namespace registry
+}  // namespace farm::scheduler::registry
 
 #endif  // FARM_SCHEDULER_REGISTRY_AUTH_H_

@@ -7,7 +7,7 @@
 #include "common/fs.h"
 #include "gtest/gtest.h"
 
-namespace registry {
+namespace farm::scheduler::registry {
 namespace {
 
 TEST(AuthTest, ParsesChallenges) {
@@ -119,4 +119,4 @@ esac
 }
 
 }  // namespace
-}  // namespace registry
+}  // namespace farm::scheduler::registry

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <optional>
 #include <thread>
 
 #include "absl/strings/ascii.h"
@@ -13,13 +14,14 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "absl/time/clock.h"
+#include "common/backoff.h"
 #include "common/status_macros.h"
 #include "common/status_util.h"
 #include "nlohmann/json.hpp"
-#include "scheduler/image/manifest.h"
-#include "scheduler/image/reference.h"
+#include "oci/manifest.h"
+#include "oci/reference.h"
 
-namespace registry {
+namespace farm::scheduler::registry {
 
 namespace {
 
@@ -164,6 +166,7 @@ struct Client::Impl {
   std::string domain;
   std::string host;  // what we connect to (registry-1.docker.io for docker.io)
   RegistryOptions opt;
+  std::optional<common::Backoff> backoff;  // from opt, set in Create
   HttpTransport::Ptr http;
   bool insecure = false;
 
@@ -196,15 +199,17 @@ struct Client::Impl {
     std::function<void(int)> on_status;
   };
 
+  // Waits before retry number `attempt` + 1: the registry's Retry-After when it sent one, else
+  // the common exponential backoff (jittered, so many builders do not retry in lockstep).
   void Backoff(int attempt, const HttpResponse* resp) {
-    absl::Duration d = opt.initial_backoff * (1 << std::min(attempt, 10));
+    absl::Duration d = backoff->Delay(attempt);
     if (resp != nullptr) {
       int64_t secs = 0;
       if (absl::SimpleAtoi(resp->Header("retry-after"), &secs) && secs >= 0) {
-        d = absl::Seconds(secs);
+        d = std::min(absl::Seconds(secs), opt.max_backoff);
       }
     }
-    absl::SleepFor(std::min(d, opt.max_backoff));
+    absl::SleepFor(d);
     retries++;
   }
 
@@ -461,13 +466,15 @@ absl::StatusOr<std::unique_ptr<Client>> Client::Create(const std::string& domain
   if (domain.empty()) return absl::InvalidArgumentError("empty registry domain");
   auto impl = std::make_unique<Impl>();
   impl->domain = domain;
-  impl->host = image::RegistryHostFor(domain);
+  impl->host = oci::RegistryHostFor(domain);
   impl->insecure = IsLoopbackDomain(domain) ||
                    std::find(options.insecure_registries.begin(), options.insecure_registries.end(),
                              domain) != options.insecure_registries.end();
   impl->http = options.transport ? options.transport : CurlTransport::Create();
   if (options.max_attempts < 1) options.max_attempts = 1;
   impl->opt = std::move(options);
+  impl->backoff.emplace(
+      common::Backoff::Options{impl->opt.initial_backoff, impl->opt.max_backoff, 2.0, 0.1});
   return std::unique_ptr<Client>(new Client(domain, std::move(impl)));
 }
 
@@ -508,7 +515,7 @@ absl::StatusOr<ManifestInfo> Client::HeadManifest(const std::string& repo, const
   Impl::Call c;
   c.method = "HEAD";
   c.url = absl::StrCat("/v2/", repo, "/manifests/", ref);
-  c.headers = {{"Accept", image::ManifestAcceptHeader()}};
+  c.headers = {{"Accept", oci::ManifestAcceptHeader()}};
   c.scopes = {PullScope(repo)};
   ASSIGN_OR_RETURN(HttpResponse resp, impl_->Send(c));
   if (resp.status == 404) {
@@ -537,7 +544,7 @@ absl::StatusOr<FetchedManifest> Client::GetManifest(const std::string& repo,
   };
   Impl::Call c;
   c.url = absl::StrCat("/v2/", repo, "/manifests/", ref);
-  c.headers = {{"Accept", image::ManifestAcceptHeader()}};
+  c.headers = {{"Accept", oci::ManifestAcceptHeader()}};
   c.scopes = {PullScope(repo)};
   c.sink = &sink;
   c.on_status = [&](int) { body.clear(); };
@@ -810,4 +817,4 @@ absl::StatusOr<Client*> ClientPool::Get(const std::string& domain) {
   return raw;
 }
 
-}  // namespace registry
+}  // namespace farm::scheduler::registry

@@ -13,8 +13,8 @@
 //     PATCH with Content-Range, following Location and resuming from the Range the registry
 //     reports after a failed chunk.
 //
-//   ASSIGN_OR_RETURN(auto c, registry::Client::Create("localhost:5000", {}));
-//   ASSIGN_OR_RETURN(registry::ManifestInfo info, c->HeadManifest("app", "1.0"));
+//   ASSIGN_OR_RETURN(auto c, scheduler::registry::Client::Create("localhost:5000", {}));
+//   ASSIGN_OR_RETURN(scheduler::registry::ManifestInfo info, c->HeadManifest("app", "1.0"));
 //   RETURN_IF_ERROR(c->GetBlob("app", digest, sink));
 #ifndef FARM_SCHEDULER_REGISTRY_CLIENT_H_
 #define FARM_SCHEDULER_REGISTRY_CLIENT_H_
@@ -35,7 +35,7 @@
 #include "scheduler/registry/auth.h"
 #include "scheduler/registry/http.h"
 
-namespace registry {
+namespace farm::scheduler::registry {
 
 struct RegistryOptions {
   // Registries ("host:port") that may be reached over plain HTTP or unverified TLS, like
@@ -147,6 +147,6 @@ class ClientPool {
   std::map<std::string, std::unique_ptr<Client>> clients_ ABSL_GUARDED_BY(mu_);
 };
 
-}  // namespace registry
+}  // namespace farm::scheduler::registry
 
 #endif  // FARM_SCHEDULER_REGISTRY_CLIENT_H_

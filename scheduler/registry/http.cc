@@ -10,7 +10,7 @@
 #include "absl/strings/strip.h"
 #include "absl/synchronization/mutex.h"
 
-namespace registry {
+namespace farm::scheduler::registry {
 
 namespace {
 
@@ -229,4 +229,4 @@ absl::StatusOr<HttpResponse> CurlTransport::Do(const HttpRequest& req, const Bod
   return response;
 }
 
-}  // namespace registry
+}  // namespace farm::scheduler::registry

@@ -4,10 +4,10 @@
 // (blob GETs go to storage backends), TLS verification that can be turned off per request for
 // insecure registries.
 //
-//   auto http = registry::CurlTransport::Create();
-//   registry::HttpRequest req;
+//   auto http = scheduler::registry::CurlTransport::Create();
+//   scheduler::registry::HttpRequest req;
 //   req.url = "http://127.0.0.1:5000/v2/";
-//   ASSIGN_OR_RETURN(registry::HttpResponse resp, http->Do(req, nullptr));
+//   ASSIGN_OR_RETURN(scheduler::registry::HttpResponse resp, http->Do(req, nullptr));
 //   if (resp.status == 401) ... resp.Header("www-authenticate") ...
 #ifndef FARM_SCHEDULER_REGISTRY_HTTP_H_
 #define FARM_SCHEDULER_REGISTRY_HTTP_H_
@@ -23,7 +23,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 
-namespace registry {
+namespace farm::scheduler::registry {
 
 // Receives response body chunks in order; an error aborts the transfer and is returned.
 using BodySink = std::function<absl::Status(absl::string_view chunk)>;
@@ -85,6 +85,6 @@ class CurlTransport : public HttpTransport {
   std::unique_ptr<Pool> pool_;
 };
 
-}  // namespace registry
+}  // namespace farm::scheduler::registry
 
 #endif  // FARM_SCHEDULER_REGISTRY_HTTP_H_

@@ -13,25 +13,26 @@
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "common/fs.h"
+#include "common/rocksdb_status.h"
 #include "common/status_macros.h"
 #include "common/status_util.h"
 #include "farm/v1/scheduler_state.pb.h"
+#include "oci/reference.h"
 #include "rocksdb/db.h"
 #include "rocksdb/options.h"
 #include "rocksdb/write_batch.h"
-#include "scheduler/build/engine.h"
 #include "scheduler/dockerfile/instructions.h"
 #include "scheduler/dockerfile/parser.h"
+#include "scheduler/engine/events.h"
 #include "scheduler/image/store.h"
-#include "scheduler/image/store_resolver.h"
-#include "scheduler/plan/planner.h"
-#include "scheduler/registry/client.h"
-#include "scheduler/registry/transfer.h"
-#include "worker/copy/trees.h"
+#include "scheduler/pipeline/contexts.h"
+#include "scheduler/pipeline/pipeline.h"
 
-namespace scheduler_server {
+namespace farm::scheduler::server {
 
 namespace {
+
+using common::FromRocks;
 
 constexpr char kBuildPrefix[] = "b/";
 constexpr char kEventPrefix[] = "e/";
@@ -41,11 +42,6 @@ int64_t NowMicros() { return absl::ToUnixMicros(absl::Now()); }
 
 std::string EventKey(const std::string& id, int64_t seq) {
   return absl::StrFormat("%s%s/%020d", kEventPrefix, id, seq);
-}
-
-absl::Status FromRocks(const rocksdb::Status& s, absl::string_view what) {
-  if (s.ok()) return absl::OkStatus();
-  return absl::InternalError(absl::StrCat(what, ": ", s.ToString()));
 }
 
 std::string NewId() {
@@ -130,6 +126,7 @@ struct BuildManager::Impl {
         .PermitUncheckedError();
     b.stored.mutable_info()->set_last_seq(b.last_seq);
     const farm::v1::BuildEvent& ev = se.event();
+    if (ev.has_outcome()) *b.stored.mutable_info()->mutable_outcome() = ev.outcome();
     if (ev.has_vertex()) {
       const farm::v1::VertexUpdate& v = ev.vertex();
       if (!v.key().empty()) {
@@ -154,30 +151,12 @@ struct BuildManager::Impl {
     b.subs.clear();
   }
 
-  void Warn(Build& b, const std::string& w) {
-    farm::v1::BuildEvent e;
-    e.set_warning(w);
-    Append(b, std::move(e));
+  // Events the manager itself reports on a build (a restart, a cancel before it started), made
+  // like every other build event.
+  engine::EventWriter Events(Build& b) {
+    return engine::EventWriter([this, &b](const farm::v1::BuildEvent& e) { Append(b, e); });
   }
-
-  void Vertex(Build& b, int id, const std::string& name, farm::v1::VertexUpdate::State state,
-              int64_t micros = 0, const std::string& error = "") {
-    farm::v1::BuildEvent e;
-    farm::v1::VertexUpdate* u = e.mutable_vertex();
-    u->set_id(id);
-    u->set_name(name);
-    u->set_state(state);
-    u->set_duration_micros(micros);
-    u->set_error(error);
-    Append(b, std::move(e));
-  }
-
-  void Log(Build& b, int id, const std::string& line) {
-    farm::v1::BuildEvent e;
-    e.mutable_log()->set_id(id);
-    e.mutable_log()->set_data(line);
-    Append(b, std::move(e));
-  }
+  void Warn(Build& b, const std::string& w) { Events(b).Warn(w); }
 
   // Picks the next build to run: round robin over tenants with queued builds, the highest
   // priority (then the oldest) of that tenant.
@@ -270,31 +249,34 @@ struct BuildManager::Impl {
     Persist(b, /*sync=*/true).IgnoreError();
   }
 
-  void Finish(Build& b, const absl::Status& status, const farm::v1::BuildOutcome* ok_outcome) {
-    farm::v1::BuildEvent e;
-    farm::v1::BuildOutcome* o = e.mutable_outcome();
-    if (status.ok()) {
-      *o = *ok_outcome;
-      o->set_ok(true);
-    } else {
-      o->set_ok(false);
-      o->set_error(absl::IsCancelled(status) ? "canceled"
-                                             : absl::StrCat("failed to build: ", status.message()));
-    }
-    o->set_steps(b.stored.info().steps_done());
-    o->set_cached_steps(b.stored.info().steps_cached());
+  // Ends a build: its state, a log line, its subscriptions. The pipeline reported the outcome
+  // event (Append keeps it in the build's info); a build that never reached the pipeline (canceled
+  // while queued) gets one here.
+  void Finish(Build& b, const absl::Status& status) {
+    bool reported;
     {
       absl::MutexLock l(&b.mu);
-      *b.stored.mutable_info()->mutable_outcome() = *o;
+      reported = b.stored.info().has_outcome();
     }
-    Append(b, e);
+    if (!reported) {
+      farm::v1::BuildOutcome o;
+      o.set_ok(false);
+      o.set_error(absl::IsCancelled(status) ? "canceled"
+                                            : absl::StrCat("failed to build: ", status.message()));
+      Events(b).Outcome(o);
+    }
+    farm::v1::BuildOutcome o;
+    {
+      absl::MutexLock l(&b.mu);
+      o = b.stored.info().outcome();
+    }
     Note(absl::StrCat(
         "build ", b.stored.info().build_id(), " ",
         status.ok()                 ? "succeeded"
         : absl::IsCancelled(status) ? "canceled"
                                     : "failed",
-        " (", o->cached_steps(), "/", o->steps(), " steps cached)",
-        status.ok() ? absl::StrCat(": ", o->image_id()) : absl::StrCat(": ", o->error())));
+        " (", o.cached_steps(), "/", o.steps(), " steps cached)",
+        status.ok() ? absl::StrCat(": ", o.image_id()) : absl::StrCat(": ", o.error())));
     SetState(b, status.ok()                 ? farm::v1::BuildInfo::SUCCEEDED
                 : absl::IsCancelled(status) ? farm::v1::BuildInfo::CANCELED
                                             : farm::v1::BuildInfo::FAILED);
@@ -312,7 +294,7 @@ struct BuildManager::Impl {
   bool RunBuild(Build& b) {
     const farm::v1::SubmitBuildRequest& req = b.stored.request();
     if (b.user_canceled) {
-      Finish(b, absl::CancelledError("canceled"), nullptr);
+      Finish(b, absl::CancelledError("canceled"));
       return true;
     }
     SetState(b, farm::v1::BuildInfo::RUNNING);
@@ -323,61 +305,47 @@ struct BuildManager::Impl {
            "farm-scheduler restarted while this build was running: its secrets were not kept "
            "(they never touch the disk); steps that mount them will fail: resubmit the build");
     }
-    absl::Status s = RunBuildImpl(b, req);
+    {
+      // A resumed build reports a new outcome.
+      absl::MutexLock l(&b.mu);
+      b.stored.mutable_info()->clear_outcome();
+    }
+    absl::Status s = RunPipeline(b, req);
     if (!s.ok() && !b.user_canceled && Stopping()) return false;
-    if (!s.ok()) Finish(b, s, nullptr);
+    Finish(b, s);
     return true;
   }
 
-  absl::Status RunBuildImpl(Build& b, const farm::v1::SubmitBuildRequest& req) {
-    int next_vertex = std::max(1, req.first_vertex_id());
-    int v_def = next_vertex++;
-    int64_t t0 = NowMicros();
-    std::string name = req.dockerfile_name().empty() ? "Dockerfile" : req.dockerfile_name();
-    Vertex(b, v_def, "[internal] load build definition from " + name,
-           farm::v1::VertexUpdate::STARTED);
-    auto fail_def = [&](const absl::Status& st) {
-      Vertex(b, v_def, "", farm::v1::VertexUpdate::FAILED, NowMicros() - t0,
-             std::string(st.message()));
-      return st;
+  // The build itself: the pipeline with the context from farm-cache and steps on the farm.
+  absl::Status RunPipeline(Build& b, const farm::v1::SubmitBuildRequest& req) {
+    BuildSpec spec;
+    spec.build_id = b.stored.info().build_id();
+    spec.tenant = req.tenant();
+    spec.priority = req.priority();
+    spec.cache_instance = req.cache_write_scope().empty() ? "main" : req.cache_write_scope();
+    spec.secrets = b.secrets;
+
+    pipeline::CasContext context(opt.cas, req.context());
+    pipeline::Deps deps;
+    deps.cas = opt.cas;
+    deps.ac = opt.ac;
+    deps.images = images;
+    deps.executor = [&]() -> absl::StatusOr<std::shared_ptr<executor::StepExecutor>> {
+      return opt.executors(spec);
     };
-    absl::StatusOr<dockerfile::SyntaxTree> tree = dockerfile::Parse(req.dockerfile(), name);
-    if (!tree.ok()) return fail_def(tree.status());
-    absl::StatusOr<dockerfile::Dockerfile> df = dockerfile::BuildInstructions(*tree);
-    if (!df.ok()) return fail_def(df.status());
 
-    absl::StatusOr<common::Digest> root =
-        common::Digest::ParseOci(req.context().digest(), req.context().size());
-    if (!root.ok()) return fail_def(common::Annotate(root.status(), "build context"));
-    copy::CasTree context(opt.cas, *root);
-
-    image::StoreResolverOptions ro;
-    ro.pull_policy = req.pull() ? image::PullPolicy::kAlways : image::PullPolicy::kMissing;
-    ro.registry.insecure_registries = opt.insecure_registries;
-    for (const std::string& r : req.insecure_registries()) {
-      ro.registry.insecure_registries.push_back(r);
-    }
-    ro.registry.docker_config_dir = opt.docker_config_dir;
-    absl::StatusOr<std::shared_ptr<image::StoreResolver>> resolver =
-        image::StoreResolver::Create(opt.cas, images, ro);
-    if (!resolver.ok()) return fail_def(resolver.status());
-
-    plan::PlanOptions po;
-    for (const auto& [k, v] : req.build_args()) po.build_args[k] = v;
-    po.target = req.target();
-    if (!req.platform().empty()) po.platform = req.platform();
-    po.resolver = resolver->get();
-    po.context = &context;
-    po.context_root = req.context();
-    po.layer_options = req.layer_options();
-    if (!req.network().empty()) po.default_network = req.network();
-    absl::StatusOr<plan::Plan> p = plan::MakePlan(*df, po);
-    if (!p.ok()) return fail_def(p.status());
-    Vertex(b, v_def, "", farm::v1::VertexUpdate::DONE, NowMicros() - t0);
-    for (const std::string& w : p->warnings) Warn(b, w);
-    {
+    pipeline::Request pr;
+    pr.dockerfile = req.dockerfile();
+    pr.dockerfile_name = req.dockerfile_name().empty() ? "Dockerfile" : req.dockerfile_name();
+    pr.context = &context;
+    for (const auto& [k, v] : req.build_args()) pr.plan.build_args[k] = v;
+    pr.plan.target = req.target();
+    if (!req.platform().empty()) pr.plan.platform = req.platform();
+    pr.plan.layer_options = req.layer_options();
+    if (!req.network().empty()) pr.plan.default_network = req.network();
+    pr.on_planned = [&b](const plan::Plan& p) {
       int total = 0;
-      for (const plan::Stage& st : p->stages) {
+      for (const plan::Stage& st : p.stages) {
         for (const plan::Step& step : st.steps) total += step.key.empty() ? 0 : 1;
       }
       absl::MutexLock l(&b.mu);
@@ -385,77 +353,43 @@ struct BuildManager::Impl {
       // steps_done/cached count this run's events (a resumed build counts again).
       b.stored.mutable_info()->set_steps_done(0);
       b.stored.mutable_info()->set_steps_cached(0);
+    };
+    pr.resolve.pull_policy = req.pull() ? image::PullPolicy::kAlways : image::PullPolicy::kMissing;
+    pr.resolve.registry.insecure_registries = opt.insecure_registries;
+    for (const std::string& r : req.insecure_registries()) {
+      pr.resolve.registry.insecure_registries.push_back(r);
     }
-
-    BuildSpec spec;
-    spec.build_id = b.stored.info().build_id();
-    spec.tenant = req.tenant();
-    spec.priority = req.priority();
-    spec.cache_instance = req.cache_write_scope().empty() ? "main" : req.cache_write_scope();
-    spec.secrets = b.secrets;
-    build::EngineDeps deps{opt.cas, opt.ac, opt.executors(spec)};
-    build::BuildRequest br;
-    br.plan = &*p;
-    br.dockerfile = name;
-    br.cache_write_scope = spec.cache_instance;
-    br.cache_read_scopes.clear();
-    br.cache_read_scopes.push_back(spec.cache_instance);
+    pr.resolve.registry.docker_config_dir = opt.docker_config_dir;
+    pr.engine.cache_write_scope = spec.cache_instance;
+    pr.engine.cache_read_scopes = {spec.cache_instance};
     for (const std::string& sc : req.cache_read_scopes()) {
-      if (sc != spec.cache_instance) br.cache_read_scopes.push_back(sc);
+      if (sc != spec.cache_instance) pr.engine.cache_read_scopes.push_back(sc);
     }
-    br.no_cache = req.no_cache();
+    pr.engine.no_cache = req.no_cache();
     if (req.layer_options().has_source_date_epoch()) {
-      br.source_date_epoch = req.layer_options().source_date_epoch();
+      pr.engine.source_date_epoch = req.layer_options().source_date_epoch();
     }
-    br.format = req.manifest_format() == "docker" ? image::ManifestFormat::kDocker
-                                                  : image::ManifestFormat::kOci;
-    for (const auto& [k, v] : req.labels()) br.labels[k] = v;
-    br.max_parallel = 64;  // the dispatcher and the workers' slots limit what runs
-    br.first_vertex_id = next_vertex;
-    build::EventSink sink = [this, &b](const farm::v1::BuildEvent& e) { Append(b, e); };
-    absl::StatusOr<build::BuildOutput> out = build::RunBuild(deps, br, sink, &b.cancel);
-    if (!out.ok()) return out.status();
-
-    int v_exp = br.first_vertex_id;
-    for (const plan::Stage& st : p->stages) {
-      if (st.base_kind == plan::Stage::BaseKind::kImage) ++v_exp;
-      for (const plan::Step& step : st.steps) v_exp += step.key.empty() ? 0 : 1;
-    }
-    int64_t t2 = NowMicros();
-    Vertex(b, v_exp, "exporting to image", farm::v1::VertexUpdate::STARTED);
-    absl::StatusOr<image::ImageRecord> rec =
-        image::DescribeImage(*opt.cas, out->image.manifest, out->image.layers);
-    if (!rec.ok()) return rec.status();
-    RETURN_IF_ERROR(images->Put(*rec));
-    Log(b, v_exp, absl::StrCat("writing image ", out->image.config.digest, " done"));
-    std::vector<image::Reference> tags;
+    pr.engine.format = req.manifest_format() == "docker" ? image::ManifestFormat::kDocker
+                                                         : image::ManifestFormat::kOci;
+    for (const auto& [k, v] : req.labels()) pr.engine.labels[k] = v;
+    pr.engine.max_parallel = 64;  // the dispatcher and the workers' slots limit what runs
     for (const std::string& t : req.tags()) {
-      ASSIGN_OR_RETURN(image::Reference r, image::Reference::ParseWithDefaultTag(t));
-      ASSIGN_OR_RETURN(std::string prev, images->SetReference(r, rec->digest));
-      (void)prev;
-      Log(b, v_exp, absl::StrCat("naming to ", r.String(), " done"));
-      tags.push_back(r);
+      ASSIGN_OR_RETURN(oci::Reference r, oci::Reference::ParseWithDefaultTag(t));
+      pr.tags.push_back(std::move(r));
     }
-    if (req.push()) {
-      registry::ClientPool pool(ro.registry);
-      for (const image::Reference& t : tags) {
-        ASSIGN_OR_RETURN(registry::Client * client, pool.Get(t.domain()));
-        ASSIGN_OR_RETURN(registry::PushResult pr,
-                         registry::PushImage(*client, *opt.cas, *rec, t, {}));
-        Log(b, v_exp,
-            absl::StrCat("pushed ", t.String(), ": ", pr.uploaded, " uploaded, ", pr.existed,
-                         " already there, digest ", pr.digest));
+    pr.push = req.push();
+    pr.push_registry = pr.resolve.registry;
+    pr.first_vertex_id = std::max(1, req.first_vertex_id());
+
+    engine::EventSink sink = [this, &b](const farm::v1::BuildEvent& e) {
+      // A build interrupted by a shutdown did not fail: it resumes after the restart.
+      if (e.has_outcome() && !e.outcome().ok() && !b.user_canceled && stopping_flag.load()) {
+        return;
       }
-    }
-    Vertex(b, v_exp, "", farm::v1::VertexUpdate::DONE, NowMicros() - t2);
-    farm::v1::BuildOutcome oc;
-    oc.set_image_id(out->image.config.digest);
-    oc.set_manifest_digest(out->image.manifest.digest);
-    oc.set_manifest_size(out->image.manifest.size);
-    oc.set_manifest_media_type(out->image.manifest.media_type);
-    for (const image::Reference& t : tags) oc.add_tags(t.String());
-    Finish(b, absl::OkStatus(), &oc);
-    return absl::OkStatus();
+      Append(b, e);
+    };
+    pipeline::Result r = pipeline::Run(deps, pr, sink, &b.cancel);
+    return r.status;
   }
 
   absl::Status Load() {
@@ -597,6 +531,11 @@ absl::StatusOr<std::string> BuildManager::Submit(const farm::v1::SubmitBuildRequ
     if (!tree.ok()) return absl::InvalidArgumentError(tree.status().message());
     absl::StatusOr<dockerfile::Dockerfile> df = dockerfile::BuildInstructions(*tree);
     if (!df.ok()) return absl::InvalidArgumentError(df.status().message());
+    for (const std::string& t : request.tags()) {
+      absl::StatusOr<oci::Reference> r = oci::Reference::ParseWithDefaultTag(t);
+      if (!r.ok())
+        return absl::InvalidArgumentError(absl::StrCat("-t ", t, ": ", r.status().message()));
+    }
   }
   Impl& m = *impl_;
   std::string id;
@@ -722,7 +661,7 @@ absl::StatusOr<farm::v1::BuildInfo> BuildManager::Cancel(const std::string& buil
     }
   }
   if (was_queued) {
-    m.Finish(*b, absl::CancelledError("canceled"), nullptr);
+    m.Finish(*b, absl::CancelledError("canceled"));
     absl::MutexLock l(&m.mu);
     m.finished.push_back(build_id);
   }
@@ -760,4 +699,4 @@ farm::v1::SchedulerInfo BuildManager::Info() {
   return info;
 }
 
-}  // namespace scheduler_server
+}  // namespace farm::scheduler::server

@@ -9,7 +9,7 @@
 //     (finished steps are action-cache hits; steps still running on workers are adopted by
 //     the dispatcher through their keys), their streams continuing with higher seqs.
 //
-//   build::server::BuildManager::Options o;
+//   scheduler::server::BuildManager::Options o;
 //   o.state_dir = "/var/lib/farm-scheduler";
 //   o.cas = grpc_blob_store; o.ac = grpc_action_cache;
 //   o.executors = [&](const BuildSpec& b) { return remote_executor_for(b); };
@@ -28,10 +28,10 @@
 #include "absl/status/statusor.h"
 #include "cache/action_cache.h"
 #include "cache/blob_store.h"
+#include "executor/step_executor.h"
 #include "farm/v1/scheduler.pb.h"
-#include "worker/step_executor.h"
 
-namespace scheduler_server {
+namespace farm::scheduler::server {
 
 // What an executor for one build is made from (per-build fields of remote tasks).
 struct BuildSpec {
@@ -49,7 +49,7 @@ class BuildManager {
     std::shared_ptr<cache::BlobStore> cas;   // farm-cache
     std::shared_ptr<cache::ActionCache> ac;  // farm-cache's action cache
     // Makes the step executor a build runs its misses on (a RemoteStepExecutor on the farm).
-    std::function<std::shared_ptr<worker::StepExecutor>(const BuildSpec&)> executors;
+    std::function<std::shared_ptr<executor::StepExecutor>(const BuildSpec&)> executors;
     int max_active_builds = 32;
     int max_queued_builds = 10000;
     std::vector<std::string> insecure_registries;
@@ -110,6 +110,6 @@ class BuildManager {
   std::unique_ptr<Impl> impl_;
 };
 
-}  // namespace scheduler_server
+}  // namespace farm::scheduler::server
 
 #endif  // FARM_SCHEDULER_SERVER_BUILD_MANAGER_H_

@@ -16,17 +16,17 @@
 #include "gtest/gtest.h"
 #include "scheduler/server/scheduler_service.h"
 
-namespace scheduler_server {
+namespace farm::scheduler::server {
 namespace {
 
 using ::testing::HasSubstr;
 
 // Runs RUN steps without running anything: each "RUN ["name"]" records `name`, and a step
 // named "block*" waits until released (or canceled). No layers are made.
-class FakeExecutor : public worker::StepExecutor {
+class FakeExecutor : public executor::StepExecutor {
  public:
   absl::StatusOr<farm::v1::StepResult> Execute(const farm::v1::StepRequest& request,
-                                               const worker::LogSink& log,
+                                               const executor::LogSink& log,
                                                const absl::Notification* cancel) override {
     std::string name = request.has_run() && request.run().args_size() > 0
                            ? request.run().args(request.run().args_size() - 1)
@@ -545,4 +545,4 @@ TEST_F(BuildManagerTest, ServiceStreamsSubmitAndAttach) {
 }
 
 }  // namespace
-}  // namespace scheduler_server
+}  // namespace farm::scheduler::server

@@ -7,7 +7,7 @@
 #include "absl/synchronization/mutex.h"
 #include "common/grpc_status.h"
 
-namespace scheduler_server {
+namespace farm::scheduler::server {
 
 namespace {
 
@@ -253,4 +253,4 @@ grpc::ServerUnaryReactor* SchedulerService::GetSchedulerInfo(
   return Done(ctx, absl::OkStatus());
 }
 
-}  // namespace scheduler_server
+}  // namespace farm::scheduler::server

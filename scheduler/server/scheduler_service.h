@@ -4,7 +4,7 @@
 // memory: a client that reads slower than the build writes is fed from the persisted log
 // instead of a growing queue.
 //
-//   scheduler_server::SchedulerService service(manager.get(), [&] { return hub->Workers(); });
+//   scheduler::server::SchedulerService service(manager.get(), [&] { return hub->Workers(); });
 //   builder.RegisterService(&service);
 #ifndef FARM_SCHEDULER_SERVER_SCHEDULER_SERVICE_H_
 #define FARM_SCHEDULER_SERVER_SCHEDULER_SERVICE_H_
@@ -15,7 +15,7 @@
 #include "farm/v1/scheduler.grpc.pb.h"
 #include "scheduler/server/build_manager.h"
 
-namespace scheduler_server {
+namespace farm::scheduler::server {
 
 class SchedulerService final : public farm::v1::Scheduler::CallbackService {
  public:
@@ -48,6 +48,6 @@ class SchedulerService final : public farm::v1::Scheduler::CallbackService {
   WorkerLister workers_;
 };
 
-}  // namespace scheduler_server
+}  // namespace farm::scheduler::server
 
 #endif  // FARM_SCHEDULER_SERVER_SCHEDULER_SERVICE_H_

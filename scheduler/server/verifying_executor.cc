@@ -4,10 +4,10 @@
 #include "common/digest.h"
 #include "common/status_util.h"
 
-namespace scheduler_server {
+namespace farm::scheduler::server {
 
 absl::StatusOr<farm::v1::StepResult> VerifyingExecutor::Execute(
-    const farm::v1::StepRequest& request, const worker::LogSink& log,
+    const farm::v1::StepRequest& request, const executor::LogSink& log,
     const absl::Notification* cancel) {
   absl::StatusOr<farm::v1::StepResult> r = inner_->Execute(request, log, cancel);
   if (!r.ok() || r->exit_code() != 0 || r->timed_out() || !r->has_layer()) return r;
@@ -34,4 +34,4 @@ absl::StatusOr<farm::v1::StepResult> VerifyingExecutor::Execute(
   return r;
 }
 
-}  // namespace scheduler_server
+}  // namespace farm::scheduler::server

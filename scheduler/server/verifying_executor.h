@@ -14,25 +14,25 @@
 #include <memory>
 
 #include "cache/blob_store.h"
-#include "worker/step_executor.h"
+#include "executor/step_executor.h"
 
-namespace scheduler_server {
+namespace farm::scheduler::server {
 
-class VerifyingExecutor final : public worker::StepExecutor {
+class VerifyingExecutor final : public executor::StepExecutor {
  public:
-  VerifyingExecutor(std::shared_ptr<worker::StepExecutor> inner,
+  VerifyingExecutor(std::shared_ptr<executor::StepExecutor> inner,
                     std::shared_ptr<cache::BlobStore> cas)
       : inner_(std::move(inner)), cas_(std::move(cas)) {}
 
   absl::StatusOr<farm::v1::StepResult> Execute(const farm::v1::StepRequest& request,
-                                               const worker::LogSink& log,
+                                               const executor::LogSink& log,
                                                const absl::Notification* cancel) override;
 
  private:
-  std::shared_ptr<worker::StepExecutor> inner_;
+  std::shared_ptr<executor::StepExecutor> inner_;
   std::shared_ptr<cache::BlobStore> cas_;
 };
 
-}  // namespace scheduler_server
+}  // namespace farm::scheduler::server
 
 #endif  // FARM_SCHEDULER_SERVER_VERIFYING_EXECUTOR_H_

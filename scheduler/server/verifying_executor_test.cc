@@ -4,13 +4,14 @@
 #include "common/fs.h"
 #include "gtest/gtest.h"
 
-namespace scheduler_server {
+namespace farm::scheduler::server {
 namespace {
 
-class Canned : public worker::StepExecutor {
+class Canned : public executor::StepExecutor {
  public:
   explicit Canned(absl::StatusOr<farm::v1::StepResult> r) : r_(std::move(r)) {}
-  absl::StatusOr<farm::v1::StepResult> Execute(const farm::v1::StepRequest&, const worker::LogSink&,
+  absl::StatusOr<farm::v1::StepResult> Execute(const farm::v1::StepRequest&,
+                                               const executor::LogSink&,
                                                const absl::Notification*) override {
     return r_;
   }
@@ -80,4 +81,4 @@ TEST_F(VerifyingExecutorTest, LeavesFailuresAndLayerlessResultsAlone) {
 }
 
 }  // namespace
-}  // namespace scheduler_server
+}  // namespace farm::scheduler::server

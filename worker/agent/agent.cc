@@ -24,9 +24,9 @@
 #include "common/status_macros.h"
 #include "common/status_util.h"
 #include "farm/v1/scheduler.grpc.pb.h"
+#include "oci/platform.h"
 
-namespace worker {
-namespace agent {
+namespace farm::worker::agent {
 namespace {
 
 using farm::v1::SchedulerMessage;
@@ -79,7 +79,7 @@ std::shared_ptr<grpc::Channel> NewChannel(const std::string& target, const Agent
 }
 
 // The secrets a task mounts, for that task only. Their bytes are wiped when the task ends.
-class TaskSecrets : public SecretProvider {
+class TaskSecrets : public executor::SecretProvider {
  public:
   explicit TaskSecrets(google::protobuf::Map<std::string, std::string>* from) {
     for (auto& [id, value] : *from) {
@@ -114,26 +114,10 @@ struct Agent::TaskState {
   std::string lease_id;  // mu_; may change when the scheduler re-issues the task
   int attempt = 0;
   farm::v1::StepRequest request;
-  std::shared_ptr<SecretProvider> secrets;  // null: the task mounts none
+  std::shared_ptr<executor::SecretProvider> secrets;  // null: the task mounts none
   absl::Notification cancel;
   std::string cancel_reason;  // mu_
 };
-
-std::string HostPlatform() {
-#if defined(__x86_64__)
-  return "linux/amd64";
-#elif defined(__aarch64__)
-  return "linux/arm64";
-#elif defined(__riscv) && __riscv_xlen == 64
-  return "linux/riscv64";
-#elif defined(__powerpc64__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-  return "linux/ppc64le";
-#elif defined(__s390x__)
-  return "linux/s390x";
-#else
-  return "linux/unknown";
-#endif
-}
 
 absl::StatusOr<std::string> ParsePeerAddress(const std::string& what, const std::string& address) {
   auto bad = [&](absl::string_view why) {
@@ -188,7 +172,8 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Create(Options options) {
     if (k.empty()) return absl::InvalidArgumentError("a label needs a key (--label KEY=VALUE)");
   }
   if (options.max_chain_ids < 1) options.max_chain_ids = 1;
-  std::string platform = options.platform.empty() ? HostPlatform() : options.platform;
+  std::string platform =
+      options.platform.empty() ? oci::Platform::Host().String() : options.platform;
   if (geteuid() != 0) {
     return absl::FailedPreconditionError(
         "farm-worker must run as root (steps run in Linux namespaces on overlayfs)");
@@ -254,9 +239,9 @@ void Agent::Start() {
                    options_.slots == 1 ? "" : "s", ", ", platform_,
                    labels.empty() ? "" : absl::StrCat(",", labels), ", state ", state_->path(),
                    ", cache ", options_.cas != nullptr ? "(in process)" : options_.cache));
-  if (platform_ != HostPlatform()) {
-    Log(absl::StrCat("reporting platform ", platform_, " although this host runs ", HostPlatform(),
-                     ": its steps will fail here"));
+  if (platform_ != oci::Platform::Host().String()) {
+    Log(absl::StrCat("reporting platform ", platform_, " although this host runs ",
+                     oci::Platform::Host().String(), ": its steps will fail here"));
   }
   for (int i = 0; i < options_.slots; ++i) pool_.emplace_back([this] { PoolLoop(); });
   connection_thread_ = std::thread([this] { ConnectionLoop(); });
@@ -401,7 +386,7 @@ absl::Status Agent::CheckCache() {
 }
 
 void Agent::ConnectionLoop() {
-  Backoff backoff(options_.reconnect);
+  common::Backoff backoff(options_.reconnect);
   std::string last_error;
   while (true) {
     {
@@ -930,5 +915,4 @@ void Agent::EnqueueResultLocked(farm::v1::TaskResult result) {
   outbox_.push_back(std::move(o));
 }
 
-}  // namespace agent
-}  // namespace worker
+}  // namespace farm::worker::agent

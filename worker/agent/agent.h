@@ -44,7 +44,7 @@
 //   ... wait for SIGTERM ...
 //   agent->Shutdown(absl::Seconds(10));
 //
-// The process must be root and its main() must call sandbox::RunSandboxIfRequested first
+// The process must be root and its main() must call worker::sandbox::RunSandboxIfRequested first
 // (see worker/local_step_executor.h).
 #ifndef FARM_WORKER_AGENT_AGENT_H_
 #define FARM_WORKER_AGENT_AGENT_H_
@@ -63,8 +63,8 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "cache/blob_store.h"
+#include "common/backoff.h"
 #include "farm/v1/scheduler.pb.h"
-#include "worker/agent/backoff.h"
 #include "worker/agent/chain_index.h"
 #include "worker/agent/state_dir.h"
 #include "worker/local_step_executor.h"
@@ -77,11 +77,7 @@ template <class W, class R>
 class ClientReaderWriter;
 }  // namespace grpc
 
-namespace worker {
-namespace agent {
-
-// The platform this host runs steps for, as OCI names it ("linux/amd64", "linux/arm64", ...).
-std::string HostPlatform();
+namespace farm::worker::agent {
 
 // Checks a peer address: "HOST:PORT", "[V6]:PORT", "grpc://HOST:PORT" or "unix:PATH". Returns
 // the gRPC target; INVALID_ARGUMENT naming `what` (e.g. "--scheduler") otherwise.
@@ -103,8 +99,9 @@ class Agent {
     std::string state_dir;  // required; one farm-worker per directory
     int slots = 1;          // tasks run at once, 1..1024
     std::map<std::string, std::string> labels;
-    // Reported in WorkerHello; "" = HostPlatform(). The executor runs only this host's
-    // platform whatever is reported (a step for another platform fails FAILED_PRECONDITION).
+    // Reported in WorkerHello; "" = this host's (oci::Platform::Host()). The executor runs only
+    // this host's platform whatever is reported (a step for another platform fails
+    // FAILED_PRECONDITION).
     std::string platform;
 
     // The executor (see LocalStepExecutor::Options).
@@ -113,7 +110,7 @@ class Agent {
     int compression_threads = 0;        // 0 = every core
 
     // The connection.
-    Backoff::Options reconnect;
+    common::Backoff::Options reconnect;
     absl::Duration connect_timeout = absl::Seconds(10);  // per attempt, scheduler and cache
     absl::Duration welcome_timeout = absl::Seconds(30);  // hello sent → Welcome received
     // Used when Welcome.heartbeat_interval_millis is 0.
@@ -258,7 +255,6 @@ class Agent {
   std::vector<std::thread> pool_;
 };
 
-}  // namespace agent
-}  // namespace worker
+}  // namespace farm::worker::agent
 
 #endif  // FARM_WORKER_AGENT_AGENT_H_

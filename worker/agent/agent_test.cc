@@ -17,24 +17,25 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/fs.h"
+#include "common/testing/status_matchers.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "oci/chain_id.h"
+#include "oci/platform.h"
 #include "worker/agent/testing/fake_hub.h"
 #include "worker/agent/testing/local_cache.h"
 #include "worker/layerstore/layer_store.h"
 #include "worker/testing/fs_helpers.h"
 #include "worker/testing/layers.h"
-#include "worker/testing/status_matchers.h"
 
-namespace worker {
-namespace agent {
+namespace farm::worker::agent {
 namespace {
 
-using agent_testing::CancelMessage;
-using agent_testing::FakeWorkerHub;
-using agent_testing::TaskMessage;
+using testing::CancelMessage;
 using ::testing::Contains;
+using testing::FakeWorkerHub;
 using ::testing::HasSubstr;
+using testing::TaskMessage;
 using Snapshot = FakeWorkerHub::Snapshot;
 
 constexpr absl::Duration kWait = absl::Seconds(60);
@@ -110,7 +111,7 @@ class AgentTest : public ::testing::Test {
     auto t = common::TempDir::Create("agent-test");
     ASSERT_OK(t);
     tmp_ = new common::TempDir(std::move(*t));
-    auto cache = agent_testing::LocalCache::Start(tmp_->path() + "/cache");
+    auto cache = testing::LocalCache::Start(tmp_->path() + "/cache");
     ASSERT_OK(cache);
     cache_ = cache->release();
     cas_ = cache_->cas();
@@ -208,7 +209,7 @@ class AgentTest : public ::testing::Test {
   }
 
   static common::TempDir* tmp_;
-  static agent_testing::LocalCache* cache_;
+  static testing::LocalCache* cache_;
   static std::shared_ptr<cache::RocksDbBlobStore> cas_;
   static farm::v1::Layer base_;
   std::unique_ptr<FakeWorkerHub> hub_;
@@ -217,14 +218,14 @@ class AgentTest : public ::testing::Test {
 };
 
 common::TempDir* AgentTest::tmp_ = nullptr;
-agent_testing::LocalCache* AgentTest::cache_ = nullptr;
+testing::LocalCache* AgentTest::cache_ = nullptr;
 std::shared_ptr<cache::RocksDbBlobStore> AgentTest::cas_;
 farm::v1::Layer AgentTest::base_;
 
 std::string ChainOf(const std::vector<farm::v1::Layer>& layers) {
   std::vector<common::Digest> diff_ids;
   for (const auto& l : layers) diff_ids.push_back(*common::Digest::ParseOci(l.diff_id(), 0));
-  return layerstore::ChainId(diff_ids);
+  return oci::ChainId(diff_ids);
 }
 
 TEST_F(AgentTest, RunsTasksStreamsLogsAndPutsLayersInTheCache) {
@@ -237,7 +238,7 @@ TEST_F(AgentTest, RunsTasksStreamsLogsAndPutsLayersInTheCache) {
   EXPECT_EQ(hello.worker_id(), agent->worker_id());
   EXPECT_FALSE(hello.worker_id().empty());
   EXPECT_EQ(hello.slots(), 2);
-  EXPECT_EQ(hello.platform(), HostPlatform());
+  EXPECT_EQ(hello.platform(), oci::Platform::Host().String());
   EXPECT_EQ(hello.labels().at("pool"), "ci");
   EXPECT_EQ(hello.labels().at("disk"), "ssd");
   EXPECT_THAT(hello.version(), HasSubstr("farm-worker"));
@@ -272,14 +273,15 @@ TEST_F(AgentTest, RunsTasksStreamsLogsAndPutsLayersInTheCache) {
   auto missing = cas_->FindMissing({*blob});
   ASSERT_OK(missing);
   EXPECT_TRUE(missing->empty());
-  auto contents = worker_testing::ReadLayer(cas_.get(), layer);
+  auto contents = farm::worker::testing::ReadLayer(cas_.get(), layer);
   ASSERT_OK(contents);
   EXPECT_EQ(contents->order, std::vector<std::string>{"f"});
   EXPECT_EQ(contents->at("f").data, "data\n");
 
   // A COPY reads the build context from farm-cache.
-  auto ctx =
-      worker_testing::ContextBuilder().File("app/main.sh", "echo hi\n", true).Store(cas_.get());
+  auto ctx = farm::worker::testing::ContextBuilder()
+                 .File("app/main.sh", "echo hi\n", true)
+                 .Store(cas_.get());
   ASSERT_OK(ctx);
   farm::v1::StepRequest copy;
   copy.set_key("copy-key");
@@ -293,7 +295,7 @@ TEST_F(AgentTest, RunsTasksStreamsLogsAndPutsLayersInTheCache) {
   ASSERT_TRUE(WaitForResult(hub_.get(), "copy-1"));
   farm::v1::TaskResult cr = hub_->snapshot().Results("copy-1")[0];
   ASSERT_EQ(cr.status_code(), 0) << cr.status_message();
-  auto copied = worker_testing::ReadLayer(cas_.get(), cr.result().layer());
+  auto copied = farm::worker::testing::ReadLayer(cas_.get(), cr.result().layer());
   ASSERT_OK(copied);
   EXPECT_TRUE(copied->has("app/main.sh"));
 
@@ -607,7 +609,7 @@ TEST_F(AgentTest, SecretsReachTheirStepOnly) {
   for (const auto& l : hub_->snapshot().Logs("s1")) lines.push_back(l.line());
   EXPECT_EQ(lines, (std::vector<std::string>{"has-secret", "ready"}));
   std::string state_dir = absl::StrCat(tmp_->path(), "/secrets");
-  EXPECT_EQ(worker_testing::FilesContaining(state_dir, value), std::vector<std::string>{});
+  EXPECT_EQ(farm::worker::testing::FilesContaining(state_dir, value), std::vector<std::string>{});
 
   // Another task at the same time, without the secret: it sees nothing.
   ASSERT_TRUE(hub_->Send(TaskMessage(
@@ -629,14 +631,14 @@ TEST_F(AgentTest, SecretsReachTheirStepOnly) {
   farm::v1::TaskResult r = hub_->snapshot().Results("s3")[0];
   ASSERT_EQ(r.status_code(), 0) << r.status_message();
   ASSERT_EQ(r.result().exit_code(), 0);
-  auto layer = worker_testing::ReadLayer(cas_.get(), r.result().layer());
+  auto layer = farm::worker::testing::ReadLayer(cas_.get(), r.result().layer());
   ASSERT_OK(layer);
   EXPECT_EQ(layer->order, std::vector<std::string>{"out"});
   for (const auto& [name, entry] : layer->entries) {
     EXPECT_FALSE(absl::StrContains(entry.data, value)) << name;
   }
   // Not on disk, not in the worker's log, not in anything sent back.
-  EXPECT_EQ(worker_testing::FilesContaining(state_dir, value), std::vector<std::string>{});
+  EXPECT_EQ(farm::worker::testing::FilesContaining(state_dir, value), std::vector<std::string>{});
   EXPECT_FALSE(log_->Contains(value));
   for (const auto& m : hub_->snapshot().received) {
     EXPECT_FALSE(absl::StrContains(m.msg.SerializeAsString(), value));
@@ -722,5 +724,4 @@ TEST(AgentOptionsTest, BadOptionsAreRejectedClearly) {
 }
 
 }  // namespace
-}  // namespace agent
-}  // namespace worker
+}  // namespace farm::worker::agent

@@ -8,9 +8,9 @@
 #include "absl/strings/str_split.h"
 #include "common/fs.h"
 #include "common/status_util.h"
+#include "oci/chain_id.h"
 
-namespace worker {
-namespace agent {
+namespace farm::worker::agent {
 namespace {
 
 // File format, one chain per line: "<chain> <parent chain or -> <diff_id> <last_used>".
@@ -68,8 +68,7 @@ void ChainIndex::Record(const std::vector<common::Digest>& diff_ids) {
   for (const common::Digest& d : diff_ids) {
     std::string diff = d.OciString();
     std::string parent = chain;
-    // OCI ChainID (see layerstore::ChainId), one step at a time.
-    chain = parent.empty() ? diff : common::DigestOf(absl::StrCat(parent, " ", diff)).OciString();
+    chain = oci::NextChainId(parent, diff);
     Entry& e = entries_[chain];
     e.parent = parent;
     e.diff_id = diff;
@@ -192,5 +191,4 @@ int ChainIndex::size() {
   return static_cast<int>(entries_.size());
 }
 
-}  // namespace agent
-}  // namespace worker
+}  // namespace farm::worker::agent

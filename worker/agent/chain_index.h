@@ -29,8 +29,7 @@
 #include "absl/synchronization/mutex.h"
 #include "common/digest.h"
 
-namespace worker {
-namespace agent {
+namespace farm::worker::agent {
 
 class ChainIndex {
  public:
@@ -86,7 +85,6 @@ class ChainIndex {
   bool dirty_ ABSL_GUARDED_BY(mu_) = false;
 };
 
-}  // namespace agent
-}  // namespace worker
+}  // namespace farm::worker::agent
 
 #endif  // FARM_WORKER_AGENT_CHAIN_INDEX_H_

@@ -1,13 +1,13 @@
 #include "worker/agent/chain_index.h"
 
 #include "common/fs.h"
+#include "common/testing/status_matchers.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "oci/chain_id.h"
 #include "worker/layerstore/layer_store.h"
-#include "worker/testing/status_matchers.h"
 
-namespace worker {
-namespace agent {
+namespace farm::worker::agent {
 namespace {
 
 using ::testing::ElementsAre;
@@ -15,7 +15,7 @@ using ::testing::IsEmpty;
 using ::testing::UnorderedElementsAre;
 
 common::Digest D(char c) { return common::DigestOf(std::string(1, c)); }
-std::string Chain(std::vector<common::Digest> d) { return layerstore::ChainId(d); }
+std::string Chain(std::vector<common::Digest> d) { return oci::ChainId(d); }
 absl::flat_hash_set<std::string> Present(std::vector<common::Digest> ds) {
   absl::flat_hash_set<std::string> s;
   for (const auto& d : ds) s.insert(d.OciString());
@@ -97,5 +97,4 @@ TEST_F(ChainIndexTest, MalformedLinesAreSkipped) {
 }
 
 }  // namespace
-}  // namespace agent
-}  // namespace worker
+}  // namespace farm::worker::agent

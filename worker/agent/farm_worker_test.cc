@@ -15,21 +15,20 @@
 #include "absl/strings/str_join.h"
 #include "absl/synchronization/mutex.h"
 #include "common/fs.h"
+#include "common/testing/status_matchers.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "worker/agent/testing/fake_hub.h"
 #include "worker/agent/testing/local_cache.h"
 #include "worker/testing/fs_helpers.h"
-#include "worker/testing/status_matchers.h"
 
-namespace worker {
-namespace agent {
+namespace farm::worker::agent {
 namespace {
 
-using agent_testing::FakeWorkerHub;
-using agent_testing::TaskMessage;
+using testing::FakeWorkerHub;
 using ::testing::HasSubstr;
 using ::testing::StartsWith;
+using testing::TaskMessage;
 
 std::string Binary() {
   const char* srcdir = getenv("TEST_SRCDIR");
@@ -133,7 +132,7 @@ class FarmWorkerTest : public ::testing::Test {
     auto t = common::TempDir::Create("farm-worker-test");
     ASSERT_OK(t);
     tmp_ = new common::TempDir(std::move(*t));
-    auto cache = agent_testing::LocalCache::Start(tmp_->path() + "/cache");
+    auto cache = testing::LocalCache::Start(tmp_->path() + "/cache");
     ASSERT_OK(cache);
     cache_ = cache->release();
   }
@@ -159,12 +158,12 @@ class FarmWorkerTest : public ::testing::Test {
   }
 
   static common::TempDir* tmp_;
-  static agent_testing::LocalCache* cache_;
+  static testing::LocalCache* cache_;
   std::unique_ptr<FakeWorkerHub> hub_;
 };
 
 common::TempDir* FarmWorkerTest::tmp_ = nullptr;
-agent_testing::LocalCache* FarmWorkerTest::cache_ = nullptr;
+testing::LocalCache* FarmWorkerTest::cache_ = nullptr;
 
 TEST_F(FarmWorkerTest, BadFlagsGetOneClearLineAndExitTwo) {
   struct Case {
@@ -213,7 +212,7 @@ TEST_F(FarmWorkerTest, RefusesToRunWithoutRoot) {
 
 TEST_F(FarmWorkerTest, AnUnusableStateDirectoryIsAnError) {
   std::string file = tmp_->path() + "/a-file";
-  ASSERT_OK(worker_testing::WriteFile(file, "x"));
+  ASSERT_OK(farm::worker::testing::WriteFile(file, "x"));
   std::vector<std::string> args = Flags("unused");
   args[5] = file;
   Process p(args);
@@ -278,5 +277,4 @@ TEST_F(FarmWorkerTest, UnreachablePeersAreRetriedWithBackoffNotFatal) {
 }
 
 }  // namespace
-}  // namespace agent
-}  // namespace worker
+}  // namespace farm::worker::agent

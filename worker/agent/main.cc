@@ -30,13 +30,13 @@ void GrpcLog(gpr_log_func_args* args) {
 
 int main(int argc, char** argv) {
   // farm-worker is also its own sandbox runner (worker/sandbox/sandbox.h): must come first.
-  sandbox::RunSandboxIfRequested(argc, argv);
+  farm::worker::sandbox::RunSandboxIfRequested(argc, argv);
 
-  worker::agent::Agent::Options o;
+  farm::worker::agent::Agent::Options o;
   int64_t slots = std::max(1u, std::thread::hardware_concurrency());
   int64_t pids = 0;
   std::vector<std::string> labels;
-  common::FlagSet fs(
+  farm::common::FlagSet fs(
       "farm-worker --scheduler HOST:PORT --cache HOST:PORT --dir DIR [--slots N] [OPTIONS]",
       "Runs build steps for a farm-scheduler on this host. Connects out to the scheduler\n"
       "(which never dials workers), moves layers and build contexts through farm-cache, and\n"
@@ -93,7 +93,7 @@ int main(int argc, char** argv) {
   }
   for (const auto& [what, address] :
        {std::pair<const char*, std::string>{"--scheduler", o.scheduler}, {"--cache", o.cache}}) {
-    auto parsed = worker::agent::ParsePeerAddress(what, address);
+    auto parsed = farm::worker::agent::ParsePeerAddress(what, address);
     if (!parsed.ok()) return Fail(std::string(parsed.status().message()), 2);
   }
   if (geteuid() != 0) {
@@ -108,7 +108,7 @@ int main(int argc, char** argv) {
   pthread_sigmask(SIG_BLOCK, &stop, nullptr);
   gpr_set_log_function(GrpcLog);
 
-  auto agent = worker::agent::Agent::Create(std::move(o));
+  auto agent = farm::worker::agent::Agent::Create(std::move(o));
   if (!agent.ok()) return Fail(std::string(agent.status().message()));
   (*agent)->Start();
   int sig = 0;

@@ -14,8 +14,7 @@
 #include "common/status_macros.h"
 #include "common/status_util.h"
 
-namespace worker {
-namespace agent {
+namespace farm::worker::agent {
 namespace {
 
 constexpr char kIdFile[] = "worker-id";
@@ -84,5 +83,4 @@ absl::StatusOr<std::unique_ptr<StateDir>> StateDir::Open(const std::string& dir)
   return std::unique_ptr<StateDir>(new StateDir(dir, std::move(id), *std::move(lock)));
 }
 
-}  // namespace agent
-}  // namespace worker
+}  // namespace farm::worker::agent

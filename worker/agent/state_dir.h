@@ -14,8 +14,7 @@
 #include "absl/status/statusor.h"
 #include "common/farm_home.h"
 
-namespace worker {
-namespace agent {
+namespace farm::worker::agent {
 
 class StateDir {
  public:
@@ -37,7 +36,6 @@ class StateDir {
 // A fresh worker id: this host's name and 8 random hex digits ("build-7-3f9a0c1e").
 std::string NewWorkerId();
 
-}  // namespace agent
-}  // namespace worker
+}  // namespace farm::worker::agent
 
 #endif  // FARM_WORKER_AGENT_STATE_DIR_H_

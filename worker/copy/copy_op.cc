@@ -24,7 +24,7 @@
 #include "worker/copy/select.h"
 #include "worker/user/user_db.h"
 
-namespace copy {
+namespace farm::worker::copy {
 
 bool IsTarArchive(const std::string& path) {
   struct archive* a = archive_read_new();
@@ -528,4 +528,4 @@ absl::Status BuildCopyLayer(const CopyInputs& in) {
   return c.Run();
 }
 
-}  // namespace copy
+}  // namespace farm::worker::copy

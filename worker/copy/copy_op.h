@@ -26,8 +26,8 @@
 //   - A source that escapes the context is INVALID_ARGUMENT; a missing one NOT_FOUND; a bad
 //     --chown name FAILED_PRECONDITION; each names the source.
 //
-//   copy::CopyInputs in{&op, &env, &output, &ctx_tree, true, &image, out_dir, scratch, fetch};
-//   RETURN_IF_ERROR(copy::BuildCopyLayer(in));   // then archive out_dir
+//   worker::copy::CopyInputs in{&op, &env, &output, &ctx_tree, true, &image, out_dir, scratch,
+//   fetch}; RETURN_IF_ERROR(worker::copy::BuildCopyLayer(in));   // then archive out_dir
 #ifndef FARM_WORKER_COPY_COPY_OP_H_
 #define FARM_WORKER_COPY_COPY_OP_H_
 
@@ -40,7 +40,7 @@
 #include "worker/copy/source_tree.h"
 #include "worker/layerstore/stack_view.h"
 
-namespace copy {
+namespace farm::worker::copy {
 
 struct CopyInputs {
   const farm::v1::CopyOp* op = nullptr;
@@ -60,6 +60,6 @@ absl::Status BuildCopyLayer(const CopyInputs& in);
 // True if `path` (a host file) is a tar archive, possibly compressed (gzip, bzip2, xz, zstd).
 bool IsTarArchive(const std::string& path);
 
-}  // namespace copy
+}  // namespace farm::worker::copy
 
 #endif  // FARM_WORKER_COPY_COPY_OP_H_

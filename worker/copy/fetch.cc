@@ -12,7 +12,7 @@
 #include "absl/strings/str_split.h"
 #include "common/status_util.h"
 
-namespace copy {
+namespace farm::worker::copy {
 
 std::string UrlFileName(const std::string& url) {
   absl::string_view u = url;
@@ -140,4 +140,4 @@ absl::StatusOr<Fetched> CurlFetch(const std::string& url, const std::string& des
 
 UrlFetcher CurlFetcher() { return CurlFetch; }
 
-}  // namespace copy
+}  // namespace farm::worker::copy

@@ -1,8 +1,9 @@
 // ADD https://…: downloading a URL to a file, streaming, with its SHA-256 computed on the way
 // (for --checksum), through libcurl (redirects followed, http and https only).
 //
-//   copy::UrlFetcher fetch = copy::CurlFetcher();
-//   ASSIGN_OR_RETURN(copy::Fetched f, fetch("https://example.com/a.tgz", "/tmp/x", &cancel));
+//   worker::copy::UrlFetcher fetch = worker::copy::CurlFetcher();
+//   ASSIGN_OR_RETURN(worker::copy::Fetched f, fetch("https://example.com/a.tgz", "/tmp/x",
+//   &cancel));
 #ifndef FARM_WORKER_COPY_FETCH_H_
 #define FARM_WORKER_COPY_FETCH_H_
 
@@ -15,7 +16,7 @@
 #include "absl/synchronization/notification.h"
 #include "common/digest.h"
 
-namespace copy {
+namespace farm::worker::copy {
 
 struct Fetched {
   common::Digest digest;                 // of the downloaded bytes
@@ -33,6 +34,6 @@ UrlFetcher CurlFetcher();
 // The file name Docker gives a download: the last non-empty segment of the URL's path.
 std::string UrlFileName(const std::string& url);
 
-}  // namespace copy
+}  // namespace farm::worker::copy
 
 #endif  // FARM_WORKER_COPY_FETCH_H_

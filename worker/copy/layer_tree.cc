@@ -11,7 +11,7 @@
 #include "common/status_util.h"
 #include "worker/layer/diff.h"
 
-namespace copy {
+namespace farm::worker::copy {
 
 absl::Status LayerTree::Apply(const std::string& path, const Attrs& a, bool is_symlink) {
   if (lchown(path.c_str(), a.uid, a.gid) != 0) return common::ErrnoToStatus(errno, "chown " + path);
@@ -76,4 +76,4 @@ absl::Status LayerTree::Finish() {
   return absl::OkStatus();
 }
 
-}  // namespace copy
+}  // namespace farm::worker::copy

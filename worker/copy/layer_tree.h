@@ -1,5 +1,5 @@
 // LayerTree: builds the tree of a new layer (overlay form, later archived by
-// layer::WriteLayerFromDir) for a step that writes into an image without running anything:
+// worker::layer::WriteLayerFromDir) for a step that writes into an image without running anything:
 // WORKDIR's directory, COPY/ADD's files.
 //
 // Directories on the way to what the step writes are included as the image has them (mode,
@@ -7,7 +7,7 @@
 // image lacks are created with the attributes the caller gives (COPY: --chown owner, 0755,
 // SOURCE_DATE_EPOCH or 0). With `image == nullptr` (COPY --link), every directory is created.
 //
-//   copy::LayerTree tree(out_dir, &view);
+//   worker::copy::LayerTree tree(out_dir, &view);
 //   RETURN_IF_ERROR(tree.EnsureDir("usr/local/bin", {0755, 0, 0, 0}));
 #ifndef FARM_WORKER_COPY_LAYER_TREE_H_
 #define FARM_WORKER_COPY_LAYER_TREE_H_
@@ -19,7 +19,7 @@
 #include "absl/status/status.h"
 #include "worker/layerstore/stack_view.h"
 
-namespace copy {
+namespace farm::worker::copy {
 
 struct Attrs {
   uint32_t mode = 0755;
@@ -55,6 +55,6 @@ class LayerTree {
   std::map<std::string, Attrs> dirs_;  // every directory of the layer (relative)
 };
 
-}  // namespace copy
+}  // namespace farm::worker::copy
 
 #endif  // FARM_WORKER_COPY_LAYER_TREE_H_

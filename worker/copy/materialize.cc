@@ -9,7 +9,7 @@
 #include "common/status_util.h"
 #include "worker/copy/layer_tree.h"
 
-namespace copy {
+namespace farm::worker::copy {
 
 absl::Status CopyFileContent(const SourceTree& tree, const std::string& path,
                              const std::string& dest) {
@@ -72,4 +72,4 @@ absl::Status Materialize(const SourceTree& tree, const std::string& path, const 
   return absl::OkStatus();  // devices, fifos, sockets: not materialized
 }
 
-}  // namespace copy
+}  // namespace farm::worker::copy

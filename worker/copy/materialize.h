@@ -2,7 +2,8 @@
 // and cache-mount seeds need (the sandbox can only mount host paths). Files keep the tree's
 // modes, owners and mtimes; symlinks are copied as symlinks.
 //
-//   RETURN_IF_ERROR(copy::Materialize(ctx, "src", run_dir + "/mnt0"));  // dest must not exist
+//   RETURN_IF_ERROR(worker::copy::Materialize(ctx, "src", run_dir + "/mnt0"));  // dest must not
+//   exist
 #ifndef FARM_WORKER_COPY_MATERIALIZE_H_
 #define FARM_WORKER_COPY_MATERIALIZE_H_
 
@@ -11,7 +12,7 @@
 #include "absl/status/status.h"
 #include "worker/copy/source_tree.h"
 
-namespace copy {
+namespace farm::worker::copy {
 
 // `path`: clean relative path in `tree` (a file, symlink or directory; not followed).
 absl::Status Materialize(const SourceTree& tree, const std::string& path, const std::string& dest);
@@ -21,6 +22,6 @@ absl::Status Materialize(const SourceTree& tree, const std::string& path, const 
 absl::Status CopyFileContent(const SourceTree& tree, const std::string& path,
                              const std::string& dest);
 
-}  // namespace copy
+}  // namespace farm::worker::copy
 
 #endif  // FARM_WORKER_COPY_MATERIALIZE_H_

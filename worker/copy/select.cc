@@ -9,7 +9,7 @@
 #include "common/fs.h"
 #include "common/status_macros.h"
 
-namespace copy {
+namespace farm::worker::copy {
 
 namespace {
 
@@ -251,4 +251,4 @@ absl::Status WalkMatch(const SourceTree& tree, const Match& match,
   return Walk(tree, match.resolved, "", excludes, visit);
 }
 
-}  // namespace copy
+}  // namespace farm::worker::copy

@@ -24,8 +24,9 @@
 //     destination (`COPY --parents a/./b/c.txt /d/` gives /d/b/c.txt); without a pivot the
 //     whole path from the root is kept.
 //
-//   ASSIGN_OR_RETURN(std::vector<copy::Match> m, copy::ResolveSources(tree, srcs, opts));
-//   for (const copy::Match& x : m) RETURN_IF_ERROR(copy::WalkMatch(tree, x, excludes, visit));
+//   ASSIGN_OR_RETURN(std::vector<worker::copy::Match> m, worker::copy::ResolveSources(tree, srcs,
+//   opts)); for (const worker::copy::Match& x : m) RETURN_IF_ERROR(worker::copy::WalkMatch(tree, x,
+//   excludes, visit));
 #ifndef FARM_WORKER_COPY_SELECT_H_
 #define FARM_WORKER_COPY_SELECT_H_
 
@@ -39,7 +40,7 @@
 #include "common/patternmatcher.h"
 #include "worker/copy/source_tree.h"
 
-namespace copy {
+namespace farm::worker::copy {
 
 struct SelectOptions {
   bool parents = false;  // --parents: honour "/./" pivots, keep paths at the destination
@@ -77,6 +78,6 @@ absl::Status WalkMatch(const SourceTree& tree, const Match& match,
 absl::StatusOr<std::string> ResolvePath(const SourceTree& tree, absl::string_view path,
                                         bool follow_final);
 
-}  // namespace copy
+}  // namespace farm::worker::copy
 
 #endif  // FARM_WORKER_COPY_SELECT_H_

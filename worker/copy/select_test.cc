@@ -3,7 +3,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
-namespace copy {
+namespace farm::worker::copy {
 namespace {
 
 using ::testing::ElementsAre;
@@ -199,4 +199,4 @@ TEST_F(SelectTest, ParentsPivot) {
 }
 
 }  // namespace
-}  // namespace copy
+}  // namespace farm::worker::copy

@@ -2,7 +2,7 @@
 
 #include "absl/strings/str_cat.h"
 
-namespace copy {
+namespace farm::worker::copy {
 
 namespace {
 
@@ -82,4 +82,4 @@ std::string IndexedTree::HostPath(absl::string_view path) const {
   return host_path_ ? host_path_(path) : std::string();
 }
 
-}  // namespace copy
+}  // namespace farm::worker::copy

@@ -25,7 +25,7 @@
 #include "absl/strings/string_view.h"
 #include "common/digest.h"
 
-namespace copy {
+namespace farm::worker::copy {
 
 enum class FileType { kRegular, kDirectory, kSymlink, kOther };
 
@@ -90,7 +90,7 @@ class SourceTree {
 // A SourceTree whose structure is held in a sorted in-memory index and whose file contents
 // come from a callback (a host directory, the CAS). Build it once, then share it read-only.
 //
-//   copy::IndexedTree tree(copy::SymlinkPolicy::kContained, reader);
+//   worker::copy::IndexedTree tree(worker::copy::SymlinkPolicy::kContained, reader);
 //   tree.Add("src", dir_info);
 //   tree.Add("src/main.cc", file_info);
 class IndexedTree : public SourceTree {
@@ -124,6 +124,6 @@ class IndexedTree : public SourceTree {
   std::map<std::string, std::set<std::string>> children_;  // dir → child names
 };
 
-}  // namespace copy
+}  // namespace farm::worker::copy
 
 #endif  // FARM_WORKER_COPY_SOURCE_TREE_H_

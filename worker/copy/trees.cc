@@ -12,7 +12,7 @@
 #include "common/status_macros.h"
 #include "common/status_util.h"
 
-namespace copy {
+namespace farm::worker::copy {
 
 namespace {
 
@@ -290,4 +290,4 @@ std::string StackTree::HostPath(absl::string_view path) const {
   return (*found)->host_path;
 }
 
-}  // namespace copy
+}  // namespace farm::worker::copy

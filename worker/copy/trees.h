@@ -8,10 +8,10 @@
 //   DirectoryTree a directory on the host (e.g. a mounted stage root), read with lstat/readdir;
 //                 kRooted or kContained as the caller says.
 //   StackTree     a stack of overlay-form layer directories (a stage's or an image's root)
-//                 read through layerstore::StackView, without mounting. kRooted.
+//                 read through worker::layerstore::StackView, without mounting. kRooted.
 //
-//   copy::CasTree ctx(cas, root_digest);
-//   ASSIGN_OR_RETURN(auto matches, copy::ResolveSources(ctx, srcs, {}));
+//   worker::copy::CasTree ctx(cas, root_digest);
+//   ASSIGN_OR_RETURN(auto matches, worker::copy::ResolveSources(ctx, srcs, {}));
 #ifndef FARM_WORKER_COPY_TREES_H_
 #define FARM_WORKER_COPY_TREES_H_
 
@@ -25,7 +25,7 @@
 #include "worker/copy/source_tree.h"
 #include "worker/layerstore/stack_view.h"
 
-namespace copy {
+namespace farm::worker::copy {
 
 class CasTree : public SourceTree {
  public:
@@ -90,6 +90,6 @@ absl::StatusOr<FileInfo> HostFileInfo(const std::string& path);
 // Streams a host file to `sink`.
 absl::Status ReadHostFile(const std::string& path, const ReadSink& sink);
 
-}  // namespace copy
+}  // namespace farm::worker::copy
 
 #endif  // FARM_WORKER_COPY_TREES_H_

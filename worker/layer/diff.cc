@@ -17,7 +17,7 @@
 #include "common/status_macros.h"
 #include "common/status_util.h"
 
-namespace layer {
+namespace farm::worker::layer {
 
 bool IsLayerXattr(absl::string_view name) {
   if (name == "security.capability") return true;
@@ -307,4 +307,4 @@ absl::StatusOr<DiffStats> WriteOverlayDirAsTar(const std::string& dir, const Dif
   return walker.stats();
 }
 
-}  // namespace layer
+}  // namespace farm::worker::layer

@@ -14,9 +14,9 @@
 //   - no sockets (they cannot be archived; Docker skips them too).
 // The tree's root directory itself is not an entry, as in every Docker/BuildKit layer.
 //
-//   layer::TarWriter tar(&sink);
-//   ASSIGN_OR_RETURN(layer::DiffStats st, layer::WriteOverlayDirAsTar(upper, {epoch}, &tar));
-//   RETURN_IF_ERROR(tar.Finish());
+//   worker::layer::TarWriter tar(&sink);
+//   ASSIGN_OR_RETURN(worker::layer::DiffStats st, worker::layer::WriteOverlayDirAsTar(upper,
+//   {epoch}, &tar)); RETURN_IF_ERROR(tar.Finish());
 #ifndef FARM_WORKER_LAYER_DIFF_H_
 #define FARM_WORKER_LAYER_DIFF_H_
 
@@ -27,7 +27,7 @@
 #include "absl/status/statusor.h"
 #include "worker/layer/tar_writer.h"
 
-namespace layer {
+namespace farm::worker::layer {
 
 struct DiffOptions {
   // SOURCE_DATE_EPOCH: every mtime newer than it is written as it.
@@ -50,6 +50,6 @@ absl::StatusOr<DiffStats> WriteOverlayDirAsTar(const std::string& dir, const Dif
 // True for xattrs a layer keeps (security.capability, user.* except user.overlay.*).
 bool IsLayerXattr(absl::string_view name);
 
-}  // namespace layer
+}  // namespace farm::worker::layer
 
 #endif  // FARM_WORKER_LAYER_DIFF_H_

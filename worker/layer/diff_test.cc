@@ -6,22 +6,22 @@
 #include <vector>
 
 #include "common/fs.h"
+#include "common/testing/status_matchers.h"
 #include "gtest/gtest.h"
 #include "worker/layer/tar_reader.h"
 #include "worker/testing/fs_helpers.h"
-#include "worker/testing/status_matchers.h"
 
-namespace layer {
+namespace farm::worker::layer {
 namespace {
 
-using worker_testing::NetRawCapability;
-using worker_testing::SetMtime;
-using worker_testing::SetXattr;
-using worker_testing::Symlink;
-using worker_testing::Whiteout;
-using worker_testing::WriteFile;
+using testing::NetRawCapability;
+using testing::SetMtime;
+using testing::SetXattr;
+using testing::Symlink;
+using testing::Whiteout;
+using testing::WriteFile;
 
-class StringSink : public ByteSink {
+class StringSink : public common::ByteSink {
  public:
   absl::Status Write(absl::string_view d) override {
     out.append(d.data(), d.size());
@@ -149,9 +149,9 @@ TEST(DiffTest, ClampAndNormalize) {
   EXPECT_EQ(e[0].h.mtime, 1000);
   EXPECT_EQ(e[1].h.mtime, 100);
   struct stat st;
-  ASSERT_TRUE(worker_testing::Lstat(u + "/new", &st));
+  ASSERT_TRUE(testing::Lstat(u + "/new", &st));
   EXPECT_EQ(st.st_mtim.tv_sec, 1000);  // the tree on disk now says what the tar says
-  EXPECT_EQ(worker_testing::GetXattr(u + "/new", "trusted.overlay.origin"), "");
+  EXPECT_EQ(testing::GetXattr(u + "/new", "trusted.overlay.origin"), "");
 }
 
 TEST(DiffTest, SameTreeSameBytesWhenClamped) {
@@ -167,4 +167,4 @@ TEST(DiffTest, SameTreeSameBytesWhenClamped) {
 }
 
 }  // namespace
-}  // namespace layer
+}  // namespace farm::worker::layer

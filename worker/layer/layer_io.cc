@@ -16,11 +16,11 @@
 #include "worker/layer/tar_writer.h"
 #include "worker/layer/unpack.h"
 
-namespace layer {
+namespace farm::worker::layer {
 namespace {
 
 // Appends to a file descriptor.
-class FdSink : public ByteSink {
+class FdSink : public common::ByteSink {
  public:
   explicit FdSink(int fd) : fd_(fd) {}
   absl::Status Write(absl::string_view data) override {
@@ -42,9 +42,9 @@ class FdSink : public ByteSink {
 // Hands chunks to a consumer thread through a bounded queue, so decompression and hashing
 // (the producer) overlap with tar parsing and file creation (the consumer). The first error on
 // either side stops both.
-class ThreadedSink : public ByteSink {
+class ThreadedSink : public common::ByteSink {
  public:
-  explicit ThreadedSink(ByteSink* next) : next_(next), thread_([this] { Consume(); }) {}
+  explicit ThreadedSink(common::ByteSink* next) : next_(next), thread_([this] { Consume(); }) {}
   ~ThreadedSink() override { Close().IgnoreError(); }
 
   absl::Status Write(absl::string_view data) override {
@@ -95,7 +95,7 @@ class ThreadedSink : public ByteSink {
     }
   }
 
-  ByteSink* next_;
+  common::ByteSink* next_;
   absl::Mutex mu_;
   std::deque<std::string> queue_ ABSL_GUARDED_BY(mu_);
   bool closed_ ABSL_GUARDED_BY(mu_) = false;
@@ -149,12 +149,12 @@ absl::StatusOr<WrittenLayer> WriteLayerFromDir(const std::string& dir, const Wri
 
   FdSink file(fd);
   // Uncompressed, the blob is the tar: hash it once.
-  bool plain = options.compression.compression == Compression::kNone;
-  HashingSink compressed(&file);
-  ByteSink* blob_sink = plain ? static_cast<ByteSink*>(&file) : &compressed;
-  ASSIGN_OR_RETURN(std::unique_ptr<Compressor> compressor,
-                   Compressor::Create(options.compression, blob_sink));
-  HashingSink uncompressed(compressor.get());
+  bool plain = options.compression.compression == oci::Compression::kNone;
+  common::HashingSink compressed(&file);
+  common::ByteSink* blob_sink = plain ? static_cast<common::ByteSink*>(&file) : &compressed;
+  ASSIGN_OR_RETURN(std::unique_ptr<oci::Compressor> compressor,
+                   oci::Compressor::Create(options.compression, blob_sink));
+  common::HashingSink uncompressed(compressor.get());
   TarWriter tar(&uncompressed);
   DiffOptions diff;
   diff.clamp_mtime = options.source_date_epoch;
@@ -165,7 +165,7 @@ absl::StatusOr<WrittenLayer> WriteLayerFromDir(const std::string& dir, const Wri
   RETURN_IF_ERROR(compressor->Finish());
   out.diff_id = uncompressed.Finish();
   out.blob = plain ? out.diff_id : compressed.Finish();
-  out.media_type = LayerMediaType(options.compression.compression);
+  out.media_type = oci::LayerMediaType(options.compression.compression, /*docker=*/false);
   out.empty = out.stats.entries == 0;
   if (out.empty) return out;
   RETURN_IF_ERROR(common::Annotate(Upload(fd, out.blob, cas),
@@ -181,9 +181,9 @@ absl::StatusOr<UnpackedLayer> UnpackLayerBlob(cache::BlobStore* cas, const commo
   std::string context = absl::StrCat("unpacking layer ", blob.OciString());
   // Two threads: this one reads, verifies and decompresses; `writer` parses and creates files.
   ThreadedSink writer(&reader);
-  HashingSink uncompressed(&writer);
-  std::unique_ptr<Decompressor> decompressor = Decompressor::Create(&uncompressed);
-  HashingSink compressed(decompressor.get());
+  common::HashingSink uncompressed(&writer);
+  std::unique_ptr<oci::Decompressor> decompressor = oci::Decompressor::Create(&uncompressed);
+  common::HashingSink compressed(decompressor.get());
   absl::Status read =
       cas->Read(blob, 0, 0, [&](absl::string_view chunk) { return compressed.Write(chunk); });
   if (read.ok()) read = decompressor->Finish();
@@ -212,4 +212,4 @@ absl::StatusOr<UnpackedLayer> UnpackLayerBlob(cache::BlobStore* cas, const commo
   return out;
 }
 
-}  // namespace layer
+}  // namespace farm::worker::layer

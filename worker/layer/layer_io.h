@@ -10,12 +10,13 @@
 // (diff_id check) → safe unpacker into an overlay lowerdir. A mismatch of either digest is an
 // error and the caller discards the directory.
 //
-//   layer::WriteOptions opts;
-//   opts.compression.compression = layer::Compression::kZstd;
+//   worker::layer::WriteOptions opts;
+//   opts.compression.compression = oci::Compression::kZstd;
 //   opts.source_date_epoch = 1700000000;
-//   ASSIGN_OR_RETURN(layer::WrittenLayer l, layer::WriteLayerFromDir(upper, opts, cas.get()));
-//   if (!l.empty) use(l.blob.OciString(), l.diff_id.OciString());
-//   ASSIGN_OR_RETURN(int64_t bytes, layer::UnpackLayerBlob(cas.get(), l.blob, l.diff_id, dir));
+//   ASSIGN_OR_RETURN(worker::layer::WrittenLayer l, worker::layer::WriteLayerFromDir(upper, opts,
+//   cas.get())); if (!l.empty) use(l.blob.OciString(), l.diff_id.OciString());
+//   ASSIGN_OR_RETURN(int64_t bytes, worker::layer::UnpackLayerBlob(cas.get(), l.blob, l.diff_id,
+//   dir));
 #ifndef FARM_WORKER_LAYER_LAYER_IO_H_
 #define FARM_WORKER_LAYER_LAYER_IO_H_
 
@@ -26,13 +27,13 @@
 #include "absl/status/statusor.h"
 #include "cache/blob_store.h"
 #include "common/digest.h"
-#include "worker/layer/compress.h"
+#include "oci/compression.h"
 #include "worker/layer/diff.h"
 
-namespace layer {
+namespace farm::worker::layer {
 
 struct WriteOptions {
-  CompressionOptions compression;
+  oci::CompressionOptions compression;
   // SOURCE_DATE_EPOCH: mtimes newer than it are clamped to it.
   std::optional<int64_t> source_date_epoch;
   // Rewrite the directory on disk to match the tar (see DiffOptions::normalize_tree).
@@ -54,7 +55,7 @@ absl::StatusOr<WrittenLayer> WriteLayerFromDir(const std::string& dir, const Wri
 
 struct UnpackedLayer {
   int64_t disk_bytes = 0;  // approximate bytes on disk
-  Compression format = Compression::kNone;
+  oci::Compression format = oci::Compression::kNone;
 };
 
 // Unpacks blob `blob` into `dest` (an existing empty directory). `diff_id`: the expected digest
@@ -65,6 +66,6 @@ absl::StatusOr<UnpackedLayer> UnpackLayerBlob(cache::BlobStore* cas, const commo
                                               const common::Digest& diff_id,
                                               const std::string& dest);
 
-}  // namespace layer
+}  // namespace farm::worker::layer
 
 #endif  // FARM_WORKER_LAYER_LAYER_IO_H_

@@ -5,14 +5,14 @@
 
 #include "cache/testing/memory_stores.h"
 #include "common/fs.h"
+#include "common/testing/status_matchers.h"
 #include "gtest/gtest.h"
 #include "worker/testing/fs_helpers.h"
-#include "worker/testing/status_matchers.h"
 
-namespace layer {
+namespace farm::worker::layer {
 namespace {
 
-class StringSink : public ByteSink {
+class StringSink : public common::ByteSink {
  public:
   absl::Status Write(absl::string_view d) override {
     out.append(d.data(), d.size());
@@ -28,9 +28,9 @@ class LayerIoTest : public ::testing::Test {
     ASSERT_OK(t);
     tmp_ = std::make_unique<common::TempDir>(std::move(*t));
     src_ = tmp_->path() + "/src";
-    ASSERT_OK(worker_testing::WriteFile(src_ + "/etc/motd", "hello\n"));
-    ASSERT_OK(worker_testing::WriteFile(src_ + "/big", std::string(3 << 20, 'b')));
-    ASSERT_OK(worker_testing::Whiteout(src_ + "/bin/vi"));
+    ASSERT_OK(testing::WriteFile(src_ + "/etc/motd", "hello\n"));
+    ASSERT_OK(testing::WriteFile(src_ + "/big", std::string(3 << 20, 'b')));
+    ASSERT_OK(testing::Whiteout(src_ + "/bin/vi"));
   }
   std::shared_ptr<cache::testing::MemoryBlobStore> cas_ =
       std::make_shared<cache::testing::MemoryBlobStore>();
@@ -39,7 +39,8 @@ class LayerIoTest : public ::testing::Test {
 };
 
 TEST_F(LayerIoTest, WriteThenUnpackEachCompression) {
-  for (Compression c : {Compression::kGzip, Compression::kZstd, Compression::kNone}) {
+  for (oci::Compression c :
+       {oci::Compression::kGzip, oci::Compression::kZstd, oci::Compression::kNone}) {
     WriteOptions opts;
     opts.compression.compression = c;
     opts.source_date_epoch = 0;
@@ -47,24 +48,24 @@ TEST_F(LayerIoTest, WriteThenUnpackEachCompression) {
     auto written = WriteLayerFromDir(src_, opts, cas_.get());
     ASSERT_OK(written);
     EXPECT_FALSE(written->empty);
-    EXPECT_EQ(written->media_type, LayerMediaType(c));
+    EXPECT_EQ(written->media_type, oci::LayerMediaType(c, /*docker=*/false));
 
     // The blob in the CAS decompresses to a tar whose digest is the diff_id.
     auto blob = cas_->ReadBlob(written->blob, 64 << 20);
     ASSERT_OK(blob);
     StringSink tar;
-    auto d = Decompressor::Create(&tar);
+    auto d = oci::Decompressor::Create(&tar);
     ASSERT_OK(d->Write(*blob));
     ASSERT_OK(d->Finish());
     EXPECT_EQ(common::DigestOf(tar.out), written->diff_id);
 
-    std::string dest = tmp_->path() + "/dest-" + CompressionName(c);
+    std::string dest = tmp_->path() + "/dest-" + oci::CompressionName(c);
     ASSERT_OK(common::MakeDirs(dest));
     auto unpacked = UnpackLayerBlob(cas_.get(), written->blob, written->diff_id, dest);
     ASSERT_OK(unpacked);
     EXPECT_EQ(unpacked->format, c);
     EXPECT_EQ(*common::ReadFile(dest + "/etc/motd"), "hello\n");
-    EXPECT_TRUE(worker_testing::IsWhiteout(dest + "/bin/vi"));
+    EXPECT_TRUE(testing::IsWhiteout(dest + "/bin/vi"));
   }
 }
 
@@ -103,4 +104,4 @@ TEST_F(LayerIoTest, UnpackVerifiesDigests) {
 }
 
 }  // namespace
-}  // namespace layer
+}  // namespace farm::worker::layer

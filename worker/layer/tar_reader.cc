@@ -8,7 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
 
-namespace layer {
+namespace farm::worker::layer {
 namespace {
 
 constexpr size_t kBlock = 512;
@@ -315,4 +315,4 @@ absl::Status TarReader::Finish() {
   return Fail("unexpected end of archive");
 }
 
-}  // namespace layer
+}  // namespace farm::worker::layer

@@ -1,15 +1,15 @@
-// TarReader: a push-based tar parser (bytes in through ByteSink::Write, entries out through a
-// handler), so a layer streams from the CAS through the decompressor into the unpacker without
-// a thread per pipe or the whole layer in memory.
+// TarReader: a push-based tar parser (bytes in through common::ByteSink::Write, entries out through
+// a handler), so a layer streams from the CAS through the decompressor into the unpacker without a
+// thread per pipe or the whole layer in memory.
 //
 // Reads what registries serve: POSIX ustar with PAX extended headers (path, linkpath, size,
 // uid, gid, mtime, SCHILY.xattr.*), GNU long names and links (`L`/`K`), GNU base-256 numbers,
 // old v7 headers. Global PAX headers are skipped; sparse entries are rejected (no image writer
 // produces them). Names are passed through byte for byte (no locale conversion).
 //
-//   class Printer : public layer::TarEntryHandler { ... };
+//   class Printer : public worker::layer::TarEntryHandler { ... };
 //   Printer p;
-//   layer::TarReader reader(&p);
+//   worker::layer::TarReader reader(&p);
 //   RETURN_IF_ERROR(reader.Write(bytes));   // any chunking
 //   RETURN_IF_ERROR(reader.Finish());
 #ifndef FARM_WORKER_LAYER_TAR_READER_H_
@@ -19,10 +19,10 @@
 #include <string>
 
 #include "absl/status/status.h"
-#include "worker/layer/byte_sink.h"
+#include "common/byte_sink.h"
 #include "worker/layer/tar_writer.h"
 
-namespace layer {
+namespace farm::worker::layer {
 
 class TarEntryHandler {
  public:
@@ -35,7 +35,7 @@ class TarEntryHandler {
   virtual absl::Status OnEntryEnd() = 0;
 };
 
-class TarReader : public ByteSink {
+class TarReader : public common::ByteSink {
  public:
   explicit TarReader(TarEntryHandler* handler) : handler_(handler) {}
 
@@ -72,6 +72,6 @@ class TarReader : public ByteSink {
   std::vector<std::pair<std::string, std::string>> xattrs_;
 };
 
-}  // namespace layer
+}  // namespace farm::worker::layer
 
 #endif  // FARM_WORKER_LAYER_TAR_READER_H_

@@ -5,12 +5,12 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/fs.h"
+#include "common/testing/status_matchers.h"
 #include "gtest/gtest.h"
 #include "worker/layer/tar_reader.h"
 #include "worker/layer/tar_writer.h"
-#include "worker/testing/status_matchers.h"
 
-namespace layer {
+namespace farm::worker::layer {
 namespace {
 
 struct Collected {
@@ -32,7 +32,7 @@ class Collector : public TarEntryHandler {
   std::vector<Collected> entries;
 };
 
-class StringSink : public ByteSink {
+class StringSink : public common::ByteSink {
  public:
   absl::Status Write(absl::string_view d) override {
     out.append(d.data(), d.size());
@@ -204,4 +204,4 @@ TEST(TarTest, CompatibleWithGnuTar) {
 }
 
 }  // namespace
-}  // namespace layer
+}  // namespace farm::worker::layer

@@ -7,7 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
 
-namespace layer {
+namespace farm::worker::layer {
 namespace {
 
 constexpr size_t kBlock = 512;
@@ -220,4 +220,4 @@ absl::Status TarWriter::Finish() {
   return Emit(absl::string_view(kZeros, sizeof(kZeros)));
 }
 
-}  // namespace layer
+}  // namespace farm::worker::layer

@@ -4,9 +4,9 @@
 // names), there is no atime/ctime, and the stream ends with two zero blocks (no record padding),
 // as Go's archive/tar (Docker, BuildKit, containerd) writes it.
 //
-//   layer::TarWriter tar(&sink);
-//   layer::TarHeader h;
-//   h.name = "etc/motd"; h.type = layer::TarHeader::kRegular; h.mode = 0644; h.size = 5;
+//   worker::layer::TarWriter tar(&sink);
+//   worker::layer::TarHeader h;
+//   h.name = "etc/motd"; h.type = worker::layer::TarHeader::kRegular; h.mode = 0644; h.size = 5;
 //   RETURN_IF_ERROR(tar.WriteHeader(h));
 //   RETURN_IF_ERROR(tar.WriteData("hello"));
 //   RETURN_IF_ERROR(tar.Finish());
@@ -22,9 +22,9 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
-#include "worker/layer/byte_sink.h"
+#include "common/byte_sink.h"
 
-namespace layer {
+namespace farm::worker::layer {
 
 struct TarHeader {
   enum Type : char {
@@ -54,7 +54,7 @@ struct TarHeader {
 
 class TarWriter {
  public:
-  explicit TarWriter(ByteSink* sink) : sink_(sink) {}
+  explicit TarWriter(common::ByteSink* sink) : sink_(sink) {}
 
   // Writes the header of the next entry. For a regular file, exactly `size` bytes must follow
   // through WriteData before the next header.
@@ -71,13 +71,13 @@ class TarWriter {
   absl::Status Emit(absl::string_view data);
   absl::Status PadEntry();
 
-  ByteSink* sink_;
+  common::ByteSink* sink_;
   int64_t remaining_ = 0;  // content bytes still expected for the current entry
   int64_t entry_size_ = 0;
   int64_t written_ = 0;
   bool finished_ = false;
 };
 
-}  // namespace layer
+}  // namespace farm::worker::layer
 
 #endif  // FARM_WORKER_LAYER_TAR_WRITER_H_

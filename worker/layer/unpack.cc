@@ -18,7 +18,7 @@
 #include "common/status_util.h"
 #include "worker/layer/diff.h"
 
-namespace layer {
+namespace farm::worker::layer {
 namespace {
 
 constexpr absl::string_view kWhiteoutPrefix = ".wh.";
@@ -374,4 +374,4 @@ absl::Status OverlayUnpacker::Finish() {
   return absl::OkStatus();
 }
 
-}  // namespace layer
+}  // namespace farm::worker::layer

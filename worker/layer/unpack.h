@@ -14,8 +14,8 @@
 // may carry (security.capability, user.*), so a layer cannot forge overlay's trusted.* markers.
 // Owners, modes and mtimes are applied as stored (the process runs as root).
 //
-//   layer::OverlayUnpacker unpacker(dir);        // `dir` exists and is empty
-//   layer::TarReader reader(&unpacker);
+//   worker::layer::OverlayUnpacker unpacker(dir);        // `dir` exists and is empty
+//   worker::layer::TarReader reader(&unpacker);
 //   RETURN_IF_ERROR(reader.Write(tar_bytes)); RETURN_IF_ERROR(reader.Finish());
 //   RETURN_IF_ERROR(unpacker.Finish());
 #ifndef FARM_WORKER_LAYER_UNPACK_H_
@@ -28,7 +28,7 @@
 #include "absl/status/status.h"
 #include "worker/layer/tar_reader.h"
 
-namespace layer {
+namespace farm::worker::layer {
 
 class OverlayUnpacker : public TarEntryHandler {
  public:
@@ -74,6 +74,6 @@ class OverlayUnpacker : public TarEntryHandler {
 // names or names that leave the root.
 absl::StatusOr<std::string> CleanEntryName(absl::string_view name);
 
-}  // namespace layer
+}  // namespace farm::worker::layer
 
 #endif  // FARM_WORKER_LAYER_UNPACK_H_

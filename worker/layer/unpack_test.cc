@@ -8,20 +8,20 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/fs.h"
+#include "common/testing/status_matchers.h"
 #include "gtest/gtest.h"
 #include "worker/layer/diff.h"
 #include "worker/layer/tar_writer.h"
 #include "worker/testing/fs_helpers.h"
-#include "worker/testing/status_matchers.h"
 
-namespace layer {
+namespace farm::worker::layer {
 namespace {
 
-using worker_testing::GetXattr;
-using worker_testing::IsWhiteout;
-using worker_testing::Lstat;
+using testing::GetXattr;
+using testing::IsWhiteout;
+using testing::Lstat;
 
-class StringSink : public ByteSink {
+class StringSink : public common::ByteSink {
  public:
   absl::Status Write(absl::string_view d) override {
     out.append(d.data(), d.size());
@@ -143,7 +143,7 @@ TEST_F(UnpackTest, RelativeSymlinkEscapeIsRejected) {
 }
 
 TEST_F(UnpackTest, HardLinkEscapesAreRejected) {
-  ASSERT_OK(worker_testing::WriteFile(outside_ + "/secret", "s"));
+  ASSERT_OK(testing::WriteFile(outside_ + "/secret", "s"));
   ExpectRejected(Tar({{Link("h", "../secret", TarHeader::kHardLink), ""}}), "h");
   ExpectRejected(Tar({{Link("h", outside_ + "/secret", TarHeader::kHardLink), ""}}), "absolute");
   // A hard link to a symlink links the symlink itself, never what it points to.
@@ -232,4 +232,4 @@ TEST_F(UnpackTest, RoundTripThroughDiffIsExact) {
 }
 
 }  // namespace
-}  // namespace layer
+}  // namespace farm::worker::layer

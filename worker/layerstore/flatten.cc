@@ -16,7 +16,7 @@
 #include "common/status_util.h"
 #include "worker/layer/diff.h"
 
-namespace layerstore {
+namespace farm::worker::layerstore {
 
 bool IsOverlayWhiteout(const std::string& path, const struct stat& st) {
   if (S_ISCHR(st.st_mode) && st.st_rdev == makedev(0, 0)) return true;
@@ -212,4 +212,4 @@ absl::StatusOr<int64_t> MergeLayers(const std::vector<std::string>& roots,
   return m.entries();
 }
 
-}  // namespace layerstore
+}  // namespace farm::worker::layerstore

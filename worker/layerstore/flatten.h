@@ -4,7 +4,7 @@
 // is copied; the result is only ever used read-only as an overlay lowerdir), with a copy
 // fallback across file systems.
 //
-//   RETURN_IF_ERROR(layerstore::MergeLayers({bottom_root, ..., top_root}, dest));
+//   RETURN_IF_ERROR(worker::layerstore::MergeLayers({bottom_root, ..., top_root}, dest));
 #ifndef FARM_WORKER_LAYERSTORE_FLATTEN_H_
 #define FARM_WORKER_LAYERSTORE_FLATTEN_H_
 
@@ -16,7 +16,7 @@
 
 #include "absl/status/statusor.h"
 
-namespace layerstore {
+namespace farm::worker::layerstore {
 
 // `roots` bottom first; `dest` exists and is empty. Returns the number of entries written.
 absl::StatusOr<int64_t> MergeLayers(const std::vector<std::string>& roots, const std::string& dest);
@@ -26,6 +26,6 @@ bool IsOverlayWhiteout(const std::string& path, const struct stat& st);
 // True if directory `path` carries trusted.overlay.opaque=y.
 bool IsOverlayOpaque(const std::string& path);
 
-}  // namespace layerstore
+}  // namespace farm::worker::layerstore
 
 #endif  // FARM_WORKER_LAYERSTORE_FLATTEN_H_

@@ -18,10 +18,11 @@
 #include "common/fs.h"
 #include "common/status_macros.h"
 #include "common/status_util.h"
+#include "oci/chain_id.h"
 #include "worker/layer/layer_io.h"
 #include "worker/layerstore/flatten.h"
 
-namespace layerstore {
+namespace farm::worker::layerstore {
 namespace {
 
 constexpr char kLayerPrefix[] = "sha256/";
@@ -69,15 +70,6 @@ absl::StatusOr<LayerDesc> LayerDesc::FromOci(absl::string_view digest, int64_t s
   d.blob = *blob;
   d.diff_id = *diff;
   return d;
-}
-
-std::string ChainId(const std::vector<common::Digest>& diff_ids) {
-  std::string chain;
-  for (const common::Digest& d : diff_ids) {
-    chain = chain.empty() ? d.OciString()
-                          : common::DigestOf(absl::StrCat(chain, " ", d.OciString())).OciString();
-  }
-  return chain;
 }
 
 Stack::~Stack() {
@@ -380,7 +372,7 @@ absl::StatusOr<std::unique_ptr<Stack>> LayerStore::AcquireStack(
       diff_ids.push_back(layers[i].diff_id);
       roots.push_back(EntryDir(keys[i]) + "/root");
     }
-    std::string chain = ChainId(diff_ids);
+    std::string chain = oci::ChainId(diff_ids);
     std::string flat_key = kFlatPrefix + std::string(absl::StripPrefix(chain, "sha256:"));
     RETURN_IF_ERROR(common::Annotate(
         Ensure(flat_key,
@@ -537,4 +529,4 @@ LayerStore::Stats LayerStore::GetStats() {
   return s;
 }
 
-}  // namespace layerstore
+}  // namespace farm::worker::layerstore

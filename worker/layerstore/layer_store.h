@@ -19,7 +19,7 @@
 //
 // One process owns a store directory at a time (an flock on `<dir>/lock`).
 //
-//   ASSIGN_OR_RETURN(auto store, layerstore::LayerStore::Create({dir, 20LL << 30, cas}));
+//   ASSIGN_OR_RETURN(auto store, worker::layerstore::LayerStore::Create({dir, 20LL << 30, cas}));
 //   ASSIGN_OR_RETURN(auto stack, store->AcquireStack(layers));   // a lease until destroyed
 //   mount("overlay", ..., "lowerdir=" + absl::StrJoin(stack->lower_names(), ":") ...)  // cwd=dir()
 #ifndef FARM_WORKER_LAYERSTORE_LAYER_STORE_H_
@@ -37,7 +37,7 @@
 #include "cache/blob_store.h"
 #include "common/digest.h"
 
-namespace layerstore {
+namespace farm::worker::layerstore {
 
 // What the store needs to know about a layer.
 struct LayerDesc {
@@ -48,10 +48,6 @@ struct LayerDesc {
   static absl::StatusOr<LayerDesc> FromOci(absl::string_view digest, int64_t size,
                                            absl::string_view diff_id, int64_t uncompressed_size);
 };
-
-// OCI ChainID of `diff_ids` (bottom to top): ChainID(L0) = DiffID(L0),
-// ChainID(L0..n) = SHA256(ChainID(L0..n-1) + " " + DiffID(Ln)), as "sha256:…".
-std::string ChainId(const std::vector<common::Digest>& diff_ids);
 
 class LayerStore;
 
@@ -165,6 +161,6 @@ class LayerStore {
   Stats stats_ ABSL_GUARDED_BY(mu_);
 };
 
-}  // namespace layerstore
+}  // namespace farm::worker::layerstore
 
 #endif  // FARM_WORKER_LAYERSTORE_LAYER_STORE_H_

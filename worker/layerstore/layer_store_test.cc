@@ -7,16 +7,16 @@
 #include "absl/strings/str_cat.h"
 #include "cache/testing/memory_stores.h"
 #include "common/fs.h"
+#include "common/testing/status_matchers.h"
 #include "gtest/gtest.h"
 #include "worker/layer/layer_io.h"
 #include "worker/layerstore/stack_view.h"
 #include "worker/testing/fs_helpers.h"
-#include "worker/testing/status_matchers.h"
 
-namespace layerstore {
+namespace farm::worker::layerstore {
 namespace {
 
-using worker_testing::WriteFile;
+using testing::WriteFile;
 
 class LayerStoreTest : public ::testing::Test {
  protected:
@@ -33,7 +33,7 @@ class LayerStoreTest : public ::testing::Test {
     std::string src = absl::StrCat(tmp_->path(), "/src", counter_++);
     EXPECT_OK(common::MakeDirs(src));
     for (const auto& [p, c] : files) EXPECT_OK(WriteFile(src + "/" + p, c));
-    for (const auto& w : whiteouts) EXPECT_OK(worker_testing::Whiteout(src + "/" + w));
+    for (const auto& w : whiteouts) EXPECT_OK(testing::Whiteout(src + "/" + w));
     layer::WriteOptions opts;
     opts.source_date_epoch = 0;
     auto w = layer::WriteLayerFromDir(src, opts, cas_.get());
@@ -197,4 +197,4 @@ TEST_F(LayerStoreTest, DeepStacksAreFlattenedAtTheBottom) {
 }
 
 }  // namespace
-}  // namespace layerstore
+}  // namespace farm::worker::layerstore

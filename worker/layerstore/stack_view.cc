@@ -13,7 +13,7 @@
 #include "common/status_util.h"
 #include "worker/layerstore/flatten.h"
 
-namespace layerstore {
+namespace farm::worker::layerstore {
 
 std::vector<std::string> SplitClean(absl::string_view path) {
   std::vector<std::string> parts;
@@ -209,4 +209,4 @@ absl::StatusOr<StackView::Resolved> StackView::Resolve(absl::string_view path,
   return out;
 }
 
-}  // namespace layerstore
+}  // namespace farm::worker::layerstore

@@ -9,7 +9,7 @@
 // way the kernel would inside the container's root (absolute targets start at the root, ".."
 // stops at the root), so nothing resolves outside it.
 //
-//   layerstore::StackView view(stack->lower_dirs());           // top first
+//   worker::layerstore::StackView view(stack->lower_dirs());           // top first
 //   ASSIGN_OR_RETURN(auto r, view.Resolve("/etc/passwd", true));
 //   if (r.exists) ASSIGN_OR_RETURN(std::string text, view.ReadFile(r.path, 1 << 20));
 //
@@ -26,7 +26,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 
-namespace layerstore {
+namespace farm::worker::layerstore {
 
 class StackView {
  public:
@@ -67,6 +67,6 @@ class StackView {
 // dropped.
 std::vector<std::string> SplitClean(absl::string_view path);
 
-}  // namespace layerstore
+}  // namespace farm::worker::layerstore
 
 #endif  // FARM_WORKER_LAYERSTORE_STACK_VIEW_H_

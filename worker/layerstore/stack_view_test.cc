@@ -3,18 +3,18 @@
 #include "worker/layerstore/stack_view.h"
 
 #include "common/fs.h"
+#include "common/testing/status_matchers.h"
 #include "gtest/gtest.h"
 #include "worker/layerstore/flatten.h"
 #include "worker/testing/fs_helpers.h"
-#include "worker/testing/status_matchers.h"
 
-namespace layerstore {
+namespace farm::worker::layerstore {
 namespace {
 
-using worker_testing::SetXattr;
-using worker_testing::Symlink;
-using worker_testing::Whiteout;
-using worker_testing::WriteFile;
+using testing::SetXattr;
+using testing::Symlink;
+using testing::Whiteout;
+using testing::WriteFile;
 
 class StackViewTest : public ::testing::Test {
  protected:
@@ -108,8 +108,8 @@ TEST_F(StackViewTest, MergeLayersMatchesTheView) {
   EXPECT_EQ(*merged.ReadFile("etc/passwd", 1000), *view_->ReadFile("etc/passwd", 1000));
   EXPECT_FALSE(common::PathExists(flat + "/etc/group"));
   EXPECT_FALSE(common::PathExists(flat + "/d/old"));
-  EXPECT_EQ(worker_testing::GetXattr(flat + "/d", "trusted.overlay.opaque"), "");
+  EXPECT_EQ(testing::GetXattr(flat + "/d", "trusted.overlay.opaque"), "");
 }
 
 }  // namespace
-}  // namespace layerstore
+}  // namespace farm::worker::layerstore

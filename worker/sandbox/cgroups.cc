@@ -26,7 +26,7 @@
 #define CGROUP2_SUPER_MAGIC 0x63677270
 #endif
 
-namespace sandbox {
+namespace farm::worker::sandbox {
 namespace {
 
 absl::Status WriteText(const std::string& path, absl::string_view value) {
@@ -240,4 +240,4 @@ void RunCgroup::Destroy() {
   dirs_.clear();
 }
 
-}  // namespace sandbox
+}  // namespace farm::worker::sandbox

@@ -11,8 +11,8 @@
 // leaf beside the runs (what systemd's Delegate=yes units and container engines do). A cgroup
 // shared with other processes cannot be used: PlanCgroups says so instead of moving them.
 //
-//   ASSIGN_OR_RETURN(auto plan, sandbox::PlanCgroups({1 << 30, 512}, sandbox::CgroupEnv()));
-//   request.mutable_cgroups()->Assign(plan.begin(), plan.end());
+//   ASSIGN_OR_RETURN(auto plan, worker::sandbox::PlanCgroups({1 << 30, 512},
+//   worker::sandbox::CgroupEnv())); request.mutable_cgroups()->Assign(plan.begin(), plan.end());
 #ifndef FARM_WORKER_SANDBOX_CGROUPS_H_
 #define FARM_WORKER_SANDBOX_CGROUPS_H_
 
@@ -25,7 +25,7 @@
 #include "absl/status/statusor.h"
 #include "farm/v1/sandbox.pb.h"
 
-namespace sandbox {
+namespace farm::worker::sandbox {
 
 struct CgroupLimits {
   int64_t memory_bytes = 0;  // 0 = no limit
@@ -71,6 +71,6 @@ class RunCgroup {
   std::vector<Dir> dirs_;
 };
 
-}  // namespace sandbox
+}  // namespace farm::worker::sandbox
 
 #endif  // FARM_WORKER_SANDBOX_CGROUPS_H_

@@ -3,14 +3,14 @@
 #include "worker/sandbox/cgroups.h"
 
 #include "common/fs.h"
+#include "common/testing/status_matchers.h"
 #include "gtest/gtest.h"
 #include "worker/testing/fs_helpers.h"
-#include "worker/testing/status_matchers.h"
 
-namespace sandbox {
+namespace farm::worker::sandbox {
 namespace {
 
-using worker_testing::WriteFile;
+using farm::worker::testing::WriteFile;
 
 class CgroupsTest : public ::testing::Test {
  protected:
@@ -90,4 +90,4 @@ TEST_F(CgroupsTest, V1UsesEachControllersHierarchy) {
 }
 
 }  // namespace
-}  // namespace sandbox
+}  // namespace farm::worker::sandbox

@@ -51,7 +51,7 @@
 #include "worker/sandbox/cgroups.h"
 #include "worker/user/user_db.h"
 
-namespace sandbox {
+namespace farm::worker::sandbox {
 namespace internal {
 namespace {
 
@@ -791,4 +791,4 @@ int RunnerMain(int parent) {
 }
 
 }  // namespace internal
-}  // namespace sandbox
+}  // namespace farm::worker::sandbox

@@ -2,7 +2,7 @@
 #ifndef FARM_WORKER_SANDBOX_RUNNER_H_
 #define FARM_WORKER_SANDBOX_RUNNER_H_
 
-namespace sandbox {
+namespace farm::worker::sandbox {
 namespace internal {
 
 // Reads the request from fd 3, runs it, writes the result to fd 4. Returns the exit code of
@@ -10,6 +10,6 @@ namespace internal {
 int RunnerMain(int parent);
 
 }  // namespace internal
-}  // namespace sandbox
+}  // namespace farm::worker::sandbox
 
 #endif  // FARM_WORKER_SANDBOX_RUNNER_H_

@@ -20,7 +20,7 @@
 #include "common/status_util.h"
 #include "worker/sandbox/runner.h"
 
-namespace sandbox {
+namespace farm::worker::sandbox {
 
 void RunSandboxIfRequested(int argc, char** argv) {
   if (argc < 3 || std::strcmp(argv[1], kRunnerMarker) != 0) return;
@@ -224,4 +224,4 @@ absl::StatusOr<farm::v1::SandboxResult> RunSandbox(const farm::v1::SandboxReques
   return result;
 }
 
-}  // namespace sandbox
+}  // namespace farm::worker::sandbox

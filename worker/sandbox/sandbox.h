@@ -10,7 +10,7 @@
 // binary that runs steps must start with
 //
 //     int main(int argc, char** argv) {
-//       sandbox::RunSandboxIfRequested(argc, argv);  // never returns in the runner
+//       worker::sandbox::RunSandboxIfRequested(argc, argv);  // never returns in the runner
 //       ...
 //
 // (tests get it from //worker/sandbox:test_main, a gtest main that does this).
@@ -30,9 +30,9 @@
 // taking the whole tree down. Memory/pids limits come from cgroups (cgroups.h).
 //
 //   farm::v1::SandboxRequest req = ...;
-//   sandbox::SandboxIo io;
+//   worker::sandbox::SandboxIo io;
 //   io.on_line = [](absl::string_view line, bool is_stderr) { ... };
-//   ASSIGN_OR_RETURN(farm::v1::SandboxResult r, sandbox::RunSandbox(req, io, &cancel));
+//   ASSIGN_OR_RETURN(farm::v1::SandboxResult r, worker::sandbox::RunSandbox(req, io, &cancel));
 //   if (r.error_code() != 0) ...   // the sandbox could not be set up
 //   else r.exit_code() ...
 #ifndef FARM_WORKER_SANDBOX_SANDBOX_H_
@@ -45,7 +45,7 @@
 #include "absl/synchronization/notification.h"
 #include "farm/v1/sandbox.pb.h"
 
-namespace sandbox {
+namespace farm::worker::sandbox {
 
 // argv[1] of a runner process.
 inline constexpr char kRunnerMarker[] = "__farm_sandbox__";
@@ -73,6 +73,6 @@ absl::StatusOr<farm::v1::SandboxResult> RunSandbox(const farm::v1::SandboxReques
                                                    const SandboxIo& io,
                                                    const absl::Notification* cancel);
 
-}  // namespace sandbox
+}  // namespace farm::worker::sandbox
 
 #endif  // FARM_WORKER_SANDBOX_SANDBOX_H_

@@ -14,13 +14,13 @@
 #include "absl/strings/str_split.h"
 #include "absl/synchronization/mutex.h"
 #include "common/fs.h"
+#include "common/testing/status_matchers.h"
 #include "gtest/gtest.h"
 #include "worker/sandbox/cgroups.h"
 #include "worker/testing/busybox.h"
 #include "worker/testing/fs_helpers.h"
-#include "worker/testing/status_matchers.h"
 
-namespace sandbox {
+namespace farm::worker::sandbox {
 namespace {
 
 using farm::v1::SandboxMount;
@@ -33,7 +33,7 @@ class SandboxTest : public ::testing::Test {
     auto t = common::TempDir::Create("sandbox-test");
     ASSERT_OK(t);
     tmp_ = new common::TempDir(std::move(*t));
-    ASSERT_OK(worker_testing::MakeBusyboxRootfs(tmp_->path() + "/layers/busybox"));
+    ASSERT_OK(farm::worker::testing::MakeBusyboxRootfs(tmp_->path() + "/layers/busybox"));
   }
   static void TearDownTestSuite() { delete tmp_; }
 
@@ -161,9 +161,9 @@ TEST_F(SandboxTest, CapabilitiesDockerDefaultOrAllWhenInsecure) {
 
 TEST_F(SandboxTest, MountsAndStubsAreReported) {
   std::string data = tmp_->path() + "/bind-src";
-  ASSERT_OK(worker_testing::WriteFile(data + "/file", "from host\n"));
+  ASSERT_OK(farm::worker::testing::WriteFile(data + "/file", "from host\n"));
   std::string resolv = tmp_->path() + "/resolv.conf";
-  ASSERT_OK(worker_testing::WriteFile(resolv, "nameserver 127.0.0.53\n"));
+  ASSERT_OK(farm::worker::testing::WriteFile(resolv, "nameserver 127.0.0.53\n"));
   SandboxRequest r = Request({"/bin/sh", "-c",
                               "cat /mnt/data/file; touch /mnt/data/x 2>/dev/null || echo read-only;"
                               " echo tmp > /scratch/t && cat /scratch/t; cat /etc/resolv.conf;"
@@ -199,7 +199,7 @@ TEST_F(SandboxTest, MountsAndStubsAreReported) {
 TEST_F(SandboxTest, SymlinkedMountTargetStaysInsideTheRoot) {
   // An image whose /evil points at the host's root: mounting there must land inside the root.
   std::string upper_layer = tmp_->path() + "/layers/evil";
-  ASSERT_OK(worker_testing::Symlink("/../../../../tmp", upper_layer + "/evil"));
+  ASSERT_OK(farm::worker::testing::Symlink("/../../../../tmp", upper_layer + "/evil"));
   SandboxRequest r = Request({"/bin/sh", "-c", "ls /tmp/inside"});
   r.clear_lower_dirs();
   r.add_lower_dirs("evil");
@@ -290,4 +290,4 @@ TEST_F(SandboxTest, MemoryAndPidLimits) {
 }
 
 }  // namespace
-}  // namespace sandbox
+}  // namespace farm::worker::sandbox

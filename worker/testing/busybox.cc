@@ -10,7 +10,7 @@
 #include "common/status_macros.h"
 #include "common/status_util.h"
 
-namespace worker_testing {
+namespace farm::worker::testing {
 
 absl::Status MakeBusyboxRootfs(const std::string& dir) {
   for (const char* d : {"bin", "sbin", "usr/bin", "usr/sbin", "etc", "tmp", "root", "var", "proc",
@@ -46,4 +46,4 @@ absl::Status MakeBusyboxRootfs(const std::string& dir) {
   return absl::OkStatus();
 }
 
-}  // namespace worker_testing
+}  // namespace farm::worker::testing

@@ -1,11 +1,11 @@
 #include "worker/testing/executor_fixture.h"
 
 #include "absl/strings/str_join.h"
+#include "common/testing/status_matchers.h"
 #include "worker/testing/busybox.h"
 #include "worker/testing/fs_helpers.h"
-#include "worker/testing/status_matchers.h"
 
-namespace worker_testing {
+namespace farm::worker::testing {
 
 std::shared_ptr<cache::testing::MemoryBlobStore> ExecutorTest::cas_;
 common::TempDir* ExecutorTest::tmp_ = nullptr;
@@ -27,10 +27,10 @@ void ExecutorTest::SetUpTestSuite() {
   auto base = MakeLayer(cas_.get(), root);
   ASSERT_OK(base);
   base_ = *base;
-  worker::LocalStepExecutor::Options o;
+  LocalStepExecutor::Options o;
   o.state_dir = tmp_->path() + "/state";
   o.cas = cas_;
-  auto e = worker::LocalStepExecutor::Create(std::move(o));
+  auto e = LocalStepExecutor::Create(std::move(o));
   ASSERT_OK(e);
   executor_ = e->release();
 }
@@ -98,4 +98,4 @@ LayerContents ExecutorTest::ExecLayer(const farm::v1::StepRequest& req, farm::v1
   return contents.ok() ? *contents : LayerContents{};
 }
 
-}  // namespace worker_testing
+}  // namespace farm::worker::testing

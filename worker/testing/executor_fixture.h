@@ -15,7 +15,7 @@
 #include "worker/local_step_executor.h"
 #include "worker/testing/layers.h"
 
-namespace worker_testing {
+namespace farm::worker::testing {
 
 class ExecutorTest : public ::testing::Test {
  protected:
@@ -46,6 +46,6 @@ class ExecutorTest : public ::testing::Test {
   static worker::LocalStepExecutor* executor_;
 };
 
-}  // namespace worker_testing
+}  // namespace farm::worker::testing
 
 #endif  // FARM_WORKER_TESTING_EXECUTOR_FIXTURE_H_

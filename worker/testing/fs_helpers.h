@@ -18,7 +18,7 @@
 #include "common/fs.h"
 #include "common/status_util.h"
 
-namespace worker_testing {
+namespace farm::worker::testing {
 
 inline std::string Dirname(const std::string& p) {
   size_t s = p.rfind('/');
@@ -112,6 +112,6 @@ inline std::vector<std::string> FilesContaining(const std::string& dir, const st
   return out;
 }
 
-}  // namespace worker_testing
+}  // namespace farm::worker::testing
 
 #endif  // FARM_WORKER_TESTING_FS_HELPERS_H_

@@ -4,12 +4,12 @@
 #include "absl/strings/str_split.h"
 #include "build/bazel/remote/execution/v2/remote_execution.pb.h"
 #include "common/status_macros.h"
+#include "oci/compression.h"
 #include "worker/copy/source_tree.h"
-#include "worker/layer/compress.h"
 #include "worker/layer/layer_io.h"
 #include "worker/layer/tar_reader.h"
 
-namespace worker_testing {
+namespace farm::worker::testing {
 namespace {
 
 class Collector : public layer::TarEntryHandler {
@@ -39,7 +39,7 @@ absl::StatusOr<LayerContents> ReadLayer(cache::BlobStore* cas, const farm::v1::L
   LayerContents out;
   Collector c(&out);
   layer::TarReader reader(&c);
-  auto dec = layer::Decompressor::Create(&reader);
+  auto dec = oci::Decompressor::Create(&reader);
   RETURN_IF_ERROR(cas->Read(d, 0, 0, [&](absl::string_view chunk) { return dec->Write(chunk); }));
   RETURN_IF_ERROR(dec->Finish());
   RETURN_IF_ERROR(reader.Finish());
@@ -146,4 +146,4 @@ absl::StatusOr<farm::v1::ContextRoot> ContextBuilder::Store(cache::BlobStore* ca
   return out;
 }
 
-}  // namespace worker_testing
+}  // namespace farm::worker::testing

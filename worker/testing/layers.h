@@ -15,7 +15,7 @@
 #include "farm/v1/step.pb.h"
 #include "worker/layer/tar_writer.h"
 
-namespace worker_testing {
+namespace farm::worker::testing {
 
 struct Entry {
   layer::TarHeader header;
@@ -63,6 +63,6 @@ class ContextBuilder {
   Node root_;
 };
 
-}  // namespace worker_testing
+}  // namespace farm::worker::testing
 
 #endif  // FARM_WORKER_TESTING_LAYERS_H_

@@ -7,7 +7,7 @@
 #include "absl/strings/str_split.h"
 #include "common/status_macros.h"
 
-namespace user {
+namespace farm::worker::user {
 namespace {
 
 struct PasswdEntry {
@@ -172,4 +172,4 @@ absl::StatusOr<Owner> ResolveChown(absl::string_view spec, const std::optional<s
   return out;
 }
 
-}  // namespace user
+}  // namespace farm::worker::user

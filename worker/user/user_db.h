@@ -9,7 +9,8 @@
 // A name that is not in the file is FAILED_PRECONDITION ("unable to find user nobody: no
 // matching entries in passwd file"), as `docker build` reports it.
 //
-//   ASSIGN_OR_RETURN(user::ResolvedUser u, user::ResolveUser("app:staff", passwd, group));
+//   ASSIGN_OR_RETURN(worker::user::ResolvedUser u, worker::user::ResolveUser("app:staff", passwd,
+//   group));
 #ifndef FARM_WORKER_USER_USER_DB_H_
 #define FARM_WORKER_USER_USER_DB_H_
 
@@ -21,7 +22,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 
-namespace user {
+namespace farm::worker::user {
 
 struct ResolvedUser {
   uint32_t uid = 0;
@@ -50,6 +51,6 @@ struct Owner {
 absl::StatusOr<Owner> ResolveChown(absl::string_view spec, const std::optional<std::string>& passwd,
                                    const std::optional<std::string>& group);
 
-}  // namespace user
+}  // namespace farm::worker::user
 
 #endif  // FARM_WORKER_USER_USER_DB_H_

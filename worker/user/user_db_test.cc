@@ -1,9 +1,9 @@
 #include "worker/user/user_db.h"
 
+#include "common/testing/status_matchers.h"
 #include "gtest/gtest.h"
-#include "worker/testing/status_matchers.h"
 
-namespace user {
+namespace farm::worker::user {
 namespace {
 
 const char kPasswd[] =
@@ -74,9 +74,9 @@ TEST(UserDbTest, UnknownNamesAreErrors) {
 }
 
 }  // namespace
-}  // namespace user
+}  // namespace farm::worker::user
 
-namespace user {
+namespace farm::worker::user {
 namespace {
 
 TEST(UserDbTest, ChownRules) {
@@ -100,4 +100,4 @@ TEST(UserDbTest, ChownRules) {
 }
 
 }  // namespace
-}  // namespace user
+}  // namespace farm::worker::user

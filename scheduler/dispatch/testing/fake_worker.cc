@@ -4,8 +4,7 @@
 
 #include <utility>
 
-namespace dispatch {
-namespace testing {
+namespace farm::scheduler::dispatch::testing {
 
 void FakeStream::Enqueue(farm::v1::SchedulerMessage msg) {
   absl::MutexLock l(&mu_);
@@ -195,5 +194,4 @@ std::shared_ptr<Outcome> Start(Dispatcher* d, const TaskSpec& spec) {
   return o;
 }
 
-}  // namespace testing
-}  // namespace dispatch
+}  // namespace farm::scheduler::dispatch::testing

@@ -1,10 +1,10 @@
 // In-memory fake workers for dispatcher tests: they talk to a SessionHandler (the Dispatcher)
 // directly, without gRPC, and record what the dispatcher sends them.
 //
-//   dispatch::testing::FakeWorker w(d->sessions(), {.id = "w1", .slots = 2});
+//   scheduler::dispatch::testing::FakeWorker w(d->sessions(), {.id = "w1", .slots = 2});
 //   ASSERT_OK(w.Connect());
-//   auto outcome = dispatch::testing::Start(d.get(), dispatch::testing::Spec("k1"));
-//   farm::v1::Task t = w.NextTask();
+//   auto outcome = scheduler::dispatch::testing::Start(d.get(),
+//   scheduler::dispatch::testing::Spec("k1")); farm::v1::Task t = w.NextTask();
 //   ASSERT_OK(w.Finish(t));
 //   outcome->Wait();
 #ifndef FARM_SCHEDULER_DISPATCH_TESTING_FAKE_WORKER_H_
@@ -24,8 +24,7 @@
 #include "scheduler/dispatch/dispatcher.h"
 #include "scheduler/dispatch/worker_stream.h"
 
-namespace dispatch {
-namespace testing {
+namespace farm::scheduler::dispatch::testing {
 
 // How long a test waits for something that should happen (never reached when it works).
 inline constexpr absl::Duration kWait = absl::Seconds(20);
@@ -116,7 +115,6 @@ TaskSpec Spec(const std::string& key, const std::string& tenant = "", int priori
 // Submit with a recording log sink and callback; fails the test on a Submit error.
 std::shared_ptr<Outcome> Start(Dispatcher* d, const TaskSpec& spec);
 
-}  // namespace testing
-}  // namespace dispatch
+}  // namespace farm::scheduler::dispatch::testing
 
 #endif  // FARM_SCHEDULER_DISPATCH_TESTING_FAKE_WORKER_H_

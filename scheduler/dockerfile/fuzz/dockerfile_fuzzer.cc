@@ -14,26 +14,28 @@
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   std::string text(reinterpret_cast<const char*>(data), size);
-  absl::StatusOr<dockerfile::SyntaxTree> tree = dockerfile::Parse(text, "Dockerfile");
+  absl::StatusOr<farm::scheduler::dockerfile::SyntaxTree> tree =
+      farm::scheduler::dockerfile::Parse(text, "Dockerfile");
   if (!tree.ok()) {
     // An error must say where: "Dockerfile:LINE:COL: ...".
     if (tree.status().message().rfind("Dockerfile:", 0) != 0) __builtin_trap();
     return 0;
   }
-  std::string json = dockerfile::SyntaxTreeToJson(*tree);
+  std::string json = farm::scheduler::dockerfile::SyntaxTreeToJson(*tree);
   if (json.empty()) __builtin_trap();
-  absl::StatusOr<dockerfile::Dockerfile> df = dockerfile::BuildInstructions(*tree);
+  absl::StatusOr<farm::scheduler::dockerfile::Dockerfile> df =
+      farm::scheduler::dockerfile::BuildInstructions(*tree);
   std::vector<std::string> env = {"A=1", "PATH=/bin", "EMPTY="};
-  dockerfile::EnvLookup lookup = dockerfile::EnvFromList(&env);
-  dockerfile::ShellLex lex(tree->escape);
-  for (const dockerfile::Node& n : tree->nodes) {
+  farm::scheduler::dockerfile::EnvLookup lookup = farm::scheduler::dockerfile::EnvFromList(&env);
+  farm::scheduler::dockerfile::ShellLex lex(tree->escape);
+  for (const farm::scheduler::dockerfile::Node& n : tree->nodes) {
     for (const std::string& a : n.args) lex.Process(a, lookup).IgnoreError();
     for (const std::string& f : n.flags) lex.Process(f, lookup).IgnoreError();
-    for (const dockerfile::KeyValue& kv : n.key_values) {
+    for (const farm::scheduler::dockerfile::KeyValue& kv : n.key_values) {
       lex.Process(kv.value, lookup).IgnoreError();
     }
-    for (const dockerfile::Heredoc& h : n.heredocs) {
-      dockerfile::ShellLex raw('\\');
+    for (const farm::scheduler::dockerfile::Heredoc& h : n.heredocs) {
+      farm::scheduler::dockerfile::ShellLex raw('\\');
       raw.skip_process_quotes = true;
       raw.Process(h.content, lookup).IgnoreError();
     }

@@ -8,8 +8,7 @@
 #include "common/fs.h"
 #include "common/status_macros.h"
 
-namespace image {
-namespace testing {
+namespace farm::scheduler::image::testing {
 
 namespace {
 
@@ -59,22 +58,23 @@ std::string MakeTar(const std::vector<TarEntry>& entries) {
 }
 
 absl::StatusOr<farm::v1::Layer> PutLayer(cache::BlobStore& cas, const std::string& tar,
-                                         Compression compression) {
-  ASSIGN_OR_RETURN(std::unique_ptr<Compressor> c, Compressor::Create(compression));
+                                         oci::Compression compression) {
   std::string packed;
-  ChunkSink sink = [&](absl::string_view x) {
+  common::FunctionSink sink([&](absl::string_view x) {
     packed.append(x.data(), x.size());
     return absl::OkStatus();
-  };
-  RETURN_IF_ERROR(c->Update(tar, sink));
-  RETURN_IF_ERROR(c->Finish(sink));
+  });
+  ASSIGN_OR_RETURN(std::unique_ptr<oci::Compressor> c,
+                   oci::Compressor::Create({compression}, &sink));
+  RETURN_IF_ERROR(c->Write(tar));
+  RETURN_IF_ERROR(c->Finish());
   ASSIGN_OR_RETURN(common::Digest d, cas.Put(packed));
   farm::v1::Layer l;
   l.set_digest(d.OciString());
   l.set_size(d.size_bytes);
   l.set_diff_id(common::DigestOf(tar).OciString());
   l.set_uncompressed_size(static_cast<int64_t>(tar.size()));
-  l.set_media_type(LayerMediaType(compression, /*docker=*/false));
+  l.set_media_type(oci::LayerMediaType(compression, /*docker=*/false));
   return l;
 }
 
@@ -114,5 +114,4 @@ absl::StatusOr<std::vector<std::string>> ListTar(const std::string& data) {
   return paths;
 }
 
-}  // namespace testing
-}  // namespace image
+}  // namespace farm::scheduler::image::testing

@@ -2,8 +2,9 @@
 // and a busybox root filesystem as a base image's layer. Test-only (the worker makes real
 // layers).
 //
-//   std::string tar = image::testing::MakeTar({{"etc/hello", "hi\n"}});
-//   ASSIGN_OR_RETURN(farm::v1::Layer l, image::testing::PutLayer(*cas, tar, Compression::kGzip));
+//   std::string tar = scheduler::image::testing::MakeTar({{"etc/hello", "hi\n"}});
+//   ASSIGN_OR_RETURN(farm::v1::Layer l, scheduler::image::testing::PutLayer(*cas, tar,
+//   Compression::kGzip));
 #ifndef FARM_SCHEDULER_IMAGE_TESTING_LAYERS_H_
 #define FARM_SCHEDULER_IMAGE_TESTING_LAYERS_H_
 
@@ -13,10 +14,9 @@
 #include "absl/status/statusor.h"
 #include "cache/blob_store.h"
 #include "farm/v1/step.pb.h"
-#include "scheduler/image/compression.h"
+#include "oci/compression.h"
 
-namespace image {
-namespace testing {
+namespace farm::scheduler::image::testing {
 
 struct TarEntry {
   std::string path;     // relative, e.g. "bin/sh"
@@ -31,7 +31,7 @@ std::string MakeTar(const std::vector<TarEntry>& entries);
 
 // Compresses `tar`, writes it into `cas`, returns its descriptor (OCI media type).
 absl::StatusOr<farm::v1::Layer> PutLayer(cache::BlobStore& cas, const std::string& tar,
-                                         Compression compression);
+                                         oci::Compression compression);
 
 // /bin/busybox (the host's static busybox), /bin/sh and a few applet symlinks, /etc/passwd.
 std::vector<TarEntry> BusyboxEntries();
@@ -39,7 +39,6 @@ std::vector<TarEntry> BusyboxEntries();
 // Lists the paths in a tar (uncompressed or compressed), for checking layer content.
 absl::StatusOr<std::vector<std::string>> ListTar(const std::string& data);
 
-}  // namespace testing
-}  // namespace image
+}  // namespace farm::scheduler::image::testing
 
 #endif  // FARM_SCHEDULER_IMAGE_TESTING_LAYERS_H_

@@ -18,8 +18,7 @@
 #include "common/digest.h"
 #include "scheduler/registry/auth.h"
 
-namespace registry {
-namespace testing {
+namespace farm::scheduler::registry::testing {
 
 namespace {
 
@@ -481,5 +480,4 @@ std::vector<std::string> FakeRegistry::token_scopes() {
   return token_scopes_;
 }
 
-}  // namespace testing
-}  // namespace registry
+}  // namespace farm::scheduler::registry::testing

@@ -4,11 +4,11 @@
 // upload chunk that fails after the registry kept part of it. Speaks HTTP/1.1 with keep-alive;
 // one thread per connection. Test-only.
 //
-//   registry::testing::FakeRegistry fake;
+//   scheduler::registry::testing::FakeRegistry fake;
 //   ASSERT_OK(fake.Start());
 //   fake.RequireBearer("user", "pass");
 //   fake.FailNext("/v2/app/blobs/", 2, 503);
-//   ... registry::Client::Create(fake.domain(), ...) ...
+//   ... scheduler::registry::Client::Create(fake.domain(), ...) ...
 #ifndef FARM_SCHEDULER_REGISTRY_TESTING_FAKE_REGISTRY_H_
 #define FARM_SCHEDULER_REGISTRY_TESTING_FAKE_REGISTRY_H_
 
@@ -22,8 +22,7 @@
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
 
-namespace registry {
-namespace testing {
+namespace farm::scheduler::registry::testing {
 
 class FakeRegistry {
  public:
@@ -110,7 +109,6 @@ class FakeRegistry {
   std::vector<std::string> log_ ABSL_GUARDED_BY(mu_);
 };
 
-}  // namespace testing
-}  // namespace registry
+}  // namespace farm::scheduler::registry::testing
 
 #endif  // FARM_SCHEDULER_REGISTRY_TESTING_FAKE_REGISTRY_H_

@@ -21,8 +21,7 @@
 
 extern char** environ;
 
-namespace registry {
-namespace testing {
+namespace farm::scheduler::registry::testing {
 
 absl::StatusOr<int> FreeLoopbackPort() {
   int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -124,5 +123,4 @@ std::string LocalRegistry::BlobDataPath(const std::string& digest) const {
                       "/data");
 }
 
-}  // namespace testing
-}  // namespace registry
+}  // namespace farm::scheduler::registry::testing

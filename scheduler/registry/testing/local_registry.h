@@ -2,7 +2,7 @@
 // started on a free 127.0.0.1 port for a test, optionally with htpasswd basic auth, and stopped
 // (by its pid) when the object is destroyed. Test-only.
 //
-//   ASSIGN_OR_RETURN(auto reg, registry::testing::LocalRegistry::Start(tmp + "/reg"));
+//   ASSIGN_OR_RETURN(auto reg, scheduler::registry::testing::LocalRegistry::Start(tmp + "/reg"));
 //   reg->domain();   // "127.0.0.1:40123"
 //   ASSIGN_OR_RETURN(auto secured, LocalRegistry::Start(dir, {"user", "secret"}));
 #ifndef FARM_SCHEDULER_REGISTRY_TESTING_LOCAL_REGISTRY_H_
@@ -15,8 +15,7 @@
 
 #include "absl/status/statusor.h"
 
-namespace registry {
-namespace testing {
+namespace farm::scheduler::registry::testing {
 
 class LocalRegistry {
  public:
@@ -47,7 +46,6 @@ class LocalRegistry {
 // A free TCP port on 127.0.0.1 (bound and released; the caller uses it at once).
 absl::StatusOr<int> FreeLoopbackPort();
 
-}  // namespace testing
-}  // namespace registry
+}  // namespace farm::scheduler::registry::testing
 
 #endif  // FARM_SCHEDULER_REGISTRY_TESTING_LOCAL_REGISTRY_H_

@@ -10,8 +10,7 @@
 
 #include "absl/strings/str_cat.h"
 
-namespace worker {
-namespace agent_testing {
+namespace farm::worker::agent::testing {
 
 using farm::v1::SchedulerMessage;
 using farm::v1::WorkerMessage;
@@ -207,5 +206,4 @@ SchedulerMessage CancelMessage(const std::string& task_id, const std::string& le
   return m;
 }
 
-}  // namespace agent_testing
-}  // namespace worker
+}  // namespace farm::worker::agent::testing

@@ -25,8 +25,7 @@ namespace grpc {
 class Server;
 }
 
-namespace worker {
-namespace agent_testing {
+namespace farm::worker::agent::testing {
 
 class FakeWorkerHub {
  public:
@@ -90,7 +89,6 @@ farm::v1::SchedulerMessage TaskMessage(const std::string& task_id, const std::st
 farm::v1::SchedulerMessage CancelMessage(const std::string& task_id, const std::string& lease_id,
                                          const std::string& reason = "");
 
-}  // namespace agent_testing
-}  // namespace worker
+}  // namespace farm::worker::agent::testing
 
 #endif  // FARM_WORKER_AGENT_TESTING_FAKE_HUB_H_

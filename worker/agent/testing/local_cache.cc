@@ -5,8 +5,7 @@
 #include "worker/testing/busybox.h"
 #include "worker/testing/layers.h"
 
-namespace worker {
-namespace agent_testing {
+namespace farm::worker::agent::testing {
 
 absl::StatusOr<std::unique_ptr<LocalCache>> LocalCache::Start(const std::string& dir) {
   std::unique_ptr<LocalCache> c(new LocalCache());
@@ -24,10 +23,9 @@ absl::StatusOr<std::unique_ptr<LocalCache>> LocalCache::Start(const std::string&
   o.admin = c->cas_;
   ASSIGN_OR_RETURN(c->server_, cache::server::CacheServer::Start(std::move(o)));
   std::string root = dir + "/rootfs";
-  RETURN_IF_ERROR(worker_testing::MakeBusyboxRootfs(root));
-  ASSIGN_OR_RETURN(c->base_, worker_testing::MakeLayer(c->cas_.get(), root));
+  RETURN_IF_ERROR(farm::worker::testing::MakeBusyboxRootfs(root));
+  ASSIGN_OR_RETURN(c->base_, farm::worker::testing::MakeLayer(c->cas_.get(), root));
   return c;
 }
 
-}  // namespace agent_testing
-}  // namespace worker
+}  // namespace farm::worker::agent::testing

@@ -15,8 +15,7 @@
 #include "cache/server/cache_server.h"
 #include "farm/v1/step.pb.h"
 
-namespace worker {
-namespace agent_testing {
+namespace farm::worker::agent::testing {
 
 class LocalCache {
  public:
@@ -35,7 +34,6 @@ class LocalCache {
   farm::v1::Layer base_;
 };
 
-}  // namespace agent_testing
-}  // namespace worker
+}  // namespace farm::worker::agent::testing
 
 #endif  // FARM_WORKER_AGENT_TESTING_LOCAL_CACHE_H_

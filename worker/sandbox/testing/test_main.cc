@@ -5,7 +5,7 @@
 #include "worker/sandbox/sandbox.h"
 
 int main(int argc, char** argv) {
-  sandbox::RunSandboxIfRequested(argc, argv);
+  farm::worker::sandbox::RunSandboxIfRequested(argc, argv);
   testing::InitGoogleMock(&argc, argv);
   return RUN_ALL_TESTS();
 }

@@ -1,0 +1,75 @@
+#include "auth/flags.h"
+
+#include <cstdlib>
+
+#include "absl/strings/str_cat.h"
+
+namespace farm {
+namespace auth {
+
+namespace {
+
+std::string Env(const char* name) {
+  const char* v = getenv(name);
+  return v ? v : "";
+}
+
+}  // namespace
+
+void RegisterServerFlags(common::FlagSet* fs, ServerAuthOptions* o) {
+  fs->String("tls-cert", 0, &o->tls.cert_file,
+             "Serve TLS with this PEM certificate chain (with --tls-key)", "FILE");
+  fs->String("tls-key", 0, &o->tls.key_file, "PEM private key of --tls-cert (mode 0600)", "FILE");
+  fs->String("tls-client-ca", 0, &o->tls.client_ca_file,
+             "Verify client certificates against these PEM CA certificates (client-cas.crt)",
+             "FILE");
+  fs->String("worker-ca", 0, &o->worker_ca_file,
+             "Client certificates from this CA are workers, named by their CN (worker-ca.crt; "
+             "must be in --tls-client-ca)",
+             "FILE");
+  fs->String("token-keys", 0, &o->tokens.key_file,
+             "Accept bearer tokens signed by these public keys (PEM or JWK Set; reloaded when "
+             "the file changes)",
+             "FILE");
+  fs->String("token-issuer", 0, &o->tokens.issuer, "Require this \"iss\" in tokens", "NAME");
+  fs->String("token-audience", 0, &o->tokens.audience, "Require this \"aud\" in tokens", "NAME");
+  fs->Bool("insecure", 0, &o->insecure,
+           "Serve plaintext on a non-loopback address (no TLS: only on a trusted network)");
+}
+
+void RegisterClientFlags(common::FlagSet* fs, absl::string_view prefix, ClientAuthOptions* o,
+                         bool register_insecure) {
+  fs->String(absl::StrCat(prefix, "tls-ca"), 0, &o->tls.ca_file,
+             "Use TLS and verify the server against these PEM CA certificates (ca.crt)", "FILE");
+  fs->String(absl::StrCat(prefix, "tls-cert"), 0, &o->tls.cert_file,
+             "Client certificate for mutual TLS (PEM, with the key)", "FILE");
+  fs->String(absl::StrCat(prefix, "tls-key"), 0, &o->tls.key_file,
+             "PEM private key of the client certificate", "FILE");
+  fs->Bool(absl::StrCat(prefix, "tls"), 0, &o->tls.use_tls,
+           "Use TLS, verifying the server against the system's CA certificates");
+  fs->String(absl::StrCat(prefix, "token-file"), 0, &o->token_file,
+             "Send the bearer token in this file (read again when it changes)", "FILE");
+  if (register_insecure) {
+    fs->Bool("insecure", 0, &o->insecure,
+             "Connect in plaintext to a non-loopback address (no TLS, and then no token)");
+  }
+}
+
+absl::Status ApplyClientEnvironment(ClientAuthOptions* o) {
+  if (o->tls.ca_file.empty()) o->tls.ca_file = Env("FARM_TLS_CA");
+  if (o->tls.cert_file.empty() && o->tls.key_file.empty()) {
+    o->tls.cert_file = Env("FARM_TLS_CERT");
+    o->tls.key_file = Env("FARM_TLS_KEY");
+    if (o->tls.cert_file.empty() != o->tls.key_file.empty()) {
+      return absl::InvalidArgumentError("set FARM_TLS_CERT and FARM_TLS_KEY together");
+    }
+  }
+  if (o->token.empty() && o->token_file.empty()) {
+    o->token = Env("FARM_TOKEN");
+    if (o->token.empty()) o->token_file = Env("FARM_TOKEN_FILE");
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace auth
+}  // namespace farm

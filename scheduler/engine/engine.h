@@ -1,0 +1,99 @@
+// The build engine: runs a plan. For every step it looks the key up in the action cache (the
+// scopes given, in order) and on a hit takes the recorded layer without executing anything; a
+// miss goes to a StepExecutor (in process for `farm build`, a remote worker through the
+// scheduler for the farm), and its result is recorded in the action cache (by the engine, not
+// the executor, and only once the layer is in the CAS). Independent stages run at the same
+// time; a step wanted twice in one build runs once. The target stage (and every stage it is
+// based on) is then assembled into an OCI image in the CAS.
+//
+//   scheduler::engine::EngineDeps deps{cas, ac, executor};
+//   scheduler::engine::BuildRequest req;
+//   req.plan = &plan;
+//   ASSIGN_OR_RETURN(scheduler::engine::BuildOutput out, scheduler::engine::RunBuild(deps, req,
+//   sink, &cancel)); out.image.config.digest   // the image ID
+#ifndef FARM_SCHEDULER_ENGINE_ENGINE_H_
+#define FARM_SCHEDULER_ENGINE_ENGINE_H_
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/synchronization/notification.h"
+#include "absl/time/time.h"
+#include "cache/action_cache.h"
+#include "cache/blob_store.h"
+#include "executor/step_executor.h"
+#include "farm/v1/build.pb.h"
+#include "scheduler/engine/events.h"
+#include "scheduler/image/assemble.h"
+#include "scheduler/plan/planner.h"
+
+namespace farm::scheduler::engine {
+
+struct EngineDeps {
+  std::shared_ptr<cache::BlobStore> cas;
+  std::shared_ptr<cache::ActionCache> ac;
+  std::shared_ptr<executor::StepExecutor> executor;
+};
+
+struct BuildRequest {
+  const plan::Plan* plan = nullptr;
+  std::string dockerfile;  // shown in error blocks ("Dockerfile")
+  // Action-cache scopes: read through in order, write only the own one.
+  std::vector<std::string> cache_read_scopes = {"main"};
+  std::string cache_write_scope = "main";
+  bool no_cache = false;  // run every step (results are still recorded)
+  std::optional<int64_t> source_date_epoch;
+  image::ManifestFormat format = image::ManifestFormat::kOci;
+  std::map<std::string, std::string> labels;  // --label: added to the target image's config
+  int max_parallel = 0;                       // steps executing at once; 0 = number of cores
+  absl::Duration lease_ttl = absl::Hours(1);  // how long hits' blobs stay pinned
+  int first_vertex_id = 1;                    // progress ids start here
+};
+
+// What happened to one keyed step (for build records and `farm why-miss`).
+struct StepOutcome {
+  const plan::Stage* stage = nullptr;
+  const plan::Step* step = nullptr;
+  bool cached = false;
+  std::optional<farm::v1::Layer> layer;
+  int64_t duration_micros = 0;
+};
+
+struct BuildOutput {
+  image::AssembledImage image;  // the target's
+  std::vector<StepOutcome> steps;
+  int steps_total = 0;
+  int steps_cached = 0;
+  int next_vertex_id = 0;  // the first progress id after the build's steps (for export vertices)
+};
+
+// Runs `request.plan`. `sink` (may be null) receives progress events from several threads
+// (serialized: never two calls at once). `cancel` (may be null) stops the build: running
+// steps are killed and CANCELLED is returned. A step that fails is FAILED_PRECONDITION (its
+// command failed: the message is BuildKit's "process ... did not complete successfully: exit
+// code: N") or the executor's error, annotated with the step.
+absl::StatusOr<BuildOutput> RunBuild(const EngineDeps& deps, const BuildRequest& request,
+                                     const EventSink& sink, const absl::Notification* cancel);
+
+// The action-cache key of a step: its hex key with the size of its preimage text.
+common::Digest ActionKey(const plan::Step& step);
+
+// The serialized ActionResult recorded for a step that made `layer` (or nothing).
+std::string StepActionResult(const plan::Step& step, const std::optional<farm::v1::Layer>& layer,
+                             const std::string& worker);
+// Reads back what StepActionResult wrote. INVALID_ARGUMENT for an entry Farm did not write.
+absl::StatusOr<std::optional<farm::v1::Layer>> LayerFromActionResult(absl::string_view bytes);
+
+// "[build 2/5] RUN make" (BuildKit's vertex names: the stage's name when the plan has several
+// stages, the step's position among the stage's FROM + executed steps). step_index -1 gives
+// the FROM's "[build 1/5]".
+std::string VertexName(const plan::Plan& plan, const plan::Stage& stage, int step_index);
+
+}  // namespace farm::scheduler::engine
+
+#endif  // FARM_SCHEDULER_ENGINE_ENGINE_H_

@@ -1,0 +1,247 @@
+#include "scheduler/pipeline/pipeline.h"
+
+#include <map>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/synchronization/mutex.h"
+#include "cache/testing/memory_stores.h"
+#include "common/fs.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "scheduler/pipeline/contexts.h"
+
+namespace farm::scheduler::pipeline {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+
+// Runs nothing: a RUN step's last argument names what it does ("fail" exits 2, "block" waits
+// for the cancel); every step succeeds without a layer otherwise.
+class FakeExecutor : public executor::StepExecutor {
+ public:
+  absl::StatusOr<farm::v1::StepResult> Execute(const farm::v1::StepRequest& request,
+                                               const executor::LogSink& log,
+                                               const absl::Notification* cancel) override {
+    std::string what = request.has_run() && request.run().args_size() > 0
+                           ? request.run().args(request.run().args_size() - 1)
+                           : "copy";
+    {
+      absl::MutexLock l(&mu_);
+      ran_.push_back(what);
+    }
+    if (log) log("ran " + what, false);
+    if (what == "block") {
+      while (!cancel->WaitForNotificationWithTimeout(absl::Milliseconds(5))) {
+      }
+      return absl::CancelledError("killed");
+    }
+    farm::v1::StepResult r;
+    r.set_exit_code(what == "fail" ? 2 : 0);
+    if (what == "fail") r.add_output_tail("it broke");
+    return r;
+  }
+  std::vector<std::string> ran() {
+    absl::MutexLock l(&mu_);
+    return ran_;
+  }
+
+ private:
+  absl::Mutex mu_;
+  std::vector<std::string> ran_;
+};
+
+class PipelineTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto tmp = common::TempDir::Create("pipeline");
+    ASSERT_TRUE(tmp.ok()) << tmp.status();
+    tmp_ = std::make_unique<common::TempDir>(*std::move(tmp));
+    dir_ = common::JoinPath(tmp_->path(), "ctx");
+    ASSERT_TRUE(common::MakeDirs(dir_, 0755).ok());
+    ASSERT_TRUE(common::WriteFileAtomic(common::JoinPath(dir_, "a.txt"), "alpha").ok());
+    auto images = image::RocksDbImageStore::Create(common::JoinPath(tmp_->path(), "images"));
+    ASSERT_TRUE(images.ok()) << images.status();
+    deps_.images = *std::move(images);
+    deps_.cas = cas_;
+    deps_.ac = ac_;
+    deps_.executor = [this]() -> absl::StatusOr<std::shared_ptr<executor::StepExecutor>> {
+      ++executors_made_;
+      return std::shared_ptr<executor::StepExecutor>(executor_);
+    };
+  }
+
+  // Runs `dockerfile` over the context; events land in events_.
+  Result Build(const std::string& dockerfile, const absl::Notification* cancel = nullptr,
+               std::vector<std::string> tags = {}) {
+    events_.clear();
+    LocalContext context(dir_, "", {});
+    Request req;
+    req.dockerfile = dockerfile;
+    req.dockerfile_name = "Dockerfile";
+    req.context = &context;
+    req.engine.max_parallel = 2;
+    for (const std::string& t : tags) req.tags.push_back(*oci::Reference::ParseWithDefaultTag(t));
+    req.export_outputs = [this](const Exported& e,
+                                const std::function<void(const std::string&)>& log) {
+      exported_ = e.image->digest;
+      log("exported it");
+      return absl::OkStatus();
+    };
+    return pipeline::Run(
+        deps_, req, [this](const farm::v1::BuildEvent& e) { events_.push_back(e); }, cancel);
+  }
+
+  // "name STATE" for each vertex event with a name, in order.
+  std::vector<std::string> VertexNames() {
+    std::vector<std::string> out;
+    std::map<int, std::string> names;
+    for (const auto& e : events_) {
+      if (!e.has_vertex()) continue;
+      if (!e.vertex().name().empty()) names[e.vertex().id()] = e.vertex().name();
+      out.push_back(names[e.vertex().id()] + " " +
+                    farm::v1::VertexUpdate::State_Name(e.vertex().state()));
+    }
+    return out;
+  }
+  std::vector<std::string> Logs(int vertex) {
+    std::vector<std::string> out;
+    for (const auto& e : events_) {
+      if (e.has_log() && e.log().id() == vertex) out.push_back(e.log().data());
+    }
+    return out;
+  }
+  const farm::v1::BuildOutcome* LastOutcome() {
+    return !events_.empty() && events_.back().has_outcome() ? &events_.back().outcome() : nullptr;
+  }
+
+  std::unique_ptr<common::TempDir> tmp_;
+  std::string dir_;
+  std::shared_ptr<cache::testing::MemoryBlobStore> cas_ =
+      std::make_shared<cache::testing::MemoryBlobStore>();
+  std::shared_ptr<cache::testing::MemoryActionCache> ac_ =
+      std::make_shared<cache::testing::MemoryActionCache>();
+  std::shared_ptr<FakeExecutor> executor_ = std::make_shared<FakeExecutor>();
+  int executors_made_ = 0;
+  Deps deps_;
+  std::vector<farm::v1::BuildEvent> events_;
+  std::string exported_;
+};
+
+TEST_F(PipelineTest, BuildsStoresTagsAndReportsEveryPhaseInOrder) {
+  Result r = Build("FROM scratch\nCOPY a.txt /a.txt\nRUN [\"one\"]\nENV X=1\n", nullptr, {"app:1"});
+  ASSERT_TRUE(r.status.ok()) << r.status;
+  EXPECT_THAT(
+      VertexNames(),
+      ElementsAre("[internal] load build definition from Dockerfile STARTED",
+                  "[internal] load build context STARTED", "[internal] load build context DONE",
+                  "[internal] load build definition from Dockerfile DONE",
+                  "[1/2] COPY [\"a.txt\"] /a.txt STARTED", "[1/2] COPY [\"a.txt\"] /a.txt DONE",
+                  "[2/2] RUN [\"one\"] STARTED", "[2/2] RUN [\"one\"] DONE",
+                  "exporting to image STARTED", "exporting to image DONE"));
+  EXPECT_THAT(Logs(2), ElementsAre(HasSubstr("context: 1 files")));
+  std::vector<std::string> export_logs = Logs(5);
+  ASSERT_EQ(export_logs.size(), 3u);
+  EXPECT_THAT(export_logs[0], HasSubstr("writing image sha256:"));
+  EXPECT_EQ(export_logs[1], "naming to docker.io/library/app:1 done");
+  EXPECT_EQ(export_logs[2], "exported it");
+  EXPECT_EQ(executor_->ran(), (std::vector<std::string>{"copy", "one"}));
+
+  const farm::v1::BuildOutcome* o = LastOutcome();
+  ASSERT_NE(o, nullptr);
+  EXPECT_TRUE(o->ok());
+  EXPECT_EQ(o->image_id(), r.output->image.config.digest);
+  EXPECT_THAT(o->tags(), ElementsAre("docker.io/library/app:1"));
+  EXPECT_EQ(o->steps(), 2);
+  EXPECT_EQ(o->cached_steps(), 0);
+  EXPECT_EQ(exported_, r.image.digest);
+  absl::StatusOr<image::ImageRecord> tagged = image::LookupImage(*deps_.images, "app:1");
+  ASSERT_TRUE(tagged.ok()) << tagged.status();
+  EXPECT_EQ(tagged->digest, r.image.digest);
+}
+
+TEST_F(PipelineTest, ASecondBuildIsAllCachedAndRunsNothing) {
+  const std::string df = "FROM scratch\nCOPY a.txt /a.txt\nRUN [\"one\"]\n";
+  Result first = Build(df);
+  ASSERT_TRUE(first.status.ok()) << first.status;
+  Result second = Build(df);
+  ASSERT_TRUE(second.status.ok()) << second.status;
+  EXPECT_EQ(executor_->ran().size(), 2u);  // from the first build only
+  EXPECT_EQ(second.output->image.config.digest, first.output->image.config.digest);
+  const farm::v1::BuildOutcome* o = LastOutcome();
+  ASSERT_NE(o, nullptr);
+  EXPECT_EQ(o->steps(), 2);
+  EXPECT_EQ(o->cached_steps(), 2);
+}
+
+TEST_F(PipelineTest, AFrontEndErrorFailsTheDefinitionVertexWithItsPosition) {
+  Result r = Build("FROM scratch\nFROBNICATE now\n");
+  EXPECT_FALSE(r.status.ok());
+  EXPECT_EQ(r.plan, nullptr);
+  EXPECT_EQ(executors_made_, 0);
+  EXPECT_THAT(VertexNames(),
+              ElementsAre("[internal] load build definition from Dockerfile STARTED",
+                          "[internal] load build definition from Dockerfile FAILED"));
+  const farm::v1::BuildOutcome* o = LastOutcome();
+  ASSERT_NE(o, nullptr);
+  EXPECT_FALSE(o->ok());
+  EXPECT_THAT(o->error(), HasSubstr("failed to build: Dockerfile:2:1"));
+}
+
+TEST_F(PipelineTest, AFailingStepFailsItsVertexAndTheBuild) {
+  Result r = Build("FROM scratch\nRUN [\"one\"]\nRUN [\"fail\"]\n");
+  EXPECT_TRUE(absl::IsFailedPrecondition(r.status)) << r.status;
+  ASSERT_NE(r.plan, nullptr);  // for build records
+  const farm::v1::VertexUpdate* failed = nullptr;
+  for (const auto& e : events_) {
+    if (e.has_vertex() && e.vertex().state() == farm::v1::VertexUpdate::FAILED) {
+      failed = &e.vertex();
+    }
+  }
+  ASSERT_NE(failed, nullptr);
+  EXPECT_EQ(failed->line(), 3);
+  EXPECT_THAT(failed->error(), HasSubstr("exit code: 2"));
+  EXPECT_THAT(failed->output_tail(), ElementsAre("it broke"));
+  const farm::v1::BuildOutcome* o = LastOutcome();
+  ASSERT_NE(o, nullptr);
+  EXPECT_FALSE(o->ok());
+  EXPECT_EQ(o->steps(), 1);  // the step that finished before
+  for (const auto& e : events_) {
+    if (e.has_vertex()) EXPECT_NE(e.vertex().name(), "exporting to image");
+  }
+}
+
+TEST_F(PipelineTest, CancelStopsTheRunningStepAndSaysCanceled) {
+  absl::Notification cancel;
+  std::thread canceller([&] {
+    while (executor_->ran().empty()) absl::SleepFor(absl::Milliseconds(2));
+    cancel.Notify();
+  });
+  Result r = Build("FROM scratch\nRUN [\"block\"]\n", &cancel);
+  canceller.join();
+  EXPECT_TRUE(absl::IsCancelled(r.status)) << r.status;
+  const farm::v1::BuildOutcome* o = LastOutcome();
+  ASSERT_NE(o, nullptr);
+  EXPECT_EQ(o->error(), "canceled");
+}
+
+TEST_F(PipelineTest, AMissingCasContextIsAClearError) {
+  farm::v1::ContextRoot root;
+  root.set_digest(common::DigestOf("nothing uploaded").OciString());
+  root.set_size(16);
+  CasContext context(cas_, root);
+  Request req;
+  req.dockerfile = "FROM scratch\nCOPY . /\n";
+  req.dockerfile_name = "Dockerfile";
+  req.context = &context;
+  Result r = pipeline::Run(
+      deps_, req, [this](const farm::v1::BuildEvent& e) { events_.push_back(e); }, nullptr);
+  EXPECT_TRUE(absl::IsNotFound(r.status)) << r.status;
+  EXPECT_THAT(std::string(r.status.message()), HasSubstr("is not in the cache"));
+}
+
+}  // namespace
+}  // namespace farm::scheduler::pipeline
