@@ -181,7 +181,7 @@ class Build {
     // The context: hashed in place (with a stat cache per context directory; a tar on stdin
     // has none) and read by the in-process worker where it is: nothing is copied.
     scheduler::context::SnapshotOptions so;
-    so.preserve_permissions = f_.in.preserve_permissions;
+    so.normalize_permissions = f_.in.normalize_permissions;
     if (tar_context_.empty()) {
       std::string abs_context = Absolute(context_dir);
       absl::Status made = common::MakeDirs(common::JoinPath(st.home, "contexts"), 0700);
@@ -220,7 +220,7 @@ class Build {
     req.plan.target = f_.in.target;
     req.plan.platform = f_.in.platform;
     req.plan.layer_options = checked_.layer_options;
-    req.plan.layer_options.set_preserve_permissions(f_.in.preserve_permissions);
+    req.plan.layer_options.set_normalize_permissions(f_.in.normalize_permissions);
     req.plan.default_network = f_.network;
     req.resolve.pull_policy =
         f_.pull ? scheduler::image::PullPolicy::kAlways : scheduler::image::PullPolicy::kMissing;

@@ -133,7 +133,7 @@ class Submit {
         context_dir, stdin_dockerfile ? "" : dockerfile_path);
     if (!ignore.ok()) return fail_ctx(ignore.status());
     scheduler::context::SnapshotOptions so;
-    so.preserve_permissions = f_.in.preserve_permissions;
+    so.normalize_permissions = f_.in.normalize_permissions;
     if (!tar_dir) so.stat_cache = StatCachePath(context_dir);
     absl::StatusOr<std::unique_ptr<scheduler::context::Snapshot>> snap =
         scheduler::context::Snapshot::FromDirectory(context_dir, *ignore, so);

@@ -33,6 +33,7 @@ int ListRemoteBuilds(const std::string& scheduler, const auth::ClientAuthOptions
 
 // Images (cmd_images.cc, cmd_history.cc, ...).
 int RunImages(const Args& args);
+int RunImage(const Args& args);  // cmd_image.cc: farm image ls|history|inspect|...
 int RunHistory(const Args& args);
 int RunTag(const Args& args);
 int RunRmi(const Args& args);

@@ -23,6 +23,8 @@ const Command kCommands[] = {
     {"cancel", "Cancel builds on a farm", farm::cli::RunCancel},
     {"cache", "Show and enforce the cache's size budget (stats, gc)", farm::cli::RunCache},
     {"history", "Show the history of an image", farm::cli::RunHistory},
+    {"image", "Manage images (docker image ls|history|inspect|tag|rm|save|load|pull|push)",
+     farm::cli::RunImage},
     {"images", "List images", farm::cli::RunImages},
     {"inspect", "Display detailed information on images", farm::cli::RunInspect},
     {"logs", "Show (and follow) a farm build's progress and output", farm::cli::RunLogs},

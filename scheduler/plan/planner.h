@@ -13,10 +13,10 @@
 //                plus the stage's ARGs that have a value (proxy ARGs excluded)
 //     user, workdir, shell, platform
 //     inputs     COPY/ADD from the context: for each match, each file's relative path, type,
-//                executable bit (or full mode with preserve_permissions), SHA-256 and symlink
-//                target, never mtimes or host paths; COPY --from / mounts from a stage: that
-//                stage's chain key; from an image: its diff_id chain; heredoc bodies
-//     layer      compression, level, SOURCE_DATE_EPOCH, preserve_permissions
+//                permission bits (only the executable bit with normalize_permissions), SHA-256 and
+//                symlink target, never mtimes or host paths; COPY --from / mounts from a stage:
+//                that stage's chain key; from an image: its diff_id chain; heredoc bodies
+//     layer      compression, level, SOURCE_DATE_EPOCH, normalize_permissions
 //   chain(step) = key(step), except COPY --link: sha256(version, parent chain, key(step))
 //   chain(FROM scratch) = sha256(version, "FROM scratch", platform)
 //   chain(FROM image)   = sha256(version, "FROM", platform, the image's diff_ids)
@@ -94,6 +94,7 @@ struct Step {
   dockerfile::Position pos;
   int end_line = 0;
   bool from_onbuild = false;  // a trigger inherited from the base image
+  bool in_history = true;     // false for ONBUILD, which BuildKit records in the config only
   std::string key;            // hex; empty for metadata-only steps
   std::string chain;          // hex: the filesystem after this step
   std::vector<std::pair<std::string, std::string>> preimage;
