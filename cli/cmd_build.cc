@@ -15,6 +15,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
+#include "auth/secret_key.h"
 #include "cli/build_flags.h"
 #include "cli/build_outputs.h"
 #include "cli/build_progress.h"
@@ -222,6 +223,15 @@ class Build {
     req.plan.layer_options = checked_.layer_options;
     req.plan.layer_options.set_normalize_permissions(f_.in.normalize_permissions);
     req.plan.default_network = f_.network;
+    if (!secrets.empty()) {
+      // Secret values enter step keys only as HMACs under this home's key.
+      absl::StatusOr<std::unique_ptr<auth::SecretKey>> key =
+          auth::SecretKey::LoadOrCreate(common::JoinPath(st.home, "secret.key"));
+      if (!key.ok()) return progress_.Fatal(key.status());
+      for (const auto& [id, value] : secrets) {
+        req.plan.secret_digests[id] = (*key)->Hash("farm.secret.v1", value);
+      }
+    }
     req.resolve.pull_policy =
         f_.pull ? scheduler::image::PullPolicy::kAlways : scheduler::image::PullPolicy::kMissing;
     req.resolve.registry = RegistryOptionsFrom(f_.insecure);

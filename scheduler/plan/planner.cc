@@ -817,6 +817,13 @@ class Planner {
         for (auto& kv : inputs) absl::StrAppend(&canon, " ", kv.second);
         *run->mutable_mounts(index)->mutable_from()->mutable_context() = opts_.context_root;
       }
+      if (m->proto.type() == farm::v1::Mount::SECRET) {
+        const std::string& id = m->proto.id().empty() ? m->proto.target() : m->proto.id();
+        auto d = opts_.secret_digests.find(id);
+        pre.push_back({"secret", absl::StrCat(id, " ",
+                                              d == opts_.secret_digests.end() ? "(not provided)"
+                                                                              : d->second)});
+      }
       mount_canon.push_back(canon);
     }
     if (!c.network.empty() && c.network != "default" && c.network != "none" &&

@@ -75,6 +75,10 @@ struct PlanOptions {
   farm::v1::LayerOptions layer_options;
   // The network of RUN steps without --network (`farm build --network`): default|none|host.
   std::string default_network = "default";
+  // Secret id → a keyed digest of its value (auth::SecretKey::Hash("farm.secret.v1", value)):
+  // a RUN that mounts a secret is keyed by it, so a different secret value never hits
+  // another's layer and the value itself is never in a key. Absent: "(not provided)".
+  std::map<std::string, std::string> secret_digests;
 };
 
 enum class StepKind { kRun, kCopy, kWorkdir, kMetadata };

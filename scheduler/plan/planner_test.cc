@@ -64,7 +64,8 @@ struct Keys {
 
 absl::StatusOr<Plan> PlanOf(const std::string& dockerfile, const std::string& context_dir,
                             const std::map<std::string, std::string>& build_args = {},
-                            bool normalize = false) {
+                            bool normalize = false,
+                            const std::map<std::string, std::string>& secret_digests = {}) {
   absl::StatusOr<dockerfile::SyntaxTree> tree = dockerfile::Parse(dockerfile, "Dockerfile");
   if (!tree.ok()) return tree.status();
   absl::StatusOr<dockerfile::Dockerfile> df = dockerfile::BuildInstructions(*tree);
@@ -83,13 +84,15 @@ absl::StatusOr<Plan> PlanOf(const std::string& dockerfile, const std::string& co
   po.context = &(*snap)->tree();
   po.context_root = (*snap)->root();
   po.layer_options.set_normalize_permissions(normalize);
+  po.secret_digests = secret_digests;
   return MakePlan(*df, po);
 }
 
 absl::StatusOr<Keys> PlanKeys(const std::string& dockerfile, const std::string& context_dir,
                               const std::map<std::string, std::string>& build_args = {},
-                              bool normalize = false) {
-  absl::StatusOr<Plan> p = PlanOf(dockerfile, context_dir, build_args, normalize);
+                              bool normalize = false,
+                              const std::map<std::string, std::string>& secret_digests = {}) {
+  absl::StatusOr<Plan> p = PlanOf(dockerfile, context_dir, build_args, normalize, secret_digests);
   if (!p.ok()) return p.status();
   Keys k;
   for (const Step& s : p->stages[p->target].steps) {
@@ -195,6 +198,40 @@ TEST(KeyPropertiesTest, ArgValueChangesKeysFromItsFirstUseInTheStage) {
   EXPECT_NE(v1->key[4], v2->key[4]);
   EXPECT_NE(v1->key[5], v2->key[5]);
   EXPECT_EQ(v1->key, v1_explicit->key);  // the default or the same value given: same keys
+}
+
+TEST(KeyPropertiesTest, SecretMountsAreKeyedByTheDigestOfTheirValue) {
+  // The digests stand for auth::SecretKey::Hash of the values: a different value gives a
+  // different key (tenant B's secret never hits tenant A's layer), the value is not in it.
+  const char kSecret[] =
+      "FROM base:a\n"
+      "RUN --mount=type=secret,id=npmrc cat /run/secrets/npmrc\n"
+      "RUN --mount=type=secret,target=/tok echo other\n"
+      "RUN echo plain\n";
+  Dir d = NewDir();
+  absl::StatusOr<Keys> a =
+      PlanKeys(kSecret, d.path(), {}, false, {{"npmrc", "digest-a"}, {"tok", "t"}});
+  absl::StatusOr<Keys> a2 =
+      PlanKeys(kSecret, d.path(), {}, false, {{"npmrc", "digest-a"}, {"tok", "t"}});
+  absl::StatusOr<Keys> b =
+      PlanKeys(kSecret, d.path(), {}, false, {{"npmrc", "digest-b"}, {"tok", "t"}});
+  absl::StatusOr<Keys> none = PlanKeys(kSecret, d.path());
+  ASSERT_TRUE(a.ok() && a2.ok() && b.ok() && none.ok()) << a.status();
+  ASSERT_EQ(a->key.size(), 3u);
+  EXPECT_EQ(a->key, a2->key);
+  EXPECT_NE(a->key[0], b->key[0]);
+  EXPECT_NE(a->key[0], none->key[0]);
+  EXPECT_NE(a->key[1], none->key[1]);  // a target-only secret's id is the target's base name
+  absl::StatusOr<Plan> p = PlanOf(kSecret, d.path(), {}, false, {{"npmrc", "digest-a"}});
+  ASSERT_TRUE(p.ok());
+  bool found = false;
+  for (const auto& [k, v] : p->stages[p->target].steps[0].preimage) {
+    if (k == "secret") {
+      EXPECT_EQ(v, "npmrc digest-a");
+      found = true;
+    }
+  }
+  EXPECT_TRUE(found);
 }
 
 TEST(KeyPropertiesTest, CommentsAndWhitespaceOnlyEditsChangeNoKey) {

@@ -22,6 +22,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/notification.h"
+#include "auth/secret_key.h"
 #include "cache/action_cache.h"
 #include "cache/blob_store.h"
 #include "executor/step_executor.h"
@@ -43,6 +44,9 @@ class BuildRunner {
     std::function<std::shared_ptr<executor::StepExecutor>(const BuildSpec&)> executors;
     std::vector<std::string> insecure_registries;  // added to each request's
     std::string docker_config_dir;                 // registry credentials; "" = the default
+    // Keys the digests of secret values in step keys (plan::PlanOptions::secret_digests);
+    // null: an in-memory key (secret-mounting steps then miss after a restart).
+    std::shared_ptr<const auth::SecretKey> secret_key;
   };
 
   explicit BuildRunner(Options options) : options_(std::move(options)) {}

@@ -129,6 +129,12 @@ int main(int argc, char** argv) {
   mopt.max_queued_builds = opt.max_queued_builds;
   mopt.insecure_registries = opt.insecure_registries;
   mopt.docker_config_dir = opt.docker_config_dir;
+  // Secret values enter step keys only as HMACs under this key (every scheduler of a farm
+  // that shares a cache should share the file).
+  absl::StatusOr<std::unique_ptr<farm::auth::SecretKey>> secret_key =
+      farm::auth::SecretKey::LoadOrCreate(farm::common::JoinPath(dir, "secret.key"));
+  if (!secret_key.ok()) return Fail(std::string(secret_key.status().message()));
+  mopt.secret_key = *std::move(secret_key);
   mopt.cache_address = opt.advertise_cache;
   mopt.worker_count = [d] { return static_cast<int>(d->Stats().workers_connected); };
   mopt.log = [](const std::string& line) { LogLine(line); };
