@@ -332,13 +332,13 @@ absl::StatusOr<std::unique_ptr<BuildManager>> BuildManager::Create(Options optio
   lo.dir = common::JoinPath(impl->opt.state_dir, "builds");
   lo.keep_events_of_builds = impl->opt.keep_events_of_builds;
   ASSIGN_OR_RETURN(impl->log, BuildLog::Open(std::move(lo)));
-  ASSIGN_OR_RETURN(
-      std::unique_ptr<image::RocksDbImageStore> images,
-      image::RocksDbImageStore::Create(common::JoinPath(impl->opt.state_dir, "images")));
+  // One image store per tenant: a tenant's tags never change another's FROM.
+  ASSIGN_OR_RETURN(std::unique_ptr<TenantImages> images,
+                   TenantImages::Open(common::JoinPath(impl->opt.state_dir, "images")));
   BuildRunner::Options ro;
   ro.cas = impl->opt.cas;
   ro.ac = impl->opt.ac;
-  ro.images = std::move(images);
+  ro.tenant_images = std::move(images);
   ro.executors = impl->opt.executors;
   ro.insecure_registries = impl->opt.insecure_registries;
   ro.docker_config_dir = impl->opt.docker_config_dir;

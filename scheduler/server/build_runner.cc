@@ -96,6 +96,9 @@ absl::Status BuildRunner::Run(const std::string& build_id,
   deps.cas = options_.cas;
   deps.ac = options_.ac;
   deps.images = options_.images;
+  if (options_.tenant_images) {
+    ASSIGN_OR_RETURN(deps.images, options_.tenant_images->For(spec.tenant));
+  }
   deps.executor = [this, &spec]() -> absl::StatusOr<std::shared_ptr<executor::StepExecutor>> {
     return options_.executors(spec);
   };

@@ -31,6 +31,7 @@
 #include "scheduler/image/store.h"
 #include "scheduler/pipeline/pipeline.h"
 #include "scheduler/server/build_spec.h"
+#include "scheduler/server/tenant_images.h"
 
 namespace farm::scheduler::server {
 
@@ -40,6 +41,8 @@ class BuildRunner {
     std::shared_ptr<cache::BlobStore> cas;   // farm-cache: contexts, layers, pulled blobs
     std::shared_ptr<cache::ActionCache> ac;  // farm-cache's action cache
     image::ImageStore::Ptr images;           // the scheduler's images and tags
+    // When set, each build uses its tenant's store instead of `images`.
+    std::shared_ptr<TenantImages> tenant_images;
     // Makes the step executor a build runs its misses on.
     std::function<std::shared_ptr<executor::StepExecutor>(const BuildSpec&)> executors;
     std::vector<std::string> insecure_registries;  // added to each request's

@@ -448,6 +448,20 @@ farm_c c2 cancel "$big_id" >"$T/xcancel.out" 2>&1
 check "another tenant cannot cancel it" grep -q "tenant" "$T/xcancel.out"
 farm_c c2 builds --scheduler "$SCHED" >"$T/xlist.out" 2>&1
 check "nor list it" sh -c "! grep -q '$big_id' '$T/xlist.out'"
+# Image names are per tenant: big's tag farm-test:1 is not small's base image.
+mkdir -p "$T/fromctx"
+printf 'FROM farm-test:1\nCMD ["cat", "/a.txt"]\n' >"$T/fromctx/Dockerfile"
+if SOURCE_DATE_EPOCH=0 farm_c c1 submit --progress=plain "$T/fromctx" >"$T/from-big.out" 2>&1; then
+  check "a tenant builds FROM its own tag" true
+else
+  tail -5 "$T/from-big.out" >&2
+  check "a tenant builds FROM its own tag" false
+fi
+check "another tenant's FROM does not see that tag" sh -c "! timeout 120 \
+  $(printf '%q ' ip netns exec "$(ns c2)" env $(client_env c2) "$FARM" submit --progress=plain \
+  "$T/fromctx") >'$T/from-small.out' 2>&1"
+check "it goes to the registry instead (not in its tenant's store)" \
+  grep -q "pulling farm-test:1" "$T/from-small.out"
 # A PR token (tenant big) reads main but writes only pr/*.
 mint --sub pr-7 --tenant big --read main --read 'pr/*' --write 'pr/*' --role submit \
   >"$T/pr.token"
