@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <atomic>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
@@ -9,6 +10,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "build/bazel/remote/execution/v2/remote_execution.pb.h"
+#include "common/flags.h"
 #include "common/status_macros.h"
 #include "common/status_util.h"
 
@@ -292,7 +294,26 @@ class Engine {
     }
     int64_t start = NowMicros();
     EmitVertex(vertex, name, farm::v1::VertexUpdate::STARTED, 0, step.key);
-    executor::LogSink log = [this, vertex, start](absl::string_view line, bool is_stderr) {
+    if (request.has_run() && request.run().timeout_seconds() == 0 &&
+        req_.default_step_timeout_seconds > 0) {
+      request.mutable_run()->set_timeout_seconds(req_.default_step_timeout_seconds);
+    }
+    // Bytes logged so far; past the limit, one notice and nothing more (as BuildKit clips).
+    auto logged = std::make_shared<std::atomic<int64_t>>(0);
+    const int64_t max_log = req_.max_step_log_bytes;
+    executor::LogSink log = [this, vertex, start, logged, max_log](absl::string_view line,
+                                                                   bool is_stderr) {
+      if (max_log > 0) {
+        int64_t before = logged->fetch_add(static_cast<int64_t>(line.size()) + 1);
+        if (before >= max_log) return;
+        if (before + static_cast<int64_t>(line.size()) + 1 > max_log) {
+          events_.Log(vertex,
+                      absl::StrCat("[output clipped, log limit ", common::HumanSize(max_log),
+                                   " per step reached]"),
+                      true, NowMicros() - start);
+          return;
+        }
+      }
       events_.Log(vertex, line, is_stderr, NowMicros() - start);
     };
     absl::StatusOr<farm::v1::StepResult> result = deps_.executor->Execute(request, log, &cancel_);

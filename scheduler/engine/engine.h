@@ -47,6 +47,11 @@ struct BuildRequest {
   std::vector<std::string> cache_read_scopes = {"main"};
   std::string cache_write_scope = "main";
   bool no_cache = false;  // run every step (results are still recorded)
+  // Output bytes a step may log: beyond, one notice line and the rest is dropped (the step
+  // runs on). 0 = unlimited (BuildKit's default is 2 MiB).
+  int64_t max_step_log_bytes = 0;
+  // RUN steps without a timeout of their own get this one (seconds); 0 = none.
+  int64_t default_step_timeout_seconds = 0;
   std::optional<int64_t> source_date_epoch;
   image::ManifestFormat format = image::ManifestFormat::kOci;
   std::map<std::string, std::string> labels;  // --label: added to the target image's config

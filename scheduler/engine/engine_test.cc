@@ -39,6 +39,10 @@ class FakeExecutor : public executor::StepExecutor {
                            : "copy";
     absl::Time start = absl::Now();
     if (log) log("doing " + what, what == "fail");
+    if (log && absl::StartsWith(what, "chatty")) {
+      for (int i = 0; i < 100; ++i) log(std::string(99, 'x'), false);  // 10000 bytes
+    }
+    if (request.has_run()) last_timeout_ = request.run().timeout_seconds();
     if (absl::StartsWith(what, "slow")) {
       if (cancel != nullptr && cancel->WaitForNotificationWithTimeout(absl::Milliseconds(150))) {
         return absl::CancelledError("killed");
@@ -68,6 +72,7 @@ class FakeExecutor : public executor::StepExecutor {
     absl::MutexLock lock(&mu_);
     return runs_;
   }
+  int64_t last_timeout_ = -1;
   std::vector<std::string> names() {
     std::vector<std::string> out;
     for (const Run& r : runs()) out.push_back(r.what);
@@ -183,6 +188,24 @@ TEST_F(EngineTest, WritesOnlyItsOwnScopeAndReadsThroughTheOthers) {
   ASSERT_TRUE(r.ok());
   EXPECT_EQ(executor_->names().size(), 2u);
   EXPECT_EQ(r->steps_cached, 1);
+}
+
+TEST_F(EngineTest, StepOutputIsClippedAtTheLimitWithANotice) {
+  plan::Plan p = MakePlan("FROM scratch\nRUN chatty\n");
+  BuildRequest req;
+  req.max_step_log_bytes = 1000;
+  req.default_step_timeout_seconds = 3600;
+  ASSERT_TRUE(Build(p, req).ok());
+  int64_t logged = 0;
+  int notices = 0;
+  for (const auto& e : events_) {
+    if (!e.has_log()) continue;
+    if (absl::StrContains(e.log().data(), "output clipped, log limit")) ++notices;
+    logged += static_cast<int64_t>(e.log().data().size()) + 1;
+  }
+  EXPECT_EQ(notices, 1);
+  EXPECT_LT(logged, 1200);  // the limit, and the notice; not the 10 KB the step wrote
+  EXPECT_EQ(executor_->last_timeout_, 3600);  // a RUN without a timeout gets the default
 }
 
 TEST_F(EngineTest, NoCacheRunsEverythingAndStillRecords) {

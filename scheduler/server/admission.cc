@@ -53,10 +53,18 @@ int TenantQueue::size(const std::string& tenant) const {
   return it == by_tenant_.end() ? 0 : static_cast<int>(it->second.size());
 }
 
-absl::Status Admission::CheckRoom() const {
-  if (queue_.size() < max_queued_) return absl::OkStatus();
-  return absl::ResourceExhaustedError(absl::StrCat("the build queue is full (", queue_.size(),
-                                                   " builds waiting); try again later"));
+absl::Status Admission::CheckRoom(const std::string& tenant) const {
+  if (queue_.size() >= max_queued_) {
+    return absl::ResourceExhaustedError(absl::StrCat("the build queue is full (", queue_.size(),
+                                                     " builds waiting); try again later"));
+  }
+  if (max_queued_per_tenant_ > 0 && queue_.size(tenant) >= max_queued_per_tenant_) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "tenant \"", tenant, "\" already has ", queue_.size(tenant),
+        " builds waiting (the limit per tenant, farm-scheduler --max-queued-builds-per-tenant); "
+        "try again later"));
+  }
+  return absl::OkStatus();
 }
 
 std::optional<std::string> Admission::Start() {

@@ -60,10 +60,15 @@ class TenantQueue {
 
 class Admission {
  public:
-  Admission(int max_active, int max_queued) : max_active_(max_active), max_queued_(max_queued) {}
+  // `max_queued_per_tenant`: builds one tenant may have waiting (0 = only the global limit).
+  Admission(int max_active, int max_queued, int max_queued_per_tenant = 0)
+      : max_active_(max_active),
+        max_queued_(max_queued),
+        max_queued_per_tenant_(max_queued_per_tenant) {}
 
-  // OK when a new submission may wait; RESOURCE_EXHAUSTED when max_queued builds already do.
-  absl::Status CheckRoom() const;
+  // OK when a new submission of `tenant` may wait; RESOURCE_EXHAUSTED when max_queued builds
+  // already do, or max_queued_per_tenant of that tenant's.
+  absl::Status CheckRoom(const std::string& tenant = "") const;
   // Queues a build. Not bounded: a submission checks CheckRoom first; builds that were waiting
   // or running before a restart are queued again whatever the limit.
   void Push(QueuedBuild build) { queue_.Push(std::move(build)); }
@@ -80,6 +85,7 @@ class Admission {
  private:
   const int max_active_;
   const int max_queued_;
+  const int max_queued_per_tenant_;
   TenantQueue queue_;
   int active_ = 0;
 };

@@ -122,6 +122,16 @@ TEST(AdmissionTest, BoundedQueue) {
   EXPECT_TRUE(a.CheckRoom().ok());
 }
 
+TEST(AdmissionTest, BoundedPerTenant) {
+  Admission a(/*max_active=*/1, /*max_queued=*/100, /*max_queued_per_tenant=*/2);
+  a.Push({"b1", "big", 0, 1});
+  a.Push({"b2", "big", 0, 2});
+  absl::Status full = a.CheckRoom("big");
+  EXPECT_EQ(full.code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(full.message(), HasSubstr("tenant \"big\" already has 2 builds waiting"));
+  EXPECT_TRUE(a.CheckRoom("small").ok());  // one tenant's backlog does not shut out others
+}
+
 TEST(AdmissionTest, AtMostMaxActiveRun) {
   Admission a(/*max_active=*/2, /*max_queued=*/100);
   for (int i = 1; i <= 4; ++i) a.Push({"b" + std::to_string(i), "t", 0, i});

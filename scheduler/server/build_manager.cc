@@ -61,7 +61,8 @@ struct BuildManager::Impl {
   };
 
   explicit Impl(Options options)
-      : opt(std::move(options)), admission(opt.max_active_builds, opt.max_queued_builds) {}
+      : opt(std::move(options)),
+        admission(opt.max_active_builds, opt.max_queued_builds, opt.max_queued_builds_per_tenant) {}
 
   Options opt;
   std::unique_ptr<BuildLog> log;
@@ -343,6 +344,8 @@ absl::StatusOr<std::unique_ptr<BuildManager>> BuildManager::Create(Options optio
   ro.insecure_registries = impl->opt.insecure_registries;
   ro.docker_config_dir = impl->opt.docker_config_dir;
   ro.secret_key = impl->opt.secret_key;
+  ro.max_step_log_bytes = impl->opt.max_step_log_bytes;
+  ro.default_step_timeout_seconds = impl->opt.default_step_timeout_seconds;
   impl->runner = std::make_unique<BuildRunner>(std::move(ro));
   {
     absl::MutexLock l(&impl->mu);
@@ -380,7 +383,7 @@ absl::StatusOr<std::string> BuildManager::Submit(const farm::v1::SubmitBuildRequ
       std::optional<std::string> existing = m.log->FindRequest(request.client_request_id());
       if (existing.has_value()) return *existing;
     }
-    RETURN_IF_ERROR(m.admission.CheckRoom());
+    RETURN_IF_ERROR(m.admission.CheckRoom(request.tenant()));
     id = NewId();
     farm::v1::StoredBuild stored;
     farm::v1::SubmitBuildRequest stored_req = request;

@@ -50,6 +50,11 @@ class BuildManager {
     std::function<std::shared_ptr<executor::StepExecutor>(const BuildSpec&)> executors;
     int max_active_builds = 32;
     int max_queued_builds = 10000;
+    int max_queued_builds_per_tenant = 0;  // 0 = only the global limit
+    // Output kept per step (beyond: one notice, the rest dropped); 0 = unlimited.
+    int64_t max_step_log_bytes = 0;
+    // Timeout of RUN steps that do not set one; 0 = none.
+    int64_t default_step_timeout_seconds = 0;
     std::vector<std::string> insecure_registries;
     std::string docker_config_dir;  // registry credentials; "" = the default
     // Keys secret values' digests in step keys (BuildRunner::Options::secret_key).

@@ -57,6 +57,8 @@ absl::StatusOr<pipeline::Request> BuildRunner::PipelineRequest(
     if (sc != spec.cache_instance) pr.engine.cache_read_scopes.push_back(sc);
   }
   pr.engine.no_cache = req.no_cache();
+  pr.engine.max_step_log_bytes = options_.max_step_log_bytes;
+  pr.engine.default_step_timeout_seconds = options_.default_step_timeout_seconds;
   if (req.layer_options().has_source_date_epoch()) {
     pr.engine.source_date_epoch = req.layer_options().source_date_epoch();
   }

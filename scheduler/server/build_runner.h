@@ -43,6 +43,8 @@ class BuildRunner {
     image::ImageStore::Ptr images;           // the scheduler's images and tags
     // When set, each build uses its tenant's store instead of `images`.
     std::shared_ptr<TenantImages> tenant_images;
+    int64_t max_step_log_bytes = 0;            // engine::BuildRequest's
+    int64_t default_step_timeout_seconds = 0;  // engine::BuildRequest's
     // Makes the step executor a build runs its misses on.
     std::function<std::shared_ptr<executor::StepExecutor>(const BuildSpec&)> executors;
     std::vector<std::string> insecure_registries;  // added to each request's

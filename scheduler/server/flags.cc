@@ -47,6 +47,16 @@ absl::StatusOr<ParsedFlags> ParseFlags(const std::vector<std::string>& args) {
   fs.Int("max-queued-builds", 0, &max_queued,
          "Builds waiting to start; more are refused with RESOURCE_EXHAUSTED");
   fs.Int("max-queued-tasks", 0, &max_queued_tasks, "Steps waiting for a worker");
+  int64_t max_per_tenant = defaults.max_queued_builds_per_tenant;
+  fs.Int("max-queued-builds-per-tenant", 0, &max_per_tenant,
+         "Builds one tenant may have waiting; more are refused with RESOURCE_EXHAUSTED (0: only "
+         "--max-queued-builds)");
+  fs.Size("max-step-log", 0, &o.max_step_log_bytes,
+          "Output kept per step (the rest is dropped after a notice, as BuildKit clips); 0: all");
+  std::string step_timeout = "6h";
+  fs.String("step-timeout", 0, &step_timeout,
+            "Timeout of RUN steps that set none (they are killed and the build fails); 0: none",
+            "DURATION");
   fs.Int("max-attempts", 0, &max_attempts,
          "Leases a step may lose (its worker died or went silent) before its build fails");
   fs.String("heartbeat-interval", 0, &heartbeat, "How often workers heartbeat", "DURATION");
@@ -90,7 +100,8 @@ absl::StatusOr<ParsedFlags> ParseFlags(const std::vector<std::string>& args) {
        {std::make_tuple("heartbeat-interval", &heartbeat, &o.heartbeat_interval),
         std::make_tuple("lease-timeout", &lease_timeout, &o.lease_timeout),
         std::make_tuple("locality-wait", &locality_wait, &o.locality_wait),
-        std::make_tuple("restart-grace", &restart_grace, &o.restart_grace)}) {
+        std::make_tuple("restart-grace", &restart_grace, &o.restart_grace),
+        std::make_tuple("step-timeout", &step_timeout, &o.default_step_timeout)}) {
     absl::StatusOr<absl::Duration> d = ParseDurationFlag(flag, *text);
     if (!d.ok()) return d.status();
     *duration = *d;
@@ -116,6 +127,11 @@ absl::StatusOr<ParsedFlags> ParseFlags(const std::vector<std::string>& args) {
   o.max_queued_builds = static_cast<int>(max_queued);
   o.max_queued_tasks = static_cast<int>(max_queued_tasks);
   o.max_attempts = static_cast<int>(max_attempts);
+  if (max_per_tenant < 0 || o.max_step_log_bytes < 0) {
+    return absl::InvalidArgumentError(
+        "--max-queued-builds-per-tenant and --max-step-log must not be negative");
+  }
+  o.max_queued_builds_per_tenant = static_cast<int>(max_per_tenant);
   if (o.advertise_cache.empty()) o.advertise_cache = o.cache;
   o.cache_security.insecure = o.security.insecure;
   return out;

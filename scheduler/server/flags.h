@@ -9,6 +9,7 @@
 #ifndef FARM_SCHEDULER_SERVER_FLAGS_H_
 #define FARM_SCHEDULER_SERVER_FLAGS_H_
 
+#include <cstdint>
 #include <map>
 #include <string>
 #include <vector>
@@ -22,14 +23,17 @@ namespace farm::scheduler::server {
 
 // What the flags say, validated. The defaults are the flags' defaults.
 struct SchedulerOptions {
-  std::string listen = "127.0.0.1:9091";  // --listen: clients and workers
-  std::string cache;                      // --cache: farm-cache HOST:PORT (required)
-  std::string advertise_cache;            // --advertise-cache, or --cache when not given
-  std::string dir;                        // --dir: state directory (required)
-  int max_active_builds = 32;             // >= 1
-  int max_queued_builds = 10000;          // >= 0
-  int max_queued_tasks = 100000;          // >= 1
-  int max_attempts = 3;                   // >= 1
+  std::string listen = "127.0.0.1:9091";    // --listen: clients and workers
+  std::string cache;                        // --cache: farm-cache HOST:PORT (required)
+  std::string advertise_cache;              // --advertise-cache, or --cache when not given
+  std::string dir;                          // --dir: state directory (required)
+  int max_active_builds = 32;               // >= 1
+  int max_queued_builds = 10000;            // >= 0
+  int max_queued_builds_per_tenant = 1000;  // >= 0; 0 = only the global limit
+  int64_t max_step_log_bytes = 4 << 20;     // --max-step-log: output kept per step; 0 = all
+  absl::Duration default_step_timeout = absl::Hours(6);  // --step-timeout; 0 = none
+  int max_queued_tasks = 100000;                         // >= 1
+  int max_attempts = 3;                                  // >= 1
   absl::Duration heartbeat_interval = absl::Seconds(5);  // > 0
   absl::Duration lease_timeout = absl::Seconds(30);      // > heartbeat_interval
   absl::Duration locality_wait = absl::Milliseconds(500);

@@ -127,6 +127,9 @@ int main(int argc, char** argv) {
   };
   mopt.max_active_builds = opt.max_active_builds;
   mopt.max_queued_builds = opt.max_queued_builds;
+  mopt.max_queued_builds_per_tenant = opt.max_queued_builds_per_tenant;
+  mopt.max_step_log_bytes = opt.max_step_log_bytes;
+  mopt.default_step_timeout_seconds = absl::ToInt64Seconds(opt.default_step_timeout);
   mopt.insecure_registries = opt.insecure_registries;
   mopt.docker_config_dir = opt.docker_config_dir;
   // Secret values enter step keys only as HMACs under this key (every scheduler of a farm
