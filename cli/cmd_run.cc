@@ -15,6 +15,7 @@
 #include "oci/manifest.h"
 #include "scheduler/image/store.h"
 #include "worker/local_step_executor.h"
+#include "worker/sandbox_settings.h"
 
 namespace farm::cli {
 
@@ -114,9 +115,14 @@ int RunRun(const Args& args) {
   ro.network = network;
   ro.insecure = privileged;
 
+  absl::StatusOr<worker::SandboxSettings> settings =
+      worker::ReadSandboxConfig(common::JoinPath(stores->home, "sandbox.conf"));
+  if (!settings.ok()) return Fail(settings.status());
   worker::LocalStepExecutor::Options wo;
   wo.state_dir = common::JoinPath(stores->home, "worker");
   wo.cas = stores->blobs;
+  wo.policy = settings->policy;
+  wo.limits = settings->limits;
   absl::StatusOr<std::unique_ptr<worker::LocalStepExecutor>> exec =
       worker::LocalStepExecutor::Create(std::move(wo));
   if (!exec.ok()) return Fail(exec.status());

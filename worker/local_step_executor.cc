@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <deque>
+#include <iostream>
 #include <random>
 
 #include "absl/strings/match.h"
@@ -130,6 +131,23 @@ void RemoveStubs(const std::string& upper,
   }
 }
 
+// The cgroups of every RUN: the configured limits, the policy's default pids limit (dropped,
+// with a line on stderr, where cgroups cannot provide it), and the device rules (always).
+absl::StatusOr<std::vector<farm::v1::SandboxCgroup>> PlanSandboxCgroups(
+    const LocalStepExecutor::Options& options) {
+  sandbox::CgroupLimits limits = options.limits;
+  limits.devices = true;
+  bool default_pids = limits.pids == 0 && options.policy.default_pids_limit > 0;
+  if (default_pids) limits.pids = options.policy.default_pids_limit;
+  absl::StatusOr<std::vector<farm::v1::SandboxCgroup>> plan =
+      sandbox::PlanCgroups(limits, sandbox::CgroupEnv());
+  if (plan.ok() || !default_pids) return plan;
+  std::cerr << "farm: warning: steps run without the default pids limit ("
+            << options.policy.default_pids_limit << "): " << plan.status().message() << "\n";
+  limits.pids = 0;
+  return sandbox::PlanCgroups(limits, sandbox::CgroupEnv());
+}
+
 }  // namespace
 
 LocalStepExecutor::LocalStepExecutor(Options options, std::unique_ptr<layerstore::LayerStore> store,
@@ -160,8 +178,7 @@ absl::StatusOr<std::unique_ptr<LocalStepExecutor>> LocalStepExecutor::Create(Opt
       for (const std::string& n : ListDir(dir)) RETURN_IF_ERROR(common::RemoveAll(dir + "/" + n));
     }
   }
-  ASSIGN_OR_RETURN(std::vector<farm::v1::SandboxCgroup> cgroups,
-                   sandbox::PlanCgroups(options.limits, sandbox::CgroupEnv()));
+  ASSIGN_OR_RETURN(std::vector<farm::v1::SandboxCgroup> cgroups, PlanSandboxCgroups(options));
   if (!options.fetcher) options.fetcher = copy::CurlFetcher();
   return std::unique_ptr<LocalStepExecutor>(
       new LocalStepExecutor(std::move(options), std::move(store), std::move(cgroups)));
@@ -294,20 +311,7 @@ absl::StatusOr<farm::v1::StepResult> LocalStepExecutor::ExecuteRun(
   req.set_user(env.user());
   req.set_cwd(env.workdir().empty() ? "/" : env.workdir());
   req.set_hostname(env.hostname().empty() ? "farm" : env.hostname());
-  if (run.network() == "none") {
-    req.set_network(farm::v1::SandboxRequest::NONE);
-  } else if (run.network().empty() || run.network() == "default" || run.network() == "host") {
-    req.set_network(farm::v1::SandboxRequest::HOST);
-  } else {
-    return absl::InvalidArgumentError(
-        absl::StrCat("RUN --network=", run.network(), ": want default, none or host"));
-  }
-  if (run.security() == "insecure") {
-    req.set_insecure(true);
-  } else if (!run.security().empty() && run.security() != "sandbox") {
-    return absl::InvalidArgumentError(
-        absl::StrCat("RUN --security=", run.security(), ": want sandbox or insecure"));
-  }
+  RETURN_IF_ERROR(ApplyRunSandbox(options_.policy, run.network(), run.security(), true, &req));
   if (run.timeout_seconds() > 0) req.set_timeout_ms(run.timeout_seconds() * 1000);
   for (const auto& cg : cgroups_) *req.add_cgroups() = cg;
   req.set_cgroup_name(absl::StrCat("farm-", getpid(), "-", Base(dir)));
@@ -661,15 +665,8 @@ absl::StatusOr<int> LocalStepExecutor::RunAttached(const RunOptions& o) {
   req.set_user(o.env.user());
   req.set_cwd(o.env.workdir().empty() ? "/" : o.env.workdir());
   req.set_hostname(o.env.hostname().empty() ? "farm" : o.env.hostname());
-  if (o.network == "none") {
-    req.set_network(farm::v1::SandboxRequest::NONE);
-  } else if (o.network.empty() || o.network == "default" || o.network == "host") {
-    req.set_network(farm::v1::SandboxRequest::HOST);
-  } else {
-    return absl::InvalidArgumentError(
-        absl::StrCat("--network=", o.network, ": want default, none or host"));
-  }
-  req.set_insecure(o.insecure);
+  RETURN_IF_ERROR(ApplyRunSandbox(options_.policy, o.network, o.insecure ? "insecure" : "sandbox",
+                                  false, &req));
   req.set_interactive(true);
   for (const auto& cg : cgroups_) *req.add_cgroups() = cg;
   req.set_cgroup_name(absl::StrCat("farm-", getpid(), "-run-", counter_++));

@@ -41,6 +41,7 @@
 #include "worker/copy/fetch.h"
 #include "worker/layerstore/layer_store.h"
 #include "worker/sandbox/cgroups.h"
+#include "worker/sandbox_policy.h"
 
 namespace farm::worker {
 
@@ -51,7 +52,10 @@ class LocalStepExecutor : public executor::StepExecutor {
     std::shared_ptr<cache::BlobStore> cas;  // required: layers, context files, outputs
     int64_t layer_store_max_bytes = 0;      // unpacked layers kept; 0 = unlimited
     executor::SecretProvider::Ptr secrets;  // RUN --mount=type=secret|ssh; null = none
-    sandbox::CgroupLimits limits;           // per RUN step; zero = none
+    sandbox::CgroupLimits limits;           // per RUN step; zero = none (see policy)
+    // The operator's sandbox decisions: permitted entitlements, no_new_privs, the default
+    // pids limit (worker/sandbox_policy.h).
+    SandboxPolicy policy;
     // Host files bind-mounted read-only at /etc/resolv.conf and /etc/hosts in RUN ("" = none).
     std::string resolv_conf = "/etc/resolv.conf";
     std::string hosts = "/etc/hosts";
@@ -60,7 +64,8 @@ class LocalStepExecutor : public executor::StepExecutor {
   };
 
   // FAILED_PRECONDITION when not root, when the layer store is in use by another process, or
-  // when limits are asked for but cgroups cannot provide them.
+  // when limits are asked for but cgroups cannot provide them (the policy's default pids limit
+  // is dropped instead, with a line on stderr).
   static absl::StatusOr<std::unique_ptr<LocalStepExecutor>> Create(Options options);
 
   absl::StatusOr<farm::v1::StepResult> Execute(const farm::v1::StepRequest& request,
@@ -82,7 +87,8 @@ class LocalStepExecutor : public executor::StepExecutor {
 
   // `farm run IMAGE`: runs `args` on `layers` with the image's env/user/workdir, the caller's
   // stdin/stdout/stderr attached and the caller's terminal session; what the command writes is
-  // discarded. Returns its exit status (128+N when killed by signal N).
+  // discarded. Returns its exit status (128+N when killed by signal N). `network` host and
+  // `insecure` are the caller's own choice (as `docker run --privileged`): no entitlement.
   struct RunOptions {
     std::vector<farm::v1::Layer> layers;  // bottom to top
     farm::v1::ExecEnv env;

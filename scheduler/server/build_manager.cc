@@ -343,6 +343,11 @@ struct BuildManager::Impl {
     if (!req.platform().empty()) pr.plan.platform = req.platform();
     pr.plan.layer_options = req.layer_options();
     if (!req.network().empty()) pr.plan.default_network = req.network();
+    pr.plan.check_entitlements = true;
+    pr.plan.allowed_entitlements = {req.allow_entitlements().begin(),
+                                    req.allow_entitlements().end()};
+    pr.plan.permitted_entitlements = opt.permitted_entitlements;
+    pr.plan.permitted_by = "farm-scheduler (--allow-entitlement NAME)";
     pr.on_planned = [&b](const plan::Plan& p) {
       int total = 0;
       for (const plan::Stage& st : p.stages) {

@@ -22,6 +22,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -53,6 +54,9 @@ class BuildManager {
     int max_active_builds = 32;
     int max_queued_builds = 10000;
     std::vector<std::string> insecure_registries;
+    // Entitlements this farm permits to builds that ask for them (executor/entitlements.h);
+    // a RUN needing another fails at plan time. (Per tenant once tenants have identities.)
+    std::set<std::string> permitted_entitlements;
     std::string docker_config_dir;  // registry credentials; "" = the default
     std::string cache_address;      // advertised to clients (GetSchedulerInfo)
     // Finished builds whose events are kept (older ones keep only their BuildInfo).

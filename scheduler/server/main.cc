@@ -20,6 +20,7 @@
 #include "common/flags.h"
 #include "common/fs.h"
 #include "common/listen.h"
+#include "executor/entitlements.h"
 #include "scheduler/dispatch/dispatcher.h"
 #include "scheduler/dispatch/remote_step_executor.h"
 #include "scheduler/server/build_manager.h"
@@ -107,6 +108,7 @@ int main(int argc, char** argv) {
   std::string restart_grace = "10m";
   std::vector<std::string> tenant_weights, insecure;
   std::string docker_config;
+  std::vector<std::string> entitlements;
   farm::common::FlagSet fs(
       "farm-scheduler --cache HOST:PORT --dir DIR [--listen HOST:PORT] [OPTIONS]",
       "Farm's scheduler: accepts builds from `farm submit`, plans them, runs their steps on the\n"
@@ -139,6 +141,10 @@ int main(int argc, char** argv) {
               "Registry (host:port) reachable over plain HTTP (repeatable)", "HOST:PORT");
   fs.String("docker-config", 0, &docker_config,
             "Directory with config.json holding registry credentials (default: ~/.docker)", "DIR");
+  fs.Repeated("allow-entitlement", 0, &entitlements,
+              "Permit an entitlement to builds that ask for it (farm submit --allow NAME; "
+              "repeatable): network.host, security.insecure. Workers must permit it too",
+              "NAME");
   auto positionals = fs.Parse(std::vector<std::string>(argv + 1, argv + argc));
   if (!positionals.ok()) return Fail(std::string(positionals.status().message()), 2);
   if (fs.help_requested()) {
@@ -231,6 +237,12 @@ int main(int argc, char** argv) {
   mopt.max_active_builds = static_cast<int>(max_active);
   mopt.max_queued_builds = static_cast<int>(max_queued);
   mopt.insecure_registries = insecure;
+  for (const std::string& e : entitlements) {
+    if (absl::Status s = farm::executor::CheckEntitlementName(e, "--allow-entitlement"); !s.ok()) {
+      return Fail(std::string(s.message()), 2);
+    }
+    mopt.permitted_entitlements.insert(e);
+  }
   mopt.docker_config_dir = docker_config;
   mopt.cache_address = advertise_cache.empty() ? cache : advertise_cache;
   mopt.worker_count = [d] { return static_cast<int>(d->Stats().workers_connected); };

@@ -49,6 +49,7 @@
 #include "common/status_util.h"
 #include "farm/v1/sandbox.pb.h"
 #include "worker/sandbox/cgroups.h"
+#include "worker/sandbox/seccomp_profile.h"
 #include "worker/user/user_db.h"
 
 namespace farm::worker::sandbox {
@@ -222,27 +223,30 @@ absl::Status Mount(const std::string& source, const std::string& target, const c
   return absl::OkStatus();
 }
 
-absl::Status BindMount(const std::string& source, const std::string& target, bool readonly) {
+// Bind-mounts `source` at `target`, read-only if asked, and `nodev` unless `allow_devices`:
+// a device node reachable through a bind mount (a cache directory, the build context) can
+// never be opened from inside.
+absl::Status BindMount(const std::string& source, const std::string& target, bool readonly,
+                       bool allow_devices = false) {
   RETURN_IF_ERROR(Mount(source, target, nullptr, MS_BIND | MS_REC, ""));
-  if (readonly) {
-    // Keep the flags the kernel locked on the source mount (nosuid, nodev, noexec).
-    unsigned long extra = 0;
-    struct statvfs sv;
-    if (statvfs(target.c_str(), &sv) == 0) {
-      if (sv.f_flag & ST_NOSUID) extra |= MS_NOSUID;
-      if (sv.f_flag & ST_NODEV) extra |= MS_NODEV;
-      if (sv.f_flag & ST_NOEXEC) extra |= MS_NOEXEC;
-    }
-    RETURN_IF_ERROR(Mount("", target, nullptr, MS_REMOUNT | MS_BIND | MS_RDONLY | extra, ""));
+  unsigned long extra = (readonly ? MS_RDONLY : 0) | (allow_devices ? 0 : MS_NODEV);
+  if (extra == 0) return absl::OkStatus();
+  // Keep the flags the kernel locked on the source mount (nosuid, nodev, noexec).
+  struct statvfs sv;
+  if (statvfs(target.c_str(), &sv) == 0) {
+    if (sv.f_flag & ST_NOSUID) extra |= MS_NOSUID;
+    if (sv.f_flag & ST_NODEV) extra |= MS_NODEV;
+    if (sv.f_flag & ST_NOEXEC) extra |= MS_NOEXEC;
+    if (sv.f_flag & ST_RDONLY) extra |= MS_RDONLY;
   }
-  return absl::OkStatus();
+  return Mount("", target, nullptr, MS_REMOUNT | MS_BIND | extra, "");
 }
 
 // Mounts an overlay of `lowers` (relative to the current directory) at `target`; read-only
 // without an upper directory (a single lower directory then needs a second, empty one).
 absl::Status MountOverlayAt(const std::vector<std::string>& lowers, const std::string& upper,
                             const std::string& work, const std::string& target,
-                            const std::string& empty_dir) {
+                            const std::string& empty_dir, bool allow_devices) {
   std::vector<std::string> l = lowers;
   if (upper.empty() && l.size() == 1) l.push_back(empty_dir);
   std::string base = absl::StrCat("lowerdir=", absl::StrJoin(l, ":"));
@@ -256,7 +260,9 @@ absl::Status MountOverlayAt(const std::vector<std::string>& lowers, const std::s
   for (const char* extra : extras) {
     std::string opts = base + extra;
     if (upper.empty() && absl::StrContains(opts, "volatile")) continue;
-    unsigned long flags = upper.empty() ? MS_RDONLY : 0;
+    // nodev: device nodes in the layers (unpacked from tars, made by mknod in an earlier
+    // step) are kept in the layer but can never be opened through this mount.
+    unsigned long flags = (upper.empty() ? MS_RDONLY : 0) | (allow_devices ? 0 : MS_NODEV);
     if (mount("overlay", target.c_str(), "overlay", flags, opts.c_str()) == 0) {
       return absl::OkStatus();
     }
@@ -270,11 +276,18 @@ absl::Status MountOverlayAt(const std::vector<std::string>& lowers, const std::s
 absl::Status MountOverlay(const SandboxRequest& req) {
   if (chdir(req.layer_dir().c_str()) != 0) return Errno("chdir " + req.layer_dir());
   return MountOverlayAt({req.lower_dirs().begin(), req.lower_dirs().end()}, req.upper_dir(),
-                        req.work_dir(), req.rootfs_dir(), "empty");
+                        req.work_dir(), req.rootfs_dir(), "empty", req.insecure());
 }
 
-absl::Status MakeDev(const std::string& dev) {
-  RETURN_IF_ERROR(Mount("tmpfs", dev, "tmpfs", MS_NOSUID | MS_STRICTATIME, "mode=755,size=65536k"));
+// /dev: a tmpfs with the standard nodes. The tmpfs is `nodev`, so a node a step creates
+// there (mknod) cannot be opened; the standard ones are the host's own nodes bind-mounted
+// read-only on empty files (a device node on a read-only mount still reads and writes, but
+// its owner and mode cannot be changed, so a step cannot chmod the host's /dev/null).
+// `allow_devices` (insecure): a plain tmpfs where mknod'ed nodes work, as in Docker.
+absl::Status MakeDev(const std::string& dev, bool allow_devices) {
+  RETURN_IF_ERROR(Mount("tmpfs", dev, "tmpfs",
+                        MS_NOSUID | MS_STRICTATIME | (allow_devices ? 0 : MS_NODEV),
+                        "mode=755,size=65536k"));
   struct Node {
     const char* name;
     unsigned major, minor;
@@ -282,15 +295,24 @@ absl::Status MakeDev(const std::string& dev) {
   for (Node n : {Node{"null", 1, 3}, Node{"zero", 1, 5}, Node{"full", 1, 7}, Node{"random", 1, 8},
                  Node{"urandom", 1, 9}, Node{"tty", 5, 0}}) {
     std::string path = dev + "/" + n.name;
-    if (mknod(path.c_str(), S_IFCHR | 0666, makedev(n.major, n.minor)) == 0) {
+    if (allow_devices && mknod(path.c_str(), S_IFCHR | 0666, makedev(n.major, n.minor)) == 0) {
       chmod(path.c_str(), 0666);
       continue;
     }
-    // No CAP_MKNOD here (a worker inside a container): bind the host's node instead.
-    int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0666);
+    std::string host = std::string("/dev/") + n.name;
+    struct stat st;
+    if (stat(host.c_str(), &st) != 0 || !S_ISCHR(st.st_mode) ||
+        st.st_rdev != makedev(n.major, n.minor)) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("the host's ", host, " is not the character device ", n.major, ":", n.minor,
+                       " the sandbox binds at /dev/", n.name));
+    }
+    int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0666);
     if (fd < 0) return Errno("create " + path);
     close(fd);
-    RETURN_IF_ERROR(BindMount(std::string("/dev/") + n.name, path, false));
+    RETURN_IF_ERROR(Mount(host, path, nullptr, MS_BIND, ""));
+    RETURN_IF_ERROR(
+        Mount("", path, nullptr, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NOEXEC, ""));
   }
   std::string pts = dev + "/pts";
   if (mkdir(pts.c_str(), 0755) != 0) return Errno("mkdir " + pts);
@@ -318,9 +340,10 @@ absl::Status MakeDev(const std::string& dev) {
 
 // Docker's default masks: kernel interfaces a build has no business reading or writing.
 void MaskPaths(const std::string& root) {
-  for (const char* p : {"/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list",
-                        "/proc/timer_stats", "/proc/sched_debug", "/proc/acpi", "/proc/scsi",
-                        "/sys/firmware", "/sys/devices/virtual/powercap"}) {
+  for (const char* p :
+       {"/proc/asound", "/proc/acpi", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
+        "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi", "/sys/firmware",
+        "/sys/devices/virtual/powercap"}) {
     std::string path = root + p;
     struct stat st;
     if (lstat(path.c_str(), &st) != 0) continue;
@@ -330,8 +353,7 @@ void MaskPaths(const std::string& root) {
       mount((root + "/dev/null").c_str(), path.c_str(), nullptr, MS_BIND, nullptr);
     }
   }
-  for (const char* p :
-       {"/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger", "/proc/asound"}) {
+  for (const char* p : {"/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"}) {
     std::string path = root + p;
     if (access(path.c_str(), F_OK) != 0) continue;
     BindMount(path, path, true).IgnoreError();
@@ -390,7 +412,7 @@ absl::Status SetupRoot(const SandboxRequest& req, RootFs* fs) {
   ASSIGN_OR_RETURN(std::string proc, fs->Prepare("/proc", true));
   RETURN_IF_ERROR(Mount("proc", proc, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, ""));
   ASSIGN_OR_RETURN(std::string dev, fs->Prepare("/dev", true));
-  RETURN_IF_ERROR(MakeDev(dev));
+  RETURN_IF_ERROR(MakeDev(dev, req.insecure()));
   ASSIGN_OR_RETURN(std::string sys, fs->Prepare("/sys", true));
   unsigned long sys_flags = MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY;
   if (mount("sysfs", sys.c_str(), "sysfs", sys_flags, nullptr) != 0) {
@@ -430,10 +452,10 @@ absl::Status SetupRoot(const SandboxRequest& req, RootFs* fs) {
     std::string source = m->source();
     if (m->kind() == SandboxMount::OVERLAY) {
       // Still in layer_dir (MountOverlay chdir'ed there): the lowerdirs are relative to it.
-      RETURN_IF_ERROR(
-          common::Annotate(MountOverlayAt({m->lower_dirs().begin(), m->lower_dirs().end()},
-                                          m->upper_dir(), m->work_dir(), m->source(), "empty"),
-                           absl::StrCat("mount at ", m->target())));
+      RETURN_IF_ERROR(common::Annotate(
+          MountOverlayAt({m->lower_dirs().begin(), m->lower_dirs().end()}, m->upper_dir(),
+                         m->work_dir(), m->source(), "empty", false),
+          absl::StrCat("mount at ", m->target())));
       if (!m->subpath().empty()) source = absl::StrCat(m->source(), "/", m->subpath());
     }
     struct stat st;
@@ -526,9 +548,28 @@ std::string LookPath(const std::string& file, const std::vector<std::string>& en
   _exit(code);
 }
 
+// The step's seccomp filter: the default profile compiled for its capabilities. Empty for
+// `insecure` (no filter, as BuildKit's insecure mode).
+absl::StatusOr<std::vector<sock_filter>> StepSeccompFilter(const SandboxRequest& req) {
+  if (req.insecure()) return std::vector<sock_filter>();
+  ASSIGN_OR_RETURN(const SeccompProfile* profile, DefaultSeccompProfile());
+  SeccompTarget target;
+  target.caps.assign(std::begin(kDefaultCaps), std::end(kDefaultCaps));
+  absl::StatusOr<std::vector<sock_filter>> filter = CompileSeccomp(*profile, target);
+  if (!filter.ok()) return common::Annotate(filter.status(), "the seccomp profile");
+  return filter;
+}
+
 // In the forked child of init: become the user and exec the command. Never returns.
-[[noreturn]] void ExecCommand(const SandboxRequest& req, const user::ResolvedUser& u,
-                              int last_cap) {
+//
+// The order matters. The seccomp filter is installed while the process still has
+// CAP_SYS_ADMIN, before the capabilities are dropped: installing it otherwise needs
+// no_new_privs, and no_new_privs would stop setuid binaries (su, ping on some images) from
+// working inside RUN the way they do in Docker (which sets it only with
+// --security-opt no-new-privileges). Everything after the filter (capset, setuid, chdir,
+// execve) is allowed by it.
+[[noreturn]] void ExecCommand(const SandboxRequest& req, const user::ResolvedUser& u, int last_cap,
+                              const std::vector<sock_filter>& filter) {
   if (!req.interactive()) setsid();
   sigset_t none;
   sigemptyset(&none);
@@ -548,6 +589,13 @@ std::string LookPath(const std::string& file, const std::vector<std::string>& en
   if (setgroups(groups.size(), groups.data()) != 0)
     Fail("setgroups: " + std::string(strerror(errno)), 126);
   if (setresgid(u.gid, u.gid, u.gid) != 0) Fail("setgid: " + std::string(strerror(errno)), 126);
+  if (req.no_new_privileges() && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) {
+    Fail("no_new_privs: " + std::string(strerror(errno)), 126);
+  }
+  if (!filter.empty()) {
+    absl::Status s = InstallSeccomp(filter);
+    if (!s.ok()) Fail(std::string(s.message()), 126);
+  }
   if (!req.insecure()) {
     absl::Status s = DropCapabilities(last_cap, u.uid == 0);
     if (!s.ok()) Fail(std::string(s.message()), 126);
@@ -599,6 +647,8 @@ int InitMain(const SandboxRequest& req, int sync_fd, int report_fd) {
     s = common::MakeDirs(req.cwd(), 0755);
     if (!s.ok()) return fail(common::Annotate(s, "creating the working directory"));
   }
+  absl::StatusOr<std::vector<sock_filter>> filter = StepSeccompFilter(req);
+  if (!filter.ok()) return fail(filter.status());
   *report.mutable_stubs() = fs.stubs();
   report.set_started(true);
   SendReport(report_fd, report);
@@ -607,7 +657,7 @@ int InitMain(const SandboxRequest& req, int sync_fd, int report_fd) {
   if (child < 0) return fail(Errno("fork"));
   if (child == 0) {
     close(report_fd);
-    ExecCommand(req, *u, last_cap);
+    ExecCommand(req, *u, last_cap, *filter);
   }
   // Reap everything (orphans are re-parented to us) until the command itself exits; returning
   // then makes the kernel kill whatever is left in the namespace.
@@ -675,7 +725,8 @@ SandboxResult Run(const SandboxRequest& req) {
   int sfd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
   if (sfd < 0) return error(Errno("signalfd"));
 
-  absl::StatusOr<RunCgroup> cgroup = RunCgroup::Create(req.cgroups(), req.cgroup_name());
+  absl::StatusOr<RunCgroup> cgroup =
+      RunCgroup::Create(req.cgroups(), req.cgroup_name(), req.insecure());
   if (!cgroup.ok()) return error(common::Annotate(cgroup.status(), "setting up cgroups"));
 
   int sync_pipe[2], report_pipe[2];
