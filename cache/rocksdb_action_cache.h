@@ -1,5 +1,6 @@
 // RocksDbActionCache: the action cache stored in the same RocksDB instance as a
-// RocksDbBlobStore ("ac" column family), sharing its budget and LRU.
+// RocksDbBlobStore ("ac" column family), sharing its budget and LRU (RocksDbStore, internal:
+// cache/rocksdb_store.h).
 //
 //   ASSIGN_OR_RETURN(std::shared_ptr<cache::RocksDbBlobStore> cas, RocksDbBlobStore::Create(o));
 //   ASSIGN_OR_RETURN(std::shared_ptr<cache::RocksDbActionCache> ac,
@@ -35,7 +36,8 @@ class RocksDbActionCache final : public ActionCache {
     // treated as incomplete).
     int64_t max_tree_size = 256 << 20;
   };
-  // `store` owns the database; the action cache keeps it alive.
+  // `store` is the CAS this cache checks results against; its database holds the entries too.
+  // The action cache keeps both alive.
   static absl::StatusOr<std::unique_ptr<RocksDbActionCache>> Create(
       std::shared_ptr<RocksDbBlobStore> store, const Options& options);
   static absl::StatusOr<std::unique_ptr<RocksDbActionCache>> Create(
@@ -49,9 +51,22 @@ class RocksDbActionCache final : public ActionCache {
                       absl::string_view action_result) override;
 
  private:
-  RocksDbActionCache(std::shared_ptr<RocksDbBlobStore> store, const Options& options)
-      : store_(std::move(store)), options_(options) {}
-  std::shared_ptr<RocksDbBlobStore> store_;
+  RocksDbActionCache(std::shared_ptr<RocksDbBlobStore> cas, std::shared_ptr<RocksDbStore> rocks,
+                     const Options& options)
+      : cas_(std::move(cas)), rocks_(std::move(rocks)), options_(options) {}
+
+  // The rows ("ac" column family, cache/rocksdb_format.h). ReadEntry returns the stored
+  // ActionResult bytes (NOT_FOUND if none) and refreshes the entry's recency; WriteEntry
+  // replaces it; DeleteEntryIf removes it if its bytes are still `result` (a dead entry found
+  // by Get).
+  absl::StatusOr<std::string> ReadEntry(absl::string_view scope, const common::Digest& key);
+  absl::Status WriteEntry(absl::string_view scope, const common::Digest& key,
+                          absl::string_view result);
+  absl::Status DeleteEntryIf(absl::string_view scope, const common::Digest& key,
+                             absl::string_view result);
+
+  std::shared_ptr<RocksDbBlobStore> cas_;
+  std::shared_ptr<RocksDbStore> rocks_;  // the database, shared with cas_
   Options options_;
 };
 

@@ -51,11 +51,14 @@
 //
 // Everything is thread-safe. Another process cannot open the same directory at the same time
 // (FAILED_PRECONDITION naming the directory).
+//
+// Implementation: rocksdb_blob_store.cc (presence, leases), rocksdb_blob_reads.cc,
+// rocksdb_blob_writes.cc; the database, budget, eviction and pins that the blob store and the
+// action cache share are RocksDbStore's (rocksdb_store.h, internal).
 #ifndef FARM_CACHE_ROCKSDB_BLOB_STORE_H_
 #define FARM_CACHE_ROCKSDB_BLOB_STORE_H_
 
 #include <cstdint>
-#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -64,29 +67,11 @@
 #include "absl/time/time.h"
 #include "cache/admin.h"
 #include "cache/blob_store.h"
+#include "cache/rocksdb_store_options.h"
 
 namespace farm::cache {
 
-struct RocksDbStoreOptions {
-  // The cache directory; created (with its parents) if missing.
-  std::string dir;
-  // The disk budget in bytes. 0: the budget this directory was last opened with, or, for a
-  // new directory, 10% of the file system's size (at least 1 GiB). A new non-zero value is
-  // persisted and enforced at once (opening with a smaller budget evicts).
-  int64_t max_size = 0;
-  // Blobs up to this size are stored as one value; larger ones as a chunked file.
-  int64_t inline_max = 1 << 20;
-  // Chunk size of large blobs (the unit of a read from storage).
-  int64_t chunk_size = 1 << 20;
-  // Recency is recorded at most once per this interval per entry (a write per touch).
-  absl::Duration touch_granularity = absl::Minutes(1);
-  // Longer lease TTLs are shortened to this.
-  absl::Duration max_lease_ttl = absl::Hours(24);
-  // fsync every commit (survives power loss). false: survives process crashes only.
-  bool sync = true;
-  // The clock for recency and lease expiry (tests inject one). Default: absl::Now.
-  std::function<absl::Time()> clock;
-};
+class RocksDbStore;  // internal (cache/rocksdb_store.h): the database both stores share
 
 class RocksDbBlobStore final : public BlobStore, public CacheAdmin {
  public:
@@ -128,12 +113,13 @@ class RocksDbBlobStore final : public BlobStore, public CacheAdmin {
   int64_t limit() const;
   const std::string& dir() const;
 
-  class Impl;  // internal (cache/rocksdb_store_impl.h)
-  Impl* impl() { return impl_.get(); }
-
  private:
-  explicit RocksDbBlobStore(std::unique_ptr<Impl> impl);
-  std::unique_ptr<Impl> impl_;
+  // The action cache lives in the same database (its rows, this store's budget and LRU):
+  // RocksDbActionCache::Create takes the database from the blob store it is given.
+  friend class RocksDbActionCache;
+
+  explicit RocksDbBlobStore(std::shared_ptr<RocksDbStore> store);
+  std::shared_ptr<RocksDbStore> store_;
 };
 
 }  // namespace farm::cache

@@ -179,6 +179,18 @@ std::vector<int64_t> DecodeCounters(absl::string_view value) {
   return out;
 }
 
+std::vector<int64_t> ZeroCounters() { return std::vector<int64_t>(kNumCounters, 0); }
+
+std::string ScopeCountersKey(absl::string_view scope) {
+  return absl::StrCat(kScopeCountersPrefix, scope);
+}
+
+std::string PendingKey(absl::string_view blob_key) {
+  return absl::StrCat(kPendingPrefix, blob_key);
+}
+
+std::string LeaseKey(absl::string_view lease_id) { return absl::StrCat(kLeasePrefix, lease_id); }
+
 std::string EncodeLease(const LeaseRecord& lease) {
   std::string out;
   PutBigEndian64(&out, static_cast<uint64_t>(lease.expiry_ms));

@@ -106,6 +106,13 @@ bool DecodeAcValue(absl::string_view value, int64_t* atime_ms, absl::string_view
 // Counter arrays (little-endian int64s), added element-wise by the merge operator.
 std::string EncodeCounters(const std::vector<int64_t>& values);
 std::vector<int64_t> DecodeCounters(absl::string_view value);
+// kNumCounters zeros: a delta to fill in and merge into kGlobalCountersKey.
+std::vector<int64_t> ZeroCounters();
+
+// Keys of the default column family.
+std::string ScopeCountersKey(absl::string_view scope);  // -> [entries, bytes]
+std::string PendingKey(absl::string_view blob_key);     // -> ""
+std::string LeaseKey(absl::string_view lease_id);       // -> LeaseRecord
 
 struct LeaseRecord {
   int64_t expiry_ms = 0;

@@ -10,6 +10,7 @@
 #include "common/flags.h"
 #include "scheduler/image/store_resolver.h"
 #include "scheduler/plan/planner.h"
+#include "scheduler/plan/print.h"
 
 namespace farm::cli {
 

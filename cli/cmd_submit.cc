@@ -55,13 +55,6 @@ struct SubmitFlags : BuildFlags {
   int64_t upload_parallelism = 8;
 };
 
-std::string RandomHex(int bytes) {
-  std::random_device rd;
-  std::string out;
-  for (int i = 0; i < bytes; ++i) absl::StrAppendFormat(&out, "%02x", rd() & 0xff);
-  return out;
-}
-
 std::string ClientName() {
   char host[256] = {0};
   gethostname(host, sizeof(host) - 1);
@@ -182,7 +175,7 @@ class Submit {
     *req.mutable_layer_options() = checked->layer_options;
     req.set_manifest_format(f_.format);
     for (const std::string& r : f_.insecure) req.add_insecure_registries(r);
-    req.set_client_request_id(RandomHex(16));
+    req.set_client_request_id(common::RandomHex(16));
     for (const auto& [k, v] : checked->secrets) (*req.mutable_secrets())[k] = v;
     req.set_client(ClientName());
     req.set_first_vertex_id(v_ctx + 1);

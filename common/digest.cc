@@ -1,6 +1,9 @@
 #include "common/digest.h"
 
 #include <openssl/evp.h>
+#include <openssl/rand.h>
+
+#include <cstdlib>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
@@ -107,5 +110,20 @@ Digest DigestOf(absl::string_view data) {
 }
 
 std::string Sha256Hex(absl::string_view data) { return DigestOf(data).hash; }
+
+std::string RandomHex(int bytes) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string raw(static_cast<size_t>(bytes), '\0');
+  if (RAND_bytes(reinterpret_cast<unsigned char*>(raw.data()), bytes) != 1) {
+    std::abort();  // OpenSSL's generator reads getrandom(2); it does not fail on Linux
+  }
+  std::string out;
+  out.reserve(raw.size() * 2);
+  for (unsigned char b : raw) {
+    out.push_back(kHex[b >> 4]);
+    out.push_back(kHex[b & 0xf]);
+  }
+  return out;
+}
 
 }  // namespace farm::common

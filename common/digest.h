@@ -81,6 +81,10 @@ Digest DigestOf(absl::string_view data);
 // Lowercase hex SHA-256 of `data`.
 std::string Sha256Hex(absl::string_view data);
 
+// `bytes` random bytes from the OS's cryptographic generator, as lowercase hex: unguessable ids
+// (leases, requests, nonces). Aborts only if the kernel's generator fails, which it does not.
+std::string RandomHex(int bytes);
+
 }  // namespace farm::common
 
 #endif  // FARM_COMMON_DIGEST_H_

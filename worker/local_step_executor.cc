@@ -3,18 +3,13 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
-#include <sys/xattr.h>
 #include <unistd.h>
 
-#include <algorithm>
-#include <deque>
 #include <iostream>
+#include <optional>
 #include <random>
 
-#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_join.h"
-#include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "common/fs.h"
 #include "common/status_macros.h"
@@ -22,37 +17,24 @@
 #include "oci/platform.h"
 #include "worker/copy/copy_op.h"
 #include "worker/copy/layer_tree.h"
-#include "worker/copy/materialize.h"
-#include "worker/copy/select.h"
 #include "worker/copy/trees.h"
 #include "worker/layer/layer_io.h"
 #include "worker/layerstore/stack_view.h"
+#include "worker/run_command.h"
+#include "worker/run_mounts.h"
+#include "worker/run_request.h"
 #include "worker/sandbox/sandbox.h"
-#include "worker/ssh_proxy.h"
+#include "worker/step_layers.h"
 #include "worker/user/user_db.h"
 
 namespace farm::worker {
 namespace {
-
-constexpr size_t kTailLines = 20;
 
 int64_t MicrosSince(absl::Time start) { return absl::ToInt64Microseconds(absl::Now() - start); }
 
 std::string Base(const std::string& path) {
   size_t s = path.rfind('/');
   return s == std::string::npos ? path : path.substr(s + 1);
-}
-
-// A source path inside a tree: relative and clean ("" = the root); leaving the root is an error.
-absl::StatusOr<std::string> CleanSource(const std::string& path) {
-  std::string p = common::CleanPath(absl::StrCat("./", path));
-  while (absl::StartsWith(p, "/")) p.erase(0, 1);
-  if (p == ".") p.clear();
-  if (p == ".." || absl::StartsWith(p, "../")) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("source \"", path, "\" leaves the build context"));
-  }
-  return p;
 }
 
 std::vector<std::string> ListDir(const std::string& dir) {
@@ -75,59 +57,6 @@ oci::Compression ToCompression(farm::v1::LayerOptions::Compression c) {
       return oci::Compression::kNone;
     default:
       return oci::Compression::kGzip;
-  }
-}
-
-// The last lines of a step's output, for its error report.
-class Tail {
- public:
-  void Add(absl::string_view line) {
-    absl::MutexLock lock(&mu_);
-    lines_.emplace_back(line);
-    if (lines_.size() > kTailLines) lines_.pop_front();
-  }
-  void CopyTo(farm::v1::StepResult* r) {
-    absl::MutexLock lock(&mu_);
-    for (const std::string& l : lines_) r->add_output_tail(l);
-  }
-
- private:
-  absl::Mutex mu_;
-  std::deque<std::string> lines_ ABSL_GUARDED_BY(mu_);
-};
-
-// Removes from the upperdir what the sandbox created only to mount on, and ancestors that
-// overlayfs copied up only because of it, so none of it reaches the layer.
-void RemoveStubs(const std::string& upper,
-                 const google::protobuf::RepeatedPtrField<farm::v1::SandboxStub>& stubs) {
-  std::vector<const farm::v1::SandboxStub*> created, ancestors;
-  for (const auto& s : stubs) (s.created() ? created : ancestors).push_back(&s);
-  for (auto it = created.rbegin(); it != created.rend(); ++it) {
-    std::string p = upper + "/" + (*it)->path();
-    struct stat st;
-    if (lstat(p.c_str(), &st) != 0) continue;
-    if ((*it)->is_dir() && S_ISDIR(st.st_mode)) {
-      rmdir(p.c_str());  // fails, and keeps it, if the command put something in it
-    } else if (!(*it)->is_dir() && S_ISREG(st.st_mode) && st.st_size == 0) {
-      unlink(p.c_str());
-    }
-  }
-  std::sort(ancestors.begin(), ancestors.end(),
-            [](const auto* a, const auto* b) { return a->path().size() > b->path().size(); });
-  for (const farm::v1::SandboxStub* s : ancestors) {
-    std::string p = upper + "/" + s->path();
-    struct stat st;
-    if (lstat(p.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) continue;
-    char opaque[4];
-    if (lgetxattr(p.c_str(), "trusted.overlay.opaque", opaque, sizeof(opaque)) >= 0) continue;
-    if ((st.st_mode & 07777) != s->mode() || st.st_uid != s->uid() || st.st_gid != s->gid()) {
-      continue;  // the command changed it: it belongs to the layer
-    }
-    if (rmdir(p.c_str()) != 0) {
-      // Not empty: the command wrote in it. Undo only our effect on its mtime if nothing else
-      // happened since (the entries the command added changed it anyway otherwise).
-      continue;
-    }
   }
 }
 
@@ -199,19 +128,6 @@ struct LocalStepExecutor::RunDir {
   }
 };
 
-absl::StatusOr<std::vector<layerstore::LayerDesc>> LocalStepExecutor::Descs(
-    const google::protobuf::RepeatedPtrField<farm::v1::Layer>& layers) {
-  std::vector<layerstore::LayerDesc> out;
-  for (int i = 0; i < layers.size(); ++i) {
-    const farm::v1::Layer& l = layers[i];
-    auto d =
-        layerstore::LayerDesc::FromOci(l.digest(), l.size(), l.diff_id(), l.uncompressed_size());
-    if (!d.ok()) return common::Annotate(d.status(), absl::StrCat("layer ", i + 1));
-    out.push_back(*d);
-  }
-  return out;
-}
-
 absl::StatusOr<farm::v1::StepResult> LocalStepExecutor::Execute(
     const farm::v1::StepRequest& request, const executor::LogSink& log,
     const absl::Notification* cancel) {
@@ -228,7 +144,7 @@ absl::StatusOr<farm::v1::StepResult> LocalStepExecutor::Execute(
   if (request.op_case() == farm::v1::StepRequest::OP_NOT_SET) {
     return annotate(absl::InvalidArgumentError("step has no operation (run, copy or mkdir)"));
   }
-  auto parents = Descs(request.parents());
+  auto parents = LayerDescs(request.parents());
   if (!parents.ok()) return annotate(parents.status());
   if (cancel != nullptr && cancel->HasBeenNotified()) return absl::CancelledError(what);
   auto stack = store_->AcquireStack(*parents);
@@ -249,6 +165,10 @@ absl::StatusOr<farm::v1::StepResult> LocalStepExecutor::Execute(
   }
   if (!result.ok()) return annotate(result.status());
   return result;
+}
+
+SandboxHost LocalStepExecutor::Host() const {
+  return SandboxHost{cgroups_, options_.resolv_conf, options_.hosts};
 }
 
 absl::Status LocalStepExecutor::FinishLayer(const std::string& dir,
@@ -294,264 +214,35 @@ absl::StatusOr<farm::v1::StepResult> LocalStepExecutor::ExecuteRun(
         absl::StrCat("cannot run a ", env.platform(), " step on this ",
                      oci::Platform::Host().String(), " worker (no emulation)"));
   }
+  // 1. The run directory (removed when this returns; the upperdir may have moved into the
+  // layer store by then) and the sandbox's request: overlay, command, environment, options.
   ASSIGN_OR_RETURN(std::string dir, NewRunDir());
   RunDir cleanup{dir};
-
-  farm::v1::SandboxRequest req;
-  for (const char* sub : {"upper", "work", "rootfs"}) {
-    RETURN_IF_ERROR(common::MakeDirs(absl::StrCat(dir, "/", sub), 0755));
-  }
-  req.set_layer_dir(stack.base_dir());
-  for (const std::string& l : stack.lower_names()) req.add_lower_dirs(l);
-  req.set_upper_dir(dir + "/upper");
-  req.set_work_dir(dir + "/work");
-  req.set_rootfs_dir(dir + "/rootfs");
-  for (const std::string& a : run.args()) req.add_args(a);
-  for (const std::string& e : env.env()) req.add_env(e);
-  req.set_user(env.user());
-  req.set_cwd(env.workdir().empty() ? "/" : env.workdir());
-  req.set_hostname(env.hostname().empty() ? "farm" : env.hostname());
+  ASSIGN_OR_RETURN(RunDirs dirs, RunDirs::Create(dir));
+  ASSIGN_OR_RETURN(farm::v1::SandboxRequest req,
+                   RunSandboxRequest(run, env, stack.base_dir(), stack.lower_names(), dirs, Host(),
+                                     absl::StrCat("farm-", getpid(), "-", Base(dir))));
   RETURN_IF_ERROR(ApplyRunSandbox(options_.policy, run.network(), run.security(), true, &req));
-  if (run.timeout_seconds() > 0) req.set_timeout_ms(run.timeout_seconds() * 1000);
-  for (const auto& cg : cgroups_) *req.add_cgroups() = cg;
-  req.set_cgroup_name(absl::StrCat("farm-", getpid(), "-", Base(dir)));
-  if (!options_.resolv_conf.empty() && common::PathExists(options_.resolv_conf)) {
-    req.set_resolv_conf(options_.resolv_conf);
-  }
-  if (!options_.hosts.empty() && common::PathExists(options_.hosts)) req.set_hosts(options_.hosts);
 
-  // What the mounts need, alive until the sandbox exits.
-  std::vector<std::unique_ptr<layerstore::Stack>> stacks;
-  std::vector<std::unique_ptr<CacheMounts::Lease>> caches;
-  std::vector<std::unique_ptr<SshAgentProxy>> proxies;
-  int ssh_count = 0;
-  std::string workdir = req.cwd();
+  // 2. Its mounts (what they hold stays until the sandbox has exited) and inline files.
+  RunMounts mounts({store_.get(), options_.cas, &cache_mounts_, secrets});
   for (int i = 0; i < run.mounts_size(); ++i) {
-    const farm::v1::Mount& m = run.mounts(i);
-    std::string target = m.target();
-    if (!target.empty() && target[0] != '/') target = absl::StrCat(workdir, "/", target);
-    std::string mdir = absl::StrCat(dir, "/mnt", i);
-    auto where = [&](absl::Status s) {
-      return common::Annotate(s, absl::StrCat("--mount #", i + 1, " (target ", m.target(), ")"));
-    };
-    // Materializes `source` of `from` for a bind or a cache seed; returns the host path and,
-    // for layer sources, the overlay to mount.
-    switch (m.type()) {
-      case farm::v1::Mount::BIND: {
-        if (target.empty()) return where(absl::InvalidArgumentError("bind mount without a target"));
-        farm::v1::SandboxMount* sm = req.add_mounts();
-        sm->set_target(target);
-        sm->set_readonly(m.readonly());
-        if (m.from().has_layers()) {
-          ASSIGN_OR_RETURN(std::vector<layerstore::LayerDesc> descs,
-                           Descs(m.from().layers().layers()));
-          auto s = store_->AcquireStack(descs);
-          if (!s.ok()) return where(s.status());
-          layerstore::StackView view((*s)->lower_dirs());
-          auto r = view.Resolve(m.source(), true);
-          if (!r.ok()) return where(r.status());
-          if (!r->exists) {
-            return where(absl::NotFoundError(
-                absl::StrCat("source \"", m.source(), "\" not found in the mounted stage")));
-          }
-          RETURN_IF_ERROR(common::MakeDirs(mdir, 0755));
-          sm->set_kind(farm::v1::SandboxMount::OVERLAY);
-          sm->set_source(mdir);
-          sm->set_subpath(r->path);
-          for (const std::string& l : (*s)->lower_names()) sm->add_lower_dirs(l);
-          if (!m.readonly()) {
-            RETURN_IF_ERROR(common::MakeDirs(mdir + "-upper", 0755));
-            RETURN_IF_ERROR(common::MakeDirs(mdir + "-work", 0755));
-            sm->set_upper_dir(mdir + "-upper");
-            sm->set_work_dir(mdir + "-work");
-          }
-          stacks.push_back(std::move(*s));
-        } else if (m.from().has_context()) {
-          auto root =
-              common::Digest::ParseOci(m.from().context().digest(), m.from().context().size());
-          if (!root.ok()) return where(root.status());
-          copy::CasTree tree(options_.cas, *root);
-          auto clean = CleanSource(m.source());
-          if (!clean.ok()) return where(clean.status());
-          auto resolved = copy::ResolvePath(tree, *clean, true);
-          if (!resolved.ok()) return where(resolved.status());
-          RETURN_IF_ERROR(where(copy::Materialize(tree, *resolved, mdir)));
-          sm->set_source(mdir);
-        } else {
-          return where(
-              absl::InvalidArgumentError("bind mount without a source (context or stage)"));
-        }
-        break;
-      }
-      case farm::v1::Mount::CACHE: {
-        if (target.empty())
-          return where(absl::InvalidArgumentError("cache mount without a target"));
-        std::string id = m.id().empty() ? target : m.id();
-        copy::Attrs attrs{m.mode() != 0 ? m.mode() : 0755, m.uid(), m.gid(), 0};
-        std::function<absl::Status(const std::string&)> seed;
-        if (m.has_from() && (m.from().has_context() || m.from().has_layers())) {
-          const farm::v1::Mount* mp = &m;
-          seed = [this, mp](const std::string& into) -> absl::Status {
-            std::unique_ptr<copy::SourceTree> tree;
-            std::unique_ptr<layerstore::Stack> hold;
-            if (mp->from().has_layers()) {
-              ASSIGN_OR_RETURN(auto descs, Descs(mp->from().layers().layers()));
-              ASSIGN_OR_RETURN(hold, store_->AcquireStack(descs));
-              tree = std::make_unique<copy::StackTree>(layerstore::StackView(hold->lower_dirs()));
-            } else {
-              ASSIGN_OR_RETURN(auto root, common::Digest::ParseOci(mp->from().context().digest(),
-                                                                   mp->from().context().size()));
-              tree = std::make_unique<copy::CasTree>(options_.cas, root);
-            }
-            ASSIGN_OR_RETURN(std::string clean, CleanSource(mp->source()));
-            ASSIGN_OR_RETURN(std::string path, copy::ResolvePath(*tree, clean, true));
-            ASSIGN_OR_RETURN(std::vector<copy::DirEntry> entries, tree->ReadDir(path));
-            for (const copy::DirEntry& e : entries) {
-              RETURN_IF_ERROR(copy::Materialize(*tree, path.empty() ? e.name : path + "/" + e.name,
-                                                into + "/" + e.name));
-            }
-            return absl::OkStatus();
-          };
-        }
-        auto lease = cache_mounts_.Acquire(id, m.sharing(), attrs, seed, cancel);
-        if (!lease.ok()) return where(lease.status());
-        farm::v1::SandboxMount* sm = req.add_mounts();
-        sm->set_source((*lease)->path());
-        sm->set_target(target);
-        sm->set_readonly(m.readonly());
-        caches.push_back(std::move(*lease));
-        break;
-      }
-      case farm::v1::Mount::TMPFS: {
-        if (target.empty())
-          return where(absl::InvalidArgumentError("tmpfs mount without a target"));
-        farm::v1::SandboxMount* sm = req.add_mounts();
-        sm->set_kind(farm::v1::SandboxMount::TMPFS);
-        sm->set_target(target);
-        sm->set_tmpfs_size_bytes(m.size_bytes());
-        break;
-      }
-      case farm::v1::Mount::SECRET: {
-        std::string id = m.id();
-        if (id.empty() && !target.empty()) id = Base(target);
-        if (id.empty()) return where(absl::InvalidArgumentError("secret mount without an id"));
-        absl::StatusOr<std::string> value = secrets != nullptr
-                                                ? secrets->GetSecret(id)
-                                                : absl::NotFoundError("no secrets were provided");
-        if (!value.ok()) {
-          if (!absl::IsNotFound(value.status())) return where(value.status());
-          if (m.required()) {
-            return where(absl::FailedPreconditionError(
-                absl::StrCat("secret \"", id, "\" is required but was not provided")));
-          }
-          break;  // an optional secret that is absent: no mount
-        }
-        if (!m.env().empty()) req.add_env(absl::StrCat(m.env(), "=", *value));
-        if (target.empty() && !m.env().empty()) break;  // env only
-        if (target.empty()) target = "/run/secrets/" + id;
-        // The bytes go to the runner in its (memory-backed) request; it writes them into a
-        // tmpfs of the sandbox's own mount namespace, on this empty directory.
-        std::string sdir = absl::StrCat(dir, "/secret", i);
-        RETURN_IF_ERROR(common::MakeDirs(sdir, 0700));
-        farm::v1::SandboxMount* sm = req.add_mounts();
-        sm->set_kind(farm::v1::SandboxMount::FILE);
-        sm->set_source(sdir);
-        sm->set_target(target);
-        sm->set_readonly(true);
-        sm->set_content(*std::move(value));
-        sm->set_file_mode(m.mode() != 0 ? m.mode() : 0400);
-        sm->set_file_uid(m.uid());
-        sm->set_file_gid(m.gid());
-        break;
-      }
-      case farm::v1::Mount::SSH: {
-        std::string id = m.id().empty() ? "default" : m.id();
-        absl::StatusOr<std::string> agent = secrets != nullptr
-                                                ? secrets->GetSshAgentSocket(id)
-                                                : absl::NotFoundError("no ssh agent was provided");
-        if (!agent.ok()) {
-          if (!absl::IsNotFound(agent.status())) return where(agent.status());
-          if (m.required()) {
-            return where(absl::FailedPreconditionError(
-                absl::StrCat("ssh agent \"", id,
-                             "\" is required but none was provided (farm build --ssh ", id, ")")));
-          }
-          break;
-        }
-        if (target.empty()) target = absl::StrCat("/run/buildkit/ssh_agent.", ssh_count);
-        copy::Attrs attrs{m.mode() != 0 ? m.mode() : 0600, m.uid(), m.gid(), 0};
-        auto proxy = SshAgentProxy::Start(*agent, absl::StrCat(dir, "/ssh", i, ".sock"), attrs);
-        if (!proxy.ok()) return where(proxy.status());
-        farm::v1::SandboxMount* sm = req.add_mounts();
-        sm->set_source((*proxy)->path());
-        sm->set_target(target);
-        if (ssh_count == 0) req.add_env("SSH_AUTH_SOCK=" + target);
-        ++ssh_count;
-        proxies.push_back(std::move(*proxy));
-        break;
-      }
-      default:
-        return where(absl::InvalidArgumentError("unknown mount type"));
-    }
+    RETURN_IF_ERROR(mounts.Add(run.mounts(i), i, req.cwd(), dir, cancel, &req));
   }
-  // Heredoc scripts and other inline files, read-only.
-  for (int i = 0; i < run.files_size(); ++i) {
-    const farm::v1::InlineFile& f = run.files(i);
-    if (f.name().empty() || f.name()[0] != '/') {
-      return absl::InvalidArgumentError(
-          absl::StrCat("inline file \"", f.name(), "\" is not absolute"));
-    }
-    std::string fdir = dir + "/files";
-    RETURN_IF_ERROR(common::MakeDirs(fdir, 0755));
-    std::string file = absl::StrCat(fdir, "/", i);
-    RETURN_IF_ERROR(common::WriteFileAtomic(file, f.content(), f.mode() != 0 ? f.mode() : 0755));
-    chmod(file.c_str(), f.mode() != 0 ? f.mode() : 0755);
-    farm::v1::SandboxMount* sm = req.add_mounts();
-    sm->set_source(file);
-    sm->set_target(f.name());
-    sm->set_readonly(true);
-  }
+  RETURN_IF_ERROR(AddInlineFiles(run, dir, &req));
   if (cancel != nullptr && cancel->HasBeenNotified()) return absl::CancelledError("RUN cancelled");
 
-  Tail tail;
-  sandbox::SandboxIo io;
-  io.on_line = [&](absl::string_view line, bool is_stderr) {
-    tail.Add(line);
-    if (log) log(line, is_stderr);
-  };
-  ASSIGN_OR_RETURN(farm::v1::SandboxResult sr, sandbox::RunSandbox(req, io, cancel));
-  farm::v1::StepResult result;
-  result.set_run_micros(sr.run_micros());
-  if (sr.error_code() != 0) {
-    absl::Status s(static_cast<absl::StatusCode>(sr.error_code()), sr.error_message());
-    return common::Annotate(s, "setting up the sandbox");
-  }
-  if (sr.cancelled() || (cancel != nullptr && cancel->HasBeenNotified())) {
-    return absl::CancelledError("RUN cancelled; its processes were killed");
-  }
-  result.set_exit_code(sr.exit_code());
-  result.set_timed_out(sr.timed_out());
-  if (sr.timed_out()) {
-    std::string line = absl::StrCat("farm: the command exceeded its timeout of ",
-                                    run.timeout_seconds(), "s; its process tree was killed");
-    tail.Add(line);
-    if (log) log(line, true);
-    if (result.exit_code() == 0) result.set_exit_code(128 + 9);
-  }
-  if (sr.oom_killed()) {
-    std::string line = absl::StrCat("farm: killed by the OOM killer (memory limit ",
-                                    options_.limits.memory_bytes, " bytes)");
-    tail.Add(line);
-    if (log) log(line, true);
-  }
-  if (result.exit_code() != 0 || sr.timed_out()) {
-    tail.CopyTo(&result);
-    return result;
-  }
-  RemoveStubs(req.upper_dir(), sr.stubs());
-  RETURN_IF_ERROR(common::Annotate(FinishLayer(req.upper_dir(), request.output(), &result),
+  // 3. The command, its output streamed to `log`, killed on `cancel`.
+  ASSIGN_OR_RETURN(
+      RunOutcome outcome,
+      RunCommand(req, log, cancel, {run.timeout_seconds(), options_.limits.memory_bytes}));
+  if (!outcome.make_layer) return outcome.result;
+
+  // 4. What it wrote, minus the mount points, becomes the layer.
+  RemoveMountStubs(req.upper_dir(), outcome.sandbox.stubs());
+  RETURN_IF_ERROR(common::Annotate(FinishLayer(req.upper_dir(), request.output(), &outcome.result),
                                    "creating the layer"));
-  return result;
+  return outcome.result;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -576,7 +267,7 @@ absl::StatusOr<farm::v1::StepResult> LocalStepExecutor::ExecuteCopy(
     source = std::make_unique<copy::CasTree>(options_.cas, root);
   } else if (op.source().has_layers()) {
     ASSIGN_OR_RETURN(std::vector<layerstore::LayerDesc> descs,
-                     Descs(op.source().layers().layers()));
+                     LayerDescs(op.source().layers().layers()));
     ASSIGN_OR_RETURN(source_stack, store_->AcquireStack(descs));
     source = std::make_unique<copy::StackTree>(layerstore::StackView(source_stack->lower_dirs()));
     context = false;
@@ -647,33 +338,18 @@ absl::StatusOr<farm::v1::StepResult> LocalStepExecutor::ExecuteMkdir(
 
 absl::StatusOr<int> LocalStepExecutor::RunAttached(const RunOptions& o) {
   google::protobuf::RepeatedPtrField<farm::v1::Layer> layers(o.layers.begin(), o.layers.end());
-  ASSIGN_OR_RETURN(std::vector<layerstore::LayerDesc> descs, Descs(layers));
+  ASSIGN_OR_RETURN(std::vector<layerstore::LayerDesc> descs, LayerDescs(layers));
   ASSIGN_OR_RETURN(std::unique_ptr<layerstore::Stack> stack, store_->AcquireStack(descs));
   ASSIGN_OR_RETURN(std::string dir, NewRunDir());
   RunDir cleanup{dir};
-  farm::v1::SandboxRequest req;
-  for (const char* sub : {"upper", "work", "rootfs"}) {
-    RETURN_IF_ERROR(common::MakeDirs(absl::StrCat(dir, "/", sub), 0755));
-  }
-  req.set_layer_dir(stack->base_dir());
-  for (const std::string& l : stack->lower_names()) req.add_lower_dirs(l);
-  req.set_upper_dir(dir + "/upper");
-  req.set_work_dir(dir + "/work");
-  req.set_rootfs_dir(dir + "/rootfs");
+  ASSIGN_OR_RETURN(RunDirs dirs, RunDirs::Create(dir));
+  farm::v1::SandboxRequest req =
+      BaseSandboxRequest(stack->base_dir(), stack->lower_names(), dirs, o.env, Host(),
+                         absl::StrCat("farm-", getpid(), "-run-", counter_++));
   for (const std::string& a : o.args) req.add_args(a);
-  for (const std::string& e : o.env.env()) req.add_env(e);
-  req.set_user(o.env.user());
-  req.set_cwd(o.env.workdir().empty() ? "/" : o.env.workdir());
-  req.set_hostname(o.env.hostname().empty() ? "farm" : o.env.hostname());
   RETURN_IF_ERROR(ApplyRunSandbox(options_.policy, o.network, o.insecure ? "insecure" : "sandbox",
                                   false, &req));
   req.set_interactive(true);
-  for (const auto& cg : cgroups_) *req.add_cgroups() = cg;
-  req.set_cgroup_name(absl::StrCat("farm-", getpid(), "-run-", counter_++));
-  if (!options_.resolv_conf.empty() && common::PathExists(options_.resolv_conf)) {
-    req.set_resolv_conf(options_.resolv_conf);
-  }
-  if (!options_.hosts.empty() && common::PathExists(options_.hosts)) req.set_hosts(options_.hosts);
   sandbox::SandboxIo io;
   io.stdin_fd = o.stdin_fd;
   io.stdout_fd = o.stdout_fd;

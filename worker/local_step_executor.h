@@ -40,6 +40,7 @@
 #include "worker/cache_mounts.h"
 #include "worker/copy/fetch.h"
 #include "worker/layerstore/layer_store.h"
+#include "worker/run_request.h"
 #include "worker/sandbox/cgroups.h"
 #include "worker/sandbox_policy.h"
 
@@ -107,6 +108,10 @@ class LocalStepExecutor : public executor::StepExecutor {
                     std::vector<farm::v1::SandboxCgroup> cgroups);
   struct RunDir;
   absl::StatusOr<std::string> NewRunDir();
+  // What this host gives every sandbox (cgroups, resolv.conf, hosts).
+  SandboxHost Host() const;
+  // RUN (run_request.h, run_mounts.h, run_command.h do the work): validate, build the sandbox
+  // request with its mounts, run the command, turn its upperdir into the layer.
   absl::StatusOr<farm::v1::StepResult> ExecuteRun(const farm::v1::StepRequest& request,
                                                   const layerstore::Stack& stack,
                                                   const executor::LogSink& log,
@@ -121,8 +126,6 @@ class LocalStepExecutor : public executor::StepExecutor {
   // form; fills result.layer unless nothing changed.
   absl::Status FinishLayer(const std::string& dir, const farm::v1::LayerOptions& output,
                            farm::v1::StepResult* result);
-  absl::StatusOr<std::vector<layerstore::LayerDesc>> Descs(
-      const google::protobuf::RepeatedPtrField<farm::v1::Layer>& layers);
 
   const Options options_;
   std::unique_ptr<layerstore::LayerStore> store_;

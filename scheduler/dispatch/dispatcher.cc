@@ -14,6 +14,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "common/digest.h"
+#include "common/fs.h"
 #include "common/status_macros.h"
 #include "dispatch_state.pb.h"
 #include "oci/platform.h"
@@ -873,7 +875,7 @@ class Dispatcher::Impl final : public SessionHandler {
     Queue(t->platform).Remove(t);
     auto owned = std::make_unique<Lease>();
     Lease* lease = owned.get();
-    lease->id = absl::StrCat(scheduler_id_, "-l", ++next_lease_);
+    lease->id = NewLeaseId(w->id, t->key);
     lease->worker_task_id = t->id;
     lease->attempt = static_cast<int>(t->lost.size()) + 1;
     lease->task = t;
@@ -1002,15 +1004,25 @@ class Dispatcher::Impl final : public SessionHandler {
       return;
     }
     auto k = by_key_.find(r.key());
-    // Never adopt a run we told to stop: it may be dying with CANCELLED.
+    // Never adopt a run we told to stop: it may be dying with CANCELLED. Only a lease this
+    // scheduler issued for that task to this same worker (and lost) can be adopted: a worker
+    // cannot claim queued work with a lease id of its own.
     if (!r.key().empty() && !r.lease_id().empty() && k != by_key_.end() &&
         k->second->state == TaskState::kQueued && k->second->platform == w->platform &&
-        !canceled_leases_.contains(r.lease_id())) {
+        !canceled_leases_.contains(r.lease_id()) && LeaseIssued(r.lease_id(), w->id, r.key())) {
       Adopt(k->second, w, r, now);
       return;
     }
     SendCancel(w, r.task_id(), r.lease_id(), "the scheduler does not want this task (any more)",
                fx);
+  }
+
+  std::string NewLeaseId(const std::string& worker_id, const std::string& key) const {
+    return MakeLeaseId(*opts_.lease_key, worker_id, key);
+  }
+  bool LeaseIssued(absl::string_view lease_id, absl::string_view worker_id,
+                   absl::string_view key) const {
+    return LeaseIdIsFor(*opts_.lease_key, lease_id, worker_id, key);
   }
 
   // The worker runs a task we have queued (our record of its lease was lost): take its run
@@ -1432,7 +1444,6 @@ class Dispatcher::Impl final : public SessionHandler {
   uint64_t next_session_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t next_seq_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t next_task_ ABSL_GUARDED_BY(mu_) = 0;
-  uint64_t next_lease_ ABSL_GUARDED_BY(mu_) = 0;
   // Tasks parked for locality, by the end of their wait; and how many per platform.
   std::set<std::pair<absl::Time, Task*>> holds_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<std::string, int> held_count_ ABSL_GUARDED_BY(mu_);
@@ -1449,6 +1460,32 @@ class Dispatcher::Impl final : public SessionHandler {
 };
 
 // ---------------------------------------------------------------------------------------------
+
+namespace {
+std::string LeaseMac(const auth::SecretKey& k, absl::string_view worker_id,
+                     absl::string_view task_key, absl::string_view nonce) {
+  std::string message =
+      absl::StrCat(worker_id.size(), ":", worker_id, task_key.size(), ":", task_key, nonce);
+  return k.Hash("farm.lease.v1", message).substr(0, 32);
+}
+}  // namespace
+
+std::string MakeLeaseId(const auth::SecretKey& k, absl::string_view worker_id,
+                        absl::string_view task_key) {
+  std::string nonce = common::RandomHex(16);
+  return absl::StrCat(nonce, ".", LeaseMac(k, worker_id, task_key, nonce));
+}
+
+bool LeaseIdIsFor(const auth::SecretKey& k, absl::string_view lease_id, absl::string_view worker_id,
+                  absl::string_view task_key) {
+  size_t dot = lease_id.find('.');
+  if (dot != 32 || lease_id.size() != 65) return false;
+  std::string want = LeaseMac(k, worker_id, task_key, lease_id.substr(0, dot));
+  absl::string_view got = lease_id.substr(dot + 1);
+  unsigned char diff = 0;  // constant time: the comparison tells nothing about the MAC
+  for (size_t i = 0; i < want.size(); ++i) diff |= static_cast<unsigned char>(want[i] ^ got[i]);
+  return diff == 0;
+}
 
 absl::StatusOr<std::unique_ptr<Dispatcher>> Dispatcher::Create(Options options) {
   if (options.lease_timeout <= absl::ZeroDuration()) {
@@ -1484,6 +1521,14 @@ absl::StatusOr<std::unique_ptr<Dispatcher>> Dispatcher::Create(Options options) 
   std::unique_ptr<StateStore> store;
   if (!options.state_dir.empty()) {
     ASSIGN_OR_RETURN(store, StateStore::Open(options.state_dir, options.sync_writes));
+  }
+  if (options.lease_key == nullptr) {
+    if (!options.state_dir.empty()) {
+      ASSIGN_OR_RETURN(options.lease_key, auth::SecretKey::LoadOrCreate(
+                                              common::JoinPath(options.state_dir, "lease.key")));
+    } else {
+      ASSIGN_OR_RETURN(options.lease_key, auth::SecretKey::FromBytes(common::RandomHex(32)));
+    }
   }
   std::unique_ptr<Dispatcher> d(new Dispatcher());
   d->impl_ = std::make_shared<Impl>(std::move(options));

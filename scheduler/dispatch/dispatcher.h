@@ -73,6 +73,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
+#include "auth/secret_key.h"
 #include "executor/step_executor.h"
 #include "farm/v1/scheduler.pb.h"
 #include "farm/v1/step.pb.h"
@@ -89,6 +90,11 @@ struct Options {
   // Directory of the RocksDB database holding tasks and leases (created if missing). Empty:
   // nothing is persisted and a restart forgets the queue.
   std::string state_dir;
+  // Signs lease ids: a lease id is a random nonce with an HMAC over (worker id, task key,
+  // nonce), so it cannot be guessed or forged, names the worker it was issued to, and can be
+  // checked after a restart even if its record was lost. Null: the key in
+  // `state_dir`/lease.key (created once), or an in-memory one without a state_dir.
+  std::shared_ptr<const auth::SecretKey> lease_key;
   // fsync every committed batch (a machine crash then loses nothing committed; a process
   // crash loses at most the batch in flight either way).
   bool sync_writes = false;
@@ -231,6 +237,14 @@ class Dispatcher {
 // The platform a task or worker is matched by: oci::NormalizePlatform, with "" (a step or
 // worker that names none) taken as linux/amd64.
 std::string NormalizePlatform(absl::string_view platform);
+
+// Lease ids: "<nonce>.<mac>", 128 random bits and an HMAC (under the scheduler's lease key)
+// binding them to the worker the lease was issued to and the task's key. A worker cannot make
+// one up, use another worker's, or claim a different task with one.
+std::string MakeLeaseId(const auth::SecretKey& key, absl::string_view worker_id,
+                        absl::string_view task_key);
+bool LeaseIdIsFor(const auth::SecretKey& key, absl::string_view lease_id,
+                  absl::string_view worker_id, absl::string_view task_key);
 
 }  // namespace farm::scheduler::dispatch
 

@@ -57,9 +57,10 @@ class DispatcherTest : public ::testing::Test {
     return d_.get();
   }
 
-  std::unique_ptr<FakeWorker> Connect(FakeWorkerOptions o) {
+  std::unique_ptr<FakeWorker> Connect(FakeWorkerOptions o,
+                                      const std::vector<farm::v1::RunningTask>& running = {}) {
     auto w = std::make_unique<FakeWorker>(d_->sessions(), std::move(o));
-    absl::Status s = w->Connect();
+    absl::Status s = w->Connect(running);
     EXPECT_TRUE(s.ok()) << s;
     return w;
   }
@@ -692,6 +693,36 @@ TEST_F(DispatcherTest, WorkerBackAfterItsLeaseWasLostIsAdoptedIfTheTaskStillWait
   EXPECT_TRUE(o->result.ok()) << o->result.status();
   EXPECT_EQ(d_->Stats().adopted, 1);
   EXPECT_EQ(d_->Stats().dispatched, 1);
+}
+
+TEST_F(DispatcherTest, AWorkerCannotClaimQueuedWorkWithALeaseIdOfItsOwn) {
+  Make();
+  auto o = Start(d_.get(), Spec("k1"));  // queued: no worker yet
+  farm::v1::RunningTask forged;
+  forged.set_task_id("mine");
+  forged.set_lease_id("made-up-lease");
+  forged.set_key("k1");
+  auto rogue = Connect(W("rogue"), {forged});
+  // It is told to stop the run it claims and gets the task only as a fresh lease.
+  EXPECT_EQ(rogue->NextCancel().lease_id(), "made-up-lease");
+  farm::v1::Task t = rogue->NextTask();
+  EXPECT_NE(t.lease_id(), "made-up-lease");
+  EXPECT_EQ(t.lease_id().size(), 65u);  // 128 random bits and a 128-bit MAC
+  EXPECT_EQ(d_->Stats().adopted, 0);
+}
+
+TEST_F(DispatcherTest, OnlyTheWorkerALostLeaseWasIssuedToCanAdoptIt) {
+  Make();
+  auto w1 = Connect(W("w1"));
+  auto o = Start(d_.get(), Spec("k1"));
+  farm::v1::Task t = w1->NextTask();
+  w1->Disconnect();
+  Advance(absl::Seconds(30));  // lost; requeued
+  ASSERT_TRUE(WaitEvent("requeued"));
+  // Another worker presents w1's lease: refused, and it is not adopted.
+  auto w2 = Connect(W("w2"), {FakeWorker::Running(t)});
+  EXPECT_EQ(w2->NextCancel().lease_id(), t.lease_id());
+  EXPECT_EQ(d_->Stats().adopted, 0);
 }
 
 TEST_F(DispatcherTest, TaskCanceledWhileItsWorkerWasAwayIsCanceledWhenItReturns) {

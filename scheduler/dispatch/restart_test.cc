@@ -12,6 +12,8 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "auth/secret_key.h"
+#include "common/fs.h"
 #include "scheduler/dispatch/dispatcher.h"
 #include "scheduler/dispatch/state_store.h"
 #include "scheduler/dispatch/testing/fake_worker.h"
@@ -212,17 +214,20 @@ TEST_F(RestartTest, UnclaimedRunningTaskIsCanceledOnItsWorkerAfterTheGracePeriod
 TEST_F(RestartTest, WorkerRunningATaskTheSchedulerForgotIsAdoptedByKey) {
   Start1();
   auto o = Start(d_.get(), Spec("k1"));
-  // The worker runs k1 under a lease this scheduler never wrote down (the write was lost in
-  // a crash): it is adopted, not run a second time.
+  // The worker runs k1 under a lease this scheduler issued but never wrote down (the write was
+  // lost in a crash): the lease id verifies with the scheduler's lease key, so the run is
+  // adopted, not run a second time.
+  auto key = auth::SecretKey::Load(common::JoinPath(dir_, "lease.key"));
+  ASSERT_TRUE(key.ok()) << key.status();
   farm::v1::RunningTask r;
   r.set_task_id("old-task");
-  r.set_lease_id("old-lease");
+  r.set_lease_id(MakeLeaseId(**key, "w1", "k1"));
   r.set_key("k1");
   auto w = Connect("w1", {r});
   EXPECT_TRUE(w->Idle());
   farm::v1::Task t;
   t.set_task_id("old-task");
-  t.set_lease_id("old-lease");
+  t.set_lease_id(r.lease_id());
   ASSERT_TRUE(w->Finish(t).ok());
   ASSERT_TRUE(o->Wait());
   EXPECT_TRUE(o->result.ok()) << o->result.status();
@@ -234,6 +239,25 @@ TEST_F(RestartTest, WorkerRunningATaskTheSchedulerForgotIsAdoptedByKey) {
   *hb.mutable_heartbeat()->add_running() = r;
   ASSERT_TRUE(w->Send(hb).ok());
   EXPECT_EQ(w->NextCancel().lease_id(), "other-lease");
+}
+
+TEST_F(RestartTest, ALeaseIdTheSchedulerDidNotIssueIsNeverAdopted) {
+  Start1();
+  auto o = Start(d_.get(), Spec("k1"));
+  auto key = auth::SecretKey::Load(common::JoinPath(dir_, "lease.key"));
+  ASSERT_TRUE(key.ok()) << key.status();
+  // Made up, or issued to another worker, or for another task: each is told to stop.
+  for (const std::string& lease :
+       {std::string("made-up"), MakeLeaseId(**key, "w2", "k1"), MakeLeaseId(**key, "w1", "k2")}) {
+    farm::v1::RunningTask r;
+    r.set_task_id("claimed");
+    r.set_lease_id(lease);
+    r.set_key("k1");
+    auto w = Connect("w1", {r});
+    EXPECT_EQ(w->NextCancel().lease_id(), lease);
+    w->Disconnect();
+  }
+  EXPECT_EQ(d_->Stats().adopted, 0);
 }
 
 TEST_F(RestartTest, SecretsAreSentToTheWorkerButNeverWritten) {

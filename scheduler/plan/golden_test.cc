@@ -32,6 +32,7 @@
 #include "scheduler/dockerfile/instructions.h"
 #include "scheduler/dockerfile/parser.h"
 #include "scheduler/plan/planner.h"
+#include "scheduler/plan/print.h"
 
 namespace farm::scheduler::plan {
 namespace {

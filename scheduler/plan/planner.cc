@@ -1,7 +1,6 @@
 #include "scheduler/plan/planner.h"
 
 #include <algorithm>
-#include <cstdio>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
@@ -13,8 +12,10 @@
 #include "common/fs.h"
 #include "common/patternmatcher.h"
 #include "executor/entitlements.h"
-#include "nlohmann/json.hpp"
 #include "scheduler/dockerfile/shell_lex.h"
+#include "scheduler/plan/history.h"
+#include "scheduler/plan/keys.h"
+#include "scheduler/plan/mounts.h"
 #include "worker/copy/select.h"
 
 namespace farm::scheduler::plan {
@@ -32,98 +33,6 @@ bool IsProxyArg(absl::string_view name) {
     if (name == p) return true;
   }
   return false;
-}
-
-// Go's strconv.Quote for the ASCII/UTF-8 text Dockerfiles hold.
-std::string GoQuote(absl::string_view s) {
-  std::string out = "\"";
-  for (unsigned char c : s) {
-    switch (c) {
-      case '"':
-        out += "\\\"";
-        break;
-      case '\\':
-        out += "\\\\";
-        break;
-      case '\n':
-        out += "\\n";
-        break;
-      case '\t':
-        out += "\\t";
-        break;
-      case '\r':
-        out += "\\r";
-        break;
-      default:
-        if (c < 0x20 || c == 0x7f) {
-          char buf[8];
-          snprintf(buf, sizeof(buf), "\\x%02x", c);
-          out += buf;
-        } else {
-          out.push_back(static_cast<char>(c));
-        }
-    }
-  }
-  out += "\"";
-  return out;
-}
-
-// fmt.Sprintf("%q", []string{...}) → ["a" "b"]
-std::string GoQuoteSlice(const std::vector<std::string>& v) {
-  std::vector<std::string> q;
-  for (const std::string& s : v) q.push_back(GoQuote(s));
-  return absl::StrCat("[", absl::StrJoin(q, " "), "]");
-}
-
-// fmt.Sprintf("%v", []string{...}) → [a b]
-std::string GoSlice(const std::vector<std::string>& v) {
-  return absl::StrCat("[", absl::StrJoin(v, " "), "]");
-}
-
-// time.Duration.String().
-std::string GoDuration(int64_t ns) {
-  if (ns == 0) return "0s";
-  bool neg = ns < 0;
-  uint64_t u = neg ? static_cast<uint64_t>(-ns) : static_cast<uint64_t>(ns);
-  auto frac = [](uint64_t v, uint64_t unit, const char* suffix) {
-    std::string s = std::to_string(v / unit);
-    uint64_t rem = v % unit;
-    if (rem) {
-      std::string f = std::to_string(rem);
-      int width = 0;
-      for (uint64_t x = unit; x > 1; x /= 10) ++width;
-      f = std::string(width - f.size(), '0') + f;
-      while (!f.empty() && f.back() == '0') f.pop_back();
-      s += "." + f;
-    }
-    return s + suffix;
-  };
-  std::string out;
-  if (u < 1000) {
-    out = std::to_string(u) + "ns";
-  } else if (u < 1000000) {
-    out = frac(u, 1000, "\xC2\xB5s");
-  } else if (u < 1000000000) {
-    out = frac(u, 1000000, "ms");
-  } else {
-    uint64_t secs = u / 1000000000;
-    uint64_t sub = u % 1000000000;
-    uint64_t h = secs / 3600, m = (secs / 60) % 60, s = secs % 60;
-    if (h) absl::StrAppend(&out, h, "h");
-    if (h || m) absl::StrAppend(&out, m, "m");
-    out += frac(s * 1000000000 + sub, 1000000000, "s");
-  }
-  return neg ? "-" + out : out;
-}
-
-std::string Octal(uint32_t v) {
-  char buf[16];
-  snprintf(buf, sizeof(buf), "%04o", v);
-  return buf;
-}
-
-std::string JsonArray(const std::vector<std::string>& v) {
-  return nlohmann::json(v).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
 // Linux signal names for STOPSIGNAL validation.
@@ -154,264 +63,6 @@ std::string AbsDest(const std::string& workdir, const std::string& dest) {
                            : common::CleanPath(absl::StrCat("/", workdir, "/", dest));
   if (dir && joined != "/") joined += "/";
   return joined;
-}
-
-struct RunMount {
-  farm::v1::Mount proto;
-  std::string from;  // the from= value (a stage or image), "" = context / empty
-  bool has_from = false;
-  std::string canonical;
-};
-
-// Splits a --mount value into fields like Go's csv reader (quotes allowed around a field).
-absl::StatusOr<std::vector<std::string>> CsvFields(absl::string_view v) {
-  std::vector<std::string> out;
-  std::string cur;
-  bool quoted = false;
-  for (size_t i = 0; i < v.size(); ++i) {
-    char c = v[i];
-    if (quoted) {
-      if (c == '"') {
-        if (i + 1 < v.size() && v[i + 1] == '"') {
-          cur.push_back('"');
-          ++i;
-        } else {
-          quoted = false;
-        }
-      } else {
-        cur.push_back(c);
-      }
-    } else if (c == '"' && cur.empty()) {
-      quoted = true;
-    } else if (c == ',') {
-      out.push_back(std::move(cur));
-      cur.clear();
-    } else {
-      cur.push_back(c);
-    }
-  }
-  if (quoted) return absl::InvalidArgumentError("unterminated quote");
-  out.push_back(std::move(cur));
-  return out;
-}
-
-bool ParseBool(absl::string_view v, bool* out) {
-  std::string l = absl::AsciiStrToLower(v);
-  if (l == "1" || l == "t" || l == "true") {
-    *out = true;
-    return true;
-  }
-  if (l == "0" || l == "f" || l == "false") {
-    *out = false;
-    return true;
-  }
-  return false;
-}
-
-absl::StatusOr<int64_t> ParseRamBytes(absl::string_view v) {
-  std::string s = absl::AsciiStrToLower(v);
-  size_t i = 0;
-  while (i < s.size() && (absl::ascii_isdigit(s[i]) || s[i] == '.')) ++i;
-  double n;
-  if (i == 0 || !absl::SimpleAtod(s.substr(0, i), &n)) {
-    return absl::InvalidArgumentError(absl::StrCat("invalid size: '", v, "'"));
-  }
-  std::string unit = s.substr(i);
-  if (!unit.empty() && unit.back() == 'b') unit.pop_back();
-  if (!unit.empty() && unit.back() == 'i') unit.pop_back();
-  double mult = 1;
-  if (unit == "k") {
-    mult = 1024;
-  } else if (unit == "m") {
-    mult = 1024.0 * 1024;
-  } else if (unit == "g") {
-    mult = 1024.0 * 1024 * 1024;
-  } else if (unit == "t") {
-    mult = 1024.0 * 1024 * 1024 * 1024;
-  } else if (!unit.empty()) {
-    return absl::InvalidArgumentError(absl::StrCat("invalid size: '", v, "'"));
-  }
-  return static_cast<int64_t>(n * mult);
-}
-
-// Parses one RUN --mount value, expanding each field's value (BuildKit's parseMount).
-absl::StatusOr<RunMount> ParseMount(absl::string_view value, const dockerfile::ShellLex& lex,
-                                    const dockerfile::EnvLookup& env, std::string workdir,
-                                    int ssh_index) {
-  absl::StatusOr<std::vector<std::string>> fields = CsvFields(value);
-  if (!fields.ok()) return fields.status();
-  RunMount m;
-  std::string type = "bind";
-  std::string target, source, from, id, sharing, env_name;
-  bool ro = false, ro_auto = true, required = false;
-  std::optional<uint32_t> mode, uid, gid;
-  int64_t size = 0;
-  for (const std::string& field : *fields) {
-    size_t eq = field.find('=');
-    std::string key = absl::AsciiStrToLower(field.substr(0, eq));
-    if (eq == std::string::npos) {
-      if (field.empty()) continue;
-      if (key == "readonly" || key == "ro") {
-        ro = true;
-        ro_auto = false;
-      } else if (key == "readwrite" || key == "rw") {
-        ro = false;
-        ro_auto = false;
-      } else if (key == "required") {
-        if (type != "secret" && type != "ssh") {
-          return absl::InvalidArgumentError(
-              absl::StrCat("unexpected key 'required' for mount type '", type, "'"));
-        }
-        required = true;
-      } else {
-        return absl::InvalidArgumentError(
-            absl::StrCat("invalid field '", field, "' must be a key=value pair"));
-      }
-      continue;
-    }
-    absl::StatusOr<std::string> v = lex.ProcessWord(field.substr(eq + 1), env);
-    if (!v.ok()) return v.status();
-    const std::string& val = *v;
-    bool b;
-    if (key == "type") {
-      type = absl::AsciiStrToLower(val);
-      if (type != "bind" && type != "cache" && type != "tmpfs" && type != "secret" &&
-          type != "ssh") {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "unsupported mount type \"", val, "\" (want bind, cache, tmpfs, secret or ssh)"));
-      }
-    } else if (key == "from") {
-      from = val;
-      m.has_from = true;
-    } else if (key == "source" || key == "src") {
-      source = val;
-    } else if (key == "target" || key == "dst" || key == "destination") {
-      target = val;
-    } else if (key == "readonly" || key == "ro") {
-      if (!ParseBool(val, &b)) {
-        return absl::InvalidArgumentError(absl::StrCat("invalid value for ", key, ": ", val));
-      }
-      ro = b;
-      ro_auto = false;
-    } else if (key == "readwrite" || key == "rw") {
-      if (!ParseBool(val, &b)) {
-        return absl::InvalidArgumentError(absl::StrCat("invalid value for ", key, ": ", val));
-      }
-      ro = !b;
-      ro_auto = false;
-    } else if (key == "required") {
-      if (type != "secret" && type != "ssh") {
-        return absl::InvalidArgumentError(
-            absl::StrCat("unexpected key 'required' for mount type '", type, "'"));
-      }
-      if (!ParseBool(val, &required)) {
-        return absl::InvalidArgumentError(absl::StrCat("invalid value for required: ", val));
-      }
-    } else if (key == "size") {
-      if (type != "tmpfs") {
-        return absl::InvalidArgumentError(
-            absl::StrCat("unexpected key 'size' for mount type '", type, "'"));
-      }
-      absl::StatusOr<int64_t> s = ParseRamBytes(val);
-      if (!s.ok()) return s.status();
-      size = *s;
-    } else if (key == "id") {
-      id = val;
-    } else if (key == "sharing") {
-      if (type != "cache") {
-        return absl::InvalidArgumentError(
-            absl::StrCat("invalid cache sharing set for ", type, " mount"));
-      }
-      if (val != "shared" && val != "private" && val != "locked") {
-        return absl::InvalidArgumentError(absl::StrCat("unsupported sharing value \"", val,
-                                                       "\" (want shared, private or locked)"));
-      }
-      sharing = val;
-    } else if (key == "mode" || key == "uid" || key == "gid") {
-      uint32_t n;
-      bool ok = key == "mode" ? absl::numbers_internal::safe_strtou32_base(val, &n, 8)
-                              : absl::SimpleAtoi(val, &n);
-      if (!ok) {
-        return absl::InvalidArgumentError(absl::StrCat("invalid value for ", key, ": ", val));
-      }
-      (key == "mode" ? mode : key == "uid" ? uid : gid) = n;
-    } else if (key == "env") {
-      if (type != "secret") {
-        return absl::InvalidArgumentError(
-            absl::StrCat("unexpected key 'env' for mount type '", type, "'"));
-      }
-      env_name = val;
-    } else {
-      return absl::InvalidArgumentError(
-          absl::StrCat("unexpected key '", key, "' in '", field, "'"));
-    }
-  }
-  bool file_info = type == "secret" || type == "ssh" || type == "cache";
-  if (!file_info && (mode || uid || gid)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("mode/uid/gid not allowed for type \"", type, "\""));
-  }
-  if (ro_auto) ro = !(type == "cache" || type == "tmpfs");
-  if ((type == "secret" || type == "ssh") && m.has_from) {
-    return absl::InvalidArgumentError(absl::StrCat(type, " mount should not have a from"));
-  }
-  if ((type == "secret" || type == "ssh") && !source.empty()) {
-    return absl::InvalidArgumentError(absl::StrCat(type, " source currently not supported"));
-  }
-  if (type == "tmpfs" && m.has_from) {
-    return absl::InvalidArgumentError("tmpfs mount should not have a from");
-  }
-  if (type == "secret") {
-    if (id.empty() && target.empty() && env_name.empty()) {
-      return absl::InvalidArgumentError("secret mount requires an id or a target");
-    }
-    if (id.empty()) id = std::string(absl::string_view(target).substr(target.rfind('/') + 1));
-    if (target.empty() && env_name.empty()) target = "/run/secrets/" + id;
-  } else if (type == "ssh") {
-    if (id.empty()) id = "default";
-    if (target.empty()) target = absl::StrCat("/run/buildkit/ssh_agent.", ssh_index);
-  } else if (target.empty()) {
-    return absl::InvalidArgumentError(absl::StrCat("mount type=", type, " requires a target"));
-  }
-  if (!target.empty() && target[0] != '/') {
-    target = common::CleanPath(absl::StrCat("/", workdir, "/", target));
-  } else if (!target.empty()) {
-    target = common::CleanPath(target);
-  }
-  if (type == "cache" && id.empty()) id = target;
-
-  farm::v1::Mount& p = m.proto;
-  p.set_type(type == "bind"     ? farm::v1::Mount::BIND
-             : type == "cache"  ? farm::v1::Mount::CACHE
-             : type == "tmpfs"  ? farm::v1::Mount::TMPFS
-             : type == "secret" ? farm::v1::Mount::SECRET
-                                : farm::v1::Mount::SSH);
-  p.set_target(target);
-  p.set_readonly(ro);
-  p.set_source(source);
-  p.set_id(id);
-  p.set_sharing(type == "cache" && sharing.empty() ? "shared" : sharing);
-  p.set_mode(mode.value_or(0));
-  p.set_uid(uid.value_or(0));
-  p.set_gid(gid.value_or(0));
-  p.set_size_bytes(size);
-  p.set_env(env_name);
-  p.set_required(required);
-  m.from = from;
-  std::vector<std::string> canon = {absl::StrCat("type=", type), absl::StrCat("target=", target)};
-  if (m.has_from) canon.push_back(absl::StrCat("from=", from));
-  if (!source.empty()) canon.push_back(absl::StrCat("source=", source));
-  if (!id.empty()) canon.push_back(absl::StrCat("id=", id));
-  if (!p.sharing().empty()) canon.push_back(absl::StrCat("sharing=", p.sharing()));
-  canon.push_back(ro ? "ro" : "rw");
-  if (mode) canon.push_back(absl::StrCat("mode=", Octal(*mode)));
-  if (uid) canon.push_back(absl::StrCat("uid=", *uid));
-  if (gid) canon.push_back(absl::StrCat("gid=", *gid));
-  if (size) canon.push_back(absl::StrCat("size=", size));
-  if (!env_name.empty()) canon.push_back(absl::StrCat("env=", env_name));
-  if (required) canon.push_back("required");
-  m.canonical = absl::StrJoin(canon, ",");
-  return m;
 }
 
 // EXPOSE port specs: "80", "80/tcp", "53/udp", "8000-8002/tcp".
@@ -460,9 +111,9 @@ std::vector<std::string> DiffConfig(const oci::ContainerConfig& a, const oci::Co
   if (a.user != b.user) out.push_back("User: " + b.user);
   if (a.working_dir != b.working_dir) out.push_back("WorkingDir: " + b.working_dir);
   if (a.entrypoint != b.entrypoint) {
-    out.push_back("Entrypoint: " + (b.entrypoint ? JsonArray(*b.entrypoint) : "null"));
+    out.push_back("Entrypoint: " + (b.entrypoint ? JsonStringArray(*b.entrypoint) : "null"));
   }
-  if (a.cmd != b.cmd) out.push_back("Cmd: " + (b.cmd ? JsonArray(*b.cmd) : "null"));
+  if (a.cmd != b.cmd) out.push_back("Cmd: " + (b.cmd ? JsonStringArray(*b.cmd) : "null"));
   for (const std::string& p : b.exposed_ports) {
     if (!a.exposed_ports.count(p)) out.push_back("ExposedPorts: " + p);
   }
@@ -475,14 +126,15 @@ std::vector<std::string> DiffConfig(const oci::ContainerConfig& a, const oci::Co
   }
   if (a.stop_signal != b.stop_signal) out.push_back("StopSignal: " + b.stop_signal);
   if (!(a.healthcheck == b.healthcheck)) {
-    out.push_back("Healthcheck: " + (b.healthcheck ? JsonArray(b.healthcheck->test) : "null"));
+    out.push_back("Healthcheck: " +
+                  (b.healthcheck ? JsonStringArray(b.healthcheck->test) : "null"));
   }
   if (a.on_build != b.on_build) {
     for (size_t i = a.on_build.size(); i < b.on_build.size(); ++i) {
       out.push_back("OnBuild: " + b.on_build[i]);
     }
   }
-  if (a.shell != b.shell) out.push_back("Shell: " + (b.shell ? JsonArray(*b.shell) : "null"));
+  if (a.shell != b.shell) out.push_back("Shell: " + (b.shell ? JsonStringArray(*b.shell) : "null"));
   return out;
 }
 
@@ -504,12 +156,7 @@ class Planner {
     platform_ = platform->String();
     absl::StatusOr<oci::Platform> build_platform = oci::Platform::Parse(opts_.build_platform);
     if (!build_platform.ok()) return build_platform.status();
-    const farm::v1::LayerOptions& lo = opts_.layer_options;
-    layer_opts_ =
-        absl::StrCat("compression=", farm::v1::LayerOptions::Compression_Name(lo.compression()),
-                     " level=", lo.level(), " source_date_epoch=",
-                     lo.has_source_date_epoch() ? absl::StrCat(lo.source_date_epoch()) : "unset",
-                     " preserve_permissions=", lo.preserve_permissions() ? "true" : "false");
+    layer_opts_ = LayerOptionsLine(opts_.layer_options);
 
     // Predefined platform ARGs live in the global scope.
     auto add_platform = [&](const std::string& prefix, const std::string& p) {
@@ -617,14 +264,6 @@ class Planner {
     return -1;
   }
 
-  static std::string ImageChain(const std::string& platform,
-                                const std::vector<std::string>& diff_ids) {
-    std::vector<std::pair<std::string, std::string>> pre = {
-        {"version", kKeyVersion}, {"from", "image"}, {"platform", platform}};
-    for (const std::string& d : diff_ids) pre.push_back({"diff_id", d});
-    return KeyOf(pre);
-  }
-
   // Resolves a COPY --from / --mount from= value: a stage (by name or index) or an image.
   absl::StatusOr<SourceRef> ResolveSource(const std::string& from, int current, Position pos,
                                           const std::string& platform) {
@@ -650,8 +289,7 @@ class Planner {
       return ref;
     }
     if (opts_.resolver == nullptr) {
-      ref.chain =
-          KeyOf({{"version", kKeyVersion}, {"unresolved-image", from}, {"platform", platform}});
+      ref.chain = UnresolvedImageChain(from, platform);
       warnings_.push_back(absl::StrCat(df_.filename, ":", pos.line, ":", pos.column, ": image \"",
                                        from, "\" not resolved: its key is a placeholder"));
       ResolvedImageStub(&ref, from);
@@ -659,8 +297,7 @@ class Planner {
     }
     absl::StatusOr<image::ResolvedImage> img = opts_.resolver->Resolve(from, platform);
     if (!img.ok() && absl::IsNotFound(img.status()) && opts_.allow_unresolved) {
-      ref.chain =
-          KeyOf({{"version", kKeyVersion}, {"unresolved-image", from}, {"platform", platform}});
+      ref.chain = UnresolvedImageChain(from, platform);
       Warn(absl::StrCat(df_.filename, ":", pos.line, ":", pos.column, ": image \"", from,
                         "\" is not in the local image store: its key is a placeholder"));
       ResolvedImageStub(&ref, from);
@@ -730,8 +367,7 @@ class Planner {
       st.base_kind = Stage::BaseKind::kScratch;
       st.config = oci::ImageConfig();
       st.config.config.env = {absl::StrCat("PATH=", kDefaultPath)};
-      st.base_chain =
-          KeyOf({{"version", kKeyVersion}, {"from", "scratch"}, {"platform", st.platform}});
+      st.base_chain = ScratchChain(st.platform);
     } else {
       st.base_kind = Stage::BaseKind::kImage;
       if (opts_.resolver != nullptr) {
@@ -740,9 +376,7 @@ class Planner {
         if (!img.ok() && absl::IsNotFound(img.status()) && opts_.allow_unresolved) {
           st.base_resolved = false;
           st.config = oci::ImageConfig();
-          st.base_chain = KeyOf({{"version", kKeyVersion},
-                                 {"unresolved-image", st.base_ref},
-                                 {"platform", st.platform}});
+          st.base_chain = UnresolvedImageChain(st.base_ref, st.platform);
           Warn(absl::StrCat(df_.filename, ":", ds.pos.line, ":", ds.pos.column, ": base image \"",
                             st.base_ref,
                             "\" is not in the local image store: keys below it are "
@@ -758,9 +392,7 @@ class Planner {
       } else {
         st.base_resolved = false;
         st.config = oci::ImageConfig();
-        st.base_chain = KeyOf({{"version", kKeyVersion},
-                               {"unresolved-image", st.base_ref},
-                               {"platform", st.platform}});
+        st.base_chain = UnresolvedImageChain(st.base_ref, st.platform);
         warnings_.push_back(absl::StrCat(
             df_.filename, ":", ds.pos.line, ":", ds.pos.column, ": base image \"", st.base_ref,
             "\" not resolved: keys below it are placeholders and its config (ENV, WORKDIR, ",
@@ -938,28 +570,15 @@ class Planner {
       absl::Status s = worker::copy::WalkMatch(
           *opts_.context, m, so.excludes,
           [&](const std::string& rel, const worker::copy::FileInfo& fi) {
-            std::string line = absl::StrCat(rel, "\t");
-            switch (fi.type) {
-              case worker::copy::FileType::kDirectory:
-                absl::StrAppend(&line, "dir\t", preserve ? Octal(fi.mode) : "");
-                break;
-              case worker::copy::FileType::kSymlink:
-                absl::StrAppend(&line, "symlink\t", fi.link_target);
-                break;
-              case worker::copy::FileType::kRegular:
-                if (!fi.digest) {
-                  return absl::InternalError(
-                      absl::StrCat("context file ", m.path, "/", rel, " was not hashed"));
-                }
-                absl::StrAppend(&line, "file\t",
-                                preserve ? Octal(fi.mode) : (fi.executable() ? "x" : "-"), "\t",
-                                fi.digest->hash, "/", fi.digest->size_bytes);
-                ++files;
-                bytes += fi.size;
-                break;
-              default:
-                absl::StrAppend(&line, "other");
+            if (fi.type == worker::copy::FileType::kRegular) {
+              if (!fi.digest) {
+                return absl::InternalError(
+                    absl::StrCat("context file ", m.path, "/", rel, " was not hashed"));
+              }
+              ++files;
+              bytes += fi.size;
             }
+            std::string line = ContextEntryLine(rel, fi, preserve);
             h.Update(line);
             h.Update("\n");
             if (listing != nullptr) {
@@ -1050,12 +669,8 @@ class Planner {
           ports.insert(specs->begin(), specs->end());
         }
       }
-      std::vector<std::string> m;
-      for (const std::string& p : ports) {
-        cfg.exposed_ports.insert(p);
-        m.push_back(p + ":{}");
-      }
-      step.created_by = absl::StrCat("EXPOSE map[", absl::StrJoin(m, " "), "]");
+      cfg.exposed_ports.insert(ports.begin(), ports.end());
+      step.created_by = ExposeCreatedBy(ports);
     } else if (auto* c = std::get_if<dockerfile::UserCmd>(&ins.command)) {
       absl::StatusOr<std::string> u = Expand(ss, c->user, pos);
       if (!u.ok()) return u.status();
@@ -1070,7 +685,7 @@ class Planner {
         cfg.volumes.insert(*e);
         vols.push_back(*e);
       }
-      step.created_by = absl::StrCat("VOLUME ", GoSlice(vols));
+      step.created_by = VolumeCreatedBy(vols);
     } else if (auto* c = std::get_if<dockerfile::StopSignalCmd>(&ins.command)) {
       absl::StatusOr<std::string> sig = Expand(ss, c->signal, pos);
       if (!sig.ok()) return sig.status();
@@ -1085,22 +700,13 @@ class Planner {
       h.start_period_ns = c->start_period_ns;
       h.start_interval_ns = c->start_interval_ns;
       h.retries = c->retries;
-      if (cfg.healthcheck && !cfg.healthcheck->test.empty() && !c->none) {
-        // Docker keeps unspecified timing options from the base image's healthcheck? No:
-        // a new HEALTHCHECK replaces the whole configuration.
-      }
+      // A new HEALTHCHECK replaces the whole configuration: nothing of the base's is kept.
+      // HEALTHCHECK NONE is the test ["NONE"] with zero timings.
       cfg.healthcheck = h;
-      char retries[16];
-      snprintf(retries, sizeof(retries), "'\\x%02x'", static_cast<unsigned>(h.retries & 0xff));
-      step.created_by =
-          c->none ? "HEALTHCHECK &{[\"NONE\"] \"0s\" \"0s\" \"0s\" \"0s\" '\\x00'}"
-                  : absl::StrCat("HEALTHCHECK &{", GoQuoteSlice(h.test), " \"",
-                                 GoDuration(h.interval_ns), "\" \"", GoDuration(h.timeout_ns),
-                                 "\" \"", GoDuration(h.start_period_ns), "\" \"",
-                                 GoDuration(h.start_interval_ns), "\" ", retries, "}");
+      step.created_by = HealthcheckCreatedBy(h);
     } else if (auto* c = std::get_if<dockerfile::ShellCmd>(&ins.command)) {
       cfg.shell = c->shell;
-      step.created_by = absl::StrCat("SHELL ", GoSlice(c->shell));
+      step.created_by = ShellCreatedBy(c->shell);
     } else if (auto* c = std::get_if<dockerfile::OnbuildCmd>(&ins.command)) {
       cfg.on_build.push_back(c->expression);
       step.created_by = absl::StrCat("ONBUILD ", c->expression);
@@ -1113,7 +719,7 @@ class Planner {
       }
       cfg.cmd = args;
       ss.cmd_set = true;
-      step.created_by = absl::StrCat("CMD ", GoQuoteSlice(args));
+      step.created_by = CmdCreatedBy(args);
     } else if (auto* c = std::get_if<dockerfile::EntrypointCmd>(&ins.command)) {
       std::vector<std::string> args = c->command.args;
       if (c->command.prepend_shell && !args.empty()) {
@@ -1128,7 +734,7 @@ class Planner {
       }
       // Docker: ENTRYPOINT resets a CMD inherited from the base (not one set in this stage).
       if (!ss.cmd_set) cfg.cmd.reset();
-      step.created_by = absl::StrCat("ENTRYPOINT ", GoQuoteSlice(args));
+      step.created_by = EntrypointCreatedBy(args);
     } else if (auto* c = std::get_if<dockerfile::WorkdirCmd>(&ins.command)) {
       absl::StatusOr<std::string> w = Expand(ss, c->path, pos);
       if (!w.ok()) return w.status();
@@ -1164,19 +770,21 @@ class Planner {
   }
 
   absl::Status PlanRun(StageState& ss, const dockerfile::RunCmd& c, Position pos, Step* step) {
-    dockerfile::ShellLex lex(df_.escape);
-    auto env = StageEnv(ss);
     farm::v1::RunOp* run = step->request.mutable_run();
     std::vector<std::pair<std::string, std::string>> pre = {{"version", kKeyVersion},
                                                             {"parent", ss.chain}};
     // Mounts.
     std::vector<std::string> mount_canon;
-    int ssh_index = 0;
+    MountContext mount_ctx;
+    mount_ctx.filename = df_.filename;
+    mount_ctx.pos = pos;
+    mount_ctx.escape = df_.escape;
+    mount_ctx.env = StageEnv(ss);
+    mount_ctx.workdir = ss.st->config.config.working_dir;
     for (const std::string& mv : c.mounts) {
-      absl::StatusOr<RunMount> m =
-          ParseMount(mv, lex, env, ss.st->config.config.working_dir, ssh_index);
-      if (!m.ok()) return Err(pos, absl::StrCat("--mount=", mv, ": ", m.status().message()));
-      if (m->proto.type() == farm::v1::Mount::SSH) ++ssh_index;
+      absl::StatusOr<RunMount> m = ParseRunMount(mv, mount_ctx);
+      if (!m.ok()) return m.status();
+      if (m->proto.type() == farm::v1::Mount::SSH) ++mount_ctx.ssh_index;
       int index = run->mounts_size();
       *run->add_mounts() = m->proto;
       std::string canon = m->canonical;
@@ -1269,7 +877,7 @@ class Planner {
       key_args = args;
     }
     for (const std::string& a : args) run->add_args(a);
-    std::string op = absl::StrCat("RUN ", JsonArray(key_args));
+    std::string op = absl::StrCat("RUN ", JsonStringArray(key_args));
     for (const std::string& m : mount_canon) absl::StrAppend(&op, " --mount=", m);
     absl::StrAppend(&op, " --network=", run->network(), " --security=", run->security());
     pre.push_back({"op", op});
@@ -1278,7 +886,7 @@ class Planner {
     const oci::ContainerConfig& cfg = ss.st->config.config;
     pre.push_back({"user", cfg.user});
     pre.push_back({"workdir", cfg.working_dir.empty() ? "/" : cfg.working_dir});
-    pre.push_back({"shell", JsonArray(Shell(ss))});
+    pre.push_back({"shell", JsonStringArray(Shell(ss))});
     pre.push_back({"platform", ss.st->platform});
     pre.push_back({"layer", layer_opts_});
 
@@ -1298,19 +906,12 @@ class Planner {
     step->instruction =
         absl::StrCat("RUN ", flags,
                      c.command.prepend_shell ? (c.command.args.empty() ? "" : c.command.args[0])
-                                             : JsonArray(args));
-    // History: BuildKit's runCommandString, "|N K=V ... argv # buildkit".
-    std::vector<std::string> hist;
+                                             : JsonStringArray(args));
     std::vector<std::string> declared;
     for (const auto& [k, v] : ss.args) {
       if (v) declared.push_back(absl::StrCat(k, "=", *v));
     }
-    if (!declared.empty()) {
-      hist.push_back(absl::StrCat("|", declared.size()));
-      hist.insert(hist.end(), declared.begin(), declared.end());
-    }
-    hist.insert(hist.end(), args.begin(), args.end());
-    step->created_by = absl::StrCat("RUN ", absl::StrJoin(hist, " "), " # buildkit");
+    step->created_by = RunCreatedBy(declared, args);
     step->request.set_key(step->key);
     step->request.set_description(step->instruction);
     FillExecEnv(ss, step->request.mutable_env(), true);
@@ -1394,7 +995,7 @@ class Planner {
     std::vector<std::string> shown = all_srcs;
     for (const dockerfile::Heredoc& h : c.heredocs) shown.push_back("<<" + h.name);
     std::string op = absl::StrCat(name, opflags.empty() ? "" : " ", absl::StrJoin(opflags, " "),
-                                  " ", JsonArray(shown), " ", abs_dest);
+                                  " ", JsonStringArray(shown), " ", abs_dest);
     pre.push_back({"op", op});
     pre.push_back({"platform", ss.st->platform});
 
@@ -1451,15 +1052,10 @@ class Planner {
     step->kind = StepKind::kCopy;
     step->preimage = std::move(pre);
     step->key = KeyOf(step->preimage);
-    step->chain = c.link
-                      ? KeyOf({{"version", kKeyVersion}, {"parent", ss.chain}, {"link", step->key}})
-                      : step->key;
+    step->chain = c.link ? LinkChain(ss.chain, step->key) : step->key;
     ss.chain = step->chain;
     step->instruction = op;
-    std::vector<std::string> hist = {name};
-    hist.insert(hist.end(), shown.begin(), shown.end());
-    hist.push_back(*dest);
-    step->created_by = absl::StrCat(absl::StrJoin(hist, " "), " # buildkit");
+    step->created_by = CopyCreatedBy(name, shown, *dest);
     step->request.set_key(step->key);
     step->request.set_description(step->instruction);
     FillExecEnv(ss, step->request.mutable_env(), false);
@@ -1484,171 +1080,8 @@ class Planner {
 
 }  // namespace
 
-std::string KeyOf(const std::vector<std::pair<std::string, std::string>>& preimage) {
-  common::Sha256 h;
-  for (const auto& [k, v] : preimage) {
-    h.Update(k);
-    h.Update(": ");
-    h.Update(v);
-    h.Update("\n");
-  }
-  return h.Finish().hash;
-}
-
-std::string NormalizeShellWhitespace(absl::string_view cmd) {
-  std::string out;
-  char quote = 0;
-  bool pending_space = false;
-  for (size_t i = 0; i < cmd.size(); ++i) {
-    char c = cmd[i];
-    if (quote == 0 && (c == ' ' || c == '\t')) {
-      pending_space = !out.empty();
-      continue;
-    }
-    if (pending_space) {
-      out.push_back(' ');
-      pending_space = false;
-    }
-    out.push_back(c);
-    if (quote == '\'') {
-      if (c == '\'') quote = 0;
-    } else if (c == '\\' && i + 1 < cmd.size()) {
-      out.push_back(cmd[++i]);
-    } else if (quote == '"') {
-      if (c == '"') quote = 0;
-    } else if (c == '\'' || c == '"') {
-      quote = c;
-    }
-  }
-  return out;
-}
-
 absl::StatusOr<Plan> MakePlan(const dockerfile::Dockerfile& df, const PlanOptions& options) {
   return Planner(df, options).Run();
-}
-
-namespace {
-
-const char* KindName(StepKind k) {
-  switch (k) {
-    case StepKind::kRun:
-      return "run";
-    case StepKind::kCopy:
-      return "copy";
-    case StepKind::kWorkdir:
-      return "workdir";
-    case StepKind::kMetadata:
-      return "metadata";
-  }
-  return "?";
-}
-
-std::string BaseText(const Stage& s, const Plan& plan) {
-  switch (s.base_kind) {
-    case Stage::BaseKind::kScratch:
-      return "scratch";
-    case Stage::BaseKind::kStage:
-      return absl::StrCat("stage ", s.base_ref);
-    case Stage::BaseKind::kImage:
-      if (!s.base_resolved) return absl::StrCat("image ", s.base_ref, " (not resolved)");
-      return absl::StrCat("image ", s.base_image->reference, "@", s.base_image->manifest_digest);
-  }
-  return "";
-}
-
-}  // namespace
-
-std::string PlanToText(const Plan& plan) {
-  std::string out;
-  for (size_t i = 0; i < plan.stages.size(); ++i) {
-    const Stage& s = plan.stages[i];
-    absl::StrAppend(&out, "stage ", s.index, s.name.empty() ? "" : " (" + s.name + ")",
-                    static_cast<int>(i) == plan.target ? " [target]" : "", "\n");
-    absl::StrAppend(&out, "  from ", BaseText(s, plan), "  platform ", s.platform, "\n");
-    absl::StrAppend(&out, "  base chain ", s.base_chain.substr(0, 16), "\n");
-    if (!s.depends_on.empty()) {
-      std::vector<std::string> deps;
-      for (int d : s.depends_on) deps.push_back(absl::StrCat(d));
-      absl::StrAppend(&out, "  depends on stages ", absl::StrJoin(deps, ", "), "\n");
-    }
-    for (const Step& st : s.steps) {
-      absl::StrAppend(&out, "  ", st.pos.line, ": ", st.from_onbuild ? "(ONBUILD) " : "",
-                      st.instruction, "\n");
-      if (!st.key.empty()) absl::StrAppend(&out, "      key ", st.key.substr(0, 16), "\n");
-      for (const auto& [k, v] : st.preimage) {
-        if (k == "inputs" || k == "url" || k == "heredoc" || k == "file") {
-          absl::StrAppend(&out, "      ", k, " ", v, "\n");
-        }
-      }
-      for (const std::string& c : st.changes) absl::StrAppend(&out, "      config ", c, "\n");
-    }
-  }
-  for (const std::string& w : plan.warnings) absl::StrAppend(&out, "warning: ", w, "\n");
-  return out;
-}
-
-std::string PlanToJson(const Plan& plan) {
-  using oj = nlohmann::ordered_json;
-  oj j = oj::object();
-  j["file"] = plan.filename;
-  j["target"] = plan.stages.empty() ? -1 : plan.stages[plan.target].index;
-  oj stages = oj::array();
-  for (const Stage& s : plan.stages) {
-    oj sj = oj::object();
-    sj["index"] = s.index;
-    sj["name"] = s.name;
-    oj base = oj::object();
-    base["kind"] = s.base_kind == Stage::BaseKind::kScratch ? "scratch"
-                   : s.base_kind == Stage::BaseKind::kStage ? "stage"
-                                                            : "image";
-    base["ref"] = s.base_ref;
-    if (s.base_kind == Stage::BaseKind::kStage) base["stage"] = s.base_stage;
-    if (s.base_kind == Stage::BaseKind::kImage) {
-      base["resolved"] = s.base_resolved;
-      if (s.base_image) {
-        base["reference"] = s.base_image->reference;
-        base["manifest_digest"] = s.base_image->manifest_digest;
-        base["config_digest"] = s.base_image->config_digest;
-      }
-    }
-    base["chain"] = s.base_chain;
-    sj["base"] = std::move(base);
-    sj["platform"] = s.platform;
-    sj["depends_on"] = std::vector<int>(s.depends_on.begin(), s.depends_on.end());
-    oj steps = oj::array();
-    for (const Step& st : s.steps) {
-      oj x = oj::object();
-      x["line"] = st.pos.line;
-      x["end_line"] = st.end_line;
-      x["name"] = st.name;
-      x["kind"] = KindName(st.kind);
-      if (st.from_onbuild) x["from_onbuild"] = true;
-      x["instruction"] = st.instruction;
-      x["created_by"] = st.created_by;
-      if (!st.key.empty()) {
-        x["key"] = st.key;
-        x["chain"] = st.chain;
-        oj pre = oj::array();
-        for (const auto& [k, v] : st.preimage) pre.push_back(oj::array({k, v}));
-        x["preimage"] = std::move(pre);
-      }
-      if (st.copy_from && st.copy_from->stage >= 0) x["copy_from_stage"] = st.copy_from->stage;
-      if (st.copy_from && st.copy_from->image) {
-        x["copy_from_image"] = st.copy_from->image->reference;
-      }
-      x["changes"] = st.changes;
-      steps.push_back(std::move(x));
-    }
-    sj["steps"] = std::move(steps);
-    sj["final_chain"] = s.final_chain;
-    oj cfg = oj::parse(s.config.ToJson(), nullptr, false);
-    if (!cfg.is_discarded()) sj["config"] = cfg.contains("config") ? cfg["config"] : oj::object();
-    stages.push_back(std::move(sj));
-  }
-  j["stages"] = std::move(stages);
-  j["warnings"] = plan.warnings;
-  j["unused_build_args"] = plan.unused_build_args;
-  return j.dump(2, ' ', false, oj::error_handler_t::replace) + "\n";
 }
 
 }  // namespace farm::scheduler::plan

@@ -28,6 +28,9 @@
 // Every key keeps its preimage (the lines above), so a cache miss can be explained field by
 // field (`farm why-miss`).
 //
+// Beside the planner: keys.h makes each preimage line canonical and hashes it, mounts.h parses
+// RUN --mount, history.h writes each step's created_by, print.h prints a plan (`farm plan`).
+//
 //   scheduler::plan::PlanOptions opts;
 //   opts.build_args = {{"VERSION", "1.2"}};
 //   opts.resolver = resolver;          // may be null: FROM images get placeholder keys
@@ -53,7 +56,7 @@
 
 namespace farm::scheduler::plan {
 
-inline constexpr char kKeyVersion[] = "farm-key-v1";
+// PATH for FROM scratch, and for a RUN whose environment sets none.
 inline constexpr char kDefaultPath[] =
     "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
@@ -152,17 +155,6 @@ struct Plan {
 // --mount/--chmod/EXPOSE/STOPSIGNAL values, unsupported platforms of FROM lines; and
 // PERMISSION_DENIED for a RUN needing an entitlement the build or the host lacks.
 absl::StatusOr<Plan> MakePlan(const dockerfile::Dockerfile& df, const PlanOptions& options);
-
-// Human-readable plan (`farm plan`) and the documented, stable JSON (`farm plan --format json`).
-std::string PlanToText(const Plan& plan);
-std::string PlanToJson(const Plan& plan);
-
-// Collapses runs of unquoted blanks in a shell command into one space and trims it, so that
-// re-indenting a continued RUN line does not change its key (the shell sees the same words).
-std::string NormalizeShellWhitespace(absl::string_view command);
-
-// sha256 of the preimage lines "name: value\n", hex.
-std::string KeyOf(const std::vector<std::pair<std::string, std::string>>& preimage);
 
 }  // namespace farm::scheduler::plan
 

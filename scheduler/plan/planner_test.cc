@@ -353,12 +353,5 @@ TEST(EntitlementsTest, InsecureAndHostNetworkNeedTheBuildAndTheHost) {
   EXPECT_TRUE(PlanWithEntitlements("FROM base:a\nRUN --network=none true\n", {}, {}).ok());
 }
 
-TEST(NormalizeShellWhitespaceTest, KeepsQuotedAndEscapedBlanks) {
-  EXPECT_EQ(NormalizeShellWhitespace("  a   b\t\tc  "), "a b c");
-  EXPECT_EQ(NormalizeShellWhitespace("echo 'a   b' \"c  d\" e\\ \\ f"),
-            "echo 'a   b' \"c  d\" e\\ \\ f");
-  EXPECT_EQ(NormalizeShellWhitespace("echo \"it's  \"   x"), "echo \"it's  \" x");
-}
-
 }  // namespace
 }  // namespace farm::scheduler::plan

@@ -16,6 +16,11 @@
 //   ASSIGN_OR_RETURN(auto mgr, BuildManager::Create(std::move(o)));
 //   ASSIGN_OR_RETURN(std::string id, mgr->Submit(request));
 //   auto sub = mgr->Subscribe(id, 0, on_event, on_end);
+//
+// It ties together the pieces beside it: Admission (which queued build runs next, the limits),
+// BuildLog (the RocksDB records of builds and events), EventFanout (each build's numbered
+// events and their subscribers) and BuildRunner (one build through scheduler/pipeline). What
+// stays here is each build's life: its state changes, its thread, cancel and shutdown.
 #ifndef FARM_SCHEDULER_SERVER_BUILD_MANAGER_H_
 #define FARM_SCHEDULER_SERVER_BUILD_MANAGER_H_
 
@@ -31,17 +36,9 @@
 #include "cache/blob_store.h"
 #include "executor/step_executor.h"
 #include "farm/v1/scheduler.pb.h"
+#include "scheduler/server/build_spec.h"
 
 namespace farm::scheduler::server {
-
-// What an executor for one build is made from (per-build fields of remote tasks).
-struct BuildSpec {
-  std::string build_id;
-  std::string tenant;
-  int priority = 0;
-  std::string cache_instance;
-  std::map<std::string, std::string> secrets;
-};
 
 class BuildManager {
  public:

@@ -33,6 +33,12 @@
 // the stream is up their results (CANCELLED, "worker ... is shutting down") are sent before the
 // stream is closed. Then the agent stops.
 //
+// The pieces: Session (session.h: the stream, hello, heartbeats, reconnecting, with the Outbox
+// of outbox.h), TaskRunner (task_runner.h: slots, queue, cancellation), ChainIndex
+// (chain_index.h: the layer stacks reported), StateDir (state_dir.h). The Agent wires them to
+// a LocalStepExecutor and to farm-cache, and is the Session's delegate and the TaskRunner's
+// output.
+//
 //   worker::agent::Agent::Options o;
 //   o.scheduler = "10.0.0.1:7070";
 //   o.cache = "10.0.0.2:9092";
@@ -49,16 +55,13 @@
 #ifndef FARM_WORKER_AGENT_AGENT_H_
 #define FARM_WORKER_AGENT_AGENT_H_
 
-#include <cstdint>
-#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
 #include <string>
-#include <thread>
 #include <vector>
 
-#include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
@@ -66,24 +69,20 @@
 #include "common/backoff.h"
 #include "farm/v1/scheduler.pb.h"
 #include "worker/agent/chain_index.h"
+#include "worker/agent/connect.h"
+#include "worker/agent/session.h"
 #include "worker/agent/state_dir.h"
+#include "worker/agent/task_runner.h"
 #include "worker/local_step_executor.h"
 #include "worker/sandbox/cgroups.h"
 
 namespace grpc {
 class ChannelInterface;
-class ClientContext;
-template <class W, class R>
-class ClientReaderWriter;
 }  // namespace grpc
 
 namespace farm::worker::agent {
 
-// Checks a peer address: "HOST:PORT", "[V6]:PORT", "grpc://HOST:PORT" or "unix:PATH". Returns
-// the gRPC target; INVALID_ARGUMENT naming `what` (e.g. "--scheduler") otherwise.
-absl::StatusOr<std::string> ParsePeerAddress(const std::string& what, const std::string& address);
-
-class Agent {
+class Agent : private Session::Delegate, private TaskRunner::Output {
  public:
   struct Options {
     // Peers. `scheduler` is farm-scheduler's WorkerHub, `cache` is farm-cache; both
@@ -142,7 +141,7 @@ class Agent {
   // options; FAILED_PRECONDITION when not root or when the state directory is in use by
   // another farm-worker (the message names its pid).
   static absl::StatusOr<std::unique_ptr<Agent>> Create(Options options);
-  ~Agent();  // Shutdown(5s) if still running
+  ~Agent() override;  // Shutdown(5s) if still running
 
   // Starts the pool and the connection loop in background threads; returns at once.
   void Start();
@@ -150,14 +149,10 @@ class Agent {
   // stream to close, then cuts the stream. Blocks until every thread has ended. Idempotent.
   void Shutdown(absl::Duration grace);
 
-  enum class State {
-    kIdle,        // created, not started
-    kConnecting,  // dialing, or waiting for Welcome
-    kConnected,   // welcomed: receiving tasks
-    kBackingOff,  // waiting before the next attempt
-    kStopping,
-    kStopped,
-  };
+  // kIdle (created, not started), kConnecting (dialing, or waiting for Welcome), kConnected
+  // (welcomed: receiving tasks), kBackingOff (waiting before the next attempt), kStopping,
+  // kStopped.
+  using State = Session::State;
   struct Status {
     State state = State::kIdle;
     std::string scheduler_id;     // from the last Welcome
@@ -177,38 +172,31 @@ class Agent {
   LocalStepExecutor* executor() { return executor_.get(); }
 
  private:
-  struct TaskState;
-  using Stream = grpc::ClientReaderWriter<farm::v1::WorkerMessage, farm::v1::SchedulerMessage>;
-
   Agent(Options options, std::unique_ptr<StateDir> state, std::shared_ptr<cache::BlobStore> cas,
         std::shared_ptr<grpc::ChannelInterface> cache_channel,
         std::unique_ptr<LocalStepExecutor> executor, std::unique_ptr<ChainIndex> chains,
         std::string platform);
 
-  void Log(const std::string& line);
-  // The connection loop and one session on the stream.
-  void ConnectionLoop();
-  absl::Status CheckCache();
-  absl::Status RunSession(bool* welcomed);
-  // OK once `channel` is READY; UNAVAILABLE when a connection attempt failed or none
-  // succeeded within `timeout`; CANCELLED on Shutdown.
-  absl::Status WaitConnected(grpc::ChannelInterface* channel, absl::Duration timeout);
-  void WriterLoop(Stream* stream, grpc::ClientContext* ctx);
-  farm::v1::WorkerMessage MakeHello();
-  farm::v1::WorkerMessage MakeHeartbeat();
+  // One line of the agent's own log (Options::log), one call at a time.
+  void LogLine(const std::string& line);
   absl::flat_hash_set<std::string> PresentLayers();
-  // Messages from the scheduler.
-  void OnTask(farm::v1::Task* task);
-  void OnCancel(const farm::v1::CancelTask& cancel);
-  // The pool.
-  void PoolLoop();
-  void RunTask(const std::shared_ptr<TaskState>& task);
-  // The outbox (mu_ held).
-  void EnqueueLogLocked(TaskState* task, absl::string_view line, bool is_stderr)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void EnqueueResultLocked(farm::v1::TaskResult result) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void CancelQueuedLocked(const std::shared_ptr<TaskState>& task, const std::string& reason)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Locality: records the layer stack a step left on this worker.
+  void RecordStack(const farm::v1::StepRequest& request,
+                   const absl::StatusOr<farm::v1::StepResult>& result);
+
+  // Session::Delegate.
+  absl::Status BeforeConnect(const std::function<bool()>& stopping) override;
+  void FillHello(farm::v1::WorkerHello* hello) override;
+  void FillHeartbeat(farm::v1::Heartbeat* heartbeat) override;
+  void HeartbeatSent() override;
+  void OnTask(farm::v1::Task* task) override;
+  void OnCancel(const farm::v1::CancelTask& cancel) override;
+  Held HeldTasks() override;
+
+  // TaskRunner::Output: into the session's outbox.
+  void Log(const std::string& task_id, const std::string& lease_id, absl::string_view line,
+           bool is_stderr) override;
+  void Result(farm::v1::TaskResult result) override;
 
   const Options options_;
   const std::unique_ptr<StateDir> state_;
@@ -217,43 +205,16 @@ class Agent {
   const std::unique_ptr<LocalStepExecutor> executor_;
   const std::unique_ptr<ChainIndex> chains_;
   const std::string platform_;
-  const std::string scheduler_target_;
   absl::Mutex log_mu_;
 
   absl::Mutex mu_;
-  // Tasks accepted and not finished: queued or running.
-  std::map<std::string, std::shared_ptr<TaskState>> tasks_ ABSL_GUARDED_BY(mu_);
-  std::deque<std::shared_ptr<TaskState>> queue_ ABSL_GUARDED_BY(mu_);
-  int running_ ABSL_GUARDED_BY(mu_) = 0;
-  int64_t tasks_done_ ABSL_GUARDED_BY(mu_) = 0;
-  // Messages waiting for the stream, in order. Logs count against max_buffered_log_bytes.
-  struct Outgoing {
-    farm::v1::WorkerMessage msg;
-    int64_t log_bytes = 0;
-  };
-  std::deque<Outgoing> outbox_ ABSL_GUARDED_BY(mu_);
-  int64_t outbox_log_bytes_ ABSL_GUARDED_BY(mu_) = 0;
-  absl::flat_hash_map<std::string, int64_t> dropped_lines_ ABSL_GUARDED_BY(mu_);  // by task
-  int64_t log_lines_dropped_ ABSL_GUARDED_BY(mu_) = 0;
-  // The session.
-  State state_value_ ABSL_GUARDED_BY(mu_) = State::kIdle;
-  bool connected_ ABSL_GUARDED_BY(mu_) = false;       // welcomed, stream up
-  bool session_ending_ ABSL_GUARDED_BY(mu_) = false;  // the writer must stop
-  grpc::ClientContext* session_ctx_ ABSL_GUARDED_BY(mu_) = nullptr;
-  absl::Duration heartbeat_interval_ ABSL_GUARDED_BY(mu_);
-  absl::Time next_heartbeat_ ABSL_GUARDED_BY(mu_);
-  std::string scheduler_id_ ABSL_GUARDED_BY(mu_);
-  int64_t sessions_ ABSL_GUARDED_BY(mu_) = 0;
-  int64_t failed_attempts_ ABSL_GUARDED_BY(mu_) = 0;
-  absl::Duration last_backoff_ ABSL_GUARDED_BY(mu_);
-  // Lifecycle.
   bool started_ ABSL_GUARDED_BY(mu_) = false;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;  // Shutdown called
-  bool draining_ ABSL_GUARDED_BY(mu_) = false;  // tasks done: close the stream once flushed
-  bool connection_done_ ABSL_GUARDED_BY(mu_) = false;
   bool stopped_ ABSL_GUARDED_BY(mu_) = false;
-  std::thread connection_thread_;
-  std::vector<std::thread> pool_;
+
+  // Declared last: destroyed first (the runner's output goes to the session).
+  std::unique_ptr<Session> session_;
+  std::unique_ptr<TaskRunner> runner_;
 };
 
 }  // namespace farm::worker::agent

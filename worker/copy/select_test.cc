@@ -14,12 +14,6 @@ FileInfo File(uint32_t mode = 0644) {
   f.mode = mode;
   return f;
 }
-FileInfo Dir() {
-  FileInfo d;
-  d.type = FileType::kDirectory;
-  d.mode = 0755;
-  return d;
-}
 FileInfo Link(const std::string& target) {
   FileInfo l;
   l.type = FileType::kSymlink;
@@ -190,6 +184,115 @@ TEST_F(SelectTest, ParentsPivot) {
   auto plain = ResolveSources(ctx_, {"src/sub/deep.go"}, {});
   ASSERT_TRUE(plain.ok());
   EXPECT_EQ((*plain)[0].base, "src/sub");
+}
+
+// Docker: "to add a file named arr[0].txt, use: COPY arr[[]0].txt /mydir/" (Go filepath.Match
+// rules: a source with an unescaped '[' is a pattern).
+TEST(SelectNamesTest, SpacesUnicodeAndGlobCharactersInNames) {
+  IndexedTree t(SymlinkPolicy::kContained, nullptr);
+  t.Add("my file.txt", File());
+  t.Add("héllo wörld ✓.txt", File());
+  t.Add("arr[0].txt", File());
+  t.Add("arr0.txt", File());
+  t.Add("what?.md", File());
+  t.Add("whatX.md", File());
+  t.Add("dir with space/inner file", File());
+  auto paths = [&](std::vector<std::string> srcs) {
+    std::vector<std::string> out;
+    auto m = ResolveSources(t, srcs, {});
+    EXPECT_TRUE(m.ok()) << m.status();
+    if (m.ok()) {
+      for (const Match& x : *m) out.push_back(x.path);
+    }
+    return out;
+  };
+  // Plain names are looked up as written, spaces and all.
+  EXPECT_THAT(paths({"my file.txt", "héllo wörld ✓.txt", "dir with space/inner file"}),
+              ElementsAre("my file.txt", "héllo wörld ✓.txt", "dir with space/inner file"));
+  // "arr[0].txt" is a pattern: the class [0] matches "0", not the brackets.
+  EXPECT_THAT(paths({"arr[0].txt"}), ElementsAre("arr0.txt"));
+  // The documented escape: [[] matches a literal "[".
+  EXPECT_THAT(paths({"arr[[]0].txt"}), ElementsAre("arr[0].txt"));
+  // '?' matches any one character, the literal '?' included; sorted byte-wise.
+  EXPECT_THAT(paths({"what?.md"}), ElementsAre("what?.md", "whatX.md"));
+  EXPECT_THAT(paths({"*ö*"}), ElementsAre("héllo wörld ✓.txt"));  // UTF-8 bytes match too
+  EXPECT_THAT(paths({"dir with space/*"}), ElementsAre("dir with space/inner file"));
+}
+
+TEST_F(SelectTest, DirectoriesAndFilesAreTold) {
+  auto r = ResolveSources(ctx_, {"src", "a.txt", "src/sub"}, {});
+  ASSERT_TRUE(r.ok()) << r.status();
+  ASSERT_EQ(r->size(), 3u);
+  EXPECT_TRUE((*r)[0].info.is_dir());
+  EXPECT_FALSE((*r)[1].info.is_dir());
+  EXPECT_EQ((*r)[1].info.type, FileType::kRegular);
+  EXPECT_TRUE((*r)[2].info.is_dir());
+  EXPECT_FALSE((*r)[0].wildcard);
+  // A wildcard can match directories too: each stands for its contents.
+  auto w = ResolveSources(ctx_, {"s*"}, {});
+  ASSERT_TRUE(w.ok()) << w.status();
+  ASSERT_EQ(w->size(), 1u);
+  EXPECT_EQ((*w)[0].path, "src");
+  EXPECT_TRUE((*w)[0].info.is_dir());
+  EXPECT_TRUE((*w)[0].wildcard);
+}
+
+TEST_F(SelectTest, TrailingSlashesOnSources) {
+  // A directory named with a trailing slash (or "/.") is the same directory: COPY src/ /d/
+  // copies src's contents, like COPY src /d/.
+  EXPECT_THAT(Paths(ResolveSources(ctx_, {"src/", "src/.", "./src//sub/"}, {})),
+              ElementsAre("src=>src", "src=>src", "src/sub=>src/sub"));
+  auto r = ResolveSources(ctx_, {"src/"}, {});
+  ASSERT_TRUE(r.ok());
+  EXPECT_TRUE((*r)[0].info.is_dir());
+  EXPECT_EQ((*r)[0].base, "");  // what excludes are relative to: src's parent, the root
+}
+
+TEST_F(SelectTest, WildcardsFollowGoMatchRules) {
+  // '*' matches dotfiles too (no shell rule), never a '/'.
+  IndexedTree t(SymlinkPolicy::kContained, nullptr);
+  t.Add(".env", File());
+  t.Add("a.go", File());
+  t.Add("b.go", File());
+  t.Add("c.go", File());
+  t.Add("pkg/d.go", File());
+  auto paths = [&](const std::string& src) {
+    std::vector<std::string> out;
+    auto m = ResolveSources(t, {src}, {});
+    EXPECT_TRUE(m.ok()) << src << ": " << m.status();
+    if (m.ok()) {
+      for (const Match& x : *m) out.push_back(x.path);
+    }
+    return out;
+  };
+  EXPECT_THAT(paths("*"), ElementsAre(".env", "a.go", "b.go", "c.go", "pkg"));
+  EXPECT_THAT(paths("*.go"), ElementsAre("a.go", "b.go", "c.go"));  // not pkg/d.go
+  EXPECT_THAT(paths("[a-b].go"), ElementsAre("a.go", "b.go"));
+  EXPECT_THAT(paths("[^a].go"), ElementsAre("b.go", "c.go"));
+  EXPECT_THAT(paths("?.go"), ElementsAre("a.go", "b.go", "c.go"));
+  EXPECT_THAT(paths("*/*.go"), ElementsAre("pkg/d.go"));
+  // Several sources keep their order as written; each one's matches are sorted.
+  auto both = ResolveSources(t, {"c.go", "[ab].go"}, {});
+  ASSERT_TRUE(both.ok());
+  std::vector<std::string> order;
+  for (const Match& x : *both) order.push_back(x.path);
+  EXPECT_THAT(order, ElementsAre("c.go", "a.go", "b.go"));
+}
+
+TEST_F(SelectTest, MissingSourcesNameTheSourceAsWritten) {
+  auto r = ResolveSources(ctx_, {"a.txt", "src/nope/x.go"}, {});
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(std::string(r.status().message()), HasSubstr("source \"src/nope/x.go\": not found"));
+  // A wildcard under a missing directory matches nothing (NOT_FOUND, not a lookup error).
+  auto w = ResolveSources(ctx_, {"nope/*.go"}, {});
+  EXPECT_EQ(w.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(std::string(w.status().message()),
+              HasSubstr("source \"nope/*.go\": no files match the pattern"));
+  // Through a file: not found, saying which component is not a directory.
+  auto through = ResolveSources(ctx_, {"a.txt/more"}, {});
+  EXPECT_EQ(through.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(std::string(through.status().message()), HasSubstr("is not a directory"));
 }
 
 }  // namespace

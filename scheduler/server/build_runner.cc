@@ -1,0 +1,97 @@
+#include "scheduler/server/build_runner.h"
+
+#include <algorithm>
+#include <utility>
+
+#include "common/status_macros.h"
+#include "oci/reference.h"
+#include "scheduler/image/store_resolver.h"
+#include "scheduler/pipeline/contexts.h"
+#include "scheduler/plan/planner.h"
+
+namespace farm::scheduler::server {
+
+BuildSpec BuildRunner::SpecFor(const std::string& build_id,
+                               const farm::v1::SubmitBuildRequest& request,
+                               const std::map<std::string, std::string>& secrets) {
+  BuildSpec spec;
+  spec.build_id = build_id;
+  spec.tenant = request.tenant();
+  spec.priority = request.priority();
+  spec.cache_instance = request.cache_write_scope().empty() ? "main" : request.cache_write_scope();
+  spec.secrets = secrets;
+  return spec;
+}
+
+absl::StatusOr<pipeline::Request> BuildRunner::PipelineRequest(
+    const farm::v1::SubmitBuildRequest& req, const BuildSpec& spec) const {
+  pipeline::Request pr;
+  pr.dockerfile = req.dockerfile();
+  pr.dockerfile_name = req.dockerfile_name().empty() ? "Dockerfile" : req.dockerfile_name();
+  for (const auto& [k, v] : req.build_args()) pr.plan.build_args[k] = v;
+  pr.plan.target = req.target();
+  if (!req.platform().empty()) pr.plan.platform = req.platform();
+  pr.plan.layer_options = req.layer_options();
+  if (!req.network().empty()) pr.plan.default_network = req.network();
+  pr.plan.check_entitlements = true;
+  pr.plan.allowed_entitlements = {req.allow_entitlements().begin(), req.allow_entitlements().end()};
+  pr.plan.permitted_entitlements = options_.permitted_entitlements;
+  pr.plan.permitted_by = "farm-scheduler (--allow-entitlement NAME)";
+  pr.resolve.pull_policy = req.pull() ? image::PullPolicy::kAlways : image::PullPolicy::kMissing;
+  pr.resolve.registry.insecure_registries = options_.insecure_registries;
+  for (const std::string& r : req.insecure_registries()) {
+    pr.resolve.registry.insecure_registries.push_back(r);
+  }
+  pr.resolve.registry.docker_config_dir = options_.docker_config_dir;
+  pr.engine.cache_write_scope = spec.cache_instance;
+  pr.engine.cache_read_scopes = {spec.cache_instance};
+  for (const std::string& sc : req.cache_read_scopes()) {
+    if (sc != spec.cache_instance) pr.engine.cache_read_scopes.push_back(sc);
+  }
+  pr.engine.no_cache = req.no_cache();
+  if (req.layer_options().has_source_date_epoch()) {
+    pr.engine.source_date_epoch = req.layer_options().source_date_epoch();
+  }
+  pr.engine.format = req.manifest_format() == "docker" ? image::ManifestFormat::kDocker
+                                                       : image::ManifestFormat::kOci;
+  for (const auto& [k, v] : req.labels()) pr.engine.labels[k] = v;
+  pr.engine.max_parallel = 64;  // the dispatcher and the workers' slots limit what runs
+  for (const std::string& t : req.tags()) {
+    ASSIGN_OR_RETURN(oci::Reference r, oci::Reference::ParseWithDefaultTag(t));
+    pr.tags.push_back(std::move(r));
+  }
+  pr.push = req.push();
+  pr.push_registry = pr.resolve.registry;
+  pr.first_vertex_id = std::max(1, req.first_vertex_id());
+  return pr;
+}
+
+absl::Status BuildRunner::Run(const std::string& build_id,
+                              const farm::v1::SubmitBuildRequest& request,
+                              const std::map<std::string, std::string>& secrets,
+                              const std::function<void(int steps_total)>& on_planned,
+                              const engine::EventSink& sink,
+                              const absl::Notification* cancel) const {
+  BuildSpec spec = SpecFor(build_id, request, secrets);
+  ASSIGN_OR_RETURN(pipeline::Request pr, PipelineRequest(request, spec));
+  pipeline::CasContext context(options_.cas, request.context());
+  pr.context = &context;
+  pr.on_planned = [&on_planned](const plan::Plan& p) {
+    if (!on_planned) return;
+    int total = 0;
+    for (const plan::Stage& st : p.stages) {
+      for (const plan::Step& step : st.steps) total += step.key.empty() ? 0 : 1;
+    }
+    on_planned(total);
+  };
+  pipeline::Deps deps;
+  deps.cas = options_.cas;
+  deps.ac = options_.ac;
+  deps.images = options_.images;
+  deps.executor = [this, &spec]() -> absl::StatusOr<std::shared_ptr<executor::StepExecutor>> {
+    return options_.executors(spec);
+  };
+  return pipeline::Run(deps, pr, sink, cancel).status;
+}
+
+}  // namespace farm::scheduler::server

@@ -1,0 +1,61 @@
+// farm-scheduler's command line: its flags, their defaults and their validation, giving the
+// options main.cc wires into the dispatcher and the build manager. Parsing does no I/O (the
+// listen address and the state directory are checked by main when it uses them).
+//
+//   absl::StatusOr<ParsedFlags> f = ParseFlags({argv + 1, argv + argc});
+//   if (!f.ok()) { std::cerr << "farm-scheduler: " << f.status().message(); return 2; }
+//   if (!f->help.empty()) { std::cout << f->help; return 0; }
+//   const SchedulerOptions& o = f->options;  // o.cache, o.dir, o.lease_timeout, ...
+#ifndef FARM_SCHEDULER_SERVER_FLAGS_H_
+#define FARM_SCHEDULER_SERVER_FLAGS_H_
+
+#include <map>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+
+namespace farm::scheduler::server {
+
+// What the flags say, validated. The defaults are the flags' defaults.
+struct SchedulerOptions {
+  std::string listen = "127.0.0.1:9091";  // --listen: clients and workers
+  std::string cache;                      // --cache: farm-cache HOST:PORT (required)
+  std::string advertise_cache;            // --advertise-cache, or --cache when not given
+  std::string dir;                        // --dir: state directory (required)
+  int max_active_builds = 32;             // >= 1
+  int max_queued_builds = 10000;          // >= 0
+  int max_queued_tasks = 100000;          // >= 1
+  int max_attempts = 3;                   // >= 1
+  absl::Duration heartbeat_interval = absl::Seconds(5);  // > 0
+  absl::Duration lease_timeout = absl::Seconds(30);      // > heartbeat_interval
+  absl::Duration locality_wait = absl::Milliseconds(500);
+  absl::Duration restart_grace = absl::Minutes(10);
+  std::map<std::string, double> tenant_weights;  // --tenant-weight TENANT=WEIGHT, each > 0
+  std::vector<std::string> insecure_registries;  // --insecure-registry HOST:PORT
+  std::string docker_config_dir;                 // --docker-config ("" = ~/.docker)
+  std::set<std::string> permitted_entitlements;  // --allow-entitlement NAME (known names)
+};
+
+struct ParsedFlags {
+  std::string help;  // non-empty when -h/--help was given: print it, exit 0 (options unset)
+  SchedulerOptions options;
+};
+
+// Parses the arguments after the program name. Errors are INVALID_ARGUMENT with a message
+// that names the flag (farm-scheduler prints it and exits 2): an unknown flag or a bad value,
+// a positional argument, a missing --cache or --dir, a limit below its minimum, a duration
+// that is not one, --lease-timeout not longer than --heartbeat-interval, a tenant weight that
+// is not a positive number.
+absl::StatusOr<ParsedFlags> ParseFlags(const std::vector<std::string>& args);
+
+// A duration flag's value: seconds ("30", "1.5") or a Go-style duration ("500ms", "2m",
+// "1h30m"); not negative. The error names `flag`.
+absl::StatusOr<absl::Duration> ParseDurationFlag(absl::string_view flag, absl::string_view value);
+
+}  // namespace farm::scheduler::server
+
+#endif  // FARM_SCHEDULER_SERVER_FLAGS_H_
