@@ -136,11 +136,9 @@ struct BuildManager::Impl {
           {
             absl::MutexLock l(&mu);
             admission.Done();
-            // NOTE: this notes the builds a shutdown interrupted (RunBuild returned false), not
-            // the finished ones, so a running scheduler never trims the events of the builds
-            // that finish. Kept as it has been since f02c97d while splitting this file (no
-            // behaviour change); to be fixed on its own.
-            if (!ran_to_end) {
+            // A finished build's events count toward keep_events_of_builds (an interrupted one
+            // resumes after the restart: its events stay).
+            if (ran_to_end) {
               log->AddFinished(b->stored.info().build_id());
               log->TrimEvents();
             }

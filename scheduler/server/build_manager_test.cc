@@ -7,6 +7,7 @@
 #include <thread>
 
 #include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/synchronization/mutex.h"
 #include "cache/rocksdb_action_cache.h"
@@ -143,7 +144,8 @@ class BuildManagerTest : public ::testing::Test {
     exec_ = std::make_shared<FakeExecutor>();
   }
 
-  std::unique_ptr<BuildManager> Open(int max_active = 4, int max_queued = 100) {
+  std::unique_ptr<BuildManager> Open(int max_active = 4, int max_queued = 100,
+                                     int keep_events_of_builds = 1000) {
     BuildManager::Options o;
     o.state_dir = common::JoinPath(tmp_->path(), "state");
     o.cas = cas_;
@@ -155,6 +157,7 @@ class BuildManagerTest : public ::testing::Test {
     };
     o.max_active_builds = max_active;
     o.max_queued_builds = max_queued;
+    o.keep_events_of_builds = keep_events_of_builds;
     o.cache_address = "cache.example:9092";
     auto m = BuildManager::Create(std::move(o));
     EXPECT_TRUE(m.ok()) << m.status();
@@ -237,6 +240,39 @@ TEST_F(BuildManagerTest, RunsABuildAndStreamsItsEvents) {
   ASSERT_TRUE(c2.Outcome().has_value());
   EXPECT_EQ(c2.Outcome()->cached_steps(), 2);
   EXPECT_EQ(c2.Outcome()->image_id(), outcome->image_id());
+}
+
+TEST_F(BuildManagerTest, ARunningSchedulerKeepsTheEventsOfOnlyTheNewestFinishedBuilds) {
+  auto m = Open(/*max_active=*/4, /*max_queued=*/100, /*keep_events_of_builds=*/1);
+  std::vector<std::string> ids;
+  for (const char* step : {"one", "two"}) {
+    auto id = m->Submit(Request(absl::StrCat("FROM scratch\nRUN [\"", step, "\"]\n")));
+    ASSERT_TRUE(id.ok()) << id.status();
+    Collector c;
+    auto sub = m->Subscribe(*id, 0, c.OnEvent(), c.OnEnd());
+    ASSERT_TRUE(sub.ok());
+    ASSERT_TRUE(c.WaitEnd().has_value());
+    ids.push_back(*id);
+  }
+  // Trimming happens as each build's thread ends: wait until the older log is gone.
+  absl::Time deadline = absl::Now() + absl::Seconds(20);
+  size_t older = 1;
+  while (absl::Now() < deadline) {
+    Collector c;
+    auto sub = m->Subscribe(ids[0], 0, c.OnEvent(), c.OnEnd());
+    ASSERT_TRUE(sub.ok());
+    c.WaitEnd();
+    older = c.Seqs().size();
+    if (older == 0) break;
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+  EXPECT_EQ(older, 0u);  // its record stays (Get), its events are gone
+  EXPECT_TRUE(m->Get(ids[0]).ok());
+  Collector newest;
+  auto sub = m->Subscribe(ids[1], 0, newest.OnEvent(), newest.OnEnd());
+  ASSERT_TRUE(sub.ok());
+  newest.WaitEnd();
+  EXPECT_FALSE(newest.Seqs().empty());
 }
 
 TEST_F(BuildManagerTest, SecretsNeverReachTheDisk) {
