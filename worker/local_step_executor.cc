@@ -80,10 +80,12 @@ absl::StatusOr<std::vector<farm::v1::SandboxCgroup>> PlanSandboxCgroups(
 }  // namespace
 
 LocalStepExecutor::LocalStepExecutor(Options options, std::unique_ptr<layerstore::LayerStore> store,
-                                     std::vector<farm::v1::SandboxCgroup> cgroups)
+                                     std::vector<farm::v1::SandboxCgroup> cgroups,
+                                     std::unique_ptr<network::StepNetwork> network)
     : options_(std::move(options)),
       store_(std::move(store)),
       cgroups_(std::move(cgroups)),
+      network_(std::move(network)),
       cache_mounts_(options_.state_dir + "/cache-mounts") {}
 
 absl::StatusOr<std::unique_ptr<LocalStepExecutor>> LocalStepExecutor::Create(Options options) {
@@ -108,9 +110,23 @@ absl::StatusOr<std::unique_ptr<LocalStepExecutor>> LocalStepExecutor::Create(Opt
     }
   }
   ASSIGN_OR_RETURN(std::vector<farm::v1::SandboxCgroup> cgroups, PlanSandboxCgroups(options));
-  if (!options.fetcher) options.fetcher = copy::CurlFetcher();
-  return std::unique_ptr<LocalStepExecutor>(
-      new LocalStepExecutor(std::move(options), std::move(store), std::move(cgroups)));
+  // The steps' isolated network, and the same destination rules for ADD <url>.
+  std::unique_ptr<network::StepNetwork> net;
+  if (options.policy.isolate_network) {
+    network::StepNetworkOptions no = options.policy.network;
+    no.resolv_conf = options.resolv_conf;  // the resolvers steps would otherwise get
+    ASSIGN_OR_RETURN(net, network::StepNetwork::Create(std::move(no), options.state_dir));
+  }
+  if (!options.fetcher) {
+    copy::FetchOptions fo;
+    fo.policy = std::make_shared<network::DestinationPolicy>(options.policy.network.deny,
+                                                             options.policy.network.allow);
+    fo.max_bytes = options.policy.add_max_bytes;
+    fo.timeout = options.policy.add_timeout;
+    options.fetcher = copy::CurlFetcher(fo);
+  }
+  return std::unique_ptr<LocalStepExecutor>(new LocalStepExecutor(
+      std::move(options), std::move(store), std::move(cgroups), std::move(net)));
 }
 
 absl::StatusOr<std::string> LocalStepExecutor::NewRunDir() {
@@ -222,7 +238,8 @@ absl::StatusOr<farm::v1::StepResult> LocalStepExecutor::ExecuteRun(
   ASSIGN_OR_RETURN(farm::v1::SandboxRequest req,
                    RunSandboxRequest(run, env, stack.base_dir(), stack.lower_names(), dirs, Host(),
                                      absl::StrCat("farm-", getpid(), "-", Base(dir))));
-  RETURN_IF_ERROR(ApplyRunSandbox(options_.policy, run.network(), run.security(), true, &req));
+  RETURN_IF_ERROR(
+      ApplyRunSandbox(options_.policy, network_.get(), run.network(), run.security(), true, &req));
 
   // 2. Its mounts (what they hold stays until the sandbox has exited) and inline files.
   RunMounts mounts({store_.get(), options_.cas, &cache_mounts_, secrets});
@@ -347,8 +364,8 @@ absl::StatusOr<int> LocalStepExecutor::RunAttached(const RunOptions& o) {
       BaseSandboxRequest(stack->base_dir(), stack->lower_names(), dirs, o.env, Host(),
                          absl::StrCat("farm-", getpid(), "-run-", counter_++));
   for (const std::string& a : o.args) req.add_args(a);
-  RETURN_IF_ERROR(ApplyRunSandbox(options_.policy, o.network, o.insecure ? "insecure" : "sandbox",
-                                  false, &req));
+  RETURN_IF_ERROR(ApplyRunSandbox(options_.policy, network_.get(), o.network,
+                                  o.insecure ? "insecure" : "sandbox", false, &req));
   req.set_interactive(true);
   sandbox::SandboxIo io;
   io.stdin_fd = o.stdin_fd;

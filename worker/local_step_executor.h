@@ -10,7 +10,9 @@
 // worker::layerstore::StackView: no namespace, no mount.
 //
 // State under Options::state_dir: layers/ (the layer store), cache-mounts/ (RUN
-// --mount=type=cache), run/ (per-step scratch, wiped at start), tmp/ (layer spool files).
+// --mount=type=cache), run/ (per-step scratch, wiped at start), tmp/ (layer spool files),
+// network/ (the steps' resolv.conf). With the policy's isolated network (the default) the
+// executor owns an nftables table (worker/network/step_network.h) for as long as it lives.
 // One process per state_dir (the layer store holds a lock).
 //
 // The process must be root (namespaces, overlayfs, chown), and its main() must call
@@ -61,7 +63,8 @@ class LocalStepExecutor : public executor::StepExecutor {
     std::string resolv_conf = "/etc/resolv.conf";
     std::string hosts = "/etc/hosts";
     int compression_threads = 0;  // 0 = every core
-    copy::UrlFetcher fetcher;     // ADD https://…; default: libcurl
+    // ADD https://…; default: libcurl under the policy's destination rules and limits.
+    copy::UrlFetcher fetcher;
   };
 
   // FAILED_PRECONDITION when not root, when the layer store is in use by another process, or
@@ -105,7 +108,8 @@ class LocalStepExecutor : public executor::StepExecutor {
 
  private:
   LocalStepExecutor(Options options, std::unique_ptr<layerstore::LayerStore> store,
-                    std::vector<farm::v1::SandboxCgroup> cgroups);
+                    std::vector<farm::v1::SandboxCgroup> cgroups,
+                    std::unique_ptr<network::StepNetwork> network);
   struct RunDir;
   absl::StatusOr<std::string> NewRunDir();
   // What this host gives every sandbox (cgroups, resolv.conf, hosts).
@@ -130,6 +134,8 @@ class LocalStepExecutor : public executor::StepExecutor {
   const Options options_;
   std::unique_ptr<layerstore::LayerStore> store_;
   const std::vector<farm::v1::SandboxCgroup> cgroups_;
+  // The isolated step network (null when the policy does not isolate).
+  const std::unique_ptr<network::StepNetwork> network_;
   CacheMounts cache_mounts_;
   std::atomic<uint64_t> counter_{0};
 };

@@ -17,6 +17,7 @@
 #include "worker/ssh_proxy.h"
 #include "worker/testing/executor_fixture.h"
 #include "worker/testing/fs_helpers.h"
+#include "worker/testing/test_hosts.h"
 
 namespace farm::worker {
 namespace {
@@ -35,6 +36,38 @@ TEST_F(RunTest, FileAndWhiteoutAndNothingElse) {
   EXPECT_EQ(Names(l), (std::vector<std::string>{"a", "bin", "bin/.wh.vi"}));
   EXPECT_EQ(l.at("a").data, "hi\n");
   EXPECT_EQ(l.at("a").header.mode, 0644u);
+}
+
+TEST_F(RunTest, TheDefaultNetworkIsIsolated) {
+  // A server on this (the worker) host and one on another host (the suite's peer namespace).
+  // A server on this (the worker) host, one on another host (the suite's peer namespace) and
+  // one on the peer's cloud metadata address; this host reaches all three.
+  testing::GreetingServer here("0.0.0.0", 0, "worker");
+  std::unique_ptr<testing::GreetingServer> there;
+  ASSERT_OK(hosts_->AddPeerAddress("169.254.169.254"));
+  ASSERT_OK(hosts_->InPeer(
+      [&] { there = std::make_unique<testing::GreetingServer>("0.0.0.0", 0, "peer"); }));
+  ASSERT_EQ(testing::ReadGreeting(testing::TestHosts::kHostAddress, here.port()), "worker");
+  ASSERT_EQ(testing::ReadGreeting("169.254.169.254", there->port()), "peer");
+  auto nc = [](const std::string& addr, int port) {
+    return absl::StrCat("nc -w 3 ", addr, " ", port, " </dev/null 2>&1 || echo refused; ");
+  };
+  farm::v1::StepRequest r = Sh(absl::StrCat(
+      "ip -o link | cut -d: -f2 | cut -d@ -f1 | tr -d ' ' | tr '\\n' ' '; echo; ",
+      nc(testing::TestHosts::kPeerAddress, there->port()),
+      nc(testing::TestHosts::kHostAddress, here.port()), nc("169.254.169.254", there->port())));
+  for (const char* network : {"", "default"}) {
+    r.mutable_run()->set_network(network);
+    Outcome o = Exec(r);
+    ASSERT_OK(o.result);
+    EXPECT_EQ(
+        o.out,
+        (std::vector<std::string>{
+            "lo eth0 ", "peer", "nc: can't connect to remote host (10.77.0.1): Connection refused",
+            "refused", "nc: can't connect to remote host (169.254.169.254): Connection refused",
+            "refused"}))
+        << absl::StrJoin(o.out, "\n");
+  }
 }
 
 TEST_F(RunTest, MountPointsNeverReachTheLayer) {

@@ -7,9 +7,9 @@
 
 namespace farm::worker {
 
-absl::Status ApplyRunSandbox(const SandboxPolicy& policy, absl::string_view network,
-                             absl::string_view security, bool check_entitlements,
-                             farm::v1::SandboxRequest* req) {
+absl::Status ApplyRunSandbox(const SandboxPolicy& policy, const network::StepNetwork* step_network,
+                             absl::string_view network, absl::string_view security,
+                             bool check_entitlements, farm::v1::SandboxRequest* req) {
   farm::v1::RunOp run;
   run.set_network(std::string(network));
   run.set_security(std::string(security));
@@ -18,7 +18,11 @@ absl::Status ApplyRunSandbox(const SandboxPolicy& policy, absl::string_view netw
   } else if (network == "host") {
     req->set_network(farm::v1::SandboxRequest::HOST);
   } else if (network.empty() || network == "default") {
-    req->set_network(farm::v1::SandboxRequest::HOST);
+    if (step_network != nullptr) {
+      step_network->Apply(req);
+    } else {
+      req->set_network(farm::v1::SandboxRequest::HOST);
+    }
   } else {
     return absl::InvalidArgumentError(
         absl::StrCat("--network=", network, ": want default, none or host"));

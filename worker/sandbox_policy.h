@@ -16,7 +16,9 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
+#include "absl/time/time.h"
 #include "farm/v1/sandbox.pb.h"
+#include "worker/network/step_network.h"
 
 namespace farm::worker {
 
@@ -35,15 +37,24 @@ struct SandboxPolicy {
   // effort: where cgroups cannot provide it (cgroup v2 without delegation), steps run without
   // it and the executor says so once.
   int64_t default_pids_limit = kDefaultPidsLimit;
+  // The default network of RUN steps (and farm run): a network namespace of its own, routed
+  // out under `network`'s rules (worker/network/step_network.h). false: the host's network,
+  // as before this existed (the operator's explicit choice: steps then reach the host).
+  bool isolate_network = true;
+  network::StepNetworkOptions network;
+  // ADD <url>: the downloads' limits (the destination rules are `network`'s).
+  int64_t add_max_bytes = int64_t{8} << 30;
+  absl::Duration add_timeout = absl::Minutes(30);
 };
 
 // Sets the network and security of a sandbox request from a RUN's --network and --security
 // (or farm run's --network/--privileged): INVALID_ARGUMENT for unknown values;
 // FAILED_PRECONDITION when `check_entitlements` and the step needs an entitlement `policy`
 // does not permit (farm run, the caller's own choice on its own machine, does not check).
-absl::Status ApplyRunSandbox(const SandboxPolicy& policy, absl::string_view network,
-                             absl::string_view security, bool check_entitlements,
-                             farm::v1::SandboxRequest* req);
+// `step_network` (null when the policy does not isolate) makes the default network.
+absl::Status ApplyRunSandbox(const SandboxPolicy& policy, const network::StepNetwork* step_network,
+                             absl::string_view network, absl::string_view security,
+                             bool check_entitlements, farm::v1::SandboxRequest* req);
 
 }  // namespace farm::worker
 

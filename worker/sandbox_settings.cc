@@ -10,6 +10,7 @@
 #include "common/fs.h"
 #include "common/status_macros.h"
 #include "executor/entitlements.h"
+#include "worker/network/cidr.h"
 
 namespace farm::worker {
 namespace {
@@ -56,6 +57,79 @@ const std::vector<Setting>& Settings() {
          if (n == 0) s->policy.default_pids_limit = 0;
          return absl::OkStatus();
        }},
+      {"default-network", "MODE",
+       "The network of RUN steps without --network: isolated (default: a namespace of their own, "
+       "routed out under deny-network/allow-network, never to this host) or host (this host's "
+       "network, unisolated)",
+       [](absl::string_view v, SandboxSettings* s) -> absl::Status {
+         if (v != "isolated" && v != "host") {
+           return absl::InvalidArgumentError(absl::StrCat("\"", v, "\": want isolated or host"));
+         }
+         s->policy.isolate_network = v == "isolated";
+         return absl::OkStatus();
+       }},
+      {"deny-network", "CIDR",
+       "Addresses steps may not reach (repeatable; the first replaces the default: none "
+       "embedded, private ranges on farm-workers; \"none\" clears). Loopback, link-local "
+       "(169.254/16), multicast and this host's addresses are always denied",
+       [](absl::string_view v, SandboxSettings* s) -> absl::Status {
+         if (!s->deny_network_given) s->policy.network.deny.clear();
+         s->deny_network_given = true;
+         if (v == "none") return absl::OkStatus();
+         if (v == "private") {
+           for (const network::Cidr& c : network::PrivateRanges()) {
+             s->policy.network.deny.push_back(c);
+           }
+           return absl::OkStatus();
+         }
+         ASSIGN_OR_RETURN(network::Cidr c, network::Cidr::Parse(v));
+         s->policy.network.deny.push_back(c);
+         return absl::OkStatus();
+       }},
+      {"allow-network", "CIDR", "Addresses steps may reach despite deny-network (repeatable)",
+       [](absl::string_view v, SandboxSettings* s) -> absl::Status {
+         ASSIGN_OR_RETURN(network::Cidr c, network::Cidr::Parse(v));
+         s->policy.network.allow.push_back(c);
+         return absl::OkStatus();
+       }},
+      {"dns", "ADDRESS",
+       "A DNS resolver for steps (repeatable; default: this host's, from /etc/resolv.conf); "
+       "steps may reach it on port 53 whatever deny-network says",
+       [](absl::string_view v, SandboxSettings* s) -> absl::Status {
+         ASSIGN_OR_RETURN(network::IpAddress a, network::IpAddress::Parse(v));
+         if (a.v6) return absl::InvalidArgumentError("steps have IPv4 only");
+         s->policy.network.dns.push_back(a);
+         return absl::OkStatus();
+       }},
+      {"step-subnet", "CIDR",
+       absl::StrCat("The addresses given to steps, a /30 each (default ",
+                    network::StepNetworkOptions().pool, ")"),
+       [](absl::string_view v, SandboxSettings* s) -> absl::Status {
+         ASSIGN_OR_RETURN(network::Cidr c, network::Cidr::Parse(v));
+         if (c.base.v6 || c.prefix > 30 || c.prefix < 16) {
+           return absl::InvalidArgumentError("want an IPv4 range from /16 to /30");
+         }
+         s->policy.network.pool = c.ToString();
+         return absl::OkStatus();
+       }},
+      {"add-max-size", "SIZE", "The largest download of an ADD <url> (default 8G)",
+       [](absl::string_view v, SandboxSettings* s) -> absl::Status {
+         ASSIGN_OR_RETURN(int64_t n, common::ParseSize(v));
+         if (n <= 0)
+           return absl::InvalidArgumentError(absl::StrCat("\"", v, "\": must be positive"));
+         s->policy.add_max_bytes = n;
+         return absl::OkStatus();
+       }},
+      {"add-timeout", "DURATION", "The longest download of an ADD <url>, e.g. 10m (default 30m)",
+       [](absl::string_view v, SandboxSettings* s) -> absl::Status {
+         absl::Duration d;
+         if (!absl::ParseDuration(std::string(v), &d) || d <= absl::ZeroDuration()) {
+           return absl::InvalidArgumentError(
+               absl::StrCat("\"", v, "\": want a duration such as 10m"));
+         }
+         s->policy.add_timeout = d;
+         return absl::OkStatus();
+       }},
       {"memory-limit", "SIZE", "Memory limit of each RUN step, e.g. 4G (cgroups; default: none)",
        [](absl::string_view v, SandboxSettings* s) -> absl::Status {
          ASSIGN_OR_RETURN(int64_t n, common::ParseSize(v));
@@ -90,8 +164,15 @@ void RegisterSandboxFlags(common::FlagSet* fs, SandboxSettings* settings) {
   }
 }
 
-absl::StatusOr<SandboxSettings> ReadSandboxConfig(const std::string& path) {
-  SandboxSettings settings;
+SandboxSettings WorkerSandboxDefaults() {
+  SandboxSettings s;
+  s.policy.network.deny = network::PrivateRanges();
+  return s;
+}
+
+absl::StatusOr<SandboxSettings> ReadSandboxConfig(const std::string& path,
+                                                  SandboxSettings defaults) {
+  SandboxSettings settings = std::move(defaults);
   if (!common::PathExists(path)) return settings;
   ASSIGN_OR_RETURN(std::string text, common::ReadFile(path));
   int n = 0;

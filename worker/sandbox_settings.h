@@ -23,7 +23,12 @@ namespace farm::worker {
 struct SandboxSettings {
   SandboxPolicy policy;
   sandbox::CgroupLimits limits;
+  bool deny_network_given = false;  // the first deny-network replaces the default list
 };
+
+// A farm-worker's defaults: the embedded ones, and private ranges denied to steps (a worker
+// sits in a data centre next to services that build steps have no business reaching).
+SandboxSettings WorkerSandboxDefaults();
 
 // One setting by name (a flag's name without the dashes). INVALID_ARGUMENT names the setting
 // and the value.
@@ -35,7 +40,8 @@ void RegisterSandboxFlags(common::FlagSet* fs, SandboxSettings* settings);
 
 // Reads `path` ("name = value" lines, '#' comments); a missing file means the defaults.
 // INVALID_ARGUMENT with "path:line: ..." for a bad line.
-absl::StatusOr<SandboxSettings> ReadSandboxConfig(const std::string& path);
+absl::StatusOr<SandboxSettings> ReadSandboxConfig(const std::string& path,
+                                                  SandboxSettings defaults = {});
 
 // The settings as documentation: "name VALUE  help" lines (README, farm-worker --help).
 std::vector<std::string> SandboxSettingNames();

@@ -35,7 +35,7 @@ int main(int argc, char** argv) {
 
   farm::worker::agent::Agent::Options o;
   int64_t slots = std::max(1u, std::thread::hardware_concurrency());
-  farm::worker::SandboxSettings sandbox;
+  farm::worker::SandboxSettings sandbox = farm::worker::WorkerSandboxDefaults();
   std::vector<std::string> labels;
   farm::common::FlagSet fs(
       "farm-worker --scheduler HOST:PORT --cache HOST:PORT --dir DIR [--slots N] [OPTIONS]",

@@ -50,6 +50,7 @@
 #include "farm/v1/sandbox.pb.h"
 #include "worker/sandbox/cgroups.h"
 #include "worker/sandbox/seccomp_profile.h"
+#include "worker/sandbox/step_net.h"
 #include "worker/user/user_db.h"
 
 namespace farm::worker::sandbox {
@@ -468,7 +469,7 @@ absl::Status SetupRoot(const SandboxRequest& req, RootFs* fs) {
 
   std::string hostname = req.hostname().empty() ? "farm" : req.hostname();
   if (sethostname(hostname.data(), hostname.size()) != 0) return Errno("sethostname");
-  if (req.network() == SandboxRequest::NONE) RETURN_IF_ERROR(BringUpLoopback());
+  if (req.network() != SandboxRequest::HOST) RETURN_IF_ERROR(BringUpLoopback());
 
   // pivot_root(".", ".") stacks the old root on the new one; detaching it leaves only the new.
   if (chdir(root.c_str()) != 0) return Errno("chdir " + root);
@@ -733,7 +734,7 @@ SandboxResult Run(const SandboxRequest& req) {
   if (pipe2(sync_pipe, O_CLOEXEC) != 0 || pipe2(report_pipe, O_CLOEXEC) != 0)
     return error(Errno("pipe"));
   unsigned long flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC | SIGCHLD;
-  if (req.network() == SandboxRequest::NONE) flags |= CLONE_NEWNET;
+  if (req.network() != SandboxRequest::HOST) flags |= CLONE_NEWNET;
   pid_t init = static_cast<pid_t>(syscall(SYS_clone, flags, nullptr, nullptr, nullptr, nullptr));
   if (init < 0) return error(Errno("clone (new namespaces; this needs root)"));
   if (init == 0) {
@@ -749,6 +750,18 @@ SandboxResult Run(const SandboxRequest& req) {
     kill(init, SIGKILL);
     waitpid(init, nullptr, 0);
     return error(common::Annotate(added, "adding the sandbox to its cgroup"));
+  }
+  // The isolated network: configured from here (the host's namespace) before init goes on;
+  // its slot released when this function returns (the veth pair goes with the namespace).
+  std::unique_ptr<StepNet> net;
+  if (req.network() == SandboxRequest::ISOLATED) {
+    absl::StatusOr<std::unique_ptr<StepNet>> made = StepNet::Create(req.isolated(), init);
+    if (!made.ok()) {
+      kill(init, SIGKILL);
+      waitpid(init, nullptr, 0);
+      return error(made.status());
+    }
+    net = *std::move(made);
   }
   WriteAll(sync_pipe[1], "g", 1);
   close(sync_pipe[1]);
