@@ -98,6 +98,40 @@ TEST_F(RunTest, MountPointsNeverReachTheLayer) {
   EXPECT_FALSE(o.result->has_layer());
 }
 
+TEST_F(RunTest, SymlinkSwapDuringStubCleanupIsHarmless) {
+  // The command moves away the directories the sandbox made to mount on (/etc for
+  // resolv.conf and hosts in an image without one; /x for a tmpfs at /x/y) and puts symlinks
+  // to a host directory in their place. The worker's stub cleanup, as root on the host, must
+  // not follow them: the host's empty files and directory of the same names stay.
+  std::string victim = tmp_->path() + "/victim";
+  ASSERT_OK(testing::WriteFile(victim + "/resolv.conf", ""));
+  ASSERT_OK(testing::WriteFile(victim + "/hosts", ""));
+  ASSERT_OK(common::MakeDirs(victim + "/y"));
+  std::string bare = tmp_->path() + "/bare-swap";
+  auto busybox = common::ReadFile("/bin/busybox");
+  ASSERT_OK(busybox);
+  ASSERT_OK(testing::WriteFile(bare + "/busybox", *busybox, 0755));
+  auto only_busybox = testing::MakeLayer(cas_.get(), bare);
+  ASSERT_OK(only_busybox);
+  farm::v1::StepRequest r =
+      Run({"/busybox", "sh", "-c",
+           absl::StrCat("cd / && /busybox mv etc etc.moved && /busybox ln -s ", victim,
+                        " etc && /busybox mv x x.moved && /busybox ln -s ", victim, " x")},
+          {*only_busybox});
+  farm::v1::Mount* t = r.mutable_run()->add_mounts();
+  t->set_type(farm::v1::Mount::TMPFS);
+  t->set_target("/x/y");
+  Outcome o = Exec(r);
+  ASSERT_OK(o.result);
+  EXPECT_EQ(o.result->exit_code(), 0) << absl::StrJoin(o.err, "\n");
+  EXPECT_TRUE(common::PathExists(victim + "/resolv.conf"));
+  EXPECT_TRUE(common::PathExists(victim + "/hosts"));
+  EXPECT_TRUE(common::PathExists(victim + "/y"));
+  // The layer has what the command made: the symlinks, and the moved directories with what
+  // was mounted there left as empty files and directories (no longer stubs at their paths).
+  ASSERT_TRUE(o.result->has_layer());
+}
+
 TEST_F(RunTest, RecreatedDirectoryIsOpaque) {
   LayerContents l = ExecLayer(Sh("rm -rf /d && mkdir /d && echo n > /d/new"));
   EXPECT_EQ(Names(l), (std::vector<std::string>{"d", "d/.wh..wh..opq", "d/new"}));

@@ -100,35 +100,56 @@ void CloseFrom(int first) {
 // ---------------------------------------------------------------------------------------
 // Paths inside the root, created on demand and reported as stubs.
 
+// A mount target inside the root: an O_PATH descriptor of it, held until the mount is made
+// (mount on at(): the kernel mounts on exactly that file, whatever became of the path since),
+// and its host path for the reader.
+struct Target {
+  common::UniqueFd fd;
+  std::string host;
+  std::string at() const { return absl::StrCat("/proc/self/fd/", fd.get()); }
+};
+
 class RootFs {
  public:
   explicit RootFs(std::string root) : root_(std::move(root)) {}
 
+  // Opens the root (once the overlay is mounted on it).
+  absl::Status Open() {
+    int fd = open(root_.c_str(), O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) return Errno("open " + root_);
+    root_fd_ = common::UniqueFd(fd);
+    return absl::OkStatus();
+  }
+
   // Resolves `target` (absolute, in the container) inside the root, following symlinks the way
   // the kernel would after pivot_root, and creates what is missing (directories, and the last
-  // component as a directory or an empty file). Returns the host path to mount on.
-  absl::StatusOr<std::string> Prepare(absl::string_view target, bool is_dir) {
+  // component as a directory or an empty file). Every step is an openat of one name in a
+  // directory already open, without following symlinks (they are read and resolved here,
+  // inside the root): a directory on the way that is swapped for a symlink meanwhile (a cache
+  // mount shared with a running step) cannot lead the mount out of the root.
+  absl::StatusOr<Target> Prepare(absl::string_view target, bool is_dir) {
     std::vector<std::string> remaining = absl::StrSplit(target, '/', absl::SkipEmpty());
     std::reverse(remaining.begin(), remaining.end());
-    std::vector<std::string> done;
+    std::vector<std::pair<std::string, common::UniqueFd>> chain;  // resolved, all directories
+    auto dir = [&]() { return chain.empty() ? root_fd_.get() : chain.back().second.get(); };
     int links = 0;
     while (!remaining.empty()) {
       std::string part = std::move(remaining.back());
       remaining.pop_back();
       if (part == ".") continue;
       if (part == "..") {
-        if (!done.empty()) done.pop_back();
+        if (!chain.empty()) chain.pop_back();
         continue;
       }
-      done.push_back(part);
-      std::string host = Host(done);
-      struct stat st;
-      if (lstat(host.c_str(), &st) != 0) {
-        if (errno != ENOENT) return Errno("lstat " + host);
-        done.pop_back();
+      int fd = openat(dir(), part.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC);
+      if (fd < 0) {
+        if (errno != ENOENT) return Errno("open " + Host(chain, part));
         remaining.push_back(part);
-        return Create(target, done, remaining, is_dir);
+        return Create(target, std::move(chain), std::move(remaining), is_dir);
       }
+      common::UniqueFd opened(fd);
+      struct stat st;
+      if (fstat(fd, &st) != 0) return Errno("stat " + Host(chain, part));
       bool last = remaining.empty();
       if (S_ISLNK(st.st_mode)) {
         if (++links > 40) {
@@ -136,43 +157,61 @@ class RootFs {
               absl::StrCat("mount target ", target, ": too many levels of symbolic links"));
         }
         char buf[4096];
-        ssize_t n = readlink(host.c_str(), buf, sizeof(buf) - 1);
-        if (n < 0) return Errno("readlink " + host);
+        ssize_t n = readlinkat(fd, "", buf, sizeof(buf) - 1);
+        if (n < 0) return Errno("readlink " + Host(chain, part));
         std::string link(buf, static_cast<size_t>(n));
-        done.pop_back();
-        if (!link.empty() && link[0] == '/') done.clear();
+        if (!link.empty() && link[0] == '/') chain.clear();
         std::vector<std::string> t = absl::StrSplit(link, '/', absl::SkipEmpty());
         for (auto it = t.rbegin(); it != t.rend(); ++it) remaining.push_back(*it);
         continue;
       }
       if (!last && !S_ISDIR(st.st_mode)) {
-        return absl::FailedPreconditionError(absl::StrCat(
-            "mount target ", target, ": /", absl::StrJoin(done, "/"), " is not a directory"));
+        return absl::FailedPreconditionError(
+            absl::StrCat("mount target ", target, ": ", Rel(chain, part), " is not a directory"));
       }
+      chain.emplace_back(part, std::move(opened));
     }
-    return Host(done);
+    return Finish(std::move(chain));
   }
 
   const google::protobuf::RepeatedPtrField<SandboxStub>& stubs() const { return stubs_; }
   const std::string& root() const { return root_; }
 
  private:
-  std::string Host(const std::vector<std::string>& parts) const {
-    return parts.empty() ? root_ : absl::StrCat(root_, "/", absl::StrJoin(parts, "/"));
+  using Chain = std::vector<std::pair<std::string, common::UniqueFd>>;
+
+  static std::string Rel(const Chain& chain, const std::string& more = "") {
+    std::string out;
+    for (const auto& [name, fd] : chain) absl::StrAppend(&out, out.empty() ? "" : "/", name);
+    if (!more.empty()) absl::StrAppend(&out, out.empty() ? "" : "/", more);
+    return out;
+  }
+  std::string Host(const Chain& chain, const std::string& more = "") const {
+    std::string rel = Rel(chain, more);
+    return rel.empty() ? root_ : absl::StrCat(root_, "/", rel);
+  }
+
+  absl::StatusOr<Target> Finish(Chain chain) {
+    Target t;
+    int fd = fcntl(chain.empty() ? root_fd_.get() : chain.back().second.get(), F_DUPFD_CLOEXEC, 0);
+    if (fd < 0) return Errno("dup");
+    t.fd = common::UniqueFd(fd);
+    t.host = Host(chain);
+    return t;
   }
 
   // `existing`: resolved components that exist (directories); `remaining`: what to create
   // (stack order: back() first).
-  absl::StatusOr<std::string> Create(absl::string_view target, std::vector<std::string> existing,
-                                     std::vector<std::string> remaining, bool is_dir) {
+  absl::StatusOr<Target> Create(absl::string_view target, Chain chain,
+                                std::vector<std::string> remaining, bool is_dir) {
     // Overlayfs copies every existing ancestor up when something is created below it: remember
     // how each looked before the first change.
-    for (size_t i = 1; i <= existing.size(); ++i) {
-      std::vector<std::string> prefix(existing.begin(), existing.begin() + i);
-      std::string rel = absl::StrJoin(prefix, "/");
+    for (size_t i = 0; i < chain.size(); ++i) {
+      std::string rel;
+      for (size_t j = 0; j <= i; ++j) absl::StrAppend(&rel, j == 0 ? "" : "/", chain[j].first);
       if (std::find(recorded_.begin(), recorded_.end(), rel) != recorded_.end()) continue;
       struct stat st;
-      if (lstat(Host(prefix).c_str(), &st) != 0) return Errno("lstat " + Host(prefix));
+      if (fstat(chain[i].second.get(), &st) != 0) return Errno("stat " + rel);
       recorded_.push_back(rel);
       SandboxStub* s = stubs_.Add();
       s->set_path(rel);
@@ -184,32 +223,44 @@ class RootFs {
       s->set_mtime_sec(st.st_mtim.tv_sec);
       s->set_mtime_nsec(st.st_mtim.tv_nsec);
     }
-    std::vector<std::string> done = std::move(existing);
     while (!remaining.empty()) {
       std::string part = std::move(remaining.back());
       remaining.pop_back();
       if (part == "." || part == "..") {
         return absl::InvalidArgumentError(absl::StrCat("mount target ", target, " is not clean"));
       }
-      done.push_back(part);
       bool last = remaining.empty();
-      std::string p = Host(done);
+      int dir = chain.empty() ? root_fd_.get() : chain.back().second.get();
+      std::string p = Host(chain, part);
       if (last && !is_dir) {
-        int fd = open(p.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
+        int fd =
+            openat(dir, part.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
         if (fd < 0) return Errno("create mount point " + p);
         close(fd);
-      } else if (mkdir(p.c_str(), 0755) != 0) {
+      } else if (mkdirat(dir, part.c_str(), 0755) != 0) {
         return Errno("create mount point " + p);
       }
+      // What was just made, not whatever may have replaced it: no symlink is followed, and a
+      // directory must still be one.
+      int fd = openat(dir, part.c_str(),
+                      O_PATH | O_NOFOLLOW | O_CLOEXEC | (last && !is_dir ? 0 : O_DIRECTORY));
+      if (fd < 0) return Errno("open mount point " + p);
+      common::UniqueFd made(fd);
+      struct stat st;
+      if (fstat(fd, &st) != 0 || S_ISLNK(st.st_mode)) {
+        return absl::FailedPreconditionError("mount point " + p + " was replaced");
+      }
+      chain.emplace_back(part, std::move(made));
       SandboxStub* s = stubs_.Add();
-      s->set_path(absl::StrJoin(done, "/"));
+      s->set_path(Rel(chain));
       s->set_created(true);
       s->set_is_dir(!last || is_dir);
     }
-    return Host(done);
+    return Finish(std::move(chain));
   }
 
   std::string root_;
+  common::UniqueFd root_fd_;
   std::vector<std::string> recorded_;
   google::protobuf::RepeatedPtrField<SandboxStub> stubs_;
 };
@@ -241,6 +292,35 @@ absl::Status BindMount(const std::string& source, const std::string& target, boo
     if (sv.f_flag & ST_RDONLY) extra |= MS_RDONLY;
   }
   return Mount("", target, nullptr, MS_REMOUNT | MS_BIND | extra, "");
+}
+
+// BindMount onto a prepared target: the new mount API (open_tree, mount_setattr, move_mount;
+// Linux 5.12+) attaches the clone of `source`, already read-only/nodev, to exactly the file
+// `t.fd` is, with no path looked up again. Older kernels: bind on the descriptor's path, then
+// remount by the host path (the flags cannot be changed through the descriptor).
+absl::Status BindMountAt(const std::string& source, const Target& t, bool readonly,
+                         bool allow_devices = false) {
+  int tree =
+      open_tree(AT_FDCWD, source.c_str(), OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE);
+  if (tree < 0 && errno == ENOSYS) {
+    RETURN_IF_ERROR(Mount(source, t.at(), nullptr, MS_BIND | MS_REC, ""));
+    if (!readonly && allow_devices) return absl::OkStatus();
+    // Re-bind over the host path to change flags (BindMount keeps the locked ones).
+    return BindMount(t.host, t.host, readonly, allow_devices);
+  }
+  if (tree < 0) return Errno("open_tree " + source);
+  common::UniqueFd tree_fd(tree);
+  struct mount_attr attr = {};
+  attr.attr_set = (readonly ? MOUNT_ATTR_RDONLY : 0) | (allow_devices ? 0 : MOUNT_ATTR_NODEV);
+  if (attr.attr_set != 0 &&
+      mount_setattr(tree, "", AT_EMPTY_PATH | AT_RECURSIVE, &attr, sizeof(attr)) != 0) {
+    return Errno("mount_setattr " + source);
+  }
+  if (move_mount(tree, "", t.fd.get(), "", MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH) !=
+      0) {
+    return Errno(absl::StrCat("mount bind ", source, " on ", t.host));
+  }
+  return absl::OkStatus();
 }
 
 // Mounts an overlay of `lowers` (relative to the current directory) at `target`; read-only
@@ -285,8 +365,8 @@ absl::Status MountOverlay(const SandboxRequest& req) {
 // read-only on empty files (a device node on a read-only mount still reads and writes, but
 // its owner and mode cannot be changed, so a step cannot chmod the host's /dev/null).
 // `allow_devices` (insecure): a plain tmpfs where mknod'ed nodes work, as in Docker.
-absl::Status MakeDev(const std::string& dev, bool allow_devices) {
-  RETURN_IF_ERROR(Mount("tmpfs", dev, "tmpfs",
+absl::Status MakeDev(const std::string& at, const std::string& dev, bool allow_devices) {
+  RETURN_IF_ERROR(Mount("tmpfs", at, "tmpfs",
                         MS_NOSUID | MS_STRICTATIME | (allow_devices ? 0 : MS_NODEV),
                         "mode=755,size=65536k"));
   struct Node {
@@ -400,31 +480,33 @@ absl::Status MountFile(const SandboxMount& m, RootFs* fs) {
   }
   close(fd);
   RETURN_IF_ERROR(s);
-  ASSIGN_OR_RETURN(std::string path, fs->Prepare(m.target(), false));
-  return BindMount(file, path, true);
+  ASSIGN_OR_RETURN(Target t, fs->Prepare(m.target(), false));
+  return BindMountAt(file, t, true);
 }
 
 absl::Status SetupRoot(const SandboxRequest& req, RootFs* fs) {
   // Nothing we mount may propagate back to the host.
   RETURN_IF_ERROR(Mount("", "/", nullptr, MS_REC | MS_PRIVATE, ""));
   RETURN_IF_ERROR(MountOverlay(req));
+  RETURN_IF_ERROR(fs->Open());
   const std::string& root = fs->root();
 
-  ASSIGN_OR_RETURN(std::string proc, fs->Prepare("/proc", true));
-  RETURN_IF_ERROR(Mount("proc", proc, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, ""));
-  ASSIGN_OR_RETURN(std::string dev, fs->Prepare("/dev", true));
-  RETURN_IF_ERROR(MakeDev(dev, req.insecure()));
-  ASSIGN_OR_RETURN(std::string sys, fs->Prepare("/sys", true));
+  ASSIGN_OR_RETURN(Target proc, fs->Prepare("/proc", true));
+  RETURN_IF_ERROR(Mount("proc", proc.at(), "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, ""));
+  ASSIGN_OR_RETURN(Target dev, fs->Prepare("/dev", true));
+  // (The tmpfs /dev and what MakeDev makes in it are new: nothing else can write there.)
+  RETURN_IF_ERROR(MakeDev(dev.at(), dev.host, req.insecure()));
+  ASSIGN_OR_RETURN(Target sys, fs->Prepare("/sys", true));
   unsigned long sys_flags = MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY;
-  if (mount("sysfs", sys.c_str(), "sysfs", sys_flags, nullptr) != 0) {
-    RETURN_IF_ERROR(BindMount("/sys", sys, true));
+  if (mount("sysfs", sys.at().c_str(), "sysfs", sys_flags, nullptr) != 0) {
+    RETURN_IF_ERROR(BindMountAt("/sys", sys, true));
   }
   for (auto [host, target] :
        {std::pair<std::string, const char*>{req.resolv_conf(), "/etc/resolv.conf"},
         {req.hosts(), "/etc/hosts"}}) {
     if (host.empty()) continue;
-    ASSIGN_OR_RETURN(std::string path, fs->Prepare(target, false));
-    RETURN_IF_ERROR(BindMount(host, path, true));
+    ASSIGN_OR_RETURN(Target t, fs->Prepare(target, false));
+    RETURN_IF_ERROR(BindMountAt(host, t, true));
   }
 
   // The request's mounts, parents before children.
@@ -440,10 +522,10 @@ absl::Status SetupRoot(const SandboxRequest& req, RootFs* fs) {
           absl::StrCat("mount target \"", m->target(), "\" is not absolute"));
     }
     if (m->kind() == SandboxMount::TMPFS) {
-      ASSIGN_OR_RETURN(std::string path, fs->Prepare(m->target(), true));
+      ASSIGN_OR_RETURN(Target t, fs->Prepare(m->target(), true));
       std::string data = absl::StrFormat("mode=%o", m->tmpfs_mode() != 0 ? m->tmpfs_mode() : 01777);
       if (m->tmpfs_size_bytes() > 0) absl::StrAppend(&data, ",size=", m->tmpfs_size_bytes());
-      RETURN_IF_ERROR(Mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV, data));
+      RETURN_IF_ERROR(Mount("tmpfs", t.at(), "tmpfs", MS_NOSUID | MS_NODEV, data));
       continue;
     }
     if (m->kind() == SandboxMount::FILE) {
@@ -461,8 +543,8 @@ absl::Status SetupRoot(const SandboxRequest& req, RootFs* fs) {
     }
     struct stat st;
     if (stat(source.c_str(), &st) != 0) return Errno("mount source " + source);
-    ASSIGN_OR_RETURN(std::string path, fs->Prepare(m->target(), S_ISDIR(st.st_mode)));
-    RETURN_IF_ERROR(common::Annotate(BindMount(source, path, m->readonly()),
+    ASSIGN_OR_RETURN(Target t, fs->Prepare(m->target(), S_ISDIR(st.st_mode)));
+    RETURN_IF_ERROR(common::Annotate(BindMountAt(source, t, m->readonly()),
                                      absl::StrCat("mount at ", m->target())));
   }
   if (!req.insecure()) MaskPaths(root);
