@@ -23,6 +23,7 @@
 #include "worker/run_command.h"
 #include "worker/run_mounts.h"
 #include "worker/run_request.h"
+#include "worker/sandbox/attach.h"
 #include "worker/sandbox/sandbox.h"
 #include "worker/step_layers.h"
 #include "worker/user/user_db.h"
@@ -367,11 +368,14 @@ absl::StatusOr<int> LocalStepExecutor::RunAttached(const RunOptions& o) {
   RETURN_IF_ERROR(ApplyRunSandbox(options_.policy, network_.get(), o.network,
                                   o.insecure ? "insecure" : "sandbox", false, &req));
   req.set_interactive(true);
-  sandbox::SandboxIo io;
-  io.stdin_fd = o.stdin_fd;
-  io.stdout_fd = o.stdout_fd;
-  io.stderr_fd = o.stderr_fd;
-  ASSIGN_OR_RETURN(farm::v1::SandboxResult sr, sandbox::RunSandbox(req, io, o.cancel));
+  req.set_tty(o.tty);
+  // The command never gets the caller's descriptors: a pseudo-terminal of its own or pipes.
+  ASSIGN_OR_RETURN(
+      std::unique_ptr<sandbox::Attachment> attached,
+      sandbox::Attachment::Create({o.stdin_fd, o.stdout_fd, o.stderr_fd, o.interactive, o.tty}));
+  absl::StatusOr<farm::v1::SandboxResult> ran = sandbox::RunSandbox(req, attached->io(), o.cancel);
+  attached->Finish();
+  ASSIGN_OR_RETURN(farm::v1::SandboxResult sr, std::move(ran));
   if (sr.error_code() != 0) {
     return absl::Status(static_cast<absl::StatusCode>(sr.error_code()), sr.error_message());
   }

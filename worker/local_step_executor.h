@@ -99,7 +99,12 @@ class LocalStepExecutor : public executor::StepExecutor {
     std::vector<std::string> args;
     std::string network = "default";  // default | host | none
     bool insecure = false;
+    // The caller's descriptors; the command gets none of them (sandbox/attach.h): with `tty`
+    // a pseudo-terminal of its own (in raw mode relay), else pipes; stdin only if
+    // `interactive` (docker run -i / -t).
     int stdin_fd = 0, stdout_fd = 1, stderr_fd = 2;
+    bool interactive = false;
+    bool tty = false;
     const absl::Notification* cancel = nullptr;
   };
   absl::StatusOr<int> RunAttached(const RunOptions& options);

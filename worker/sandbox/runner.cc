@@ -496,6 +496,28 @@ absl::Status SetupRoot(const SandboxRequest& req, RootFs* fs) {
   ASSIGN_OR_RETURN(Target dev, fs->Prepare("/dev", true));
   // (The tmpfs /dev and what MakeDev makes in it are new: nothing else can write there.)
   RETURN_IF_ERROR(MakeDev(dev.at(), dev.host, req.insecure()));
+  if (req.tty()) {
+    // /dev/console is the run's terminal (as in runc), so ttyname() finds a name for it: its
+    // pts lives in the host's devpts, not in the sandbox's own.
+    // (Bound by its path: the descriptor's mount belongs to the caller's mount namespace, and
+    // a bind source must be in ours; the same device is checked.)
+    std::string console = dev.host + "/console";
+    int fd = open(console.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (fd < 0) return Errno("create " + console);
+    close(fd);
+    char name[256];
+    ssize_t n = readlink("/proc/self/fd/0", name, sizeof(name) - 1);
+    struct stat want, got;
+    if (n <= 0 || fstat(0, &want) != 0 || !S_ISCHR(want.st_mode)) {
+      return absl::FailedPreconditionError("tty: the runner's stdin is not a terminal");
+    }
+    name[n] = '\0';
+    if (stat(name, &got) != 0 || got.st_rdev != want.st_rdev) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("tty: ", name, " is not the run's terminal"));
+    }
+    RETURN_IF_ERROR(Mount(name, console, nullptr, MS_BIND, ""));
+  }
   ASSIGN_OR_RETURN(Target sys, fs->Prepare("/sys", true));
   unsigned long sys_flags = MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY;
   if (mount("sysfs", sys.at().c_str(), "sysfs", sys_flags, nullptr) != 0) {
@@ -653,7 +675,14 @@ absl::StatusOr<std::vector<sock_filter>> StepSeccompFilter(const SandboxRequest&
 // execve) is allowed by it.
 [[noreturn]] void ExecCommand(const SandboxRequest& req, const user::ResolvedUser& u, int last_cap,
                               const std::vector<sock_filter>& filter) {
-  if (!req.interactive()) setsid();
+  // A session of its own, always: the caller's terminal (if any) is not the command's
+  // controlling terminal, so the command cannot push input into it (TIOCSTI) or signal its
+  // jobs. With `tty`, the run's own pseudo-terminal (stdin) is.
+  setsid();
+  if (req.tty() && ioctl(0, TIOCSCTTY, 0) != 0) {
+    Fail("making the pseudo-terminal the controlling terminal: " + std::string(strerror(errno)),
+         126);
+  }
   sigset_t none;
   sigemptyset(&none);
   sigprocmask(SIG_SETMASK, &none, nullptr);
@@ -704,6 +733,15 @@ absl::StatusOr<std::vector<sock_filter>> StepSeccompFilter(const SandboxRequest&
   Fail(absl::StrCat("exec ", path, ": ", strerror(e)), e == ENOENT ? 127 : 126);
 }
 
+// The command, for init's signal forwarding (0 until forked).
+volatile sig_atomic_t g_command = 0;
+
+// init (pid 1) gets only the signals it handles: it passes these on to the command (the runner
+// forwards an interactive caller's ^C, ^\; a signal from inside the namespace to pid 1 too).
+void ForwardToCommand(int sig) {
+  if (g_command > 0) kill(g_command, sig);
+}
+
 // pid 1 of the sandbox. Returns its exit code.
 int InitMain(const SandboxRequest& req, int sync_fd, int report_fd) {
   prctl(PR_SET_PDEATHSIG, SIGKILL);
@@ -742,6 +780,16 @@ int InitMain(const SandboxRequest& req, int sync_fd, int report_fd) {
     close(report_fd);
     ExecCommand(req, *u, last_cap, *filter);
   }
+  g_command = child;
+  struct sigaction forward = {};
+  forward.sa_handler = ForwardToCommand;
+  sigset_t forwarded;
+  sigemptyset(&forwarded);
+  for (int sig : {SIGINT, SIGQUIT, SIGTERM, SIGHUP, SIGUSR1, SIGUSR2}) {
+    sigaction(sig, &forward, nullptr);
+    sigaddset(&forwarded, sig);
+  }
+  sigprocmask(SIG_UNBLOCK, &forwarded, nullptr);  // (blocked since the runner's signalfd)
   // Reap everything (orphans are re-parented to us) until the command itself exits; returning
   // then makes the kernel kill whatever is left in the namespace.
   while (true) {
@@ -877,7 +925,10 @@ SandboxResult Run(const SandboxRequest& req) {
       while (read(sfd, &si, sizeof(si)) == sizeof(si)) {
         if (si.ssi_signo == SIGCHLD) continue;
         if (req.interactive() && (si.ssi_signo == SIGINT || si.ssi_signo == SIGQUIT)) {
-          continue;  // the terminal delivered it to the command too; let it decide
+          // The caller's terminal sent it (the command is in a session of its own and did
+          // not get it): pass it on, and let the command decide.
+          kill(init, static_cast<int>(si.ssi_signo));
+          continue;
         }
         result.set_cancelled(true);
         kill_tree();
