@@ -3,6 +3,7 @@
 #include <cstdlib>
 
 #include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
 
 namespace farm {
 namespace auth {
@@ -53,6 +54,23 @@ void RegisterClientFlags(common::FlagSet* fs, absl::string_view prefix, ClientAu
     fs->Bool("insecure", 0, &o->insecure,
              "Connect in plaintext to a non-loopback address (no TLS, and then no token)");
   }
+}
+
+absl::StatusOr<std::shared_ptr<const ServerAuth>> MakeServerAuth(ServerAuthOptions options,
+                                                                 std::string* warning) {
+  warning->clear();
+  if (!options.tls.enabled() && options.tokens.key_file.empty() && options.worker_ca_file.empty() &&
+      options.tls.client_ca_file.empty()) {
+    *warning =
+        options.insecure
+            ? "AUTHENTICATION IS OFF and --insecure serves plaintext beyond loopback: anyone "
+              "who reaches the port is trusted with everything (see README, Security)"
+            : "authentication is off (no --tls-cert, --token-keys, --worker-ca): every local "
+              "caller is trusted; serving plaintext on loopback only (see README, Security)";
+    return std::shared_ptr<const ServerAuth>(ServerAuth::AllowAll(options.insecure));
+  }
+  ASSIGN_OR_RETURN(std::unique_ptr<ServerAuth> sa, ServerAuth::Create(std::move(options)));
+  return std::shared_ptr<const ServerAuth>(std::move(sa));
 }
 
 absl::Status ApplyClientEnvironment(ClientAuthOptions* o) {

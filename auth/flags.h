@@ -22,7 +22,11 @@
 #ifndef FARM_AUTH_FLAGS_H_
 #define FARM_AUTH_FLAGS_H_
 
+#include <memory>
+#include <string>
+
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "auth/grpc_auth.h"
 #include "common/flags.h"
@@ -37,6 +41,13 @@ void RegisterServerFlags(common::FlagSet* fs, ServerAuthOptions* options);
 // --insecure (plaintext beyond loopback; a binary that is also a server shares the server's).
 void RegisterClientFlags(common::FlagSet* fs, absl::string_view prefix, ClientAuthOptions* options,
                          bool register_insecure = true);
+
+// The server's ServerAuth from its flags. With nothing configured (no TLS, no --token-keys,
+// no --worker-ca) authentication is off: ServerAuth::AllowAll (every caller trusted, plaintext,
+// loopback only unless --insecure), and `*warning` says so in one line for the server to print
+// at start; otherwise ServerAuth::Create (errors: the files'). `authorizer` must be set.
+absl::StatusOr<std::shared_ptr<const ServerAuth>> MakeServerAuth(ServerAuthOptions options,
+                                                                 std::string* warning);
 
 // Fills what the flags left empty from the environment: FARM_TLS_CA, FARM_TLS_CERT and
 // FARM_TLS_KEY (both or neither), FARM_TOKEN (the token itself) or else FARM_TOKEN_FILE.

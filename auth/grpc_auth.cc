@@ -122,6 +122,7 @@ struct ServerAuth::Core {
   std::optional<ServerTlsMaterial> tls;
   std::unique_ptr<TokenVerifier> tokens;
   std::vector<X509Ptr> worker_cas;
+  bool allow_all = false;  // AllowAll(): authentication is off
 
   mutable absl::Mutex worker_mu;
   // SHA-256 of a peer certificate → whether a worker CA issued it.
@@ -302,8 +303,11 @@ std::unique_ptr<ServerAuth> ServerAuth::AllowAll(bool insecure) {
   o.insecure = insecure;
   o.authorizer = AllowAllAuthorizer();
   absl::StatusOr<std::unique_ptr<ServerAuth>> sa = Create(std::move(o));
+  (*sa)->core_->allow_all = true;
   return *std::move(sa);  // nothing to load, nothing to fail
 }
+
+bool ServerAuth::allows_all() const { return core_->allow_all; }
 
 ServerAuth::~ServerAuth() = default;
 

@@ -120,6 +120,8 @@ class ServerAuth {
 
   // Whether calls are over TLS, and whether tokens are accepted.
   bool tls() const;
+  // Whether this is AllowAll(): every caller trusted, scopes and tenants not checked.
+  bool allows_all() const;
   const TokenVerifier* token_verifier() const;
 
   struct Core;  // internal, shared with the credentials

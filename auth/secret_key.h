@@ -47,9 +47,15 @@ class SecretKey {
   // 16 hex digits naming the key (derived from it one-way), safe to log and show.
   const std::string& id() const { return id_; }
 
+  ~SecretKey();
+  SecretKey(const SecretKey&) = delete;
+  SecretKey& operator=(const SecretKey&) = delete;
+
  private:
+  struct Pads;  // SHA-256 states after the HMAC inner and outer key blocks
   explicit SecretKey(std::string key);
   std::string key_;
+  std::unique_ptr<Pads> pads_;
   std::string id_;
 };
 

@@ -2,6 +2,7 @@
 
 #include <sys/stat.h>
 
+#include <atomic>
 #include <thread>
 #include <vector>
 
@@ -72,6 +73,37 @@ TEST_F(SecretKeyTest, MacIsHmacSha256) {
       absl::BytesToHexString((*k)->Mac("Test Using Larger Than Block-Size Key - Hash Key First")),
       "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54");
   EXPECT_FALSE(SecretKey::FromBytes("short").ok());
+  // RFC 4231 test case 7 (the same key; a message longer than the block size).
+  EXPECT_EQ(absl::BytesToHexString((*k)->Mac(
+                "This is a test using a larger than block-size key and a larger than block-size "
+                "data. The key needs to be hashed before being used by the HMAC algorithm.")),
+            "9b09ffa71b942fcb27635fbcd5b0e944bfdc63644f0713938a7f51535c3a35e2");
+}
+
+TEST_F(SecretKeyTest, MacOfKeysUpToOneBlockAndConcurrentCallers) {
+  // Keys up to one block (64 bytes) are zero-padded, not hashed: HMAC(k) == HMAC(k + zeros).
+  std::string k32(32, '\x0b');
+  auto a = SecretKey::FromBytes(k32);
+  auto b = SecretKey::FromBytes(k32 + std::string(32, '\0'));
+  ASSERT_TRUE(a.ok() && b.ok());
+  EXPECT_EQ((*a)->Mac("Hi There"), (*b)->Mac("Hi There"));
+  // RFC 4231 test case 1 uses a 20-byte key of 0x0b; padded to 32 it is the same key block.
+  auto c = SecretKey::FromBytes(std::string(20, '\x0b') + std::string(12, '\0'));
+  ASSERT_TRUE(c.ok());
+  EXPECT_EQ(absl::BytesToHexString((*c)->Mac("Hi There")),
+            "b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7");
+  std::string want = (*c)->Mac("same message");
+  std::vector<std::thread> threads;
+  std::atomic<int> wrong{0};
+  for (int t = 0; t < 8; ++t) {
+    threads.emplace_back([&] {
+      for (int i = 0; i < 2000; ++i) {
+        if ((*c)->Mac("same message") != want) wrong.fetch_add(1);
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(wrong.load(), 0);
 }
 
 TEST_F(SecretKeyTest, RefusesExposedOrMalformedFiles) {

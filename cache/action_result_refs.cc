@@ -3,6 +3,7 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
+#include "farm/v1/build.pb.h"
 
 namespace farm::cache {
 
@@ -35,6 +36,24 @@ absl::StatusOr<std::vector<common::Digest>> DirectReferences(const reapi::Action
   if (result.has_stderr_digest()) {
     ASSIGN_OR_RETURN(common::Digest d, FromProto(result.stderr_digest(), "stderr_digest"));
     out.push_back(std::move(d));
+  }
+  // Farm's steps name their layer in execution metadata (farm.v1.StepOutput): the engine
+  // uses that layer, so an entry whose layer is gone is as incomplete as a missing output.
+  for (const google::protobuf::Any& any : result.execution_metadata().auxiliary_metadata()) {
+    farm::v1::StepOutput step;
+    if (!any.Is<farm::v1::StepOutput>()) continue;
+    if (!any.UnpackTo(&step)) {
+      return absl::InvalidArgumentError(
+          "auxiliary metadata: a farm.v1.StepOutput that does not parse");
+    }
+    if (!step.has_layer()) continue;
+    absl::StatusOr<common::Digest> d =
+        common::Digest::ParseOci(step.layer().digest(), step.layer().size());
+    if (!d.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("auxiliary metadata: step layer: ", d.status().message()));
+    }
+    out.push_back(*std::move(d));
   }
   for (const reapi::OutputDirectory& dir : result.output_directories()) {
     ASSIGN_OR_RETURN(common::Digest d,

@@ -25,8 +25,10 @@ absl::StatusOr<common::Digest> FromProto(const build::bazel::remote::execution::
                                          absl::string_view what);
 void ToProto(const common::Digest& d, build::bazel::remote::execution::v2::Digest* out);
 
-// The digests `result` names directly: output files, stdout/stderr digests, output
-// directories' tree_digest and root_directory_digest. INVALID_ARGUMENT for a malformed digest.
+// The digests `result` names directly: output files, stdout/stderr digests, the layer of a
+// farm.v1.StepOutput in execution_metadata.auxiliary_metadata (what Farm's engine reads),
+// output directories' tree_digest and root_directory_digest. INVALID_ARGUMENT for a malformed
+// digest.
 absl::StatusOr<std::vector<common::Digest>> DirectReferences(
     const build::bazel::remote::execution::v2::ActionResult& result);
 

@@ -4,6 +4,7 @@
 #include "cache/action_result_refs.h"
 #include "cache/testing/test_util.h"
 #include "common/fs.h"
+#include "farm/v1/build.pb.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -104,6 +105,34 @@ TEST_F(RocksDbActionCacheTest, UpdateRefusesResultsNamingMissingBlobs) {
   EXPECT_EQ(ac_->Update(nul, key_, "").code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(ac_->Get({"main"}, common::Digest{"zz", 1}).status().code(),
             absl::StatusCode::kInvalidArgument);
+}
+
+TEST_F(RocksDbActionCacheTest, CompletenessCoversTheStepLayerInAuxiliaryMetadata) {
+  // The engine reads a step's layer from farm.v1.StepOutput, not from output_files: an entry
+  // naming a layer nobody uploaded must be refused like any missing output.
+  common::Digest present = Put("present");
+  common::Digest absent = common::DigestOf("a layer nobody uploaded");
+  reapi::ActionResult r = ResultWith(present);
+  farm::v1::StepOutput step;
+  step.mutable_layer()->set_digest("sha256:" + absent.hash);
+  step.mutable_layer()->set_size(absent.size_bytes);
+  r.mutable_execution_metadata()->add_auxiliary_metadata()->PackFrom(step);
+  absl::Status s = ac_->Update("main", key_, r.SerializeAsString());
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
+  EXPECT_THAT(s.message(), HasSubstr(absent.hash));
+
+  step.mutable_layer()->set_digest("sha256:" + present.hash);
+  step.mutable_layer()->set_size(present.size_bytes);
+  r.mutable_execution_metadata()->clear_auxiliary_metadata();
+  r.mutable_execution_metadata()->add_auxiliary_metadata()->PackFrom(step);
+  EXPECT_TRUE(ac_->Update("main", key_, r.SerializeAsString()).ok());
+
+  step.mutable_layer()->set_digest("md5:abc");
+  r.mutable_execution_metadata()->clear_auxiliary_metadata();
+  r.mutable_execution_metadata()->add_auxiliary_metadata()->PackFrom(step);
+  s = ac_->Update("main", key_, r.SerializeAsString());
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+  EXPECT_THAT(s.message(), HasSubstr("step layer"));
 }
 
 TEST_F(RocksDbActionCacheTest, CompletenessCoversStdStreamsTreesAndFilesInTrees) {

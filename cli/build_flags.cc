@@ -136,7 +136,11 @@ absl::StatusOr<CheckedBuildFlags> CheckBuildFlags(const BuildFlags& f) {
   // SOURCE_DATE_EPOCH: the environment, or a build arg of that name.
   c.layer_options.set_compression(f.compression == "zstd" ? farm::v1::LayerOptions::ZSTD
                                                           : farm::v1::LayerOptions::GZIP);
-  c.layer_options.set_preserve_permissions(f.in.preserve_permissions);
+  if (f.in.preserve_permissions && f.in.normalize_permissions) {
+    return absl::InvalidArgumentError(
+        "--preserve-permissions and --normalize-permissions contradict each other");
+  }
+  c.layer_options.set_normalize_permissions(f.in.normalize_permissions);
   const char* env_epoch = getenv("SOURCE_DATE_EPOCH");
   std::string epoch_text = env_epoch ? env_epoch : "";
   if (c.build_args.count("SOURCE_DATE_EPOCH")) epoch_text = c.build_args.at("SOURCE_DATE_EPOCH");

@@ -17,9 +17,11 @@ void BuildInputFlags::Register(common::FlagSet* fs) {
   fs->Repeated("build-arg", 0, &build_args, "Set build-time variables (NAME=VALUE)", "list");
   fs->String("target", 0, &target, "Set the target build stage to build");
   fs->String("platform", 0, &platform, "Set the target platform for the build");
+  fs->Bool("normalize-permissions", 0, &normalize_permissions,
+           "Make context files 0644 (0755 if executable) and directories 0755 in COPY/ADD, "
+           "instead of keeping their permission bits as docker build does");
   fs->Bool("preserve-permissions", 0, &preserve_permissions,
-           "Keep (and key on) the full permission bits of context files instead of "
-           "normalizing them to 0644/0755");
+           "Deprecated: keeping the permission bits is the default");
 }
 
 absl::StatusOr<std::map<std::string, std::string>> BuildInputFlags::BuildArgs() const {
@@ -68,7 +70,7 @@ absl::StatusOr<PreparedBuild> PrepareBuild(const BuildInputFlags& flags,
                    scheduler::context::LoadIgnorePatterns(
                        context_dir, p.dockerfile_path == "-" ? "" : p.dockerfile_path));
   scheduler::context::SnapshotOptions so;
-  so.preserve_permissions = flags.preserve_permissions;
+  so.normalize_permissions = flags.normalize_permissions;
   so.stat_cache = stat_cache;
   ASSIGN_OR_RETURN(p.context, scheduler::context::Snapshot::FromDirectory(context_dir, ignore, so));
 
@@ -80,7 +82,7 @@ absl::StatusOr<PreparedBuild> PrepareBuild(const BuildInputFlags& flags,
   po.context = &p.context->tree();
   po.context_root = p.context->root();
   po.layer_options = layer_options;
-  po.layer_options.set_preserve_permissions(flags.preserve_permissions);
+  po.layer_options.set_normalize_permissions(flags.normalize_permissions);
   po.default_network = flags.network;
   po.allow_unresolved = flags.allow_unresolved;
   ASSIGN_OR_RETURN(p.plan, scheduler::plan::MakePlan(p.dockerfile, po));

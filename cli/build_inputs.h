@@ -24,7 +24,8 @@ struct BuildInputFlags {
   std::vector<std::string> build_args;   // --build-arg
   std::string target;                    // --target
   std::string platform = "linux/amd64";  // --platform
-  bool preserve_permissions = false;     // --preserve-permissions
+  bool normalize_permissions = false;    // --normalize-permissions
+  bool preserve_permissions = false;     // --preserve-permissions (deprecated: the default)
   std::string network = "default";       // RUN's default network (farm build --network)
   bool allow_unresolved = false;         // base images the resolver lacks get placeholder keys
 

@@ -15,6 +15,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
+#include "auth/secret_key.h"
 #include "cli/build_flags.h"
 #include "cli/build_outputs.h"
 #include "cli/build_progress.h"
@@ -187,7 +188,7 @@ class Build {
     // The context: hashed in place (with a stat cache per context directory; a tar on stdin
     // has none) and read by the in-process worker where it is: nothing is copied.
     scheduler::context::SnapshotOptions so;
-    so.preserve_permissions = f_.in.preserve_permissions;
+    so.normalize_permissions = f_.in.normalize_permissions;
     if (tar_context_.empty()) {
       std::string abs_context = Absolute(context_dir);
       absl::Status made = common::MakeDirs(common::JoinPath(st.home, "contexts"), 0700);
@@ -228,13 +229,22 @@ class Build {
     req.plan.target = f_.in.target;
     req.plan.platform = f_.in.platform;
     req.plan.layer_options = checked_.layer_options;
-    req.plan.layer_options.set_preserve_permissions(f_.in.preserve_permissions);
+    req.plan.layer_options.set_normalize_permissions(f_.in.normalize_permissions);
     req.plan.default_network = f_.network;
     req.plan.check_entitlements = true;
     req.plan.allowed_entitlements = checked_.allow;
     req.plan.permitted_entitlements = sandbox_.policy.entitlements;
     req.plan.permitted_by =
         absl::StrCat("this host (", sandbox_conf_, ": allow-entitlement = NAME)");
+    if (!secrets.empty()) {
+      // Secret values enter step keys only as HMACs under this home's key.
+      absl::StatusOr<std::unique_ptr<auth::SecretKey>> key =
+          auth::SecretKey::LoadOrCreate(common::JoinPath(st.home, "secret.key"));
+      if (!key.ok()) return progress_.Fatal(key.status());
+      for (const auto& [id, value] : secrets) {
+        req.plan.secret_digests[id] = (*key)->Hash("farm.secret.v1", value);
+      }
+    }
     req.resolve.pull_policy =
         f_.pull ? scheduler::image::PullPolicy::kAlways : scheduler::image::PullPolicy::kMissing;
     req.resolve.registry = RegistryOptionsFrom(f_.insecure);

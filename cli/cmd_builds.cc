@@ -8,6 +8,7 @@
 #include "cli/build_records.h"
 #include "cli/commands.h"
 #include "cli/image_common.h"
+#include "cli/remote.h"
 #include "common/farm_home.h"
 #include "common/flags.h"
 #include "common/fs.h"
@@ -43,11 +44,13 @@ int RunBuilds(const Args& args) {
   fs.String("scheduler", 0, &scheduler, "List a farm-scheduler's builds instead", "HOST:PORT");
   fs.Bool("active", 0, &active, "Only queued and running builds (with --scheduler)");
   fs.String("tenant", 0, &tenant, "Only this tenant's builds (with --scheduler)");
+  auth::ClientAuthOptions security;
+  SecurityFlags(fs, &security);
   std::vector<std::string> positional;
   int exit_code = 0;
   if (!ParseFlags(fs, args, "builds", &positional, &exit_code)) return exit_code;
   if (!CheckArgs(positional, 0, 0, "builds", "farm builds [OPTIONS]")) return 2;
-  if (!scheduler.empty()) return ListRemoteBuilds(scheduler, last, active, tenant);
+  if (!scheduler.empty()) return ListRemoteBuilds(scheduler, security, last, active, tenant);
   if (active || !tenant.empty()) {
     std::cerr << "farm builds: --active and --tenant need --scheduler\n";
     return 2;

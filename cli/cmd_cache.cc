@@ -5,10 +5,12 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "auth/flags.h"
 #include "cache/admin.h"
 #include "cache/client/grpc_cache_admin.h"
 #include "cache/rocksdb_blob_store.h"
 #include "cli/commands.h"
+#include "cli/remote.h"
 #include "common/farm_home.h"
 #include "common/flags.h"
 #include "common/fs.h"
@@ -33,10 +35,13 @@ struct Target {
   bool remote = false;
 };
 
-absl::StatusOr<Target> Open(const std::string& address) {
+absl::StatusOr<Target> Open(const std::string& address, const auth::ClientAuthOptions& security) {
   Target t;
   if (!address.empty()) {
-    auto admin = cache::client::GrpcCacheAdmin::Create(address);
+    cache::client::GrpcCacheAdmin::Options ao;
+    ao.security = security;
+    if (absl::Status s = auth::ApplyClientEnvironment(&ao.security); !s.ok()) return s;
+    auto admin = cache::client::GrpcCacheAdmin::Create(address, ao);
     if (!admin.ok()) return admin.status();
     t.admin = *std::move(admin);
     t.remote = true;
@@ -129,6 +134,8 @@ int Stats(const Args& args) {
   bool json = false;
   common::FlagSet fs("farm cache stats [OPTIONS]",
                      "Show the cache's blobs, bytes, budget, pins and action-cache entries");
+  auth::ClientAuthOptions security;
+  SecurityFlags(fs, &security);  // an admin token: --token-file or $FARM_TOKEN
   fs.String("cache", 0, &address, "A farm-cache server (default: the embedded $FARM_HOME/cache)",
             "HOST:PORT");
   fs.Bool("json", 0, &json, "Print JSON");
@@ -145,7 +152,7 @@ int Stats(const Args& args) {
     std::cerr << "farm cache stats: unexpected argument \"" << (*pos)[0] << "\"\n";
     return 2;
   }
-  absl::StatusOr<Target> t = Open(address);
+  absl::StatusOr<Target> t = Open(address, security);
   if (!t.ok()) {
     std::cerr << "farm cache stats: " << t.status().message() << "\n";
     return 1;
@@ -170,6 +177,8 @@ int Gc(const Args& args) {
   common::FlagSet fs("farm cache gc [OPTIONS]",
                      "Evict least-recently-used, unpinned entries until the cache fits its\n"
                      "budget (and compact away what was deleted)");
+  auth::ClientAuthOptions security;
+  SecurityFlags(fs, &security);  // an admin token: --token-file or $FARM_TOKEN
   fs.String("cache", 0, &address, "A farm-cache server (default: the embedded $FARM_HOME/cache)",
             "HOST:PORT");
   fs.Size("max-size", 0, &max_size, "Set a new budget first (kept from now on), e.g. 20G");
@@ -191,7 +200,7 @@ int Gc(const Args& args) {
     std::cerr << "farm cache gc: --max-size must be positive\n";
     return 2;
   }
-  absl::StatusOr<Target> t = Open(address);
+  absl::StatusOr<Target> t = Open(address, security);
   if (!t.ok()) {
     std::cerr << "farm cache gc: " << t.status().message() << "\n";
     return 1;

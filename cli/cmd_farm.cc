@@ -44,21 +44,29 @@ std::string StateName(farm::v1::BuildInfo::State s) {
   }
 }
 
-absl::StatusOr<SchedulerConnection> Connect(const std::string& flag) {
-  absl::StatusOr<std::string> address = SchedulerAddress(flag);
+// --scheduler and the security flags.
+struct SchedulerFlags {
+  std::string address;
+  auth::ClientAuthOptions security;
+};
+
+absl::StatusOr<SchedulerConnection> Connect(const SchedulerFlags& f) {
+  absl::StatusOr<std::string> address = SchedulerAddress(f.address);
   if (!address.ok()) return address.status();
-  return ConnectScheduler(*address);
+  return ConnectScheduler(*address, f.security);
 }
 
-void SchedulerFlag(common::FlagSet& fs, std::string* out) {
-  fs.String("scheduler", 0, out, "farm-scheduler address (default: $FARM_SCHEDULER)", "HOST:PORT");
+void SchedulerFlag(common::FlagSet& fs, SchedulerFlags* out) {
+  fs.String("scheduler", 0, &out->address, "farm-scheduler address (default: $FARM_SCHEDULER)",
+            "HOST:PORT");
+  SecurityFlags(fs, &out->security);
 }
 
 }  // namespace
 
 int RunWorkers(const Args& args) {
   common::FlagSet fs("farm workers [OPTIONS]", "List the workers known to a farm-scheduler.");
-  std::string scheduler;
+  SchedulerFlags scheduler;
   SchedulerFlag(fs, &scheduler);
   bool all = false;
   fs.Bool("all", 'a', &all, "Also show workers that are not connected");
@@ -93,7 +101,8 @@ int RunLogs(const Args& args) {
   common::FlagSet fs("farm logs [OPTIONS] BUILD",
                      "Show a farm build's progress and output, as farm submit showed it. With\n"
                      "--follow, keep following a running build until it ends.");
-  std::string scheduler, progress = "plain";
+  SchedulerFlags scheduler;
+  std::string progress = "plain";
   bool follow = false;
   SchedulerFlag(fs, &scheduler);
   fs.Bool("follow", 'f', &follow, "Follow a running build until it ends");
@@ -160,7 +169,7 @@ int RunCancel(const Args& args) {
   common::FlagSet fs("farm cancel [OPTIONS] BUILD...",
                      "Cancel farm builds: a queued build leaves the queue, a running one has its\n"
                      "running steps killed on their workers.");
-  std::string scheduler;
+  SchedulerFlags scheduler;
   SchedulerFlag(fs, &scheduler);
   std::vector<std::string> positional;
   int exit_code = 0;
@@ -186,9 +195,9 @@ int RunCancel(const Args& args) {
   return rc;
 }
 
-int ListRemoteBuilds(const std::string& scheduler, int64_t last, bool active,
-                     const std::string& tenant) {
-  absl::StatusOr<SchedulerConnection> conn = Connect(scheduler);
+int ListRemoteBuilds(const std::string& scheduler, const auth::ClientAuthOptions& security,
+                     int64_t last, bool active, const std::string& tenant) {
+  absl::StatusOr<SchedulerConnection> conn = Connect(SchedulerFlags{scheduler, security});
   if (!conn.ok()) return Fail(conn.status());
   grpc::ClientContext ctx;
   ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(30)));

@@ -52,7 +52,7 @@ int RunHistory(const Args& args) {
 
   // Sizes: non-empty history entries map to layers in order.
   struct Entry {
-    std::string id, created, created_by, size, comment;
+    std::string id, created, created_at, created_by, size, comment;
   };
   std::vector<Entry> entries;
   size_t layer = 0;
@@ -65,11 +65,9 @@ int RunHistory(const Args& args) {
     }
     Entry e;
     e.id = "<missing>";
-    if (human) {
-      e.created = CreatedSince(h.created, now);
-    } else {
-      e.created = h.created.empty() ? "N/A" : h.created;
-    }
+    // Docker: CreatedAt is always RFC 3339; CreatedSince is "... ago", or CreatedAt with -H=false.
+    e.created_at = CreatedAt(h.created);
+    e.created = human ? CreatedSince(h.created, now) : e.created_at;
     std::string by = absl::StrReplaceAll(h.created_by, {{"\t", " "}});
     e.created_by = no_trunc ? by : Ellipsis(by, 45);
     e.size = human ? DockerSize(size) : absl::StrCat(size);
@@ -88,7 +86,7 @@ int RunHistory(const Args& args) {
     for (const Entry& e : entries) {
       items.push_back({{"ID", e.id},
                        {"CreatedSince", e.created},
-                       {"CreatedAt", e.created},
+                       {"CreatedAt", e.created_at},
                        {"CreatedBy", e.created_by},
                        {"Size", e.size},
                        {"Comment", e.comment}});

@@ -18,6 +18,46 @@ namespace {
 
 using ordered_json = nlohmann::ordered_json;
 
+// The image config's "config" in the shape of Docker's container.Config, which `docker image
+// inspect` prints: every field it always writes (empty ones as "", false or null), in its
+// order, and the omitempty ones only when set.
+ordered_json DockerContainerConfig(const ordered_json& c) {
+  auto get = [&c](const char* key) {
+    return c.contains(key) ? c[key] : ordered_json();  // null when absent
+  };
+  auto str = [&c](const char* key) {
+    return c.contains(key) && c[key].is_string() ? c[key] : ordered_json("");
+  };
+  auto set = [](const ordered_json& v) {
+    return !v.is_null() && !(v.is_boolean() && !v.get<bool>()) &&
+           !((v.is_string() || v.is_array() || v.is_object()) && v.empty());
+  };
+  ordered_json out = ordered_json::object();
+  out["Hostname"] = str("Hostname");
+  out["Domainname"] = str("Domainname");
+  out["User"] = str("User");
+  out["AttachStdin"] = false;
+  out["AttachStdout"] = false;
+  out["AttachStderr"] = false;
+  if (set(get("ExposedPorts"))) out["ExposedPorts"] = c["ExposedPorts"];
+  out["Tty"] = false;
+  out["OpenStdin"] = false;
+  out["StdinOnce"] = false;
+  out["Env"] = get("Env");
+  out["Cmd"] = get("Cmd");
+  if (set(get("Healthcheck"))) out["Healthcheck"] = c["Healthcheck"];
+  if (set(get("ArgsEscaped"))) out["ArgsEscaped"] = c["ArgsEscaped"];
+  out["Image"] = str("Image");
+  out["Volumes"] = get("Volumes");
+  out["WorkingDir"] = str("WorkingDir");
+  out["Entrypoint"] = get("Entrypoint");
+  out["OnBuild"] = get("OnBuild");
+  out["Labels"] = get("Labels");
+  if (set(get("StopSignal"))) out["StopSignal"] = c["StopSignal"];
+  if (set(get("Shell"))) out["Shell"] = c["Shell"];
+  return out;
+}
+
 absl::StatusOr<ordered_json> Inspect(LocalStores& stores, const scheduler::image::ImageRecord& rec,
                                      const oci::Platform& platform) {
   absl::StatusOr<const scheduler::image::StoredManifest*> m = rec.ForPlatform(platform);
@@ -49,7 +89,8 @@ absl::StatusOr<ordered_json> Inspect(LocalStores& stores, const scheduler::image
   out["Created"] = raw.value("created", "");
   out["DockerVersion"] = "";
   out["Author"] = raw.value("author", "");
-  out["Config"] = raw.contains("config") ? raw["config"] : ordered_json::object();
+  out["Config"] =
+      DockerContainerConfig(raw.contains("config") ? raw["config"] : ordered_json::object());
   out["Architecture"] = raw.value("architecture", "");
   if (raw.contains("variant")) out["Variant"] = raw["variant"];
   out["Os"] = raw.value("os", "");
@@ -105,7 +146,8 @@ int RunInspect(const Args& args) {
       std::cout << *line << "\n";
     }
   } else {
-    std::cout << all.dump(4, ' ', false, ordered_json::error_handler_t::replace) << "\n";
+    std::cout << GoJsonEscape(all.dump(4, ' ', false, ordered_json::error_handler_t::replace))
+              << "\n";
   }
   int rc = 0;
   for (const absl::Status& e : errors) rc = Fail(e);

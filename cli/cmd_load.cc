@@ -4,7 +4,9 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdlib>
 #include <iostream>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "cli/commands.h"
@@ -18,6 +20,47 @@
 #include "scheduler/image/store.h"
 
 namespace farm::cli {
+
+namespace {
+
+// Copies standard input into an unlinked temporary file ($TMPDIR, else /tmp) and returns it,
+// positioned at its start.
+absl::StatusOr<int> SpoolStdin() {
+  const char* dir = getenv("TMPDIR");
+  std::string path = absl::StrCat(dir != nullptr && *dir ? dir : "/tmp", "/farm-load.XXXXXX");
+  int fd = mkostemp(path.data(), O_CLOEXEC);
+  if (fd < 0) return common::ErrnoToStatus(errno, absl::StrCat("creating ", path));
+  unlink(path.c_str());
+  std::vector<char> buf(1 << 20);
+  while (true) {
+    ssize_t n = read(0, buf.data(), buf.size());
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      int e = errno;
+      close(fd);
+      return common::ErrnoToStatus(e, "reading standard input");
+    }
+    if (n == 0) break;
+    for (ssize_t done = 0; done < n;) {
+      ssize_t w = write(fd, buf.data() + done, static_cast<size_t>(n - done));
+      if (w < 0 && errno == EINTR) continue;
+      if (w < 0) {
+        int e = errno;
+        close(fd);
+        return common::ErrnoToStatus(e, absl::StrCat("writing ", path));
+      }
+      done += w;
+    }
+  }
+  if (lseek(fd, 0, SEEK_SET) != 0) {
+    int e = errno;
+    close(fd);
+    return common::ErrnoToStatus(e, "rewinding the spooled input");
+  }
+  return fd;
+}
+
+}  // namespace
 
 int RunLoad(const Args& args) {
   const std::string usage = "farm load [OPTIONS]";
@@ -44,6 +87,15 @@ int RunLoad(const Args& args) {
   if (input.empty() && IsTerminal(0)) {
     return Fail(absl::InvalidArgumentError("requested load from stdin, but stdin is empty"));
   }
+  // A pipe is read to the end before the home is locked: in `farm save X | farm load` the
+  // saving process holds the lock until it has written everything.
+  int spool = -1;
+  struct stat in_st;
+  if (input.empty() && fstat(0, &in_st) == 0 && !S_ISREG(in_st.st_mode)) {
+    absl::StatusOr<int> fd = SpoolStdin();
+    if (!fd.ok()) return Fail(fd.status());
+    spool = *fd;
+  }
   absl::StatusOr<LocalStores> stores = OpenLocalStores();
   if (!stores.ok()) return Fail(stores.status());
   std::string scratch = stores->tmp_dir + "/load";
@@ -52,7 +104,7 @@ int RunLoad(const Args& args) {
   if (!input.empty() && stat(input.c_str(), &st) == 0 && S_ISDIR(st.st_mode)) {
     loaded = scheduler::image::LoadLayoutDirectory(*stores->blobs, input, scratch, platform);
   } else {
-    int fd = 0;
+    int fd = spool >= 0 ? spool : 0;
     if (!input.empty()) {
       fd = open(input.c_str(), O_RDONLY | O_CLOEXEC);
       if (fd < 0) return Fail(common::ErrnoToStatus(errno, absl::StrCat("open ", input)));

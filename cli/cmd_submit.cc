@@ -49,6 +49,7 @@ struct SubmitFlags : BuildFlags {
   std::string scheduler;
   std::string cache;
   std::string tenant;
+  auth::ClientAuthOptions security;  // --tls-ca, --token-file, ... (SecurityFlags)
   int64_t priority = 0;
   bool detach = false;
   int64_t reconnect_seconds = 300;
@@ -98,7 +99,7 @@ class Submit {
     progress_.Start(ProgressPrinter::Create(*mode, 2, dockerfile_text, dockerfile_name));
 
     // The scheduler, and the cache it names (or --cache).
-    absl::StatusOr<SchedulerConnection> conn = ConnectScheduler(*address);
+    absl::StatusOr<SchedulerConnection> conn = ConnectScheduler(*address, f_.security);
     if (!conn.ok()) return progress_.Fatal(conn.status());
     conn_ = &*conn;
     std::string cache_address = f_.cache;
@@ -132,12 +133,14 @@ class Submit {
         context_dir, stdin_dockerfile ? "" : dockerfile_path);
     if (!ignore.ok()) return fail_ctx(ignore.status());
     scheduler::context::SnapshotOptions so;
-    so.preserve_permissions = f_.in.preserve_permissions;
+    so.normalize_permissions = f_.in.normalize_permissions;
     if (!tar_dir) so.stat_cache = StatCachePath(context_dir);
     absl::StatusOr<std::unique_ptr<scheduler::context::Snapshot>> snap =
         scheduler::context::Snapshot::FromDirectory(context_dir, *ignore, so);
     if (!snap.ok()) return fail_ctx(snap.status());
     cache::client::GrpcBlobStore::Options co;
+    co.security = conn->security;  // the token's scopes decide where it may upload
+    co.instance_name = f_.cache_scope.empty() ? "main" : f_.cache_scope;
     absl::StatusOr<std::unique_ptr<cache::client::GrpcBlobStore>> cas =
         cache::client::GrpcBlobStore::Create(cache_address, co);
     if (!cas.ok()) return fail_ctx(cas.status());
@@ -336,6 +339,7 @@ int RunSubmit(const Args& args) {
   fs.Int("reconnect-timeout", 0, &f.reconnect_seconds,
          "Seconds to keep reattaching to a build whose stream broke (scheduler restart)");
   fs.Int("upload-parallelism", 0, &f.upload_parallelism, "Context uploads running at once");
+  SecurityFlags(fs, &f.security);
   std::vector<std::string> positional;
   int exit_code = 0;
   if (!ParseFlags(fs, args, "submit", &positional, &exit_code)) return exit_code;

@@ -7,6 +7,8 @@
 #include <string>
 #include <vector>
 
+#include "auth/grpc_auth.h"
+
 namespace farm::cli {
 
 using Args = std::vector<std::string>;
@@ -26,11 +28,12 @@ int RunWorkers(const Args& args);
 int RunLogs(const Args& args);
 int RunCancel(const Args& args);
 // farm builds --scheduler: the scheduler's builds.
-int ListRemoteBuilds(const std::string& scheduler, int64_t last, bool active,
-                     const std::string& tenant);
+int ListRemoteBuilds(const std::string& scheduler, const auth::ClientAuthOptions& security,
+                     int64_t last, bool active, const std::string& tenant);
 
 // Images (cmd_images.cc, cmd_history.cc, ...).
 int RunImages(const Args& args);
+int RunImage(const Args& args);  // cmd_image.cc: farm image ls|history|inspect|...
 int RunHistory(const Args& args);
 int RunTag(const Args& args);
 int RunRmi(const Args& args);

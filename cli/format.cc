@@ -105,6 +105,22 @@ std::string CreatedSince(const std::string& rfc3339, absl::Time now) {
   return HumanDuration(now - t) + " ago";
 }
 
+std::string CreatedAt(const std::string& rfc3339) {
+  absl::Time t;
+  std::string err;
+  if (rfc3339.empty() || !absl::ParseTime(absl::RFC3339_full, rfc3339, &t, &err)) return "N/A";
+  return absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", t, absl::UTCTimeZone());
+}
+
+std::string GoJsonEscape(std::string dumped) {
+  // Outside strings JSON has none of these characters, so every occurrence is in a string.
+  return absl::StrReplaceAll(dumped, {{"<", "\\u003c"},
+                                      {">", "\\u003e"},
+                                      {"&", "\\u0026"},
+                                      {"\xE2\x80\xA8", "\\u2028"},
+                                      {"\xE2\x80\xA9", "\\u2029"}});
+}
+
 std::string Ellipsis(const std::string& s, size_t max) {
   if (max == 0) return "";
   if (RuneCount(s) <= max) return s;
@@ -175,7 +191,7 @@ absl::StatusOr<std::string> RenderTemplate(const std::string& tmpl_in, const jso
     if (absl::ConsumePrefix(&action, "json ")) {
       absl::StatusOr<json> v = Lookup(ctx, absl::StripAsciiWhitespace(action));
       if (!v.ok()) return v.status();
-      out += v->dump(-1, ' ', false, json::error_handler_t::replace);
+      out += GoJsonEscape(v->dump(-1, ' ', false, json::error_handler_t::replace));
     } else {
       absl::StatusOr<json> v = Lookup(ctx, action);
       if (!v.ok()) return v.status();

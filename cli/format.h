@@ -26,6 +26,13 @@ std::string DockerSize(int64_t bytes);
 std::string HumanDuration(absl::Duration d);
 // "<HumanDuration> ago" for an RFC 3339 time; "N/A" when empty or unparsable.
 std::string CreatedSince(const std::string& rfc3339, absl::Time now);
+// An RFC 3339 time as Go's time.Format(time.RFC3339) prints it in UTC, to the second
+// ("2024-01-02T03:04:05Z"); "N/A" when empty or unparsable.
+std::string CreatedAt(const std::string& rfc3339);
+// What Go's encoding/json writes for a string nlohmann::json dumped: the same, with <, > and &
+// escaped as \u003c, \u003e and \u0026 (and U+2028/U+2029 as \u2028/\u2029), as docker
+// prints {{json ...}} and inspect.
+std::string GoJsonEscape(std::string dumped);
 // Docker's stringutils.Ellipsis: at most `max` characters, the last one "…" when cut.
 std::string Ellipsis(const std::string& s, size_t max);
 // "sha256:<64 hex>" → the first 12 hex characters.

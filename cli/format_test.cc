@@ -63,5 +63,20 @@ TEST(FormatTest, TemplatesAndTableFormats) {
   EXPECT_EQ(RenderFormat("{{.Tag}}", {item, item}, {}).value(), "3.19\n3.19\n");
 }
 
+TEST(FormatTest, JsonEscapedAsGoWritesIt) {
+  // Docker's {{json .}} and inspect (Go's encoding/json) escape <, > and & in strings.
+  EXPECT_EQ(
+      RenderTemplate("{{json .}}", nlohmann::json{{"Digest", "<none>"}, {"Cmd", "a && b"}}).value(),
+      "{\"Cmd\":\"a \\u0026\\u0026 b\",\"Digest\":\"\\u003cnone\\u003e\"}");
+  EXPECT_EQ(GoJsonEscape("\"\xE2\x80\xA8\""), "\"\\u2028\"");
+}
+
+TEST(FormatTest, CreatedAtLikeGosRfc3339) {
+  EXPECT_EQ(CreatedAt("2026-12-03T09:27:54.833528317Z"), "2026-12-03T09:27:54Z");
+  EXPECT_EQ(CreatedAt("1970-01-01T00:00:00Z"), "1970-01-01T00:00:00Z");
+  EXPECT_EQ(CreatedAt("2026-12-03T10:27:54+01:00"), "2026-12-03T09:27:54Z");
+  EXPECT_EQ(CreatedAt(""), "N/A");
+}
+
 }  // namespace
 }  // namespace farm::cli

@@ -104,6 +104,9 @@ contains "$out" "Error: No such image: nosuch:latest"
 
 out=$("$FARM" load <"$T/saved.tar")
 [ "$out" = "Loaded image: busybox:1" ] || fail "load from stdin: $out"
+# A pipe from another farm process on the same home (which holds the home until it is done).
+out=$(timeout 60 "$FARM" save busybox:1 | timeout 60 "$FARM" load)
+[ "$out" = "Loaded image: busybox:1" ] || fail "farm save | farm load: $out"
 [ "$("$FARM" inspect -f '{{.Id}}' busybox:1)" = "$id" ] || fail "image ID changed by save/load"
 out=$("$FARM" load -i "$T/oci/")
 contains "$out" "Loaded image: busybox:1"

@@ -4,6 +4,7 @@
 #include <string>
 #include <vector>
 
+#include "auth/token_command.h"
 #include "cli/commands.h"
 #include "worker/sandbox/sandbox.h"
 
@@ -22,6 +23,8 @@ const Command kCommands[] = {
     {"cancel", "Cancel builds on a farm", farm::cli::RunCancel},
     {"cache", "Show and enforce the cache's size budget (stats, gc)", farm::cli::RunCache},
     {"history", "Show the history of an image", farm::cli::RunHistory},
+    {"image", "Manage images (docker image ls|history|inspect|tag|rm|save|load|pull|push)",
+     farm::cli::RunImage},
     {"images", "List images", farm::cli::RunImages},
     {"inspect", "Display detailed information on images", farm::cli::RunInspect},
     {"logs", "Show (and follow) a farm build's progress and output", farm::cli::RunLogs},
@@ -37,6 +40,8 @@ const Command kCommands[] = {
     {"save", "Save images to a tar archive (docker-archive or OCI layout)", farm::cli::RunSave},
     {"submit", "Build an image on a farm (farm-scheduler and its workers)", farm::cli::RunSubmit},
     {"tag", "Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE", farm::cli::RunTag},
+    {"token", "Mint and check a farm's bearer tokens (mint, verify, jwks)",
+     farm::auth::RunTokenCommand},
     {"version", "Show the Farm version", farm::cli::RunVersion},
     {"workers", "List a farm's workers", farm::cli::RunWorkers},
     {"why-miss", "Explain why a build step missed the cache", farm::cli::RunWhyMiss},

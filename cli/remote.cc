@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
+#include "auth/flags.h"
 #include "common/backoff.h"
 #include "common/grpc_status.h"
 
@@ -28,27 +29,48 @@ absl::StatusOr<std::string> SchedulerAddress(const std::string& flag) {
   return a;
 }
 
+void SecurityFlags(common::FlagSet& fs, auth::ClientAuthOptions* security) {
+  auth::RegisterClientFlags(&fs, "", security);
+}
+
 absl::StatusOr<SchedulerConnection> ConnectScheduler(const std::string& address,
+                                                     auth::ClientAuthOptions security,
                                                      absl::Duration timeout) {
   std::string target = address;
   if (absl::StartsWith(target, "grpc://")) target = target.substr(7);
-  if (absl::StartsWith(target, "grpcs://") || absl::StartsWith(target, "https://")) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "scheduler address \"", address, "\": TLS is not supported; use grpc://HOST:PORT"));
+  if (absl::StartsWith(target, "grpcs://")) {
+    target = target.substr(8);
+    security.tls.use_tls = true;
+  }
+  if (absl::StartsWith(target, "https://") || absl::StartsWith(target, "http://")) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("scheduler address \"", address, "\": want HOST:PORT or grpcs://HOST:PORT"));
   }
   if (target.empty() || target.find(':') == std::string::npos) {
     return absl::InvalidArgumentError(
         absl::StrCat("scheduler address \"", address, "\": want HOST:PORT"));
   }
+  if (absl::Status s = auth::ApplyClientEnvironment(&security); !s.ok()) return s;
+  absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> creds =
+      auth::ClientCredentials(target, security);
+  if (!creds.ok()) {
+    return absl::Status(creds.status().code(), absl::StrCat("farm-scheduler at ", address, ": ",
+                                                            creds.status().message()));
+  }
   SchedulerConnection c;
   c.address = address;
+  c.security = security;
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(64 << 20);
   // Reconnect quickly after a scheduler restart (the default backoff grows to 120 s).
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 2000);
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
   args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
-  c.channel = grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args);
+  args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);  // redial: a connection of its own
+  c.channel = grpc::CreateCustomChannel(target, *creds, args);
+  c.redial = [target, creds = *creds, args] {
+    return grpc::CreateCustomChannel(target, creds, args);
+  };
   if (!c.channel->WaitForConnected(absl::ToChronoTime(absl::Now() + timeout))) {
     return absl::UnavailableError(absl::StrCat("cannot reach farm-scheduler at ", address,
                                                " (tried for ", absl::FormatDuration(timeout),
@@ -81,7 +103,8 @@ absl::StatusOr<farm::v1::BuildOutcome> FollowBuild(
   common::Backoff backoff({absl::Milliseconds(100), absl::Seconds(2), 2.0, 0.1});
   grpc::Status last_error;
   bool first = true;
-  bool warned = false;  // about the current outage
+  bool warned = false;                                       // about the current outage
+  std::unique_ptr<farm::v1::Scheduler::Stub> reattach_stub;  // after a break: a fresh channel
   auto stopped = [&] { return options.stop != nullptr && options.stop->load(); };
   while (true) {
     if (stopped()) return absl::CancelledError("stopped following the build");
@@ -108,7 +131,7 @@ absl::StatusOr<farm::v1::BuildOutcome> FollowBuild(
       farm::v1::AttachBuildRequest req;
       req.set_build_id(*build_id);
       req.set_after_seq(*last_seq);
-      reader = conn.stub->AttachBuild(&ctx, req);
+      reader = (reattach_stub ? reattach_stub : conn.stub)->AttachBuild(&ctx, req);
     } else {
       return absl::InvalidArgumentError("no build to follow");
     }
@@ -156,6 +179,7 @@ absl::StatusOr<farm::v1::BuildOutcome> FollowBuild(
                                         "); reattaching to ", conn.address));
     }
     absl::SleepFor(backoff.Next());
+    if (conn.redial) reattach_stub = farm::v1::Scheduler::NewStub(conn.redial());
   }
 }
 

@@ -11,6 +11,8 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "auth/grpc_auth.h"
+#include "common/flags.h"
 #include "farm/v1/scheduler.grpc.pb.h"
 
 namespace farm::cli {
@@ -19,15 +21,29 @@ namespace farm::cli {
 // saying how to give one when neither is set.
 absl::StatusOr<std::string> SchedulerAddress(const std::string& flag);
 
+// The client security flags every farm command that talks to a farm takes (auth/flags.h):
+// --tls-ca, --tls-cert/--tls-key, --tls, --token-file, --insecure; the environment fills the
+// rest at connection time (FARM_TLS_CA, FARM_TLS_CERT/FARM_TLS_KEY, FARM_TOKEN,
+// FARM_TOKEN_FILE).
+void SecurityFlags(common::FlagSet& fs, auth::ClientAuthOptions* security);
+
 struct SchedulerConnection {
   std::string address;
+  // What the connection used (flags + environment): the same for farm-cache.
+  auth::ClientAuthOptions security;
   std::shared_ptr<grpc::Channel> channel;
   std::unique_ptr<farm::v1::Scheduler::Stub> stub;
+  // A fresh connection (a channel of its own, with the same credentials): FollowBuild
+  // reattaches on one after a broken stream rather than wait on a channel that may sit in
+  // gRPC's backoff or in a TLS handshake with the dead server. Null: reuse `channel`.
+  std::function<std::shared_ptr<grpc::Channel>()> redial;
 };
 
-// Connects to farm-scheduler at `address` ("HOST:PORT", "grpc://HOST:PORT"), waiting up to
-// `timeout` for the connection; UNAVAILABLE names the address when it cannot be reached.
+// Connects to farm-scheduler at `address` ("HOST:PORT", "grpc://HOST:PORT", "grpcs://HOST:PORT"
+// for TLS) with `security` (and the environment's), waiting up to `timeout` for the
+// connection; UNAVAILABLE names the address when it cannot be reached.
 absl::StatusOr<SchedulerConnection> ConnectScheduler(const std::string& address,
+                                                     auth::ClientAuthOptions security,
                                                      absl::Duration timeout = absl::Seconds(10));
 
 // Errors after which a build's stream is worth reattaching to (the scheduler restarting, a

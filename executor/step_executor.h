@@ -40,7 +40,9 @@ class StepExecutor {
 
   // Runs `request`. Thread-safe: several Execute calls may run concurrently (independent
   // stages run in parallel). `log` may be null. `cancel` (nullable): when notified, the
-  // running step's process tree is killed and CANCELLED is returned.
+  // running step's process tree is killed and CANCELLED is returned. Errors say what went
+  // wrong within the step, not which step it was: the caller names it (its description is
+  // the caller's own text), so the message never repeats it.
   virtual absl::StatusOr<farm::v1::StepResult> Execute(const farm::v1::StepRequest& request,
                                                        const LogSink& log,
                                                        const absl::Notification* cancel) = 0;

@@ -79,7 +79,12 @@ TEST_F(CopyTest, WildcardsAndSeveralSources) {
   absl::Status s = Exec(Copy(Ctx(), {"a.txt", "b.txt"}, "/two")).result.status();
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_TRUE(absl::StrContains(s.message(), "must be a directory and end with a /")) << s;
-  EXPECT_EQ(ErrorOf(Copy(Ctx(), {"*.none"}, "/d/")), absl::StatusCode::kNotFound);
+  // A wildcard that matches nothing copies nothing (BuildKit's AllowEmptyWildcard).
+  Outcome none = Exec(Copy(Ctx(), {"*.none"}, "/d/"));
+  ASSERT_TRUE(none.result.ok()) << none.result.status();
+  EXPECT_FALSE(none.result->has_layer());
+  l = ExecLayer(Copy(Ctx(), {"a.txt", "*.none"}, "/some/"));
+  EXPECT_EQ(Files(l), std::vector<std::string>{"some/a.txt"});
 }
 
 TEST_F(CopyTest, RelativeDestinationIsUnderWorkdir) {
@@ -138,7 +143,7 @@ TEST_F(CopyTest, ChmodAndNormalizedModes) {
   EXPECT_EQ(ExecLayer(r).at("m/a.txt").header.mode, 0600u);
   r.mutable_copy()->set_chmod("u+x");
   EXPECT_EQ(ErrorOf(r), absl::StatusCode::kInvalidArgument);
-  // preserve_permissions: the client recorded full modes in the context tree.
+  // Modes as the client recorded them in the context tree (all bits, the default).
   ContextBuilder full;
   full.File("p", "p", false, 0640);
   LayerContents p = ExecLayer(Copy(full, {"p"}, "/m/"));
@@ -173,13 +178,45 @@ TEST_F(CopyTest, ExcludeSkipsMatches) {
 }
 
 TEST_F(CopyTest, HeredocFiles) {
-  farm::v1::StepRequest r = Copy(ContextBuilder(), {"EOF"}, "/etc/motd");
+  farm::v1::StepRequest r = Copy(ContextBuilder(), {"<<EOF"}, "/etc/motd");
   farm::v1::InlineFile* f = r.mutable_copy()->add_inline_files();
   f->set_name("EOF");
   f->set_content("welcome\n");
   LayerContents l = ExecLayer(r);
   EXPECT_EQ(l.at("etc/motd").data, "welcome\n");
   EXPECT_EQ(l.at("etc/motd").header.mode, 0644u);
+}
+
+TEST_F(CopyTest, HeredocsNextToContextFilesOfTheSameName) {
+  // `COPY EOF <<EOF /d/`: the context file EOF, then the heredoc EOF over it; --chmod applies.
+  farm::v1::StepRequest r =
+      Copy(ContextBuilder().File("EOF", "from the context\n"), {"EOF", "<<EOF", "<<OTHER"}, "/d/");
+  for (const char* name : {"EOF", "OTHER"}) {
+    farm::v1::InlineFile* f = r.mutable_copy()->add_inline_files();
+    f->set_name(name);
+    f->set_content(absl::StrCat("heredoc ", name, "\n"));
+  }
+  r.mutable_copy()->set_chmod("0600");
+  LayerContents l = ExecLayer(r);
+  EXPECT_EQ(l.at("d/EOF").data, "heredoc EOF\n");
+  EXPECT_EQ(l.at("d/OTHER").data, "heredoc OTHER\n");
+  EXPECT_EQ(l.at("d/OTHER").header.mode, 0600u);
+  // Without the heredoc, the name is the context file's.
+  r.mutable_copy()->clear_srcs();
+  r.mutable_copy()->add_srcs("EOF");
+  EXPECT_EQ(ExecLayer(r).at("d/EOF").data, "from the context\n");
+}
+
+TEST_F(CopyTest, ErrorsDoNotRepeatTheStep) {
+  // The caller (the build engine) names the step; the executor's message must not repeat it.
+  farm::v1::StepRequest r = Copy(Ctx(), {"nope.txt"}, "/d/");
+  r.set_description("COPY nope.txt /d/");
+  absl::Status s = Exec(r).result.status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kNotFound);
+  EXPECT_FALSE(absl::StrContains(s.message(), "COPY")) << s;
+  r.mutable_copy()->clear_srcs();
+  s = Exec(r).result.status();
+  EXPECT_EQ(s.message(), "no source");
 }
 
 TEST_F(CopyTest, EscapesAndMissingSourcesAreErrors) {
@@ -211,6 +248,46 @@ TEST_F(CopyTest, FromAStageKeepsOwnersModesAndTimes) {
   EXPECT_EQ(h.gid, 8);
   EXPECT_EQ(h.mode, 0750u);
   EXPECT_EQ(h.mtime, 1000);
+}
+
+TEST_F(CopyTest, FromAStageKeepsHardLinks) {
+  // Docker (fsutil's copy) writes a hard-linked file once and links its other names.
+  farm::v1::Layer stage;
+  ExecLayer(Sh("mkdir -p /out/sub && echo same > /out/one && ln /out/one /out/two && "
+               "ln /out/one /out/sub/three && echo other > /out/single"),
+            &stage);
+  farm::v1::StepRequest r;
+  *r.add_parents() = base_;
+  farm::v1::CopyOp* c = r.mutable_copy();
+  *c->mutable_source()->mutable_layers()->add_layers() = base_;
+  *c->mutable_source()->mutable_layers()->add_layers() = stage;
+  c->add_srcs("/out");
+  c->set_dest("/copied/");
+  LayerContents l = ExecLayer(r);
+  EXPECT_EQ(l.at("copied/one").header.type, layer::TarHeader::kRegular);
+  EXPECT_EQ(l.at("copied/one").data, "same\n");
+  for (const char* name : {"copied/sub/three", "copied/two"}) {
+    EXPECT_EQ(l.at(name).header.type, layer::TarHeader::kHardLink) << name;
+    EXPECT_EQ(l.at(name).header.linkname, "copied/one") << name;
+  }
+  EXPECT_EQ(l.at("copied/single").header.type, layer::TarHeader::kRegular);
+}
+
+TEST_F(CopyTest, ContextHardLinksStayLinked) {
+  // The client names each hard-link group of the context (its first name); COPY links them.
+  ContextBuilder ctx;
+  ctx.Linked("dir/one", "same\n", "dir/one")
+      .Linked("dir/sub/three", "same\n", "dir/one")
+      .Linked("dir/two", "same\n", "dir/one")
+      .File("dir/single", "other\n");
+  LayerContents l = ExecLayer(Copy(ctx, {"dir"}, "/d/"));
+  EXPECT_EQ(l.at("d/one").header.type, layer::TarHeader::kRegular);
+  EXPECT_EQ(l.at("d/sub/three").header.type, layer::TarHeader::kHardLink);
+  EXPECT_EQ(l.at("d/sub/three").header.linkname, "d/one");
+  EXPECT_EQ(l.at("d/two").header.linkname, "d/one");
+  // Copied alone, a member is an ordinary file.
+  EXPECT_EQ(ExecLayer(Copy(ctx, {"dir/two"}, "/x")).at("x").header.type,
+            layer::TarHeader::kRegular);
 }
 
 // Archives made by GNU tar with each compressor.

@@ -156,16 +156,15 @@ absl::StatusOr<farm::v1::StepResult> LocalStepExecutor::Execute(
     const absl::Notification* cancel, const CallOptions& call) {
   executor::SecretProvider* secrets =
       call.secrets != nullptr ? call.secrets.get() : options_.secrets.get();
-  std::string what = request.description().empty() ? request.key() : request.description();
-  auto annotate = [&](absl::Status s) { return common::Annotate(s, what); };
+  // No step name in the errors: the caller adds it (StepExecutor's contract).
   if (request.op_case() == farm::v1::StepRequest::OP_NOT_SET) {
-    return annotate(absl::InvalidArgumentError("step has no operation (run, copy or mkdir)"));
+    return absl::InvalidArgumentError("step has no operation (run, copy or mkdir)");
   }
   auto parents = LayerDescs(request.parents());
-  if (!parents.ok()) return annotate(parents.status());
-  if (cancel != nullptr && cancel->HasBeenNotified()) return absl::CancelledError(what);
+  if (!parents.ok()) return parents.status();
+  if (cancel != nullptr && cancel->HasBeenNotified()) return absl::CancelledError("cancelled");
   auto stack = store_->AcquireStack(*parents);
-  if (!stack.ok()) return annotate(common::Annotate(stack.status(), "preparing the parent layers"));
+  if (!stack.ok()) return common::Annotate(stack.status(), "preparing the parent layers");
   absl::StatusOr<farm::v1::StepResult> result;
   switch (request.op_case()) {
     case farm::v1::StepRequest::kRun:
@@ -180,7 +179,6 @@ absl::StatusOr<farm::v1::StepResult> LocalStepExecutor::Execute(
     default:
       break;
   }
-  if (!result.ok()) return annotate(result.status());
   return result;
 }
 
@@ -323,8 +321,10 @@ absl::StatusOr<farm::v1::StepResult> LocalStepExecutor::ExecuteMkdir(
   farm::v1::StepResult result;
   if (r.exists) {
     if (!S_ISDIR(r.st.st_mode)) {
+      std::string real = absl::StrCat("/", r.path);
       return absl::FailedPreconditionError(
-          absl::StrCat("WORKDIR ", path, ": /", r.path, " exists and is not a directory"));
+          absl::StrCat(path, real == path ? "" : absl::StrCat(" (", real, ")"),
+                       " exists and is not a directory"));
     }
     return result;  // nothing to create: no layer
   }

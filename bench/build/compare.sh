@@ -4,11 +4,15 @@
 # from a loopback registry), fully cached, and after one source file changed. Prints a table of
 # medians and the farm/buildah ratios.
 #   bench/build/compare.sh [RUNS=3] [FARM=bazel-bin/cli/farm]
+# FARM_REF=/path/to/another/farm adds that binary as "farm-ref" (before/after comparisons of a
+# change, in the same run, alternating); SKIP_BUILDAH=1 leaves buildah out; BENCH_CASES picks
+# workloads (default: app multistage debian); BENCH_RAW=1 prints every timing too.
 # Needs: buildah, docker-registry, busybox-static (tools/setup.sh). The debian case uses the
 # debootstrap rootfs the e2e tests cache (~/.cache/farm-tests), made on first use.
 set -euo pipefail
 runs=${1:-3}
 farm=$(realpath "${2:-bazel-bin/cli/farm}")
+farm_ref=${FARM_REF:+$(realpath "$FARM_REF")}
 here=$(cd "$(dirname "$0")" && pwd)
 work=$(mktemp -d /var/tmp/farm-bench.XXXXXX)
 trap 'cleanup' EXIT
@@ -93,6 +97,7 @@ mkdir -p "$TMPDIR"
 bflags=()
 bud() { buildah "${bflags[@]}" bud --layers --isolation chroot --format oci --tls-verify=false -q -t ref:latest "$1" >/dev/null; }
 fb() { "$farm" build -q --insecure-registry "$reg" -t bench:latest "$1" >/dev/null; }
+fbr() { "$farm_ref" build -q --insecure-registry "$reg" -t bench:latest "$1" >/dev/null; }
 # Every timed build starts with no dirty pages pending: otherwise a tool that fsyncs (farm)
 # pays, on its own clock, for the writeback of what the previous tool left unsynced.
 timeit() { local t0 t1; sync; t0=$(now); "$@"; t1=$(now); echo "$t1 - $t0" | bc; }
@@ -106,11 +111,21 @@ for case in ${BENCH_CASES:-app multistage debian}; do
     # buildah
     bflags=(--root "$work/buildah/$case-$r/root" --runroot "$work/buildah/$case-$r/run" --storage-driver overlay)
     cp "$edit" "$work/orig"
-    echo "$case buildah cold $(timeit bud "$ctx")" >>"$results"
-    echo "$case buildah cached $(timeit bud "$ctx")" >>"$results"
-    echo "// change $r $RANDOM" >>"$edit"
-    echo "$case buildah change $(timeit bud "$ctx")" >>"$results"
-    cp "$work/orig" "$edit"
+    if [ "${SKIP_BUILDAH:-0}" != 1 ]; then
+      echo "$case buildah cold $(timeit bud "$ctx")" >>"$results"
+      echo "$case buildah cached $(timeit bud "$ctx")" >>"$results"
+      echo "// change $r $RANDOM" >>"$edit"
+      echo "$case buildah change $(timeit bud "$ctx")" >>"$results"
+      cp "$work/orig" "$edit"
+    fi
+    if [ -n "$farm_ref" ]; then
+      export FARM_HOME=$work/farmref-$case-$r
+      echo "$case farm-ref cold $(timeit fbr "$ctx")" >>"$results"
+      echo "$case farm-ref cached $(timeit fbr "$ctx")" >>"$results"
+      echo "// change $r $RANDOM" >>"$edit"
+      echo "$case farm-ref change $(timeit fbr "$ctx")" >>"$results"
+      cp "$work/orig" "$edit"
+    fi
     # farm (a fresh home: nothing local, the base image is pulled too)
     export FARM_HOME=$work/farm-$case-$r
     echo "$case farm cold $(timeit fb "$ctx")" >>"$results"
@@ -121,18 +136,24 @@ for case in ${BENCH_CASES:-app multistage debian}; do
   done
 done
 
+[ "${BENCH_RAW:-0}" = 1 ] && cat "$results"
 python3 - "$results" "$runs" <<'PY'
 import statistics, sys, collections
 rows = collections.defaultdict(list)
 for line in open(sys.argv[1]):
     case, tool, kind, secs = line.split()
     rows[(case, tool, kind)].append(float(secs))
-print("| workload | scenario | farm (s) | buildah (s) | farm/buildah |")
-print("|---|---|---:|---:|---:|")
-for case in ["app", "multistage", "debian"]:
+cases = sorted({c for c, _, _ in rows}, key=["app", "multistage", "debian"].index)
+others = [t for t in ["buildah", "farm-ref"] if any(k[1] == t for k in rows)]
+print("| workload | scenario | farm (s) | " + " | ".join("%s (s) | farm/%s" % (o, o) for o in others) + " |")
+print("|---|---|---:|" + "---:|---:|" * len(others))
+for case in cases:
     for kind in ["cold", "cached", "change"]:
         f = statistics.median(rows[(case, "farm", kind)])
-        b = statistics.median(rows[(case, "buildah", kind)])
-        print("| %s | %s | %.3f | %.3f | %.3f |" % (case, {"cold": "cold", "cached": "fully cached", "change": "one file changed"}[kind], f, b, f / b))
+        cells = []
+        for o in others:
+            b = statistics.median(rows[(case, o, kind)])
+            cells.append("%.3f | %.3f" % (b, f / b))
+        print("| %s | %s | %.3f | %s |" % (case, {"cold": "cold", "cached": "fully cached", "change": "one file changed"}[kind], f, " | ".join(cells)))
 print("\nmedians of %s runs each" % sys.argv[2])
 PY

@@ -24,7 +24,8 @@ constexpr char kUpdateMethod[] = "/build.bazel.remote.execution.v2.ActionCache/U
 
 absl::StatusOr<std::unique_ptr<GrpcActionCache>> GrpcActionCache::Create(const std::string& target,
                                                                          const Options& options) {
-  ASSIGN_OR_RETURN(std::shared_ptr<grpc::Channel> channel, NewCacheChannel(target));
+  ASSIGN_OR_RETURN(std::shared_ptr<grpc::Channel> channel,
+                   NewCacheChannel(target, options.security));
   return std::make_unique<GrpcActionCache>(channel, options);
 }
 

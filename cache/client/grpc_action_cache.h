@@ -16,6 +16,7 @@
 #include <memory>
 #include <string>
 
+#include "auth/grpc_auth.h"
 #include "cache/action_cache.h"
 #include "common/backoff.h"
 
@@ -26,6 +27,7 @@ class GrpcActionCache final : public ActionCache {
   struct Options {
     common::RetryOptions retry;
     absl::Duration rpc_timeout = absl::Seconds(60);
+    auth::ClientAuthOptions security;  // Create(): TLS and token
   };
   static absl::StatusOr<std::unique_ptr<GrpcActionCache>> Create(const std::string& target,
                                                                  const Options& options);

@@ -388,22 +388,33 @@ class StreamBlobWriter : public BlobWriter {
 
 }  // namespace
 
-absl::StatusOr<std::shared_ptr<grpc::Channel>> NewCacheChannel(const std::string& target) {
+absl::StatusOr<std::shared_ptr<grpc::Channel>> NewCacheChannel(
+    const std::string& target, const auth::ClientAuthOptions& security) {
   std::string t = target;
+  auth::ClientAuthOptions sec = security;
   if (absl::StartsWith(t, "grpc://")) t = t.substr(7);
-  if (absl::StartsWith(t, "grpcs://") || absl::StartsWith(t, "https://")) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("cache address \"", target, "\": TLS is not supported; use grpc://HOST:PORT"));
+  if (absl::StartsWith(t, "grpcs://")) {
+    t = t.substr(8);
+    sec.tls.use_tls = true;
+  }
+  if (absl::StartsWith(t, "https://") || absl::StartsWith(t, "http://")) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "cache address \"", target, "\": want HOST:PORT, grpc://HOST:PORT or grpcs://HOST:PORT"));
   }
   if (t.empty()) return absl::InvalidArgumentError("empty cache address");
+  absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> creds = auth::ClientCredentials(t, sec);
+  if (!creds.ok()) {
+    return common::Annotate(creds.status(), absl::StrCat("cache ", target));
+  }
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(64 << 20);
-  return grpc::CreateCustomChannel(t, grpc::InsecureChannelCredentials(), args);
+  return grpc::CreateCustomChannel(t, *creds, args);
 }
 
 absl::StatusOr<std::unique_ptr<GrpcBlobStore>> GrpcBlobStore::Create(const std::string& target,
                                                                      const Options& options) {
-  ASSIGN_OR_RETURN(std::shared_ptr<grpc::Channel> channel, NewCacheChannel(target));
+  ASSIGN_OR_RETURN(std::shared_ptr<grpc::Channel> channel,
+                   NewCacheChannel(target, options.security));
   return std::make_unique<GrpcBlobStore>(channel, options);
 }
 

@@ -31,6 +31,7 @@
 #include <string>
 
 #include "absl/time/time.h"
+#include "auth/grpc_auth.h"
 #include "build/bazel/remote/execution/v2/remote_execution.grpc.pb.h"
 #include "cache/blob_store.h"
 #include "common/backoff.h"
@@ -39,9 +40,12 @@
 
 namespace farm::cache::client {
 
-// A channel to a cache server: "HOST:PORT" or "grpc://HOST:PORT" (plaintext), or "unix:PATH".
-// Raises the receive limit to 64 MiB. INVALID_ARGUMENT for grpcs:// (TLS is not supported yet).
-absl::StatusOr<std::shared_ptr<grpc::Channel>> NewCacheChannel(const std::string& target);
+// A channel to a cache server: "HOST:PORT", "grpc://HOST:PORT", "grpcs://HOST:PORT" (TLS, with
+// `security.tls` or the system's CAs) or "unix:PATH", with `security`'s TLS and bearer token
+// (auth::ClientCredentials: errors for unreadable files, or plaintext beyond loopback without
+// `security.insecure`). Raises the receive limit to 64 MiB.
+absl::StatusOr<std::shared_ptr<grpc::Channel>> NewCacheChannel(
+    const std::string& target, const auth::ClientAuthOptions& security = {});
 
 class GrpcBlobStore final : public BlobStore {
  public:
@@ -56,6 +60,7 @@ class GrpcBlobStore final : public BlobStore {
     common::RetryOptions retry;
     absl::Duration rpc_timeout = absl::Seconds(60);     // each unary call
     absl::Duration stream_timeout = absl::Minutes(30);  // each ByteStream call
+    auth::ClientAuthOptions security;                   // Create(): TLS and token
   };
 
   static absl::StatusOr<std::unique_ptr<GrpcBlobStore>> Create(const std::string& target,

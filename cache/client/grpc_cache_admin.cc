@@ -38,7 +38,8 @@ CacheStats FromProto(const farm::v1::CacheStats& p) {
 
 absl::StatusOr<std::unique_ptr<GrpcCacheAdmin>> GrpcCacheAdmin::Create(const std::string& target,
                                                                        const Options& options) {
-  ASSIGN_OR_RETURN(std::shared_ptr<grpc::Channel> channel, NewCacheChannel(target));
+  ASSIGN_OR_RETURN(std::shared_ptr<grpc::Channel> channel,
+                   NewCacheChannel(target, options.security));
   return std::make_unique<GrpcCacheAdmin>(farm::v1::CacheAdmin::NewStub(channel), target, options);
 }
 

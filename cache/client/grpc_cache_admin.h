@@ -12,6 +12,7 @@
 #include <string>
 
 #include "absl/time/time.h"
+#include "auth/grpc_auth.h"
 #include "cache/admin.h"
 #include "common/backoff.h"
 #include "farm/v1/cache.grpc.pb.h"
@@ -24,6 +25,7 @@ class GrpcCacheAdmin final : public CacheAdmin {
     common::RetryOptions retry;
     absl::Duration rpc_timeout = absl::Seconds(60);
     absl::Duration gc_timeout = absl::Minutes(30);  // a gc may evict and compact a lot
+    auth::ClientAuthOptions security;               // Create(): TLS and token (admin role)
   };
   static absl::StatusOr<std::unique_ptr<GrpcCacheAdmin>> Create(const std::string& target,
                                                                 const Options& options);

@@ -314,8 +314,12 @@ TEST(GrpcClientsNoServerTest, UnreachableServerIsUnavailableAfterRetries) {
   ASSERT_TRUE(cas.ok());
   auto missing = (*cas)->FindMissing({common::DigestOf("x")});
   EXPECT_EQ(missing.status().code(), absl::StatusCode::kUnavailable) << missing.status();
-  EXPECT_EQ(GrpcBlobStore::Create("grpcs://host:1", o).status().code(),
+  EXPECT_EQ(GrpcBlobStore::Create("https://host:1", o).status().code(),
             absl::StatusCode::kInvalidArgument);
+  // Plaintext beyond loopback needs --insecure (auth::ClientCredentials); grpcs:// is TLS.
+  auto far = GrpcBlobStore::Create("grpc://192.0.2.1:1", o);
+  EXPECT_EQ(far.status().code(), absl::StatusCode::kFailedPrecondition) << far.status();
+  EXPECT_TRUE(GrpcBlobStore::Create("grpcs://192.0.2.1:1", o).ok());
 }
 
 }  // namespace

@@ -19,6 +19,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/synchronization/mutex.h"
+#include "auth/grpc_auth.h"
 #include "build/bazel/remote/execution/v2/remote_execution.grpc.pb.h"
 #include "cache/action_result_refs.h"
 #include "cache/server/resource_name.h"
@@ -67,10 +68,23 @@ struct CacheServer::State {
     return absl::OkStatus();
   }
 
-  std::vector<std::string> ReadScopes(const std::string& instance) const {
+  // Every handler's first check: the instance name is valid and served, and the caller may
+  // call `method` on it (auth::ServerAuth: the token's scopes, a worker certificate, roles).
+  absl::StatusOr<auth::Identity> Admit(const grpc::ServerContextBase& ctx, absl::string_view method,
+                                       absl::string_view instance) const {
+    RETURN_IF_ERROR(CheckInstance(instance));
+    return options.auth->Authorize(ctx, method, auth::RequestInfo::Scope(std::string(instance)));
+  }
+
+  // The scopes a GetActionResult reads: the instance's, then each fallback scope the caller
+  // may read (a token for pr/* with read access to main reads main; one without does not).
+  std::vector<std::string> ReadScopes(const std::string& instance,
+                                      const auth::Identity& who) const {
     std::vector<std::string> scopes = {instance};
     for (const std::string& s : options.fallback_scopes) {
-      if (s != instance) scopes.push_back(s);
+      if (s == instance) continue;
+      if (!options.auth->allows_all() && !who.CanRead(s)) continue;
+      scopes.push_back(s);
     }
     return scopes;
   }
@@ -90,6 +104,18 @@ struct CacheServer::State {
 namespace {
 
 constexpr size_t kMaxParkedUploads = 256;
+
+// The services' full method names, as ServerAuth and CacheAuthRules name them.
+constexpr absl::string_view kCapabilities = "/build.bazel.remote.execution.v2.Capabilities/";
+constexpr absl::string_view kCas = "/build.bazel.remote.execution.v2.ContentAddressableStorage/";
+constexpr absl::string_view kAc = "/build.bazel.remote.execution.v2.ActionCache/";
+constexpr absl::string_view kByteStream = "/google.bytestream.ByteStream/";
+constexpr absl::string_view kAdmin = "/farm.v1.CacheAdmin/";
+constexpr absl::string_view kHealth = "/grpc.health.v1.Health/";
+
+std::string Method(absl::string_view service, absl::string_view name) {
+  return absl::StrCat(service, name);
+}
 
 absl::Status CheckDigestFunction(int value) {
   if (value == reapi::DigestFunction::UNKNOWN || value == reapi::DigestFunction::SHA256) {
@@ -138,7 +164,9 @@ class CapabilitiesService final : public reapi::Capabilities::CallbackService {
   grpc::ServerUnaryReactor* GetCapabilities(grpc::CallbackServerContext* ctx,
                                             const reapi::GetCapabilitiesRequest* req,
                                             reapi::ServerCapabilities* resp) override {
-    RETURN_REACTOR_IF_ERROR(ctx, st_->CheckInstance(req->instance_name()));
+    RETURN_REACTOR_IF_ERROR(
+        ctx,
+        st_->Admit(*ctx, Method(kCapabilities, "GetCapabilities"), req->instance_name()).status());
     auto* cache = resp->mutable_cache_capabilities();
     cache->add_digest_functions(reapi::DigestFunction::SHA256);
     cache->mutable_action_cache_update_capabilities()->set_update_enabled(true);
@@ -162,7 +190,9 @@ class CapabilitiesService final : public reapi::Capabilities::CallbackService {
 // directories already returned.
 class GetTreeReactor final : public grpc::ServerWriteReactor<reapi::GetTreeResponse> {
  public:
-  GetTreeReactor(CacheServer::State* st, const reapi::GetTreeRequest& req) : st_(st) {
+  GetTreeReactor(CacheServer::State* st, grpc::CallbackServerContext* ctx,
+                 const reapi::GetTreeRequest& req)
+      : st_(st), ctx_(ctx) {
     absl::Status s = Init(req);
     if (!s.ok()) {
       Finish(common::ToGrpcStatus(s));
@@ -185,7 +215,7 @@ class GetTreeReactor final : public grpc::ServerWriteReactor<reapi::GetTreeRespo
 
  private:
   absl::Status Init(const reapi::GetTreeRequest& req) {
-    RETURN_IF_ERROR(st_->CheckInstance(req.instance_name()));
+    RETURN_IF_ERROR(st_->Admit(*ctx_, Method(kCas, "GetTree"), req.instance_name()).status());
     RETURN_IF_ERROR(CheckDigestFunction(req.digest_function()));
     ASSIGN_OR_RETURN(common::Digest root, FromProto(req.root_digest(), "root_digest"));
     if (req.page_size() < 0) {
@@ -241,6 +271,7 @@ class GetTreeReactor final : public grpc::ServerWriteReactor<reapi::GetTreeRespo
   }
 
   CacheServer::State* st_;
+  grpc::CallbackServerContext* ctx_;
   int page_size_ = 1000;
   int64_t skip_ = 0;
   int64_t index_ = 0;
@@ -257,7 +288,8 @@ class CasService final : public reapi::ContentAddressableStorage::CallbackServic
   grpc::ServerUnaryReactor* FindMissingBlobs(grpc::CallbackServerContext* ctx,
                                              const reapi::FindMissingBlobsRequest* req,
                                              reapi::FindMissingBlobsResponse* resp) override {
-    RETURN_REACTOR_IF_ERROR(ctx, st_->CheckInstance(req->instance_name()));
+    RETURN_REACTOR_IF_ERROR(
+        ctx, st_->Admit(*ctx, Method(kCas, "FindMissingBlobs"), req->instance_name()).status());
     RETURN_REACTOR_IF_ERROR(ctx, CheckDigestFunction(req->digest_function()));
     std::vector<common::Digest> digests;
     digests.reserve(req->blob_digests_size());
@@ -277,7 +309,8 @@ class CasService final : public reapi::ContentAddressableStorage::CallbackServic
   grpc::ServerUnaryReactor* BatchUpdateBlobs(grpc::CallbackServerContext* ctx,
                                              const reapi::BatchUpdateBlobsRequest* req,
                                              reapi::BatchUpdateBlobsResponse* resp) override {
-    RETURN_REACTOR_IF_ERROR(ctx, st_->CheckInstance(req->instance_name()));
+    RETURN_REACTOR_IF_ERROR(
+        ctx, st_->Admit(*ctx, Method(kCas, "BatchUpdateBlobs"), req->instance_name()).status());
     RETURN_REACTOR_IF_ERROR(ctx, CheckDigestFunction(req->digest_function()));
     int64_t total = 0;
     for (const auto& r : req->requests()) total += static_cast<int64_t>(r.data().size());
@@ -317,7 +350,8 @@ class CasService final : public reapi::ContentAddressableStorage::CallbackServic
   grpc::ServerUnaryReactor* BatchReadBlobs(grpc::CallbackServerContext* ctx,
                                            const reapi::BatchReadBlobsRequest* req,
                                            reapi::BatchReadBlobsResponse* resp) override {
-    RETURN_REACTOR_IF_ERROR(ctx, st_->CheckInstance(req->instance_name()));
+    RETURN_REACTOR_IF_ERROR(
+        ctx, st_->Admit(*ctx, Method(kCas, "BatchReadBlobs"), req->instance_name()).status());
     RETURN_REACTOR_IF_ERROR(ctx, CheckDigestFunction(req->digest_function()));
     int64_t total = 0;
     for (const reapi::Digest& d : req->digests()) total += std::max<int64_t>(0, d.size_bytes());
@@ -355,8 +389,8 @@ class CasService final : public reapi::ContentAddressableStorage::CallbackServic
   }
 
   grpc::ServerWriteReactor<reapi::GetTreeResponse>* GetTree(
-      grpc::CallbackServerContext*, const reapi::GetTreeRequest* req) override {
-    return new GetTreeReactor(st_, *req);
+      grpc::CallbackServerContext* ctx, const reapi::GetTreeRequest* req) override {
+    return new GetTreeReactor(st_, ctx, *req);
   }
 
  private:
@@ -380,12 +414,14 @@ class ActionCacheService final : public RawActionCacheBase {
     if (!ParseByteBuffer(*request, &req)) {
       return Done(ctx, absl::InvalidArgumentError("GetActionResultRequest does not parse"));
     }
-    RETURN_REACTOR_IF_ERROR(ctx, st_->CheckInstance(req.instance_name()));
+    absl::StatusOr<auth::Identity> who =
+        st_->Admit(*ctx, Method(kAc, "GetActionResult"), req.instance_name());
+    RETURN_REACTOR_IF_ERROR(ctx, who.status());
     RETURN_REACTOR_IF_ERROR(ctx, CheckDigestFunction(req.digest_function()));
     absl::StatusOr<common::Digest> key = FromProto(req.action_digest(), "action_digest");
     RETURN_REACTOR_IF_ERROR(ctx, key.status());
     absl::StatusOr<std::string> result =
-        st_->options.action_cache->Get(st_->ReadScopes(req.instance_name()), *key);
+        st_->options.action_cache->Get(st_->ReadScopes(req.instance_name(), *who), *key);
     if (absl::IsNotFound(result.status())) {
       ++st_->ac_misses;
     } else if (result.ok()) {
@@ -402,7 +438,8 @@ class ActionCacheService final : public RawActionCacheBase {
     if (!ParseByteBuffer(*request, &req)) {
       return Done(ctx, absl::InvalidArgumentError("UpdateActionResultRequest does not parse"));
     }
-    RETURN_REACTOR_IF_ERROR(ctx, st_->CheckInstance(req.instance_name()));
+    RETURN_REACTOR_IF_ERROR(
+        ctx, st_->Admit(*ctx, Method(kAc, "UpdateActionResult"), req.instance_name()).status());
     RETURN_REACTOR_IF_ERROR(ctx, CheckDigestFunction(req.digest_function()));
     absl::StatusOr<common::Digest> key = FromProto(req.action_digest(), "action_digest");
     RETURN_REACTOR_IF_ERROR(ctx, key.status());
@@ -424,7 +461,8 @@ class ActionCacheService final : public RawActionCacheBase {
 
 class ReadReactor final : public grpc::ServerWriteReactor<bs::ReadResponse> {
  public:
-  ReadReactor(CacheServer::State* st, const bs::ReadRequest& req) : st_(st) {
+  ReadReactor(CacheServer::State* st, grpc::CallbackServerContext* ctx, const bs::ReadRequest& req)
+      : st_(st), ctx_(ctx) {
     absl::Status s = Open(req);
     if (!s.ok()) {
       Finish(common::ToGrpcStatus(s));
@@ -444,7 +482,7 @@ class ReadReactor final : public grpc::ServerWriteReactor<bs::ReadResponse> {
  private:
   absl::Status Open(const bs::ReadRequest& req) {
     ASSIGN_OR_RETURN(ReadResource r, ParseReadResource(req.resource_name()));
-    RETURN_IF_ERROR(st_->CheckInstance(r.instance));
+    RETURN_IF_ERROR(st_->Admit(*ctx_, Method(kByteStream, "Read"), r.instance).status());
     if (req.read_offset() < 0 || req.read_offset() > r.digest.size_bytes) {
       return absl::OutOfRangeError(absl::StrCat("read_offset ", req.read_offset(),
                                                 " is outside blob ", r.digest.ToString()));
@@ -478,6 +516,7 @@ class ReadReactor final : public grpc::ServerWriteReactor<bs::ReadResponse> {
   }
 
   CacheServer::State* st_;
+  grpc::CallbackServerContext* ctx_;
   std::unique_ptr<BlobReader> reader_;
   absl::string_view pending_;
   bs::ReadResponse response_;
@@ -485,7 +524,9 @@ class ReadReactor final : public grpc::ServerWriteReactor<bs::ReadResponse> {
 
 class WriteReactor final : public grpc::ServerReadReactor<bs::WriteRequest> {
  public:
-  WriteReactor(CacheServer::State* st, bs::WriteResponse* response) : st_(st), response_(response) {
+  WriteReactor(CacheServer::State* st, grpc::CallbackServerContext* ctx,
+               bs::WriteResponse* response)
+      : st_(st), ctx_(ctx), response_(response) {
     StartRead(&request_);
   }
 
@@ -549,7 +590,7 @@ class WriteReactor final : public grpc::ServerReadReactor<bs::WriteRequest> {
       return absl::InvalidArgumentError("the first WriteRequest of a stream has no resource_name");
     }
     ASSIGN_OR_RETURN(WriteResource w, ParseWriteResource(request_.resource_name()));
-    RETURN_IF_ERROR(st_->CheckInstance(w.instance));
+    RETURN_IF_ERROR(st_->Admit(*ctx_, Method(kByteStream, "Write"), w.instance).status());
     name_ = request_.resource_name();
     digest_ = w.digest;
     // Already stored: answer at once (the client may stop sending).
@@ -606,6 +647,7 @@ class WriteReactor final : public grpc::ServerReadReactor<bs::WriteRequest> {
   }
 
   CacheServer::State* st_;
+  grpc::CallbackServerContext* ctx_;
   bs::WriteResponse* response_;
   bs::WriteRequest request_;
   std::string name_;
@@ -619,20 +661,21 @@ class ByteStreamService final : public bs::ByteStream::CallbackService {
  public:
   explicit ByteStreamService(CacheServer::State* st) : st_(st) {}
 
-  grpc::ServerWriteReactor<bs::ReadResponse>* Read(grpc::CallbackServerContext*,
+  grpc::ServerWriteReactor<bs::ReadResponse>* Read(grpc::CallbackServerContext* ctx,
                                                    const bs::ReadRequest* req) override {
-    return new ReadReactor(st_, *req);
+    return new ReadReactor(st_, ctx, *req);
   }
-  grpc::ServerReadReactor<bs::WriteRequest>* Write(grpc::CallbackServerContext*,
+  grpc::ServerReadReactor<bs::WriteRequest>* Write(grpc::CallbackServerContext* ctx,
                                                    bs::WriteResponse* resp) override {
-    return new WriteReactor(st_, resp);
+    return new WriteReactor(st_, ctx, resp);
   }
   grpc::ServerUnaryReactor* QueryWriteStatus(grpc::CallbackServerContext* ctx,
                                              const bs::QueryWriteStatusRequest* req,
                                              bs::QueryWriteStatusResponse* resp) override {
     absl::StatusOr<WriteResource> w = ParseWriteResource(req->resource_name());
     RETURN_REACTOR_IF_ERROR(ctx, w.status());
-    RETURN_REACTOR_IF_ERROR(ctx, st_->CheckInstance(w->instance));
+    RETURN_REACTOR_IF_ERROR(
+        ctx, st_->Admit(*ctx, Method(kByteStream, "QueryWriteStatus"), w->instance).status());
     absl::StatusOr<std::vector<common::Digest>> missing =
         st_->options.cas->FindMissing({w->digest});
     RETURN_REACTOR_IF_ERROR(ctx, missing.status());
@@ -709,7 +752,8 @@ class AdminService final : public farm::v1::CacheAdmin::CallbackService {
   grpc::ServerUnaryReactor* AcquireLease(grpc::CallbackServerContext* ctx,
                                          const farm::v1::AcquireLeaseRequest* req,
                                          farm::v1::AcquireLeaseResponse* resp) override {
-    RETURN_REACTOR_IF_ERROR(ctx, st_->CheckInstance(req->instance_name()));
+    RETURN_REACTOR_IF_ERROR(
+        ctx, st_->Admit(*ctx, Method(kAdmin, "AcquireLease"), req->instance_name()).status());
     absl::Duration ttl =
         absl::Seconds(req->ttl().seconds()) + absl::Nanoseconds(req->ttl().nanos());
     if (ttl <= absl::ZeroDuration()) {
@@ -734,14 +778,16 @@ class AdminService final : public farm::v1::CacheAdmin::CallbackService {
   grpc::ServerUnaryReactor* ReleaseLease(grpc::CallbackServerContext* ctx,
                                          const farm::v1::ReleaseLeaseRequest* req,
                                          farm::v1::ReleaseLeaseResponse*) override {
-    RETURN_REACTOR_IF_ERROR(ctx, st_->CheckInstance(req->instance_name()));
+    RETURN_REACTOR_IF_ERROR(
+        ctx, st_->Admit(*ctx, Method(kAdmin, "ReleaseLease"), req->instance_name()).status());
     return Done(ctx, st_->options.cas->ReleaseLease(req->lease_id()));
   }
 
   grpc::ServerUnaryReactor* GetStats(grpc::CallbackServerContext* ctx,
                                      const farm::v1::GetStatsRequest* req,
                                      farm::v1::CacheStats* resp) override {
-    RETURN_REACTOR_IF_ERROR(ctx, st_->CheckInstance(req->instance_name()));
+    RETURN_REACTOR_IF_ERROR(
+        ctx, st_->Admit(*ctx, Method(kAdmin, "GetStats"), req->instance_name()).status());
     if (!st_->options.admin) return Done(ctx, absl::UnimplementedError("no stats on this server"));
     absl::StatusOr<CacheStats> stats = st_->options.admin->Stats();
     RETURN_REACTOR_IF_ERROR(ctx, stats.status());
@@ -752,7 +798,8 @@ class AdminService final : public farm::v1::CacheAdmin::CallbackService {
 
   grpc::ServerUnaryReactor* Gc(grpc::CallbackServerContext* ctx, const farm::v1::GcRequest* req,
                                farm::v1::GcResponse* resp) override {
-    RETURN_REACTOR_IF_ERROR(ctx, st_->CheckInstance(req->instance_name()));
+    RETURN_REACTOR_IF_ERROR(ctx,
+                            st_->Admit(*ctx, Method(kAdmin, "Gc"), req->instance_name()).status());
     if (!st_->options.admin) return Done(ctx, absl::UnimplementedError("no gc on this server"));
     absl::StatusOr<GcResult> r = st_->options.admin->Gc(GcOptions{req->max_size()});
     RETURN_REACTOR_IF_ERROR(ctx, r.status());
@@ -772,6 +819,31 @@ class AdminService final : public farm::v1::CacheAdmin::CallbackService {
 
 }  // namespace
 
+auth::Authorizer::Ptr CacheAuthRules() {
+  using auth::Rule;
+  absl::StatusOr<std::unique_ptr<auth::TableAuthorizer>> rules = auth::TableAuthorizer::Create({
+      Rule(Method(kCapabilities, "*")).Anyone(),
+      Rule(Method(kAc, "GetActionResult")).Tokens().Reads(),
+      Rule(Method(kAc, "UpdateActionResult")).Tokens().Writes(),
+      // The CAS is shared and content-addressed: a blob is what its digest says, whoever
+      // wrote it. Workers upload their layers and read inputs with their certificates.
+      Rule(Method(kCas, "FindMissingBlobs")).Tokens().Workers().Reads(),
+      Rule(Method(kCas, "BatchReadBlobs")).Tokens().Workers().Reads(),
+      Rule(Method(kCas, "GetTree")).Tokens().Workers().Reads(),
+      Rule(Method(kCas, "BatchUpdateBlobs")).Tokens().Workers().Writes(),
+      Rule(Method(kByteStream, "Read")).Tokens().Workers().Reads(),
+      Rule(Method(kByteStream, "Write")).Tokens().Workers().Writes(),
+      Rule(Method(kByteStream, "QueryWriteStatus")).Tokens().Workers().Writes(),
+      // Pins for the scheduler's builds (a reader's right: they keep blobs it reads).
+      Rule(Method(kAdmin, "AcquireLease")).Tokens().Workers().Reads(),
+      Rule(Method(kAdmin, "ReleaseLease")).Tokens().Workers().Reads(),
+      Rule(Method(kAdmin, "GetStats")).Role(auth::kRoleAdmin),
+      Rule(Method(kAdmin, "Gc")).Role(auth::kRoleAdmin),
+      Rule(Method(kHealth, "*")).Anyone(),
+  });
+  return *std::move(rules);  // a fixed table: Create cannot fail on it (cache_server_test)
+}
+
 // A clear error for an address that is taken, before gRPC logs its own.
 absl::StatusOr<std::unique_ptr<CacheServer>> CacheServer::Start(CacheServerOptions options) {
   if (!options.cas || !options.action_cache) {
@@ -784,6 +856,7 @@ absl::StatusOr<std::unique_ptr<CacheServer>> CacheServer::Start(CacheServerOptio
     RETURN_IF_ERROR(common::Annotate(ValidateInstanceName(s), "instance name"));
   }
   RETURN_IF_ERROR(common::ProbeListenAddress(options.listen));
+  if (!options.auth) options.auth = auth::ServerAuth::AllowAll();
 
   std::unique_ptr<CacheServer> server(new CacheServer());
   server->state_ = std::make_unique<State>();
@@ -797,9 +870,12 @@ absl::StatusOr<std::unique_ptr<CacheServer>> CacheServer::Start(CacheServerOptio
   server->services_.push_back(std::make_unique<ByteStreamService>(st));
   server->services_.push_back(std::make_unique<AdminService>(st));
 
+  ASSIGN_OR_RETURN(std::shared_ptr<grpc::ServerCredentials> creds,
+                   st->options.auth->Credentials(st->options.listen));
   grpc::ServerBuilder builder;
   int port = 0;
-  builder.AddListeningPort(st->options.listen, grpc::InsecureServerCredentials(), &port);
+  builder.AddListeningPort(st->options.listen, creds, &port);
+  if (st->options.configure) st->options.configure(builder);
   // Two servers on one port would split the traffic silently.
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   builder.SetMaxReceiveMessageSize(64 << 20);

@@ -21,18 +21,22 @@
 #define FARM_CACHE_SERVER_CACHE_SERVER_H_
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "auth/authorizer.h"
+#include "auth/grpc_auth.h"
 #include "cache/action_cache.h"
 #include "cache/admin.h"
 #include "cache/blob_store.h"
 
 namespace grpc {
 class Server;
+class ServerBuilder;
 class Service;
 }  // namespace grpc
 
@@ -57,7 +61,16 @@ struct CacheServerOptions {
   absl::Duration upload_resume_ttl = absl::Minutes(10);
   // Upper bound on the data in one ByteStream ReadResponse.
   int64_t max_read_chunk = 1 << 20;
+  // Who may call what: TLS, tokens, worker certificates and CacheAuthRules() (auth/). Unset:
+  // ServerAuth::AllowAll() (plaintext, loopback only, everyone trusted), for tests and
+  // in-process servers.
+  std::shared_ptr<const auth::ServerAuth> auth;
+  // Called with the builder before the server starts: more services (health), interceptors.
+  std::function<void(grpc::ServerBuilder&)> configure;
 };
+
+// farm-cache's authorization table: who may call each method, on which scope (auth/README.md).
+auth::Authorizer::Ptr CacheAuthRules();
 
 class CacheServer {
  public:

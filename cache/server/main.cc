@@ -6,6 +6,7 @@
 #include <iostream>
 
 #include "absl/strings/str_cat.h"
+#include "auth/flags.h"
 #include "cache/rocksdb_action_cache.h"
 #include "cache/rocksdb_blob_store.h"
 #include "cache/server/cache_server.h"
@@ -35,8 +36,9 @@ int main(int argc, char** argv) {
   farm::common::FlagSet fs(
       "farm-cache --dir DIR [--listen HOST:PORT] [--max-size SIZE]",
       "Serves Farm's cache (CAS + action cache) as REAPI v2 on one port: Bazel\n"
-      "can use it with --remote_cache=grpc://HOST:PORT. Instance names are\n"
-      "action-cache scopes. Stop it with SIGTERM or SIGINT.");
+      "can use it with --remote_cache=grpc://HOST:PORT (grpcs:// with --tls-cert).\n"
+      "Instance names are action-cache scopes; with --token-keys every call needs a\n"
+      "token whose scopes allow it (README, Security). Stop it with SIGTERM or SIGINT.");
   fs.String("listen", 0, &listen,
             "Address to serve on (port 0 picks a free one; the bound address is printed)",
             "HOST:PORT");
@@ -48,6 +50,8 @@ int main(int argc, char** argv) {
               "Action-cache scope read after the instance's own (repeatable, in order)", "SCOPE");
   fs.Repeated("instance-name", 0, &instance_names,
               "Serve only these instance names (repeatable; default: any)", "NAME");
+  farm::auth::ServerAuthOptions sec;
+  farm::auth::RegisterServerFlags(&fs, &sec);
   auto positionals = fs.Parse(std::vector<std::string>(argv + 1, argv + argc));
   if (!positionals.ok()) return Fail(std::string(positionals.status().message()), 2);
   if (fs.help_requested()) {
@@ -62,6 +66,10 @@ int main(int argc, char** argv) {
   if (absl::Status s = farm::common::ProbeListenAddress(listen); !s.ok()) {
     return Fail(std::string(s.message()));
   }
+  sec.authorizer = farm::cache::server::CacheAuthRules();
+  std::string auth_warning;
+  auto auth = farm::auth::MakeServerAuth(std::move(sec), &auth_warning);
+  if (!auth.ok()) return Fail(std::string(auth.status().message()));
 
   // Block the stop signals before any thread starts, so only sigwait below sees them.
   sigset_t stop;
@@ -87,11 +95,13 @@ int main(int argc, char** argv) {
   options.admin = cas;
   options.fallback_scopes = fallback_scopes;
   options.instance_names = instance_names;
+  options.auth = *std::move(auth);
   auto server = farm::cache::server::CacheServer::Start(std::move(options));
   if (!server.ok()) return Fail(std::string(server.status().message()));
 
   std::cout << "farm-cache: listening on " << (*server)->address() << " (dir " << dir
             << ", max size " << farm::common::HumanSize(cas->max_size()) << ")" << std::endl;
+  if (!auth_warning.empty()) std::cerr << "farm-cache: WARNING: " << auth_warning << std::endl;
   int sig = 0;
   sigwait(&stop, &sig);
   std::cout << "farm-cache: " << (sig == SIGINT ? "SIGINT" : "SIGTERM") << ", shutting down"

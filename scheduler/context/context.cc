@@ -61,8 +61,8 @@ absl::Status HashFile(const std::string& path, int64_t expect_size, common::Dige
 
 class Walker {
  public:
-  Walker(std::string root, const common::PatternMatcher& ignore, bool preserve)
-      : root_(std::move(root)), ignore_(ignore), preserve_(preserve) {}
+  Walker(std::string root, const common::PatternMatcher& ignore, bool normalize)
+      : root_(std::move(root)), ignore_(ignore), normalize_(normalize) {}
 
   absl::Status Walk(const std::string& rel, std::vector<Entry>* out) {
     std::string dir = rel.empty() ? root_ : common::JoinPath(root_, rel);
@@ -90,7 +90,7 @@ class Walker {
       if (S_ISDIR(st.st_mode)) {
         if (excluded && !ignore_.has_exclusions()) continue;
         fi.type = worker::copy::FileType::kDirectory;
-        if (!preserve_) fi.mode = 0755;
+        if (normalize_) fi.mode = 0755;
         size_t at = out->size();
         out->push_back(Entry{child, fi, st});
         RETURN_IF_ERROR(Walk(child, out));
@@ -102,7 +102,7 @@ class Walker {
       if (S_ISREG(st.st_mode)) {
         fi.type = worker::copy::FileType::kRegular;
         fi.size = st.st_size;
-        if (!preserve_) fi.mode = (st.st_mode & 0111) ? 0755 : 0644;
+        if (normalize_) fi.mode = (st.st_mode & 0111) ? 0755 : 0644;
       } else if (S_ISLNK(st.st_mode)) {
         fi.type = worker::copy::FileType::kSymlink;
         fi.mode = 0777;
@@ -123,7 +123,7 @@ class Walker {
  private:
   std::string root_;
   const common::PatternMatcher& ignore_;
-  bool preserve_;
+  bool normalize_;
 };
 
 }  // namespace
@@ -155,8 +155,21 @@ absl::StatusOr<std::unique_ptr<Snapshot>> Snapshot::FromDirectory(
   if (!ignore.ok()) return common::Annotate(ignore.status(), ".dockerignore");
 
   std::vector<Entry> entries;
-  Walker walker(dir, *ignore, options.preserve_permissions);
+  Walker walker(dir, *ignore, options.normalize_permissions);
   RETURN_IF_ERROR(walker.Walk("", &entries));
+  // Hard links: names of one inode within the context form a group named by its first name in
+  // walk order (deterministic, unlike inode numbers), as Docker's context transfer keeps them.
+  std::map<std::pair<dev_t, ino_t>, std::vector<size_t>> inodes;
+  for (size_t i = 0; i < entries.size(); ++i) {
+    const Entry& e = entries[i];
+    if (e.info.type == worker::copy::FileType::kRegular && e.st.st_nlink > 1) {
+      inodes[{e.st.st_dev, e.st.st_ino}].push_back(i);
+    }
+  }
+  for (const auto& [inode, names] : inodes) {
+    if (names.size() < 2) continue;
+    for (size_t i : names) entries[i].info.hardlink_group = entries[names.front()].path;
+  }
 
   // Digests the stat cache vouches for; the other regular files are hashed, in parallel.
   std::map<std::string, const farm::v1::StatCacheFile::Entry*> cached;
@@ -296,8 +309,13 @@ absl::StatusOr<std::unique_ptr<Snapshot>> Snapshot::FromDirectory(
           f->mutable_digest()->set_hash(c.info.digest->hash);
           f->mutable_digest()->set_size_bytes(c.info.digest->size_bytes);
           f->set_is_executable(c.info.executable());
-          if (options.preserve_permissions) {
+          if (!options.normalize_permissions) {
             f->mutable_node_properties()->mutable_unix_mode()->set_value(c.info.mode);
+          }
+          if (!c.info.hardlink_group.empty()) {
+            auto* p = f->mutable_node_properties()->add_properties();
+            p->set_name(worker::copy::kHardlinkProperty);
+            p->set_value(c.info.hardlink_group);
           }
           break;
         }
@@ -318,7 +336,7 @@ absl::StatusOr<std::unique_ptr<Snapshot>> Snapshot::FromDirectory(
           break;
       }
     }
-    if (options.preserve_permissions && !rel.empty()) {
+    if (!options.normalize_permissions && !rel.empty()) {
       absl::StatusOr<worker::copy::FileInfo> self = snap->tree_->Lstat(rel);
       if (self.ok()) d.mutable_node_properties()->mutable_unix_mode()->set_value(self->mode);
     }

@@ -6,8 +6,9 @@
 //     planner keys COPY steps on content (never on mtimes or the host path);
 //   - root(): the same tree as a REAPI v2 Directory Merkle tree (Directory protos and file
 //     blobs), which `farm submit` uploads (only the missing blobs) and a remote worker reads.
-// Modes are normalized as the layer will have them: 0755 for executables and directories,
-// 0644 otherwise, unless preserve_permissions keeps (and keys) all permission bits.
+// Modes are kept as they are on disk (all permission bits, setuid/setgid/sticky included: what
+// `docker build` copies), unless normalize_permissions makes them 0755 for executables and
+// directories and 0644 otherwise (for checkouts that differ only by umask).
 //
 //   ASSIGN_OR_RETURN(auto ignore, scheduler::context::LoadIgnorePatterns(dir, dockerfile_path));
 //   ASSIGN_OR_RETURN(auto snap, scheduler::context::Snapshot::FromDirectory(dir, ignore, {}));
@@ -29,7 +30,7 @@
 namespace farm::scheduler::context {
 
 struct SnapshotOptions {
-  bool preserve_permissions = false;
+  bool normalize_permissions = false;
   int threads = 0;  // hashing threads; 0 = one per core
   // A stat cache file (farm.v1.StatCacheFile): files whose stat is unchanged since it was
   // written reuse their digest instead of being read; the file is rewritten afterwards. ""

@@ -1,5 +1,9 @@
 #include "scheduler/context/context.h"
 
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "build/bazel/remote/execution/v2/remote_execution.pb.h"
 #include "cache/rocksdb_blob_store.h"
 #include "common/fs.h"
 #include "gtest/gtest.h"
@@ -85,6 +89,73 @@ TEST_F(UploadTest, AFileChangedSinceHashingIsNamed) {
   auto up = snap->Upload(*cas_, 2);
   ASSERT_FALSE(up.ok());
   EXPECT_NE(up.status().message().find("a.txt"), absl::string_view::npos) << up.status();
+}
+
+// Docker keeps a context file's permission bits (a 0600 key stays 0600); farm does too unless
+// normalize_permissions, and the Merkle tree a remote worker reads carries them.
+TEST_F(UploadTest, PermissionBitsAreKeptUnlessNormalized) {
+  Write("key", "secret");
+  Write("run.sh", "#!/bin/sh");
+  Write("suid", "s");
+  Write("private/f", "f");
+  ASSERT_EQ(chmod(common::JoinPath(dir_, "key").c_str(), 0600), 0);
+  ASSERT_EQ(chmod(common::JoinPath(dir_, "run.sh").c_str(), 0700), 0);
+  ASSERT_EQ(chmod(common::JoinPath(dir_, "suid").c_str(), 04755), 0);
+  ASSERT_EQ(chmod(common::JoinPath(dir_, "private").c_str(), 01700), 0);
+  auto mode = [](const Snapshot& s, const std::string& rel) {
+    absl::StatusOr<worker::copy::FileInfo> fi = s.tree().Lstat(rel);
+    EXPECT_TRUE(fi.ok()) << fi.status();
+    return fi.ok() ? fi->mode : 0u;
+  };
+  std::unique_ptr<Snapshot> kept = Snap();
+  ASSERT_NE(kept, nullptr);
+  EXPECT_EQ(mode(*kept, "key"), 0600u);
+  EXPECT_EQ(mode(*kept, "run.sh"), 0700u);
+  EXPECT_EQ(mode(*kept, "suid"), 04755u);
+  EXPECT_EQ(mode(*kept, "private"), 01700u);
+
+  SnapshotOptions o;
+  o.normalize_permissions = true;
+  absl::StatusOr<std::unique_ptr<Snapshot>> normalized = Snapshot::FromDirectory(dir_, {}, o);
+  ASSERT_TRUE(normalized.ok()) << normalized.status();
+  EXPECT_EQ(mode(**normalized, "key"), 0644u);
+  EXPECT_EQ(mode(**normalized, "run.sh"), 0755u);
+  EXPECT_EQ(mode(**normalized, "suid"), 0755u);
+  EXPECT_EQ(mode(**normalized, "private"), 0755u);
+  // The Merkle trees differ (the kept modes are node properties), so do their roots.
+  EXPECT_NE(kept->root().digest(), (*normalized)->root().digest());
+}
+
+// Hard links in the context: a group per inode, named by its first name in walk order, in the
+// tree the planner keys on and in the Merkle tree a worker copies from.
+TEST_F(UploadTest, HardLinksAreGroupedByTheirFirstName) {
+  Write("dir/one", "same");
+  Write("dir/single", "single");
+  ASSERT_EQ(
+      link(common::JoinPath(dir_, "dir/one").c_str(), common::JoinPath(dir_, "dir/two").c_str()),
+      0);
+  ASSERT_EQ(
+      link(common::JoinPath(dir_, "dir/one").c_str(), common::JoinPath(dir_, "a-first").c_str()),
+      0);
+  std::unique_ptr<Snapshot> s = Snap();
+  ASSERT_NE(s, nullptr);
+  for (const char* name : {"a-first", "dir/one", "dir/two"}) {
+    absl::StatusOr<worker::copy::FileInfo> fi = s->tree().Lstat(name);
+    ASSERT_TRUE(fi.ok()) << fi.status();
+    EXPECT_EQ(fi->hardlink_group, "a-first") << name;
+  }
+  EXPECT_EQ(s->tree().Lstat("dir/single")->hardlink_group, "");
+  bool recorded = false;
+  for (const auto& [digest, bytes] : s->directories()) {
+    build::bazel::remote::execution::v2::Directory d;
+    ASSERT_TRUE(d.ParseFromString(bytes));
+    for (const auto& f : d.files()) {
+      for (const auto& p : f.node_properties().properties()) {
+        recorded |= p.name() == worker::copy::kHardlinkProperty && p.value() == "a-first";
+      }
+    }
+  }
+  EXPECT_TRUE(recorded);
 }
 
 }  // namespace

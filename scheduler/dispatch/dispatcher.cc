@@ -1530,10 +1530,11 @@ absl::StatusOr<std::unique_ptr<Dispatcher>> Dispatcher::Create(Options options) 
       ASSIGN_OR_RETURN(options.lease_key, auth::SecretKey::FromBytes(common::RandomHex(32)));
     }
   }
+  WorkerIdentity identity = options.worker_identity;
   std::unique_ptr<Dispatcher> d(new Dispatcher());
   d->impl_ = std::make_shared<Impl>(std::move(options));
   RETURN_IF_ERROR(d->impl_->Start(std::move(store)));
-  d->service_ = NewWorkerHubService(d->impl_);
+  d->service_ = NewWorkerHubService(d->impl_, std::move(identity));
   return d;
 }
 

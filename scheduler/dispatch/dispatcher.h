@@ -84,6 +84,10 @@ namespace grpc {
 class Service;
 }
 
+namespace grpc {
+class CallbackServerContext;
+}  // namespace grpc
+
 namespace farm::scheduler::dispatch {
 
 struct Options {
@@ -125,6 +129,11 @@ struct Options {
   absl::Duration cancel_poll_interval = absl::Milliseconds(20);
   // Chain IDs remembered per worker (a summary for locality; the rest is ignored).
   int max_chain_ids_per_worker = 65536;
+  // Who is calling WorkerHub.Connect: the worker id its verified client certificate names
+  // (auth::ServerAuth; the id then comes from the certificate, whatever the hello says), an
+  // error to refuse the stream with, or "" to take the hello's id (authentication off). Null:
+  // always the hello's.
+  std::function<absl::StatusOr<std::string>(const grpc::CallbackServerContext&)> worker_identity;
   // Welcome.scheduler_id; empty = a random id per start.
   std::string scheduler_id;
   // Receives one line per notable event (worker joined/left, lease lost, task aborted, state

@@ -51,6 +51,15 @@ absl::StatusOr<TaskSpec> RemoteStepExecutor::SpecFor(const farm::v1::StepRequest
   spec.priority = build_.priority;
   spec.platform = request.env().platform();
   spec.cache_instance = build_.cache_instance;
+  // RUN --mount=type=cache directories are per tenant: one tenant's build never reads or
+  // poisons another's (the worker keys its cache directories by id).
+  if (!build_.tenant.empty() && spec.request.has_run()) {
+    for (farm::v1::Mount& m : *spec.request.mutable_run()->mutable_mounts()) {
+      if (m.type() != farm::v1::Mount::CACHE) continue;
+      std::string id = m.id().empty() ? m.target() : m.id();
+      m.set_id(absl::StrCat("tenant/", build_.tenant, "/", id));
+    }
+  }
   for (const std::string& id : MountedSecretIds(request)) {
     auto it = build_.secrets.find(id);
     if (it != build_.secrets.end()) spec.secrets.insert(*it);

@@ -71,6 +71,12 @@ TEST(RemoteStepExecutorTest, SpecCarriesTheBuildAndOnlyTheMountedSecrets) {
   m = r.mutable_run()->add_mounts();
   m->set_type(farm::v1::Mount::SECRET);
   m->set_id("missing");
+  m = r.mutable_run()->add_mounts();
+  m->set_type(farm::v1::Mount::CACHE);
+  m->set_target("/root/.cache/go");
+  m = r.mutable_run()->add_mounts();
+  m->set_type(farm::v1::Mount::CACHE);
+  m->set_id("apt");
   EXPECT_THAT(MountedSecretIds(r), ElementsAre("npmrc", "aws", "missing"));
   absl::StatusOr<TaskSpec> spec = exec.SpecFor(r);
   ASSERT_TRUE(spec.ok()) << spec.status();
@@ -82,6 +88,10 @@ TEST(RemoteStepExecutorTest, SpecCarriesTheBuildAndOnlyTheMountedSecrets) {
   EXPECT_EQ(spec->platform, "linux/arm64");
   EXPECT_EQ(spec->secrets, (std::map<std::string, std::string>{{"aws", "y"}, {"npmrc", "x"}}));
   EXPECT_THAT(spec->parent_chain_ids, ElementsAre(r.parents(0).diff_id()));
+  // Cache mounts are the tenant's own (the request as planned is left alone).
+  EXPECT_EQ(spec->request.run().mounts(3).id(), "tenant/team-a//root/.cache/go");
+  EXPECT_EQ(spec->request.run().mounts(4).id(), "tenant/team-a/apt");
+  EXPECT_EQ(r.run().mounts(4).id(), "apt");
 }
 
 TEST(RemoteStepExecutorTest, ExecuteRunsOnTheWorkerHoldingTheParents) {

@@ -105,8 +105,12 @@ class Outbox final : public WorkerStream {
 
 class ConnectReactor final : public grpc::ServerBidiReactor<WorkerMessage, SchedulerMessage> {
  public:
-  ConnectReactor(std::shared_ptr<SessionHandler> handler, std::string peer)
-      : handler_(std::move(handler)), peer_(std::move(peer)), out_(std::make_shared<Outbox>(this)) {
+  // `worker_id`: the id the caller's certificate names ("" = take the hello's).
+  ConnectReactor(std::shared_ptr<SessionHandler> handler, std::string peer, std::string worker_id)
+      : handler_(std::move(handler)),
+        peer_(std::move(peer)),
+        worker_id_(std::move(worker_id)),
+        out_(std::make_shared<Outbox>(this)) {
     StartRead(&in_);
   }
 
@@ -122,6 +126,7 @@ class ConnectReactor final : public grpc::ServerBidiReactor<WorkerMessage, Sched
         status = absl::InvalidArgumentError(
             "the first message on WorkerHub.Connect must be a WorkerHello");
       } else {
+        if (!worker_id_.empty()) in_.mutable_hello()->set_worker_id(worker_id_);
         absl::StatusOr<uint64_t> session = handler_->Open(out_, in_.hello(), peer_);
         if (session.ok()) {
           session_ = *session;
@@ -159,29 +164,45 @@ class ConnectReactor final : public grpc::ServerBidiReactor<WorkerMessage, Sched
 
   const std::shared_ptr<SessionHandler> handler_;
   const std::string peer_;
+  const std::string worker_id_;
   const std::shared_ptr<Outbox> out_;
   WorkerMessage in_;
   uint64_t session_ = 0;
 };
 
+// A Connect refused before any session: the caller's error, then the stream ends.
+class RefusedStream final : public grpc::ServerBidiReactor<WorkerMessage, SchedulerMessage> {
+ public:
+  explicit RefusedStream(const absl::Status& s) { Finish(common::ToGrpcStatus(s)); }
+  void OnDone() override { delete this; }
+};
+
 class WorkerHubService final : public farm::v1::WorkerHub::CallbackService {
  public:
-  explicit WorkerHubService(std::shared_ptr<SessionHandler> handler)
-      : handler_(std::move(handler)) {}
+  WorkerHubService(std::shared_ptr<SessionHandler> handler, WorkerIdentity identity)
+      : handler_(std::move(handler)), identity_(std::move(identity)) {}
 
   grpc::ServerBidiReactor<WorkerMessage, SchedulerMessage>* Connect(
       grpc::CallbackServerContext* ctx) override {
-    return new ConnectReactor(handler_, ctx->peer());
+    std::string worker_id;
+    if (identity_) {
+      absl::StatusOr<std::string> id = identity_(*ctx);
+      if (!id.ok()) return new RefusedStream(id.status());
+      worker_id = *std::move(id);
+    }
+    return new ConnectReactor(handler_, ctx->peer(), std::move(worker_id));
   }
 
  private:
   const std::shared_ptr<SessionHandler> handler_;
+  const WorkerIdentity identity_;
 };
 
 }  // namespace
 
-std::unique_ptr<grpc::Service> NewWorkerHubService(std::shared_ptr<SessionHandler> handler) {
-  return std::make_unique<WorkerHubService>(std::move(handler));
+std::unique_ptr<grpc::Service> NewWorkerHubService(std::shared_ptr<SessionHandler> handler,
+                                                   WorkerIdentity identity) {
+  return std::make_unique<WorkerHubService>(std::move(handler), std::move(identity));
 }
 
 }  // namespace farm::scheduler::dispatch

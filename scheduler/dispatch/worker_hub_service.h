@@ -11,18 +11,29 @@
 #ifndef FARM_SCHEDULER_DISPATCH_WORKER_HUB_SERVICE_H_
 #define FARM_SCHEDULER_DISPATCH_WORKER_HUB_SERVICE_H_
 
+#include <functional>
 #include <memory>
+#include <string>
 
+#include "absl/status/statusor.h"
 #include "scheduler/dispatch/worker_stream.h"
 
 namespace grpc {
+class CallbackServerContext;
 class Service;
-}
+}  // namespace grpc
 
 namespace farm::scheduler::dispatch {
 
-// The service keeps `handler` alive as long as any stream it serves.
-std::unique_ptr<grpc::Service> NewWorkerHubService(std::shared_ptr<SessionHandler> handler);
+// Who a Connect call is: see dispatch::Options::worker_identity.
+using WorkerIdentity =
+    std::function<absl::StatusOr<std::string>(const grpc::CallbackServerContext&)>;
+
+// The service keeps `handler` alive as long as any stream it serves. With `identity`, a
+// worker's id is the one its certificate names (the hello's worker_id is replaced), and a
+// caller it refuses gets its error before any session opens.
+std::unique_ptr<grpc::Service> NewWorkerHubService(std::shared_ptr<SessionHandler> handler,
+                                                   WorkerIdentity identity = nullptr);
 
 }  // namespace farm::scheduler::dispatch
 

@@ -544,11 +544,16 @@ absl::StatusOr<Dockerfile> BuildInstructions(const SyntaxTree& tree) {
       absl::StatusOr<FromCmd> from = BuildFrom(n, df.filename);
       if (!from.ok()) return from.status();
       if (!from->stage_name.empty()) {
+        // BuildKit only warns (its DuplicateStageName check); the planner resolves the name as
+        // BuildKit does: FROM to the latest stage of that name before it, COPY --from and
+        // --target to the last one.
         auto [it, fresh] = names.emplace(from->stage_name, n.start);
         if (!fresh) {
-          return ErrorAt(df.filename, n.arg_positions[2],
-                         absl::StrCat("duplicate stage name \"", from->stage_name,
-                                      "\" (first defined at line ", it->second.line, ")"));
+          df.warnings.push_back(
+              Warning{absl::StrCat("DuplicateStageName: Duplicate stage name \"", from->stage_name,
+                                   "\", stage names should be unique (first defined at line ",
+                                   it->second.line, ")"),
+                      n.start.line});
         }
       }
       Stage st;

@@ -112,16 +112,22 @@ absl::Status PossibleDirective(ParseState* st, absl::string_view line, int line_
   return absl::OkStatus();
 }
 
-// The continuation rule: the escape character followed only by spaces/tabs at the end.
+}  // namespace
+
+// BuildKit's lineContinuationRegex, `([^\\])\\[ \t]*$|^\\[ \t]*$` with the escape token for
+// `\\`: the escape character followed only by spaces/tabs ends a line that continues, unless
+// the escape is itself escaped (`echo foo \\` runs `echo foo \\` and the next line is an
+// instruction of its own). Only the character before counts, not how many escapes there are.
 bool TrimContinuation(std::string* line, char escape) {
   size_t end = line->size();
   while (end > 0 && ((*line)[end - 1] == ' ' || (*line)[end - 1] == '\t')) --end;
-  if (end > 0 && (*line)[end - 1] == escape) {
-    line->resize(end - 1);
-    return true;
-  }
-  return false;
+  if (end == 0 || (*line)[end - 1] != escape) return false;
+  if (end >= 2 && (*line)[end - 2] == escape) return false;
+  line->resize(end - 1);
+  return true;
 }
+
+namespace {
 
 // BuildKit's extractBuilderFlags: leading "--name[=value]" words (with quotes and backslash
 // escapes inside them). Returns the offset where the remaining text starts.

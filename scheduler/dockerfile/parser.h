@@ -101,6 +101,11 @@ absl::StatusOr<SyntaxTree> Parse(absl::string_view text, absl::string_view filen
 absl::StatusOr<Node> ParseLine(absl::string_view line, char escape, absl::string_view filename,
                                int line_number);
 
+// If `line` continues on the next one (BuildKit's rule: it ends with the escape character and
+// blanks, and that escape is not itself escaped), removes the escape and what follows it and
+// returns true; otherwise leaves `line` alone and returns false.
+bool TrimContinuation(std::string* line, char escape);
+
 // Removes leading tabs from each line (the content of a <<- heredoc).
 std::string ChompHeredocContent(absl::string_view content);
 

@@ -24,6 +24,17 @@ std::string Hostname() {
   return buf;
 }
 
+oci::Compression LayerCompressionOf(const farm::v1::LayerOptions& o) {
+  switch (o.compression()) {
+    case farm::v1::LayerOptions::ZSTD:
+      return oci::Compression::kZstd;
+    case farm::v1::LayerOptions::UNCOMPRESSED:
+      return oci::Compression::kNone;
+    default:
+      return oci::Compression::kGzip;
+  }
+}
+
 // One needed stage, as the engine tracks it.
 struct StageRun {
   const plan::Stage* stage = nullptr;
@@ -370,10 +381,14 @@ class Engine {
       }
       for (size_t k = 0; k < s.steps.size(); ++k) {
         const plan::Step& step = s.steps[k];
+        if (!step.in_history) continue;
         image::HistoryStep h;
         h.created_by = step.created_by;
         h.layer = r.step_layers[k];
-        if (step.kind == plan::StepKind::kWorkdir && h.layer) h.created_by += " # buildkit";
+        if (step.kind != plan::StepKind::kMetadata) {
+          // Docker gives RUN, COPY, ADD and WORKDIR a layer even when they changed nothing.
+          h.empty_layer = LayerCompressionOf(step.request.output());
+        }
         a.steps.push_back(std::move(h));
       }
       a.source_date_epoch = req_.source_date_epoch;

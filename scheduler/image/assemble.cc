@@ -1,12 +1,16 @@
 #include "scheduler/image/assemble.h"
 
+#include <map>
+#include <memory>
 #include <set>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "common/byte_sink.h"
 #include "common/digest.h"
 #include "common/status_macros.h"
+#include "oci/compression.h"
 
 namespace farm::scheduler::image {
 
@@ -150,6 +154,33 @@ std::string RunCreatedBy(const std::vector<std::string>& args,
   return absl::StrCat("RUN ", absl::StrJoin(parts, " "), " # buildkit");
 }
 
+absl::StatusOr<farm::v1::Layer> PutEmptyLayer(cache::BlobStore& cas, oci::Compression compression) {
+  const std::string tar(1024, '\0');  // two zero blocks: the end of an archive of nothing
+  std::string stored;
+  if (compression == oci::Compression::kNone) {
+    stored = tar;
+  } else {
+    common::FunctionSink append([&stored](absl::string_view chunk) {
+      stored.append(chunk.data(), chunk.size());
+      return absl::OkStatus();
+    });
+    oci::CompressionOptions o;
+    o.compression = compression;
+    o.threads = 1;
+    ASSIGN_OR_RETURN(std::unique_ptr<oci::Compressor> c, oci::Compressor::Create(o, &append));
+    RETURN_IF_ERROR(c->Write(tar));
+    RETURN_IF_ERROR(c->Finish());
+  }
+  ASSIGN_OR_RETURN(common::Digest digest, cas.Put(stored));
+  farm::v1::Layer l;
+  l.set_digest(digest.OciString());
+  l.set_size(digest.size_bytes);
+  l.set_diff_id(common::DigestOf(tar).OciString());
+  l.set_uncompressed_size(static_cast<int64_t>(tar.size()));
+  l.set_media_type(oci::LayerMediaType(compression, /*docker=*/false));
+  return l;
+}
+
 absl::StatusOr<AssembledImage> Assemble(cache::BlobStore& cas, const AssembleRequest& req,
                                         absl::Time now) {
   const bool docker = req.format == ManifestFormat::kDocker;
@@ -180,18 +211,28 @@ absl::StatusOr<AssembledImage> Assemble(cache::BlobStore& cas, const AssembleReq
     }
     cfg.history = base.config.history;
   }
+  std::map<oci::Compression, farm::v1::Layer> empty_layers;
   for (size_t i = 0; i < req.steps.size(); ++i) {
     const HistoryStep& step = req.steps[i];
+    std::optional<farm::v1::Layer> layer = step.layer;
+    if (!layer && step.empty_layer) {
+      auto it = empty_layers.find(*step.empty_layer);
+      if (it == empty_layers.end()) {
+        ASSIGN_OR_RETURN(farm::v1::Layer empty, PutEmptyLayer(cas, *step.empty_layer));
+        it = empty_layers.emplace(*step.empty_layer, std::move(empty)).first;
+      }
+      layer = it->second;
+    }
     oci::HistoryEntry h;
     h.created = cfg.created;
     h.created_by = step.created_by;
     h.comment = step.comment;
-    h.empty_layer = !step.layer.has_value();
+    h.empty_layer = !layer.has_value();
     cfg.history.push_back(std::move(h));
-    if (step.layer) {
+    if (layer) {
       RETURN_IF_ERROR(
-          ValidateLayer(*step.layer, absl::StrCat("step ", i + 1, " (", step.created_by, ")")));
-      out.layers.push_back(*step.layer);
+          ValidateLayer(*layer, absl::StrCat("step ", i + 1, " (", step.created_by, ")")));
+      out.layers.push_back(*layer);
     }
   }
   for (farm::v1::Layer& l : out.layers) {

@@ -18,10 +18,11 @@
 //   RUN with ARGs      "RUN |1 V=1 /bin/sh -c make # buildkit"      (RunCreatedBy)
 //   RUN (exec form)    "RUN echo hi # buildkit"                      (RunCreatedBy)
 //   COPY / ADD         "COPY app /app # buildkit", "ADD x.tar / # buildkit"
-//   WORKDIR (mkdir)    "WORKDIR /app"  (+ " # buildkit" when it made a layer)
+//   WORKDIR            "WORKDIR /app"
 //   CMD/ENTRYPOINT/SHELL  "CMD [\"/bin/sh\" \"-c\" \"x\"]" (GoQuotedList, Go's %q of the list)
 //   ENV / LABEL        "ENV A=b C=d", "LABEL k=v"
-//   EXPOSE / USER / VOLUME / STOPSIGNAL / HEALTHCHECK / ONBUILD  as written after expansion
+//   EXPOSE / USER / VOLUME / STOPSIGNAL / HEALTHCHECK  as written after expansion (ONBUILD
+//   has no history entry)
 // with comment "buildkit.dockerfile.v0" and empty_layer for steps without a layer. BuildKit's
 // form is used rather than Docker classic's "/bin/sh -c #(nop) ..." because it is what current
 // Docker shows for every image it builds.
@@ -58,8 +59,16 @@ struct HistoryStep {
   std::string created_by;
   // The layer it made; nullopt for a metadata-only instruction (history gets empty_layer).
   std::optional<farm::v1::Layer> layer;
+  // Set for the instructions Docker always gives a layer (RUN, COPY, ADD, WORKDIR): without
+  // `layer` (the step changed nothing) the image then gets an empty one (a tar of no entries,
+  // compressed so) and its history entry is not empty_layer.
+  std::optional<oci::Compression> empty_layer;
   std::string comment = kBuildKitHistoryComment;
 };
+
+// The layer of no entries (1024 zero bytes, compressed deterministically with `compression`),
+// written into `cas`.
+absl::StatusOr<farm::v1::Layer> PutEmptyLayer(cache::BlobStore& cas, oci::Compression compression);
 
 struct AssembleRequest {
   // The base image (its layers and history come first); nullptr means FROM scratch.

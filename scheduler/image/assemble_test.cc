@@ -179,6 +179,40 @@ TEST_F(AssembleTest, IndexNamesEachPlatform) {
   EXPECT_FALSE(AssembleIndex(cas_, {amd}, ManifestFormat::kDocker).ok());
 }
 
+// Docker gives RUN, COPY, ADD and WORKDIR a layer even when they changed nothing: an empty tar.
+TEST_F(AssembleTest, StepsThatChangedNothingGetAnEmptyLayer) {
+  AssembleRequest r;
+  r.source_date_epoch = 0;
+  r.steps.push_back({"RUN /bin/sh -c true # buildkit", std::nullopt, oci::Compression::kGzip});
+  r.steps.push_back({"ENV A=1", std::nullopt});
+  r.steps.push_back({"WORKDIR /tmp", std::nullopt, oci::Compression::kGzip});
+  r.steps.push_back({"COPY a.txt / # buildkit", l1_, oci::Compression::kGzip});
+  absl::StatusOr<AssembledImage> img = Assemble(cas_, r);
+  ASSERT_TRUE(img.ok()) << img.status();
+  // sha256 of 1024 zero bytes: the diff_id every tool knows as the empty layer.
+  const std::string empty =
+      "sha256:5f70bf18a086007016e948b04aed3b82103a36bea41755b6cddfaf10ace3c6ef";
+  json cfg = ReadJson(img->config);
+  EXPECT_EQ(cfg["rootfs"]["diff_ids"], json::array({empty, empty, l1_.diff_id()}));
+  ASSERT_EQ(cfg["history"].size(), 4u);
+  EXPECT_FALSE(cfg["history"][0].contains("empty_layer"));
+  EXPECT_EQ(cfg["history"][1]["empty_layer"], true);
+  EXPECT_FALSE(cfg["history"][2].contains("empty_layer"));
+  ASSERT_EQ(img->layers.size(), 3u);
+  EXPECT_EQ(img->layers[0].digest(), img->layers[1].digest());  // one blob, twice
+  EXPECT_EQ(img->layers[0].media_type(), oci::LayerMediaType(oci::Compression::kGzip, false));
+  auto blob = common::Digest::ParseOci(img->layers[0].digest(), img->layers[0].size()).value();
+  EXPECT_TRUE(cas_.ReadBlob(blob).ok());
+  // Uncompressed and zstd work too.
+  absl::StatusOr<farm::v1::Layer> none = PutEmptyLayer(cas_, oci::Compression::kNone);
+  ASSERT_TRUE(none.ok()) << none.status();
+  EXPECT_EQ(none->digest(), empty);
+  EXPECT_EQ(none->size(), 1024);
+  absl::StatusOr<farm::v1::Layer> zstd = PutEmptyLayer(cas_, oci::Compression::kZstd);
+  ASSERT_TRUE(zstd.ok()) << zstd.status();
+  EXPECT_EQ(zstd->diff_id(), empty);
+}
+
 TEST(HistoryFormTest, BuildKitForms) {
   EXPECT_EQ(RunCreatedBy({"/bin/sh", "-c", "make"}, {}), "RUN /bin/sh -c make # buildkit");
   EXPECT_EQ(RunCreatedBy({"/bin/sh", "-c", "make"}, {{"A", "1"}, {"B", "x y"}, {"A", "2"}}),

@@ -198,8 +198,13 @@ TEST(GoldenTest, AllCases) {
     if (!common::PathExists(ctx_dir)) ctx_dir = empty->path();
     absl::StatusOr<std::vector<std::string>> ignore = context::LoadIgnorePatterns(ctx_dir, "");
     ASSERT_TRUE(ignore.ok()) << ignore.status();
+    // Git records only the executable bit, and a checkout's other permission bits follow the
+    // umask: normalize them (0644/0755) so that the golden keys are the same in every checkout.
+    context::SnapshotOptions so;
+    so.normalize_permissions = true;
+    po.layer_options.set_normalize_permissions(true);
     absl::StatusOr<std::unique_ptr<context::Snapshot>> snap =
-        context::Snapshot::FromDirectory(ctx_dir, *ignore, {});
+        context::Snapshot::FromDirectory(ctx_dir, *ignore, so);
     ASSERT_TRUE(snap.ok()) << snap.status();
     FakeResolver resolver;
     po.resolver = &resolver;

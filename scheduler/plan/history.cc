@@ -130,13 +130,49 @@ std::string ExposeCreatedBy(const std::set<std::string>& ports) {
   return absl::StrCat("EXPOSE map[", absl::StrJoin(m, " "), "]");
 }
 
+std::string GoQuoteRune(int64_t r) {
+  switch (r) {
+    case '\a':
+      return "'\\a'";
+    case '\b':
+      return "'\\b'";
+    case '\f':
+      return "'\\f'";
+    case '\n':
+      return "'\\n'";
+    case '\r':
+      return "'\\r'";
+    case '\t':
+      return "'\\t'";
+    case '\v':
+      return "'\\v'";
+    case '\'':
+      return "'\\''";
+    case '\\':
+      return "'\\\\'";
+  }
+  char buf[16];
+  if (r >= 0x20 && r < 0x7f) {
+    snprintf(buf, sizeof(buf), "'%c'", static_cast<char>(r));
+  } else if (r >= 0 && r < 0x100) {
+    snprintf(buf, sizeof(buf), "'\\x%02x'", static_cast<unsigned>(r));
+  } else {
+    snprintf(buf, sizeof(buf), "'\\u%04x'", static_cast<unsigned>(r & 0xffff));
+  }
+  return buf;
+}
+
 std::string HealthcheckCreatedBy(const oci::HealthConfig& h) {
-  // %q formats the int Retries as a quoted rune literal.
-  char retries[16];
-  snprintf(retries, sizeof(retries), "'\\x%02x'", static_cast<unsigned>(h.retries & 0xff));
-  return absl::StrCat("HEALTHCHECK &{", GoQuoteSlice(h.test), " \"", GoDuration(h.interval_ns),
-                      "\" \"", GoDuration(h.timeout_ns), "\" \"", GoDuration(h.start_period_ns),
-                      "\" \"", GoDuration(h.start_interval_ns), "\" ", retries, "}");
+  // Docker's HealthConfig as Docker's BuildKit (v0.8, Docker 20.10) formats it: the start
+  // interval, a field newer BuildKit added, only when it is set.
+  std::string durations =
+      absl::StrCat("\"", GoDuration(h.interval_ns), "\" \"", GoDuration(h.timeout_ns), "\" \"",
+                   GoDuration(h.start_period_ns), "\"");
+  if (h.start_interval_ns != 0) {
+    absl::StrAppend(&durations, " \"", GoDuration(h.start_interval_ns), "\"");
+  }
+  return absl::StrCat("HEALTHCHECK &{", GoQuoteSlice(h.test), " ", durations, " ",
+                      GoQuoteRune(h.retries), "}");
 }
 
 }  // namespace farm::scheduler::plan

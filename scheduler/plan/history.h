@@ -44,9 +44,10 @@ std::string VolumeCreatedBy(const std::vector<std::string>& volumes);
 // set's order, which is Go's sorted map order).
 std::string ExposeCreatedBy(const std::set<std::string>& ports);
 
-// HEALTHCHECK: fmt's %q of a *HealthConfig: the test as %q of []string, the four durations
-// quoted, the int retries as a quoted rune ('\x03'), e.g.
-// HEALTHCHECK &{["CMD-SHELL" "curl -f localhost"] "30s" "0s" "0s" "0s" '\x03'}.
+// HEALTHCHECK: fmt's %q of a *HealthConfig as Docker 20.10's BuildKit writes it: the test as
+// %q of []string, the three durations quoted (the start interval a fourth, only when set), the
+// int retries as a quoted rune ('\x03', 'A'), e.g.
+// HEALTHCHECK &{["CMD-SHELL" "curl -f localhost"] "30s" "0s" "0s" '\x03'}.
 // HEALTHCHECK NONE is the test ["NONE"] with every other field zero.
 std::string HealthcheckCreatedBy(const oci::HealthConfig& health);
 
@@ -55,6 +56,7 @@ std::string GoQuote(absl::string_view s);                     // strconv.Quote
 std::string GoQuoteSlice(const std::vector<std::string>& v);  // %q of []string: ["a" "b"]
 std::string GoSlice(const std::vector<std::string>& v);       // %v of []string: [a b]
 std::string GoDuration(int64_t ns);                           // time.Duration.String()
+std::string GoQuoteRune(int64_t r);  // %q of an int: the rune literal ('\x03', 'A', '\'')
 
 }  // namespace farm::scheduler::plan
 

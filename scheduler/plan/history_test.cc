@@ -72,12 +72,10 @@ TEST(HealthcheckCreatedByTest, ExecFormAndNone) {
   oci::HealthConfig exec;
   exec.test = {"CMD", "/bin/check", "--quick"};
   EXPECT_EQ(HealthcheckCreatedBy(exec),
-            "HEALTHCHECK &{[\"CMD\" \"/bin/check\" \"--quick\"] \"0s\" \"0s\" \"0s\" \"0s\" "
-            "'\\x00'}");
+            "HEALTHCHECK &{[\"CMD\" \"/bin/check\" \"--quick\"] \"0s\" \"0s\" \"0s\" '\\x00'}");
   oci::HealthConfig none;
   none.test = {"NONE"};
-  EXPECT_EQ(HealthcheckCreatedBy(none),
-            "HEALTHCHECK &{[\"NONE\"] \"0s\" \"0s\" \"0s\" \"0s\" '\\x00'}");
+  EXPECT_EQ(HealthcheckCreatedBy(none), "HEALTHCHECK &{[\"NONE\"] \"0s\" \"0s\" \"0s\" '\\x00'}");
 }
 
 TEST(HealthcheckCreatedByTest, QuotesInsideTheCommandAreEscaped) {
@@ -86,10 +84,18 @@ TEST(HealthcheckCreatedByTest, QuotesInsideTheCommandAreEscaped) {
             "python3 -c \"import urllib.request; "
             "urllib.request.urlopen('http://localhost:8000')\""};
   h.interval_ns = 10'000'000'000;
-  EXPECT_EQ(HealthcheckCreatedBy(h),
-            "HEALTHCHECK &{[\"CMD-SHELL\" \"python3 -c \\\"import urllib.request; "
-            "urllib.request.urlopen('http://localhost:8000')\\\"\"] \"10s\" \"0s\" \"0s\" \"0s\" "
-            "'\\x00'}");
+  EXPECT_EQ(
+      HealthcheckCreatedBy(h),
+      "HEALTHCHECK &{[\"CMD-SHELL\" \"python3 -c \\\"import urllib.request; "
+      "urllib.request.urlopen('http://localhost:8000')\\\"\"] \"10s\" \"0s\" \"0s\" '\\x00'}");
+}
+
+TEST(GoQuoteRuneTest, IntAsACharacterLiteral) {
+  EXPECT_EQ(GoQuoteRune(0), "'\\x00'");
+  EXPECT_EQ(GoQuoteRune(3), "'\\x03'");
+  EXPECT_EQ(GoQuoteRune(65), "'A'");
+  EXPECT_EQ(GoQuoteRune('\''), "'\\''");
+  EXPECT_EQ(GoQuoteRune('\n'), "'\\n'");
 }
 
 TEST(GoQuoteTest, StrconvQuote) {

@@ -61,7 +61,7 @@ std::string LayerOptionsLine(const farm::v1::LayerOptions& o) {
   return absl::StrCat("compression=", farm::v1::LayerOptions::Compression_Name(o.compression()),
                       " level=", o.level(), " source_date_epoch=",
                       o.has_source_date_epoch() ? absl::StrCat(o.source_date_epoch()) : "unset",
-                      " preserve_permissions=", o.preserve_permissions() ? "true" : "false");
+                      " normalize_permissions=", o.normalize_permissions() ? "true" : "false");
 }
 
 std::string ScratchChain(absl::string_view platform) {
@@ -89,20 +89,21 @@ std::string LinkChain(absl::string_view parent_chain, absl::string_view key) {
 }
 
 std::string ContextEntryLine(absl::string_view rel, const worker::copy::FileInfo& fi,
-                             bool preserve) {
+                             bool exact_modes) {
   std::string line = absl::StrCat(rel, "\t");
   switch (fi.type) {
     case worker::copy::FileType::kDirectory:
-      absl::StrAppend(&line, "dir\t", preserve ? OctalMode(fi.mode) : "");
+      absl::StrAppend(&line, "dir\t", exact_modes ? OctalMode(fi.mode) : "");
       break;
     case worker::copy::FileType::kSymlink:
       absl::StrAppend(&line, "symlink\t", fi.link_target);
       break;
     case worker::copy::FileType::kRegular:
       absl::StrAppend(&line, "file\t",
-                      preserve ? OctalMode(fi.mode) : (fi.executable() ? "x" : "-"), "\t",
+                      exact_modes ? OctalMode(fi.mode) : (fi.executable() ? "x" : "-"), "\t",
                       fi.digest ? absl::StrCat(fi.digest->hash, "/", fi.digest->size_bytes)
                                 : std::string("unhashed"));
+      if (!fi.hardlink_group.empty()) absl::StrAppend(&line, "\tlinked ", fi.hardlink_group);
       break;
     default:
       absl::StrAppend(&line, "other");

@@ -42,7 +42,7 @@ std::string JsonStringArray(const std::vector<std::string>& values);
 std::string OctalMode(uint32_t mode);
 
 // The "layer" line: every LayerOptions field that changes a layer's bytes, e.g.
-// "compression=GZIP level=0 source_date_epoch=unset preserve_permissions=false".
+// "compression=GZIP level=0 source_date_epoch=unset normalize_permissions=false".
 std::string LayerOptionsLine(const farm::v1::LayerOptions& options);
 
 // Chain keys of a stage's starting filesystem (see "chain(FROM …)" in planner.h).
@@ -54,13 +54,15 @@ std::string UnresolvedImageChain(absl::string_view reference, absl::string_view 
 std::string LinkChain(absl::string_view parent_chain, absl::string_view key);
 
 // One entry a COPY/ADD source selects from the build context, as the "inputs" line hashes it:
-// "rel\tfile\t<x or ->\t<sha256>/<size>", "rel\tdir\t", "rel\tsymlink\t<target>", "rel\tother".
-// The mode is written in full (OctalMode) only with `preserve_permissions`; otherwise a file
-// contributes its executable bit and a directory nothing. Owners and mtimes never appear.
+// "rel\tfile\t<mode>\t<sha256>/<size>[\tlinked <group>]", "rel\tdir\t<mode>",
+// "rel\tsymlink\t<target>", "rel\tother". With `exact_modes` (the default: context files keep
+// their permission bits) the mode is written in full (OctalMode); without it
+// (--normalize-permissions) a file contributes its executable bit ("x" or "-") and a directory
+// nothing. A hard-linked file names its group. Owners and mtimes never appear.
 // A regular file must carry its digest (the context is hashed before planning); one without
 // is written as "unhashed".
 std::string ContextEntryLine(absl::string_view rel, const worker::copy::FileInfo& info,
-                             bool preserve_permissions);
+                             bool exact_modes);
 
 }  // namespace farm::scheduler::plan
 

@@ -14,15 +14,16 @@ using Preimage = std::vector<std::pair<std::string, std::string>>;
 
 // A RUN step's preimage, shaped as planner.h's rule writes it.
 Preimage RunPreimage() {
-  return {{"version", kKeyVersion},
-          {"parent", "1f3a"},
-          {"op", "RUN [\"/bin/sh\",\"-c\",\"make\"] --network=default --security=sandbox"},
-          {"env", "PATH=/usr/bin\n     CC=gcc"},
-          {"user", "app"},
-          {"workdir", "/src"},
-          {"shell", "[\"/bin/sh\",\"-c\"]"},
-          {"platform", "linux/amd64"},
-          {"layer", "compression=GZIP level=0 source_date_epoch=unset preserve_permissions=false"}};
+  return {
+      {"version", kKeyVersion},
+      {"parent", "1f3a"},
+      {"op", "RUN [\"/bin/sh\",\"-c\",\"make\"] --network=default --security=sandbox"},
+      {"env", "PATH=/usr/bin\n     CC=gcc"},
+      {"user", "app"},
+      {"workdir", "/src"},
+      {"shell", "[\"/bin/sh\",\"-c\"]"},
+      {"platform", "linux/amd64"},
+      {"layer", "compression=GZIP level=0 source_date_epoch=unset normalize_permissions=false"}};
 }
 
 TEST(KeyOfTest, IsTheSha256OfTheNameValueLines) {
@@ -104,7 +105,7 @@ TEST(OctalModeTest, FourOctalDigits) {
 TEST(LayerOptionsLineTest, DefaultsAndEveryField) {
   farm::v1::LayerOptions o;
   const std::string base = LayerOptionsLine(o);
-  EXPECT_EQ(base, "compression=GZIP level=0 source_date_epoch=unset preserve_permissions=false");
+  EXPECT_EQ(base, "compression=GZIP level=0 source_date_epoch=unset normalize_permissions=false");
 
   farm::v1::LayerOptions zstd = o;
   zstd.set_compression(farm::v1::LayerOptions::ZSTD);
@@ -114,18 +115,18 @@ TEST(LayerOptionsLineTest, DefaultsAndEveryField) {
   epoch0.set_source_date_epoch(0);  // set to 0 is not unset
   farm::v1::LayerOptions epoch = o;
   epoch.set_source_date_epoch(1700000000);
-  farm::v1::LayerOptions preserve = o;
-  preserve.set_preserve_permissions(true);
+  farm::v1::LayerOptions normalize = o;
+  normalize.set_normalize_permissions(true);
   EXPECT_EQ(LayerOptionsLine(zstd),
-            "compression=ZSTD level=0 source_date_epoch=unset preserve_permissions=false");
+            "compression=ZSTD level=0 source_date_epoch=unset normalize_permissions=false");
   EXPECT_EQ(LayerOptionsLine(level),
-            "compression=GZIP level=9 source_date_epoch=unset preserve_permissions=false");
+            "compression=GZIP level=9 source_date_epoch=unset normalize_permissions=false");
   EXPECT_EQ(LayerOptionsLine(epoch0),
-            "compression=GZIP level=0 source_date_epoch=0 preserve_permissions=false");
+            "compression=GZIP level=0 source_date_epoch=0 normalize_permissions=false");
   EXPECT_EQ(LayerOptionsLine(epoch),
-            "compression=GZIP level=0 source_date_epoch=1700000000 preserve_permissions=false");
-  EXPECT_EQ(LayerOptionsLine(preserve),
-            "compression=GZIP level=0 source_date_epoch=unset preserve_permissions=true");
+            "compression=GZIP level=0 source_date_epoch=1700000000 normalize_permissions=false");
+  EXPECT_EQ(LayerOptionsLine(normalize),
+            "compression=GZIP level=0 source_date_epoch=unset normalize_permissions=true");
 }
 
 TEST(ChainTest, TheBaseChainsFollowTheRule) {
@@ -207,7 +208,7 @@ TEST(ContextEntryLineTest, ContentPathAndModeBitsChangeTheLineButOwnersAndTimesD
   EXPECT_EQ(ContextEntryLine("a.txt", touched, false), line);
   EXPECT_EQ(ContextEntryLine("a.txt", touched, true), ContextEntryLine("a.txt", base, true));
 
-  // Without preserve_permissions only the executable bit counts.
+  // Without exact modes (--normalize-permissions) only the executable bit counts.
   EXPECT_EQ(ContextEntryLine("a.txt", File(0600, "alpha"), false), line);
   EXPECT_NE(ContextEntryLine("a.txt", File(0744, "alpha"), false), line);
   // With it, every bit does.
@@ -222,6 +223,11 @@ TEST(ContextEntryLineTest, ContentPathAndModeBitsChangeTheLineButOwnersAndTimesD
   worker::copy::FileInfo other_link = link;
   other_link.link_target = "b";
   EXPECT_NE(ContextEntryLine("l", link, false), ContextEntryLine("l", other_link, false));
+  // A hard-linked file names its group.
+  worker::copy::FileInfo linked = base;
+  linked.hardlink_group = "first/name";
+  EXPECT_EQ(ContextEntryLine("a.txt", linked, true),
+            ContextEntryLine("a.txt", base, true) + "\tlinked first/name");
 }
 
 }  // namespace

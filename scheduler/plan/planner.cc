@@ -140,7 +140,12 @@ std::vector<std::string> DiffConfig(const oci::ContainerConfig& a, const oci::Co
 
 struct StageState {
   Stage* st = nullptr;
-  std::vector<std::pair<std::string, std::optional<std::string>>> args;  // declared ARGs
+  // Declared ARGs, each once, where it was first declared (RUN's history lists them so).
+  std::vector<std::pair<std::string, std::optional<std::string>>> args;
+  // The environment as BuildKit's build state holds it: the image's Env, then each ENV and each
+  // ARG with a value in Dockerfile order, the latest of a name winning (`ARG X` after `ENV X=`
+  // overrides it for expansion and RUN, though not in the image config). Only .env is used.
+  oci::ContainerConfig state;
   std::string chain;
   bool cmd_set = false;
   std::string layer_opts;
@@ -257,8 +262,10 @@ class Planner {
     return names.empty() ? "none named" : absl::StrJoin(names, ", ");
   }
 
+  // The last stage named `name` among the first `limit` (BuildKit's statesByName keeps the
+  // latest of duplicate names).
   int FindStageByName(const std::string& name, size_t limit) const {
-    for (size_t i = 0; i < limit && i < df_.stages.size(); ++i) {
+    for (size_t i = std::min(limit, df_.stages.size()); i-- > 0;) {
       if (df_.stages[i].from.stage_name == name) return static_cast<int>(i);
     }
     return -1;
@@ -367,6 +374,7 @@ class Planner {
       st.base_kind = Stage::BaseKind::kScratch;
       st.config = oci::ImageConfig();
       st.config.config.env = {absl::StrCat("PATH=", kDefaultPath)};
+      st.config.config.working_dir = "/";  // BuildKit's emptyImage
       st.base_chain = ScratchChain(st.platform);
     } else {
       st.base_kind = Stage::BaseKind::kImage;
@@ -404,8 +412,13 @@ class Planner {
     st.config.architecture = parts[1];
     st.config.variant = parts.size() > 2 ? parts[2] : "";
 
+    // BuildKit makes sure PATH is set, in the config too (a base image may have none).
+    if (st.base_resolved && !st.config.config.GetEnv("PATH")) {
+      st.config.config.env.push_back(absl::StrCat("PATH=", kDefaultPath));
+    }
     StageState ss;
     ss.st = &st;
+    ss.state.env = st.config.config.env;
     ss.chain = st.base_chain;
 
     // ONBUILD triggers of the base run first, then are dropped from the new image.
@@ -460,14 +473,11 @@ class Planner {
     }
   }
 
-  // Variables visible to expansion: ENV wins over ARG (Docker's rule).
+  // Variables visible to expansion: the build state's environment (ENV and ARG, the latest
+  // declaration of a name winning, as in BuildKit).
   dockerfile::EnvLookup StageEnv(const StageState& ss) const {
     return [&ss](absl::string_view name) -> std::optional<std::string> {
-      if (auto v = ss.st->config.config.GetEnv(name)) return v;
-      for (auto it = ss.args.rbegin(); it != ss.args.rend(); ++it) {
-        if (it->first == name) return it->second;
-      }
-      return std::nullopt;
+      return ss.state.GetEnv(name);
     };
   }
 
@@ -485,17 +495,11 @@ class Planner {
     return {"/bin/sh", "-c"};
   }
 
-  // The environment a RUN sees: the image Env (PATH defaulted), then the ARGs with values that
-  // ENV does not shadow.
+  // The environment a RUN sees: the build state's (the image Env, PATH always set, and the
+  // ARGs with values), plus the proxy variables when asked.
   std::vector<std::string> RunEnv(const StageState& ss, bool with_proxies) const {
-    std::vector<std::string> env = ss.st->config.config.env;
-    bool has_path = false;
-    for (const std::string& e : env) has_path |= absl::StartsWith(e, "PATH=");
-    if (!has_path) env.push_back(absl::StrCat("PATH=", kDefaultPath));
-    for (const auto& [k, v] : ss.args) {
-      if (!v || ss.st->config.config.GetEnv(k)) continue;
-      env.push_back(absl::StrCat(k, "=", *v));
-    }
+    std::vector<std::string> env = ss.state.env;
+    if (!ss.state.GetEnv("PATH")) env.push_back(absl::StrCat("PATH=", kDefaultPath));
     if (with_proxies) {
       for (const char* p : kProxyArgs) {
         auto it = opts_.build_args.find(p);
@@ -564,7 +568,7 @@ class Planner {
     }
     common::Sha256 h;
     int64_t files = 0, bytes = 0;
-    bool preserve = opts_.layer_options.preserve_permissions();
+    bool exact_modes = !opts_.layer_options.normalize_permissions();
     for (const worker::copy::Match& m : *matches) {
       h.Update(absl::StrCat("match\t", m.src, "\t", m.path, "\t", m.resolved, "\t", m.base, "\n"));
       absl::Status s = worker::copy::WalkMatch(
@@ -578,7 +582,7 @@ class Planner {
               ++files;
               bytes += fi.size;
             }
-            std::string line = ContextEntryLine(rel, fi, preserve);
+            std::string line = ContextEntryLine(rel, fi, exact_modes);
             h.Update(line);
             h.Update("\n");
             if (listing != nullptr) {
@@ -614,6 +618,7 @@ class Planner {
       std::vector<std::string> parts;
       for (const auto& [k, v] : kvs) {
         cfg.SetEnv(k, v);
+        ss.state.SetEnv(k, v);
         parts.push_back(absl::StrCat(k, "=", v));
       }
       step.created_by = absl::StrCat("ENV ", absl::StrJoin(parts, " "));
@@ -634,10 +639,14 @@ class Planner {
           value = m;
         }
         used_args_.insert(*k);
-        ss.args.erase(std::remove_if(ss.args.begin(), ss.args.end(),
-                                     [&](const auto& p) { return p.first == *k; }),
-                      ss.args.end());
-        ss.args.push_back({*k, value});
+        auto declared = std::find_if(ss.args.begin(), ss.args.end(),
+                                     [&](const auto& p) { return p.first == *k; });
+        if (declared == ss.args.end()) {
+          ss.args.push_back({*k, value});
+        } else {
+          declared->second = value;
+        }
+        if (value) ss.state.SetEnv(*k, *value);
         parts.push_back(value ? absl::StrCat(*k, "=", *value) : *k);
       }
       step.created_by = absl::StrCat("ARG ", absl::StrJoin(parts, " "));
@@ -710,6 +719,7 @@ class Planner {
     } else if (auto* c = std::get_if<dockerfile::OnbuildCmd>(&ins.command)) {
       cfg.on_build.push_back(c->expression);
       step.created_by = absl::StrCat("ONBUILD ", c->expression);
+      step.in_history = false;  // BuildKit records ONBUILD in the config only
     } else if (auto* c = std::get_if<dockerfile::CmdCmd>(&ins.command)) {
       std::vector<std::string> args = c->command.args;
       if (c->command.prepend_shell) {
@@ -718,6 +728,7 @@ class Planner {
         args = std::move(sh);
       }
       cfg.cmd = args;
+      cfg.args_escaped = true;  // BuildKit sets it for every CMD (Docker reads it on Windows)
       ss.cmd_set = true;
       step.created_by = CmdCreatedBy(args);
     } else if (auto* c = std::get_if<dockerfile::EntrypointCmd>(&ins.command)) {
@@ -744,9 +755,13 @@ class Planner {
                             : common::CleanPath(absl::StrCat(
                                   "/", cfg.working_dir.empty() ? "/" : cfg.working_dir, "/", *w));
       cfg.working_dir = abs;
-      step.kind = StepKind::kWorkdir;
       step.instruction = absl::StrCat("WORKDIR ", abs);
       step.created_by = step.instruction;
+      if (abs == "/") {  // BuildKit makes no directory (and no layer) for the root
+        Finish(ss, std::move(step), before);
+        return absl::OkStatus();
+      }
+      step.kind = StepKind::kWorkdir;
       step.preimage = {{"version", kKeyVersion},      {"parent", ss.chain},
                        {"op", step.instruction},      {"user", cfg.user},
                        {"platform", ss.st->platform}, {"layer", layer_opts_}};
@@ -802,6 +817,13 @@ class Planner {
         if (!s.ok()) return s;
         for (auto& kv : inputs) absl::StrAppend(&canon, " ", kv.second);
         *run->mutable_mounts(index)->mutable_from()->mutable_context() = opts_.context_root;
+      }
+      if (m->proto.type() == farm::v1::Mount::SECRET) {
+        const std::string& id = m->proto.id().empty() ? m->proto.target() : m->proto.id();
+        auto d = opts_.secret_digests.find(id);
+        pre.push_back({"secret", absl::StrCat(id, " ",
+                                              d == opts_.secret_digests.end() ? "(not provided)"
+                                                                              : d->second)});
       }
       mount_canon.push_back(canon);
     }
@@ -907,9 +929,11 @@ class Planner {
         absl::StrCat("RUN ", flags,
                      c.command.prepend_shell ? (c.command.args.empty() ? "" : c.command.args[0])
                                              : JsonStringArray(args));
+    // Each ARG declared so far once (where first declared), with its value in the build state
+    // ("" without one), as BuildKit's runCommandString.
     std::vector<std::string> declared;
     for (const auto& [k, v] : ss.args) {
-      if (v) declared.push_back(absl::StrCat(k, "=", *v));
+      declared.push_back(absl::StrCat(k, "=", ss.state.GetEnv(k).value_or("")));
     }
     step->created_by = RunCreatedBy(declared, args);
     step->request.set_key(step->key);
@@ -1036,8 +1060,10 @@ class Planner {
     }
     pre.push_back({"layer", layer_opts_});
 
-    for (const std::string& p : paths) cp->add_srcs(p);
-    for (const std::string& u : urls) cp->add_srcs(u);
+    // Sources in the order written, then the heredocs (BuildKit copies its SourceContents after
+    // its SourcePaths); a heredoc is "<<NAME" in srcs, so a context file named NAME stays one.
+    for (const std::string& src : all_srcs) cp->add_srcs(src);
+    for (const dockerfile::Heredoc& h : c.heredocs) cp->add_srcs("<<" + h.name);
     cp->set_dest(abs_dest);
     cp->set_chown(chown);
     cp->set_chmod(chmod);

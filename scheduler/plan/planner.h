@@ -13,10 +13,10 @@
 //                plus the stage's ARGs that have a value (proxy ARGs excluded)
 //     user, workdir, shell, platform
 //     inputs     COPY/ADD from the context: for each match, each file's relative path, type,
-//                executable bit (or full mode with preserve_permissions), SHA-256 and symlink
-//                target, never mtimes or host paths; COPY --from / mounts from a stage: that
-//                stage's chain key; from an image: its diff_id chain; heredoc bodies
-//     layer      compression, level, SOURCE_DATE_EPOCH, preserve_permissions
+//                permission bits (only the executable bit with normalize_permissions), SHA-256 and
+//                symlink target, never mtimes or host paths; COPY --from / mounts from a stage:
+//                that stage's chain key; from an image: its diff_id chain; heredoc bodies
+//     layer      compression, level, SOURCE_DATE_EPOCH, normalize_permissions
 //   chain(step) = key(step), except COPY --link: sha256(version, parent chain, key(step))
 //   chain(FROM scratch) = sha256(version, "FROM scratch", platform)
 //   chain(FROM image)   = sha256(version, "FROM", platform, the image's diff_ids)
@@ -85,6 +85,10 @@ struct PlanOptions {
   std::set<std::string> allowed_entitlements;
   std::set<std::string> permitted_entitlements;
   std::string permitted_by = "this host";
+  // Secret id → a keyed digest of its value (auth::SecretKey::Hash("farm.secret.v1", value)):
+  // a RUN that mounts a secret is keyed by it, so a different secret value never hits
+  // another's layer and the value itself is never in a key. Absent: "(not provided)".
+  std::map<std::string, std::string> secret_digests;
 };
 
 enum class StepKind { kRun, kCopy, kWorkdir, kMetadata };
@@ -104,6 +108,7 @@ struct Step {
   dockerfile::Position pos;
   int end_line = 0;
   bool from_onbuild = false;  // a trigger inherited from the base image
+  bool in_history = true;     // false for ONBUILD, which BuildKit records in the config only
   std::string key;            // hex; empty for metadata-only steps
   std::string chain;          // hex: the filesystem after this step
   std::vector<std::pair<std::string, std::string>> preimage;

@@ -5,7 +5,9 @@
 #include <sys/time.h>
 #include <unistd.h>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "common/fs.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -60,9 +62,10 @@ struct Keys {
   std::vector<std::string> line;
 };
 
-absl::StatusOr<Keys> PlanKeys(const std::string& dockerfile, const std::string& context_dir,
-                              const std::map<std::string, std::string>& build_args = {},
-                              bool preserve = false) {
+absl::StatusOr<Plan> PlanOf(const std::string& dockerfile, const std::string& context_dir,
+                            const std::map<std::string, std::string>& build_args = {},
+                            bool normalize = false,
+                            const std::map<std::string, std::string>& secret_digests = {}) {
   absl::StatusOr<dockerfile::SyntaxTree> tree = dockerfile::Parse(dockerfile, "Dockerfile");
   if (!tree.ok()) return tree.status();
   absl::StatusOr<dockerfile::Dockerfile> df = dockerfile::BuildInstructions(*tree);
@@ -70,7 +73,7 @@ absl::StatusOr<Keys> PlanKeys(const std::string& dockerfile, const std::string& 
   absl::StatusOr<std::vector<std::string>> ignore = context::LoadIgnorePatterns(context_dir, "");
   if (!ignore.ok()) return ignore.status();
   context::SnapshotOptions so;
-  so.preserve_permissions = preserve;
+  so.normalize_permissions = normalize;
   absl::StatusOr<std::unique_ptr<context::Snapshot>> snap =
       context::Snapshot::FromDirectory(context_dir, *ignore, so);
   if (!snap.ok()) return snap.status();
@@ -80,8 +83,16 @@ absl::StatusOr<Keys> PlanKeys(const std::string& dockerfile, const std::string& 
   po.resolver = &resolver;
   po.context = &(*snap)->tree();
   po.context_root = (*snap)->root();
-  po.layer_options.set_preserve_permissions(preserve);
-  absl::StatusOr<Plan> p = MakePlan(*df, po);
+  po.layer_options.set_normalize_permissions(normalize);
+  po.secret_digests = secret_digests;
+  return MakePlan(*df, po);
+}
+
+absl::StatusOr<Keys> PlanKeys(const std::string& dockerfile, const std::string& context_dir,
+                              const std::map<std::string, std::string>& build_args = {},
+                              bool normalize = false,
+                              const std::map<std::string, std::string>& secret_digests = {}) {
+  absl::StatusOr<Plan> p = PlanOf(dockerfile, context_dir, build_args, normalize, secret_digests);
   if (!p.ok()) return p.status();
   Keys k;
   for (const Step& s : p->stages[p->target].steps) {
@@ -106,10 +117,10 @@ TEST(KeyPropertiesTest, MtimesFileOrderAndHostPathDoNotChangeKeys) {
   one.Write("b.txt", "beta");
   one.Write("sub/c.txt", "gamma");
   one.Touch("a.txt", 1000);
-  Dir two = NewDir();  // another path, files created in the other order, other mtimes/modes
-  two.Write("sub/c.txt", "gamma", 0600);
-  two.Write("b.txt", "beta", 0640);
-  two.Write("a.txt", "alpha", 0600);
+  Dir two = NewDir();  // another path, files created in the other order, other mtimes
+  two.Write("sub/c.txt", "gamma");
+  two.Write("b.txt", "beta");
+  two.Write("a.txt", "alpha");
   two.Touch("a.txt", 2000000000);
   two.Touch("sub/c.txt", 12345);
   absl::StatusOr<Keys> k1 = PlanKeys(kFile, one.path());
@@ -189,6 +200,40 @@ TEST(KeyPropertiesTest, ArgValueChangesKeysFromItsFirstUseInTheStage) {
   EXPECT_EQ(v1->key, v1_explicit->key);  // the default or the same value given: same keys
 }
 
+TEST(KeyPropertiesTest, SecretMountsAreKeyedByTheDigestOfTheirValue) {
+  // The digests stand for auth::SecretKey::Hash of the values: a different value gives a
+  // different key (tenant B's secret never hits tenant A's layer), the value is not in it.
+  const char kSecret[] =
+      "FROM base:a\n"
+      "RUN --mount=type=secret,id=npmrc cat /run/secrets/npmrc\n"
+      "RUN --mount=type=secret,target=/tok echo other\n"
+      "RUN echo plain\n";
+  Dir d = NewDir();
+  absl::StatusOr<Keys> a =
+      PlanKeys(kSecret, d.path(), {}, false, {{"npmrc", "digest-a"}, {"tok", "t"}});
+  absl::StatusOr<Keys> a2 =
+      PlanKeys(kSecret, d.path(), {}, false, {{"npmrc", "digest-a"}, {"tok", "t"}});
+  absl::StatusOr<Keys> b =
+      PlanKeys(kSecret, d.path(), {}, false, {{"npmrc", "digest-b"}, {"tok", "t"}});
+  absl::StatusOr<Keys> none = PlanKeys(kSecret, d.path());
+  ASSERT_TRUE(a.ok() && a2.ok() && b.ok() && none.ok()) << a.status();
+  ASSERT_EQ(a->key.size(), 3u);
+  EXPECT_EQ(a->key, a2->key);
+  EXPECT_NE(a->key[0], b->key[0]);
+  EXPECT_NE(a->key[0], none->key[0]);
+  EXPECT_NE(a->key[1], none->key[1]);  // a target-only secret's id is the target's base name
+  absl::StatusOr<Plan> p = PlanOf(kSecret, d.path(), {}, false, {{"npmrc", "digest-a"}});
+  ASSERT_TRUE(p.ok());
+  bool found = false;
+  for (const auto& [k, v] : p->stages[p->target].steps[0].preimage) {
+    if (k == "secret") {
+      EXPECT_EQ(v, "npmrc digest-a");
+      found = true;
+    }
+  }
+  EXPECT_TRUE(found);
+}
+
 TEST(KeyPropertiesTest, CommentsAndWhitespaceOnlyEditsChangeNoKey) {
   const char kPlain[] =
       "FROM base:a\n"
@@ -246,19 +291,22 @@ TEST(KeyPropertiesTest, ExecutableBitAndSymlinkTargetsAreKeyed) {
   EXPECT_NE(l1->key[4], l2->key[4]);  // COPY . sees the symlink's target text
 }
 
-TEST(KeyPropertiesTest, PreservePermissionsKeysTheFullMode) {
+TEST(KeyPropertiesTest, PermissionBitsAreKeyedUnlessNormalized) {
   Dir d = NewDir();
   d.Write("a.txt", "alpha", 0644);
   d.Write("b.txt", "beta");
-  absl::StatusOr<Keys> normal1 = PlanKeys(kFile, d.path());
-  absl::StatusOr<Keys> preserve1 = PlanKeys(kFile, d.path(), {}, true);
+  absl::StatusOr<Keys> kept1 = PlanKeys(kFile, d.path());
+  absl::StatusOr<Keys> normal1 = PlanKeys(kFile, d.path(), {}, /*normalize=*/true);
   d.Write("a.txt", "alpha", 0600);
-  absl::StatusOr<Keys> normal2 = PlanKeys(kFile, d.path());
-  absl::StatusOr<Keys> preserve2 = PlanKeys(kFile, d.path(), {}, true);
-  ASSERT_TRUE(normal1.ok() && normal2.ok() && preserve1.ok() && preserve2.ok());
-  EXPECT_EQ(normal1->key, normal2->key);            // 0600 and 0644 both become 0644
-  EXPECT_NE(preserve1->key[0], preserve2->key[0]);  // but not when preserving
-  EXPECT_NE(normal1->key[0], preserve1->key[0]);
+  absl::StatusOr<Keys> kept2 = PlanKeys(kFile, d.path());
+  absl::StatusOr<Keys> normal2 = PlanKeys(kFile, d.path(), {}, true);
+  d.Write("a.txt", "alpha", 04644);
+  absl::StatusOr<Keys> kept3 = PlanKeys(kFile, d.path());
+  ASSERT_TRUE(normal1.ok() && normal2.ok() && kept1.ok() && kept2.ok() && kept3.ok());
+  EXPECT_NE(kept1->key[0], kept2->key[0]);  // 0644 -> 0600: Docker copies the mode, so do we
+  EXPECT_NE(kept1->key[0], kept3->key[0]);  // and the setuid bit
+  EXPECT_EQ(normal1->key, normal2->key);    // normalized, 0600 and 0644 both become 0644
+  EXPECT_NE(normal1->key[0], kept1->key[0]);
 }
 
 TEST(KeyPropertiesTest, BaseImageIsKeyedByItsLayersNotItsTag) {
@@ -351,6 +399,150 @@ TEST(EntitlementsTest, InsecureAndHostNetworkNeedTheBuildAndTheHost) {
               HasSubstr("Dockerfile:3:1: RUN --network=host (the build's --network) needs"));
   // Plain RUNs and --network=none need nothing.
   EXPECT_TRUE(PlanWithEntitlements("FROM base:a\nRUN --network=none true\n", {}, {}).ok());
+}
+
+// COPY <<EOF: the heredoc is a source of the step ("<<NAME" after the paths, as BuildKit copies
+// its heredocs last), its body an inline file, expanded unless the delimiter is quoted.
+TEST(CopyRequestTest, HeredocsAreSourcesOfTheStep) {
+  Dir d = NewDir();
+  d.Write("x.txt", "x");
+  absl::StatusOr<Plan> p = PlanOf(
+      "FROM base:a\n"
+      "ARG NAME=world\n"
+      "COPY <<EOF /g.txt\n"
+      "hello $NAME\n"
+      "EOF\n"
+      "COPY <<A x.txt <<'B' /multi/\n"
+      "a $NAME\n"
+      "A\n"
+      "b $NAME\n"
+      "B\n",
+      d.path());
+  ASSERT_TRUE(p.ok()) << p.status();
+  const std::vector<Step>& steps = p->stages[p->target].steps;
+  ASSERT_EQ(steps.size(), 3u);
+  const farm::v1::CopyOp& one = steps[1].request.copy();
+  EXPECT_THAT(one.srcs(), ::testing::ElementsAre("<<EOF"));
+  ASSERT_EQ(one.inline_files_size(), 1);
+  EXPECT_EQ(one.inline_files(0).name(), "EOF");
+  EXPECT_EQ(one.inline_files(0).content(), "hello world\n");
+  EXPECT_EQ(one.dest(), "/g.txt");
+  const farm::v1::CopyOp& two = steps[2].request.copy();
+  EXPECT_THAT(two.srcs(), ::testing::ElementsAre("x.txt", "<<A", "<<B"));
+  ASSERT_EQ(two.inline_files_size(), 2);
+  EXPECT_EQ(two.inline_files(0).content(), "a world\n");
+  EXPECT_EQ(two.inline_files(1).content(), "b $NAME\n");
+  EXPECT_EQ(steps[2].created_by, "COPY x.txt <<A <<B /multi/ # buildkit");
+}
+
+const Step* FindStep(const Stage& s, const std::string& prefix) {
+  for (const Step& st : s.steps) {
+    if (absl::StartsWith(st.created_by, prefix)) return &st;
+  }
+  return nullptr;
+}
+
+// What Docker's BuildKit writes in the history and config, instruction by instruction.
+TEST(DockerFormsTest, HistoryAndConfig) {
+  Dir d = NewDir();
+  absl::StatusOr<Plan> p = PlanOf(
+      "FROM base:a\n"
+      "ARG A=1\n"
+      "ARG NOVALUE\n"
+      "ENV X=env\n"
+      "ARG X=arg\n"
+      "RUN echo $X\n"
+      "ARG A=2\n"
+      "RUN true\n"
+      "HEALTHCHECK --retries=3 CMD true\n"
+      "HEALTHCHECK --start-interval=5s --retries=65 CMD [\"/ok\"]\n"
+      "ONBUILD RUN later\n"
+      "CMD echo hi\n"
+      "WORKDIR /\n"
+      "WORKDIR /app\n",
+      d.path());
+  ASSERT_TRUE(p.ok()) << p.status();
+  const Stage& s = p->stages[p->target];
+  // RUN: every ARG declared so far once, where first declared, with its value in the build
+  // state ("" without one); an ARG after ENV of the same name wins for RUN and expansion.
+  const Step* run1 = FindStep(s, "RUN |3 A=1 NOVALUE= X=arg /bin/sh -c echo $X # buildkit");
+  ASSERT_NE(run1, nullptr);
+  EXPECT_THAT(run1->request.env().env(), ::testing::Contains("X=arg"));
+  EXPECT_NE(FindStep(s, "RUN |3 A=2 NOVALUE= X=arg /bin/sh -c true # buildkit"), nullptr);
+  EXPECT_THAT(s.config.config.env, ::testing::Contains("X=env"));  // ENV only in the config
+  // HEALTHCHECK: Go's %q of the config, the start interval only when set.
+  EXPECT_NE(FindStep(s, "HEALTHCHECK &{[\"CMD-SHELL\" \"true\"] \"0s\" \"0s\" \"0s\" '\\x03'}"),
+            nullptr);
+  EXPECT_NE(FindStep(s, "HEALTHCHECK &{[\"CMD\" \"/ok\"] \"0s\" \"0s\" \"0s\" \"5s\" 'A'}"),
+            nullptr);
+  // ONBUILD: in the config, not in the history.
+  const Step* onbuild = FindStep(s, "ONBUILD RUN later");
+  ASSERT_NE(onbuild, nullptr);
+  EXPECT_FALSE(onbuild->in_history);
+  EXPECT_THAT(s.config.config.on_build, ::testing::ElementsAre("RUN later"));
+  // CMD sets ArgsEscaped.
+  EXPECT_TRUE(s.config.config.args_escaped);
+  // WORKDIR: "WORKDIR /dir" with no "# buildkit"; / makes no directory (and no layer).
+  const Step* root = FindStep(s, "WORKDIR /");
+  ASSERT_NE(root, nullptr);
+  EXPECT_EQ(root->created_by, "WORKDIR /");
+  EXPECT_EQ(root->kind, StepKind::kMetadata);
+  const Step* app = FindStep(s, "WORKDIR /app");
+  ASSERT_NE(app, nullptr);
+  EXPECT_EQ(app->kind, StepKind::kWorkdir);
+}
+
+TEST(DockerFormsTest, ScratchHasWorkingDirAndPath) {
+  Dir d = NewDir();
+  absl::StatusOr<Plan> p = PlanOf("FROM scratch\nENV A=1\n", d.path());
+  ASSERT_TRUE(p.ok()) << p.status();
+  const oci::ContainerConfig& c = p->stages[p->target].config.config;
+  EXPECT_EQ(c.working_dir, "/");
+  EXPECT_THAT(c.env, ::testing::ElementsAre(absl::StrCat("PATH=", kDefaultPath), "A=1"));
+}
+
+TEST(DockerFormsTest, DuplicateStageNamesResolveAsBuildKit) {
+  Dir d = NewDir();
+  absl::StatusOr<Plan> p = PlanOf(
+      "FROM base:a AS dup\n"
+      "RUN echo first\n"
+      "FROM dup AS derived\n"
+      "FROM base:a AS dup\n"
+      "RUN echo second\n"
+      "FROM base:a\n"
+      "COPY --from=dup /x /\n"
+      "COPY --from=derived /y /\n",
+      d.path());
+  ASSERT_TRUE(p.ok()) << p.status();
+  // COPY --from names the last "dup" (stage 2); FROM dup the one before it (stage 0).
+  const Step& copy = p->stages[p->target].steps[0];
+  ASSERT_TRUE(copy.copy_from.has_value());
+  EXPECT_EQ(copy.copy_from->stage, 2);
+  bool derived_found = false;
+  for (const Stage& s : p->stages) {
+    if (s.name == "derived") {
+      derived_found = true;
+      EXPECT_EQ(s.base_stage, 0);
+    }
+  }
+  EXPECT_TRUE(derived_found);
+  EXPECT_THAT(absl::StrJoin(p->warnings, "\n"), HasSubstr("Duplicate stage name \"dup\""));
+}
+
+TEST(KeyPropertiesTest, HardLinksInTheContextAreKeyed) {
+  // The same contents as two files or as one file with two names: different layers.
+  Dir d = NewDir();
+  d.Write("a.txt", "alpha");
+  d.Write("b.txt", "beta");
+  d.Write("sub/c.txt", "alpha");
+  absl::StatusOr<Keys> copies = PlanKeys(kFile, d.path());
+  std::string c = common::JoinPath(d.path(), "sub/c.txt");
+  ASSERT_EQ(unlink(c.c_str()), 0);
+  ASSERT_EQ(link(common::JoinPath(d.path(), "a.txt").c_str(), c.c_str()), 0);
+  absl::StatusOr<Keys> linked = PlanKeys(kFile, d.path());
+  ASSERT_TRUE(copies.ok() && linked.ok());
+  EXPECT_NE(copies->key[0], linked->key[0]);  // COPY a.txt: a.txt is now in a group
+  EXPECT_NE(copies->key[4], linked->key[4]);  // COPY . /all/
 }
 
 }  // namespace

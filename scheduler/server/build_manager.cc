@@ -343,6 +343,7 @@ absl::StatusOr<std::unique_ptr<BuildManager>> BuildManager::Create(Options optio
   ro.insecure_registries = impl->opt.insecure_registries;
   ro.permitted_entitlements = impl->opt.permitted_entitlements;
   ro.docker_config_dir = impl->opt.docker_config_dir;
+  ro.secret_key = impl->opt.secret_key;
   impl->runner = std::make_unique<BuildRunner>(std::move(ro));
   {
     absl::MutexLock l(&impl->mu);

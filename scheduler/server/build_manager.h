@@ -32,6 +32,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "auth/secret_key.h"
 #include "cache/action_cache.h"
 #include "cache/blob_store.h"
 #include "executor/step_executor.h"
@@ -55,7 +56,9 @@ class BuildManager {
     // a RUN needing another fails at plan time. (Per tenant once tenants have identities.)
     std::set<std::string> permitted_entitlements;
     std::string docker_config_dir;  // registry credentials; "" = the default
-    std::string cache_address;      // advertised to clients (GetSchedulerInfo)
+    // Keys secret values' digests in step keys (BuildRunner::Options::secret_key).
+    std::shared_ptr<const auth::SecretKey> secret_key;
+    std::string cache_address;  // advertised to clients (GetSchedulerInfo)
     // Finished builds whose events are kept (older ones keep only their BuildInfo).
     int keep_events_of_builds = 1000;
     std::string version = "0.1.0";

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <utility>
 
+#include "common/digest.h"
 #include "common/status_macros.h"
 #include "oci/reference.h"
 #include "scheduler/image/store_resolver.h"
@@ -37,6 +38,17 @@ absl::StatusOr<pipeline::Request> BuildRunner::PipelineRequest(
   pr.plan.allowed_entitlements = {req.allow_entitlements().begin(), req.allow_entitlements().end()};
   pr.plan.permitted_entitlements = options_.permitted_entitlements;
   pr.plan.permitted_by = "farm-scheduler (--allow-entitlement NAME)";
+  if (!spec.secrets.empty()) {
+    std::shared_ptr<const auth::SecretKey> key = options_.secret_key;
+    if (key == nullptr) {
+      static const auth::SecretKey* process_key =
+          auth::SecretKey::FromBytes(common::RandomHex(32)).value().release();
+      key = std::shared_ptr<const auth::SecretKey>(process_key, [](const auth::SecretKey*) {});
+    }
+    for (const auto& [id, value] : spec.secrets) {
+      pr.plan.secret_digests[id] = key->Hash("farm.secret.v1", value);
+    }
+  }
   pr.resolve.pull_policy = req.pull() ? image::PullPolicy::kAlways : image::PullPolicy::kMissing;
   pr.resolve.registry.insecure_registries = options_.insecure_registries;
   for (const std::string& r : req.insecure_registries()) {

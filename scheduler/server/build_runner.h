@@ -23,6 +23,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/notification.h"
+#include "auth/secret_key.h"
 #include "cache/action_cache.h"
 #include "cache/blob_store.h"
 #include "executor/step_executor.h"
@@ -46,6 +47,9 @@ class BuildRunner {
     std::string docker_config_dir;                 // registry credentials; "" = the default
     // Entitlements the farm permits to builds that ask for them (checked at plan time).
     std::set<std::string> permitted_entitlements;
+    // Keys the digests of secret values in step keys (plan::PlanOptions::secret_digests);
+    // null: an in-memory key (secret-mounting steps then miss after a restart).
+    std::shared_ptr<const auth::SecretKey> secret_key;
   };
 
   explicit BuildRunner(Options options) : options_(std::move(options)) {}

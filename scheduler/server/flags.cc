@@ -7,6 +7,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "auth/flags.h"
 #include "common/flags.h"
 #include "executor/entitlements.h"
 
@@ -68,6 +69,10 @@ absl::StatusOr<ParsedFlags> ParseFlags(const std::vector<std::string>& args) {
               "repeatable): network.host, security.insecure. Workers must permit it too",
               "NAME");
 
+  auth::RegisterServerFlags(&fs, &o.security);
+  auth::RegisterClientFlags(&fs, "cache-", &o.cache_security, /*register_insecure=*/false);
+  o.security.tls.client_certs = auth::TlsServerOptions::ClientCerts::kOptional;
+
   absl::StatusOr<std::vector<std::string>> positionals = fs.Parse(args);
   if (!positionals.ok()) return absl::InvalidArgumentError(positionals.status().message());
   if (fs.help_requested()) {
@@ -123,6 +128,7 @@ absl::StatusOr<ParsedFlags> ParseFlags(const std::vector<std::string>& args) {
   o.max_queued_tasks = static_cast<int>(max_queued_tasks);
   o.max_attempts = static_cast<int>(max_attempts);
   if (o.advertise_cache.empty()) o.advertise_cache = o.cache;
+  o.cache_security.insecure = o.security.insecure;
   return out;
 }
 

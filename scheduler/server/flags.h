@@ -17,6 +17,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "auth/grpc_auth.h"
 
 namespace farm::scheduler::server {
 
@@ -38,6 +39,11 @@ struct SchedulerOptions {
   std::vector<std::string> insecure_registries;  // --insecure-registry HOST:PORT
   std::string docker_config_dir;                 // --docker-config ("" = ~/.docker)
   std::set<std::string> permitted_entitlements;  // --allow-entitlement NAME (known names)
+  // auth/flags.h: --tls-cert, --tls-key, --tls-client-ca (client certificates optional:
+  // workers present them, clients carry tokens), --worker-ca, --token-keys, --insecure.
+  auth::ServerAuthOptions security;
+  // Dialing farm-cache: --cache-tls-ca, --cache-tls-cert/--cache-tls-key, --cache-token-file.
+  auth::ClientAuthOptions cache_security;
 };
 
 struct ParsedFlags {

@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
+#include "auth/flags.h"
 #include "cache/client/grpc_action_cache.h"
 #include "cache/client/grpc_blob_store.h"
 #include "common/fs.h"
@@ -71,6 +72,19 @@ int main(int argc, char** argv) {
   if (absl::Status s = farm::common::ProbeListenAddress(listen); !s.ok()) {
     return Fail(std::string(s.message()));
   }
+  farm::auth::ServerAuthOptions sec = opt.security;
+  sec.authorizer = farm::scheduler::server::SchedulerAuthRules();
+  sec.log = [](absl::string_view line) { LogLine(line); };
+  std::string auth_warning;
+  absl::StatusOr<std::shared_ptr<const farm::auth::ServerAuth>> auth =
+      farm::auth::MakeServerAuth(std::move(sec), &auth_warning);
+  if (!auth.ok()) return Fail(std::string(auth.status().message()));
+  std::shared_ptr<const farm::auth::ServerAuth> server_auth = *auth;
+  dopt.worker_identity = [server_auth](const grpc::CallbackServerContext& ctx) {
+    return farm::scheduler::server::WorkerIdentityOf(*server_auth, ctx);
+  };
+  absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> creds = server_auth->Credentials(listen);
+  if (!creds.ok()) return Fail(std::string(creds.status().message()));
   sigset_t stop;
   sigemptyset(&stop);
   sigaddset(&stop, SIGINT);
@@ -82,7 +96,7 @@ int main(int argc, char** argv) {
 
   // farm-cache: one channel for the CAS and the action cache.
   absl::StatusOr<std::shared_ptr<grpc::Channel>> channel =
-      farm::cache::client::NewCacheChannel(cache);
+      farm::cache::client::NewCacheChannel(cache, opt.cache_security);
   if (!channel.ok()) return Fail(std::string(channel.status().message()), 2);
   auto cas = std::make_shared<farm::cache::client::GrpcBlobStore>(
       *channel, farm::cache::client::GrpcBlobStore::Options());
@@ -116,6 +130,12 @@ int main(int argc, char** argv) {
   mopt.insecure_registries = opt.insecure_registries;
   mopt.docker_config_dir = opt.docker_config_dir;
   mopt.permitted_entitlements = opt.permitted_entitlements;
+  // Secret values enter step keys only as HMACs under this key (every scheduler of a farm
+  // that shares a cache should share the file).
+  absl::StatusOr<std::unique_ptr<farm::auth::SecretKey>> secret_key =
+      farm::auth::SecretKey::LoadOrCreate(farm::common::JoinPath(dir, "secret.key"));
+  if (!secret_key.ok()) return Fail(std::string(secret_key.status().message()));
+  mopt.secret_key = *std::move(secret_key);
   mopt.cache_address = opt.advertise_cache;
   mopt.worker_count = [d] { return static_cast<int>(d->Stats().workers_connected); };
   mopt.log = [](const std::string& line) { LogLine(line); };
@@ -123,10 +143,11 @@ int main(int argc, char** argv) {
       farm::scheduler::server::BuildManager::Create(std::move(mopt));
   if (!manager.ok()) return Fail(std::string(manager.status().message()));
 
-  farm::scheduler::server::SchedulerService service(manager->get(), [d] { return d->Workers(); });
+  farm::scheduler::server::SchedulerService service(
+      manager->get(), [d] { return d->Workers(); }, server_auth);
   grpc::ServerBuilder builder;
   int port = 0;
-  builder.AddListeningPort(listen, grpc::InsecureServerCredentials(), &port);
+  builder.AddListeningPort(listen, *creds, &port);
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   builder.SetMaxReceiveMessageSize(64 << 20);
   // Keep worker and client streams alive through idle NAT/firewall state.
@@ -139,6 +160,7 @@ int main(int argc, char** argv) {
   std::string bound = listen.substr(0, listen.rfind(':') + 1) + std::to_string(port);
   std::cout << "farm-scheduler: listening on " << bound << " (cache " << cache << ", dir " << dir
             << ")" << std::endl;
+  if (!auth_warning.empty()) LogLine(absl::StrCat("WARNING: ", auth_warning));
 
   int sig = 0;
   sigwait(&stop, &sig);

@@ -4,8 +4,11 @@
 #include <memory>
 #include <optional>
 
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/synchronization/mutex.h"
 #include "common/grpc_status.h"
+#include "common/status_macros.h"
 
 namespace farm::scheduler::server {
 
@@ -170,6 +173,48 @@ class FailedStream final : public grpc::ServerWriteReactor<farm::v1::BuildStream
   void OnDone() override { delete this; }
 };
 
+constexpr absl::string_view kScheduler = "/farm.v1.Scheduler/";
+constexpr absl::string_view kWorkerHub = "/farm.v1.WorkerHub/";
+
+std::string Method(absl::string_view name) { return absl::StrCat(kScheduler, name); }
+
+// With authentication on: the build runs as the submitter's tenant, in cache scopes its
+// token may use, under the farm's registry policy.
+absl::Status ApplySubmitter(const auth::Identity& who, farm::v1::SubmitBuildRequest* r) {
+  if (who.tenant.empty()) {
+    return absl::PermissionDeniedError(
+        absl::StrCat(who.DebugString(),
+                     " has no farm/tenant claim: builds need a tenant "
+                     "(farm token mint --tenant NAME)"));
+  }
+  if (!r->tenant().empty() && r->tenant() != who.tenant) {
+    return absl::PermissionDeniedError(
+        absl::StrCat("the build asks for tenant \"", r->tenant(), "\" but ", who.DebugString(),
+                     " builds for tenant \"", who.tenant, "\" (drop --tenant/FARM_TENANT)"));
+  }
+  r->set_tenant(who.tenant);
+  std::string write = r->cache_write_scope().empty() ? "main" : r->cache_write_scope();
+  if (!who.CanWrite(write)) {
+    return absl::PermissionDeniedError(
+        absl::StrCat("cache scope \"", write, "\": ", who.DebugString(), " may write only [",
+                     absl::StrJoin(who.write_scopes, ", "), "] (farm submit --cache-scope SCOPE)"));
+  }
+  for (const std::string& scope : r->cache_read_scopes()) {
+    if (!who.CanRead(scope)) {
+      return absl::PermissionDeniedError(absl::StrCat("cache scope \"", scope,
+                                                      "\": ", who.DebugString(), " may read only [",
+                                                      absl::StrJoin(who.read_scopes, ", "), "]"));
+    }
+  }
+  if (!r->insecure_registries().empty()) {
+    return absl::PermissionDeniedError(
+        absl::StrCat("--insecure-registry ", r->insecure_registries(0),
+                     ": the registry policy of an authenticated farm is the scheduler's own "
+                     "(farm-scheduler --insecure-registry), not the client's"));
+  }
+  return absl::OkStatus();
+}
+
 grpc::ServerUnaryReactor* Done(grpc::CallbackServerContext* ctx, const absl::Status& s) {
   grpc::ServerUnaryReactor* r = ctx->DefaultReactor();
   r->Finish(common::ToGrpcStatus(s));
@@ -178,15 +223,69 @@ grpc::ServerUnaryReactor* Done(grpc::CallbackServerContext* ctx, const absl::Sta
 
 }  // namespace
 
-SchedulerService::SchedulerService(BuildManager* manager, WorkerLister workers)
-    : manager_(manager), workers_(std::move(workers)) {}
+auth::Authorizer::Ptr SchedulerAuthRules() {
+  using auth::Rule;
+  absl::StatusOr<std::unique_ptr<auth::TableAuthorizer>> rules = auth::TableAuthorizer::Create({
+      Rule(Method("SubmitBuild")).Role(auth::kRoleSubmit),
+      Rule(Method("AttachBuild")).Tokens().TenantOwned(),
+      Rule(Method("GetBuild")).Tokens().TenantOwned(),
+      Rule(Method("CancelBuild")).Tokens().TenantOwned(),
+      Rule(Method("ListBuilds")).Tokens(),
+      Rule(Method("ListWorkers")).Tokens(),
+      Rule(Method("GetSchedulerInfo")).Anyone(),
+      Rule(absl::StrCat(kWorkerHub, "*")).Workers(),
+      Rule("/grpc.health.v1.Health/*").Anyone(),
+  });
+  return *std::move(rules);  // a fixed table (scheduler_auth_test)
+}
+
+absl::StatusOr<std::string> WorkerIdentityOf(const auth::ServerAuth& auth,
+                                             const grpc::CallbackServerContext& ctx) {
+  if (auth.allows_all()) return std::string();
+  ASSIGN_OR_RETURN(auth::Identity who,
+                   auth.Authorize(ctx, absl::StrCat(kWorkerHub, "Connect"), auth::RequestInfo()));
+  if (!who.is_worker()) {
+    return absl::PermissionDeniedError(
+        absl::StrCat(who.DebugString(), " is not a worker: WorkerHub needs a worker certificate"));
+  }
+  auth.Audit(ctx, who, "worker join");
+  return who.worker_id;
+}
+
+SchedulerService::SchedulerService(BuildManager* manager, WorkerLister workers,
+                                   std::shared_ptr<const auth::ServerAuth> auth)
+    : manager_(manager),
+      workers_(std::move(workers)),
+      auth_(auth ? std::move(auth)
+                 : std::shared_ptr<const auth::ServerAuth>(auth::ServerAuth::AllowAll())) {}
+
+absl::Status SchedulerService::CheckOwner(const grpc::CallbackServerContext& ctx,
+                                          absl::string_view method, const std::string& id) const {
+  if (auth_->allows_all()) return absl::OkStatus();
+  ASSIGN_OR_RETURN(farm::v1::BuildInfo info, manager_->Get(id));
+  return auth_->Authorize(ctx, Method(method), auth::RequestInfo::OwnedBy(info.tenant())).status();
+}
 
 grpc::ServerWriteReactor<farm::v1::BuildStreamEvent>* SchedulerService::SubmitBuild(
     grpc::CallbackServerContext* ctx, const farm::v1::SubmitBuildRequest* req) {
   farm::v1::SubmitBuildRequest r = *req;
+  absl::StatusOr<auth::Identity> who =
+      auth_->Authorize(*ctx, Method("SubmitBuild"), auth::RequestInfo());
+  if (!who.ok()) return new FailedStream(who.status());
+  if (!auth_->allows_all()) {
+    if (absl::Status s = ApplySubmitter(*who, &r); !s.ok()) return new FailedStream(s);
+    // Listings show who submitted as the farm knows them, not what the client claims.
+    r.set_client(absl::StrCat(who->subject, r.client().empty() ? "" : " (", r.client(),
+                              r.client().empty() ? "" : ")"));
+  }
   if (r.client().empty()) r.set_client(ctx->peer());
   absl::StatusOr<std::string> id = manager_->Submit(r);
   if (!id.ok()) return new FailedStream(id.status());
+  if (!auth_->allows_all()) {
+    auth_->Audit(*ctx, *who,
+                 absl::StrCat("submit build ", *id, " (tenant ", r.tenant(), ", cache scope ",
+                              r.cache_write_scope().empty() ? "main" : r.cache_write_scope(), ")"));
+  }
   // The header: the build id, before anything happens (the build may wait in the queue).
   farm::v1::BuildStreamEvent header;
   header.set_build_id(*id);
@@ -199,10 +298,12 @@ grpc::ServerWriteReactor<farm::v1::BuildStreamEvent>* SchedulerService::SubmitBu
 
 grpc::ServerWriteReactor<farm::v1::BuildStreamEvent>* SchedulerService::AttachBuild(
     grpc::CallbackServerContext* ctx, const farm::v1::AttachBuildRequest* req) {
-  (void)ctx;
   if (req->build_id().empty()) return new FailedStream(absl::InvalidArgumentError("no build id"));
   if (req->after_seq() < 0) {
     return new FailedStream(absl::InvalidArgumentError("after_seq must not be negative"));
+  }
+  if (absl::Status s = CheckOwner(*ctx, "AttachBuild", req->build_id()); !s.ok()) {
+    return new FailedStream(s);
   }
   auto* reactor = new EventStreamReactor(manager_, req->build_id(), req->after_seq());
   reactor->Start();
@@ -212,6 +313,9 @@ grpc::ServerWriteReactor<farm::v1::BuildStreamEvent>* SchedulerService::AttachBu
 grpc::ServerUnaryReactor* SchedulerService::GetBuild(grpc::CallbackServerContext* ctx,
                                                      const farm::v1::GetBuildRequest* req,
                                                      farm::v1::BuildInfo* resp) {
+  if (absl::Status s = CheckOwner(*ctx, "GetBuild", req->build_id()); !s.ok()) {
+    return Done(ctx, s);
+  }
   absl::StatusOr<farm::v1::BuildInfo> info = manager_->Get(req->build_id());
   if (info.ok()) *resp = *std::move(info);
   return Done(ctx, info.status());
@@ -220,7 +324,18 @@ grpc::ServerUnaryReactor* SchedulerService::GetBuild(grpc::CallbackServerContext
 grpc::ServerUnaryReactor* SchedulerService::CancelBuild(grpc::CallbackServerContext* ctx,
                                                         const farm::v1::CancelBuildRequest* req,
                                                         farm::v1::BuildInfo* resp) {
+  if (absl::Status s = CheckOwner(*ctx, "CancelBuild", req->build_id()); !s.ok()) {
+    return Done(ctx, s);
+  }
   absl::StatusOr<farm::v1::BuildInfo> info = manager_->Cancel(req->build_id());
+  if (info.ok() && !auth_->allows_all()) {
+    absl::StatusOr<auth::Identity> who = auth_->IdentityOf(*ctx);
+    if (who.ok()) {
+      auth_->Audit(
+          *ctx, *who,
+          absl::StrCat("cancel build ", req->build_id(), " (tenant ", info->tenant(), ")"));
+    }
+  }
   if (info.ok()) *resp = *std::move(info);
   return Done(ctx, info.status());
 }
@@ -228,7 +343,22 @@ grpc::ServerUnaryReactor* SchedulerService::CancelBuild(grpc::CallbackServerCont
 grpc::ServerUnaryReactor* SchedulerService::ListBuilds(grpc::CallbackServerContext* ctx,
                                                        const farm::v1::ListBuildsRequest* req,
                                                        farm::v1::ListBuildsResponse* resp) {
-  absl::StatusOr<std::vector<farm::v1::BuildInfo>> builds = manager_->List(*req);
+  farm::v1::ListBuildsRequest r = *req;
+  if (!auth_->allows_all()) {
+    absl::StatusOr<auth::Identity> who =
+        auth_->Authorize(*ctx, Method("ListBuilds"), auth::RequestInfo());
+    if (!who.ok()) return Done(ctx, who.status());
+    if (!who->HasRole(auth::kRoleAdmin)) {
+      if (!r.tenant().empty() && r.tenant() != who->tenant) {
+        return Done(ctx, absl::PermissionDeniedError(
+                             absl::StrCat(who->DebugString(), " may list only tenant \"",
+                                          who->tenant, "\"'s builds, not \"", r.tenant(), "\"'s")));
+      }
+      if (who->tenant.empty()) return Done(ctx, absl::OkStatus());  // no tenant, no builds
+      r.set_tenant(who->tenant);
+    }
+  }
+  absl::StatusOr<std::vector<farm::v1::BuildInfo>> builds = manager_->List(r);
   if (builds.ok()) {
     for (farm::v1::BuildInfo& b : *builds) *resp->add_builds() = std::move(b);
   }

@@ -12,6 +12,8 @@
 #include <functional>
 #include <vector>
 
+#include "auth/authorizer.h"
+#include "auth/grpc_auth.h"
 #include "farm/v1/scheduler.grpc.pb.h"
 #include "scheduler/server/build_manager.h"
 
@@ -20,8 +22,13 @@ namespace farm::scheduler::server {
 class SchedulerService final : public farm::v1::Scheduler::CallbackService {
  public:
   using WorkerLister = std::function<std::vector<farm::v1::WorkerInfo>()>;
-  // `manager` must outlive the service; `workers` may be null (no workers listed).
-  SchedulerService(BuildManager* manager, WorkerLister workers);
+  // `manager` must outlive the service; `workers` may be null (no workers listed). `auth`:
+  // who may do what (SchedulerAuthRules); null = ServerAuth::AllowAll() (tests, trusted
+  // loopback). With authentication on, a build's tenant is its submitter's token's, its
+  // cache scopes must be among the token's, and a caller sees, attaches to and cancels only
+  // its own tenant's builds unless it has the admin role.
+  SchedulerService(BuildManager* manager, WorkerLister workers,
+                   std::shared_ptr<const auth::ServerAuth> auth = nullptr);
 
   grpc::ServerWriteReactor<farm::v1::BuildStreamEvent>* SubmitBuild(
       grpc::CallbackServerContext* ctx, const farm::v1::SubmitBuildRequest* req) override;
@@ -44,9 +51,23 @@ class SchedulerService final : public farm::v1::Scheduler::CallbackService {
                                              farm::v1::SchedulerInfo* resp) override;
 
  private:
+  // The build `id`'s tenant must be the caller's (or the caller an admin) for `method`.
+  absl::Status CheckOwner(const grpc::CallbackServerContext& ctx, absl::string_view method,
+                          const std::string& id) const;
+
   BuildManager* manager_;
   WorkerLister workers_;
+  std::shared_ptr<const auth::ServerAuth> auth_;
 };
+
+// farm-scheduler's authorization table for farm.v1.Scheduler, farm.v1.WorkerHub (worker
+// certificates only) and health (auth/README.md).
+auth::Authorizer::Ptr SchedulerAuthRules();
+
+// The worker id of a WorkerHub.Connect caller (dispatch::Options::worker_identity): the CN of
+// its worker certificate, audited as a join; "" when `auth` allows all.
+absl::StatusOr<std::string> WorkerIdentityOf(const auth::ServerAuth& auth,
+                                             const grpc::CallbackServerContext& ctx);
 
 }  // namespace farm::scheduler::server
 

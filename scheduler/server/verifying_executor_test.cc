@@ -1,8 +1,11 @@
 #include "scheduler/server/verifying_executor.h"
 
 #include "cache/rocksdb_blob_store.h"
+#include "common/byte_sink.h"
 #include "common/fs.h"
 #include "gtest/gtest.h"
+#include "oci/compression.h"
+#include "oci/media_types.h"
 
 namespace farm::scheduler::server {
 namespace {
@@ -36,12 +39,36 @@ class VerifyingExecutorTest : public ::testing::Test {
     VerifyingExecutor v(std::make_shared<Canned>(std::move(r)), cas_);
     return v.Execute({}, nullptr, nullptr);
   }
+  // An uncompressed layer: its diff_id is its digest.
   static farm::v1::StepResult WithLayer(const std::string& data) {
     farm::v1::StepResult r;
     common::Digest d = common::DigestOf(data);
     r.mutable_layer()->set_digest(d.OciString());
     r.mutable_layer()->set_size(d.size_bytes);
-    r.mutable_layer()->set_diff_id("sha256:" + std::string(64, 'a'));
+    r.mutable_layer()->set_diff_id(d.OciString());
+    r.mutable_layer()->set_media_type(oci::LayerMediaType(oci::Compression::kNone, false));
+    return r;
+  }
+  // `tar` gzipped and stored; the result claims `claimed_tar`'s diff_id.
+  farm::v1::StepResult StoredGzipLayer(const std::string& tar, const std::string& claimed_tar) {
+    std::string gz;
+    common::FunctionSink sink([&](absl::string_view b) {
+      gz.append(b.data(), b.size());
+      return absl::OkStatus();
+    });
+    oci::CompressionOptions co;
+    co.threads = 1;
+    auto c = oci::Compressor::Create(co, &sink);
+    EXPECT_TRUE(c.ok());
+    EXPECT_TRUE((*c)->Write(tar).ok());
+    EXPECT_TRUE((*c)->Finish().ok());
+    EXPECT_TRUE(cas_->Put(gz).ok());
+    farm::v1::StepResult r;
+    common::Digest d = common::DigestOf(gz);
+    r.mutable_layer()->set_digest(d.OciString());
+    r.mutable_layer()->set_size(d.size_bytes);
+    r.mutable_layer()->set_diff_id(common::DigestOf(claimed_tar).OciString());
+    r.mutable_layer()->set_media_type(oci::LayerMediaType(oci::Compression::kGzip, false));
     return r;
   }
   std::unique_ptr<common::TempDir> tmp_;
@@ -60,6 +87,23 @@ TEST_F(VerifyingExecutorTest, RejectsALayerTheCacheLacks) {
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.status().code(), absl::StatusCode::kUnavailable);
   EXPECT_NE(r.status().message().find("farm-cache lacks it"), absl::string_view::npos);
+}
+
+TEST_F(VerifyingExecutorTest, ChecksTheDiffIdAgainstTheStoredLayer) {
+  std::string tar(100000, 't');
+  auto good = Run(StoredGzipLayer(tar, tar));
+  EXPECT_TRUE(good.ok()) << good.status();
+  // A rogue worker uploads one layer and claims another's diff_id.
+  auto lie = Run(StoredGzipLayer(tar + "evil", tar));
+  ASSERT_FALSE(lie.ok());
+  EXPECT_EQ(lie.status().code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_NE(lie.status().message().find("reported diff_id"), absl::string_view::npos)
+      << lie.status();
+  // Bytes that are not what the media type says.
+  farm::v1::StepResult not_gzip = WithLayer("plain bytes");
+  ASSERT_TRUE(cas_->Put("plain bytes").ok());
+  not_gzip.mutable_layer()->set_media_type(oci::LayerMediaType(oci::Compression::kGzip, false));
+  EXPECT_EQ(Run(not_gzip).status().code(), absl::StatusCode::kPermissionDenied);
 }
 
 TEST_F(VerifyingExecutorTest, RejectsMalformedLayers) {

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Cache behaviour of `farm build`, each a check: a second build is all CACHED with the same
-# image ID; touching files (mtime only) keeps every step cached; editing one COPY'd file reruns
+# image ID; touching files (mtime only) keeps every step cached; a chmod reruns the steps from
+# the COPY of that file (Docker copies permission bits), unless --normalize-permissions (then a
+# chmod changes nothing); editing one COPY'd file reruns
 # exactly that step and the later ones; --no-cache reruns everything; why-miss names the edited
 # file; and with SOURCE_DATE_EPOCH a build from scratch in another home gives the same image ID.
 source "$TEST_SRCDIR/farm/tests/e2e/lib.sh"
@@ -29,9 +31,8 @@ check "second build: every step CACHED" test "$(cached_steps "$T/b2.log")" = 6
 check "second build: nothing ran" test "$(run_steps "$T/b2.log")" = 0
 check "second build: same image ID" test "$(cat "$T/id1")" = "$(cat "$T/id2")"
 
-# mtimes (and the umask's bits) change, content does not.
+# mtimes change, content does not.
 touch -d '2001-02-03 04:05:06' "$T/ctx/a.txt" "$T/ctx/b.txt" "$T/ctx/sub/c.txt"
-chmod 600 "$T/ctx/b.txt"
 check "after touch" build b3 "$T/ctx" --iidfile "$T/id3"
 check "after touch: every step CACHED" test "$(cached_steps "$T/b3.log")" = 6
 check "after touch: same image ID" test "$(cat "$T/id1")" = "$(cat "$T/id3")"
@@ -54,8 +55,22 @@ check "why-miss points a later step at the first miss" grep -q "an earlier step 
 check "--no-cache" build b5 "$T/ctx" --no-cache
 check "--no-cache: every step ran" test "$(run_steps "$T/b5.log")" = 5
 check "--no-cache: nothing CACHED but FROM" test "$(cached_steps "$T/b5.log")" = 1
-check "after --no-cache: cached again" build b6 "$T/ctx"
+check "after --no-cache: cached again" build b6 "$T/ctx" --iidfile "$T/id6"
 check "after --no-cache: every step CACHED" test "$(cached_steps "$T/b6.log")" = 6
+
+# Permission bits are copied (as docker build does), so they are part of the key: a chmod
+# reruns COPY b.txt and what follows. With --normalize-permissions (0644/0755) it does not.
+check "normalized" build n1 "$T/ctx" --normalize-permissions --iidfile "$T/idn1"
+check "normalized: its own keys (the layer options differ)" test "$(run_steps "$T/n1.log")" = 5
+chmod 600 "$T/ctx/b.txt"
+check "after chmod 600" build b3m "$T/ctx" --iidfile "$T/id3m"
+check "after chmod 600: COPY a.txt and its RUN CACHED (+FROM)" test "$(cached_steps "$T/b3m.log")" = 3
+check "after chmod 600: COPY b.txt and what follows ran" test "$(run_steps "$T/b3m.log")" = 3
+check "after chmod 600: a new image ID" test "$(cat "$T/id6")" != "$(cat "$T/id3m")"
+check "after chmod 600, normalized" build n2 "$T/ctx" --normalize-permissions --iidfile "$T/idn2"
+check "after chmod 600, normalized: every step CACHED" test "$(cached_steps "$T/n2.log")" = 6
+check "after chmod 600, normalized: same image ID" test "$(cat "$T/idn1")" = "$(cat "$T/idn2")"
+chmod 644 "$T/ctx/b.txt"
 
 # Reproducible: the same inputs in a fresh home (nothing cached) give the same image ID.
 FIRST_HOME=$FARM_HOME

@@ -15,6 +15,11 @@
 # resumes (the running step is adopted, not rerun); a small tenant is not stuck behind a big
 # one; the arm64 worker gets only arm64 tasks. Every namespace and process is removed on exit,
 # also after a failure.
+#
+# Security is on as in production (issue 12): TLS everywhere (deploy/make-certs.sh), workers
+# identified by worker-CA certificates, clients by bearer tokens (farm token mint), one tenant
+# per client. Section 9 checks the trust boundary: no token, a forged token, another tenant's
+# build, a PR token writing main, a worker without a worker certificate, gc without admin.
 set -uo pipefail
 export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
 
@@ -71,13 +76,32 @@ netns_up "${HOSTS[@]}" || { echo "FATAL: could not make the namespaces" >&2; exi
 CACHE="$NET.2:9092"
 SCHED="$NET.3:9091"
 
+# --- the farm's CAs, certificates and tokens ------------------------------------------------
+TLS="$T/tls"
+"$R/deploy/make-certs.sh" --dir "$TLS" --server "farm-cache=$NET.2" \
+  --server "farm-scheduler=$NET.3" --worker w1 --worker w2 --worker w3 --worker w4 \
+  --client farm-scheduler --client c1 --client c2 >"$T/certs.log" 2>&1 ||
+  { cat "$T/certs.log" >&2; echo "FATAL: make-certs.sh failed" >&2; exit 1; }
+mint() { "$FARM" token mint --key "$TLS/jwt/signing.key" --ttl 3h "$@"; }
+mint --sub farm-scheduler --read '*' --write '*' >"$T/sched.token"
+mint --sub ci-big --tenant big --read main --write main --role submit >"$T/c1.token"
+mint --sub ci-small --tenant small --read main --write main --role submit >"$T/c2.token"
+SERVER_SEC=(--tls-client-ca "$TLS/client-cas.crt" --worker-ca "$TLS/worker-ca.crt"
+  --token-keys "$TLS/jwt/signing.pub")
+
 # --- daemons -----------------------------------------------------------------------------
 start_cache() {
-  in_ns cache "$CACHE_BIN" --listen "$CACHE" --dir "$T/cache" >>"$T/cache.log" 2>&1 &
+  in_ns cache "$CACHE_BIN" --listen "$CACHE" --dir "$T/cache" "${SERVER_SEC[@]}" \
+    --tls-cert "$TLS/servers/farm-cache.crt" --tls-key "$TLS/servers/farm-cache.key" \
+    >>"$T/cache.log" 2>&1 &
 }
 start_scheduler() {
   in_ns sched "$SCHED_BIN" --listen "$SCHED" --cache "$CACHE" --dir "$T/sched" \
-    --heartbeat-interval 1 --lease-timeout 6 >>"$T/sched.log" 2>&1 &
+    --heartbeat-interval 1 --lease-timeout 6 "${SERVER_SEC[@]}" \
+    --tls-cert "$TLS/servers/farm-scheduler.crt" --tls-key "$TLS/servers/farm-scheduler.key" \
+    --cache-tls-ca "$TLS/ca.crt" --cache-tls-cert "$TLS/clients/farm-scheduler.crt" \
+    --cache-tls-key "$TLS/clients/farm-scheduler.key" --cache-token-file "$T/sched.token" \
+    >>"$T/sched.log" 2>&1 &
 }
 start_worker() {
   local w=$1
@@ -85,6 +109,7 @@ start_worker() {
   # Each worker's steps get addresses of their own /24 (198.18.<worker's last octet>.0/24), so
   # a step's address says which worker ran it (`where`).
   in_ns "$w" "$WORKER_BIN" --scheduler "$SCHED" --cache "$CACHE" --dir "$T/$w" --slots 1 \
+    --tls-ca "$TLS/ca.crt" --tls-cert "$TLS/workers/$w.crt" --tls-key "$TLS/workers/$w.key" \
     --step-subnet "198.18.${NETNS_ADDR[$w]}.0/24" "$@" >>"$T/$w.log" 2>&1 &
 }
 kill_host() {  # kill -SIG every process of a "host" (its daemon and what it started)
@@ -97,10 +122,18 @@ kill_host() {  # kill -SIG every process of a "host" (its daemon and what it sta
   ip netns pids "$(ns "$h")" | xargs -r kill -9 2>/dev/null
   sleep 0.2
 }
+# client_env CLIENT: the environment of the farm CLI on a client host (its certificate, for
+# farm-cache's mutual TLS, and its tenant's token; $TOKEN_FILE overrides the token).
+client_env() {
+  echo "FARM_HOME=$T/home-$1 FARM_SCHEDULER=$SCHED FARM_TLS_CA=$TLS/ca.crt" \
+    "FARM_TLS_CERT=$TLS/clients/$1.crt FARM_TLS_KEY=$TLS/clients/$1.key" \
+    "FARM_TOKEN_FILE=${TOKEN_FILE:-$T/$1.token}"
+}
 farm_c() {  # farm_c CLIENT ARGS...: the farm CLI on a client host
   local c=$1
   shift
-  in_ns "$c" env FARM_HOME="$T/home-$c" FARM_SCHEDULER="$SCHED" "$FARM" "$@"
+  # shellcheck disable=SC2046
+  in_ns "$c" env $(client_env "$c") "$FARM" "$@"
 }
 connected_workers() {
   farm_c c1 workers 2>/dev/null | awk 'NR > 1' | wc -l
@@ -325,7 +358,8 @@ done
 check "the canceled step's processes were killed on its worker within 5 s" [ "$gone" = 1 ]
 check "the canceled step never finished" sh -c "! grep -q 'slow five done' '$T/canceled.log'"
 check "the build is listed as canceled" sh -c \
-  "ip netns exec $(ns c1) $FARM builds --scheduler $SCHED | grep '$build_id' | grep -qi cancel"
+  "ip netns exec $(ns c1) env $(client_env c1) $FARM builds --scheduler $SCHED |
+    grep '$build_id' | grep -qi cancel"
 
 # 5c. A worker stopped gracefully (SIGTERM) mid-step reports the step CANCELLED: the step
 #     runs on another worker and the build succeeds.
@@ -390,16 +424,17 @@ fi
 check "the linux/arm64 build ran on the arm64 worker" [ "$(worker_tasks w4)" = 1 ]
 # The same build with its context as a tar on stdin, then with the Dockerfile on stdin: cached.
 check "farm submit - (a context tar on stdin)" sh -c "tar -C '$T/armctx' -c . |
-  ip netns exec $(ns c1) env FARM_HOME='$T/home-c1' SOURCE_DATE_EPOCH=0 $FARM submit -q \
+  ip netns exec $(ns c1) env $(client_env c1) SOURCE_DATE_EPOCH=0 $FARM submit -q \
     --scheduler $SCHED --platform linux/arm64 - >'$T/stdin.out' 2>&1"
 check "farm submit -f - (the Dockerfile on stdin)" sh -c "ip netns exec $(ns c1) \
-  env FARM_HOME='$T/home-c1' SOURCE_DATE_EPOCH=0 $FARM submit -q --scheduler $SCHED \
+  env $(client_env c1) SOURCE_DATE_EPOCH=0 $FARM submit -q --scheduler $SCHED \
     --platform linux/arm64 -f - '$T/armctx' <'$T/armctx/Dockerfile' >>'$T/stdin.out' 2>&1"
 check "both gave the arm64 build's image" [ "$(sort -u "$T/stdin.out" | wc -l)" = 1 ]
 check "and ran nothing more on the arm64 worker" [ "$(worker_tasks w4)" = 1 ]
 
 # 8. Clear errors: an unreachable scheduler, a Dockerfile syntax error (with its position).
-in_ns c1 env FARM_HOME="$T/home-c1" timeout 60 "$FARM" submit --scheduler "$NET.99:9091" \
+# shellcheck disable=SC2046
+in_ns c1 env $(client_env c1) timeout 60 "$FARM" submit --scheduler "$NET.99:9091" \
   "$T/ctx" >"$T/unreach.out" 2>&1
 check "an unreachable scheduler is a clear error" \
   grep -q "cannot reach farm-scheduler at $NET.99:9091" "$T/unreach.out"
@@ -408,7 +443,56 @@ printf 'FROM scratch\nFROB x\n' >"$T/badctx/Dockerfile"
 farm_c c1 submit --progress=plain "$T/badctx" >"$T/bad.out" 2>&1
 check "a syntax error names its line" grep -q "Dockerfile:2" "$T/bad.out"
 check "farm builds --scheduler lists the builds" \
-  sh -c "ip netns exec $(ns c1) $FARM builds --scheduler $SCHED | grep -q farm-test:1"
+  sh -c "ip netns exec $(ns c1) env $(client_env c1) $FARM builds --scheduler $SCHED |
+    grep -q farm-test:1"
+
+# 9. The trust boundary.
+in_ns c1 env FARM_HOME="$T/home-c1" FARM_TLS_CA="$TLS/ca.crt" "$FARM" builds \
+  --scheduler "$SCHED" >"$T/notoken.out" 2>&1
+check "no token: UNAUTHENTICATED, saying a token is needed" \
+  grep -q "authorization: Bearer" "$T/notoken.out"
+"$R/deploy/make-certs.sh" --dir "$T/rogue" >/dev/null 2>&1
+"$FARM" token mint --key "$T/rogue/jwt/signing.key" --sub mallory --tenant big --role admin \
+  --read '*' --write '*' >"$T/forged.token"
+TOKEN_FILE="$T/forged.token" farm_c c1 builds --scheduler "$SCHED" >"$T/forged.out" 2>&1
+check "a token signed by another key is refused" grep -qi "unauthenticated\|key" "$T/forged.out"
+check "and gets no listing" sh -c "! grep -q farm-test '$T/forged.out'"
+# Tenant small (c2) cannot see, follow or cancel tenant big's (c1) builds.
+big_id=$(farm_c c1 builds --scheduler "$SCHED" 2>/dev/null | awk 'NR == 2 { print $1 }')
+check "c1 sees its builds (${big_id:-none})" [ -n "$big_id" ]
+farm_c c2 logs "$big_id" >"$T/xlogs.out" 2>&1
+check "another tenant cannot read a build's logs" grep -q "tenant" "$T/xlogs.out"
+farm_c c2 cancel "$big_id" >"$T/xcancel.out" 2>&1
+check "another tenant cannot cancel it" grep -q "tenant" "$T/xcancel.out"
+farm_c c2 builds --scheduler "$SCHED" >"$T/xlist.out" 2>&1
+check "nor list it" sh -c "! grep -q '$big_id' '$T/xlist.out'"
+# A PR token (tenant big) reads main but writes only pr/*.
+mint --sub pr-7 --tenant big --read main --read 'pr/*' --write 'pr/*' --role submit \
+  >"$T/pr.token"
+TOKEN_FILE="$T/pr.token" farm_c c1 submit --progress=plain --platform linux/arm64 \
+  "$T/armctx" >"$T/prmain.out" 2>&1
+check "a PR token cannot build into main's cache scope" grep -q "may write only\\|may not write scope" "$T/prmain.out"
+if TOKEN_FILE="$T/pr.token" farm_c c1 submit --progress=plain --cache-scope pr/7 \
+  --platform linux/arm64 "$T/armctx" >"$T/pr.out" 2>&1; then
+  check "a PR token builds in its own scope" true
+else
+  tail -5 "$T/pr.out" >&2
+  check "a PR token builds in its own scope" false
+fi
+# A worker whose certificate is not from the worker CA (a client certificate) is refused.
+in_ns c2 timeout 8 "$WORKER_BIN" --scheduler "$SCHED" --cache "$CACHE" --dir "$T/rogue-w" \
+  --tls-ca "$TLS/ca.crt" --tls-cert "$TLS/clients/c2.crt" --tls-key "$TLS/clients/c2.key" \
+  >"$T/rogue-w.log" 2>&1
+check "a worker without a worker-CA certificate cannot join" \
+  grep -q "worker certificate" "$T/rogue-w.log"
+farm_c c1 workers --all >"$T/workers-after.out" 2>&1
+check "and is not listed" sh -c "! grep -q '$NET.22' '$T/workers-after.out'"
+# farm-cache: gc and stats need the admin role.
+farm_c c1 cache gc --cache "$CACHE" --max-size 100G >"$T/gc.out" 2>&1
+check "farm cache gc without admin is refused" grep -q "admin" "$T/gc.out"
+mint --sub ops --role admin >"$T/admin.token"
+TOKEN_FILE="$T/admin.token" farm_c c1 cache stats --cache "$CACHE" >"$T/stats.out" 2>&1
+check "with an admin token farm cache stats works" grep -qi "blobs" "$T/stats.out"
 
 echo "$checks checks, $failures failed"
 [ "$failures" -eq 0 ] || {

@@ -23,14 +23,17 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Create(Options options) {
     return absl::InvalidArgumentError(
         absl::StrCat("slots must be from 1 to 1024, not ", options.slots));
   }
+  std::shared_ptr<grpc::ChannelCredentials> scheduler_creds, cache_creds;
   if (options.scheduler_channel == nullptr) {
     ASSIGN_OR_RETURN(options.scheduler, ParsePeerAddress("--scheduler", options.scheduler));
+    ASSIGN_OR_RETURN(scheduler_creds, auth::ClientCredentials(options.scheduler, options.security));
   }
   std::shared_ptr<grpc::ChannelInterface> cache_channel;
   std::shared_ptr<cache::BlobStore> cas = options.cas;
   if (cas == nullptr) {
     ASSIGN_OR_RETURN(options.cache, ParsePeerAddress("--cache", options.cache));
-    auto channel = NewChannel(options.cache, std::nullopt);
+    ASSIGN_OR_RETURN(cache_creds, auth::ClientCredentials(options.cache, options.security));
+    auto channel = NewChannel(options.cache, std::nullopt, cache_creds);
     cache::client::GrpcBlobStore::Options co;
     co.instance_name = options.cache_instance;
     cas = std::make_shared<cache::client::GrpcBlobStore>(channel, co);
@@ -72,17 +75,19 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Create(Options options) {
   }
   return std::unique_ptr<Agent>(new Agent(std::move(options), std::move(state), std::move(cas),
                                           std::move(cache_channel), *std::move(executor),
-                                          std::move(chains), std::move(platform)));
+                                          std::move(chains), std::move(platform),
+                                          Credentials{scheduler_creds, cache_creds}));
 }
 
 Agent::Agent(Options options, std::unique_ptr<StateDir> state,
              std::shared_ptr<cache::BlobStore> cas,
              std::shared_ptr<grpc::ChannelInterface> cache_channel,
              std::unique_ptr<LocalStepExecutor> executor, std::unique_ptr<ChainIndex> chains,
-             std::string platform)
+             std::string platform, Credentials credentials)
     : options_(std::move(options)),
       state_(std::move(state)),
       cas_(std::move(cas)),
+      credentials_(std::move(credentials)),
       cache_channel_(std::move(cache_channel)),
       executor_(std::move(executor)),
       chains_(std::move(chains)),
@@ -91,6 +96,7 @@ Agent::Agent(Options options, std::unique_ptr<StateDir> state,
   Session::Options so;
   so.target = options_.scheduler;
   so.channel = options_.scheduler_channel;
+  so.credentials = credentials_.scheduler;
   so.reconnect = options_.reconnect;
   so.connect_timeout = options_.connect_timeout;
   so.welcome_timeout = options_.welcome_timeout;
@@ -213,7 +219,7 @@ absl::Status Agent::BeforeConnect(const std::function<bool()>& stopping) {
   if (cache_channel_ == nullptr) return absl::OkStatus();
   // A probe on a channel of its own: the store's long-lived channel may sit in gRPC's own
   // backoff after an outage and would not say whether farm-cache is back.
-  auto probe = NewChannel(options_.cache, std::nullopt);
+  auto probe = NewChannel(options_.cache, std::nullopt, credentials_.cache);
   RETURN_IF_ERROR(
       common::Annotate(WaitConnected(probe.get(), options_.connect_timeout, stopping),
                        absl::StrCat("farm-cache at ", options_.cache, " is unreachable")));

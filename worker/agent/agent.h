@@ -65,6 +65,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "auth/grpc_auth.h"
 #include "cache/blob_store.h"
 #include "common/backoff.h"
 #include "farm/v1/scheduler.pb.h"
@@ -93,6 +94,10 @@ class Agent : private Session::Delegate, private TaskRunner::Output {
     // this only has to be one the server accepts (Task.cache_instance names the action-cache
     // scope, which only the scheduler writes).
     std::string cache_instance = "main";
+    // TLS to both peers, and the worker certificate that identifies this worker to them
+    // (auth/flags.h: --tls-ca, --tls-cert, --tls-key). With a certificate, the scheduler
+    // names this worker by its CN.
+    auth::ClientAuthOptions security;
 
     // This worker.
     std::string state_dir;  // required; one farm-worker per directory
@@ -172,10 +177,15 @@ class Agent : private Session::Delegate, private TaskRunner::Output {
   LocalStepExecutor* executor() { return executor_.get(); }
 
  private:
+  // Channel credentials per peer (null: plaintext, or an injected channel/store).
+  struct Credentials {
+    std::shared_ptr<grpc::ChannelCredentials> scheduler;
+    std::shared_ptr<grpc::ChannelCredentials> cache;
+  };
   Agent(Options options, std::unique_ptr<StateDir> state, std::shared_ptr<cache::BlobStore> cas,
         std::shared_ptr<grpc::ChannelInterface> cache_channel,
         std::unique_ptr<LocalStepExecutor> executor, std::unique_ptr<ChainIndex> chains,
-        std::string platform);
+        std::string platform, Credentials credentials);
 
   // One line of the agent's own log (Options::log), one call at a time.
   void LogLine(const std::string& line);
@@ -201,6 +211,7 @@ class Agent : private Session::Delegate, private TaskRunner::Output {
   const Options options_;
   const std::unique_ptr<StateDir> state_;
   const std::shared_ptr<cache::BlobStore> cas_;
+  const Credentials credentials_;
   const std::shared_ptr<grpc::ChannelInterface> cache_channel_;  // null with an injected CAS
   const std::unique_ptr<LocalStepExecutor> executor_;
   const std::unique_ptr<ChainIndex> chains_;

@@ -43,7 +43,8 @@ absl::StatusOr<std::string> ParsePeerAddress(const std::string& what, const std:
 }
 
 std::shared_ptr<grpc::Channel> NewChannel(const std::string& target,
-                                          const std::optional<Keepalive>& keepalive) {
+                                          const std::optional<Keepalive>& keepalive,
+                                          std::shared_ptr<grpc::ChannelCredentials> credentials) {
   grpc::ChannelArguments args;
   // Our own backoff decides when to retry: a channel of its own per attempt (no subchannel
   // shared with earlier attempts, whose gRPC-internal backoff could delay this one).
@@ -59,7 +60,8 @@ std::shared_ptr<grpc::Channel> NewChannel(const std::string& target,
                 static_cast<int>(absl::ToInt64Milliseconds(keepalive->timeout)));
     args.SetInt(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
   }
-  return grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args);
+  return grpc::CreateCustomChannel(
+      target, credentials ? credentials : grpc::InsecureChannelCredentials(), args);
 }
 
 absl::Status WaitConnected(grpc::ChannelInterface* channel, absl::Duration timeout,

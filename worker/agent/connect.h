@@ -19,6 +19,7 @@
 
 namespace grpc {
 class Channel;
+class ChannelCredentials;
 class ChannelInterface;
 }  // namespace grpc
 
@@ -35,10 +36,12 @@ struct Keepalive {
 };
 
 // A channel of its own (no subchannel shared with earlier attempts, whose gRPC-internal
-// backoff could delay this one), insecure, accepting 64 MiB messages (tasks carry inline
-// files), with keepalive if given.
-std::shared_ptr<grpc::Channel> NewChannel(const std::string& target,
-                                          const std::optional<Keepalive>& keepalive);
+// backoff could delay this one), accepting 64 MiB messages (tasks carry inline files), with
+// keepalive if given. `credentials`: TLS and the worker certificate (auth::ClientCredentials);
+// null = plaintext.
+std::shared_ptr<grpc::Channel> NewChannel(
+    const std::string& target, const std::optional<Keepalive>& keepalive,
+    std::shared_ptr<grpc::ChannelCredentials> credentials = nullptr);
 
 // OK once `channel` is READY; UNAVAILABLE when a connection attempt failed or none succeeded
 // within `timeout`; CANCELLED as soon as `stopping` returns true (polled every 100 ms).

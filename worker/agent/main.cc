@@ -9,6 +9,7 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "auth/flags.h"
 #include "common/flags.h"
 #include "worker/agent/agent.h"
 #include "worker/sandbox/sandbox.h"
@@ -63,6 +64,9 @@ int main(int argc, char** argv) {
             "Platform to report (default: this host's). For testing placement only: steps "
             "still run for this host's platform alone",
             "OS/ARCH");
+  // --tls-ca, --tls-cert/--tls-key (the worker certificate: workers/ID.crt), --tls,
+  // --token-file (unused by workers: they are their certificate), --insecure.
+  farm::auth::RegisterClientFlags(&fs, "", &o.security);
   auto positionals = fs.Parse(std::vector<std::string>(argv + 1, argv + argc));
   if (!positionals.ok()) return Fail(std::string(positionals.status().message()), 2);
   if (fs.help_requested()) {

@@ -187,7 +187,8 @@ absl::Status Session::RunSession(bool* welcomed) {
       options_.channel != nullptr
           ? options_.channel
           : NewChannel(options_.target,
-                       Keepalive{options_.keepalive_time, options_.keepalive_timeout});
+                       Keepalive{options_.keepalive_time, options_.keepalive_timeout},
+                       options_.credentials);
   RETURN_IF_ERROR(common::Annotate(
       WaitConnected(channel.get(), options_.connect_timeout, [this] { return stopping(); }),
       absl::StrCat("scheduler ", options_.target, " is unreachable")));

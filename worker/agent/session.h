@@ -42,6 +42,7 @@
 #include "worker/agent/outbox.h"
 
 namespace grpc {
+class ChannelCredentials;
 class ChannelInterface;
 class ClientContext;
 template <class W, class R>
@@ -81,6 +82,8 @@ class Session {
     std::string target;
     // For tests: used for every attempt instead of dialing `target`.
     std::shared_ptr<grpc::ChannelInterface> channel;
+    // TLS and the worker's certificate for `target`; null = plaintext.
+    std::shared_ptr<grpc::ChannelCredentials> credentials;
     common::Backoff::Options reconnect;
     absl::Duration connect_timeout = absl::Seconds(10);
     absl::Duration welcome_timeout = absl::Seconds(30);

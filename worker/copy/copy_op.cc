@@ -94,8 +94,9 @@ class Copier {
   explicit Copier(const CopyInputs& in) : in_(in), op_(*in.op), tree_(in.out_dir, Image()) {}
 
   absl::Status Run() {
-    if (op_.dest().empty()) return absl::InvalidArgumentError("COPY: no destination");
-    if (op_.srcs_size() == 0) return absl::InvalidArgumentError("COPY: no source");
+    // The caller names the step: these messages say only what is wrong with it.
+    if (op_.dest().empty()) return absl::InvalidArgumentError("no destination");
+    if (op_.srcs_size() == 0) return absl::InvalidArgumentError("no source");
     const std::string& dest = op_.dest();
     dest_dir_syntax_ = absl::EndsWith(dest, "/") || dest == "." || absl::EndsWith(dest, "/.");
     if (op_.srcs_size() > 1 && !dest_dir_syntax_) {
@@ -137,10 +138,13 @@ class Copier {
         return absl::CancelledError("COPY cancelled");
       }
       resolved_dirs_.clear();  // earlier sources may have changed the tree
-      auto it = inline_files.find(src);
+      absl::string_view heredoc = src;
       absl::Status s;
-      if (it != inline_files.end()) {
-        s = CopyInline(*it->second);
+      if (absl::ConsumePrefix(&heredoc, "<<")) {
+        auto it = inline_files.find(std::string(heredoc));
+        s = it != inline_files.end()
+                ? CopyInline(*it->second)
+                : absl::InvalidArgumentError("no heredoc of that name in the request");
       } else if (IsGitUrl(src)) {
         s = absl::UnimplementedError("ADD of a git repository is not supported");
       } else if (IsUrl(src)) {
@@ -238,6 +242,17 @@ class Copier {
       }
       case FileType::kRegular: {
         ASSIGN_OR_RETURN(std::string target, Target(rel));
+        if (!info.hardlink_group.empty()) {
+          // Another name of a file this COPY already wrote: a hard link, as in the source.
+          auto first = hardlinks_.find(info.hardlink_group);
+          if (first != hardlinks_.end()) {
+            if (link(tree_.HostPath(first->second).c_str(), tree_.HostPath(target).c_str()) != 0) {
+              return common::ErrnoToStatus(errno, "link " + tree_.HostPath(target));
+            }
+            return absl::OkStatus();
+          }
+          hardlinks_[info.hardlink_group] = target;
+        }
         RETURN_IF_ERROR(CopyFileContent(tree, src_path, tree_.HostPath(target)));
         return LayerTree::Apply(tree_.HostPath(target), a, false);
       }
@@ -502,6 +517,7 @@ class Copier {
   Attrs created_;
   std::unique_ptr<common::PatternMatcher> excludes_;
   std::map<std::string, std::string> resolved_dirs_;
+  std::map<std::string, std::string> hardlinks_;  // hard-link group -> the first name written
   int staged_ = 0;
 };
 

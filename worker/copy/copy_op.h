@@ -10,13 +10,15 @@
 //     pivot ("/./") or root is kept. Missing parents are created (0755, the --chown owner);
 //     existing ones are written as the image has them, so the layer only changes what COPY
 //     wrote. With --link nothing is read from the image (parents are created).
-//   - Modes: context files have what their cache key saw (0644, or 0755 if executable; full
-//     bits with preserve_permissions); stage/image files keep theirs; --chmod (octal) sets
-//     files and directories. Owners: 0:0 for context files, kept for stage files; --chown
-//     (names resolved in the image's /etc/passwd and /etc/group, BuildKit's rules) sets all.
-//     mtimes: context files get SOURCE_DATE_EPOCH (0 when unset: context digests ignore
-//     mtime); stage files keep theirs (clamped to SOURCE_DATE_EPOCH later).
-//   - Heredoc sources (`COPY <<EOF /dst`) are files named by their delimiter (0644).
+//   - Modes: context files have what their cache key saw (the permission bits the client
+//     recorded, or 0644/0755 with normalize_permissions); stage/image files keep theirs; --chmod
+//     (octal) sets files and directories. Owners: 0:0 for context files, kept for stage files;
+//     --chown (names resolved in the image's /etc/passwd and /etc/group, BuildKit's rules) sets
+//     all. mtimes: context files get SOURCE_DATE_EPOCH (0 when unset: context digests ignore
+//     mtime); stage files keep theirs (clamped to SOURCE_DATE_EPOCH later). Hard-linked
+//     files (of a stage, an image or the context) stay hard-linked: written once, then linked.
+//   - Heredoc sources (`COPY <<EOF /dst`, "<<EOF" in CopyOp.srcs) are files named by their
+//     delimiter (0644, or --chmod).
 //   - ADD: a local tar archive (plain, gzip, bzip2, xz, zstd) is extracted into <dest>
 //     (owners and modes from the archive, --chown applied) unless --unpack=false; a URL
 //     (http/https) is downloaded (mode 0600, mtime from Last-Modified) and checked against

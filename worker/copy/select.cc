@@ -223,9 +223,7 @@ absl::StatusOr<std::vector<Match>> ResolveSources(const SourceTree& tree,
         return absl::Status(s.code(), absl::StrCat("source \"", src, "\": ", s.message()));
       }
     }
-    if (found.empty()) {
-      return absl::NotFoundError(absl::StrCat("source \"", src, "\": no files match the pattern"));
-    }
+    // A wildcard matching nothing copies nothing: BuildKit's AllowEmptyWildcard.
     for (auto& [named, at] : found) {
       if (options.excludes != nullptr && options.excludes->Matches(RelativeTo(named, named_base))) {
         continue;

@@ -11,7 +11,8 @@
 //   - With wildcards (`*`, `?`, `[...]`, Go filepath.Match), the components before the first
 //     wildcard are looked up as above, and the rest is matched component by component
 //     against the tree (symlinks are not followed while matching; a matched symlink is
-//     followed afterwards). Matches are sorted. A wildcard matching nothing is an error.
+//     followed afterwards). Matches are sorted. A wildcard matching nothing (even below a
+//     directory that does not exist) matches nothing: not an error, as in BuildKit.
 //   - A match that is a directory stands for its contents (COPY dir /d/ copies dir's
 //     children into /d/), unless --parents; symlinks below it are copied as symlinks.
 //   - --exclude patterns (moby patternmatcher syntax) are matched against an entry's path

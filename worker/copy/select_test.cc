@@ -118,10 +118,16 @@ TEST_F(SelectTest, Wildcards) {
 }
 
 TEST_F(SelectTest, WildcardErrors) {
-  auto none = ResolveSources(ctx_, {"*.rs"}, {});
-  EXPECT_EQ(none.status().code(), absl::StatusCode::kNotFound);
-  EXPECT_THAT(std::string(none.status().message()), HasSubstr("*.rs"));
   EXPECT_EQ(ResolveSources(ctx_, {"a["}, {}).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST_F(SelectTest, WildcardMatchingNothingSelectsNothing) {
+  // BuildKit copies with AllowEmptyWildcard: `COPY *.rs /src/` is no error, and copies nothing.
+  EXPECT_THAT(Paths(ResolveSources(ctx_, {"*.rs"}, {})), ElementsAre());
+  EXPECT_THAT(Paths(ResolveSources(ctx_, {"no-such-dir/*.go"}, {})), ElementsAre());
+  EXPECT_THAT(Paths(ResolveSources(ctx_, {"a.txt", "*.rs"}, {})), ElementsAre("a.txt=>a.txt"));
+  // Without wildcards a missing source is still an error.
+  EXPECT_EQ(ResolveSources(ctx_, {"missing.rs"}, {}).status().code(), absl::StatusCode::kNotFound);
 }
 
 TEST_F(SelectTest, ExcludesOnWildcardMatchesAndWalk) {
@@ -284,11 +290,11 @@ TEST_F(SelectTest, MissingSourcesNameTheSourceAsWritten) {
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.status().code(), absl::StatusCode::kNotFound);
   EXPECT_THAT(std::string(r.status().message()), HasSubstr("source \"src/nope/x.go\": not found"));
-  // A wildcard under a missing directory matches nothing (NOT_FOUND, not a lookup error).
+  // A wildcard, even under a missing directory, that matches nothing is no error: it copies
+  // nothing (BuildKit's AllowEmptyWildcard, as docker build).
   auto w = ResolveSources(ctx_, {"nope/*.go"}, {});
-  EXPECT_EQ(w.status().code(), absl::StatusCode::kNotFound);
-  EXPECT_THAT(std::string(w.status().message()),
-              HasSubstr("source \"nope/*.go\": no files match the pattern"));
+  ASSERT_TRUE(w.ok()) << w.status();
+  EXPECT_TRUE(w->empty());
   // Through a file: not found, saying which component is not a directory.
   auto through = ResolveSources(ctx_, {"a.txt/more"}, {});
   EXPECT_EQ(through.status().code(), absl::StatusCode::kNotFound);

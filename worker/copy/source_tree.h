@@ -29,6 +29,9 @@ namespace farm::worker::copy {
 
 enum class FileType { kRegular, kDirectory, kSymlink, kOther };
 
+// The REAPI NodeProperty of a context FileNode naming its hard-link group (FileInfo).
+inline constexpr char kHardlinkProperty[] = "farm.hardlink";
+
 struct FileInfo {
   FileType type = FileType::kRegular;
   uint32_t mode = 0;  // permission bits incl. setuid/setgid/sticky (07777)
@@ -39,6 +42,11 @@ struct FileInfo {
   // Regular files: the content digest, when the tree knows it without reading the file.
   std::optional<common::Digest> digest;
   std::string link_target;  // symlinks
+  // A regular file with other names in the same tree: the same non-empty group is the same
+  // file, which a COPY writes once and hard-links under its other names, as Docker does. A
+  // host directory's group is "device:inode" (st_nlink > 1); the build context's is the first
+  // of the names in walk order, recorded in its Merkle tree (kHardlinkProperty).
+  std::string hardlink_group;
 
   bool is_dir() const { return type == FileType::kDirectory; }
   bool is_symlink() const { return type == FileType::kSymlink; }

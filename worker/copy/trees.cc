@@ -32,6 +32,9 @@ FileInfo FromStat(const struct stat& st) {
   info.gid = st.st_gid;
   info.size = S_ISREG(st.st_mode) ? st.st_size : 0;
   info.mtime_sec = st.st_mtim.tv_sec;
+  if (S_ISREG(st.st_mode) && st.st_nlink > 1) {
+    info.hardlink_group = absl::StrCat(st.st_dev, ":", st.st_ino);
+  }
   return info;
 }
 
@@ -156,6 +159,9 @@ absl::StatusOr<FileInfo> CasTree::Lstat(absl::string_view path) const {
       info.mode = f.node_properties().unix_mode().value() & 07777;
     } else {
       info.mode = f.is_executable() ? 0755 : 0644;
+    }
+    for (const auto& p : f.node_properties().properties()) {
+      if (p.name() == kHardlinkProperty) info.hardlink_group = p.value();
     }
     ASSIGN_OR_RETURN(common::Digest digest,
                      common::Digest::Create(f.digest().hash(), f.digest().size_bytes()));

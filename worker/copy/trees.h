@@ -4,7 +4,7 @@
 //                 uploaded, already filtered by .dockerignore). Directories are fetched lazily
 //                 and cached; file contents stream from the CAS. Modes: 0755/0644 from
 //                 is_executable, or NodeProperties.unix_mode when the client recorded it
-//                 (--preserve-permissions). kContained symlinks.
+//                 (the default; not with --normalize-permissions). kContained symlinks.
 //   DirectoryTree a directory on the host (e.g. a mounted stage root), read with lstat/readdir;
 //                 kRooted or kContained as the caller says.
 //   StackTree     a stack of overlay-form layer directories (a stage's or an image's root)

@@ -5,6 +5,7 @@
 #include "build/bazel/remote/execution/v2/remote_execution.pb.h"
 #include "common/status_macros.h"
 #include "oci/compression.h"
+#include "worker/copy/source_tree.h"
 #include "worker/layer/layer_io.h"
 #include "worker/layer/tar_reader.h"
 
@@ -82,6 +83,14 @@ ContextBuilder& ContextBuilder::File(const std::string& path, const std::string&
   return *this;
 }
 
+ContextBuilder& ContextBuilder::Linked(const std::string& path, const std::string& content,
+                                       const std::string& group) {
+  File(path, content);
+  std::string name;
+  Parent(path, &name)->children[name].hardlink_group = group;
+  return *this;
+}
+
 ContextBuilder& ContextBuilder::Symlink(const std::string& path, const std::string& target) {
   std::string name;
   Node& f = Parent(path, &name)->children[name];
@@ -111,6 +120,11 @@ absl::StatusOr<farm::v1::ContextRoot> ContextBuilder::Store(cache::BlobStore* ca
         f->set_is_executable(c.executable);
         if (c.unix_mode >= 0)
           f->mutable_node_properties()->mutable_unix_mode()->set_value(c.unix_mode);
+        if (!c.hardlink_group.empty()) {
+          auto* p = f->mutable_node_properties()->add_properties();
+          p->set_name(copy::kHardlinkProperty);
+          p->set_value(c.hardlink_group);
+        }
       } else if (c.kind == Node::kLink) {
         reapi::SymlinkNode* s = d.add_symlinks();
         s->set_name(name);

@@ -35,13 +35,16 @@ absl::StatusOr<LayerContents> ReadLayer(cache::BlobStore* cas, const farm::v1::L
 absl::StatusOr<farm::v1::Layer> MakeLayer(cache::BlobStore* cas, const std::string& dir,
                                           int64_t source_date_epoch = 0);
 
-// Builds a context tree: files (with the executable bit, optionally the full mode as
-// preserve_permissions records it), directories and symlinks.
+// Builds a context tree: files (with the executable bit, optionally the full mode as a client
+// records it unless --normalize-permissions), directories and symlinks.
 class ContextBuilder {
  public:
   ContextBuilder& File(const std::string& path, const std::string& content, bool executable = false,
                        int unix_mode = -1);
   ContextBuilder& Symlink(const std::string& path, const std::string& target);
+  // A file in hard-link group `group` (as a client records context hard links).
+  ContextBuilder& Linked(const std::string& path, const std::string& content,
+                         const std::string& group);
   ContextBuilder& Dir(const std::string& path);
   // Stores every Directory and file blob; returns the root as the step proto wants it.
   absl::StatusOr<farm::v1::ContextRoot> Store(cache::BlobStore* cas) const;
@@ -53,6 +56,7 @@ class ContextBuilder {
     bool executable = false;
     int unix_mode = -1;
     std::string target;
+    std::string hardlink_group;
     std::map<std::string, Node> children;
   };
   Node* Parent(const std::string& path, std::string* name);

@@ -81,7 +81,8 @@ absl::StatusOr<ResolvedUser> ResolveUser(absl::string_view spec,
                                          const std::optional<std::string>& passwd,
                                          const std::optional<std::string>& group) {
   ResolvedUser out;
-  if (spec.empty()) return out;
+  // No USER is uid 0, looked up like any other (runc takes HOME from its passwd entry).
+  if (spec.empty()) spec = "0";
   absl::string_view user_spec = spec, group_spec;
   bool has_group = false;
   size_t colon = spec.find(':');

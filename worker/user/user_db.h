@@ -1,6 +1,6 @@
 // Resolving a Dockerfile USER / --chown spec against an image's own /etc/passwd and
 // /etc/group, with Docker's (runc's) rules:
-//   ""            → root: uid 0, gid 0
+//   ""            → as "0": root, its home from the passwd entry of uid 0 if any
 //   "name"        → the passwd entry's uid and gid; supplementary groups: every /etc/group
 //                   entry listing the name as a member
 //   "uid"         → that uid; gid and home from the passwd entry with that uid, if any, else 0

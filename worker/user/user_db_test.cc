@@ -50,6 +50,20 @@ TEST(UserDbTest, NumbersAndGroups) {
   EXPECT_EQ(u->uid, 0u);
 }
 
+TEST(UserDbTest, NoUserIsRootWithItsHome) {
+  // runc sets HOME from the passwd entry of the uid when the image has no USER: /root, not /.
+  auto u = ResolveUser("", std::string(kPasswd), std::string(kGroup));
+  ASSERT_OK(u);
+  EXPECT_EQ(u->uid, 0u);
+  EXPECT_EQ(u->gid, 0u);
+  EXPECT_EQ(u->home, "/root");
+  EXPECT_EQ(u->groups, std::vector<uint32_t>{0});
+  u = ResolveUser("", std::nullopt, std::nullopt);  // no passwd file: still root, home "/"
+  ASSERT_OK(u);
+  EXPECT_EQ(u->uid, 0u);
+  EXPECT_EQ(u->home, "/");
+}
+
 TEST(UserDbTest, UnknownNamesAreErrors) {
   absl::Status s = ResolveUser("ghost", std::string(kPasswd), std::string(kGroup)).status();
   EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition);

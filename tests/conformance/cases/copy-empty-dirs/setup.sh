@@ -1,0 +1,1 @@
+mkdir -p empty tree/a/b/c tree/d

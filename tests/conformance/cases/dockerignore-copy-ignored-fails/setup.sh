@@ -1,0 +1,2 @@
+echo i > ignored.txt
+echo ignored.txt > .dockerignore

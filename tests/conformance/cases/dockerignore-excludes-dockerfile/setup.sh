@@ -1,0 +1,2 @@
+echo x > x.txt
+printf 'Dockerfile\n.dockerignore\n' > .dockerignore
