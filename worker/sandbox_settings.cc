@@ -86,7 +86,10 @@ const std::vector<Setting>& Settings() {
          s->policy.network.deny.push_back(c);
          return absl::OkStatus();
        }},
-      {"allow-network", "CIDR", "Addresses steps may reach despite deny-network (repeatable)",
+      {"allow-network", "CIDR",
+       "Addresses steps may reach despite deny-network (repeatable); one inside an always-denied "
+       "range (e.g. 127.0.0.1/32, for ADD <url> from a server on this host's loopback) opens "
+       "exactly that",
        [](absl::string_view v, SandboxSettings* s) -> absl::Status {
          ASSIGN_OR_RETURN(network::Cidr c, network::Cidr::Parse(v));
          s->policy.network.allow.push_back(c);

@@ -183,18 +183,19 @@ rm "$FARM_HOME/sandbox.conf"
 # --- the farm: a worker on its own host --------------------------------------------------
 CACHE="$(addr cache):9092"
 SCHED="$(addr sched):9091"
-in_ns cache "$CACHE_BIN" --listen "$CACHE" --dir "$T/cache" >"$T/cache.log" 2>&1 &
-in_ns sched "$SCHED_BIN" --listen "$SCHED" --cache "$CACHE" --dir "$T/sched" \
+# Plaintext (--insecure): this test is about the sandbox; tests/farm has the farm's TLS.
+in_ns cache "$CACHE_BIN" --listen "$CACHE" --dir "$T/cache" --insecure >"$T/cache.log" 2>&1 &
+in_ns sched "$SCHED_BIN" --listen "$SCHED" --cache "$CACHE" --dir "$T/sched" --insecure \
   --allow-entitlement security.insecure >"$T/sched.log" 2>&1 &
 # The worker's defaults deny private ranges (this whole /24 is one): the peer is the
 # operator's exception, the resolver is reachable on port 53 anyway.
-in_ns worker "$WORKER_BIN" --scheduler "$SCHED" --cache "$CACHE" --dir "$T/worker" --slots 1 \
+in_ns worker "$WORKER_BIN" --scheduler "$SCHED" --cache "$CACHE" --dir "$T/worker" --slots 1 --insecure \
   --allow-network "$(addr peer)/32" --dns "$(addr cache)" \
   --allow-entitlement security.insecure >"$T/worker.log" 2>&1 &
 export FARM_HOME="$T/home-client"
 up=0
 for _ in $(seq 150); do
-  if [ "$(in_ns client "$FARM" workers --scheduler "$SCHED" 2>/dev/null | awk 'NR > 1' | wc -l)" -ge 1 ]; then
+  if [ "$(in_ns client "$FARM" workers --insecure --scheduler "$SCHED" 2>/dev/null | awk 'NR > 1' | wc -l)" -ge 1 ]; then
     up=1
     break
   fi
@@ -205,7 +206,7 @@ check "the farm came up" test "$up" = 1
 victim="$T/victim-farm"
 mkdir -p "$victim/y"
 targets="127.0.0.1 7101 $(addr worker) 7102 $(addr peer) 7103 169.254.169.254 7103 $(addr cache) 53 $(addr cache) 7104 $(addr sched) 9091"
-if in_ns client "$FARM" submit --scheduler "$SCHED" --progress=plain --build-arg NONCE=$$ \
+if in_ns client "$FARM" submit --insecure --scheduler "$SCHED" --progress=plain --build-arg NONCE=$$ \
   --build-arg "TARGETS=$targets" --build-arg "VICTIM=$victim" "$ctx" >"$T/farm.out" 2>"$T/farm.log"; then
   check "farm: the build succeeded" true
 else
@@ -225,11 +226,11 @@ check "farm: the step's resolv.conf names it" grep -aq "nameserver $(addr cache)
 check "farm: the symlink swap ran" grep -aq swapped "$T/farm.log"
 check "farm: the host directory behind the swapped stub is still there" test -d "$victim/y"
 
-in_ns client "$FARM" submit --scheduler "$SCHED" --progress=plain --build-arg NONCE=$$ \
+in_ns client "$FARM" submit --insecure --scheduler "$SCHED" --progress=plain --build-arg NONCE=$$ \
   -f "$ctx/Dockerfile.insecure" "$ctx" >/dev/null 2>"$T/farm-insecure-unasked.log"
 check "farm: insecure without --allow fails at plan time, naming the line" \
   grep -q "Dockerfile.insecure:4:1" "$T/farm-insecure-unasked.log"
-if in_ns client "$FARM" submit --scheduler "$SCHED" --progress=plain --allow security.insecure \
+if in_ns client "$FARM" submit --insecure --scheduler "$SCHED" --progress=plain --allow security.insecure \
   --build-arg NONCE=$$ -f "$ctx/Dockerfile.insecure" "$ctx" >/dev/null 2>"$T/farm-insecure.log"; then
   check "farm: insecure with the entitlement builds" true
 else

@@ -171,6 +171,9 @@ TEST_F(FetchTest, PolicyRefusesThisHostLinkLocalAndDeniedRanges) {
   EXPECT_EQ(*Fetch(o, peer_->Url("/small")), "hello\n");
   EXPECT_EQ(*Fetch(o, peer_->Url("/to-small")), "hello\n");
   ExpectDenied(Fetch(o, loopback_->Url("/f")), "127.0.0.0/8, always denied");
+  // ... unless the operator names the address (allow-network 127.0.0.1/32).
+  EXPECT_EQ(*Fetch(Policy({}, {*network::Cidr::Parse("127.0.0.1")}), loopback_->Url("/f")),
+            "loopback\n");
   ExpectDenied(Fetch(o, lan_->Url("/f")), "an address of the worker host itself");
   ExpectDenied(Fetch(o, metadata_->Url("/latest")), "169.254.0.0/16, always denied");
   // Redirects are judged too.

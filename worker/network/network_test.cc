@@ -50,8 +50,14 @@ TEST(DestinationPolicyTest, FixedDenialsThenAllowThenDeny) {
     EXPECT_EQ(s.code(), absl::StatusCode::kPermissionDenied) << always;
     EXPECT_TRUE(absl::StrContains(s.message(), "always denied")) << s;
   }
-  // An allow list cannot open the always-denied ranges.
+  // An allow list cannot open the always-denied ranges, unless it names an address in one.
   EXPECT_FALSE(DestinationPolicy({}, {Net("0.0.0.0/0")}).Check(Ip("169.254.169.254")).ok());
+  DestinationPolicy named({}, {Net("127.0.0.1/32"), Net("10.0.0.0/8")});
+  EXPECT_OK(named.Check(Ip("127.0.0.1")));
+  EXPECT_FALSE(named.Check(Ip("127.0.0.2")).ok());
+  EXPECT_FALSE(named.Check(Ip("169.254.169.254")).ok());
+  ASSERT_EQ(named.ExplicitExceptions().size(), 1u);
+  EXPECT_EQ(named.ExplicitExceptions()[0].ToString(), "127.0.0.1/32");
   // The host's own addresses.
   for (const IpAddress& own : HostAddresses()) {
     s = DestinationPolicy().Check(own);

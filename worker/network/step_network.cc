@@ -213,6 +213,8 @@ std::string StepNetwork::Ruleset() const {
       absl::StrCat("  set allowed { type ipv4_addr; flags interval; ", Elements(V4(options_.allow)),
                    "}"),
       absl::StrCat("  set resolvers { type ipv4_addr; ", Elements(dns), "}"),
+      absl::StrCat("  set named_exceptions { type ipv4_addr; flags interval; ",
+                   Elements(V4(policy_.ExplicitExceptions())), "}"),
       // A refused TCP connection gets a reset (ECONNREFUSED at once); anything else an ICMP
       // "administratively prohibited". Not ICMP for TCP too: the kernel rate-limits ICMP
       // errors per destination (about one a second), so a step's second refused connection
@@ -238,6 +240,7 @@ std::string StepNetwork::Ruleset() const {
       "  chain from_step {",
       "    meta nfproto ipv6 goto refuse",
       absl::StrCat("    ", dns_rule),
+      "    ip daddr @named_exceptions accept",
       "    ip daddr @always_denied goto refuse",
       absl::StrCat("    ", out, " goto refuse"),
       "    ip daddr @allowed accept",
