@@ -10,7 +10,9 @@
 #include "absl/strings/str_split.h"
 #include "cli/build_outputs.h"
 #include "common/fs.h"
+#include "common/status_macros.h"
 #include "common/status_util.h"
+#include "executor/entitlements.h"
 
 namespace farm::cli {
 
@@ -79,6 +81,10 @@ void BuildFlags::Register(common::FlagSet* fs) {
                "Further scopes to read from, in order (e.g. main)", "list");
   fs->String("compression", 0, &compression, "Layer compression: gzip or zstd");
   fs->String("format", 0, &format, "Manifest format: oci or docker (Docker v2 schema 2)");
+  fs->Repeated("allow", 0, &allow,
+               "Allow an extra privileged entitlement (network.host, security.insecure); the "
+               "host must permit it too",
+               "stringArray");
 }
 
 absl::StatusOr<CheckedBuildFlags> CheckBuildFlags(const BuildFlags& f) {
@@ -95,6 +101,12 @@ absl::StatusOr<CheckedBuildFlags> CheckBuildFlags(const BuildFlags& f) {
         absl::StrCat("--network ", f.network, ": want default, none or host"));
   }
   if (f.cache_scope.empty()) return absl::InvalidArgumentError("--cache-scope must not be empty");
+  for (const std::string& a : f.allow) {
+    for (absl::string_view e : absl::StrSplit(a, ',', absl::SkipEmpty())) {
+      RETURN_IF_ERROR(executor::CheckEntitlementName(e, "--allow"));
+      c.allow.insert(std::string(e));
+    }
+  }
   for (const std::string& t : f.tags) {
     absl::StatusOr<oci::Reference> r = oci::Reference::ParseWithDefaultTag(t);
     if (!r.ok()) {

@@ -6,6 +6,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -25,6 +26,9 @@ struct BuildFlags {
   std::vector<std::string> secrets;
   std::vector<std::string> insecure;
   std::vector<std::string> cache_from_scopes;
+  // Entitlements the build asks for (--allow network.host, --allow security.insecure): a RUN
+  // needing one runs only if the host (or the farm) permits it too.
+  std::vector<std::string> allow;
   std::string cache_scope = "main";
   std::string progress = "auto";
   std::string network = "default";
@@ -45,6 +49,7 @@ struct CheckedBuildFlags {
   std::map<std::string, std::string> build_args;
   farm::v1::LayerOptions layer_options;  // compression, SOURCE_DATE_EPOCH, permissions
   std::optional<int64_t> source_date_epoch;
+  std::set<std::string> allow;  // --allow, checked names
 };
 
 // Checks every shared flag (reading --secret files and variables); INVALID_ARGUMENT names the

@@ -32,6 +32,7 @@
 #include "scheduler/pipeline/contexts.h"
 #include "scheduler/pipeline/pipeline.h"
 #include "worker/local_step_executor.h"
+#include "worker/sandbox_settings.h"
 
 namespace farm::cli {
 
@@ -131,6 +132,11 @@ class Build {
     absl::StatusOr<LocalStores> stores = OpenLocalStores();
     if (!stores.ok()) return progress_.Fatal(stores.status());
     stores_ = &*stores;
+    // The operator's sandbox settings for this machine (entitlements it permits, limits).
+    sandbox_conf_ = common::JoinPath(stores_->home, "sandbox.conf");
+    absl::StatusOr<worker::SandboxSettings> settings = worker::ReadSandboxConfig(sandbox_conf_);
+    if (!settings.ok()) return progress_.Fatal(settings.status());
+    sandbox_ = *std::move(settings);
 
     // Cancellation.
     absl::Notification cancel;
@@ -206,6 +212,8 @@ class Build {
       wo.state_dir = common::JoinPath(st.home, "worker");
       wo.cas = context.snapshot().Overlay(st.blobs);
       wo.secrets = std::make_shared<executor::MapSecretProvider>(secrets, agents);
+      wo.policy = sandbox_.policy;
+      wo.limits = sandbox_.limits;
       ASSIGN_OR_RETURN(local_executor, worker::LocalStepExecutor::Create(std::move(wo)));
       timer_.Mark("open the executor");
       return std::shared_ptr<executor::StepExecutor>(local_executor);
@@ -223,6 +231,11 @@ class Build {
     req.plan.layer_options = checked_.layer_options;
     req.plan.layer_options.set_normalize_permissions(f_.in.normalize_permissions);
     req.plan.default_network = f_.network;
+    req.plan.check_entitlements = true;
+    req.plan.allowed_entitlements = checked_.allow;
+    req.plan.permitted_entitlements = sandbox_.policy.entitlements;
+    req.plan.permitted_by =
+        absl::StrCat("this host (", sandbox_conf_, ": allow-entitlement = NAME)");
     if (!secrets.empty()) {
       // Secret values enter step keys only as HMACs under this home's key.
       absl::StatusOr<std::unique_ptr<auth::SecretKey>> key =
@@ -320,6 +333,8 @@ class Build {
   std::string dockerfile_text_;
   BuildProgress progress_;
   LocalStores* stores_ = nullptr;
+  std::string sandbox_conf_;
+  worker::SandboxSettings sandbox_;
 };
 
 }  // namespace

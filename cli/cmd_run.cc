@@ -1,5 +1,7 @@
 // farm run: runs an image's entrypoint/command in the sandbox, attached to this terminal, as
-// `docker run --rm` does. Nothing the command writes is kept.
+// `docker run --rm` does. Nothing the command writes is kept. The command never gets this
+// process's terminal: -t gives it a pseudo-terminal of its own, otherwise its stdio are pipes
+// (stdin only with -i).
 #include <signal.h>
 #include <unistd.h>
 
@@ -15,6 +17,7 @@
 #include "oci/manifest.h"
 #include "scheduler/image/store.h"
 #include "worker/local_step_executor.h"
+#include "worker/sandbox_settings.h"
 
 namespace farm::cli {
 
@@ -37,8 +40,10 @@ int RunRun(const Args& args) {
   fs.String("user", 'u', &user, "Username or UID (format: <name|uid>[:<group|gid>])");
   fs.String("network", 0, &network, "Network mode: default, none or host");
   fs.Bool("rm", 0, &rm, "Remove the container when it exits (always: farm keeps nothing)");
-  fs.Bool("interactive", 'i', &interactive, "Keep STDIN open (it always is)");
-  fs.Bool("tty", 't', &tty, "Accepted for docker compatibility (the caller's terminal is used)");
+  fs.Bool("interactive", 'i', &interactive, "Keep STDIN open (relayed; otherwise /dev/null)");
+  fs.Bool("tty", 't', &tty,
+          "Allocate a pseudo-TTY for the command (its own, in a new session; this terminal "
+          "is put in raw mode and relayed)");
   fs.Bool("privileged", 0, &privileged, "Give all capabilities to the command");
   fs.StopAtFirstPositional();
   std::vector<std::string> positional;
@@ -113,14 +118,22 @@ int RunRun(const Args& args) {
   ro.args = argv;
   ro.network = network;
   ro.insecure = privileged;
+  ro.interactive = interactive;
+  ro.tty = tty;
 
+  absl::StatusOr<worker::SandboxSettings> settings =
+      worker::ReadSandboxConfig(common::JoinPath(stores->home, "sandbox.conf"));
+  if (!settings.ok()) return Fail(settings.status());
   worker::LocalStepExecutor::Options wo;
   wo.state_dir = common::JoinPath(stores->home, "worker");
   wo.cas = stores->blobs;
+  wo.policy = settings->policy;
+  wo.limits = settings->limits;
   absl::StatusOr<std::unique_ptr<worker::LocalStepExecutor>> exec =
       worker::LocalStepExecutor::Create(std::move(wo));
   if (!exec.ok()) return Fail(exec.status());
-  // The command gets the terminal's signals; farm itself waits for it.
+  // farm waits for the command; the sandbox runner passes the terminal's ^C and ^\ on to it
+  // (with -t they reach it as keys through its own terminal).
   signal(SIGINT, SIG_IGN);
   signal(SIGQUIT, SIG_IGN);
   absl::StatusOr<int> status = (*exec)->RunAttached(ro);

@@ -169,6 +169,7 @@ class Submit {
     req.set_pull(f_.pull);
     req.set_push(f_.push);
     req.set_network(f_.network);
+    for (const std::string& e : checked->allow) req.add_allow_entitlements(e);
     req.set_tenant(f_.tenant);
     req.set_priority(static_cast<int32_t>(f_.priority));
     req.set_cache_write_scope(f_.cache_scope);

@@ -3,7 +3,9 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <ftw.h>
+#include <linux/openat2.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -100,6 +102,71 @@ absl::Status MakeDirs(const std::string& path, int mode) {
     return absl::FailedPreconditionError(absl::StrCat(path, " exists and is not a directory"));
   }
   return absl::OkStatus();
+}
+
+namespace internal {
+
+absl::StatusOr<int> OpenBeneathByWalk(int dirfd, absl::string_view rel, int flags, int mode) {
+  std::vector<std::string> parts;
+  for (absl::string_view p : absl::StrSplit(rel, '/', absl::SkipEmpty())) {
+    if (p == ".") continue;
+    if (p == "..") {
+      return absl::InvalidArgumentError(absl::StrCat("open ", rel, ": \"..\" in the path"));
+    }
+    parts.emplace_back(p);
+  }
+  int cur = fcntl(dirfd, F_DUPFD_CLOEXEC, 0);
+  if (cur < 0) return ErrnoToStatus(errno, "dup");
+  for (size_t i = 0; i < parts.size(); ++i) {
+    bool last = i + 1 == parts.size();
+    int next = last ? openat(cur, parts[i].c_str(), flags | O_NOFOLLOW | O_CLOEXEC, mode)
+                    : openat(cur, parts[i].c_str(), O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    int e = errno;
+    if (next < 0 && !last && e == ENOTDIR) {
+      // A symlink in the middle: O_DIRECTORY|O_NOFOLLOW gives ENOTDIR; say ELOOP, as openat2.
+      struct stat st;
+      if (fstatat(cur, parts[i].c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISLNK(st.st_mode)) {
+        e = ELOOP;
+      }
+    }
+    close(cur);
+    if (next < 0) return ErrnoToStatus(e, absl::StrCat("open ", rel));
+    cur = next;
+  }
+  if (parts.empty()) {
+    int fd = openat(cur, ".", flags | O_CLOEXEC, mode);
+    int e = errno;
+    close(cur);
+    if (fd < 0) return ErrnoToStatus(e, "open .");
+    return fd;
+  }
+  return cur;
+}
+
+}  // namespace internal
+
+absl::StatusOr<int> OpenBeneath(int dirfd, absl::string_view rel, int flags, int mode) {
+  std::string path(rel.empty() ? "." : rel);
+  struct open_how how = {};
+  how.flags = static_cast<uint64_t>(flags | O_NOFOLLOW | O_CLOEXEC);
+  how.mode = (flags & (O_CREAT | O_TMPFILE)) != 0 ? static_cast<uint64_t>(mode) : 0;
+  how.resolve = RESOLVE_IN_ROOT | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV;
+  long fd = syscall(SYS_openat2, dirfd, path.c_str(), &how, sizeof(how));
+  if (fd >= 0) return static_cast<int>(fd);
+  if (errno != ENOSYS) return ErrnoToStatus(errno, absl::StrCat("open ", path));
+  return internal::OpenBeneathByWalk(dirfd, rel, flags, mode);
+}
+
+UniqueFd& UniqueFd::operator=(UniqueFd&& o) noexcept {
+  if (this != &o) {
+    if (fd_ >= 0) close(fd_);
+    fd_ = o.release();
+  }
+  return *this;
+}
+
+UniqueFd::~UniqueFd() {
+  if (fd_ >= 0) close(fd_);
 }
 
 absl::Status RemoveAll(const std::string& path) {

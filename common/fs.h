@@ -34,6 +34,43 @@ std::string JoinPath(absl::string_view a, absl::string_view b);
 // Lexically cleans a slash-separated path like Go's path.Clean ("a//b/../c/." → "a/c").
 std::string CleanPath(absl::string_view path);
 
+// Opens `rel` (relative; "" or "." is the directory itself) below the directory `dirfd` the
+// safe way for trees someone else controls (an upperdir a build step wrote, a rootfs): no
+// symlink is followed anywhere on the way, the last component included, and ".." never leaves
+// `dirfd`; nor does the walk cross into another mount. openat2(RESOLVE_IN_ROOT |
+// RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV) where the kernel has it
+// (5.6+), else a walk one component at a time with O_NOFOLLOW (that does not check mounts;
+// "..": INVALID_ARGUMENT).
+// `flags` are open(2)'s (O_NOFOLLOW and O_CLOEXEC are added). A symlink on the way fails with
+// ELOOP's status, a missing component with NOT_FOUND. The caller owns the descriptor.
+absl::StatusOr<int> OpenBeneath(int dirfd, absl::string_view rel, int flags, int mode = 0);
+
+namespace internal {
+// OpenBeneath's fallback for kernels without openat2 (exposed for its test).
+absl::StatusOr<int> OpenBeneathByWalk(int dirfd, absl::string_view rel, int flags, int mode);
+}  // namespace internal
+
+// An owned file descriptor, closed on destruction.
+class UniqueFd {
+ public:
+  UniqueFd() = default;
+  explicit UniqueFd(int fd) : fd_(fd) {}
+  UniqueFd(UniqueFd&& o) noexcept : fd_(o.release()) {}
+  UniqueFd& operator=(UniqueFd&& o) noexcept;
+  UniqueFd(const UniqueFd&) = delete;
+  UniqueFd& operator=(const UniqueFd&) = delete;
+  ~UniqueFd();
+  int get() const { return fd_; }
+  int release() {
+    int fd = fd_;
+    fd_ = -1;
+    return fd;
+  }
+
+ private:
+  int fd_ = -1;
+};
+
 // A directory removed (recursively) when the object is destroyed.
 class TempDir {
  public:

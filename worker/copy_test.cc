@@ -1,5 +1,6 @@
 // COPY and ADD through LocalStepExecutor, one test per rule: what lands where, with which mode,
 // owner and mtime, and which inputs are errors.
+#include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -322,14 +323,15 @@ TEST_F(CopyTest, AddExtractsLocalArchivesInEveryCompression) {
   }
 }
 
-// A one-shot-per-connection HTTP/1.0 server on a loopback port.
+// A one-shot-per-connection HTTP/1.0 server on `addr` (in the namespace of the creating thread).
 class HttpServer {
  public:
-  explicit HttpServer(std::map<std::string, std::string> files) : files_(std::move(files)) {
+  HttpServer(const std::string& host, std::map<std::string, std::string> files)
+      : addr_(host), files_(std::move(files)) {
     fd_ = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     struct sockaddr_in addr = {};
     addr.sin_family = AF_INET;
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    inet_pton(AF_INET, addr_.c_str(), &addr.sin_addr);
     bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
     socklen_t len = sizeof(addr);
     getsockname(fd_, reinterpret_cast<sockaddr*>(&addr), &len);
@@ -343,7 +345,7 @@ class HttpServer {
     thread_.join();
   }
   std::string Url(const std::string& path) const {
-    return absl::StrCat("http://127.0.0.1:", port_, path);
+    return absl::StrCat("http://", addr_, ":", port_, path);
   }
 
  private:
@@ -366,6 +368,7 @@ class HttpServer {
       close(c);
     }
   }
+  std::string addr_;
   std::map<std::string, std::string> files_;
   int fd_;
   int port_;
@@ -374,7 +377,15 @@ class HttpServer {
 
 TEST_F(CopyTest, AddDownloadsUrlsWithChecksum) {
   std::string archive = MakeArchive(tmp_->path(), "-z");
-  HttpServer server({{"/files/hello.txt", "hello\n"}, {"/pkg.tar.gz", archive}});
+  // On another host (the suite's peer namespace): the worker's own addresses are refused.
+  std::unique_ptr<HttpServer> peer;
+  ASSERT_OK(hosts_->InPeer([&] {
+    peer = std::make_unique<HttpServer>(
+        testing::TestHosts::kPeerAddress,
+        std::map<std::string, std::string>{{"/files/hello.txt", "hello\n"},
+                                           {"/pkg.tar.gz", archive}});
+  }));
+  HttpServer& server = *peer;
   farm::v1::StepRequest r = Copy(ContextBuilder(), {server.Url("/files/hello.txt")}, "/dl/");
   r.mutable_copy()->set_add(true);
   r.mutable_copy()->set_checksum(absl::StrCat("sha256:", common::Sha256Hex("hello\n")));
@@ -396,6 +407,17 @@ TEST_F(CopyTest, AddDownloadsUrlsWithChecksum) {
   // COPY does not download.
   t.mutable_copy()->set_add(false);
   EXPECT_EQ(ErrorOf(t), absl::StatusCode::kInvalidArgument);
+}
+
+TEST_F(CopyTest, AddUrlFollowsTheStepNetworkPolicy) {
+  // The same file on this host's loopback: the worker downloads on the step's behalf, so the
+  // step network's rules apply (worker/copy/fetch_test.cc has the rest of them).
+  HttpServer local("127.0.0.1", {{"/files/hello.txt", "hello\n"}});
+  farm::v1::StepRequest r = Copy(ContextBuilder(), {local.Url("/files/hello.txt")}, "/dl/");
+  r.mutable_copy()->set_add(true);
+  absl::Status s = Exec(r).result.status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kPermissionDenied) << s;
+  EXPECT_TRUE(absl::StrContains(s.message(), "127.0.0.1 is not reachable from a build step")) << s;
 }
 
 }  // namespace

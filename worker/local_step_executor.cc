@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <iostream>
 #include <optional>
 #include <random>
 
@@ -22,6 +23,7 @@
 #include "worker/run_command.h"
 #include "worker/run_mounts.h"
 #include "worker/run_request.h"
+#include "worker/sandbox/attach.h"
 #include "worker/sandbox/sandbox.h"
 #include "worker/step_layers.h"
 #include "worker/user/user_db.h"
@@ -59,13 +61,32 @@ oci::Compression ToCompression(farm::v1::LayerOptions::Compression c) {
   }
 }
 
+// The cgroups of every RUN: the configured limits, the policy's default pids limit (dropped,
+// with a line on stderr, where cgroups cannot provide it), and the device rules (always).
+absl::StatusOr<std::vector<farm::v1::SandboxCgroup>> PlanSandboxCgroups(
+    const LocalStepExecutor::Options& options) {
+  sandbox::CgroupLimits limits = options.limits;
+  limits.devices = true;
+  bool default_pids = limits.pids == 0 && options.policy.default_pids_limit > 0;
+  if (default_pids) limits.pids = options.policy.default_pids_limit;
+  absl::StatusOr<std::vector<farm::v1::SandboxCgroup>> plan =
+      sandbox::PlanCgroups(limits, sandbox::CgroupEnv());
+  if (plan.ok() || !default_pids) return plan;
+  std::cerr << "farm: warning: steps run without the default pids limit ("
+            << options.policy.default_pids_limit << "): " << plan.status().message() << "\n";
+  limits.pids = 0;
+  return sandbox::PlanCgroups(limits, sandbox::CgroupEnv());
+}
+
 }  // namespace
 
 LocalStepExecutor::LocalStepExecutor(Options options, std::unique_ptr<layerstore::LayerStore> store,
-                                     std::vector<farm::v1::SandboxCgroup> cgroups)
+                                     std::vector<farm::v1::SandboxCgroup> cgroups,
+                                     std::unique_ptr<network::StepNetwork> network)
     : options_(std::move(options)),
       store_(std::move(store)),
       cgroups_(std::move(cgroups)),
+      network_(std::move(network)),
       cache_mounts_(options_.state_dir + "/cache-mounts") {}
 
 absl::StatusOr<std::unique_ptr<LocalStepExecutor>> LocalStepExecutor::Create(Options options) {
@@ -89,11 +110,24 @@ absl::StatusOr<std::unique_ptr<LocalStepExecutor>> LocalStepExecutor::Create(Opt
       for (const std::string& n : ListDir(dir)) RETURN_IF_ERROR(common::RemoveAll(dir + "/" + n));
     }
   }
-  ASSIGN_OR_RETURN(std::vector<farm::v1::SandboxCgroup> cgroups,
-                   sandbox::PlanCgroups(options.limits, sandbox::CgroupEnv()));
-  if (!options.fetcher) options.fetcher = copy::CurlFetcher();
-  return std::unique_ptr<LocalStepExecutor>(
-      new LocalStepExecutor(std::move(options), std::move(store), std::move(cgroups)));
+  ASSIGN_OR_RETURN(std::vector<farm::v1::SandboxCgroup> cgroups, PlanSandboxCgroups(options));
+  // The steps' isolated network, and the same destination rules for ADD <url>.
+  std::unique_ptr<network::StepNetwork> net;
+  if (options.policy.isolate_network) {
+    network::StepNetworkOptions no = options.policy.network;
+    no.resolv_conf = options.resolv_conf;  // the resolvers steps would otherwise get
+    ASSIGN_OR_RETURN(net, network::StepNetwork::Create(std::move(no), options.state_dir));
+  }
+  if (!options.fetcher) {
+    copy::FetchOptions fo;
+    fo.policy = std::make_shared<network::DestinationPolicy>(options.policy.network.deny,
+                                                             options.policy.network.allow);
+    fo.max_bytes = options.policy.add_max_bytes;
+    fo.timeout = options.policy.add_timeout;
+    options.fetcher = copy::CurlFetcher(fo);
+  }
+  return std::unique_ptr<LocalStepExecutor>(new LocalStepExecutor(
+      std::move(options), std::move(store), std::move(cgroups), std::move(net)));
 }
 
 absl::StatusOr<std::string> LocalStepExecutor::NewRunDir() {
@@ -203,6 +237,8 @@ absl::StatusOr<farm::v1::StepResult> LocalStepExecutor::ExecuteRun(
   ASSIGN_OR_RETURN(farm::v1::SandboxRequest req,
                    RunSandboxRequest(run, env, stack.base_dir(), stack.lower_names(), dirs, Host(),
                                      absl::StrCat("farm-", getpid(), "-", Base(dir))));
+  RETURN_IF_ERROR(
+      ApplyRunSandbox(options_.policy, network_.get(), run.network(), run.security(), true, &req));
 
   // 2. Its mounts (what they hold stays until the sandbox has exited) and inline files.
   RunMounts mounts({store_.get(), options_.cas, &cache_mounts_, secrets});
@@ -329,19 +365,17 @@ absl::StatusOr<int> LocalStepExecutor::RunAttached(const RunOptions& o) {
       BaseSandboxRequest(stack->base_dir(), stack->lower_names(), dirs, o.env, Host(),
                          absl::StrCat("farm-", getpid(), "-run-", counter_++));
   for (const std::string& a : o.args) req.add_args(a);
-  std::optional<farm::v1::SandboxRequest::Network> network = ParseNetwork(o.network);
-  if (!network.has_value()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("--network=", o.network, ": want default, none or host"));
-  }
-  req.set_network(*network);
-  req.set_insecure(o.insecure);
+  RETURN_IF_ERROR(ApplyRunSandbox(options_.policy, network_.get(), o.network,
+                                  o.insecure ? "insecure" : "sandbox", false, &req));
   req.set_interactive(true);
-  sandbox::SandboxIo io;
-  io.stdin_fd = o.stdin_fd;
-  io.stdout_fd = o.stdout_fd;
-  io.stderr_fd = o.stderr_fd;
-  ASSIGN_OR_RETURN(farm::v1::SandboxResult sr, sandbox::RunSandbox(req, io, o.cancel));
+  req.set_tty(o.tty);
+  // The command never gets the caller's descriptors: a pseudo-terminal of its own or pipes.
+  ASSIGN_OR_RETURN(
+      std::unique_ptr<sandbox::Attachment> attached,
+      sandbox::Attachment::Create({o.stdin_fd, o.stdout_fd, o.stderr_fd, o.interactive, o.tty}));
+  absl::StatusOr<farm::v1::SandboxResult> ran = sandbox::RunSandbox(req, attached->io(), o.cancel);
+  attached->Finish();
+  ASSIGN_OR_RETURN(farm::v1::SandboxResult sr, std::move(ran));
   if (sr.error_code() != 0) {
     return absl::Status(static_cast<absl::StatusCode>(sr.error_code()), sr.error_message());
   }

@@ -10,7 +10,9 @@
 // worker::layerstore::StackView: no namespace, no mount.
 //
 // State under Options::state_dir: layers/ (the layer store), cache-mounts/ (RUN
-// --mount=type=cache), run/ (per-step scratch, wiped at start), tmp/ (layer spool files).
+// --mount=type=cache), run/ (per-step scratch, wiped at start), tmp/ (layer spool files),
+// network/ (the steps' resolv.conf). With the policy's isolated network (the default) the
+// executor owns an nftables table (worker/network/step_network.h) for as long as it lives.
 // One process per state_dir (the layer store holds a lock).
 //
 // The process must be root (namespaces, overlayfs, chown), and its main() must call
@@ -42,6 +44,7 @@
 #include "worker/layerstore/layer_store.h"
 #include "worker/run_request.h"
 #include "worker/sandbox/cgroups.h"
+#include "worker/sandbox_policy.h"
 
 namespace farm::worker {
 
@@ -52,16 +55,21 @@ class LocalStepExecutor : public executor::StepExecutor {
     std::shared_ptr<cache::BlobStore> cas;  // required: layers, context files, outputs
     int64_t layer_store_max_bytes = 0;      // unpacked layers kept; 0 = unlimited
     executor::SecretProvider::Ptr secrets;  // RUN --mount=type=secret|ssh; null = none
-    sandbox::CgroupLimits limits;           // per RUN step; zero = none
+    sandbox::CgroupLimits limits;           // per RUN step; zero = none (see policy)
+    // The operator's sandbox decisions: permitted entitlements, no_new_privs, the default
+    // pids limit (worker/sandbox_policy.h).
+    SandboxPolicy policy;
     // Host files bind-mounted read-only at /etc/resolv.conf and /etc/hosts in RUN ("" = none).
     std::string resolv_conf = "/etc/resolv.conf";
     std::string hosts = "/etc/hosts";
     int compression_threads = 0;  // 0 = every core
-    copy::UrlFetcher fetcher;     // ADD https://…; default: libcurl
+    // ADD https://…; default: libcurl under the policy's destination rules and limits.
+    copy::UrlFetcher fetcher;
   };
 
   // FAILED_PRECONDITION when not root, when the layer store is in use by another process, or
-  // when limits are asked for but cgroups cannot provide them.
+  // when limits are asked for but cgroups cannot provide them (the policy's default pids limit
+  // is dropped instead, with a line on stderr).
   static absl::StatusOr<std::unique_ptr<LocalStepExecutor>> Create(Options options);
 
   absl::StatusOr<farm::v1::StepResult> Execute(const farm::v1::StepRequest& request,
@@ -83,14 +91,20 @@ class LocalStepExecutor : public executor::StepExecutor {
 
   // `farm run IMAGE`: runs `args` on `layers` with the image's env/user/workdir, the caller's
   // stdin/stdout/stderr attached and the caller's terminal session; what the command writes is
-  // discarded. Returns its exit status (128+N when killed by signal N).
+  // discarded. Returns its exit status (128+N when killed by signal N). `network` host and
+  // `insecure` are the caller's own choice (as `docker run --privileged`): no entitlement.
   struct RunOptions {
     std::vector<farm::v1::Layer> layers;  // bottom to top
     farm::v1::ExecEnv env;
     std::vector<std::string> args;
     std::string network = "default";  // default | host | none
     bool insecure = false;
+    // The caller's descriptors; the command gets none of them (sandbox/attach.h): with `tty`
+    // a pseudo-terminal of its own (in raw mode relay), else pipes; stdin only if
+    // `interactive` (docker run -i / -t).
     int stdin_fd = 0, stdout_fd = 1, stderr_fd = 2;
+    bool interactive = false;
+    bool tty = false;
     const absl::Notification* cancel = nullptr;
   };
   absl::StatusOr<int> RunAttached(const RunOptions& options);
@@ -99,7 +113,8 @@ class LocalStepExecutor : public executor::StepExecutor {
 
  private:
   LocalStepExecutor(Options options, std::unique_ptr<layerstore::LayerStore> store,
-                    std::vector<farm::v1::SandboxCgroup> cgroups);
+                    std::vector<farm::v1::SandboxCgroup> cgroups,
+                    std::unique_ptr<network::StepNetwork> network);
   struct RunDir;
   absl::StatusOr<std::string> NewRunDir();
   // What this host gives every sandbox (cgroups, resolv.conf, hosts).
@@ -124,6 +139,8 @@ class LocalStepExecutor : public executor::StepExecutor {
   const Options options_;
   std::unique_ptr<layerstore::LayerStore> store_;
   const std::vector<farm::v1::SandboxCgroup> cgroups_;
+  // The isolated step network (null when the policy does not isolate).
+  const std::unique_ptr<network::StepNetwork> network_;
   CacheMounts cache_mounts_;
   std::atomic<uint64_t> counter_{0};
 };

@@ -1,5 +1,6 @@
 #include "worker/run_command.h"
 
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <sys/xattr.h>
 #include <unistd.h>
@@ -8,6 +9,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "common/fs.h"
 #include "common/status_macros.h"
 #include "common/status_util.h"
 #include "worker/sandbox/sandbox.h"
@@ -76,33 +78,70 @@ absl::StatusOr<RunOutcome> RunCommand(const farm::v1::SandboxRequest& request,
   return InterpretSandboxResult(sr, cancel, limits, &tail, log);
 }
 
+namespace {
+
+// A stub's parent directory, opened below the upperdir without following any symlink (the
+// command may have replaced any directory on the way with one, pointing anywhere on the
+// host), and the stub's own name in it. Fails when the path no longer leads there.
+absl::StatusOr<std::pair<common::UniqueFd, std::string>> OpenParent(int upper,
+                                                                    const std::string& path) {
+  size_t slash = path.rfind('/');
+  std::string parent = slash == std::string::npos ? "" : path.substr(0, slash);
+  std::string name = slash == std::string::npos ? path : path.substr(slash + 1);
+  if (name.empty() || name == "." || name == "..") {
+    return absl::InvalidArgumentError("stub path " + path);
+  }
+  ASSIGN_OR_RETURN(int fd, common::OpenBeneath(upper, parent, O_PATH | O_DIRECTORY));
+  return std::make_pair(common::UniqueFd(fd), name);
+}
+
+}  // namespace
+
 void RemoveMountStubs(const std::string& upper,
                       const google::protobuf::RepeatedPtrField<farm::v1::SandboxStub>& stubs) {
+  // Every path below is resolved from this descriptor with common::OpenBeneath, never as a
+  // string: after the command, nothing in the upperdir can be trusted to be what the sandbox
+  // made (tests: run_test SymlinkSwapDuringStubCleanupIsHarmless).
+  common::UniqueFd root(open(upper.c_str(), O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+  if (root.get() < 0) return;
   std::vector<const farm::v1::SandboxStub*> created, ancestors;
   for (const auto& s : stubs) (s.created() ? created : ancestors).push_back(&s);
   for (auto it = created.rbegin(); it != created.rend(); ++it) {
-    std::string p = upper + "/" + (*it)->path();
+    auto parent = OpenParent(root.get(), (*it)->path());
+    if (!parent.ok()) continue;
+    int dir = parent->first.get();
+    const char* name = parent->second.c_str();
     struct stat st;
-    if (lstat(p.c_str(), &st) != 0) continue;
+    if (fstatat(dir, name, &st, AT_SYMLINK_NOFOLLOW) != 0) continue;
     if ((*it)->is_dir() && S_ISDIR(st.st_mode)) {
-      rmdir(p.c_str());  // fails, and keeps it, if the command put something in it
+      unlinkat(dir, name, AT_REMOVEDIR);  // fails, and keeps it, if the command put something in it
     } else if (!(*it)->is_dir() && S_ISREG(st.st_mode) && st.st_size == 0) {
-      unlink(p.c_str());
+      unlinkat(dir, name, 0);
     }
   }
   std::sort(ancestors.begin(), ancestors.end(),
             [](const auto* a, const auto* b) { return a->path().size() > b->path().size(); });
   for (const farm::v1::SandboxStub* s : ancestors) {
-    std::string p = upper + "/" + s->path();
+    auto parent = OpenParent(root.get(), s->path());
+    if (!parent.ok()) continue;
+    absl::StatusOr<int> opened = common::OpenBeneath(root.get(), s->path(), O_RDONLY | O_DIRECTORY);
+    if (!opened.ok()) continue;
+    common::UniqueFd self(*opened);
     struct stat st;
-    if (lstat(p.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) continue;
+    if (fstat(self.get(), &st) != 0 || !S_ISDIR(st.st_mode)) continue;
     char opaque[4];
-    if (lgetxattr(p.c_str(), "trusted.overlay.opaque", opaque, sizeof(opaque)) >= 0) continue;
+    if (fgetxattr(self.get(), "trusted.overlay.opaque", opaque, sizeof(opaque)) >= 0) continue;
     if ((st.st_mode & 07777) != s->mode() || st.st_uid != s->uid() || st.st_gid != s->gid()) {
       continue;  // the command changed it: it belongs to the layer
     }
-    // Fails, and keeps it, if the command wrote in it.
-    rmdir(p.c_str());
+    // Only if the name still is the directory just checked; fails, and keeps it, if the
+    // command wrote in it.
+    struct stat now;
+    if (fstatat(parent->first.get(), parent->second.c_str(), &now, AT_SYMLINK_NOFOLLOW) != 0 ||
+        now.st_ino != st.st_ino || now.st_dev != st.st_dev) {
+      continue;
+    }
+    unlinkat(parent->first.get(), parent->second.c_str(), AT_REMOVEDIR);
   }
 }
 

@@ -69,7 +69,9 @@ absl::StatusOr<RunOutcome> RunCommand(const farm::v1::SandboxRequest& request,
 
 // Removes from an upperdir what the sandbox created only to mount on (`stubs`: empty files and
 // directories it made, and ancestors overlayfs copied up only because of them), so none of it
-// reaches the layer. What the command changed or filled stays.
+// reaches the layer. What the command changed or filled stays. Every path is resolved from a
+// descriptor of `upper` without following symlinks (common::OpenBeneath): a command that
+// replaced a stub's parent with a symlink makes the stub stay, never a host file go.
 void RemoveMountStubs(const std::string& upper,
                       const google::protobuf::RepeatedPtrField<farm::v1::SandboxStub>& stubs);
 

@@ -17,6 +17,7 @@
 #include "worker/ssh_proxy.h"
 #include "worker/testing/executor_fixture.h"
 #include "worker/testing/fs_helpers.h"
+#include "worker/testing/test_hosts.h"
 
 namespace farm::worker {
 namespace {
@@ -35,6 +36,38 @@ TEST_F(RunTest, FileAndWhiteoutAndNothingElse) {
   EXPECT_EQ(Names(l), (std::vector<std::string>{"a", "bin", "bin/.wh.vi"}));
   EXPECT_EQ(l.at("a").data, "hi\n");
   EXPECT_EQ(l.at("a").header.mode, 0644u);
+}
+
+TEST_F(RunTest, TheDefaultNetworkIsIsolated) {
+  // A server on this (the worker) host and one on another host (the suite's peer namespace).
+  // A server on this (the worker) host, one on another host (the suite's peer namespace) and
+  // one on the peer's cloud metadata address; this host reaches all three.
+  testing::GreetingServer here("0.0.0.0", 0, "worker");
+  std::unique_ptr<testing::GreetingServer> there;
+  ASSERT_OK(hosts_->AddPeerAddress("169.254.169.254"));
+  ASSERT_OK(hosts_->InPeer(
+      [&] { there = std::make_unique<testing::GreetingServer>("0.0.0.0", 0, "peer"); }));
+  ASSERT_EQ(testing::ReadGreeting(testing::TestHosts::kHostAddress, here.port()), "worker");
+  ASSERT_EQ(testing::ReadGreeting("169.254.169.254", there->port()), "peer");
+  auto nc = [](const std::string& addr, int port) {
+    return absl::StrCat("nc -w 3 ", addr, " ", port, " </dev/null 2>&1 || echo refused; ");
+  };
+  farm::v1::StepRequest r = Sh(absl::StrCat(
+      "ip -o link | cut -d: -f2 | cut -d@ -f1 | tr -d ' ' | tr '\\n' ' '; echo; ",
+      nc(testing::TestHosts::kPeerAddress, there->port()),
+      nc(testing::TestHosts::kHostAddress, here.port()), nc("169.254.169.254", there->port())));
+  for (const char* network : {"", "default"}) {
+    r.mutable_run()->set_network(network);
+    Outcome o = Exec(r);
+    ASSERT_OK(o.result);
+    EXPECT_EQ(
+        o.out,
+        (std::vector<std::string>{
+            "lo eth0 ", "peer", "nc: can't connect to remote host (10.77.0.1): Connection refused",
+            "refused", "nc: can't connect to remote host (169.254.169.254): Connection refused",
+            "refused"}))
+        << absl::StrJoin(o.out, "\n");
+  }
 }
 
 TEST_F(RunTest, MountPointsNeverReachTheLayer) {
@@ -63,6 +96,40 @@ TEST_F(RunTest, MountPointsNeverReachTheLayer) {
   ASSERT_OK(o.result);
   EXPECT_EQ(o.out, (std::vector<std::string>{"../run/systemd/resolv.conf", "mounted"}));
   EXPECT_FALSE(o.result->has_layer());
+}
+
+TEST_F(RunTest, SymlinkSwapDuringStubCleanupIsHarmless) {
+  // The command moves away the directories the sandbox made to mount on (/etc for
+  // resolv.conf and hosts in an image without one; /x for a tmpfs at /x/y) and puts symlinks
+  // to a host directory in their place. The worker's stub cleanup, as root on the host, must
+  // not follow them: the host's empty files and directory of the same names stay.
+  std::string victim = tmp_->path() + "/victim";
+  ASSERT_OK(testing::WriteFile(victim + "/resolv.conf", ""));
+  ASSERT_OK(testing::WriteFile(victim + "/hosts", ""));
+  ASSERT_OK(common::MakeDirs(victim + "/y"));
+  std::string bare = tmp_->path() + "/bare-swap";
+  auto busybox = common::ReadFile("/bin/busybox");
+  ASSERT_OK(busybox);
+  ASSERT_OK(testing::WriteFile(bare + "/busybox", *busybox, 0755));
+  auto only_busybox = testing::MakeLayer(cas_.get(), bare);
+  ASSERT_OK(only_busybox);
+  farm::v1::StepRequest r =
+      Run({"/busybox", "sh", "-c",
+           absl::StrCat("cd / && /busybox mv etc etc.moved && /busybox ln -s ", victim,
+                        " etc && /busybox mv x x.moved && /busybox ln -s ", victim, " x")},
+          {*only_busybox});
+  farm::v1::Mount* t = r.mutable_run()->add_mounts();
+  t->set_type(farm::v1::Mount::TMPFS);
+  t->set_target("/x/y");
+  Outcome o = Exec(r);
+  ASSERT_OK(o.result);
+  EXPECT_EQ(o.result->exit_code(), 0) << absl::StrJoin(o.err, "\n");
+  EXPECT_TRUE(common::PathExists(victim + "/resolv.conf"));
+  EXPECT_TRUE(common::PathExists(victim + "/hosts"));
+  EXPECT_TRUE(common::PathExists(victim + "/y"));
+  // The layer has what the command made: the symlinks, and the moved directories with what
+  // was mounted there left as empty files and directories (no longer stubs at their paths).
+  ASSERT_TRUE(o.result->has_layer());
 }
 
 TEST_F(RunTest, RecreatedDirectoryIsOpaque) {

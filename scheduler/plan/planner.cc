@@ -11,6 +11,7 @@
 #include "common/digest.h"
 #include "common/fs.h"
 #include "common/patternmatcher.h"
+#include "executor/entitlements.h"
 #include "scheduler/dockerfile/shell_lex.h"
 #include "scheduler/plan/history.h"
 #include "scheduler/plan/keys.h"
@@ -837,6 +838,24 @@ class Planner {
     }
     run->set_network(c.network.empty() ? opts_.default_network : c.network);
     run->set_security(c.security.empty() ? "sandbox" : c.security);
+    if (opts_.check_entitlements) {
+      for (const std::string& e : executor::RequiredEntitlements(*run)) {
+        std::string flag = executor::EntitlementFlag(e);
+        if (c.network.empty() && e == executor::kNetworkHost) flag += " (the build's --network)";
+        if (opts_.allowed_entitlements.count(e) == 0) {
+          return ErrCode(absl::StatusCode::kPermissionDenied, pos,
+                         absl::StrCat("RUN ", flag, " needs the ", e,
+                                      " entitlement, which the build did not ask for "
+                                      "(add --allow ",
+                                      e, ")"));
+        }
+        if (opts_.permitted_entitlements.count(e) == 0) {
+          return ErrCode(absl::StatusCode::kPermissionDenied, pos,
+                         absl::StrCat("RUN ", flag, " needs the ", e, " entitlement, which ",
+                                      opts_.permitted_by, " does not permit"));
+        }
+      }
+    }
 
     // The command.
     std::vector<std::string> args = c.command.args;

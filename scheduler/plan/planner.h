@@ -75,6 +75,16 @@ struct PlanOptions {
   farm::v1::LayerOptions layer_options;
   // The network of RUN steps without --network (`farm build --network`): default|none|host.
   std::string default_network = "default";
+  // Entitlements (executor/entitlements.h). With `check_entitlements`, a RUN that needs one
+  // (--network=host, --security=insecure) must find it both in `allowed_entitlements` (the
+  // build asked: --allow) and in `permitted_entitlements` (the host permits it), else planning
+  // fails with PERMISSION_DENIED at the RUN's position, saying which is missing.
+  // `permitted_by` names the host's side in that message and how to change it, e.g.
+  // "farm-scheduler (--allow-entitlement)".
+  bool check_entitlements = false;
+  std::set<std::string> allowed_entitlements;
+  std::set<std::string> permitted_entitlements;
+  std::string permitted_by = "this host";
   // Secret id → a keyed digest of its value (auth::SecretKey::Hash("farm.secret.v1", value)):
   // a RUN that mounts a secret is keyed by it, so a different secret value never hits
   // another's layer and the value itself is never in a key. Absent: "(not provided)".
@@ -147,7 +157,8 @@ struct Plan {
 // Plans `df` for `options.target`. Errors are INVALID_ARGUMENT/NOT_FOUND with the Dockerfile
 // position ("Dockerfile:12:3: ..."): unknown --target, stage cycles, COPY --from an unknown
 // stage that is no image, expansion errors, COPY sources missing from the context, bad
-// --mount/--chmod/EXPOSE/STOPSIGNAL values, unsupported platforms of FROM lines.
+// --mount/--chmod/EXPOSE/STOPSIGNAL values, unsupported platforms of FROM lines; and
+// PERMISSION_DENIED for a RUN needing an entitlement the build or the host lacks.
 absl::StatusOr<Plan> MakePlan(const dockerfile::Dockerfile& df, const PlanOptions& options);
 
 }  // namespace farm::scheduler::plan

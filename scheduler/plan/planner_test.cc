@@ -355,6 +355,52 @@ TEST(KeyPropertiesTest, ErrorsNameTheSourceAndPosition) {
   EXPECT_THAT(std::string(k.status().message()), HasSubstr("missing.txt"));
 }
 
+// Plans `dockerfile` (no context) with entitlement checks.
+absl::Status PlanWithEntitlements(const std::string& dockerfile, std::set<std::string> allowed,
+                                  std::set<std::string> permitted,
+                                  const std::string& default_network = "default") {
+  absl::StatusOr<dockerfile::SyntaxTree> tree = dockerfile::Parse(dockerfile, "Dockerfile");
+  if (!tree.ok()) return tree.status();
+  absl::StatusOr<dockerfile::Dockerfile> df = dockerfile::BuildInstructions(*tree);
+  if (!df.ok()) return df.status();
+  TwoTagResolver resolver;
+  PlanOptions po;
+  po.resolver = &resolver;
+  po.default_network = default_network;
+  po.check_entitlements = true;
+  po.allowed_entitlements = std::move(allowed);
+  po.permitted_entitlements = std::move(permitted);
+  po.permitted_by = "the test host (allow-entitlement)";
+  return MakePlan(*df, po).status();
+}
+
+TEST(EntitlementsTest, InsecureAndHostNetworkNeedTheBuildAndTheHost) {
+  const std::string df = "FROM base:a\nRUN true\n  RUN --security=insecure mount\n";
+  absl::Status s = PlanWithEntitlements(df, {}, {"security.insecure"});
+  EXPECT_EQ(s.code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_THAT(std::string(s.message()),
+              HasSubstr("Dockerfile:3:3: RUN --security=insecure needs the security.insecure "
+                        "entitlement, which the build did not ask for (add --allow "
+                        "security.insecure)"));
+  s = PlanWithEntitlements(df, {"security.insecure"}, {"network.host"});
+  EXPECT_EQ(s.code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_THAT(std::string(s.message()),
+              HasSubstr("Dockerfile:3:3: RUN --security=insecure needs the security.insecure "
+                        "entitlement, which the test host (allow-entitlement) does not permit"));
+  EXPECT_TRUE(PlanWithEntitlements(df, {"security.insecure"}, {"security.insecure"}).ok());
+
+  const std::string host = "FROM base:a\nRUN --network=host wget x\n";
+  s = PlanWithEntitlements(host, {"security.insecure"}, {"network.host", "security.insecure"});
+  EXPECT_THAT(std::string(s.message()), HasSubstr("Dockerfile:2:1: RUN --network=host needs"));
+  EXPECT_TRUE(PlanWithEntitlements(host, {"network.host"}, {"network.host"}).ok());
+  // The build's default network counts too, and names the first RUN it applies to.
+  s = PlanWithEntitlements("FROM base:a\nENV A=1\nRUN true\n", {}, {}, "host");
+  EXPECT_THAT(std::string(s.message()),
+              HasSubstr("Dockerfile:3:1: RUN --network=host (the build's --network) needs"));
+  // Plain RUNs and --network=none need nothing.
+  EXPECT_TRUE(PlanWithEntitlements("FROM base:a\nRUN --network=none true\n", {}, {}).ok());
+}
+
 // COPY <<EOF: the heredoc is a source of the step ("<<NAME" after the paths, as BuildKit copies
 // its heredocs last), its body an inline file, expanded unless the delimiter is quoted.
 TEST(CopyRequestTest, HeredocsAreSourcesOfTheStep) {

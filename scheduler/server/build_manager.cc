@@ -342,6 +342,7 @@ absl::StatusOr<std::unique_ptr<BuildManager>> BuildManager::Create(Options optio
   ro.tenant_images = std::move(images);
   ro.executors = impl->opt.executors;
   ro.insecure_registries = impl->opt.insecure_registries;
+  ro.permitted_entitlements = impl->opt.permitted_entitlements;
   ro.docker_config_dir = impl->opt.docker_config_dir;
   ro.secret_key = impl->opt.secret_key;
   ro.max_step_log_bytes = impl->opt.max_step_log_bytes;

@@ -27,6 +27,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -56,6 +57,9 @@ class BuildManager {
     // Timeout of RUN steps that do not set one; 0 = none.
     int64_t default_step_timeout_seconds = 0;
     std::vector<std::string> insecure_registries;
+    // Entitlements this farm permits to builds that ask for them (executor/entitlements.h);
+    // a RUN needing another fails at plan time. (Per tenant once tenants have identities.)
+    std::set<std::string> permitted_entitlements;
     std::string docker_config_dir;  // registry credentials; "" = the default
     // Keys secret values' digests in step keys (BuildRunner::Options::secret_key).
     std::shared_ptr<const auth::SecretKey> secret_key;

@@ -34,6 +34,10 @@ absl::StatusOr<pipeline::Request> BuildRunner::PipelineRequest(
   if (!req.platform().empty()) pr.plan.platform = req.platform();
   pr.plan.layer_options = req.layer_options();
   if (!req.network().empty()) pr.plan.default_network = req.network();
+  pr.plan.check_entitlements = true;
+  pr.plan.allowed_entitlements = {req.allow_entitlements().begin(), req.allow_entitlements().end()};
+  pr.plan.permitted_entitlements = options_.permitted_entitlements;
+  pr.plan.permitted_by = "farm-scheduler (--allow-entitlement NAME)";
   if (!spec.secrets.empty()) {
     std::shared_ptr<const auth::SecretKey> key = options_.secret_key;
     if (key == nullptr) {

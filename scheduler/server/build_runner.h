@@ -16,6 +16,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -49,6 +50,8 @@ class BuildRunner {
     std::function<std::shared_ptr<executor::StepExecutor>(const BuildSpec&)> executors;
     std::vector<std::string> insecure_registries;  // added to each request's
     std::string docker_config_dir;                 // registry credentials; "" = the default
+    // Entitlements the farm permits to builds that ask for them (checked at plan time).
+    std::set<std::string> permitted_entitlements;
     // Keys the digests of secret values in step keys (plan::PlanOptions::secret_digests);
     // null: an in-memory key (secret-mounting steps then miss after a restart).
     std::shared_ptr<const auth::SecretKey> secret_key;

@@ -9,6 +9,7 @@
 #include "absl/strings/str_split.h"
 #include "auth/flags.h"
 #include "common/flags.h"
+#include "executor/entitlements.h"
 
 namespace farm::scheduler::server {
 
@@ -72,6 +73,11 @@ absl::StatusOr<ParsedFlags> ParseFlags(const std::vector<std::string>& args) {
               "Registry (host:port) reachable over plain HTTP (repeatable)", "HOST:PORT");
   fs.String("docker-config", 0, &o.docker_config_dir,
             "Directory with config.json holding registry credentials (default: ~/.docker)", "DIR");
+  std::vector<std::string> entitlements;
+  fs.Repeated("allow-entitlement", 0, &entitlements,
+              "Permit an entitlement to builds that ask for it (farm submit --allow NAME; "
+              "repeatable): network.host, security.insecure. Workers must permit it too",
+              "NAME");
 
   auth::RegisterServerFlags(&fs, &o.security);
   auth::RegisterClientFlags(&fs, "cache-", &o.cache_security, /*register_insecure=*/false);
@@ -122,6 +128,11 @@ absl::StatusOr<ParsedFlags> ParseFlags(const std::vector<std::string>& args) {
           absl::StrCat("--tenant-weight ", tw, ": the weight must be a positive number"));
     }
     o.tenant_weights[kv.first] = w;
+  }
+  for (const std::string& e : entitlements) {
+    absl::Status s = executor::CheckEntitlementName(e, "--allow-entitlement");
+    if (!s.ok()) return s;
+    o.permitted_entitlements.insert(e);
   }
   o.max_active_builds = static_cast<int>(max_active);
   o.max_queued_builds = static_cast<int>(max_queued);

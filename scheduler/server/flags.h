@@ -11,6 +11,7 @@
 
 #include <cstdint>
 #include <map>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -41,6 +42,7 @@ struct SchedulerOptions {
   std::map<std::string, double> tenant_weights;  // --tenant-weight TENANT=WEIGHT, each > 0
   std::vector<std::string> insecure_registries;  // --insecure-registry HOST:PORT
   std::string docker_config_dir;                 // --docker-config ("" = ~/.docker)
+  std::set<std::string> permitted_entitlements;  // --allow-entitlement NAME (known names)
   // auth/flags.h: --tls-cert, --tls-key, --tls-client-ca (client certificates optional:
   // workers present them, clients carry tokens), --worker-ca, --token-keys, --insecure.
   auth::ServerAuthOptions security;

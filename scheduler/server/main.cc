@@ -132,6 +132,7 @@ int main(int argc, char** argv) {
   mopt.default_step_timeout_seconds = absl::ToInt64Seconds(opt.default_step_timeout);
   mopt.insecure_registries = opt.insecure_registries;
   mopt.docker_config_dir = opt.docker_config_dir;
+  mopt.permitted_entitlements = opt.permitted_entitlements;
   // Secret values enter step keys only as HMACs under this key (every scheduler of a farm
   // that shares a cache should share the file).
   absl::StatusOr<std::unique_ptr<farm::auth::SecretKey>> secret_key =

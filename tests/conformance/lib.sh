@@ -20,6 +20,10 @@ FARM="$TEST_SRCDIR/farm/cli/farm"
 # Short paths: dockerd's and containerd's unix sockets must fit in 108 bytes.
 W=$(mktemp -d /tmp/farm-conf.XXXXXX)
 export FARM_HOME="$W/farm"
+# The cases' ADD <url> sources are on the loopback registry, which steps (and ADD) may not
+# reach by default (issue 13); docker's daemon fetches them on the host's network. Name it.
+mkdir -p "$FARM_HOME"
+echo "allow-network = 127.0.0.1/32" >"$FARM_HOME/sandbox.conf"
 export DOCKER_HOST="unix://$W/docker.sock"
 export DOCKER_BUILDKIT=1
 export DOCKER_CONFIG="$W/docker-config"

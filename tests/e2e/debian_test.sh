@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # A Debian base made by `debootstrap --variant=minbase` (the rootfs tar is cached in
 # $FARM_TEST_CACHE, default ~/.cache/farm-tests, between runs), loaded with ADD, and a RUN
-# apt-get update && apt-get install from the apt mirror (host network).
+# apt-get update && apt-get install from the apt mirror (on the step's isolated network: NAT
+# through this host, DNS to its resolver).
 source "$TEST_SRCDIR/farm/tests/e2e/lib.sh"
 
 # Bazel runs tests without $HOME: take the user's home from the password database.

@@ -106,9 +106,11 @@ start_scheduler() {
 start_worker() {
   local w=$1
   shift
+  # Each worker's steps get addresses of their own /24 (198.18.<worker's last octet>.0/24), so
+  # a step's address says which worker ran it (`where`).
   in_ns "$w" "$WORKER_BIN" --scheduler "$SCHED" --cache "$CACHE" --dir "$T/$w" --slots 1 \
     --tls-ca "$TLS/ca.crt" --tls-cert "$TLS/workers/$w.crt" --tls-key "$TLS/workers/$w.key" \
-    "$@" >>"$T/$w.log" 2>&1 &
+    --step-subnet "198.18.${NETNS_ADDR[$w]}.0/24" "$@" >>"$T/$w.log" 2>&1 &
 }
 kill_host() {  # kill -SIG every process of a "host" (its daemon and what it started)
   local sig=$1 h=$2
@@ -147,7 +149,7 @@ wait_workers() {
   return 1
 }
 # running_on PATTERN CMD...: waits (up to 20 s) until CMD prints "PATTERN ADDRESS", a step's
-# `where`; prints the worker host (w1..w3) at that address, or nothing.
+# `where`; prints the worker host (w1..w3) whose step subnet has that address, or nothing.
 running_on() {
   local pattern=$1 addr="" h
   shift
@@ -156,7 +158,9 @@ running_on() {
     [ -n "$addr" ] && break
     sleep 0.1
   done
-  for h in w1 w2 w3; do [ "$addr" = "$NET.${NETNS_ADDR[$h]}" ] && echo "$h"; done
+  for h in w1 w2 w3; do
+    case "$addr" in "198.18.${NETNS_ADDR[$h]}."*) echo "$h" ;; esac
+  done
 }
 worker_tasks() {  # worker_tasks HOST: tasks done by the worker labeled host=HOST
   farm_c c1 workers --all | awk -v h="host=$1" 'NR > 1 && $0 ~ h { print $5 }' | head -1
@@ -173,7 +177,7 @@ echo "farm up: 4 workers on $NET.0/24"
 mkdir -p "$T/ctx"
 cp /bin/busybox "$T/ctx/busybox"
 echo "hello from the farm" >"$T/ctx/msg.txt"
-# `where`: the worker's address (RUN uses the worker host's network).
+# `where`: the step's address, in its worker's --step-subnet (RUN has its own isolated network).
 cat >"$T/ctx/Dockerfile" <<'EOF'
 FROM scratch AS base
 COPY busybox /bin/busybox
@@ -273,7 +277,7 @@ else
   show wiped
   check "a build on the wiped worker succeeded" false
 fi
-check "the step ran on the wiped worker w1" grep -q "stage a two on $NET.11" "$T/wiped.log"
+check "the step ran on the wiped worker w1" grep -q "stage a two on 198.18.11." "$T/wiped.log"
 start_worker w2 --label host=w2
 start_worker w3 --label host=w3
 wait_workers 4
@@ -327,7 +331,21 @@ build_id=$(SOURCE_DATE_EPOCH=0 farm_c c1 submit -d --build-arg BASE_NONCE=$$ \
 check "farm submit --detach printed a build id (${build_id:-none})" [ -n "$build_id" ]
 runner_host=$(running_on "slow five on" farm_c c1 logs "$build_id")
 check "the step to cancel started (on ${runner_host:-nothing})" [ -n "$runner_host" ]
-sleeping() { ip netns pids "$(ns "$1")" | xargs -r ps -o args= -p 2>/dev/null | grep -c '^sleep 8'; }
+# A step runs in a network namespace of its own: look among the descendants of the host's
+# processes, not in the host's namespace.
+descendants() {
+  ps -eo pid=,ppid= | awk -v roots="$(ip netns pids "$(ns "$1")" | tr '\n' ' ')" '
+    BEGIN { n = split(roots, r, " "); for (i = 1; i <= n; i++) in_tree[r[i]] = 1 }
+    { parent[$1] = $2 }
+    END {
+      do {
+        grew = 0
+        for (p in parent) if (!(p in in_tree) && (parent[p] in in_tree)) { in_tree[p] = 1; grew = 1 }
+      } while (grew)
+      for (p in in_tree) print p
+    }'
+}
+sleeping() { descendants "$1" | xargs -r ps -o args= -p 2>/dev/null | grep -c '^sleep 8'; }
 check "its sleep runs on $runner_host" [ "$(sleeping "${runner_host:-w1}")" -ge 1 ]
 farm_c c1 cancel "$build_id" >"$T/cancel.out" 2>&1
 check "farm cancel answered" grep -q "$build_id" "$T/cancel.out"

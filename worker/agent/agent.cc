@@ -58,6 +58,7 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Create(Options options) {
   eo.cas = cas;
   eo.layer_store_max_bytes = options.layer_store_max_bytes;
   eo.limits = options.limits;
+  eo.policy = options.policy;
   eo.compression_threads = options.compression_threads;
   auto executor = LocalStepExecutor::Create(std::move(eo));
   if (!executor.ok()) {

@@ -111,6 +111,7 @@ class Agent : private Session::Delegate, private TaskRunner::Output {
     // The executor (see LocalStepExecutor::Options).
     int64_t layer_store_max_bytes = 0;  // 0 = unlimited
     sandbox::CgroupLimits limits;       // per RUN step
+    SandboxPolicy policy;               // entitlements it permits, no_new_privs, pids default
     int compression_threads = 0;        // 0 = every core
 
     // The connection.

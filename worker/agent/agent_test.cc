@@ -149,6 +149,9 @@ class AgentTest : public ::testing::Test {
     o.reconnect.max = absl::Milliseconds(200);
     o.connect_timeout = absl::Seconds(5);
     o.compression_threads = 1;
+    // Steps wait on a Gate on this host's loopback: the host's network, not the isolated one
+    // (these tests are about the worker's connection, not its sandbox).
+    o.policy.isolate_network = false;
     auto capture = log_;
     o.log = [capture, name](const std::string& line) {
       fprintf(stderr, "[%s] %s\n", name.c_str(), line.c_str());

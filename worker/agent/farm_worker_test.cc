@@ -186,7 +186,7 @@ TEST_F(FarmWorkerTest, BadFlagsGetOneClearLineAndExitTwo) {
       {{"--scheduler", "s:1", "--cache", cache, "--dir", "/tmp/x", "--memory-limit", "lots"},
        "memory-limit"},
       {{"--scheduler", "s:1", "--cache", cache, "--dir", "/tmp/x", "--pids-limit", "-3"},
-       "--pids-limit must be positive"},
+       "want a count >= 0"},
       {{"--bogus"}, "bogus"},
       {{"--scheduler", "s:1", "--cache", cache, "--dir", "/tmp/x", "extra"},
        "unexpected argument \"extra\""},

@@ -13,6 +13,7 @@
 #include "common/flags.h"
 #include "worker/agent/agent.h"
 #include "worker/sandbox/sandbox.h"
+#include "worker/sandbox_settings.h"
 
 namespace {
 
@@ -35,7 +36,7 @@ int main(int argc, char** argv) {
 
   farm::worker::agent::Agent::Options o;
   int64_t slots = std::max(1u, std::thread::hardware_concurrency());
-  int64_t pids = 0;
+  farm::worker::SandboxSettings sandbox = farm::worker::WorkerSandboxDefaults();
   std::vector<std::string> labels;
   farm::common::FlagSet fs(
       "farm-worker --scheduler HOST:PORT --cache HOST:PORT --dir DIR [--slots N] [OPTIONS]",
@@ -54,9 +55,9 @@ int main(int argc, char** argv) {
   fs.Repeated("label", 0, &labels, "A label the scheduler can place by (repeatable)", "KEY=VALUE");
   fs.Size("layer-store-max", 0, &o.layer_store_max_bytes,
           "Unpacked layers kept, e.g. 50G (least recently used are evicted; default: no limit)");
-  fs.Size("memory-limit", 0, &o.limits.memory_bytes,
-          "Memory limit of each RUN step, e.g. 4G (cgroups; default: none)");
-  fs.Int("pids-limit", 0, &pids, "Most processes of each RUN step (cgroups; default: none)");
+  // The sandbox: entitlements this worker permits, limits, no_new_privs (the same settings as
+  // $FARM_HOME/sandbox.conf for farm build).
+  farm::worker::RegisterSandboxFlags(&fs, &sandbox);
   fs.String("cache-instance", 0, &o.cache_instance,
             "Instance name for farm-cache CAS calls (the CAS is shared by all instances)", "NAME");
   fs.String("platform", 0, &o.platform,
@@ -83,11 +84,8 @@ int main(int argc, char** argv) {
   if (fs.WasSet("layer-store-max") && o.layer_store_max_bytes <= 0) {
     return Fail("--layer-store-max must be positive", 2);
   }
-  if (fs.WasSet("memory-limit") && o.limits.memory_bytes <= 0) {
-    return Fail("--memory-limit must be positive", 2);
-  }
-  if (fs.WasSet("pids-limit") && pids <= 0) return Fail("--pids-limit must be positive", 2);
-  o.limits.pids = pids;
+  o.limits = sandbox.limits;
+  o.policy = sandbox.policy;
   for (const std::string& l : labels) {
     size_t eq = l.find('=');
     if (eq == std::string::npos || eq == 0) {

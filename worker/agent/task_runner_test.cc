@@ -67,13 +67,14 @@ class FakeSteps {
       absl::StatusOr<std::string> v = secrets->GetSecret("token");
       seen = v.ok() ? *v : absl::StrCat("error: ", v.status().message());
     }
+    // The line first: a test that saw the step start (WaitStarted) may count it.
+    log(key + " started", false);
     {
       absl::MutexLock lock(&mu_);
       ++started_[key];
       secrets_seen_[key] = seen;
       max_running_ = std::max(max_running_, ++running_);
     }
-    log(key + " started", false);
     absl::MutexLock lock(&mu_);
     // The cancellation is a Notification, not this mutex: poll it, with a deadline.
     absl::Time deadline = absl::Now() + kWait;
@@ -186,12 +187,17 @@ class TaskRunnerTest : public ::testing::Test {
     return runner;
   }
   void Accept(TaskRunner& runner, farm::v1::Task task) { runner.Accept(&task); }
+  // Whether a log line contains `needle`, waiting up to 10 s for it: the runner logs a task's
+  // outcome just after delivering its result, so a test woken by the result may look first.
   bool Logged(absl::string_view needle) {
+    auto found = [this, needle]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+      for (const std::string& l : log_) {
+        if (absl::StrContains(l, needle)) return true;
+      }
+      return false;
+    };
     absl::MutexLock lock(&mu_);
-    for (const std::string& l : log_) {
-      if (absl::StrContains(l, needle)) return true;
-    }
-    return false;
+    return mu_.AwaitWithTimeout(absl::Condition(&found), absl::Seconds(10));
   }
 
   FakeSteps steps_;

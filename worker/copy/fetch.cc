@@ -2,6 +2,7 @@
 
 #include <curl/curl.h>
 #include <fcntl.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <mutex>
@@ -35,11 +36,20 @@ struct Transfer {
   absl::Status write_error;
   const absl::Notification* cancel;
   std::string disposition;
+  const FetchOptions* options = nullptr;
+  int64_t bytes = 0;
+  absl::Status refused;  // a destination the policy refused, or the size limit
 };
 
 size_t OnData(char* data, size_t size, size_t n, void* arg) {
   Transfer* t = static_cast<Transfer*>(arg);
   size_t len = size * n;
+  t->bytes += static_cast<int64_t>(len);
+  if (t->bytes > t->options->max_bytes) {
+    t->refused = absl::ResourceExhaustedError(
+        absl::StrCat("larger than the limit of ", t->options->max_bytes, " bytes"));
+    return 0;
+  }
   t->hash.Update(data, len);
   size_t done = 0;
   while (done < len) {
@@ -72,13 +82,32 @@ size_t OnHeader(char* data, size_t size, size_t n, void* arg) {
   return size * n;
 }
 
+// Every connection libcurl makes (the first, redirects, retries) asks here: the address is
+// checked against the step network's policy before a socket exists.
+curl_socket_t OnOpenSocket(void* arg, curlsocktype, struct curl_sockaddr* a) {
+  Transfer* t = static_cast<Transfer*>(arg);
+  if (t->options->policy != nullptr) {
+    network::IpAddress ip;
+    if (!network::IpAddress::FromSockaddr(&a->addr, &ip)) {
+      t->refused = absl::PermissionDeniedError("not an IP address");
+      return CURL_SOCKET_BAD;
+    }
+    absl::Status s = t->options->policy->Check(ip);
+    if (!s.ok()) {
+      t->refused = s;
+      return CURL_SOCKET_BAD;
+    }
+  }
+  return socket(a->family, a->socktype | SOCK_CLOEXEC, a->protocol);
+}
+
 int OnProgress(void* arg, curl_off_t, curl_off_t, curl_off_t, curl_off_t) {
   Transfer* t = static_cast<Transfer*>(arg);
   return t->cancel != nullptr && t->cancel->HasBeenNotified() ? 1 : 0;
 }
 
-absl::StatusOr<Fetched> CurlFetch(const std::string& url, const std::string& dest,
-                                  const absl::Notification* cancel) {
+absl::StatusOr<Fetched> CurlFetch(const FetchOptions& options, const std::string& url,
+                                  const std::string& dest, const absl::Notification* cancel) {
   static std::once_flag once;
   std::call_once(once, [] { curl_global_init(CURL_GLOBAL_DEFAULT); });
   if (!absl::StartsWith(url, "http://") && !absl::StartsWith(url, "https://")) {
@@ -86,7 +115,7 @@ absl::StatusOr<Fetched> CurlFetch(const std::string& url, const std::string& des
   }
   int fd = open(dest.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
   if (fd < 0) return common::ErrnoToStatus(errno, "create " + dest);
-  Transfer t{fd, {}, absl::OkStatus(), cancel, ""};
+  Transfer t{fd, {}, absl::OkStatus(), cancel, "", &options};
   CURL* c = curl_easy_init();
   char error[CURL_ERROR_SIZE] = {0};
   curl_easy_setopt(c, CURLOPT_URL, url.c_str());
@@ -107,6 +136,14 @@ absl::StatusOr<Fetched> CurlFetch(const std::string& url, const std::string& des
   curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
   curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, OnProgress);
   curl_easy_setopt(c, CURLOPT_XFERINFODATA, &t);
+  // No proxy from the worker's environment: the policy judges the address of the server
+  // itself (a proxy would be the only address it saw), as for a RUN step's own connections.
+  curl_easy_setopt(c, CURLOPT_PROXY, "");
+  curl_easy_setopt(c, CURLOPT_OPENSOCKETFUNCTION, OnOpenSocket);
+  curl_easy_setopt(c, CURLOPT_OPENSOCKETDATA, &t);
+  curl_easy_setopt(c, CURLOPT_MAXFILESIZE_LARGE, static_cast<curl_off_t>(options.max_bytes));
+  curl_easy_setopt(c, CURLOPT_TIMEOUT_MS,
+                   static_cast<long>(absl::ToInt64Milliseconds(options.timeout)));
   CURLcode rc = curl_easy_perform(c);
   long http = 0;
   curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &http);
@@ -115,6 +152,20 @@ absl::StatusOr<Fetched> CurlFetch(const std::string& url, const std::string& des
   curl_easy_cleanup(c);
   int close_rc = close(fd);
   if (!t.write_error.ok()) return t.write_error;
+  if (rc != CURLE_OK && !t.refused.ok()) {
+    // (A refused address is no error when libcurl then connected to another one.)
+    return absl::Status(t.refused.code(),
+                        absl::StrCat("downloading ", url, ": ", t.refused.message()));
+  }
+  if (rc == CURLE_FILESIZE_EXCEEDED) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "downloading ", url, ": larger than the limit of ", options.max_bytes, " bytes"));
+  }
+  if (rc == CURLE_OPERATION_TIMEDOUT) {
+    return absl::DeadlineExceededError(absl::StrCat("downloading ", url, ": ",
+                                                    error[0] ? error : "timed out", " (limit ",
+                                                    absl::FormatDuration(options.timeout), ")"));
+  }
   if (rc == CURLE_ABORTED_BY_CALLBACK)
     return absl::CancelledError("download of " + url + " cancelled");
   if (rc != CURLE_OK) {
@@ -138,6 +189,11 @@ absl::StatusOr<Fetched> CurlFetch(const std::string& url, const std::string& des
 
 }  // namespace
 
-UrlFetcher CurlFetcher() { return CurlFetch; }
+UrlFetcher CurlFetcher(FetchOptions options) {
+  return
+      [options](const std::string& url, const std::string& dest, const absl::Notification* cancel) {
+        return CurlFetch(options, url, dest, cancel);
+      };
+}
 
 }  // namespace farm::worker::copy

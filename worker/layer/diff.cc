@@ -29,8 +29,9 @@ namespace {
 constexpr char kWhiteoutPrefix[] = ".wh.";
 constexpr char kOpaqueMarker[] = ".wh..wh..opq";
 
-// Returns the names of every xattr of `path` (not following symlinks).
-absl::StatusOr<std::vector<std::string>> ListXattrs(const std::string& path) {
+// Returns the names of every xattr of `path` (not following symlinks); errors name `shown`.
+absl::StatusOr<std::vector<std::string>> ListXattrs(const std::string& path,
+                                                    const std::string& shown) {
   std::vector<char> buf(256);
   while (true) {
     ssize_t n = llistxattr(path.c_str(), buf.data(), buf.size());
@@ -45,17 +46,18 @@ absl::StatusOr<std::vector<std::string>> ListXattrs(const std::string& path) {
     }
     if (errno == ERANGE) {
       ssize_t need = llistxattr(path.c_str(), nullptr, 0);
-      if (need < 0) return common::ErrnoToStatus(errno, absl::StrCat("listxattr ", path));
+      if (need < 0) return common::ErrnoToStatus(errno, absl::StrCat("listxattr ", shown));
       buf.resize(static_cast<size_t>(need) + 1);
       continue;
     }
     if (errno == ENOTSUP) return std::vector<std::string>();
-    return common::ErrnoToStatus(errno, absl::StrCat("listxattr ", path));
+    return common::ErrnoToStatus(errno, absl::StrCat("listxattr ", shown));
   }
 }
 
-// Value of xattr `name` of `path`, or nullopt if absent.
-absl::StatusOr<std::optional<std::string>> GetXattr(const std::string& path, const char* name) {
+// Value of xattr `name` of `path`, or nullopt if absent; errors name `shown`.
+absl::StatusOr<std::optional<std::string>> GetXattr(const std::string& path, const char* name,
+                                                    const std::string& shown) {
   std::string value(64, '\0');
   while (true) {
     ssize_t n = lgetxattr(path.c_str(), name, &value[0], value.size());
@@ -66,12 +68,20 @@ absl::StatusOr<std::optional<std::string>> GetXattr(const std::string& path, con
     if (errno == ENODATA || errno == ENOTSUP) return std::optional<std::string>();
     if (errno == ERANGE) {
       ssize_t need = lgetxattr(path.c_str(), name, nullptr, 0);
-      if (need < 0) return common::ErrnoToStatus(errno, absl::StrCat("getxattr ", path));
+      if (need < 0) return common::ErrnoToStatus(errno, absl::StrCat("getxattr ", shown));
       value.resize(static_cast<size_t>(need));
       continue;
     }
-    return common::ErrnoToStatus(errno, absl::StrCat("getxattr ", name, " ", path));
+    return common::ErrnoToStatus(errno, absl::StrCat("getxattr ", name, " ", shown));
   }
+}
+
+// The path of `name` in the directory open as `dirfd`, for the calls that take only paths (the
+// xattr ones): the kernel resolves /proc/self/fd/N to exactly that directory, so no component
+// of the tree's own path is looked up again (and no symlink on it followed) after the walk
+// opened it with O_NOFOLLOW.
+std::string AtPath(int dirfd, const std::string& name) {
+  return absl::StrCat("/proc/self/fd/", dirfd, "/", name);
 }
 
 struct Entry {
@@ -87,7 +97,7 @@ class Walker {
       : root_(root), options_(options), tar_(tar), buffer_(1 << 20) {}
 
   absl::Status Run() {
-    int fd = open(root_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    int fd = open(root_.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
     if (fd < 0) return common::ErrnoToStatus(errno, absl::StrCat("open ", root_));
     absl::Status s = WalkDir(fd, "");
     close(fd);
@@ -132,7 +142,8 @@ class Walker {
       if (S_ISCHR(e.st.st_mode) && e.st.st_rdev == makedev(0, 0)) {
         e.whiteout = true;
       } else if (S_ISREG(e.st.st_mode) && e.st.st_size == 0) {
-        auto wh = GetXattr(DiskPath(rel, e.disk_name), "trusted.overlay.whiteout");
+        auto wh = GetXattr(AtPath(dirfd, e.disk_name), "trusted.overlay.whiteout",
+                           DiskPath(rel, e.disk_name));
         if (!wh.ok()) {
           status = wh.status();
           break;
@@ -177,16 +188,17 @@ class Walker {
       }
     }
     bool opaque = false;
-    ASSIGN_OR_RETURN(std::vector<std::string> xattrs, ListXattrs(path));
+    const std::string at = AtPath(dirfd, e.disk_name);
+    ASSIGN_OR_RETURN(std::vector<std::string> xattrs, ListXattrs(at, path));
     std::sort(xattrs.begin(), xattrs.end());
     for (const std::string& name : xattrs) {
       if (IsLayerXattr(name)) {
-        ASSIGN_OR_RETURN(std::optional<std::string> v, GetXattr(path, name.c_str()));
+        ASSIGN_OR_RETURN(std::optional<std::string> v, GetXattr(at, name.c_str(), path));
         if (v.has_value()) h.xattrs.emplace_back(name, std::move(*v));
         continue;
       }
       if (name == "trusted.overlay.opaque" && S_ISDIR(st.st_mode)) {
-        ASSIGN_OR_RETURN(std::optional<std::string> v, GetXattr(path, name.c_str()));
+        ASSIGN_OR_RETURN(std::optional<std::string> v, GetXattr(at, name.c_str(), path));
         opaque = v.has_value() && *v == "y";
         if (opaque) continue;
       }
@@ -194,7 +206,7 @@ class Walker {
       // valid lowerdir (opaque markers, xattr whiteouts) stays.
       if (options_.normalize_tree && absl::StartsWith(name, "trusted.overlay.") &&
           name != "trusted.overlay.whiteout" && name != "trusted.overlay.opaque") {
-        if (lremovexattr(path.c_str(), name.c_str()) != 0 && errno != ENODATA) {
+        if (lremovexattr(at.c_str(), name.c_str()) != 0 && errno != ENODATA) {
           return common::ErrnoToStatus(errno, absl::StrCat("removexattr ", name, " ", path));
         }
       }

@@ -21,6 +21,7 @@
 #include "common/fs.h"
 #include "common/status_macros.h"
 #include "common/status_util.h"
+#include "worker/sandbox/devices.h"
 
 #ifndef CGROUP2_SUPER_MAGIC
 #define CGROUP2_SUPER_MAGIC 0x63677270
@@ -75,6 +76,15 @@ absl::StatusOr<std::vector<farm::v1::SandboxCgroup>> PlanV2(const CgroupLimits& 
     return absl::FailedPreconditionError("cgroup v2: no \"0::\" line in /proc/self/cgroup");
   }
   std::string parent = Join(env.root, *path);
+  if (needed.empty()) {
+    // Devices only: an eBPF program on a child cgroup; no controller, so no delegation and
+    // no "no internal processes" rule to satisfy.
+    farm::v1::SandboxCgroup cg;
+    cg.set_parent(parent);
+    cg.set_v2(true);
+    cg.set_devices(true);
+    return std::vector<farm::v1::SandboxCgroup>{cg};
+  }
   auto available = common::ReadFile(parent + "/cgroup.controllers");
   if (!available.ok()) return common::Annotate(available.status(), "cgroup v2");
   std::vector<std::string> have = absl::StrSplit(absl::StripAsciiWhitespace(*available), ' ');
@@ -120,6 +130,7 @@ absl::StatusOr<std::vector<farm::v1::SandboxCgroup>> PlanV2(const CgroupLimits& 
     (*cg.mutable_settings())["memory.swap.max"] = "0";
   }
   if (limits.pids > 0) (*cg.mutable_settings())["pids.max"] = absl::StrCat(limits.pids);
+  cg.set_devices(limits.devices);
   return std::vector<farm::v1::SandboxCgroup>{cg};
 }
 
@@ -147,6 +158,13 @@ absl::StatusOr<std::vector<farm::v1::SandboxCgroup>> PlanV1(const CgroupLimits& 
         add("memory", {{"memory.limit_in_bytes", bytes}, {"memory.memsw.limit_in_bytes", bytes}}));
   }
   if (limits.pids > 0) RETURN_IF_ERROR(add("pids", {{"pids.max", absl::StrCat(limits.pids)}}));
+  std::optional<std::string> devices = CgroupPath(self_cgroup, "devices");
+  if (limits.devices && devices.has_value() && common::PathExists(env.root + "/devices")) {
+    farm::v1::SandboxCgroup cg;
+    cg.set_parent(Join(env.root + "/devices", *devices));
+    cg.set_devices(true);
+    out.push_back(std::move(cg));
+  }
   return out;
 }
 
@@ -177,7 +195,7 @@ absl::StatusOr<std::vector<farm::v1::SandboxCgroup>> PlanCgroups(const CgroupLim
 
 absl::StatusOr<RunCgroup> RunCgroup::Create(
     const google::protobuf::RepeatedPtrField<farm::v1::SandboxCgroup>& plan,
-    const std::string& name) {
+    const std::string& name, bool all_devices) {
   RunCgroup run;
   for (const farm::v1::SandboxCgroup& cg : plan) {
     Dir dir{cg.parent() + "/" + name, cg.v2()};
@@ -191,6 +209,18 @@ absl::StatusOr<RunCgroup> RunCgroup::Create(
       std::string path = dir.path + "/" + file;
       if (Optional(file) && !common::PathExists(path)) continue;
       RETURN_IF_ERROR(WriteText(path, value));
+    }
+    if (cg.devices() && !all_devices) {
+      if (cg.v2()) {
+        RETURN_IF_ERROR(AttachDeviceFilter(dir.path, StandardDeviceRules()));
+      } else {
+        RETURN_IF_ERROR(WriteText(dir.path + "/devices.deny", "a"));
+        for (const DeviceRule& r : StandardDeviceRules()) {
+          // A parent that already refuses a device makes its allow line fail: the device
+          // stays refused, which is all we need.
+          WriteText(dir.path + "/devices.allow", r.V1String()).IgnoreError();
+        }
+      }
     }
   }
   return run;

@@ -1,15 +1,17 @@
-// Memory and pid limits for sandboxed runs through cgroups, v2 (unified) and v1.
+// Memory, pid and device limits for sandboxed runs through cgroups, v2 (unified) and v1.
 //
 // The worker decides once (PlanCgroups, at executor creation) where per-run cgroups go and
 // what they contain; the runner creates one per run (RunCgroup), puts the run's init process in
 // it, reports whether the OOM killer fired, kills anything left and removes it.
 //
-// v1: a child of the worker's own cgroup in the memory and pids hierarchies (no constraint on
-// processes in inner cgroups). v2: a child of the worker's cgroup, whose controllers must be
-// delegated; v2 forbids processes in a cgroup that distributes controllers, so when the
-// worker's cgroup holds only the worker itself, the worker first moves into a `farm-worker`
-// leaf beside the runs (what systemd's Delegate=yes units and container engines do). A cgroup
-// shared with other processes cannot be used: PlanCgroups says so instead of moving them.
+// v1: a child of the worker's own cgroup in the memory, pids and devices hierarchies (no
+// constraint on processes in inner cgroups). v2: a child of the worker's cgroup, whose
+// controllers must be delegated; v2 forbids processes in a cgroup that distributes
+// controllers, so when the worker's cgroup holds only the worker itself, the worker first
+// moves into a `farm-worker` leaf beside the runs (what systemd's Delegate=yes units and
+// container engines do). A cgroup shared with other processes cannot be used: PlanCgroups
+// says so instead of moving them. Devices alone need no controller on v2 (an eBPF program on
+// the run's cgroup), hence no delegation and no move.
 //
 //   ASSIGN_OR_RETURN(auto plan, worker::sandbox::PlanCgroups({1 << 30, 512},
 //   worker::sandbox::CgroupEnv())); request.mutable_cgroups()->Assign(plan.begin(), plan.end());
@@ -30,7 +32,10 @@ namespace farm::worker::sandbox {
 struct CgroupLimits {
   int64_t memory_bytes = 0;  // 0 = no limit
   int64_t pids = 0;          // 0 = no limit
-  bool any() const { return memory_bytes > 0 || pids > 0; }
+  // Only the standard devices (devices.h). Best effort: skipped where the v1 devices
+  // controller is not mounted (the sandbox's nodev mounts still keep other nodes unusable).
+  bool devices = false;
+  bool any() const { return memory_bytes > 0 || pids > 0 || devices; }
 };
 
 // Where to look; the defaults are the real system, tests pass a fake tree.
@@ -49,9 +54,10 @@ absl::StatusOr<std::vector<farm::v1::SandboxCgroup>> PlanCgroups(const CgroupLim
 // One run's cgroups (used by the runner process).
 class RunCgroup {
  public:
+  // `all_devices` (an insecure run): no device restriction.
   static absl::StatusOr<RunCgroup> Create(
       const google::protobuf::RepeatedPtrField<farm::v1::SandboxCgroup>& plan,
-      const std::string& name);
+      const std::string& name, bool all_devices = false);
   RunCgroup(RunCgroup&&) = default;
   RunCgroup& operator=(RunCgroup&&) = default;
   ~RunCgroup();

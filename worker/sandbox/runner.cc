@@ -49,6 +49,8 @@
 #include "common/status_util.h"
 #include "farm/v1/sandbox.pb.h"
 #include "worker/sandbox/cgroups.h"
+#include "worker/sandbox/seccomp_profile.h"
+#include "worker/sandbox/step_net.h"
 #include "worker/user/user_db.h"
 
 namespace farm::worker::sandbox {
@@ -98,35 +100,56 @@ void CloseFrom(int first) {
 // ---------------------------------------------------------------------------------------
 // Paths inside the root, created on demand and reported as stubs.
 
+// A mount target inside the root: an O_PATH descriptor of it, held until the mount is made
+// (mount on at(): the kernel mounts on exactly that file, whatever became of the path since),
+// and its host path for the reader.
+struct Target {
+  common::UniqueFd fd;
+  std::string host;
+  std::string at() const { return absl::StrCat("/proc/self/fd/", fd.get()); }
+};
+
 class RootFs {
  public:
   explicit RootFs(std::string root) : root_(std::move(root)) {}
 
+  // Opens the root (once the overlay is mounted on it).
+  absl::Status Open() {
+    int fd = open(root_.c_str(), O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) return Errno("open " + root_);
+    root_fd_ = common::UniqueFd(fd);
+    return absl::OkStatus();
+  }
+
   // Resolves `target` (absolute, in the container) inside the root, following symlinks the way
   // the kernel would after pivot_root, and creates what is missing (directories, and the last
-  // component as a directory or an empty file). Returns the host path to mount on.
-  absl::StatusOr<std::string> Prepare(absl::string_view target, bool is_dir) {
+  // component as a directory or an empty file). Every step is an openat of one name in a
+  // directory already open, without following symlinks (they are read and resolved here,
+  // inside the root): a directory on the way that is swapped for a symlink meanwhile (a cache
+  // mount shared with a running step) cannot lead the mount out of the root.
+  absl::StatusOr<Target> Prepare(absl::string_view target, bool is_dir) {
     std::vector<std::string> remaining = absl::StrSplit(target, '/', absl::SkipEmpty());
     std::reverse(remaining.begin(), remaining.end());
-    std::vector<std::string> done;
+    std::vector<std::pair<std::string, common::UniqueFd>> chain;  // resolved, all directories
+    auto dir = [&]() { return chain.empty() ? root_fd_.get() : chain.back().second.get(); };
     int links = 0;
     while (!remaining.empty()) {
       std::string part = std::move(remaining.back());
       remaining.pop_back();
       if (part == ".") continue;
       if (part == "..") {
-        if (!done.empty()) done.pop_back();
+        if (!chain.empty()) chain.pop_back();
         continue;
       }
-      done.push_back(part);
-      std::string host = Host(done);
-      struct stat st;
-      if (lstat(host.c_str(), &st) != 0) {
-        if (errno != ENOENT) return Errno("lstat " + host);
-        done.pop_back();
+      int fd = openat(dir(), part.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC);
+      if (fd < 0) {
+        if (errno != ENOENT) return Errno("open " + Host(chain, part));
         remaining.push_back(part);
-        return Create(target, done, remaining, is_dir);
+        return Create(target, std::move(chain), std::move(remaining), is_dir);
       }
+      common::UniqueFd opened(fd);
+      struct stat st;
+      if (fstat(fd, &st) != 0) return Errno("stat " + Host(chain, part));
       bool last = remaining.empty();
       if (S_ISLNK(st.st_mode)) {
         if (++links > 40) {
@@ -134,43 +157,61 @@ class RootFs {
               absl::StrCat("mount target ", target, ": too many levels of symbolic links"));
         }
         char buf[4096];
-        ssize_t n = readlink(host.c_str(), buf, sizeof(buf) - 1);
-        if (n < 0) return Errno("readlink " + host);
+        ssize_t n = readlinkat(fd, "", buf, sizeof(buf) - 1);
+        if (n < 0) return Errno("readlink " + Host(chain, part));
         std::string link(buf, static_cast<size_t>(n));
-        done.pop_back();
-        if (!link.empty() && link[0] == '/') done.clear();
+        if (!link.empty() && link[0] == '/') chain.clear();
         std::vector<std::string> t = absl::StrSplit(link, '/', absl::SkipEmpty());
         for (auto it = t.rbegin(); it != t.rend(); ++it) remaining.push_back(*it);
         continue;
       }
       if (!last && !S_ISDIR(st.st_mode)) {
-        return absl::FailedPreconditionError(absl::StrCat(
-            "mount target ", target, ": /", absl::StrJoin(done, "/"), " is not a directory"));
+        return absl::FailedPreconditionError(
+            absl::StrCat("mount target ", target, ": ", Rel(chain, part), " is not a directory"));
       }
+      chain.emplace_back(part, std::move(opened));
     }
-    return Host(done);
+    return Finish(std::move(chain));
   }
 
   const google::protobuf::RepeatedPtrField<SandboxStub>& stubs() const { return stubs_; }
   const std::string& root() const { return root_; }
 
  private:
-  std::string Host(const std::vector<std::string>& parts) const {
-    return parts.empty() ? root_ : absl::StrCat(root_, "/", absl::StrJoin(parts, "/"));
+  using Chain = std::vector<std::pair<std::string, common::UniqueFd>>;
+
+  static std::string Rel(const Chain& chain, const std::string& more = "") {
+    std::string out;
+    for (const auto& [name, fd] : chain) absl::StrAppend(&out, out.empty() ? "" : "/", name);
+    if (!more.empty()) absl::StrAppend(&out, out.empty() ? "" : "/", more);
+    return out;
+  }
+  std::string Host(const Chain& chain, const std::string& more = "") const {
+    std::string rel = Rel(chain, more);
+    return rel.empty() ? root_ : absl::StrCat(root_, "/", rel);
+  }
+
+  absl::StatusOr<Target> Finish(Chain chain) {
+    Target t;
+    int fd = fcntl(chain.empty() ? root_fd_.get() : chain.back().second.get(), F_DUPFD_CLOEXEC, 0);
+    if (fd < 0) return Errno("dup");
+    t.fd = common::UniqueFd(fd);
+    t.host = Host(chain);
+    return t;
   }
 
   // `existing`: resolved components that exist (directories); `remaining`: what to create
   // (stack order: back() first).
-  absl::StatusOr<std::string> Create(absl::string_view target, std::vector<std::string> existing,
-                                     std::vector<std::string> remaining, bool is_dir) {
+  absl::StatusOr<Target> Create(absl::string_view target, Chain chain,
+                                std::vector<std::string> remaining, bool is_dir) {
     // Overlayfs copies every existing ancestor up when something is created below it: remember
     // how each looked before the first change.
-    for (size_t i = 1; i <= existing.size(); ++i) {
-      std::vector<std::string> prefix(existing.begin(), existing.begin() + i);
-      std::string rel = absl::StrJoin(prefix, "/");
+    for (size_t i = 0; i < chain.size(); ++i) {
+      std::string rel;
+      for (size_t j = 0; j <= i; ++j) absl::StrAppend(&rel, j == 0 ? "" : "/", chain[j].first);
       if (std::find(recorded_.begin(), recorded_.end(), rel) != recorded_.end()) continue;
       struct stat st;
-      if (lstat(Host(prefix).c_str(), &st) != 0) return Errno("lstat " + Host(prefix));
+      if (fstat(chain[i].second.get(), &st) != 0) return Errno("stat " + rel);
       recorded_.push_back(rel);
       SandboxStub* s = stubs_.Add();
       s->set_path(rel);
@@ -182,32 +223,44 @@ class RootFs {
       s->set_mtime_sec(st.st_mtim.tv_sec);
       s->set_mtime_nsec(st.st_mtim.tv_nsec);
     }
-    std::vector<std::string> done = std::move(existing);
     while (!remaining.empty()) {
       std::string part = std::move(remaining.back());
       remaining.pop_back();
       if (part == "." || part == "..") {
         return absl::InvalidArgumentError(absl::StrCat("mount target ", target, " is not clean"));
       }
-      done.push_back(part);
       bool last = remaining.empty();
-      std::string p = Host(done);
+      int dir = chain.empty() ? root_fd_.get() : chain.back().second.get();
+      std::string p = Host(chain, part);
       if (last && !is_dir) {
-        int fd = open(p.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
+        int fd =
+            openat(dir, part.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
         if (fd < 0) return Errno("create mount point " + p);
         close(fd);
-      } else if (mkdir(p.c_str(), 0755) != 0) {
+      } else if (mkdirat(dir, part.c_str(), 0755) != 0) {
         return Errno("create mount point " + p);
       }
+      // What was just made, not whatever may have replaced it: no symlink is followed, and a
+      // directory must still be one.
+      int fd = openat(dir, part.c_str(),
+                      O_PATH | O_NOFOLLOW | O_CLOEXEC | (last && !is_dir ? 0 : O_DIRECTORY));
+      if (fd < 0) return Errno("open mount point " + p);
+      common::UniqueFd made(fd);
+      struct stat st;
+      if (fstat(fd, &st) != 0 || S_ISLNK(st.st_mode)) {
+        return absl::FailedPreconditionError("mount point " + p + " was replaced");
+      }
+      chain.emplace_back(part, std::move(made));
       SandboxStub* s = stubs_.Add();
-      s->set_path(absl::StrJoin(done, "/"));
+      s->set_path(Rel(chain));
       s->set_created(true);
       s->set_is_dir(!last || is_dir);
     }
-    return Host(done);
+    return Finish(std::move(chain));
   }
 
   std::string root_;
+  common::UniqueFd root_fd_;
   std::vector<std::string> recorded_;
   google::protobuf::RepeatedPtrField<SandboxStub> stubs_;
 };
@@ -222,18 +275,50 @@ absl::Status Mount(const std::string& source, const std::string& target, const c
   return absl::OkStatus();
 }
 
-absl::Status BindMount(const std::string& source, const std::string& target, bool readonly) {
+// Bind-mounts `source` at `target`, read-only if asked, and `nodev` unless `allow_devices`:
+// a device node reachable through a bind mount (a cache directory, the build context) can
+// never be opened from inside.
+absl::Status BindMount(const std::string& source, const std::string& target, bool readonly,
+                       bool allow_devices = false) {
   RETURN_IF_ERROR(Mount(source, target, nullptr, MS_BIND | MS_REC, ""));
-  if (readonly) {
-    // Keep the flags the kernel locked on the source mount (nosuid, nodev, noexec).
-    unsigned long extra = 0;
-    struct statvfs sv;
-    if (statvfs(target.c_str(), &sv) == 0) {
-      if (sv.f_flag & ST_NOSUID) extra |= MS_NOSUID;
-      if (sv.f_flag & ST_NODEV) extra |= MS_NODEV;
-      if (sv.f_flag & ST_NOEXEC) extra |= MS_NOEXEC;
-    }
-    RETURN_IF_ERROR(Mount("", target, nullptr, MS_REMOUNT | MS_BIND | MS_RDONLY | extra, ""));
+  unsigned long extra = (readonly ? MS_RDONLY : 0) | (allow_devices ? 0 : MS_NODEV);
+  if (extra == 0) return absl::OkStatus();
+  // Keep the flags the kernel locked on the source mount (nosuid, nodev, noexec).
+  struct statvfs sv;
+  if (statvfs(target.c_str(), &sv) == 0) {
+    if (sv.f_flag & ST_NOSUID) extra |= MS_NOSUID;
+    if (sv.f_flag & ST_NODEV) extra |= MS_NODEV;
+    if (sv.f_flag & ST_NOEXEC) extra |= MS_NOEXEC;
+    if (sv.f_flag & ST_RDONLY) extra |= MS_RDONLY;
+  }
+  return Mount("", target, nullptr, MS_REMOUNT | MS_BIND | extra, "");
+}
+
+// BindMount onto a prepared target: the new mount API (open_tree, mount_setattr, move_mount;
+// Linux 5.12+) attaches the clone of `source`, already read-only/nodev, to exactly the file
+// `t.fd` is, with no path looked up again. Older kernels: bind on the descriptor's path, then
+// remount by the host path (the flags cannot be changed through the descriptor).
+absl::Status BindMountAt(const std::string& source, const Target& t, bool readonly,
+                         bool allow_devices = false) {
+  int tree =
+      open_tree(AT_FDCWD, source.c_str(), OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE);
+  if (tree < 0 && errno == ENOSYS) {
+    RETURN_IF_ERROR(Mount(source, t.at(), nullptr, MS_BIND | MS_REC, ""));
+    if (!readonly && allow_devices) return absl::OkStatus();
+    // Re-bind over the host path to change flags (BindMount keeps the locked ones).
+    return BindMount(t.host, t.host, readonly, allow_devices);
+  }
+  if (tree < 0) return Errno("open_tree " + source);
+  common::UniqueFd tree_fd(tree);
+  struct mount_attr attr = {};
+  attr.attr_set = (readonly ? MOUNT_ATTR_RDONLY : 0) | (allow_devices ? 0 : MOUNT_ATTR_NODEV);
+  if (attr.attr_set != 0 &&
+      mount_setattr(tree, "", AT_EMPTY_PATH | AT_RECURSIVE, &attr, sizeof(attr)) != 0) {
+    return Errno("mount_setattr " + source);
+  }
+  if (move_mount(tree, "", t.fd.get(), "", MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH) !=
+      0) {
+    return Errno(absl::StrCat("mount bind ", source, " on ", t.host));
   }
   return absl::OkStatus();
 }
@@ -242,7 +327,7 @@ absl::Status BindMount(const std::string& source, const std::string& target, boo
 // without an upper directory (a single lower directory then needs a second, empty one).
 absl::Status MountOverlayAt(const std::vector<std::string>& lowers, const std::string& upper,
                             const std::string& work, const std::string& target,
-                            const std::string& empty_dir) {
+                            const std::string& empty_dir, bool allow_devices) {
   std::vector<std::string> l = lowers;
   if (upper.empty() && l.size() == 1) l.push_back(empty_dir);
   std::string base = absl::StrCat("lowerdir=", absl::StrJoin(l, ":"));
@@ -256,7 +341,9 @@ absl::Status MountOverlayAt(const std::vector<std::string>& lowers, const std::s
   for (const char* extra : extras) {
     std::string opts = base + extra;
     if (upper.empty() && absl::StrContains(opts, "volatile")) continue;
-    unsigned long flags = upper.empty() ? MS_RDONLY : 0;
+    // nodev: device nodes in the layers (unpacked from tars, made by mknod in an earlier
+    // step) are kept in the layer but can never be opened through this mount.
+    unsigned long flags = (upper.empty() ? MS_RDONLY : 0) | (allow_devices ? 0 : MS_NODEV);
     if (mount("overlay", target.c_str(), "overlay", flags, opts.c_str()) == 0) {
       return absl::OkStatus();
     }
@@ -270,11 +357,18 @@ absl::Status MountOverlayAt(const std::vector<std::string>& lowers, const std::s
 absl::Status MountOverlay(const SandboxRequest& req) {
   if (chdir(req.layer_dir().c_str()) != 0) return Errno("chdir " + req.layer_dir());
   return MountOverlayAt({req.lower_dirs().begin(), req.lower_dirs().end()}, req.upper_dir(),
-                        req.work_dir(), req.rootfs_dir(), "empty");
+                        req.work_dir(), req.rootfs_dir(), "empty", req.insecure());
 }
 
-absl::Status MakeDev(const std::string& dev) {
-  RETURN_IF_ERROR(Mount("tmpfs", dev, "tmpfs", MS_NOSUID | MS_STRICTATIME, "mode=755,size=65536k"));
+// /dev: a tmpfs with the standard nodes. The tmpfs is `nodev`, so a node a step creates
+// there (mknod) cannot be opened; the standard ones are the host's own nodes bind-mounted
+// read-only on empty files (a device node on a read-only mount still reads and writes, but
+// its owner and mode cannot be changed, so a step cannot chmod the host's /dev/null).
+// `allow_devices` (insecure): a plain tmpfs where mknod'ed nodes work, as in Docker.
+absl::Status MakeDev(const std::string& at, const std::string& dev, bool allow_devices) {
+  RETURN_IF_ERROR(Mount("tmpfs", at, "tmpfs",
+                        MS_NOSUID | MS_STRICTATIME | (allow_devices ? 0 : MS_NODEV),
+                        "mode=755,size=65536k"));
   struct Node {
     const char* name;
     unsigned major, minor;
@@ -282,15 +376,24 @@ absl::Status MakeDev(const std::string& dev) {
   for (Node n : {Node{"null", 1, 3}, Node{"zero", 1, 5}, Node{"full", 1, 7}, Node{"random", 1, 8},
                  Node{"urandom", 1, 9}, Node{"tty", 5, 0}}) {
     std::string path = dev + "/" + n.name;
-    if (mknod(path.c_str(), S_IFCHR | 0666, makedev(n.major, n.minor)) == 0) {
+    if (allow_devices && mknod(path.c_str(), S_IFCHR | 0666, makedev(n.major, n.minor)) == 0) {
       chmod(path.c_str(), 0666);
       continue;
     }
-    // No CAP_MKNOD here (a worker inside a container): bind the host's node instead.
-    int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0666);
+    std::string host = std::string("/dev/") + n.name;
+    struct stat st;
+    if (stat(host.c_str(), &st) != 0 || !S_ISCHR(st.st_mode) ||
+        st.st_rdev != makedev(n.major, n.minor)) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("the host's ", host, " is not the character device ", n.major, ":", n.minor,
+                       " the sandbox binds at /dev/", n.name));
+    }
+    int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0666);
     if (fd < 0) return Errno("create " + path);
     close(fd);
-    RETURN_IF_ERROR(BindMount(std::string("/dev/") + n.name, path, false));
+    RETURN_IF_ERROR(Mount(host, path, nullptr, MS_BIND, ""));
+    RETURN_IF_ERROR(
+        Mount("", path, nullptr, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NOEXEC, ""));
   }
   std::string pts = dev + "/pts";
   if (mkdir(pts.c_str(), 0755) != 0) return Errno("mkdir " + pts);
@@ -318,9 +421,10 @@ absl::Status MakeDev(const std::string& dev) {
 
 // Docker's default masks: kernel interfaces a build has no business reading or writing.
 void MaskPaths(const std::string& root) {
-  for (const char* p : {"/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list",
-                        "/proc/timer_stats", "/proc/sched_debug", "/proc/acpi", "/proc/scsi",
-                        "/sys/firmware", "/sys/devices/virtual/powercap"}) {
+  for (const char* p :
+       {"/proc/asound", "/proc/acpi", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
+        "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi", "/sys/firmware",
+        "/sys/devices/virtual/powercap"}) {
     std::string path = root + p;
     struct stat st;
     if (lstat(path.c_str(), &st) != 0) continue;
@@ -330,8 +434,7 @@ void MaskPaths(const std::string& root) {
       mount((root + "/dev/null").c_str(), path.c_str(), nullptr, MS_BIND, nullptr);
     }
   }
-  for (const char* p :
-       {"/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger", "/proc/asound"}) {
+  for (const char* p : {"/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"}) {
     std::string path = root + p;
     if (access(path.c_str(), F_OK) != 0) continue;
     BindMount(path, path, true).IgnoreError();
@@ -377,31 +480,55 @@ absl::Status MountFile(const SandboxMount& m, RootFs* fs) {
   }
   close(fd);
   RETURN_IF_ERROR(s);
-  ASSIGN_OR_RETURN(std::string path, fs->Prepare(m.target(), false));
-  return BindMount(file, path, true);
+  ASSIGN_OR_RETURN(Target t, fs->Prepare(m.target(), false));
+  return BindMountAt(file, t, true);
 }
 
 absl::Status SetupRoot(const SandboxRequest& req, RootFs* fs) {
   // Nothing we mount may propagate back to the host.
   RETURN_IF_ERROR(Mount("", "/", nullptr, MS_REC | MS_PRIVATE, ""));
   RETURN_IF_ERROR(MountOverlay(req));
+  RETURN_IF_ERROR(fs->Open());
   const std::string& root = fs->root();
 
-  ASSIGN_OR_RETURN(std::string proc, fs->Prepare("/proc", true));
-  RETURN_IF_ERROR(Mount("proc", proc, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, ""));
-  ASSIGN_OR_RETURN(std::string dev, fs->Prepare("/dev", true));
-  RETURN_IF_ERROR(MakeDev(dev));
-  ASSIGN_OR_RETURN(std::string sys, fs->Prepare("/sys", true));
+  ASSIGN_OR_RETURN(Target proc, fs->Prepare("/proc", true));
+  RETURN_IF_ERROR(Mount("proc", proc.at(), "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, ""));
+  ASSIGN_OR_RETURN(Target dev, fs->Prepare("/dev", true));
+  // (The tmpfs /dev and what MakeDev makes in it are new: nothing else can write there.)
+  RETURN_IF_ERROR(MakeDev(dev.at(), dev.host, req.insecure()));
+  if (req.tty()) {
+    // /dev/console is the run's terminal (as in runc), so ttyname() finds a name for it: its
+    // pts lives in the host's devpts, not in the sandbox's own.
+    // (Bound by its path: the descriptor's mount belongs to the caller's mount namespace, and
+    // a bind source must be in ours; the same device is checked.)
+    std::string console = dev.host + "/console";
+    int fd = open(console.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (fd < 0) return Errno("create " + console);
+    close(fd);
+    char name[256];
+    ssize_t n = readlink("/proc/self/fd/0", name, sizeof(name) - 1);
+    struct stat want, got;
+    if (n <= 0 || fstat(0, &want) != 0 || !S_ISCHR(want.st_mode)) {
+      return absl::FailedPreconditionError("tty: the runner's stdin is not a terminal");
+    }
+    name[n] = '\0';
+    if (stat(name, &got) != 0 || got.st_rdev != want.st_rdev) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("tty: ", name, " is not the run's terminal"));
+    }
+    RETURN_IF_ERROR(Mount(name, console, nullptr, MS_BIND, ""));
+  }
+  ASSIGN_OR_RETURN(Target sys, fs->Prepare("/sys", true));
   unsigned long sys_flags = MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY;
-  if (mount("sysfs", sys.c_str(), "sysfs", sys_flags, nullptr) != 0) {
-    RETURN_IF_ERROR(BindMount("/sys", sys, true));
+  if (mount("sysfs", sys.at().c_str(), "sysfs", sys_flags, nullptr) != 0) {
+    RETURN_IF_ERROR(BindMountAt("/sys", sys, true));
   }
   for (auto [host, target] :
        {std::pair<std::string, const char*>{req.resolv_conf(), "/etc/resolv.conf"},
         {req.hosts(), "/etc/hosts"}}) {
     if (host.empty()) continue;
-    ASSIGN_OR_RETURN(std::string path, fs->Prepare(target, false));
-    RETURN_IF_ERROR(BindMount(host, path, true));
+    ASSIGN_OR_RETURN(Target t, fs->Prepare(target, false));
+    RETURN_IF_ERROR(BindMountAt(host, t, true));
   }
 
   // The request's mounts, parents before children.
@@ -417,10 +544,10 @@ absl::Status SetupRoot(const SandboxRequest& req, RootFs* fs) {
           absl::StrCat("mount target \"", m->target(), "\" is not absolute"));
     }
     if (m->kind() == SandboxMount::TMPFS) {
-      ASSIGN_OR_RETURN(std::string path, fs->Prepare(m->target(), true));
+      ASSIGN_OR_RETURN(Target t, fs->Prepare(m->target(), true));
       std::string data = absl::StrFormat("mode=%o", m->tmpfs_mode() != 0 ? m->tmpfs_mode() : 01777);
       if (m->tmpfs_size_bytes() > 0) absl::StrAppend(&data, ",size=", m->tmpfs_size_bytes());
-      RETURN_IF_ERROR(Mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV, data));
+      RETURN_IF_ERROR(Mount("tmpfs", t.at(), "tmpfs", MS_NOSUID | MS_NODEV, data));
       continue;
     }
     if (m->kind() == SandboxMount::FILE) {
@@ -430,23 +557,23 @@ absl::Status SetupRoot(const SandboxRequest& req, RootFs* fs) {
     std::string source = m->source();
     if (m->kind() == SandboxMount::OVERLAY) {
       // Still in layer_dir (MountOverlay chdir'ed there): the lowerdirs are relative to it.
-      RETURN_IF_ERROR(
-          common::Annotate(MountOverlayAt({m->lower_dirs().begin(), m->lower_dirs().end()},
-                                          m->upper_dir(), m->work_dir(), m->source(), "empty"),
-                           absl::StrCat("mount at ", m->target())));
+      RETURN_IF_ERROR(common::Annotate(
+          MountOverlayAt({m->lower_dirs().begin(), m->lower_dirs().end()}, m->upper_dir(),
+                         m->work_dir(), m->source(), "empty", false),
+          absl::StrCat("mount at ", m->target())));
       if (!m->subpath().empty()) source = absl::StrCat(m->source(), "/", m->subpath());
     }
     struct stat st;
     if (stat(source.c_str(), &st) != 0) return Errno("mount source " + source);
-    ASSIGN_OR_RETURN(std::string path, fs->Prepare(m->target(), S_ISDIR(st.st_mode)));
-    RETURN_IF_ERROR(common::Annotate(BindMount(source, path, m->readonly()),
+    ASSIGN_OR_RETURN(Target t, fs->Prepare(m->target(), S_ISDIR(st.st_mode)));
+    RETURN_IF_ERROR(common::Annotate(BindMountAt(source, t, m->readonly()),
                                      absl::StrCat("mount at ", m->target())));
   }
   if (!req.insecure()) MaskPaths(root);
 
   std::string hostname = req.hostname().empty() ? "farm" : req.hostname();
   if (sethostname(hostname.data(), hostname.size()) != 0) return Errno("sethostname");
-  if (req.network() == SandboxRequest::NONE) RETURN_IF_ERROR(BringUpLoopback());
+  if (req.network() != SandboxRequest::HOST) RETURN_IF_ERROR(BringUpLoopback());
 
   // pivot_root(".", ".") stacks the old root on the new one; detaching it leaves only the new.
   if (chdir(root.c_str()) != 0) return Errno("chdir " + root);
@@ -526,10 +653,36 @@ std::string LookPath(const std::string& file, const std::vector<std::string>& en
   _exit(code);
 }
 
+// The step's seccomp filter: the default profile compiled for its capabilities. Empty for
+// `insecure` (no filter, as BuildKit's insecure mode).
+absl::StatusOr<std::vector<sock_filter>> StepSeccompFilter(const SandboxRequest& req) {
+  if (req.insecure()) return std::vector<sock_filter>();
+  ASSIGN_OR_RETURN(const SeccompProfile* profile, DefaultSeccompProfile());
+  SeccompTarget target;
+  target.caps.assign(std::begin(kDefaultCaps), std::end(kDefaultCaps));
+  absl::StatusOr<std::vector<sock_filter>> filter = CompileSeccomp(*profile, target);
+  if (!filter.ok()) return common::Annotate(filter.status(), "the seccomp profile");
+  return filter;
+}
+
 // In the forked child of init: become the user and exec the command. Never returns.
-[[noreturn]] void ExecCommand(const SandboxRequest& req, const user::ResolvedUser& u,
-                              int last_cap) {
-  if (!req.interactive()) setsid();
+//
+// The order matters. The seccomp filter is installed while the process still has
+// CAP_SYS_ADMIN, before the capabilities are dropped: installing it otherwise needs
+// no_new_privs, and no_new_privs would stop setuid binaries (su, ping on some images) from
+// working inside RUN the way they do in Docker (which sets it only with
+// --security-opt no-new-privileges). Everything after the filter (capset, setuid, chdir,
+// execve) is allowed by it.
+[[noreturn]] void ExecCommand(const SandboxRequest& req, const user::ResolvedUser& u, int last_cap,
+                              const std::vector<sock_filter>& filter) {
+  // A session of its own, always: the caller's terminal (if any) is not the command's
+  // controlling terminal, so the command cannot push input into it (TIOCSTI) or signal its
+  // jobs. With `tty`, the run's own pseudo-terminal (stdin) is.
+  setsid();
+  if (req.tty() && ioctl(0, TIOCSCTTY, 0) != 0) {
+    Fail("making the pseudo-terminal the controlling terminal: " + std::string(strerror(errno)),
+         126);
+  }
   sigset_t none;
   sigemptyset(&none);
   sigprocmask(SIG_SETMASK, &none, nullptr);
@@ -548,6 +701,13 @@ std::string LookPath(const std::string& file, const std::vector<std::string>& en
   if (setgroups(groups.size(), groups.data()) != 0)
     Fail("setgroups: " + std::string(strerror(errno)), 126);
   if (setresgid(u.gid, u.gid, u.gid) != 0) Fail("setgid: " + std::string(strerror(errno)), 126);
+  if (req.no_new_privileges() && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) {
+    Fail("no_new_privs: " + std::string(strerror(errno)), 126);
+  }
+  if (!filter.empty()) {
+    absl::Status s = InstallSeccomp(filter);
+    if (!s.ok()) Fail(std::string(s.message()), 126);
+  }
   if (!req.insecure()) {
     absl::Status s = DropCapabilities(last_cap, u.uid == 0);
     if (!s.ok()) Fail(std::string(s.message()), 126);
@@ -571,6 +731,15 @@ std::string LookPath(const std::string& file, const std::vector<std::string>& en
   execve(path.c_str(), argv.data(), envp.data());
   int e = errno;
   Fail(absl::StrCat("exec ", path, ": ", strerror(e)), e == ENOENT ? 127 : 126);
+}
+
+// The command, for init's signal forwarding (0 until forked).
+volatile sig_atomic_t g_command = 0;
+
+// init (pid 1) gets only the signals it handles: it passes these on to the command (the runner
+// forwards an interactive caller's ^C, ^\; a signal from inside the namespace to pid 1 too).
+void ForwardToCommand(int sig) {
+  if (g_command > 0) kill(g_command, sig);
 }
 
 // pid 1 of the sandbox. Returns its exit code.
@@ -599,6 +768,8 @@ int InitMain(const SandboxRequest& req, int sync_fd, int report_fd) {
     s = common::MakeDirs(req.cwd(), 0755);
     if (!s.ok()) return fail(common::Annotate(s, "creating the working directory"));
   }
+  absl::StatusOr<std::vector<sock_filter>> filter = StepSeccompFilter(req);
+  if (!filter.ok()) return fail(filter.status());
   *report.mutable_stubs() = fs.stubs();
   report.set_started(true);
   SendReport(report_fd, report);
@@ -607,8 +778,18 @@ int InitMain(const SandboxRequest& req, int sync_fd, int report_fd) {
   if (child < 0) return fail(Errno("fork"));
   if (child == 0) {
     close(report_fd);
-    ExecCommand(req, *u, last_cap);
+    ExecCommand(req, *u, last_cap, *filter);
   }
+  g_command = child;
+  struct sigaction forward = {};
+  forward.sa_handler = ForwardToCommand;
+  sigset_t forwarded;
+  sigemptyset(&forwarded);
+  for (int sig : {SIGINT, SIGQUIT, SIGTERM, SIGHUP, SIGUSR1, SIGUSR2}) {
+    sigaction(sig, &forward, nullptr);
+    sigaddset(&forwarded, sig);
+  }
+  sigprocmask(SIG_UNBLOCK, &forwarded, nullptr);  // (blocked since the runner's signalfd)
   // Reap everything (orphans are re-parented to us) until the command itself exits; returning
   // then makes the kernel kill whatever is left in the namespace.
   while (true) {
@@ -675,14 +856,15 @@ SandboxResult Run(const SandboxRequest& req) {
   int sfd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
   if (sfd < 0) return error(Errno("signalfd"));
 
-  absl::StatusOr<RunCgroup> cgroup = RunCgroup::Create(req.cgroups(), req.cgroup_name());
+  absl::StatusOr<RunCgroup> cgroup =
+      RunCgroup::Create(req.cgroups(), req.cgroup_name(), req.insecure());
   if (!cgroup.ok()) return error(common::Annotate(cgroup.status(), "setting up cgroups"));
 
   int sync_pipe[2], report_pipe[2];
   if (pipe2(sync_pipe, O_CLOEXEC) != 0 || pipe2(report_pipe, O_CLOEXEC) != 0)
     return error(Errno("pipe"));
   unsigned long flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC | SIGCHLD;
-  if (req.network() == SandboxRequest::NONE) flags |= CLONE_NEWNET;
+  if (req.network() != SandboxRequest::HOST) flags |= CLONE_NEWNET;
   pid_t init = static_cast<pid_t>(syscall(SYS_clone, flags, nullptr, nullptr, nullptr, nullptr));
   if (init < 0) return error(Errno("clone (new namespaces; this needs root)"));
   if (init == 0) {
@@ -698,6 +880,18 @@ SandboxResult Run(const SandboxRequest& req) {
     kill(init, SIGKILL);
     waitpid(init, nullptr, 0);
     return error(common::Annotate(added, "adding the sandbox to its cgroup"));
+  }
+  // The isolated network: configured from here (the host's namespace) before init goes on;
+  // its slot released when this function returns (the veth pair goes with the namespace).
+  std::unique_ptr<StepNet> net;
+  if (req.network() == SandboxRequest::ISOLATED) {
+    absl::StatusOr<std::unique_ptr<StepNet>> made = StepNet::Create(req.isolated(), init);
+    if (!made.ok()) {
+      kill(init, SIGKILL);
+      waitpid(init, nullptr, 0);
+      return error(made.status());
+    }
+    net = *std::move(made);
   }
   WriteAll(sync_pipe[1], "g", 1);
   close(sync_pipe[1]);
@@ -731,7 +925,10 @@ SandboxResult Run(const SandboxRequest& req) {
       while (read(sfd, &si, sizeof(si)) == sizeof(si)) {
         if (si.ssi_signo == SIGCHLD) continue;
         if (req.interactive() && (si.ssi_signo == SIGINT || si.ssi_signo == SIGQUIT)) {
-          continue;  // the terminal delivered it to the command too; let it decide
+          // The caller's terminal sent it (the command is in a session of its own and did
+          // not get it): pass it on, and let the command decide.
+          kill(init, static_cast<int>(si.ssi_signo));
+          continue;
         }
         result.set_cancelled(true);
         kill_tree();

@@ -159,6 +159,56 @@ TEST_F(SandboxTest, CapabilitiesDockerDefaultOrAllWhenInsecure) {
   EXPECT_EQ(o.out, std::vector<std::string>{"CapEff:\t0000000000000000"});
 }
 
+TEST_F(SandboxTest, SeccompAndNoNewPrivs) {
+  Outcome o = Run(Request({"/bin/sh", "-c", "grep -E '^(Seccomp|NoNewPrivs):' /proc/self/status"}));
+  // Docker's default: a filter (mode 2) and no no_new_privs, so setuid binaries work.
+  EXPECT_EQ(o.out, (std::vector<std::string>{"NoNewPrivs:\t0", "Seccomp:\t2"})) << o.Out();
+  SandboxRequest nnp = Request({"/bin/sh", "-c", "grep -E '^NoNewPrivs:' /proc/self/status"});
+  nnp.set_no_new_privileges(true);
+  o = Run(nnp);
+  EXPECT_EQ(o.out, std::vector<std::string>{"NoNewPrivs:\t1"});
+  // Refused by the filter: a user namespace (unshare -U), a new mount namespace.
+  o = Run(
+      Request({"/bin/sh", "-c", "unshare -U true || echo refused; unshare -m true || echo no"}));
+  EXPECT_EQ(o.out, (std::vector<std::string>{"refused", "no"})) << absl::StrJoin(o.err, "\n");
+  SandboxRequest insecure = Request({"/bin/sh", "-c", "grep -E '^Seccomp:' /proc/self/status"});
+  insecure.set_insecure(true);
+  o = Run(insecure);
+  EXPECT_EQ(o.out, std::vector<std::string>{"Seccomp:\t0"});
+}
+
+TEST_F(SandboxTest, OnlyStandardDevicesOpen) {
+  // Nodes made by mknod (allowed, as in Docker) cannot be opened: on the nodev root, on the
+  // nodev /dev, and (with the device cgroup) anywhere. The standard nodes work and cannot be
+  // changed.
+  const char* script =
+      "mknod /blk b 7 0 && echo made; head -c1 /blk >/dev/null 2>&1 || echo root-refused;"
+      " mknod /dev/kmsg2 c 1 11 && echo made; head -c1 /dev/kmsg2 >/dev/null 2>&1 ||"
+      " echo dev-refused; echo x > /dev/null && echo null-ok; head -c4 /dev/urandom | wc -c;"
+      " chmod 600 /dev/null 2>/dev/null || echo chmod-refused;"
+      " grep -E ' / | /dev ' /proc/self/mounts | grep -c nodev";
+  std::vector<std::string> want = {"made", "root-refused",  "made", "dev-refused", "null-ok",
+                                   "4",    "chmod-refused", "2"};
+  Outcome o = Run(Request({"/bin/sh", "-c", script}));
+  EXPECT_EQ(o.out, want) << absl::StrJoin(o.err, "\n");
+  CgroupLimits devices;
+  devices.devices = true;
+  auto plan = PlanCgroups(devices, CgroupEnv());
+  ASSERT_OK(plan);
+  ASSERT_EQ(plan->size(), 1u);  // this machine has the v1 devices controller
+  SandboxRequest r = Request({"/bin/sh", "-c", script});
+  for (const auto& cg : *plan) *r.add_cgroups() = cg;
+  o = Run(r);
+  EXPECT_EQ(o.out, want) << absl::StrJoin(o.err, "\n");
+  // Insecure: devices work.
+  SandboxRequest insecure =
+      Request({"/bin/sh", "-c", "mknod /dev/z c 1 5 && head -c3 /dev/z | wc -c"});
+  insecure.set_insecure(true);
+  for (const auto& cg : *plan) *insecure.add_cgroups() = cg;
+  o = Run(insecure);
+  EXPECT_EQ(o.out, std::vector<std::string>{"3"}) << absl::StrJoin(o.err, "\n");
+}
+
 TEST_F(SandboxTest, MountsAndStubsAreReported) {
   std::string data = tmp_->path() + "/bind-src";
   ASSERT_OK(farm::worker::testing::WriteFile(data + "/file", "from host\n"));

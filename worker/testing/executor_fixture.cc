@@ -7,12 +7,16 @@
 
 namespace farm::worker::testing {
 
+TestHosts* ExecutorTest::hosts_ = nullptr;
 std::shared_ptr<cache::testing::MemoryBlobStore> ExecutorTest::cas_;
 common::TempDir* ExecutorTest::tmp_ = nullptr;
 farm::v1::Layer ExecutorTest::base_;
 worker::LocalStepExecutor* ExecutorTest::executor_ = nullptr;
 
 void ExecutorTest::SetUpTestSuite() {
+  auto hosts = TestHosts::Create();
+  ASSERT_OK(hosts);
+  hosts_ = hosts->release();
   cas_ = std::make_shared<cache::testing::MemoryBlobStore>();
   auto t = common::TempDir::Create("executor-test");
   ASSERT_OK(t);
@@ -41,6 +45,8 @@ void ExecutorTest::TearDownTestSuite() {
   delete tmp_;
   tmp_ = nullptr;
   cas_.reset();
+  delete hosts_;
+  hosts_ = nullptr;
 }
 
 farm::v1::StepRequest ExecutorTest::Run(std::vector<std::string> args,

@@ -1,6 +1,9 @@
 // A gtest fixture for executor tests: a busybox base layer (built by the test suite, with a
 // few extras: /d/old, /caps/ping carrying a security.capability xattr, /usr/lib + /lib ->
-// usr/lib) in an in-memory CAS, and one LocalStepExecutor shared by the suite's tests.
+// usr/lib) in an in-memory CAS, and one LocalStepExecutor shared by the suite's tests. The
+// suite runs in network namespaces of its own (test_hosts.h: this process is the worker host,
+// a peer at 10.77.0.2 another host), so the executor's isolated step network (its nftables
+// table, the steps' veth pairs) exists only there.
 #ifndef FARM_WORKER_TESTING_EXECUTOR_FIXTURE_H_
 #define FARM_WORKER_TESTING_EXECUTOR_FIXTURE_H_
 
@@ -14,6 +17,7 @@
 #include "gtest/gtest.h"
 #include "worker/local_step_executor.h"
 #include "worker/testing/layers.h"
+#include "worker/testing/test_hosts.h"
 
 namespace farm::worker::testing {
 
@@ -40,6 +44,7 @@ class ExecutorTest : public ::testing::Test {
   // Executes and expects success with a layer; returns the layer's contents.
   LayerContents ExecLayer(const farm::v1::StepRequest& req, farm::v1::Layer* layer = nullptr);
 
+  static TestHosts* hosts_;
   static std::shared_ptr<cache::testing::MemoryBlobStore> cas_;
   static common::TempDir* tmp_;
   static farm::v1::Layer base_;
