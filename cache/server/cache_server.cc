@@ -53,6 +53,10 @@ struct CacheServer::State {
   absl::flat_hash_map<std::string, std::shared_ptr<std::atomic<int64_t>>> active
       ABSL_GUARDED_BY(uploads_mu);
   absl::flat_hash_map<std::string, Parked> parked ABSL_GUARDED_BY(uploads_mu);
+  // Bytes claimed by each client's streaming uploads (identity, or peer address when
+  // anonymous): BeginWrite reserves a blob's claimed size at once, so one client could
+  // otherwise evict everyone's blobs with claims it never sends.
+  absl::flat_hash_map<std::string, int64_t> claimed ABSL_GUARDED_BY(uploads_mu);
 
   absl::Status CheckInstance(absl::string_view instance) const {
     RETURN_IF_ERROR(ValidateInstanceName(instance));
@@ -74,6 +78,15 @@ struct CacheServer::State {
                                        absl::string_view instance) const {
     RETURN_IF_ERROR(CheckInstance(instance));
     return options.auth->Authorize(ctx, method, auth::RequestInfo::Scope(std::string(instance)));
+  }
+
+  // Who an upload's claim counts against: the caller's identity, or (anonymous) its address.
+  std::string ClientOf(const grpc::ServerContextBase& ctx) const {
+    absl::StatusOr<auth::Identity> who = options.auth->IdentityOf(ctx);
+    if (who.ok() && !who->anonymous()) return who->DebugString();
+    std::string peer = ctx.peer();
+    size_t colon = peer.rfind(':');
+    return colon == std::string::npos ? peer : peer.substr(0, colon);
   }
 
   // The scopes a GetActionResult reads: the instance's, then each fallback scope the caller
@@ -599,6 +612,7 @@ class WriteReactor final : public grpc::ServerReadReactor<bs::WriteRequest> {
       done_ = true;
       return absl::OkStatus();
     }
+    client_ = st_->ClientOf(*ctx_);
     {
       absl::MutexLock lock(&st_->uploads_mu);
       if (st_->active.contains(name_)) {
@@ -606,6 +620,19 @@ class WriteReactor final : public grpc::ServerReadReactor<bs::WriteRequest> {
         return absl::AbortedError(absl::StrCat("upload ", request_.resource_name(),
                                                " is already being written by another stream"));
       }
+      int64_t& claimed = st_->claimed[client_];
+      const int64_t limit = st_->options.max_upload_claims_per_client;
+      if (limit > 0 && claimed + digest_.size_bytes > limit) {
+        int64_t now = claimed;
+        if (now == 0) st_->claimed.erase(client_);
+        name_.clear();
+        return absl::ResourceExhaustedError(
+            absl::StrCat("upload of ", digest_.ToString(), ": ", client_, " already has ", now,
+                         " bytes of uploads in progress; the limit per client is ", limit,
+                         " (farm-cache --max-upload-per-client)"));
+      }
+      claimed += digest_.size_bytes;
+      claimed_ = digest_.size_bytes;
       st_->ExpireParkedLocked(absl::Now());
       auto it = st_->parked.find(name_);
       if (it != st_->parked.end()) {
@@ -632,6 +659,11 @@ class WriteReactor final : public grpc::ServerReadReactor<bs::WriteRequest> {
     if (name_.empty() || !committed_) return;
     absl::MutexLock lock(&st_->uploads_mu);
     st_->active.erase(name_);
+    if (claimed_ > 0) {
+      auto it = st_->claimed.find(client_);
+      if (it != st_->claimed.end() && (it->second -= claimed_) <= 0) st_->claimed.erase(it);
+      claimed_ = 0;
+    }
     if (park && !done_ && writer_ && writer_->committed_size() > 0) {
       st_->ExpireParkedLocked(absl::Now());
       if (st_->parked.size() >= kMaxParkedUploads) {
@@ -651,6 +683,8 @@ class WriteReactor final : public grpc::ServerReadReactor<bs::WriteRequest> {
   bs::WriteResponse* response_;
   bs::WriteRequest request_;
   std::string name_;
+  std::string client_;   // whose claim this upload counts against
+  int64_t claimed_ = 0;  // bytes of it in State::claimed
   common::Digest digest_;
   std::unique_ptr<BlobWriter> writer_;
   std::shared_ptr<std::atomic<int64_t>> committed_;

@@ -61,6 +61,9 @@ struct CacheServerOptions {
   absl::Duration upload_resume_ttl = absl::Minutes(10);
   // Upper bound on the data in one ByteStream ReadResponse.
   int64_t max_read_chunk = 1 << 20;
+  // Bytes one client's streaming uploads may claim at once (each reserves its blob's size in
+  // the store when it starts); beyond, RESOURCE_EXHAUSTED. 0 = unlimited.
+  int64_t max_upload_claims_per_client = int64_t{16} << 30;
   // Who may call what: TLS, tokens, worker certificates and CacheAuthRules() (auth/). Unset:
   // ServerAuth::AllowAll() (plaintext, loopback only, everyone trusted), for tests and
   // in-process servers.

@@ -47,6 +47,7 @@ class CacheServerTest : public ::testing::Test {
     so.fallback_scopes = std::move(fallback);
     so.instance_names = std::move(instances);
     so.max_batch_total_size = 1 << 20;
+    so.max_upload_claims_per_client = max_claims_;
     auto server = CacheServer::Start(std::move(so));
     ASSERT_TRUE(server.ok()) << server.status();
     server_ = *std::move(server);
@@ -58,6 +59,7 @@ class CacheServerTest : public ::testing::Test {
     admin_ = farm::v1::CacheAdmin::NewStub(channel);
   }
 
+  int64_t max_claims_ = 0;  // CacheServerOptions::max_upload_claims_per_client for Start
   static reapi::Digest D(const std::string& data) {
     reapi::Digest d;
     ToProto(common::DigestOf(data), &d);
@@ -380,6 +382,22 @@ TEST_F(CacheServerTest, BatchUpdateAndReadReportPerBlob) {
   EXPECT_EQ(rresp.responses(0).data(), "alpha");
   EXPECT_EQ(rresp.responses(0).status().code(), 0);
   EXPECT_EQ(rresp.responses(1).status().code(), grpc::StatusCode::NOT_FOUND);
+}
+
+TEST_F(CacheServerTest, UploadClaimsAreBoundedPerClient) {
+  max_claims_ = 300000;
+  Start({}, {});
+  std::string big = RandomBytes(400000, 5), small = RandomBytes(200000, 6);
+  int64_t committed = 0;
+  grpc::Status s = Write(UploadName(D(big)), big, 16 << 10, &committed);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << s.error_message();
+  EXPECT_NE(s.error_message().find("limit per client is 300000"), std::string::npos)
+      << s.error_message();
+  // Within the limit, and again afterwards: finished uploads give their claim back.
+  ASSERT_TRUE(Write(UploadName(D(small)), small, 16 << 10, &committed).ok());
+  std::string small2 = RandomBytes(200000, 7);
+  s = Write(UploadName(D(small2), "u-2"), small2, 16 << 10, &committed);
+  EXPECT_TRUE(s.ok()) << s.error_message();
 }
 
 TEST_F(CacheServerTest, ByteStreamWriteReadWithInstancesAndOffsets) {

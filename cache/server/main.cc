@@ -48,6 +48,10 @@ int main(int argc, char** argv) {
           "opened with, or 10% of its file system)");
   fs.Repeated("fallback-scope", 0, &fallback_scopes,
               "Action-cache scope read after the instance's own (repeatable, in order)", "SCOPE");
+  int64_t max_upload = int64_t{16} << 30;
+  fs.Size("max-upload-per-client", 0, &max_upload,
+          "Bytes one client's uploads in progress may claim (each reserves its size at start); "
+          "0: unlimited");
   fs.Repeated("instance-name", 0, &instance_names,
               "Serve only these instance names (repeatable; default: any)", "NAME");
   farm::auth::ServerAuthOptions sec;
@@ -96,6 +100,7 @@ int main(int argc, char** argv) {
   options.fallback_scopes = fallback_scopes;
   options.instance_names = instance_names;
   options.auth = *std::move(auth);
+  options.max_upload_claims_per_client = max_upload;
   auto server = farm::cache::server::CacheServer::Start(std::move(options));
   if (!server.ok()) return Fail(std::string(server.status().message()));
 

@@ -13,6 +13,10 @@ namespace {
 
 constexpr size_t kBlock = 512;
 constexpr int64_t kMaxExtended = 8 << 20;  // PAX / long-name bodies larger than this are refused
+// All the extended headers (PAX, GNU long names) before one entry together: a chain of them
+// cannot pile up records in memory. And xattrs per entry (the kernel allows ~64 KiB of them).
+constexpr int64_t kMaxExtendedPerEntry = 16 << 20;
+constexpr size_t kMaxXattrsPerEntry = 1024;
 
 absl::string_view Field(const char* block, size_t offset, size_t width) {
   absl::string_view f(block + offset, width);
@@ -180,6 +184,11 @@ absl::Status TarReader::OnHeaderBlock() {
 
   if (type == 'x' || type == 'g' || type == 'L' || type == 'K') {
     if (size > kMaxExtended) return Fail(absl::StrCat("extended header of ", size, " bytes"));
+    pending_extended_ += size;
+    if (pending_extended_ > kMaxExtendedPerEntry) {
+      return Fail(absl::StrCat("extended headers of more than ", kMaxExtendedPerEntry,
+                               " bytes before one entry"));
+    }
     extended_type_ = type;
     extended_.clear();
     begin_body(size);
@@ -218,6 +227,7 @@ absl::Status TarReader::OnHeaderBlock() {
   path_.clear();
   linkpath_.clear();
   xattrs_.clear();
+  pending_extended_ = 0;
 
   switch (type) {
     case '0':
@@ -297,6 +307,9 @@ absl::Status TarReader::ParsePax(const std::string& body, bool global) {
     } else if (key == "mtime") {
       RETURN_IF_ERROR(number(&mtime_, &has_mtime_));
     } else if (absl::StartsWith(key, "SCHILY.xattr.")) {
+      if (xattrs_.size() >= kMaxXattrsPerEntry) {
+        return Fail(absl::StrCat("more than ", kMaxXattrsPerEntry, " xattrs on one entry"));
+      }
       xattrs_.emplace_back(std::string(key.substr(13)), std::string(value));
     } else if (absl::StartsWith(key, "GNU.sparse.")) {
       return Fail("sparse files are not supported in layers");

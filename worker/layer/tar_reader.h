@@ -70,6 +70,7 @@ class TarReader : public common::ByteSink {
   std::string path_, linkpath_;
   int64_t size_ = 0, uid_ = 0, gid_ = 0, mtime_ = 0;
   std::vector<std::pair<std::string, std::string>> xattrs_;
+  int64_t pending_extended_ = 0;  // extended-header bytes read since the last entry
 };
 
 }  // namespace farm::worker::layer

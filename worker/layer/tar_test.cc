@@ -1,5 +1,7 @@
 // TarWriter and TarReader: round trips, PAX only when needed, and compatibility with GNU tar.
+#include <algorithm>
 #include <cstdio>
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -166,6 +168,77 @@ TEST(TarTest, ReaderRejectsGarbageAndTruncation) {
   TarReader r2(&c2);
   ASSERT_OK(r2.Write(absl::string_view(tar).substr(0, 700)));
   EXPECT_EQ(r2.Finish().code(), absl::StatusCode::kInvalidArgument);
+}
+
+// A raw USTAR header block of `type` with a body of `size` bytes.
+std::string RawHeader(const std::string& name, char type, int64_t size) {
+  std::string b(512, '\0');
+  memcpy(&b[0], name.data(), std::min<size_t>(name.size(), 100));
+  snprintf(&b[100], 8, "%07o", 0644);
+  snprintf(&b[108], 8, "%07o", 0);
+  snprintf(&b[116], 8, "%07o", 0);
+  snprintf(&b[124], 12, "%011llo", static_cast<unsigned long long>(size));
+  snprintf(&b[136], 12, "%011o", 0);
+  b[156] = type;
+  memcpy(&b[257],
+         "ustar\0"
+         "00",
+         8);
+  memset(&b[148], ' ', 8);
+  unsigned sum = 0;
+  for (unsigned char ch : b) sum += ch;
+  snprintf(&b[148], 8, "%06o", sum);
+  return b;
+}
+
+// One PAX record "LEN key=value\n".
+std::string PaxRecord(const std::string& key, const std::string& value) {
+  std::string body = key + "=" + value + "\n";
+  size_t n = body.size() + 2;
+  while (std::to_string(n).size() + 1 + body.size() != n) ++n;
+  return std::to_string(n) + " " + body;
+}
+
+std::string Padded(std::string body) {
+  body.resize((body.size() + 511) / 512 * 512, '\0');
+  return body;
+}
+
+TEST(TarTest, ReaderBoundsExtendedHeadersPerEntry) {
+  // A chain of PAX headers, each under the per-header limit, before one entry: refused once
+  // they add up past the per-entry limit, before they pile up in memory.
+  std::string rec = PaxRecord("comment", std::string(7 << 20, 'c'));
+  std::string tar;
+  for (int i = 0; i < 3; ++i) tar += RawHeader("PaxHeader", 'x', rec.size()) + Padded(rec);
+  Collector c;
+  TarReader r(&c);
+  absl::Status s = r.Write(tar);
+  if (s.ok()) s = r.Finish();
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+  EXPECT_NE(s.message().find("before one entry"), absl::string_view::npos) << s;
+
+  // Too many xattrs on one entry.
+  std::string many;
+  for (int i = 0; i < 1025; ++i) many += PaxRecord("SCHILY.xattr.user.k" + std::to_string(i), "v");
+  std::string tar2 = RawHeader("PaxHeader", 'x', many.size()) + Padded(many) +
+                     RawHeader("f", '0', 0) + std::string(1024, '\0');
+  Collector c2;
+  TarReader r2(&c2);
+  s = r2.Write(tar2);
+  if (s.ok()) s = r2.Finish();
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+  EXPECT_NE(s.message().find("xattrs"), absl::string_view::npos) << s;
+
+  // Within the limits, the same shapes read fine.
+  std::string few;
+  for (int i = 0; i < 10; ++i) few += PaxRecord("SCHILY.xattr.user.k" + std::to_string(i), "v");
+  std::string tar3 = RawHeader("PaxHeader", 'x', few.size()) + Padded(few) +
+                     RawHeader("f", '0', 0) + std::string(1024, '\0');
+  Collector c3;
+  TarReader r3(&c3);
+  EXPECT_OK(r3.Write(tar3));
+  EXPECT_OK(r3.Finish());
+  ASSERT_EQ(c3.entries.size(), 1u);
 }
 
 // GNU tar reads what we write (PAX long names, xattrs, hard links), and we read what GNU tar
