@@ -2,8 +2,8 @@
 // so that the CLI wires it with one line ({"token", "...", farm::auth::RunTokenCommand}); also
 // built alone as //auth:farm-token.
 //
-//   farm token mint --key jwt/signing.key --sub ci-web --tenant web \
-//       --read main --read 'pr/*' --write 'pr/*' --role submit --ttl 30d > ci-web.token
+//   farm token mint --key jwt/signing.key --sub ci-web --tenant web --read main
+//       --read 'pr/*' --write 'pr/*' --role submit --ttl 30d > ci-web.token   (one line)
 //   farm token verify --keys jwt/signing.pub < ci-web.token     # what a server would see
 //   farm token jwks jwt/signing.key jwt/next.pub > keys.jwks    # the public keys as a JWK Set
 #ifndef FARM_AUTH_TOKEN_COMMAND_H_
