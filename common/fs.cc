@@ -39,6 +39,18 @@ absl::StatusOr<std::string> ReadFile(const std::string& path) {
   return out;
 }
 
+bool WriteFully(int fd, const void* data, size_t n) {
+  const char* p = static_cast<const char*>(data);
+  while (n > 0) {
+    ssize_t w = write(fd, p, n);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) return false;
+    p += w;
+    n -= static_cast<size_t>(w);
+  }
+  return true;
+}
+
 namespace {
 
 absl::Status WriteAll(int fd, absl::string_view data, const std::string& path) {

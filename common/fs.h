@@ -15,6 +15,11 @@
 namespace farm::common {
 
 absl::StatusOr<std::string> ReadFile(const std::string& path);
+// Writes all `n` bytes to `fd`, retrying on EINTR and short writes; false on an error or a
+// zero-byte write (errno tells which). Allocates nothing and takes no lock, so a child may
+// call it between fork and exec.
+bool WriteFully(int fd, const void* data, size_t n);
+
 // Writes `data` to a temporary file beside `path`, fsyncs it, renames it over `path` and
 // fsyncs the directory: after return, the new content survives a crash. With sync=false the
 // fsyncs are skipped: readers still see the old or the new content, never a mix, and a

@@ -10,6 +10,7 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "common/fs.h"
 #include "common/status_macros.h"
 #include "common/status_util.h"
 
@@ -36,17 +37,6 @@ absl::Status UnixAddress(const std::string& path, struct sockaddr_un* addr, int*
   }
   std::memcpy(addr->sun_path, p.data(), p.size());
   return absl::OkStatus();
-}
-
-bool WriteAll(int fd, const char* p, size_t n) {
-  while (n > 0) {
-    ssize_t w = write(fd, p, n);
-    if (w < 0 && errno == EINTR) continue;
-    if (w <= 0) return false;
-    p += w;
-    n -= static_cast<size_t>(w);
-  }
-  return true;
 }
 
 }  // namespace
@@ -150,7 +140,8 @@ void SshAgentProxy::Relay(int client) {
     for (int i = 0; i < 2; ++i) {
       if (!(fds[i].revents & (POLLIN | POLLHUP | POLLERR))) continue;
       ssize_t n = read(fds_pair[i], buf, sizeof(buf));
-      if (n <= 0 || !WriteAll(fds_pair[1 - i], buf, static_cast<size_t>(n))) open[i] = false;
+      if (n <= 0 || !common::WriteFully(fds_pair[1 - i], buf, static_cast<size_t>(n)))
+        open[i] = false;
     }
   }
   close(client);

@@ -11,6 +11,7 @@
 #include <cerrno>
 #include <string>
 
+#include "common/fs.h"
 #include "common/status_util.h"
 
 namespace farm::worker::sandbox {
@@ -24,17 +25,6 @@ void OnWinch(int) {
     char w = 'w';
     (void)!write(fd, &w, 1);
   }
-}
-
-bool WriteAll(int fd, const char* p, size_t n) {
-  while (n > 0) {
-    ssize_t w = write(fd, p, n);
-    if (w < 0 && errno == EINTR) continue;
-    if (w <= 0) return false;
-    p += w;
-    n -= static_cast<size_t>(w);
-  }
-  return true;
 }
 
 absl::Status Pipe(common::UniqueFd* r, common::UniqueFd* w) {
@@ -199,7 +189,7 @@ void Attachment::Relay() {
         outs[i] = -1;  // EOF, or EIO: the pty's last slave is closed
         continue;
       }
-      WriteAll(dests[i], buf, static_cast<size_t>(n));
+      common::WriteFully(dests[i], buf, static_cast<size_t>(n));
     }
     // Finishing with the output still open means a process outside the sandbox kept an end
     // (none should); do not wait for it forever.

@@ -72,24 +72,12 @@ int64_t NowMicros() {
 
 absl::Status Errno(absl::string_view what) { return common::ErrnoToStatus(errno, what); }
 
-bool WriteAll(int fd, const void* data, size_t n) {
-  const char* p = static_cast<const char*>(data);
-  while (n > 0) {
-    ssize_t w = write(fd, p, n);
-    if (w < 0 && errno == EINTR) continue;
-    if (w <= 0) return false;
-    p += w;
-    n -= static_cast<size_t>(w);
-  }
-  return true;
-}
-
 // Length-prefixed messages on the init -> runner report pipe.
 void SendReport(int fd, const SandboxResult& partial) {
   std::string bytes = partial.SerializeAsString();
   uint32_t len = static_cast<uint32_t>(bytes.size());
-  WriteAll(fd, &len, sizeof(len));
-  WriteAll(fd, bytes.data(), bytes.size());
+  common::WriteFully(fd, &len, sizeof(len));
+  common::WriteFully(fd, bytes.data(), bytes.size());
 }
 
 void CloseFrom(int first) {
@@ -468,7 +456,7 @@ absl::Status MountFile(const SandboxMount& m, RootFs* fs) {
   std::string file = m.source() + "/file";
   int fd = open(file.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
   if (fd < 0) return Errno("create " + file);
-  bool written = WriteAll(fd, m.content().data(), m.content().size());
+  bool written = common::WriteFully(fd, m.content().data(), m.content().size());
   int e = errno;
   absl::Status s;
   if (!written) {
@@ -649,7 +637,7 @@ std::string LookPath(const std::string& file, const std::vector<std::string>& en
 
 [[noreturn]] void Fail(const std::string& message, int code) {
   std::string line = "farm: " + message + "\n";
-  WriteAll(2, line.data(), line.size());
+  common::WriteFully(2, line.data(), line.size());
   _exit(code);
 }
 
@@ -893,7 +881,7 @@ SandboxResult Run(const SandboxRequest& req) {
     }
     net = *std::move(made);
   }
-  WriteAll(sync_pipe[1], "g", 1);
+  common::WriteFully(sync_pipe[1], "g", 1);
   close(sync_pipe[1]);
 
   int64_t deadline = req.timeout_ms() > 0 ? NowMicros() + req.timeout_ms() * 1000 : 0;
@@ -984,7 +972,7 @@ int RunnerMain(int parent) {
     result = Run(req);
   }
   std::string out = result.SerializeAsString();
-  return WriteAll(4, out.data(), out.size()) ? 0 : 1;
+  return common::WriteFully(4, out.data(), out.size()) ? 0 : 1;
 }
 
 }  // namespace internal
