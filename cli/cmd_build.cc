@@ -241,9 +241,7 @@ class Build {
       absl::StatusOr<std::unique_ptr<auth::SecretKey>> key =
           auth::SecretKey::LoadOrCreate(common::JoinPath(st.home, "secret.key"));
       if (!key.ok()) return progress_.Fatal(key.status());
-      for (const auto& [id, value] : secrets) {
-        req.plan.secret_digests[id] = (*key)->Hash("farm.secret.v1", value);
-      }
+      req.plan.secret_digests = scheduler::plan::SecretDigests(**key, secrets);
     }
     req.resolve.pull_policy =
         f_.pull ? scheduler::image::PullPolicy::kAlways : scheduler::image::PullPolicy::kMissing;

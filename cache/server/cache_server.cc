@@ -81,9 +81,8 @@ struct CacheServer::State {
   }
 
   // Who an upload's claim counts against: the caller's identity, or (anonymous) its address.
-  std::string ClientOf(const grpc::ServerContextBase& ctx) const {
-    absl::StatusOr<auth::Identity> who = options.auth->IdentityOf(ctx);
-    if (who.ok() && !who->anonymous()) return who->DebugString();
+  static std::string ClientOf(const grpc::ServerContextBase& ctx, const auth::Identity& who) {
+    if (!who.anonymous()) return who.DebugString();
     std::string peer = ctx.peer();
     size_t colon = peer.rfind(':');
     return colon == std::string::npos ? peer : peer.substr(0, colon);
@@ -603,7 +602,8 @@ class WriteReactor final : public grpc::ServerReadReactor<bs::WriteRequest> {
       return absl::InvalidArgumentError("the first WriteRequest of a stream has no resource_name");
     }
     ASSIGN_OR_RETURN(WriteResource w, ParseWriteResource(request_.resource_name()));
-    RETURN_IF_ERROR(st_->Admit(*ctx_, Method(kByteStream, "Write"), w.instance).status());
+    ASSIGN_OR_RETURN(auth::Identity who,
+                     st_->Admit(*ctx_, Method(kByteStream, "Write"), w.instance));
     name_ = request_.resource_name();
     digest_ = w.digest;
     // Already stored: answer at once (the client may stop sending).
@@ -612,7 +612,7 @@ class WriteReactor final : public grpc::ServerReadReactor<bs::WriteRequest> {
       done_ = true;
       return absl::OkStatus();
     }
-    client_ = st_->ClientOf(*ctx_);
+    client_ = CacheServer::State::ClientOf(*ctx_, who);
     {
       absl::MutexLock lock(&st_->uploads_mu);
       if (st_->active.contains(name_)) {

@@ -1110,4 +1110,11 @@ absl::StatusOr<Plan> MakePlan(const dockerfile::Dockerfile& df, const PlanOption
   return Planner(df, options).Run();
 }
 
+std::map<std::string, std::string> SecretDigests(const auth::SecretKey& key,
+                                                 const std::map<std::string, std::string>& values) {
+  std::map<std::string, std::string> out;
+  for (const auto& [id, value] : values) out[id] = key.Hash("farm.secret.v1", value);
+  return out;
+}
+
 }  // namespace farm::scheduler::plan

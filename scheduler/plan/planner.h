@@ -47,6 +47,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "auth/secret_key.h"
 #include "farm/v1/step.pb.h"
 #include "oci/config.h"
 #include "oci/platform.h"
@@ -85,7 +86,7 @@ struct PlanOptions {
   std::set<std::string> allowed_entitlements;
   std::set<std::string> permitted_entitlements;
   std::string permitted_by = "this host";
-  // Secret id → a keyed digest of its value (auth::SecretKey::Hash("farm.secret.v1", value)):
+  // Secret id → a keyed digest of its value (SecretDigests below):
   // a RUN that mounts a secret is keyed by it, so a different secret value never hits
   // another's layer and the value itself is never in a key. Absent: "(not provided)".
   std::map<std::string, std::string> secret_digests;
@@ -160,6 +161,11 @@ struct Plan {
 // --mount/--chmod/EXPOSE/STOPSIGNAL values, unsupported platforms of FROM lines; and
 // PERMISSION_DENIED for a RUN needing an entitlement the build or the host lacks.
 absl::StatusOr<Plan> MakePlan(const dockerfile::Dockerfile& df, const PlanOptions& options);
+
+// PlanOptions::secret_digests for secret values (id → value): each value's HMAC under `key`
+// with the purpose "farm.secret.v1". farm build and farm-scheduler both key secrets this way.
+std::map<std::string, std::string> SecretDigests(const auth::SecretKey& key,
+                                                 const std::map<std::string, std::string>& values);
 
 }  // namespace farm::scheduler::plan
 

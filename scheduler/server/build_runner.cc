@@ -24,6 +24,13 @@ BuildSpec BuildRunner::SpecFor(const std::string& build_id,
   return spec;
 }
 
+BuildRunner::Options BuildRunner::WithDefaults(Options options) {
+  if (options.secret_key == nullptr) {
+    options.secret_key = auth::SecretKey::FromBytes(common::RandomHex(32)).value();
+  }
+  return options;
+}
+
 absl::StatusOr<pipeline::Request> BuildRunner::PipelineRequest(
     const farm::v1::SubmitBuildRequest& req, const BuildSpec& spec) const {
   pipeline::Request pr;
@@ -38,17 +45,7 @@ absl::StatusOr<pipeline::Request> BuildRunner::PipelineRequest(
   pr.plan.allowed_entitlements = {req.allow_entitlements().begin(), req.allow_entitlements().end()};
   pr.plan.permitted_entitlements = options_.permitted_entitlements;
   pr.plan.permitted_by = "farm-scheduler (--allow-entitlement NAME)";
-  if (!spec.secrets.empty()) {
-    std::shared_ptr<const auth::SecretKey> key = options_.secret_key;
-    if (key == nullptr) {
-      static const auth::SecretKey* process_key =
-          auth::SecretKey::FromBytes(common::RandomHex(32)).value().release();
-      key = std::shared_ptr<const auth::SecretKey>(process_key, [](const auth::SecretKey*) {});
-    }
-    for (const auto& [id, value] : spec.secrets) {
-      pr.plan.secret_digests[id] = key->Hash("farm.secret.v1", value);
-    }
-  }
+  pr.plan.secret_digests = plan::SecretDigests(*options_.secret_key, spec.secrets);
   pr.resolve.pull_policy = req.pull() ? image::PullPolicy::kAlways : image::PullPolicy::kMissing;
   pr.resolve.registry.insecure_registries = options_.insecure_registries;
   for (const std::string& r : req.insecure_registries()) {

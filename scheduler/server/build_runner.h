@@ -57,7 +57,7 @@ class BuildRunner {
     std::shared_ptr<const auth::SecretKey> secret_key;
   };
 
-  explicit BuildRunner(Options options) : options_(std::move(options)) {}
+  explicit BuildRunner(Options options) : options_(WithDefaults(std::move(options))) {}
 
   // Runs build `build_id` to its end: OK, the build's error, or CANCELLED once `cancel` (may
   // be null) is notified. `secrets` go to the executor only. `on_planned` (may be null) gets
@@ -77,6 +77,9 @@ class BuildRunner {
                                                     const BuildSpec& spec) const;
 
  private:
+  // Fills what Options leave empty: an in-memory secret key.
+  static Options WithDefaults(Options options);
+
   const Options options_;
 };
 

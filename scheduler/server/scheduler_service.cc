@@ -275,8 +275,8 @@ grpc::ServerWriteReactor<farm::v1::BuildStreamEvent>* SchedulerService::SubmitBu
   if (!auth_->allows_all()) {
     if (absl::Status s = ApplySubmitter(*who, &r); !s.ok()) return new FailedStream(s);
     // Listings show who submitted as the farm knows them, not what the client claims.
-    r.set_client(absl::StrCat(who->subject, r.client().empty() ? "" : " (", r.client(),
-                              r.client().empty() ? "" : ")"));
+    r.set_client(r.client().empty() ? who->subject
+                                    : absl::StrCat(who->subject, " (", r.client(), ")"));
   }
   if (r.client().empty()) r.set_client(ctx->peer());
   absl::StatusOr<std::string> id = manager_->Submit(r);

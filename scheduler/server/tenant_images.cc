@@ -8,8 +8,7 @@ namespace farm::scheduler::server {
 
 absl::StatusOr<std::unique_ptr<TenantImages>> TenantImages::Open(const std::string& dir) {
   std::unique_ptr<TenantImages> t(new TenantImages(dir));
-  ASSIGN_OR_RETURN(image::ImageStore::Ptr base, t->For(""));
-  (void)base;
+  RETURN_IF_ERROR(t->For("").status());
   return t;
 }
 
