@@ -3,6 +3,7 @@
 #include <cstdlib>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/time.h"
 #include "common/status_macros.h"
 
 namespace farm {
@@ -34,6 +35,18 @@ void RegisterServerFlags(common::FlagSet* fs, ServerAuthOptions* o) {
              "FILE");
   fs->String("token-issuer", 0, &o->tokens.issuer, "Require this \"iss\" in tokens", "NAME");
   fs->String("token-audience", 0, &o->tokens.audience, "Require this \"aud\" in tokens", "NAME");
+  fs->Custom("token-clock-skew", 0, "DURATION",
+             "How far clients' clocks may be off: a token is accepted this long past its "
+             "\"exp\" (default 60s; 0s for none)",
+             [o](absl::string_view v) -> absl::Status {
+               absl::Duration d;
+               if (!absl::ParseDuration(v, &d) || d < absl::ZeroDuration() || d > absl::Hours(1)) {
+                 return absl::InvalidArgumentError(absl::StrCat(
+                     "--token-clock-skew ", v, ": want a duration from 0s to 1h, e.g. 30s"));
+               }
+               o->tokens.clock_skew = d;
+               return absl::OkStatus();
+             });
   fs->Bool("insecure", 0, &o->insecure,
            "Serve plaintext on a non-loopback address (no TLS: only on a trusted network)");
 }

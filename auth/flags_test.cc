@@ -53,6 +53,25 @@ TEST(FlagsTest, ServerAndPrefixedClientFlags) {
   EXPECT_THAT(fs.Help(), HasSubstr("--cache-tls-ca FILE"));
 }
 
+TEST(FlagsTest, TokenClockSkew) {
+  {
+    common::FlagSet fs("farm-cache", "test");
+    ServerAuthOptions server;
+    RegisterServerFlags(&fs, &server);
+    EXPECT_EQ(server.tokens.clock_skew, absl::Seconds(60));
+    ASSERT_TRUE(fs.Parse({"--token-clock-skew", "0s"}).ok());
+    EXPECT_EQ(server.tokens.clock_skew, absl::ZeroDuration());
+  }
+  for (const char* bad : {"-1s", "2h", "soon"}) {
+    common::FlagSet fs("farm-cache", "test");
+    ServerAuthOptions server;
+    RegisterServerFlags(&fs, &server);
+    auto rest = fs.Parse({"--token-clock-skew", bad});
+    ASSERT_FALSE(rest.ok()) << bad;
+    EXPECT_THAT(rest.status().message(), HasSubstr("--token-clock-skew")) << bad;
+  }
+}
+
 TEST(FlagsTest, EnvironmentFillsOnlyWhatFlagsLeftEmpty) {
   setenv("FARM_TLS_CA", "env-ca.crt", 1);
   setenv("FARM_TOKEN", "tok", 1);
