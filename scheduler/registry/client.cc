@@ -267,7 +267,9 @@ struct Client::Impl {
     }
     return absl::UnavailableError(
         absl::StrCat("registry ", domain, " is unreachable: ", last.message(),
-                     insecure ? "" : " (for a registry without TLS, pass --insecure-registry)"));
+                     insecure ? ""
+                              : " (a registry without TLS must be listed with --insecure-registry: "
+                                "farm build's flag, or farm-scheduler's on a farm)"));
   }
 
   absl::StatusOr<std::string> FetchToken(const Challenge& ch,
@@ -423,9 +425,19 @@ struct Client::Impl {
   }
 
   absl::Status Error(const Call& call, const HttpResponse& resp, absl::string_view what) {
-    return absl::Status(CodeFor(resp.status),
-                        absl::StrCat(what, ": ", call.method, " ", Url(call.url), ": HTTP ",
-                                     resp.status, ": ", ErrorDetail(resp)));
+    std::string detail = ErrorDetail(resp);
+    std::string text =
+        absl::StrCat(what, ": ", call.method, " ", Url(call.url), ": HTTP ", resp.status);
+    if (detail != absl::StrCat("HTTP ", resp.status)) absl::StrAppend(&text, ": ", detail);
+    if (resp.status == 401 || resp.status == 403) {
+      absl::MutexLock lock(&mu);
+      if (creds_loaded && creds.empty()) {
+        absl::StrAppend(&text, " (no credentials were sent to ", domain,
+                        ": `farm login`; on a farm, farm-scheduler's --tenant-docker-config or "
+                        "--docker-config with --shared-registry-push)");
+      }
+    }
+    return absl::Status(CodeFor(resp.status), text);
   }
 
   absl::StatusOr<std::string> StartUpload(const std::string& repo) {

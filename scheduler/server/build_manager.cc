@@ -344,6 +344,8 @@ absl::StatusOr<std::unique_ptr<BuildManager>> BuildManager::Create(Options optio
   ro.insecure_registries = impl->opt.insecure_registries;
   ro.permitted_entitlements = impl->opt.permitted_entitlements;
   ro.docker_config_dir = impl->opt.docker_config_dir;
+  ro.tenant_docker_config_dirs = impl->opt.tenant_docker_config_dirs;
+  ro.shared_registry_push = impl->opt.shared_registry_push;
   ro.secret_key = impl->opt.secret_key;
   ro.max_step_log_bytes = impl->opt.max_step_log_bytes;
   ro.default_step_timeout_seconds = impl->opt.default_step_timeout_seconds;

@@ -60,7 +60,10 @@ class BuildManager {
     // Entitlements this farm permits to builds that ask for them (executor/entitlements.h);
     // a RUN needing another fails at plan time. (Per tenant once tenants have identities.)
     std::set<std::string> permitted_entitlements;
-    std::string docker_config_dir;  // registry credentials; "" = the default
+    // Registry credentials (BuildRunner::Options has the rules).
+    std::string docker_config_dir;
+    std::map<std::string, std::string> tenant_docker_config_dirs;
+    bool shared_registry_push = true;
     // Keys secret values' digests in step keys (BuildRunner::Options::secret_key).
     std::shared_ptr<const auth::SecretKey> secret_key;
     std::string cache_address;  // advertised to clients (GetSchedulerInfo)

@@ -9,6 +9,7 @@
 #include "scheduler/image/store_resolver.h"
 #include "scheduler/pipeline/contexts.h"
 #include "scheduler/plan/planner.h"
+#include "scheduler/registry/auth.h"
 
 namespace farm::scheduler::server {
 
@@ -51,7 +52,9 @@ absl::StatusOr<pipeline::Request> BuildRunner::PipelineRequest(
   for (const std::string& r : req.insecure_registries()) {
     pr.resolve.registry.insecure_registries.push_back(r);
   }
-  pr.resolve.registry.docker_config_dir = options_.docker_config_dir;
+  auto own = options_.tenant_docker_config_dirs.find(spec.tenant);
+  bool has_own = own != options_.tenant_docker_config_dirs.end();
+  pr.resolve.registry.docker_config_dir = has_own ? own->second : options_.docker_config_dir;
   pr.engine.cache_write_scope = spec.cache_instance;
   pr.engine.cache_read_scopes = {spec.cache_instance};
   for (const std::string& sc : req.cache_read_scopes()) {
@@ -73,6 +76,11 @@ absl::StatusOr<pipeline::Request> BuildRunner::PipelineRequest(
   }
   pr.push = req.push();
   pr.push_registry = pr.resolve.registry;
+  if (!has_own && !options_.shared_registry_push) {
+    // The farm's shared credentials are not for pushing to whatever repository a tenant
+    // names: push anonymously (a registry that needs credentials refuses, naming the repo).
+    pr.push_registry.credentials = registry::Credentials{};
+  }
   pr.first_vertex_id = std::max(1, req.first_vertex_id());
   return pr;
 }

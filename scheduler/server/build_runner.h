@@ -49,7 +49,13 @@ class BuildRunner {
     // Makes the step executor a build runs its misses on.
     std::function<std::shared_ptr<executor::StepExecutor>(const BuildSpec&)> executors;
     std::vector<std::string> insecure_registries;  // added to each request's
-    std::string docker_config_dir;                 // registry credentials; "" = the default
+    // Registry credentials (a directory with Docker's config.json). A tenant listed in
+    // `tenant_docker_config_dirs` pulls and pushes with its own and never the shared one;
+    // others pull with `docker_config_dir` ("" = ~/.docker) and push with it only when
+    // `shared_registry_push` (else anonymously: the registry decides).
+    std::string docker_config_dir;
+    std::map<std::string, std::string> tenant_docker_config_dirs;
+    bool shared_registry_push = true;
     // Entitlements the farm permits to builds that ask for them (checked at plan time).
     std::set<std::string> permitted_entitlements;
     // Keys the digests of secret values in step keys (plan::PlanOptions::secret_digests);

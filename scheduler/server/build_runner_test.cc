@@ -11,6 +11,8 @@
 #include "common/fs.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "scheduler/registry/auth.h"
+#include "scheduler/registry/testing/local_registry.h"
 
 namespace farm::scheduler::server {
 namespace {
@@ -147,6 +149,44 @@ TEST(BuildRunnerTest, PipelineRequestCarriesTheSubmittedOptions) {
   EXPECT_EQ(pr->first_vertex_id, 4);
 }
 
+TEST(BuildRunnerTest, RegistryCredentialsArePerTenant) {
+  BuildRunner::Options o = Options();
+  o.docker_config_dir = "/etc/farm/docker";
+  o.tenant_docker_config_dirs = {{"big", "/etc/farm/tenants/big"}};
+  o.shared_registry_push = false;
+  BuildRunner runner(std::move(o));
+  farm::v1::SubmitBuildRequest req;
+  req.set_dockerfile("FROM scratch\n");
+  req.set_push(true);
+  req.add_tags("example.com/app");
+
+  // A tenant with its own credentials pulls and pushes with them only.
+  req.set_tenant("big");
+  auto big = runner.PipelineRequest(req, BuildRunner::SpecFor("b1", req, {}));
+  ASSERT_TRUE(big.ok()) << big.status();
+  EXPECT_EQ(big->resolve.registry.docker_config_dir, "/etc/farm/tenants/big");
+  EXPECT_EQ(big->push_registry.docker_config_dir, "/etc/farm/tenants/big");
+  EXPECT_FALSE(big->push_registry.credentials.has_value());  // read from its config.json
+
+  // Another tenant pulls with the farm's shared credentials and pushes anonymously.
+  req.set_tenant("small");
+  auto small = runner.PipelineRequest(req, BuildRunner::SpecFor("b2", req, {}));
+  ASSERT_TRUE(small.ok()) << small.status();
+  EXPECT_EQ(small->resolve.registry.docker_config_dir, "/etc/farm/docker");
+  EXPECT_FALSE(small->resolve.registry.credentials.has_value());
+  ASSERT_TRUE(small->push_registry.credentials.has_value());
+  EXPECT_TRUE(small->push_registry.credentials->empty());
+
+  // With shared pushes allowed (a farm without authentication), the shared config pushes.
+  BuildRunner::Options open = Options();
+  open.docker_config_dir = "/etc/farm/docker";
+  BuildRunner open_runner(std::move(open));
+  auto shared = open_runner.PipelineRequest(req, BuildRunner::SpecFor("b3", req, {}));
+  ASSERT_TRUE(shared.ok()) << shared.status();
+  EXPECT_EQ(shared->push_registry.docker_config_dir, "/etc/farm/docker");
+  EXPECT_FALSE(shared->push_registry.credentials.has_value());
+}
+
 TEST(BuildRunnerTest, BadTagIsAnError) {
   BuildRunner runner(Options());
   farm::v1::SubmitBuildRequest req;
@@ -221,6 +261,53 @@ TEST_F(BuildRunnerRunTest, RunsTheBuildOnTheBuildsExecutor) {
   ASSERT_TRUE(events.back().has_outcome());
   EXPECT_TRUE(events.back().outcome().ok()) << events.back().outcome().error();
   EXPECT_TRUE(absl::StartsWith(events.back().outcome().image_id(), "sha256:"));
+}
+
+// A registry that needs credentials: a tenant with its own pushes; another, without the farm
+// letting it use the shared credentials, is refused even though the shared config has them.
+TEST_F(BuildRunnerRunTest, PushesWithTheTenantsOwnCredentialsOnly) {
+  auto reg = registry::testing::LocalRegistry::Start(common::JoinPath(tmp_->path(), "reg"),
+                                                     {"farm", "pa55word"});
+  ASSERT_TRUE(reg.ok()) << reg.status();
+  auto write_config = [&](const std::string& dir) {
+    ASSERT_TRUE(common::MakeDirs(dir, 0700).ok());
+    auto cfg = registry::DockerConfig::Load(dir);
+    ASSERT_TRUE(cfg.ok()) << cfg.status();
+    ASSERT_TRUE(cfg->Set((*reg)->domain(), {"farm", "pa55word", ""}).ok());
+    ASSERT_TRUE(cfg->Save().ok());
+  };
+  std::string shared = common::JoinPath(tmp_->path(), "shared-docker");
+  std::string own = common::JoinPath(tmp_->path(), "team-a-docker");
+  write_config(shared);
+  write_config(own);
+  options_.docker_config_dir = shared;
+  options_.shared_registry_push = false;
+  farm::v1::SubmitBuildRequest req = Request("FROM scratch\nLABEL a=b\n");
+  req.add_tags((*reg)->domain() + "/team/app:1");
+  req.set_push(true);
+  auto run = [&](const BuildRunner& runner, const std::string& tenant) {
+    farm::v1::SubmitBuildRequest r = req;
+    r.set_tenant(tenant);
+    return runner.Run(
+        "b-" + tenant, r, {}, nullptr, [](const farm::v1::BuildEvent&) {},
+        /*cancel=*/nullptr);
+  };
+
+  options_.tenant_docker_config_dirs = {{"team-a", own}};
+  BuildRunner runner(options_);
+  absl::Status a = run(runner, "team-a");
+  EXPECT_TRUE(a.ok()) << a;
+  absl::Status b = run(runner, "team-b");
+  ASSERT_FALSE(b.ok());
+  EXPECT_THAT(std::string(b.message()), ::testing::HasSubstr((*reg)->domain())) << b;
+  EXPECT_THAT(std::string(b.message()), ::testing::HasSubstr("HTTP 401 (no credentials were sent"))
+      << b;
+
+  // The same tenant pushes once the farm lets the shared credentials push.
+  options_.shared_registry_push = true;
+  BuildRunner sharing(options_);
+  absl::Status b2 = run(sharing, "team-b");
+  EXPECT_TRUE(b2.ok()) << b2;
 }
 
 TEST_F(BuildRunnerRunTest, CancelReachesTheRunningStep) {

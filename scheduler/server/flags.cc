@@ -72,7 +72,17 @@ absl::StatusOr<ParsedFlags> ParseFlags(const std::vector<std::string>& args) {
   fs.Repeated("insecure-registry", 0, &o.insecure_registries,
               "Registry (host:port) reachable over plain HTTP (repeatable)", "HOST:PORT");
   fs.String("docker-config", 0, &o.docker_config_dir,
-            "Directory with config.json holding registry credentials (default: ~/.docker)", "DIR");
+            "Directory with config.json holding the farm's registry credentials (default: "
+            "~/.docker): for pulls, and for pushes only with --shared-registry-push",
+            "DIR");
+  std::vector<std::string> tenant_docker_configs;
+  fs.Repeated("tenant-docker-config", 0, &tenant_docker_configs,
+              "A tenant's own registry credentials (config.json in DIR): its pulls and pushes "
+              "use these and never --docker-config's (repeatable)",
+              "TENANT=DIR");
+  fs.Bool("shared-registry-push", 0, &o.shared_registry_push,
+          "Let tenants without --tenant-docker-config push with --docker-config's credentials "
+          "(default: they push anonymously; always allowed without authentication)");
   std::vector<std::string> entitlements;
   fs.Repeated("allow-entitlement", 0, &entitlements,
               "Permit an entitlement to builds that ask for it (farm submit --allow NAME; "
@@ -128,6 +138,17 @@ absl::StatusOr<ParsedFlags> ParseFlags(const std::vector<std::string>& args) {
           absl::StrCat("--tenant-weight ", tw, ": the weight must be a positive number"));
     }
     o.tenant_weights[kv.first] = w;
+  }
+  for (const std::string& tc : tenant_docker_configs) {
+    std::pair<std::string, std::string> kv = absl::StrSplit(tc, absl::MaxSplits('=', 1));
+    if (kv.first.empty() || kv.second.empty()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--tenant-docker-config ", tc, ": want TENANT=DIR"));
+    }
+    if (!o.tenant_docker_config_dirs.emplace(kv.first, kv.second).second) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--tenant-docker-config: tenant ", kv.first, " is given twice"));
+    }
   }
   for (const std::string& e : entitlements) {
     absl::Status s = executor::CheckEntitlementName(e, "--allow-entitlement");

@@ -42,6 +42,11 @@ struct SchedulerOptions {
   std::map<std::string, double> tenant_weights;  // --tenant-weight TENANT=WEIGHT, each > 0
   std::vector<std::string> insecure_registries;  // --insecure-registry HOST:PORT
   std::string docker_config_dir;                 // --docker-config ("" = ~/.docker)
+  // --tenant-docker-config TENANT=DIR: that tenant's registry credentials (only those).
+  std::map<std::string, std::string> tenant_docker_config_dirs;
+  // --shared-registry-push: tenants without their own credentials push with
+  // --docker-config's (always so on a farm without authentication, where all are trusted).
+  bool shared_registry_push = false;
   std::set<std::string> permitted_entitlements;  // --allow-entitlement NAME (known names)
   // auth/flags.h: --tls-cert, --tls-key, --tls-client-ca (client certificates optional:
   // workers present them, clients carry tokens), --worker-ca, --token-keys, --insecure.

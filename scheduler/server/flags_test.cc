@@ -147,6 +147,21 @@ TEST(ParseFlagsTest, TenantWeights) {
   ExpectError(With({"--tenant-weight="}), "--tenant-weight : want TENANT=WEIGHT");
 }
 
+TEST(ParseFlagsTest, TenantRegistryCredentials) {
+  auto parsed = ParseFlags(With({"--tenant-docker-config", "big=/etc/farm/tenants/big",
+                                 "--tenant-docker-config=small=/etc/farm/tenants/small"}));
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  EXPECT_EQ(parsed->options.tenant_docker_config_dirs.at("big"), "/etc/farm/tenants/big");
+  EXPECT_EQ(parsed->options.tenant_docker_config_dirs.at("small"), "/etc/farm/tenants/small");
+  EXPECT_FALSE(parsed->options.shared_registry_push);
+  parsed = ParseFlags(With({"--shared-registry-push"}));
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  EXPECT_TRUE(parsed->options.shared_registry_push);
+  ExpectError(With({"--tenant-docker-config=big"}), "--tenant-docker-config big: want TENANT=DIR");
+  ExpectError(With({"--tenant-docker-config=a=/x", "--tenant-docker-config=a=/y"}),
+              "--tenant-docker-config: tenant a is given twice");
+}
+
 TEST(ParseDurationFlagTest, SecondsOrGoDurations) {
   EXPECT_EQ(*ParseDurationFlag("f", "30"), absl::Seconds(30));
   EXPECT_EQ(*ParseDurationFlag("f", "1.5"), absl::Milliseconds(1500));

@@ -132,6 +132,9 @@ int main(int argc, char** argv) {
   mopt.default_step_timeout_seconds = absl::ToInt64Seconds(opt.default_step_timeout);
   mopt.insecure_registries = opt.insecure_registries;
   mopt.docker_config_dir = opt.docker_config_dir;
+  mopt.tenant_docker_config_dirs = opt.tenant_docker_config_dirs;
+  // Without authentication every caller is the same anonymous tenant and trusted anyway.
+  mopt.shared_registry_push = opt.shared_registry_push || server_auth->allows_all();
   mopt.permitted_entitlements = opt.permitted_entitlements;
   // Secret values enter step keys only as HMACs under this key (every scheduler of a farm
   // that shares a cache should share the file).
