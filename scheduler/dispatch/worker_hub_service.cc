@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "common/flags.h"
 #include "common/grpc_status.h"
 #include "farm/v1/scheduler.grpc.pb.h"
 
@@ -16,18 +17,6 @@ namespace {
 
 using farm::v1::SchedulerMessage;
 using farm::v1::WorkerMessage;
-
-// "64 MiB", "1.5 GiB", "300 B": a bound as the error names it.
-std::string HumanBytes(int64_t n) {
-  constexpr const char* kUnits[] = {"B", "KiB", "MiB", "GiB", "TiB"};
-  double v = static_cast<double>(n);
-  int unit = 0;
-  while (v >= 1024 && unit < 4) {
-    v /= 1024;
-    ++unit;
-  }
-  return unit == 0 ? absl::StrCat(n, " B") : absl::StrCat(absl::SixDigits(v), " ", kUnits[unit]);
-}
 
 // The sending side of one stream: messages the dispatcher queued, written one at a time, then
 // the Finish once the stream is closing and drained. Reactor calls (StartWrite, Finish) are
@@ -64,8 +53,8 @@ class Outbox final : public WorkerStream {
         limit_.max_messages > 0 && static_cast<int64_t>(queue_.size()) + 1 > limit_.max_messages;
     const bool too_big = limit_.max_bytes > 0 && queued_bytes_ + size > limit_.max_bytes;
     if (too_many || too_big) {
-      std::string bound =
-          too_many ? absl::StrCat(limit_.max_messages, " messages") : HumanBytes(limit_.max_bytes);
+      std::string bound = too_many ? absl::StrCat(limit_.max_messages, " messages")
+                                   : common::HumanBinarySize(limit_.max_bytes);
       status_ = absl::ResourceExhaustedError(absl::StrCat(
           "worker ", worker_id_.empty() ? "(before its hello)" : worker_id_,
           " is not reading its stream: the scheduler's send queue to it passed its bound of ",
