@@ -51,6 +51,31 @@ class HashingSink : public ByteSink {
   Sha256 hash_;
 };
 
+// Forwards to `next` at most `max_bytes` bytes in all; the write that would pass that fails
+// with `exceeded(max_bytes)` instead (nothing of it is forwarded). Exists so that a stream
+// whose size nobody vouches for (a decompressed layer: a small gzip can expand to terabytes)
+// stops at a bound the caller names in its error. `max_bytes` <= 0: no bound.
+class LimitingSink : public ByteSink {
+ public:
+  LimitingSink(ByteSink* next, int64_t max_bytes,
+               std::function<absl::Status(int64_t max_bytes)> exceeded)
+      : next_(next), max_bytes_(max_bytes), exceeded_(std::move(exceeded)) {}
+  absl::Status Write(absl::string_view data) override {
+    if (max_bytes_ > 0 && static_cast<int64_t>(data.size()) > max_bytes_ - bytes_) {
+      return exceeded_(max_bytes_);
+    }
+    bytes_ += static_cast<int64_t>(data.size());
+    return next_->Write(data);
+  }
+  int64_t bytes() const { return bytes_; }
+
+ private:
+  ByteSink* next_;
+  int64_t max_bytes_;
+  std::function<absl::Status(int64_t)> exceeded_;
+  int64_t bytes_ = 0;
+};
+
 }  // namespace farm::common
 
 #endif  // FARM_COMMON_BYTE_SINK_H_

@@ -254,4 +254,16 @@ std::string HumanSize(int64_t bytes) {
   return absl::StrFormat("%.4g%s", v, kUnits[u]);
 }
 
+std::string HumanBinarySize(int64_t bytes) {
+  static const char* kUnits[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB"};
+  double v = static_cast<double>(bytes);
+  int u = 0;
+  while (v >= 1024.0 && u < 5) {
+    v /= 1024.0;
+    ++u;
+  }
+  if (u == 0) return absl::StrCat(bytes, " B");
+  return absl::StrFormat("%.4g %s", v, kUnits[u]);
+}
+
 }  // namespace farm::common

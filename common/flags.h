@@ -84,6 +84,9 @@ class FlagSet {
 absl::StatusOr<int64_t> ParseSize(absl::string_view text);
 // Formats bytes the way docker does ("1.23GB", "45.6MB", "789B"), decimal units.
 std::string HumanSize(int64_t bytes);
+// Formats a bound in the binary units ParseSize reads: "64 GiB", "512 KiB", "1.5 MiB", "300 B",
+// so an error can name a limit as the operator set it.
+std::string HumanBinarySize(int64_t bytes);
 
 }  // namespace farm::common
 

@@ -73,6 +73,10 @@ TEST(FlagsTest, Sizes) {
   EXPECT_FALSE(ParseSize("10X").ok());
   EXPECT_EQ(HumanSize(999), "999B");
   EXPECT_EQ(HumanSize(1234567), "1.235MB");
+  EXPECT_EQ(HumanBinarySize(300), "300 B");
+  EXPECT_EQ(HumanBinarySize(512 << 10), "512 KiB");
+  EXPECT_EQ(HumanBinarySize(int64_t{64} << 30), "64 GiB");
+  EXPECT_EQ(HumanBinarySize(3 << 19), "1.5 MiB");
 }
 
 }  // namespace

@@ -99,9 +99,12 @@ absl::StatusOr<std::unique_ptr<LocalStepExecutor>> LocalStepExecutor::Create(Opt
   RETURN_IF_ERROR(common::MakeDirs(options.state_dir, 0700));
   // The layer store's lock makes this process the state directory's only user: take it before
   // wiping anything.
-  ASSIGN_OR_RETURN(auto store, layerstore::LayerStore::Create({options.state_dir + "/layers",
-                                                               options.layer_store_max_bytes,
-                                                               options.cas, 0, 0}));
+  layerstore::LayerStore::Options so;
+  so.dir = options.state_dir + "/layers";
+  so.budget_bytes = options.layer_store_max_bytes;
+  so.cas = options.cas;
+  so.unpack_limits.max_uncompressed_bytes = options.policy.extract_max_bytes;
+  ASSIGN_OR_RETURN(auto store, layerstore::LayerStore::Create(std::move(so)));
   for (const char* sub : {"run", "tmp", "cache-mounts"}) {
     std::string dir = absl::StrCat(options.state_dir, "/", sub);
     RETURN_IF_ERROR(common::MakeDirs(dir, 0700));
@@ -300,6 +303,7 @@ absl::StatusOr<farm::v1::StepResult> LocalStepExecutor::ExecuteCopy(
   in.scratch_dir = scratch;
   in.fetch = options_.fetcher;
   in.cancel = cancel;
+  in.max_extract_bytes = options_.policy.extract_max_bytes;
   RETURN_IF_ERROR(copy::BuildCopyLayer(in));
   farm::v1::StepResult result;
   RETURN_IF_ERROR(

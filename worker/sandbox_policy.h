@@ -45,6 +45,10 @@ struct SandboxPolicy {
   // ADD <url>: the downloads' limits (the destination rules are `network`'s).
   int64_t add_max_bytes = int64_t{8} << 30;
   absl::Duration add_timeout = absl::Minutes(30);
+  // The most one image layer or one ADDed archive may expand to when unpacked on this host
+  // (setting extract-max-size): a small gzip can expand to terabytes. Layers count their
+  // uncompressed tar, archives the sizes their entries declare (sparse files included).
+  int64_t extract_max_bytes = int64_t{64} << 30;
 };
 
 // Sets the network and security of a sandbox request from a RUN's --network and --security

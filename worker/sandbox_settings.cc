@@ -123,6 +123,15 @@ const std::vector<Setting>& Settings() {
          s->policy.add_max_bytes = n;
          return absl::OkStatus();
        }},
+      {"extract-max-size", "SIZE",
+       "The most one image layer or one ADDed archive may expand to when unpacked (default 64G)",
+       [](absl::string_view v, SandboxSettings* s) -> absl::Status {
+         ASSIGN_OR_RETURN(int64_t n, common::ParseSize(v));
+         if (n <= 0)
+           return absl::InvalidArgumentError(absl::StrCat("\"", v, "\": must be positive"));
+         s->policy.extract_max_bytes = n;
+         return absl::OkStatus();
+       }},
       {"add-timeout", "DURATION", "The longest download of an ADD <url>, e.g. 10m (default 30m)",
        [](absl::string_view v, SandboxSettings* s) -> absl::Status {
          absl::Duration d;

@@ -53,6 +53,7 @@ TEST(SandboxSettingsTest, BadValuesNameTheSetting) {
                         Case{"step-subnet", "198.18.0.0/31", "want an IPv4 range from /16 to /30"},
                         Case{"default-network", "bridge", "want isolated or host"},
                         Case{"add-max-size", "0", "must be positive"},
+                        Case{"extract-max-size", "0", "must be positive"},
                         Case{"add-timeout", "soon", "want a duration"}}) {
     absl::Status st = ApplySandboxSetting(c.name, c.value, &s);
     EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument) << c.name << " " << c.value;
@@ -70,7 +71,8 @@ TEST(SandboxSettingsTest, ConfigFileSetsTheNetworkAndAddLimits) {
                                     "dns = 192.0.2.53\n"
                                     "step-subnet = 198.18.64.0/24\n"
                                     "add-max-size = 1G\n"
-                                    "add-timeout = 90s\n"));
+                                    "add-timeout = 90s\n"
+                                    "extract-max-size = 2G\n"));
   auto s = ReadSandboxConfig(path);
   ASSERT_OK(s);
   EXPECT_FALSE(s->policy.isolate_network);
@@ -79,6 +81,8 @@ TEST(SandboxSettingsTest, ConfigFileSetsTheNetworkAndAddLimits) {
   EXPECT_EQ(s->policy.network.pool, "198.18.64.0/24");
   EXPECT_EQ(s->policy.add_max_bytes, int64_t{1} << 30);
   EXPECT_EQ(s->policy.add_timeout, absl::Seconds(90));
+  EXPECT_EQ(s->policy.extract_max_bytes, int64_t{2} << 30);
+  EXPECT_EQ(SandboxSettings().policy.extract_max_bytes, int64_t{64} << 30);
   ASSERT_OK(common::WriteFileAtomic(path, "deny-network = 300.0.0.0/8\n"));
   EXPECT_TRUE(absl::StartsWith(ReadSandboxConfig(path).status().message(), path + ":1: "));
 }

@@ -435,7 +435,7 @@ class Dispatcher::Impl final : public SessionHandler {
     return status;
   }
 
-  void Close(uint64_t session) override ABSL_LOCKS_EXCLUDED(mu_) {
+  void Close(uint64_t session, const absl::Status& why) override ABSL_LOCKS_EXCLUDED(mu_) {
     Effects fx;
     {
       absl::MutexLock l(&mu_);
@@ -455,9 +455,10 @@ class Dispatcher::Impl final : public SessionHandler {
       }
       for (Lease* lease : canceled) ReleaseLease(lease);
       if (!shutdown_) {
-        Event(absl::StrCat("worker ", w->id, " disconnected; ", w->leases.size(),
-                           " running tasks wait ", absl::FormatDuration(opts_.lease_timeout),
-                           " for it to come back"));
+        Event(absl::StrCat("worker ", w->id, " disconnected",
+                           why.ok() ? "" : absl::StrCat(" (", why.ToString(), ")"), "; ",
+                           w->leases.size(), " running tasks wait ",
+                           absl::FormatDuration(opts_.lease_timeout), " for it to come back"));
       }
       KickTimer(now + opts_.lease_timeout);
       ReleaseHoldsOn(w, &fx);
@@ -1531,10 +1532,13 @@ absl::StatusOr<std::unique_ptr<Dispatcher>> Dispatcher::Create(Options options) 
     }
   }
   WorkerIdentity identity = options.worker_identity;
+  SendQueueLimit limit;
+  limit.max_bytes = options.max_send_queue_bytes;
+  limit.max_messages = options.max_send_queue_messages;
   std::unique_ptr<Dispatcher> d(new Dispatcher());
   d->impl_ = std::make_shared<Impl>(std::move(options));
   RETURN_IF_ERROR(d->impl_->Start(std::move(store)));
-  d->service_ = NewWorkerHubService(d->impl_, std::move(identity));
+  d->service_ = NewWorkerHubService(d->impl_, std::move(identity), std::move(limit));
   return d;
 }
 

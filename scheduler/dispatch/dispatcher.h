@@ -134,6 +134,11 @@ struct Options {
   // error to refuse the stream with, or "" to take the hello's id (authentication off). Null:
   // always the hello's.
   std::function<absl::StatusOr<std::string>(const grpc::CallbackServerContext&)> worker_identity;
+  // The bound on messages waiting to be written to one worker (farm-scheduler
+  // --max-worker-send-queue, --max-worker-send-queue-messages): a worker that stops reading
+  // past it loses its stream with RESOURCE_EXHAUSTED (worker_hub_service.h). <= 0: no bound.
+  int64_t max_send_queue_bytes = int64_t{64} << 20;
+  int64_t max_send_queue_messages = 16384;
   // Welcome.scheduler_id; empty = a random id per start.
   std::string scheduler_id;
   // Receives one line per notable event (worker joined/left, lease lost, task aborted, state

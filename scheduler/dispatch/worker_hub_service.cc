@@ -6,7 +6,9 @@
 #include <string>
 #include <utility>
 
+#include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "common/flags.h"
 #include "common/grpc_status.h"
 #include "farm/v1/scheduler.grpc.pb.h"
 
@@ -16,19 +18,55 @@ namespace {
 using farm::v1::SchedulerMessage;
 using farm::v1::WorkerMessage;
 
-class ConnectReactor;
-
 // The sending side of one stream: messages the dispatcher queued, written one at a time, then
 // the Finish once the stream is closing and drained. Reactor calls (StartWrite, Finish) are
 // made without holding mu_, since gRPC may run reactions inline.
+//
+// The queue is bounded by `limit`. Enqueue runs under the dispatcher's lock, so on overflow it
+// only drops the queue and marks the stream closing; the next Flush (no lock held) closes the
+// session with the reason and finishes the stream at once, even with a write outstanding: a
+// worker that does not read would never complete that write, and the Finish's trailers then
+// follow the data in flight.
 class Outbox final : public WorkerStream {
  public:
-  explicit Outbox(grpc::ServerBidiReactor<WorkerMessage, SchedulerMessage>* reactor)
-      : reactor_(reactor) {}
+  Outbox(grpc::ServerBidiReactor<WorkerMessage, SchedulerMessage>* reactor,
+         std::weak_ptr<SessionHandler> handler, SendQueueLimit limit)
+      : reactor_(reactor), handler_(std::move(handler)), limit_(std::move(limit)) {}
+
+  // The worker's id, for the overflow error; set before the session opens.
+  void SetWorker(std::string worker_id) {
+    absl::MutexLock l(&mu_);
+    worker_id_ = std::move(worker_id);
+  }
+
+  // The session the stream opened (the overflow closes it).
+  void SetSession(uint64_t session) {
+    absl::MutexLock l(&mu_);
+    session_ = session;
+  }
 
   void Enqueue(SchedulerMessage msg) override {
     absl::MutexLock l(&mu_);
     if (closing_ || done_) return;
+    const int64_t size = static_cast<int64_t>(msg.ByteSizeLong());
+    const bool too_many =
+        limit_.max_messages > 0 && static_cast<int64_t>(queue_.size()) + 1 > limit_.max_messages;
+    const bool too_big = limit_.max_bytes > 0 && queued_bytes_ + size > limit_.max_bytes;
+    if (too_many || too_big) {
+      std::string bound = too_many ? absl::StrCat(limit_.max_messages, " messages")
+                                   : common::HumanBinarySize(limit_.max_bytes);
+      status_ = absl::ResourceExhaustedError(absl::StrCat(
+          "worker ", worker_id_.empty() ? "(before its hello)" : worker_id_,
+          " is not reading its stream: the scheduler's send queue to it passed its bound of ",
+          bound, " (farm-scheduler ", limit_.flag, too_many ? "-messages" : "",
+          "); the stream is closed and its tasks are treated as on a lost worker"));
+      queue_.clear();
+      queued_bytes_ = 0;
+      closing_ = true;
+      overflowed_ = true;
+      return;
+    }
+    queued_bytes_ += size;
     queue_.push_back(std::move(msg));
   }
 
@@ -51,6 +89,7 @@ class Outbox final : public WorkerStream {
       writing_ = false;
       if (!ok) {
         queue_.clear();
+        queued_bytes_ = 0;
         if (!closing_) {
           closing_ = true;
           status_ = absl::UnavailableError("writing to the worker failed");
@@ -65,6 +104,7 @@ class Outbox final : public WorkerStream {
     absl::MutexLock l(&mu_);
     done_ = true;
     queue_.clear();
+    queued_bytes_ = 0;
   }
 
  private:
@@ -72,12 +112,28 @@ class Outbox final : public WorkerStream {
     bool write = false;
     bool finish = false;
     grpc::Status finish_status;
+    uint64_t close_session = 0;
+    absl::Status close_why;
     {
       absl::MutexLock l(&mu_);
-      if (done_ || writing_ || finished_) return;
-      if (!queue_.empty()) {
+      if (done_) return;
+      if (overflowed_ && session_ != 0) {  // (the overflow may come before SetSession)
+        close_session = session_;
+        close_why = status_;
+        session_ = 0;
+      }
+      if (finished_) {
+        // nothing more to send
+      } else if (overflowed_) {
+        finished_ = true;
+        finish = true;
+        finish_status = common::ToGrpcStatus(status_);
+      } else if (writing_) {
+        // OnWriteDone calls again
+      } else if (!queue_.empty()) {
         current_ = std::move(queue_.front());
         queue_.pop_front();
+        queued_bytes_ -= static_cast<int64_t>(current_.ByteSizeLong());
         writing_ = true;
         write = true;
       } else if (closing_) {
@@ -86,18 +142,28 @@ class Outbox final : public WorkerStream {
         finish_status = common::ToGrpcStatus(status_);
       }
     }
+    if (close_session != 0) {
+      // The handler outlives every reactor unless the server is being torn down.
+      if (std::shared_ptr<SessionHandler> h = handler_.lock()) h->Close(close_session, close_why);
+    }
     // The reactor lives until OnDone, which cannot come before the Finish below (and no
-    // Finish is started while a write is outstanding).
+    // Finish is started while a write is outstanding, but after an overflow).
     if (write) reactor_->StartWrite(&current_);
     if (finish) reactor_->Finish(finish_status);
   }
 
   grpc::ServerBidiReactor<WorkerMessage, SchedulerMessage>* const reactor_;
+  const std::weak_ptr<SessionHandler> handler_;
+  const SendQueueLimit limit_;
   absl::Mutex mu_;
   std::deque<SchedulerMessage> queue_ ABSL_GUARDED_BY(mu_);
+  int64_t queued_bytes_ ABSL_GUARDED_BY(mu_) = 0;  // serialized size of queue_
   SchedulerMessage current_;  // the message being written (touched only while writing_)
+  std::string worker_id_ ABSL_GUARDED_BY(mu_);
+  uint64_t session_ ABSL_GUARDED_BY(mu_) = 0;  // 0: none yet, or already closed
   bool writing_ ABSL_GUARDED_BY(mu_) = false;
   bool closing_ ABSL_GUARDED_BY(mu_) = false;
+  bool overflowed_ ABSL_GUARDED_BY(mu_) = false;
   bool finished_ ABSL_GUARDED_BY(mu_) = false;
   bool done_ ABSL_GUARDED_BY(mu_) = false;
   absl::Status status_ ABSL_GUARDED_BY(mu_);
@@ -106,11 +172,12 @@ class Outbox final : public WorkerStream {
 class ConnectReactor final : public grpc::ServerBidiReactor<WorkerMessage, SchedulerMessage> {
  public:
   // `worker_id`: the id the caller's certificate names ("" = take the hello's).
-  ConnectReactor(std::shared_ptr<SessionHandler> handler, std::string peer, std::string worker_id)
+  ConnectReactor(std::shared_ptr<SessionHandler> handler, std::string peer, std::string worker_id,
+                 SendQueueLimit limit)
       : handler_(std::move(handler)),
         peer_(std::move(peer)),
         worker_id_(std::move(worker_id)),
-        out_(std::make_shared<Outbox>(this)) {
+        out_(std::make_shared<Outbox>(this, handler_, std::move(limit))) {
     StartRead(&in_);
   }
 
@@ -127,9 +194,12 @@ class ConnectReactor final : public grpc::ServerBidiReactor<WorkerMessage, Sched
             "the first message on WorkerHub.Connect must be a WorkerHello");
       } else {
         if (!worker_id_.empty()) in_.mutable_hello()->set_worker_id(worker_id_);
+        out_->SetWorker(in_.hello().worker_id());
         absl::StatusOr<uint64_t> session = handler_->Open(out_, in_.hello(), peer_);
         if (session.ok()) {
           session_ = *session;
+          out_->SetSession(session_);
+          out_->Flush();  // closes the session at once if the Welcome already overflowed
         } else {
           status = session.status();
         }
@@ -179,8 +249,9 @@ class RefusedStream final : public grpc::ServerBidiReactor<WorkerMessage, Schedu
 
 class WorkerHubService final : public farm::v1::WorkerHub::CallbackService {
  public:
-  WorkerHubService(std::shared_ptr<SessionHandler> handler, WorkerIdentity identity)
-      : handler_(std::move(handler)), identity_(std::move(identity)) {}
+  WorkerHubService(std::shared_ptr<SessionHandler> handler, WorkerIdentity identity,
+                   SendQueueLimit limit)
+      : handler_(std::move(handler)), identity_(std::move(identity)), limit_(std::move(limit)) {}
 
   grpc::ServerBidiReactor<WorkerMessage, SchedulerMessage>* Connect(
       grpc::CallbackServerContext* ctx) override {
@@ -190,19 +261,21 @@ class WorkerHubService final : public farm::v1::WorkerHub::CallbackService {
       if (!id.ok()) return new RefusedStream(id.status());
       worker_id = *std::move(id);
     }
-    return new ConnectReactor(handler_, ctx->peer(), std::move(worker_id));
+    return new ConnectReactor(handler_, ctx->peer(), std::move(worker_id), limit_);
   }
 
  private:
   const std::shared_ptr<SessionHandler> handler_;
   const WorkerIdentity identity_;
+  const SendQueueLimit limit_;
 };
 
 }  // namespace
 
 std::unique_ptr<grpc::Service> NewWorkerHubService(std::shared_ptr<SessionHandler> handler,
-                                                   WorkerIdentity identity) {
-  return std::make_unique<WorkerHubService>(std::move(handler), std::move(identity));
+                                                   WorkerIdentity identity, SendQueueLimit limit) {
+  return std::make_unique<WorkerHubService>(std::move(handler), std::move(identity),
+                                            std::move(limit));
 }
 
 }  // namespace farm::scheduler::dispatch

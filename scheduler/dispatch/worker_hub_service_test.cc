@@ -27,12 +27,20 @@ using ::testing::HasSubstr;
 // A worker speaking WorkerHub over gRPC.
 class GrpcWorker {
  public:
-  explicit GrpcWorker(std::shared_ptr<grpc::Channel> channel)
-      : stub_(farm::v1::WorkerHub::NewStub(channel)) {
+  // `reads`: how many messages to read before it stops reading until Resume (-1: all).
+  explicit GrpcWorker(std::shared_ptr<grpc::Channel> channel, int reads = -1)
+      : stub_(farm::v1::WorkerHub::NewStub(channel)), reads_left_(reads) {
     stream_ = stub_->Connect(&ctx_);
     reader_ = std::thread([this] {
       farm::v1::SchedulerMessage m;
-      while (stream_->Read(&m)) {
+      for (;;) {
+        {
+          absl::MutexLock l(&mu_);
+          mu_.Await(absl::Condition(
+              +[](int* left) { return *left != 0; }, &reads_left_));
+          if (reads_left_ > 0) --reads_left_;
+        }
+        if (!stream_->Read(&m)) break;
         absl::MutexLock l(&mu_);
         in_.push_back(m);
       }
@@ -42,12 +50,19 @@ class GrpcWorker {
   }
 
   ~GrpcWorker() {
+    Resume();
     ctx_.TryCancel();
     reader_.join();
     if (!ended_) stream_->Finish().ok();
   }
 
   bool Write(const farm::v1::WorkerMessage& m) { return stream_->Write(m); }
+
+  // Reads everything from now on.
+  void Resume() {
+    absl::MutexLock l(&mu_);
+    reads_left_ = -1;
+  }
 
   // Says hello and waits for the Welcome.
   std::optional<farm::v1::Welcome> Hello(const std::string& id, int slots = 1,
@@ -127,6 +142,7 @@ class GrpcWorker {
   absl::Mutex mu_;
   std::deque<farm::v1::SchedulerMessage> in_ ABSL_GUARDED_BY(mu_);
   bool eof_ ABSL_GUARDED_BY(mu_) = false;
+  int reads_left_ ABSL_GUARDED_BY(mu_);
 };
 
 class WorkerHubServiceTest : public ::testing::Test {
@@ -164,20 +180,35 @@ class WorkerHubServiceTest : public ::testing::Test {
     d_.reset();
   }
 
-  GrpcWorker* NewWorker() {
-    workers_.push_back(std::make_unique<GrpcWorker>(channel_));
+  GrpcWorker* NewWorker(int reads = -1) {
+    workers_.push_back(std::make_unique<GrpcWorker>(channel_, reads));
     return workers_.back().get();
   }
 
-  bool WaitEvent(const std::string& needle) {
+  bool WaitEvent(const std::string& needle) { return !Event(needle).empty(); }
+
+  // The first event line containing `needle` (waits for it); "" if none came.
+  std::string Event(const std::string& needle) {
     absl::MutexLock l(&events_mu_);
+    std::string found;
     auto seen = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(events_mu_) {
       for (const std::string& e : events_) {
-        if (absl::StrContains(e, needle)) return true;
+        if (absl::StrContains(e, needle)) {
+          found = e;
+          return true;
+        }
       }
       return false;
     };
-    return events_mu_.AwaitWithTimeout(absl::Condition(&seen), kWait);
+    events_mu_.AwaitWithTimeout(absl::Condition(&seen), kWait);
+    return found;
+  }
+
+  int CountEvents(const std::string& needle) {
+    absl::MutexLock l(&events_mu_);
+    int n = 0;
+    for (const std::string& e : events_) n += absl::StrContains(e, needle) ? 1 : 0;
+    return n;
   }
 
   SimulatedClock clock_;
@@ -262,6 +293,77 @@ TEST_F(WorkerHubServiceTest, DroppedStreamRequeuesTheTaskOnAnotherWorker) {
   ASSERT_TRUE(w2->Result(second));
   ASSERT_TRUE(o->Wait());
   EXPECT_TRUE(o->result.ok());
+}
+
+// A step whose Task message is about `bytes` long.
+TaskSpec BigSpec(const std::string& key, size_t bytes) {
+  TaskSpec spec = Spec(key);
+  spec.request.set_description(std::string(bytes, 'x'));
+  return spec;
+}
+
+// A worker that stops reading: the scheduler's queue to it passes the bound, its stream ends
+// with RESOURCE_EXHAUSTED naming the worker and the bound, one event line says so, and its
+// tasks are requeued like those of any lost worker (after lease_timeout, on another worker).
+TEST_F(WorkerHubServiceTest, WorkerThatStopsReadingLosesItsStreamAtTheSendQueueBound) {
+  options_.max_send_queue_bytes = 512 << 10;
+  options_.max_send_queue_messages = 0;
+  StartServer();
+  GrpcWorker* stuck = NewWorker(/*reads=*/1);  // the Welcome, then nothing
+  ASSERT_TRUE(stuck->Hello("w1", 64).has_value());
+  constexpr int kTasks = 40;  // 10 MiB: more than HTTP/2 flow control lets into flight
+  std::vector<std::shared_ptr<testing::Outcome>> outcomes;
+  for (int i = 0; i < kTasks; ++i) {
+    outcomes.push_back(Start(d_.get(), BigSpec(absl::StrCat("k", i), 256 << 10)));
+  }
+  std::string line = Event("worker w1 disconnected (RESOURCE_EXHAUSTED");
+  ASSERT_NE(line, "");
+  EXPECT_THAT(line, HasSubstr("not reading"));
+  EXPECT_THAT(line, HasSubstr("512 KiB"));
+  EXPECT_THAT(line, HasSubstr("--max-worker-send-queue"));
+  EXPECT_EQ(CountEvents("RESOURCE_EXHAUSTED"), 1);  // one line, not one per dropped message
+
+  // Its leases are lost lease_timeout later and run on a worker that reads.
+  GrpcWorker* good = NewWorker();
+  ASSERT_TRUE(good->Hello("w2", 1).has_value());
+  std::thread answer([good] {
+    for (;;) {
+      std::optional<farm::v1::SchedulerMessage> m = good->Next(absl::Seconds(2));
+      if (!m.has_value()) return;
+      if (m->has_task()) good->Result(m->task());
+    }
+  });
+  clock_.Advance(absl::Seconds(15));
+  ASSERT_TRUE(good->Heartbeat());
+  clock_.Advance(absl::Seconds(16));
+  for (auto& o : outcomes) ASSERT_TRUE(o->Wait());
+  answer.join();
+  for (auto& o : outcomes) EXPECT_TRUE(o->result.ok()) << o->result.status();
+  EXPECT_GE(d_->Stats().requeued, 1);
+
+  // Once the stuck worker reads what was in flight, it gets the reason.
+  stuck->Resume();
+  grpc::Status s = stuck->WaitEnd();
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_THAT(s.error_message(), HasSubstr("worker w1"));
+  EXPECT_THAT(s.error_message(), HasSubstr("512 KiB"));
+  EXPECT_THAT(s.error_message(), HasSubstr("--max-worker-send-queue"));
+}
+
+TEST_F(WorkerHubServiceTest, SendQueueBoundInMessages) {
+  options_.max_send_queue_bytes = 0;
+  options_.max_send_queue_messages = 4;
+  StartServer();
+  GrpcWorker* stuck = NewWorker(/*reads=*/1);
+  ASSERT_TRUE(stuck->Hello("w1", 64).has_value());
+  std::vector<std::shared_ptr<testing::Outcome>> outcomes;
+  for (int i = 0; i < 40; ++i) {
+    outcomes.push_back(Start(d_.get(), BigSpec(absl::StrCat("k", i), 128 << 10)));
+  }
+  std::string line = Event("worker w1 disconnected (RESOURCE_EXHAUSTED");
+  EXPECT_THAT(line, HasSubstr("4 messages"));
+  EXPECT_THAT(line, HasSubstr("--max-worker-send-queue-messages"));
+  for (auto& o : outcomes) d_->Cancel(o->ticket);
 }
 
 TEST_F(WorkerHubServiceTest, CancelReachesTheWorker) {

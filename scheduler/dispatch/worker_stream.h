@@ -46,8 +46,10 @@ class SessionHandler {
   // The next message on the stream. An error means "end the stream with it" (protocol
   // violation, or the session was replaced by a newer connection of the same worker).
   virtual absl::Status Message(uint64_t session, const farm::v1::WorkerMessage& msg) = 0;
-  // The stream ended (either side). Idempotent.
-  virtual void Close(uint64_t session) = 0;
+  // The stream ended (either side). Idempotent. `why`: why the transport ended it (e.g.
+  // RESOURCE_EXHAUSTED: the worker stopped reading and its send queue passed its bound), for
+  // the event log; OK when the stream simply ended.
+  virtual void Close(uint64_t session, const absl::Status& why = absl::OkStatus()) = 0;
 };
 
 }  // namespace farm::scheduler::dispatch

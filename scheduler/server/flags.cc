@@ -54,6 +54,12 @@ absl::StatusOr<ParsedFlags> ParseFlags(const std::vector<std::string>& args) {
          "--max-queued-builds)");
   fs.Size("max-step-log", 0, &o.max_step_log_bytes,
           "Output kept per step (the rest is dropped after a notice, as BuildKit clips); 0: all");
+  fs.Size("max-worker-send-queue", 0, &o.max_worker_send_queue_bytes,
+          "Messages waiting to be written to one worker, in bytes; a worker that stops reading "
+          "past it loses its stream with RESOURCE_EXHAUSTED and its steps run elsewhere; 0: no "
+          "bound");
+  fs.Int("max-worker-send-queue-messages", 0, &o.max_worker_send_queue_messages,
+         "The same bound in messages; 0: no bound");
   std::string step_timeout = "6h";
   fs.String("step-timeout", 0, &step_timeout,
             "Timeout of RUN steps that set none (they are killed and the build fails); 0: none",
@@ -159,9 +165,11 @@ absl::StatusOr<ParsedFlags> ParseFlags(const std::vector<std::string>& args) {
   o.max_queued_builds = static_cast<int>(max_queued);
   o.max_queued_tasks = static_cast<int>(max_queued_tasks);
   o.max_attempts = static_cast<int>(max_attempts);
-  if (max_per_tenant < 0 || o.max_step_log_bytes < 0) {
+  if (max_per_tenant < 0 || o.max_step_log_bytes < 0 || o.max_worker_send_queue_bytes < 0 ||
+      o.max_worker_send_queue_messages < 0) {
     return absl::InvalidArgumentError(
-        "--max-queued-builds-per-tenant and --max-step-log must not be negative");
+        "--max-queued-builds-per-tenant, --max-step-log, --max-worker-send-queue and "
+        "--max-worker-send-queue-messages must not be negative");
   }
   o.max_queued_builds_per_tenant = static_cast<int>(max_per_tenant);
   if (o.advertise_cache.empty()) o.advertise_cache = o.cache;

@@ -34,6 +34,10 @@ struct SchedulerOptions {
   int64_t max_step_log_bytes = 4 << 20;     // --max-step-log: output kept per step; 0 = all
   absl::Duration default_step_timeout = absl::Hours(6);  // --step-timeout; 0 = none
   int max_queued_tasks = 100000;                         // >= 1
+  // --max-worker-send-queue, --max-worker-send-queue-messages: what may wait to be written to
+  // one worker; past it the worker's stream ends with RESOURCE_EXHAUSTED. 0 = unbounded.
+  int64_t max_worker_send_queue_bytes = int64_t{64} << 20;
+  int64_t max_worker_send_queue_messages = 16384;
   int max_attempts = 3;                                  // >= 1
   absl::Duration heartbeat_interval = absl::Seconds(5);  // > 0
   absl::Duration lease_timeout = absl::Seconds(30);      // > heartbeat_interval

@@ -38,6 +38,8 @@ TEST(ParseFlagsTest, Defaults) {
   EXPECT_TRUE(o.tenant_weights.empty());
   EXPECT_TRUE(o.insecure_registries.empty());
   EXPECT_EQ(o.docker_config_dir, "");
+  EXPECT_EQ(o.max_worker_send_queue_bytes, int64_t{64} << 20);
+  EXPECT_EQ(o.max_worker_send_queue_messages, 16384);
 }
 
 TEST(ParseFlagsTest, EveryFlagReachesItsOption) {
@@ -59,6 +61,8 @@ TEST(ParseFlagsTest, EveryFlagReachesItsOption) {
       "--insecure-registry=localhost:5000",
       "--insecure-registry=10.0.0.1:5000",
       "--docker-config=/etc/farm/docker",
+      "--max-worker-send-queue=8M",
+      "--max-worker-send-queue-messages=100",
   }));
   ASSERT_TRUE(f.ok()) << f.status();
   const SchedulerOptions& o = f->options;
@@ -76,6 +80,15 @@ TEST(ParseFlagsTest, EveryFlagReachesItsOption) {
   EXPECT_EQ(o.tenant_weights, (std::map<std::string, double>{{"team-a", 2.5}, {"team-b", 1}}));
   EXPECT_EQ(o.insecure_registries, (std::vector<std::string>{"localhost:5000", "10.0.0.1:5000"}));
   EXPECT_EQ(o.docker_config_dir, "/etc/farm/docker");
+  EXPECT_EQ(o.max_worker_send_queue_bytes, int64_t{8} << 20);
+  EXPECT_EQ(o.max_worker_send_queue_messages, 100);
+}
+
+TEST(ParseFlagsTest, NegativeSendQueueBoundIsRefused) {
+  absl::StatusOr<ParsedFlags> f = ParseFlags(With({"--max-worker-send-queue-messages=-1"}));
+  ASSERT_FALSE(f.ok());
+  EXPECT_EQ(f.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(f.status().message(), HasSubstr("--max-worker-send-queue-messages"));
 }
 
 TEST(ParseFlagsTest, HelpNeedsNoOtherFlags) {

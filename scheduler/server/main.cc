@@ -66,6 +66,8 @@ int main(int argc, char** argv) {
   dopt.tenant_weights = opt.tenant_weights;
   dopt.max_attempts = opt.max_attempts;
   dopt.max_queued_tasks = opt.max_queued_tasks;
+  dopt.max_send_queue_bytes = opt.max_worker_send_queue_bytes;
+  dopt.max_send_queue_messages = opt.max_worker_send_queue_messages;
   dopt.state_dir = farm::common::JoinPath(dir, "dispatch");
   dopt.event_log = [](absl::string_view line) { LogLine(line); };
 

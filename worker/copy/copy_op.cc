@@ -15,6 +15,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "common/flags.h"
 #include "common/fs.h"
 #include "common/patternmatcher.h"
 #include "common/status_macros.h"
@@ -349,7 +350,8 @@ class Copier {
           RETURN_IF_ERROR(CopyFileContent(*in_.source, m.resolved, staged));
         }
         if (IsTarArchive(staged)) {
-          RETURN_IF_ERROR(Extract(staged, dest_));  // the destination is a directory then
+          // (the destination is a directory then)
+          RETURN_IF_ERROR(Extract(staged, dest_, m.path.empty() ? m.resolved : m.path));
           continue;
         }
       }
@@ -376,7 +378,7 @@ class Copier {
                                                        f.digest.OciString()));
       }
     }
-    if (op_.has_unpack() && op_.unpack() && IsTarArchive(file)) return Extract(file, dest_);
+    if (op_.has_unpack() && op_.unpack() && IsTarArchive(file)) return Extract(file, dest_, url);
     if (f.filename.empty() && (dest_dir_syntax_ || dest_is_dir_)) {
       return absl::InvalidArgumentError(
           "cannot determine a file name for the download; give a file destination");
@@ -393,7 +395,26 @@ class Copier {
   }
 
   // Extracts tar archive `path` into directory `dest` (relative, below the destination rules).
-  absl::Status Extract(const std::string& path, const std::string& dest) {
+  // `source`: what the Dockerfile named (a context path or a URL), for errors.
+  absl::Status Extract(const std::string& path, const std::string& dest,
+                       const std::string& source) {
+    // The bound counts what an entry declares, not what the compressed file holds: a sparse
+    // entry (GNU or PAX) or a bomb's zeros become files of their full size, and the layer
+    // made from them is read back and archived at that size.
+    int64_t total = 0;
+    auto count = [&](int64_t n, const std::string& entry) -> absl::Status {
+      const int64_t max = in_.max_extract_bytes;
+      if (max <= 0) return absl::OkStatus();
+      if (n < 0 || n > max - total) {
+        return absl::ResourceExhaustedError(
+            absl::StrCat("ADD ", source, ": the archive expands to more than ",
+                         common::HumanBinarySize(max), " (at entry \"", entry,
+                         "\"), the limit per archive (extract-max-size; farm-worker "
+                         "--extract-max-size, $FARM_HOME/sandbox.conf for farm build)"));
+      }
+      total += n;
+      return absl::OkStatus();
+    };
     struct archive* a = archive_read_new();
     archive_read_support_filter_all(a);
     archive_read_support_format_tar(a);
@@ -413,6 +434,7 @@ class Copier {
       }
       const char* raw = archive_entry_pathname(e);
       std::string name = raw != nullptr ? raw : "";
+      RETURN_IF_ERROR(count(512, name));  // an entry costs an inode and a block, at least
       std::vector<std::string> parts;
       for (absl::string_view p : absl::StrSplit(name, '/', absl::SkipEmpty())) {
         if (p == ".") continue;
@@ -460,6 +482,8 @@ class Copier {
       ASSIGN_OR_RETURN(std::string target, Target(rel));
       std::string host = tree_.HostPath(target);
       if (type == AE_IFREG) {
+        int64_t declared = archive_entry_size(e);
+        RETURN_IF_ERROR(count(declared, name));
         int fd = open(host.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
         if (fd < 0) return common::ErrnoToStatus(errno, "create " + host);
         const void* buf;
@@ -473,6 +497,12 @@ class Copier {
             s = absl::InvalidArgumentError(
                 absl::StrCat("reading archive: ", archive_error_string(a)));
             break;
+          }
+          if (int64_t end = offset + static_cast<int64_t>(size); end > declared) {
+            // Data past the declared size (libarchive should not give any): counted too.
+            s = count(end - declared, name);
+            if (!s.ok()) break;
+            declared = end;
           }
           if (pwrite(fd, buf, size, offset) != static_cast<ssize_t>(size)) {
             s = common::ErrnoToStatus(errno, "write " + host);

@@ -53,6 +53,11 @@ struct CopyInputs {
   std::string scratch_dir;  // for downloads and archive staging
   UrlFetcher fetch;
   const absl::Notification* cancel = nullptr;
+  // ADD's archive extraction: the most one archive may expand to (the sizes its entries
+  // declare, sparse files at their full size, plus a tar block per entry); past it the ADD
+  // fails with RESOURCE_EXHAUSTED naming the source and the extract-max-size setting.
+  // <= 0: no bound.
+  int64_t max_extract_bytes = 0;
 };
 
 absl::Status BuildCopyLayer(const CopyInputs& in);

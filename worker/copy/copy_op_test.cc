@@ -119,6 +119,7 @@ class CopyOpTest : public ::testing::Test {
     in.scratch_dir = scratch;
     in.fetch = fetch_;
     in.cancel = cancel_;
+    in.max_extract_bytes = max_extract_;
     return BuildCopyLayer(in);
   }
 
@@ -186,6 +187,7 @@ class CopyOpTest : public ::testing::Test {
   farm::v1::LayerOptions output_;
   UrlFetcher fetch_;
   const absl::Notification* cancel_ = nullptr;
+  int64_t max_extract_ = 0;
   std::string out_;
   int runs_ = 0;
 };
@@ -529,6 +531,58 @@ TEST_F(CopyOpTest, AddExtractsALocalArchive) {
   // COPY never extracts.
   ASSERT_OK(Copy(Op({"pkg.tar.gz"}, "/opt/")));
   EXPECT_THAT(Paths(), UnorderedElementsAre("opt", "opt/pkg.tar.gz"));
+}
+
+// ADD of a decompression bomb in miniature (a few KiB of gzip, 16 MiB of zeros) and of a
+// sparse file (a few KiB of tar declaring 1 GiB) against a 1 MiB bound: both fail naming the
+// source, the entry and the setting, and neither file reaches its full size on disk.
+TEST_F(CopyOpTest, AddStopsAnArchiveThatExpandsPastTheLimit) {
+  std::string src = tmp_->path() + "/bomb-src";
+  ASSERT_OK(fs::WriteFile(src + "/zeros", std::string(16 << 20, '\0'), 0644));
+  std::string tgz = tmp_->path() + "/bomb.tar.gz";
+  std::string cmd = absl::StrCat("tar -z -C ", src, " -cf ", tgz, " zeros 2>&1");
+  ASSERT_EQ(system(cmd.c_str()), 0) << cmd;
+  std::string bytes = *common::ReadFile(tgz);
+  ASSERT_LT(bytes.size(), 64u << 10);
+  AddFile("bomb.tar.gz", bytes);
+  max_extract_ = 1 << 20;
+  farm::v1::CopyOp op = Op({"bomb.tar.gz"}, "/opt/");
+  op.set_add(true);
+  absl::Status s = Copy(op);
+  EXPECT_EQ(s.code(), absl::StatusCode::kResourceExhausted) << s;
+  EXPECT_THAT(std::string(s.message()), HasSubstr("ADD bomb.tar.gz"));
+  EXPECT_THAT(std::string(s.message()), HasSubstr("1 MiB"));
+  EXPECT_THAT(std::string(s.message()), HasSubstr("\"zeros\""));
+  EXPECT_THAT(std::string(s.message()), HasSubstr("--extract-max-size"));
+  EXPECT_EQ(Layer().count("opt/zeros"), 0u);
+
+  // GNU sparse: 1 GiB declared, nothing stored.
+  std::string sparse_src = tmp_->path() + "/sparse-src";
+  ASSERT_OK(common::MakeDirs(sparse_src, 0755));
+  cmd = absl::StrCat("truncate -s 1G ", sparse_src, "/hole && tar --sparse -C ", sparse_src,
+                     " -cf ", tmp_->path(), "/sparse.tar hole 2>&1");
+  ASSERT_EQ(system(cmd.c_str()), 0) << cmd;
+  bytes = *common::ReadFile(tmp_->path() + "/sparse.tar");
+  ASSERT_LT(bytes.size(), 64u << 10);
+  AddFile("sparse.tar", bytes);
+  op = Op({"sparse.tar"}, "/opt/");
+  op.set_add(true);
+  s = Copy(op);
+  EXPECT_EQ(s.code(), absl::StatusCode::kResourceExhausted) << s;
+  EXPECT_THAT(std::string(s.message()), HasSubstr("ADD sparse.tar"));
+  EXPECT_THAT(std::string(s.message()), HasSubstr("\"hole\""));
+  EXPECT_EQ(Layer().count("opt/hole"), 0u);
+
+  // Within the bound both extract (the sparse file at its declared size).
+  max_extract_ = int64_t{2} << 30;
+  ASSERT_OK(Copy(op));
+  struct stat st;
+  ASSERT_EQ(stat((out_ + "/opt/hole").c_str(), &st), 0);
+  EXPECT_EQ(st.st_size, int64_t{1} << 30);
+  op = Op({"bomb.tar.gz"}, "/opt/");
+  op.set_add(true);
+  ASSERT_OK(Copy(op));
+  EXPECT_EQ(At("opt/zeros").content.size(), size_t{16} << 20);
 }
 
 }  // namespace

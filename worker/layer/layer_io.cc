@@ -10,6 +10,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "common/byte_sink.h"
+#include "common/flags.h"
 #include "common/status_macros.h"
 #include "common/status_util.h"
 #include "worker/layer/tar_reader.h"
@@ -175,14 +177,26 @@ absl::StatusOr<WrittenLayer> WriteLayerFromDir(const std::string& dir, const Wri
 
 absl::StatusOr<UnpackedLayer> UnpackLayerBlob(cache::BlobStore* cas, const common::Digest& blob,
                                               const common::Digest& diff_id,
-                                              const std::string& dest) {
+                                              const std::string& dest, const UnpackLimits& limits) {
+  std::string context = absl::StrCat("unpacking layer ", blob.OciString());
+  auto too_big = [&](int64_t max) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("it expands to more than ", common::HumanBinarySize(max),
+                     " uncompressed, the limit per layer (", limits.setting, "; farm-worker --",
+                     limits.setting, ", $FARM_HOME/sandbox.conf for farm build)"));
+  };
+  if (limits.max_uncompressed_bytes > 0 && diff_id.size_bytes > limits.max_uncompressed_bytes) {
+    // The descriptor says so: read nothing.
+    return common::Annotate(too_big(limits.max_uncompressed_bytes), context);
+  }
   OverlayUnpacker unpacker(dest);
   TarReader reader(&unpacker);
-  std::string context = absl::StrCat("unpacking layer ", blob.OciString());
   // Two threads: this one reads, verifies and decompresses; `writer` parses and creates files.
   ThreadedSink writer(&reader);
   common::HashingSink uncompressed(&writer);
-  std::unique_ptr<oci::Decompressor> decompressor = oci::Decompressor::Create(&uncompressed);
+  // Counted before the hash and the tar reader: the bound holds whatever the descriptor says.
+  common::LimitingSink limited(&uncompressed, limits.max_uncompressed_bytes, too_big);
+  std::unique_ptr<oci::Decompressor> decompressor = oci::Decompressor::Create(&limited);
   common::HashingSink compressed(decompressor.get());
   absl::Status read =
       cas->Read(blob, 0, 0, [&](absl::string_view chunk) { return compressed.Write(chunk); });

@@ -58,13 +58,25 @@ struct UnpackedLayer {
   oci::Compression format = oci::Compression::kNone;
 };
 
+// The bound on a layer's uncompressed size: a small gzip or zstd blob can expand to terabytes
+// (a decompression bomb), and the unpacker would write all of it to the worker's disk.
+struct UnpackLimits {
+  int64_t max_uncompressed_bytes = 0;  // the tar stream; <= 0: no bound
+  // How the operator changes the bound, named in the error.
+  std::string setting = "extract-max-size";
+};
+
 // Unpacks blob `blob` into `dest` (an existing empty directory). `diff_id`: the expected digest
 // of the uncompressed tar (its size_bytes is not checked when 0). NOT_FOUND if the blob is not in
 // the CAS; DATA_LOSS if the bytes do not hash to `blob`; INVALID_ARGUMENT if the tar does not
-// hash to `diff_id` or an entry is unsafe (the message names the entry).
+// hash to `diff_id` or an entry is unsafe (the message names the entry); RESOURCE_EXHAUSTED
+// (naming the layer, the bound and `limits.setting`) if the tar is, or the descriptor says it
+// is, larger than `limits.max_uncompressed_bytes`: unpacking stops there and the caller
+// discards `dest`.
 absl::StatusOr<UnpackedLayer> UnpackLayerBlob(cache::BlobStore* cas, const common::Digest& blob,
                                               const common::Digest& diff_id,
-                                              const std::string& dest);
+                                              const std::string& dest,
+                                              const UnpackLimits& limits = {});
 
 }  // namespace farm::worker::layer
 

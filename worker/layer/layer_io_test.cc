@@ -1,6 +1,8 @@
 // Layers to and from the CAS: digests computed in one pass, verified unpacking.
 #include "worker/layer/layer_io.h"
 
+#include <sys/stat.h>
+
 #include <string>
 
 #include "cache/testing/memory_stores.h"
@@ -101,6 +103,53 @@ TEST_F(LayerIoTest, UnpackVerifiesDigests) {
 
   s = UnpackLayerBlob(cas_.get(), common::DigestOf("absent"), w->diff_id, dest).status();
   EXPECT_EQ(s.code(), absl::StatusCode::kNotFound) << s;
+}
+
+// A decompression bomb in miniature: a gzip blob of a few KiB that expands to 16 MiB, against
+// a 1 MiB bound. Refused up front when the descriptor's diff_id gives the size, and while
+// streaming when it does not; either way nothing near the full size reaches the disk.
+TEST_F(LayerIoTest, UnpackStopsAtTheUncompressedSizeLimit) {
+  std::string bomb = tmp_->path() + "/bomb";
+  ASSERT_OK(testing::WriteFile(bomb + "/zeros", std::string(16 << 20, '\0')));
+  WriteOptions wo;
+  wo.compression.compression = oci::Compression::kGzip;
+  auto w = WriteLayerFromDir(bomb, wo, cas_.get());
+  ASSERT_OK(w);
+  ASSERT_LT(w->blob.size_bytes, 64 << 10);  // small on the wire
+  ASSERT_GT(w->diff_id.size_bytes, 16 << 20);
+  UnpackLimits limits;
+  limits.max_uncompressed_bytes = 1 << 20;
+
+  std::string d1 = tmp_->path() + "/d1";
+  ASSERT_OK(common::MakeDirs(d1));
+  absl::Status s = UnpackLayerBlob(cas_.get(), w->blob, w->diff_id, d1, limits).status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kResourceExhausted) << s;
+  EXPECT_NE(std::string(s.message()).find(w->blob.OciString()), std::string::npos) << s;
+  EXPECT_NE(std::string(s.message()).find("1 MiB"), std::string::npos) << s;
+  EXPECT_NE(std::string(s.message()).find("--extract-max-size"), std::string::npos) << s;
+  EXPECT_FALSE(common::PathExists(d1 + "/zeros"));
+
+  // A descriptor that does not say (or lies): the stream itself is cut at the bound.
+  common::Digest unsized = w->diff_id;
+  unsized.size_bytes = 0;
+  std::string d2 = tmp_->path() + "/d2";
+  ASSERT_OK(common::MakeDirs(d2));
+  s = UnpackLayerBlob(cas_.get(), w->blob, unsized, d2, limits).status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kResourceExhausted) << s;
+  EXPECT_NE(std::string(s.message()).find(w->blob.OciString()), std::string::npos) << s;
+  EXPECT_NE(std::string(s.message()).find("extract-max-size"), std::string::npos) << s;
+  struct stat st;
+  if (stat((d2 + "/zeros").c_str(), &st) == 0) {
+    EXPECT_LE(st.st_size, 1 << 20);
+  }
+
+  // Under a bound it fits, it unpacks.
+  limits.max_uncompressed_bytes = 64 << 20;
+  std::string d3 = tmp_->path() + "/d3";
+  ASSERT_OK(common::MakeDirs(d3));
+  ASSERT_OK(UnpackLayerBlob(cas_.get(), w->blob, w->diff_id, d3, limits).status());
+  ASSERT_EQ(stat((d3 + "/zeros").c_str(), &st), 0);
+  EXPECT_EQ(st.st_size, 16 << 20);
 }
 
 }  // namespace

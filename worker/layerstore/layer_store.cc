@@ -313,9 +313,9 @@ absl::StatusOr<std::unique_ptr<Stack>> LayerStore::AcquireStack(
     results[i] = common::Annotate(
         Ensure(keys[i],
                [&](const std::string& root) -> absl::StatusOr<int64_t> {
-                 ASSIGN_OR_RETURN(
-                     layer::UnpackedLayer u,
-                     layer::UnpackLayerBlob(options_.cas.get(), l.blob, l.diff_id, root));
+                 ASSIGN_OR_RETURN(layer::UnpackedLayer u,
+                                  layer::UnpackLayerBlob(options_.cas.get(), l.blob, l.diff_id,
+                                                         root, options_.unpack_limits));
                  absl::MutexLock lock(&mu_);
                  ++stats_.unpacks;
                  return u.disk_bytes;

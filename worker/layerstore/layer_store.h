@@ -36,6 +36,7 @@
 #include "absl/synchronization/mutex.h"
 #include "cache/blob_store.h"
 #include "common/digest.h"
+#include "worker/layer/layer_io.h"
 
 namespace farm::worker::layerstore {
 
@@ -91,6 +92,8 @@ class LayerStore {
     // Most layers mounted directly before the bottom of a stack is flattened. 0 = derived from
     // overlayfs's limits (500 layers, one page of mount options).
     int max_direct_layers = 0;
+    // The bound on each layer's uncompressed size while unpacking (decompression bombs).
+    layer::UnpackLimits unpack_limits;
   };
 
   // Opens (recovering from a crash: leftover temporary unpacks are removed) or creates the
