@@ -5,7 +5,9 @@
 #include <unistd.h>
 
 #include <deque>
+#include <optional>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -46,19 +48,25 @@ class FdSink : public common::ByteSink {
 // either side stops both.
 class ThreadedSink : public common::ByteSink {
  public:
-  explicit ThreadedSink(common::ByteSink* next) : next_(next), thread_([this] { Consume(); }) {}
+  // `batch_bytes` > 0: small writes are gathered into chunks of about that size before they
+  // cross to the consumer (a tar writer's 512-byte headers would otherwise cost a queue entry
+  // each).
+  explicit ThreadedSink(common::ByteSink* next, size_t batch_bytes = 0)
+      : next_(next), batch_bytes_(batch_bytes), thread_([this] { Consume(); }) {}
   ~ThreadedSink() override { Close().IgnoreError(); }
 
   absl::Status Write(absl::string_view data) override {
-    absl::MutexLock lock(&mu_);
-    mu_.Await(absl::Condition(this, &ThreadedSink::HasRoomOrError));
-    if (!error_.ok()) return error_;
-    queue_.emplace_back(data.data(), data.size());
-    return absl::OkStatus();
+    if (batch_bytes_ > 0) {
+      pending_.append(data.data(), data.size());
+      if (pending_.size() < batch_bytes_) return absl::OkStatus();
+      return Enqueue(std::exchange(pending_, std::string()));
+    }
+    return Enqueue(std::string(data));
   }
 
   // Waits until the consumer has taken everything; returns the first error.
   absl::Status Close() {
+    if (!pending_.empty()) Enqueue(std::exchange(pending_, std::string())).IgnoreError();
     {
       absl::MutexLock lock(&mu_);
       closed_ = true;
@@ -70,6 +78,14 @@ class ThreadedSink : public common::ByteSink {
 
  private:
   static constexpr size_t kMaxQueued = 16;
+
+  absl::Status Enqueue(std::string chunk) {
+    absl::MutexLock lock(&mu_);
+    mu_.Await(absl::Condition(this, &ThreadedSink::HasRoomOrError));
+    if (!error_.ok()) return error_;
+    queue_.push_back(std::move(chunk));
+    return absl::OkStatus();
+  }
 
   bool HasRoomOrError() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     return queue_.size() < kMaxQueued || !error_.ok();
@@ -98,6 +114,8 @@ class ThreadedSink : public common::ByteSink {
   }
 
   common::ByteSink* next_;
+  const size_t batch_bytes_;
+  std::string pending_;  // the producer's, not shared
   absl::Mutex mu_;
   std::deque<std::string> queue_ ABSL_GUARDED_BY(mu_);
   bool closed_ ABSL_GUARDED_BY(mu_) = false;
@@ -156,14 +174,25 @@ absl::StatusOr<WrittenLayer> WriteLayerFromDir(const std::string& dir, const Wri
   common::ByteSink* blob_sink = plain ? static_cast<common::ByteSink*>(&file) : &compressed;
   ASSIGN_OR_RETURN(std::unique_ptr<oci::Compressor> compressor,
                    oci::Compressor::Create(options.compression, blob_sink));
-  common::HashingSink uncompressed(compressor.get());
+  // Two threads when compressing: this one walks the tree, reads the files, writes and hashes
+  // the tar; `compress` deflates, hashes and spools the blob. The bytes are the same as in one
+  // thread (the compressor sees one stream, however it is cut), in about max() of the two
+  // halves' time instead of their sum.
+  std::optional<ThreadedSink> compress;
+  if (!plain) compress.emplace(compressor.get(), /*batch_bytes=*/256 << 10);
+  common::HashingSink uncompressed(plain ? static_cast<common::ByteSink*>(compressor.get())
+                                         : &*compress);
   TarWriter tar(&uncompressed);
   DiffOptions diff;
   diff.clamp_mtime = options.source_date_epoch;
   diff.normalize_tree = options.normalize_tree;
   WrittenLayer out;
-  ASSIGN_OR_RETURN(out.stats, WriteOverlayDirAsTar(dir, diff, &tar));
-  RETURN_IF_ERROR(tar.Finish());
+  absl::StatusOr<DiffStats> stats = WriteOverlayDirAsTar(dir, diff, &tar);
+  absl::Status written = stats.ok() ? tar.Finish() : stats.status();
+  // The consumer's error (a full spool disk) is the real cause when both failed.
+  if (compress.has_value()) RETURN_IF_ERROR(compress->Close());
+  RETURN_IF_ERROR(written);
+  out.stats = *stats;
   RETURN_IF_ERROR(compressor->Finish());
   out.diff_id = uncompressed.Finish();
   out.blob = plain ? out.diff_id : compressed.Finish();
