@@ -30,6 +30,25 @@ absl::StatusOr<std::vector<absl::StatusOr<std::string>>> BlobStore::BatchRead(
   return out;
 }
 
+absl::StatusOr<std::vector<absl::StatusOr<LayerInfo>>> BlobStore::GetLayerInfo(
+    absl::Span<const Digest> digests) {
+  std::vector<absl::StatusOr<LayerInfo>> out;
+  out.reserve(digests.size());
+  for (const Digest& d : digests) {
+    out.push_back([&]() -> absl::StatusOr<LayerInfo> {
+      ASSIGN_OR_RETURN(std::unique_ptr<BlobReader> reader, OpenRead(d, 0, 0));
+      LayerInfoComputer info(LayerInfoComputer::kInline);
+      for (;;) {
+        ASSIGN_OR_RETURN(absl::string_view chunk, reader->Next());
+        if (chunk.empty()) break;
+        info.Update(chunk);
+      }
+      return info.Finish(d);
+    }());
+  }
+  return out;
+}
+
 absl::StatusOr<bool> BlobStore::Has(const Digest& digest) {
   ASSIGN_OR_RETURN(std::vector<Digest> missing, FindMissing({digest}));
   return missing.empty();

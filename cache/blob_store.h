@@ -38,6 +38,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "absl/types/span.h"
+#include "cache/layer_info.h"
 #include "common/digest.h"
 
 namespace farm::cache {
@@ -120,6 +121,15 @@ class BlobStore {
   // the defaults loop over WriteBlob / ReadBlob.
   virtual absl::StatusOr<std::vector<absl::Status>> BatchWrite(absl::Span<const BlobData> blobs);
   virtual absl::StatusOr<std::vector<absl::StatusOr<std::string>>> BatchRead(
+      absl::Span<const Digest> digests);
+
+  // What each blob is as a layer (layer_info.h): its compression and diff_id, one result per
+  // digest in the order given: NOT_FOUND if the blob is absent, INVALID_ARGUMENT if it starts
+  // like gzip/zstd but does not decompress. The outer status fails the whole call. The
+  // default implementation reads every blob back through OpenRead and hashes it (a full read
+  // and decompression per call); RocksDbBlobStore keeps what it computed while the blob was
+  // written, and GrpcBlobStore asks farm-cache (farm.v1.LayerInfo), so neither reads a blob.
+  virtual absl::StatusOr<std::vector<absl::StatusOr<LayerInfo>>> GetLayerInfo(
       absl::Span<const Digest> digests);
 
   // Conveniences built on the methods above.

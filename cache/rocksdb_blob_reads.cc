@@ -1,5 +1,5 @@
 // RocksDbBlobStore's reads: OpenRead (a small blob from its one value, a large one chunk by
-// chunk, pinned while open), BatchRead and Verify.
+// chunk, pinned while open), BatchRead, GetLayerInfo and Verify.
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
@@ -202,6 +202,66 @@ absl::StatusOr<std::vector<Digest>> RocksDbBlobStore::Verify() {
     if (!s.ok() || hasher.Finish() != d) bad.push_back(d);
   }
   return bad;
+}
+
+absl::StatusOr<std::vector<absl::StatusOr<LayerInfo>>> RocksDbBlobStore::GetLayerInfo(
+    absl::Span<const Digest> digests) {
+  std::vector<std::string> keys;
+  for (const Digest& d : digests) {
+    RETURN_IF_ERROR(ValidateDigest(d));
+    keys.push_back(format::BlobKey(d));
+  }
+  std::vector<rocksdb::Slice> slices(keys.begin(), keys.end());
+  std::vector<rocksdb::PinnableSlice> values(keys.size());
+  std::vector<rocksdb::Status> statuses(keys.size());
+  if (!keys.empty()) {
+    store_->db()->MultiGet(rocksdb::ReadOptions(), store_->meta_cf(), keys.size(), slices.data(),
+                           values.data(), statuses.data());
+  }
+  std::vector<absl::StatusOr<LayerInfo>> out;
+  out.reserve(digests.size());
+  for (size_t i = 0; i < digests.size(); ++i) {
+    const Digest& d = digests[i];
+    if (d.empty_blob()) {
+      out.push_back(LayerInfo{oci::Compression::kNone, d});
+      continue;
+    }
+    if (statuses[i].IsNotFound()) {
+      out.push_back(absl::NotFoundError(absl::StrCat("blob ", d.ToString(), " not found")));
+      continue;
+    }
+    RETURN_IF_ERROR(FromRocks(statuses[i], "reading blob metadata"));
+    BlobMeta meta;
+    if (!format::DecodeMeta(ToView(values[i]), &meta)) {
+      out.push_back(absl::DataLossError(absl::StrCat("blob ", d.ToString(), ": corrupt metadata")));
+      continue;
+    }
+    if (meta.layer != format::LayerState::kUnknown) {
+      out.push_back(format::LayerStateOf(meta, d));
+      continue;
+    }
+    // Stored before the store kept layer state (format 1): work it out from the local copy
+    // once, and remember it.
+    ASSIGN_OR_RETURN(std::vector<absl::StatusOr<LayerInfo>> computed,
+                     BlobStore::GetLayerInfo(absl::MakeConstSpan(&d, 1)));
+    absl::StatusOr<LayerInfo> info = std::move(computed[0]);
+    if (info.ok() || absl::IsInvalidArgument(info.status())) {
+      absl::MutexLock stripe(store_->stripe(RocksDbStore::StripeOfBlob(keys[i])));
+      std::string value;
+      rocksdb::Status s =
+          store_->db()->Get(rocksdb::ReadOptions(), store_->meta_cf(), keys[i], &value);
+      if (s.ok() && format::DecodeMeta(value, &meta) &&
+          meta.layer == format::LayerState::kUnknown) {
+        format::SetLayerState(info, &meta);
+        // Advisory like recency: unsynced, and a lost write is only computed again.
+        store_->db()
+            ->Put(rocksdb::WriteOptions(), store_->meta_cf(), keys[i], format::EncodeMeta(meta))
+            .PermitUncheckedError();
+      }
+    }
+    out.push_back(std::move(info));
+  }
+  return out;
 }
 
 }  // namespace farm::cache

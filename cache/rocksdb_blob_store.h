@@ -45,6 +45,11 @@
 //   (max_compaction_bytes), memtable flushes, the WAL's preallocation and the info LOG; the
 //   LSM is tuned from max_size so that these stay inside it. max_size must be at least 32 MiB.
 //
+// Layers. While a blob is written, its first bytes say whether it is gzip or zstd; if so it is
+// decompressed and hashed as it streams (on a thread of its own for large blobs), and its
+// compression and diff_id are committed in the blob's metadata, so GetLayerInfo never reads a
+// blob and eviction drops the answer with the blob.
+//
 // Recency and pins. Reads, FindMissing hits, leases and action-cache hits refresh an entry's
 // recency (recorded at most once per `touch_granularity`). A blob is pinned, and never
 // evicted, while a lease on it is unexpired (leases survive restarts) or a reader has it open.
@@ -89,6 +94,10 @@ class RocksDbBlobStore final : public BlobStore, public CacheAdmin {
   // Verifies every blob and commits all small ones in one synced write.
   absl::StatusOr<std::vector<absl::Status>> BatchWrite(absl::Span<const BlobData> blobs) override;
   absl::StatusOr<std::vector<absl::StatusOr<std::string>>> BatchRead(
+      absl::Span<const Digest> digests) override;
+  // What each blob is as a layer, as computed while it was written (no read); a blob stored
+  // before this was kept (an older directory) is read and hashed once, and the answer kept.
+  absl::StatusOr<std::vector<absl::StatusOr<LayerInfo>>> GetLayerInfo(
       absl::Span<const Digest> digests) override;
   // Pins the present digests until now + ttl (at most max_lease_ttl), refreshing their
   // recency. Durable: leases survive a restart. ttl must be positive.

@@ -8,6 +8,7 @@
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
+#include "cache/layer_info.h"
 #include "cache/rocksdb_blob_store.h"
 #include "cache/rocksdb_store.h"
 #include "common/rocksdb_status.h"
@@ -40,14 +41,16 @@ absl::Status SizeMismatch(const Digest& want, int64_t got) {
                                                  " bytes, expected ", want.size_bytes));
 }
 
-// Makes verified small blobs visible: value, metadata and recency in one synced batch. A blob
-// already present (another writer won) is skipped.
+// Makes verified small blobs visible: value, metadata (with what each is as a layer) and
+// recency in one synced batch. A blob already present (another writer won) is skipped.
 absl::Status CommitSmall(RocksDbStore& store, absl::Span<const BlobData> blobs) {
   std::vector<std::string> keys;
   std::vector<int> stripes;
+  std::vector<absl::StatusOr<LayerInfo>> layers;  // at most inline_max bytes each: inline
   for (const BlobData& b : blobs) {
     keys.push_back(format::BlobKey(b.digest));
     stripes.push_back(RocksDbStore::StripeOfBlob(keys.back()));
+    layers.push_back(LayerInfoComputer::Of(b.digest, b.data));
   }
   RocksDbStore::StripeLocks locks(&store, std::move(stripes));
   std::vector<rocksdb::Slice> slices(keys.begin(), keys.end());
@@ -70,6 +73,7 @@ absl::Status CommitSmall(RocksDbStore& store, absl::Span<const BlobData> blobs) 
     meta.size = b.digest.size_bytes;
     meta.charge = b.digest.size_bytes + RocksDbStore::kEntryOverhead;
     meta.atime_ms = now;
+    format::SetLayerState(layers[i], &meta);
     batch.Put(store.small_cf(), keys[i], rocksdb::Slice(b.data.data(), b.data.size()));
     batch.Put(store.meta_cf(), keys[i], format::EncodeMeta(meta));
     batch.Put(store.lru_cf(), format::LruKey(now, LruType::kBlob, keys[i]),
@@ -92,7 +96,7 @@ absl::Status CommitSmall(RocksDbStore& store, absl::Span<const BlobData> blobs) 
 // before the metadata is written leaves nothing behind after the next open), then writes its
 // metadata. A blob already present (another writer won) is skipped and the file deleted.
 absl::Status CommitLarge(RocksDbStore& store, const Digest& digest, const std::string& sst_path,
-                         int64_t file_size) {
+                         int64_t file_size, const absl::StatusOr<LayerInfo>& layer) {
   rocksdb::DB* db = store.db();
   std::string key = format::BlobKey(digest);
   absl::MutexLock stripe(store.stripe(RocksDbStore::StripeOfBlob(key)));
@@ -125,6 +129,7 @@ absl::Status CommitLarge(RocksDbStore& store, const Digest& digest, const std::s
   meta.charge = RoundUp(file_size, kBlock);
   meta.atime_ms = store.NowMs();
   meta.chunk_size = static_cast<uint32_t>(store.options().chunk_size);
+  format::SetLayerState(layer, &meta);
   rocksdb::WriteBatch batch;
   batch.Put(store.meta_cf(), key, format::EncodeMeta(meta));
   batch.Put(store.lru_cf(), format::LruKey(meta.atime_ms, LruType::kBlob, key),
@@ -209,7 +214,9 @@ class SmallWriter : public BlobWriter {
   bool done_ = false;
 };
 
-// Streams a large blob into its own SST under DIR/tmp, then hands it to CommitLarge.
+// Streams a large blob into its own SST under DIR/tmp, then hands it to CommitLarge. What the
+// blob is as a layer is worked out while it streams (a gzip/zstd blob is decompressed and
+// hashed on the computer's own thread, so this thread only queues the bytes).
 class LargeWriter : public BlobWriter {
  public:
   static absl::StatusOr<std::unique_ptr<BlobWriter>> Create(
@@ -245,6 +252,7 @@ class LargeWriter : public BlobWriter {
       return SizeMismatch(digest_, received_ + static_cast<int64_t>(data.size()));
     }
     hasher_.Update(data);
+    layer_.Update(data);
     received_ += static_cast<int64_t>(data.size());
     const size_t chunk = static_cast<size_t>(store_->options().chunk_size);
     while (!data.empty()) {
@@ -279,7 +287,8 @@ class LargeWriter : public BlobWriter {
     if (got != digest_) return Mismatch(digest_, got);
     rocksdb::ExternalSstFileInfo info;
     RETURN_IF_ERROR(FromRocks(sst_->Finish(&info), absl::StrCat("finishing ", path_)));
-    RETURN_IF_ERROR(CommitLarge(*store_, digest_, path_, static_cast<int64_t>(info.file_size)));
+    RETURN_IF_ERROR(CommitLarge(*store_, digest_, path_, static_cast<int64_t>(info.file_size),
+                                layer_.Finish(digest_)));
     done_ = true;
     reservation_.reset();
     return absl::OkStatus();
@@ -312,6 +321,7 @@ class LargeWriter : public BlobWriter {
   std::string path_;
   std::unique_ptr<rocksdb::SstFileWriter> sst_;
   common::Sha256 hasher_;
+  LayerInfoComputer layer_{LayerInfoComputer::kAsync};
   std::string buffer_;
   int64_t received_ = 0;
   uint32_t next_index_ = 0;

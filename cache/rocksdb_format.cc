@@ -84,11 +84,28 @@ std::string EncodeMeta(const BlobMeta& meta) {
   PutBigEndian64(&out, static_cast<uint64_t>(meta.charge));
   PutBigEndian64(&out, static_cast<uint64_t>(meta.atime_ms));
   PutBigEndian32(&out, meta.chunk_size);
+  if (meta.layer != LayerState::kUnknown) {
+    out.push_back(static_cast<char>(meta.layer));
+    if (meta.layer == LayerState::kGzip || meta.layer == LayerState::kZstd) {
+      out += BlobKey(meta.diff_id);
+    }
+  }
   return out;
 }
 
 bool DecodeMeta(absl::string_view value, BlobMeta* meta) {
-  if (value.size() != kMetaSize || static_cast<uint8_t>(value[0]) != kMetaVersion) return false;
+  if (value.size() < kMetaSize || static_cast<uint8_t>(value[0]) != kMetaVersion) return false;
+  meta->layer = LayerState::kUnknown;
+  meta->diff_id = common::Digest();
+  if (value.size() > kMetaSize) {
+    uint8_t layer = static_cast<uint8_t>(value[kMetaSize]);
+    const bool compressed = layer == static_cast<uint8_t>(LayerState::kGzip) ||
+                            layer == static_cast<uint8_t>(LayerState::kZstd);
+    if (layer > static_cast<uint8_t>(LayerState::kUndecodable) || layer == 0) return false;
+    if (value.size() != kMetaSize + 1 + (compressed ? kKeySize : 0)) return false;
+    meta->layer = static_cast<LayerState>(layer);
+    if (compressed) meta->diff_id = DigestFromKey(value.substr(kMetaSize + 1));
+  }
   uint8_t kind = static_cast<uint8_t>(value[1]);
   if (kind != static_cast<uint8_t>(BlobKind::kSmall) &&
       kind != static_cast<uint8_t>(BlobKind::kLarge)) {
@@ -100,6 +117,48 @@ bool DecodeMeta(absl::string_view value, BlobMeta* meta) {
   meta->atime_ms = static_cast<int64_t>(GetBigEndian64(value.data() + 18));
   meta->chunk_size = GetBigEndian32(value.data() + 26);
   return true;
+}
+
+void SetLayerState(const absl::StatusOr<LayerInfo>& info, BlobMeta* meta) {
+  meta->diff_id = common::Digest();
+  if (!info.ok()) {
+    meta->layer = LayerState::kUndecodable;
+    return;
+  }
+  switch (info->compression) {
+    case oci::Compression::kNone:
+      meta->layer = LayerState::kPlain;
+      return;
+    case oci::Compression::kGzip:
+      meta->layer = LayerState::kGzip;
+      break;
+    case oci::Compression::kZstd:
+      meta->layer = LayerState::kZstd;
+      break;
+  }
+  meta->diff_id = info->diff_id;
+}
+
+absl::StatusOr<LayerInfo> LayerStateOf(const BlobMeta& meta, const common::Digest& digest) {
+  LayerInfo info;
+  switch (meta.layer) {
+    case LayerState::kUnknown:
+      return absl::InternalError(absl::StrCat("blob ", digest.ToString(), ": layer not known"));
+    case LayerState::kUndecodable:
+      return absl::InvalidArgumentError(absl::StrCat(
+          "blob ", digest.ToString(), " looks gzip- or zstd-compressed but does not decompress"));
+    case LayerState::kPlain:
+      info.diff_id = digest;
+      return info;
+    case LayerState::kGzip:
+      info.compression = oci::Compression::kGzip;
+      break;
+    case LayerState::kZstd:
+      info.compression = oci::Compression::kZstd;
+      break;
+  }
+  info.diff_id = meta.diff_id;
+  return info;
 }
 
 std::string LruKey(int64_t atime_ms, LruType type, absl::string_view id) {

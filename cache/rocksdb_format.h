@@ -12,7 +12,8 @@
 //   default  "format" -> kFormat; "c/global" -> counters (int64 array, merge-added);
 //            "c/scope/<scope>" -> [entries, bytes]; "pending/"+K -> "" (a large blob whose
 //            chunk file may exist without metadata: cleaned at open); "lease/<id>" -> Lease.
-//   meta     K -> BlobMeta (30 bytes): presence of every blob.
+//   meta     K -> BlobMeta (30 bytes, then what the blob is as a layer when known: 1 byte
+//            LayerState, and for gzip/zstd K(diff_id), 40 more): presence of every blob.
 //   small    K -> the bytes of a blob of at most inline_max bytes.
 //   chunks   K + 4-byte big-endian index -> chunk bytes; only written by ingesting one SST per
 //            blob (never through the WAL or the memtable), so each large blob is exactly one
@@ -28,13 +29,18 @@
 #include <string>
 #include <vector>
 
+#include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "cache/layer_info.h"
 #include "common/digest.h"
 
 namespace farm::cache {
 namespace format {
 
-inline constexpr absl::string_view kFormat = "farm-cache/1";
+inline constexpr absl::string_view kFormat = "farm-cache/2";
+// Directories of this format open and are upgraded in place (their BlobMetas have no layer
+// state: it is computed when first asked for). Older binaries refuse the upgraded directory.
+inline constexpr absl::string_view kFormatV1 = "farm-cache/1";
 inline constexpr size_t kKeySize = 40;
 
 inline constexpr absl::string_view kCfMeta = "meta";
@@ -75,14 +81,29 @@ std::string ChunkKey(absl::string_view blob_key, uint32_t index);
 
 enum class BlobKind : uint8_t { kSmall = 1, kLarge = 2 };
 
+// What a blob is as a layer (cache/layer_info.h), computed while it was written or later.
+enum class LayerState : uint8_t {
+  kUnknown = 0,      // not computed yet (stored by format 1); encoded as no trailer at all
+  kPlain = 1,        // neither gzip nor zstd: its diff_id is its digest
+  kGzip = 2,         // diff_id follows
+  kZstd = 3,         // diff_id follows
+  kUndecodable = 4,  // starts like gzip/zstd but does not decompress
+};
+
 struct BlobMeta {
   BlobKind kind = BlobKind::kSmall;
   int64_t size = 0;
   int64_t charge = 0;  // bytes counted against the budget
   int64_t atime_ms = 0;
   uint32_t chunk_size = 0;  // large blobs only
+  LayerState layer = LayerState::kUnknown;
+  common::Digest diff_id;  // kGzip and kZstd only
 };
 std::string EncodeMeta(const BlobMeta& meta);
+// Records a computed LayerInfo (or its INVALID_ARGUMENT: kUndecodable) in `meta`.
+void SetLayerState(const absl::StatusOr<LayerInfo>& info, BlobMeta* meta);
+// The LayerInfo `meta` records for `digest`; meta.layer must not be kUnknown.
+absl::StatusOr<LayerInfo> LayerStateOf(const BlobMeta& meta, const common::Digest& digest);
 bool DecodeMeta(absl::string_view value, BlobMeta* meta);
 
 enum class LruType : char { kBlob = 'b', kAction = 'a' };

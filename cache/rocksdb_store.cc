@@ -302,6 +302,12 @@ absl::Status RocksDbStore::OpenDb() {
         "writing the format marker");
   }
   RETURN_IF_ERROR(FromRocks(s, "reading the format marker"));
+  if (fmt == format::kFormatV1) {
+    fmt = std::string(format::kFormat);
+    RETURN_IF_ERROR(FromRocks(
+        db_->Put(SyncWrite(), default_, ToSlice(format::kFormatKey), ToSlice(format::kFormat)),
+        "upgrading the format marker"));
+  }
   if (fmt != format::kFormat) {
     return absl::FailedPreconditionError(
         absl::StrCat("cache directory ", options_.dir, " has format \"", fmt,

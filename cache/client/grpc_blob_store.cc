@@ -27,11 +27,13 @@ struct GrpcBlobStore::Stubs {
   std::unique_ptr<reapi::ContentAddressableStorage::StubInterface> cas;
   std::unique_ptr<bs::ByteStream::StubInterface> bytestream;
   std::unique_ptr<farm::v1::CacheAdmin::StubInterface> admin;
+  std::unique_ptr<farm::v1::LayerInfo::StubInterface> layer_info;
 };
 
 namespace {
 
 constexpr int kMaxDigestsPerFindMissing = 10000;
+constexpr int kMaxDigestsPerGetDiffIds = 1000;  // the server's limit
 
 void SetDeadline(grpc::ClientContext* ctx, absl::Duration timeout) {
   ctx->set_deadline(std::chrono::system_clock::now() + absl::ToChronoMilliseconds(timeout));
@@ -422,13 +424,21 @@ GrpcBlobStore::GrpcBlobStore(std::shared_ptr<grpc::ChannelInterface> channel,
                              const Options& options)
     : GrpcBlobStore(reapi::ContentAddressableStorage::NewStub(channel),
                     bs::ByteStream::NewStub(channel), farm::v1::CacheAdmin::NewStub(channel),
-                    options) {}
+                    farm::v1::LayerInfo::NewStub(channel), options) {}
 
 GrpcBlobStore::GrpcBlobStore(std::unique_ptr<reapi::ContentAddressableStorage::StubInterface> cas,
                              std::unique_ptr<bs::ByteStream::StubInterface> bytestream,
                              std::unique_ptr<farm::v1::CacheAdmin::StubInterface> admin,
                              const Options& options)
-    : stubs_(new Stubs{std::move(cas), std::move(bytestream), std::move(admin)}),
+    : GrpcBlobStore(std::move(cas), std::move(bytestream), std::move(admin), nullptr, options) {}
+
+GrpcBlobStore::GrpcBlobStore(std::unique_ptr<reapi::ContentAddressableStorage::StubInterface> cas,
+                             std::unique_ptr<bs::ByteStream::StubInterface> bytestream,
+                             std::unique_ptr<farm::v1::CacheAdmin::StubInterface> admin,
+                             std::unique_ptr<farm::v1::LayerInfo::StubInterface> layer_info,
+                             const Options& options)
+    : stubs_(new Stubs{std::move(cas), std::move(bytestream), std::move(admin),
+                       std::move(layer_info)}),
       options_(options) {}
 
 GrpcBlobStore::~GrpcBlobStore() = default;
@@ -641,6 +651,72 @@ absl::StatusOr<BlobStore::Lease> GrpcBlobStore::AcquireLease(absl::Span<const Di
   lease.id = resp.lease_id();
   for (const reapi::Digest& d : resp.missing()) lease.missing.push_back({d.hash(), d.size_bytes()});
   return lease;
+}
+
+absl::StatusOr<std::vector<absl::StatusOr<LayerInfo>>> GrpcBlobStore::GetLayerInfo(
+    absl::Span<const Digest> digests) {
+  for (const Digest& d : digests) RETURN_IF_ERROR(ValidateDigest(d));
+  if (!stubs_->layer_info) return BlobStore::GetLayerInfo(digests);
+  std::vector<absl::StatusOr<LayerInfo>> out;
+  out.reserve(digests.size());
+  for (size_t start = 0; start < digests.size(); start += kMaxDigestsPerGetDiffIds) {
+    farm::v1::GetDiffIdsRequest req;
+    req.set_instance_name(options_.instance_name);
+    size_t end = std::min(digests.size(), start + kMaxDigestsPerGetDiffIds);
+    for (size_t i = start; i < end; ++i) ToProto(digests[i], req.add_digests());
+    farm::v1::GetDiffIdsResponse resp;
+    absl::Status s = common::Retry(options_.retry, [&]() -> absl::Status {
+      grpc::ClientContext ctx;
+      SetDeadline(&ctx, options_.rpc_timeout);
+      resp.Clear();
+      return FromRpc(stubs_->layer_info->GetDiffIds(&ctx, req, &resp), "GetDiffIds");
+    });
+    if (absl::IsUnimplemented(s)) {
+      // Not a farm-cache, or one older than farm.v1.LayerInfo: read the blobs back instead.
+      return BlobStore::GetLayerInfo(digests);
+    }
+    RETURN_IF_ERROR(s);
+    if (resp.responses_size() != static_cast<int>(end - start)) {
+      return absl::InternalError(
+          absl::StrCat("GetDiffIds answered ", resp.responses_size(), " digests of ", end - start));
+    }
+    for (size_t i = start; i < end; ++i) {
+      const auto& r = resp.responses(static_cast<int>(i - start));
+      if (r.digest().hash() != digests[i].hash ||
+          r.digest().size_bytes() != digests[i].size_bytes) {
+        return absl::InternalError("GetDiffIds answered digests out of order");
+      }
+      if (absl::Status st = FromRpcStatus(r.status()); !st.ok()) {
+        out.push_back(st);
+        continue;
+      }
+      LayerInfo info;
+      switch (r.compression()) {
+        case farm::v1::LAYER_COMPRESSION_NONE:
+          info.compression = oci::Compression::kNone;
+          break;
+        case farm::v1::LAYER_COMPRESSION_GZIP:
+          info.compression = oci::Compression::kGzip;
+          break;
+        case farm::v1::LAYER_COMPRESSION_ZSTD:
+          info.compression = oci::Compression::kZstd;
+          break;
+        default:
+          out.push_back(
+              absl::InternalError(absl::StrCat("GetDiffIds: unknown compression ", r.compression(),
+                                               " for ", digests[i].ToString())));
+          continue;
+      }
+      absl::StatusOr<Digest> diff_id = FromProto(r.diff_id(), "diff_id");
+      if (!diff_id.ok()) {
+        out.push_back(common::Annotate(diff_id.status(), "GetDiffIds"));
+        continue;
+      }
+      info.diff_id = *std::move(diff_id);
+      out.push_back(std::move(info));
+    }
+  }
+  return out;
 }
 
 absl::Status GrpcBlobStore::ReleaseLease(const std::string& lease_id) {

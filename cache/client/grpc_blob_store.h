@@ -20,6 +20,8 @@
 //                 (the caller must write again from the start). A server that already has the
 //                 blob may end the stream early: the write then succeeds.
 //   AcquireLease / ReleaseLease   farm.v1.CacheAdmin (a farm-cache extension).
+//   GetLayerInfo  farm.v1.LayerInfo.GetDiffIds (a farm-cache extension: no blob is read); a
+//                 server without it (UNIMPLEMENTED) gets the default: each blob read back.
 // Every unary RPC (and the opening of a stream) is retried with backoff on UNAVAILABLE only.
 // Thread-safe (writers and readers are single-threaded objects).
 #ifndef FARM_CACHE_CLIENT_GRPC_BLOB_STORE_H_
@@ -72,6 +74,13 @@ class GrpcBlobStore final : public BlobStore {
           cas,
       std::unique_ptr<google::bytestream::ByteStream::StubInterface> bytestream,
       std::unique_ptr<farm::v1::CacheAdmin::StubInterface> admin, const Options& options);
+  // `layer_info` may be null: GetLayerInfo then reads the blobs back.
+  GrpcBlobStore(
+      std::unique_ptr<build::bazel::remote::execution::v2::ContentAddressableStorage::StubInterface>
+          cas,
+      std::unique_ptr<google::bytestream::ByteStream::StubInterface> bytestream,
+      std::unique_ptr<farm::v1::CacheAdmin::StubInterface> admin,
+      std::unique_ptr<farm::v1::LayerInfo::StubInterface> layer_info, const Options& options);
   ~GrpcBlobStore() override;
 
   absl::StatusOr<std::vector<Digest>> FindMissing(absl::Span<const Digest> digests) override;
@@ -83,6 +92,8 @@ class GrpcBlobStore final : public BlobStore {
       absl::Span<const Digest> digests) override;
   absl::StatusOr<Lease> AcquireLease(absl::Span<const Digest> digests, absl::Duration ttl) override;
   absl::Status ReleaseLease(const std::string& lease_id) override;
+  absl::StatusOr<std::vector<absl::StatusOr<LayerInfo>>> GetLayerInfo(
+      absl::Span<const Digest> digests) override;
 
   const Options& options() const { return options_; }
 

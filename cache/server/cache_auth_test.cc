@@ -224,5 +224,30 @@ TEST_F(CacheAuthTest, BlobsNeedATokenThatMayReadOrWriteTheInstance) {
   }
 }
 
+TEST_F(CacheAuthTest, DiffIdsNeedATokenThatMayReadTheInstance) {
+  ASSERT_TRUE(cas_->Put("layer").ok());
+  farm::v1::GetDiffIdsRequest req;
+  req.set_instance_name("main");
+  ToProto(common::DigestOf("layer"), req.add_digests());
+  farm::v1::GetDiffIdsResponse resp;
+  {
+    // May write main, and read only pr/1: not a reader of main.
+    auto writer = farm::v1::LayerInfo::NewStub(Channel(Mint({"pr/1"}, {"main"})));
+    grpc::ClientContext ctx;
+    grpc::Status s = writer->GetDiffIds(&ctx, req, &resp);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::PERMISSION_DENIED) << s.error_message();
+  }
+  {
+    auto reader = farm::v1::LayerInfo::NewStub(Channel(Mint({"main"}, {})));
+    grpc::ClientContext ctx;
+    grpc::Status s = reader->GetDiffIds(&ctx, req, &resp);
+    ASSERT_TRUE(s.ok()) << s.error_message();
+    ASSERT_EQ(resp.responses_size(), 1);
+    EXPECT_EQ(resp.responses(0).status().code(), 0);
+    EXPECT_EQ(resp.responses(0).compression(), farm::v1::LAYER_COMPRESSION_NONE);
+    EXPECT_EQ(resp.responses(0).diff_id().hash(), common::DigestOf("layer").hash);
+  }
+}
+
 }  // namespace
 }  // namespace farm::cache::server

@@ -123,6 +123,8 @@ constexpr absl::string_view kCas = "/build.bazel.remote.execution.v2.ContentAddr
 constexpr absl::string_view kAc = "/build.bazel.remote.execution.v2.ActionCache/";
 constexpr absl::string_view kByteStream = "/google.bytestream.ByteStream/";
 constexpr absl::string_view kAdmin = "/farm.v1.CacheAdmin/";
+constexpr absl::string_view kLayerInfo = "/farm.v1.LayerInfo/";
+constexpr int kMaxDigestsPerGetDiffIds = 1000;
 constexpr absl::string_view kHealth = "/grpc.health.v1.Health/";
 
 std::string Method(absl::string_view service, absl::string_view name) {
@@ -849,6 +851,58 @@ class AdminService final : public farm::v1::CacheAdmin::CallbackService {
   CacheServer::State* st_;
 };
 
+// -------------------------------------------------------------------------------------------
+// farm.v1.LayerInfo.
+
+class LayerInfoService final : public farm::v1::LayerInfo::CallbackService {
+ public:
+  explicit LayerInfoService(CacheServer::State* st) : st_(st) {}
+
+  grpc::ServerUnaryReactor* GetDiffIds(grpc::CallbackServerContext* ctx,
+                                       const farm::v1::GetDiffIdsRequest* req,
+                                       farm::v1::GetDiffIdsResponse* resp) override {
+    RETURN_REACTOR_IF_ERROR(
+        ctx, st_->Admit(*ctx, Method(kLayerInfo, "GetDiffIds"), req->instance_name()).status());
+    if (req->digests_size() > kMaxDigestsPerGetDiffIds) {
+      return Done(ctx, absl::InvalidArgumentError(
+                           absl::StrCat(req->digests_size(), " digests in one GetDiffIds; at most ",
+                                        kMaxDigestsPerGetDiffIds)));
+    }
+    std::vector<common::Digest> digests;
+    for (const reapi::Digest& d : req->digests()) {
+      absl::StatusOr<common::Digest> digest = FromProto(d, "digests");
+      RETURN_REACTOR_IF_ERROR(ctx, digest.status());
+      digests.push_back(*std::move(digest));
+    }
+    absl::StatusOr<std::vector<absl::StatusOr<LayerInfo>>> infos =
+        st_->options.cas->GetLayerInfo(digests);
+    RETURN_REACTOR_IF_ERROR(ctx, infos.status());
+    for (size_t i = 0; i < digests.size(); ++i) {
+      auto* out = resp->add_responses();
+      *out->mutable_digest() = req->digests(static_cast<int>(i));
+      const absl::StatusOr<LayerInfo>& info = (*infos)[i];
+      ToRpcStatus(info.status(), out->mutable_status());
+      if (!info.ok()) continue;
+      switch (info->compression) {
+        case oci::Compression::kNone:
+          out->set_compression(farm::v1::LAYER_COMPRESSION_NONE);
+          break;
+        case oci::Compression::kGzip:
+          out->set_compression(farm::v1::LAYER_COMPRESSION_GZIP);
+          break;
+        case oci::Compression::kZstd:
+          out->set_compression(farm::v1::LAYER_COMPRESSION_ZSTD);
+          break;
+      }
+      cache::ToProto(info->diff_id, out->mutable_diff_id());
+    }
+    return Done(ctx, absl::OkStatus());
+  }
+
+ private:
+  CacheServer::State* st_;
+};
+
 #undef RETURN_REACTOR_IF_ERROR
 
 }  // namespace
@@ -871,6 +925,8 @@ auth::Authorizer::Ptr CacheAuthRules() {
       // Pins for the scheduler's builds (a reader's right: they keep blobs it reads).
       Rule(Method(kAdmin, "AcquireLease")).Tokens().Workers().Reads(),
       Rule(Method(kAdmin, "ReleaseLease")).Tokens().Workers().Reads(),
+      // What a stored blob is as a layer: a CAS read's right (it tells no more than reading it).
+      Rule(Method(kLayerInfo, "GetDiffIds")).Tokens().Workers().Reads(),
       Rule(Method(kAdmin, "GetStats")).Role(auth::kRoleAdmin),
       Rule(Method(kAdmin, "Gc")).Role(auth::kRoleAdmin),
       Rule(Method(kHealth, "*")).Anyone(),
@@ -903,6 +959,7 @@ absl::StatusOr<std::unique_ptr<CacheServer>> CacheServer::Start(CacheServerOptio
   server->services_.push_back(std::make_unique<ActionCacheService>(st));
   server->services_.push_back(std::make_unique<ByteStreamService>(st));
   server->services_.push_back(std::make_unique<AdminService>(st));
+  server->services_.push_back(std::make_unique<LayerInfoService>(st));
 
   ASSIGN_OR_RETURN(std::shared_ptr<grpc::ServerCredentials> creds,
                    st->options.auth->Credentials(st->options.listen));

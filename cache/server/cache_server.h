@@ -1,6 +1,7 @@
 // CacheServer: serves a BlobStore and an ActionCache as REAPI v2 (Capabilities,
 // ContentAddressableStorage, ActionCache, google.bytestream.ByteStream) plus farm.v1.CacheAdmin
-// (leases, stats, gc), all on one port. What `farm-cache` runs; tests and benchmarks start it
+// (leases, stats, gc) and farm.v1.LayerInfo (the diff_ids of stored layers, from
+// BlobStore::GetLayerInfo), all on one port. What `farm-cache` runs; tests and benchmarks start it
 // in-process on port 0.
 //
 //   cache::server::CacheServerOptions o;

@@ -25,64 +25,43 @@ absl::StatusOr<farm::v1::StepResult> VerifyingExecutor::Execute(
     return absl::InternalError(
         absl::StrCat("the worker reported layer ", layer.digest(), " without a valid diff_id"));
   }
-  absl::StatusOr<std::vector<common::Digest>> missing = cas_->FindMissing({*d});
-  if (!missing.ok()) {
-    return common::Annotate(missing.status(),
+  absl::StatusOr<oci::Compression> declared = oci::LayerCompression(layer.media_type());
+  if (!declared.ok()) {
+    return absl::PermissionDeniedError(absl::StrCat("the worker reported layer ", layer.digest(),
+                                                    " with media type \"", layer.media_type(),
+                                                    "\": ", declared.status().message()));
+  }
+  absl::StatusOr<std::vector<absl::StatusOr<cache::LayerInfo>>> infos =
+      cas_->GetLayerInfo(absl::MakeConstSpan(&*d, 1));
+  if (!infos.ok()) {
+    return common::Annotate(infos.status(),
                             absl::StrCat("checking the worker's layer ", layer.digest()));
   }
-  if (!missing->empty()) {
+  const absl::StatusOr<cache::LayerInfo>& info = (*infos)[0];
+  if (absl::IsNotFound(info.status())) {
     return absl::UnavailableError(absl::StrCat("the worker reported layer ", layer.digest(), " (",
                                                layer.size(), " bytes), but farm-cache lacks it"));
   }
-  RETURN_IF_ERROR(CheckDiffId(layer, *d));
-  return r;
-}
-
-absl::Status VerifyingExecutor::CheckDiffId(const farm::v1::Layer& layer,
-                                            const common::Digest& digest) {
-  std::string pair = absl::StrCat(layer.digest(), " ", layer.diff_id());
-  {
-    absl::MutexLock l(&mu_);
-    if (verified_.contains(pair)) return absl::OkStatus();
-  }
-  absl::StatusOr<oci::Compression> compression = oci::LayerCompression(layer.media_type());
-  if (!compression.ok()) {
-    return absl::PermissionDeniedError(absl::StrCat("the worker reported layer ", layer.digest(),
-                                                    " with media type \"", layer.media_type(),
-                                                    "\": ", compression.status().message()));
-  }
-  absl::StatusOr<std::unique_ptr<cache::BlobReader>> reader = cas_->OpenRead(digest, 0, 0);
-  if (!reader.ok()) {
-    return common::Annotate(reader.status(), absl::StrCat("reading layer ", layer.digest(),
-                                                          " back to check its diff_id"));
-  }
-  oci::LayerDigester digester(*compression, /*hash_stored=*/false);
-  while (true) {
-    absl::StatusOr<absl::string_view> chunk = (*reader)->Next();
-    if (!chunk.ok()) {
-      return common::Annotate(chunk.status(), absl::StrCat("reading layer ", layer.digest()));
-    }
-    if (chunk->empty()) break;
-    if (absl::Status s = digester.Update(*chunk); !s.ok()) {
-      return absl::PermissionDeniedError(absl::StrCat("the worker's layer ", layer.digest(),
-                                                      " does not decompress: ", s.message()));
-    }
-  }
-  absl::StatusOr<oci::LayerDigests> got = digester.Finish();
-  if (!got.ok()) {
+  if (absl::IsInvalidArgument(info.status())) {
     return absl::PermissionDeniedError(absl::StrCat(
-        "the worker's layer ", layer.digest(), " does not decompress: ", got.status().message()));
+        "the worker's layer ", layer.digest(), " does not decompress: ", info.status().message()));
   }
-  std::string actual = absl::StrCat("sha256:", got->diff_id.hash);
-  if (actual != layer.diff_id()) {
-    return absl::PermissionDeniedError(
-        absl::StrCat("the worker reported diff_id ", layer.diff_id(), " for layer ", layer.digest(),
-                     ", but its content is ", actual, ": result refused, nothing cached"));
+  if (!info.ok()) {
+    return common::Annotate(
+        info.status(), absl::StrCat("checking the diff_id of the worker's layer ", layer.digest()));
   }
-  absl::MutexLock l(&mu_);
-  if (verified_.size() >= 100000) verified_.clear();  // bounded; a miss only costs a re-read
-  verified_.insert(std::move(pair));
-  return absl::OkStatus();
+  if (info->compression != *declared) {
+    return absl::PermissionDeniedError(absl::StrCat(
+        "the worker reported layer ", layer.digest(), " as ", oci::CompressionName(*declared),
+        " (media type \"", layer.media_type(), "\"), but its bytes are ",
+        oci::CompressionName(info->compression), ": result refused, nothing cached"));
+  }
+  if (info->diff_id.OciString() != layer.diff_id()) {
+    return absl::PermissionDeniedError(absl::StrCat(
+        "the worker reported diff_id ", layer.diff_id(), " for layer ", layer.digest(),
+        ", but its content is ", info->diff_id.OciString(), ": result refused, nothing cached"));
+  }
+  return r;
 }
 
 }  // namespace farm::scheduler::server

@@ -5,11 +5,11 @@
 // missing blob is UNAVAILABLE (the worker's upload was lost) instead of a poisoned cache entry.
 //
 // The layer's diff_id (its uncompressed digest, which goes into image configs and ChainIDs) is
-// checked too: the layer is read back from farm-cache and hashed uncompressed (gzip/zstd as its
-// media type says), once per layer digest (remembered for the process's life, bounded). A
-// worker that claims a diff_id its layer does not have gets PERMISSION_DENIED and nothing is
-// written to the action cache. Cost: one read of each new layer from farm-cache and its
-// decompression on the scheduler (~300 MB/s per core for gzip with ISA-L).
+// checked too, without reading the layer: BlobStore::GetLayerInfo asks farm-cache
+// (farm.v1.LayerInfo), which worked out every gzip/zstd blob's diff_id while it received and
+// verified the upload. The compression farm-cache saw must be the one the layer's media type
+// declares and the diff_id the one the worker claims; otherwise PERMISSION_DENIED and nothing
+// is written to the action cache. One small RPC per result, which also answers "is it there".
 //
 //   auto exec = std::make_shared<VerifyingExecutor>(remote_executor, cas);
 #ifndef FARM_SCHEDULER_SERVER_VERIFYING_EXECUTOR_H_
@@ -18,8 +18,6 @@
 #include <memory>
 #include <string>
 
-#include "absl/container/flat_hash_set.h"
-#include "absl/synchronization/mutex.h"
 #include "cache/blob_store.h"
 #include "executor/step_executor.h"
 
@@ -36,14 +34,8 @@ class VerifyingExecutor final : public executor::StepExecutor {
                                                const absl::Notification* cancel) override;
 
  private:
-  // OK if the stored layer's uncompressed content hashes to `layer.diff_id()`.
-  absl::Status CheckDiffId(const farm::v1::Layer& layer, const common::Digest& digest);
-
   std::shared_ptr<executor::StepExecutor> inner_;
   std::shared_ptr<cache::BlobStore> cas_;
-  absl::Mutex mu_;
-  // "digest diff_id" pairs already verified.
-  absl::flat_hash_set<std::string> verified_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace farm::scheduler::server
