@@ -80,9 +80,10 @@ inns cache "$FARM_CACHE" --listen "$ADDR" --dir "$T/cache" --max-size 256M \
   --tls-cert "$TLS/servers/farm-cache.crt" --tls-key "$TLS/servers/farm-cache.key" \
   --tls-client-ca "$TLS/client-cas.crt" --token-keys "$TLS/jwt/signing.pub" \
   --token-clock-skew 0s >"$T/server.out" 2>"$T/server.err" &
+cache_pid=$!
 deadline=$((SECONDS + 30))
 until grep -q "listening on" "$T/server.out" 2>/dev/null; do
-  [ -n "$(ip netns pids "${P}cache")" ] || die "farm-cache exited: $(cat "$T/server.err")"
+  kill -0 "$cache_pid" 2>/dev/null || die "farm-cache exited: $(cat "$T/server.err")"
   [ $SECONDS -lt $deadline ] || die "farm-cache did not start within 30s"
   sleep 0.05
 done
