@@ -7,6 +7,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdlib>
 #include <iostream>
@@ -24,15 +25,21 @@
 #include "cli/build_progress.h"
 #include "cli/commands.h"
 #include "cli/image_common.h"
+#include "cli/image_fetch.h"
 #include "cli/progress.h"
 #include "cli/remote.h"
+#include "cli/stores.h"
 #include "common/digest.h"
 #include "common/farm_home.h"
 #include "common/flags.h"
 #include "common/fs.h"
 #include "common/grpc_status.h"
+#include "common/status_macros.h"
 #include "common/status_util.h"
 #include "scheduler/context/context.h"
+#include "scheduler/image/store.h"
+#include "worker/layerstore/layer_store.h"
+#include "worker/sandbox_settings.h"
 
 namespace farm::cli {
 
@@ -54,6 +61,8 @@ struct SubmitFlags : BuildFlags {
   bool detach = false;
   int64_t reconnect_seconds = 300;
   int64_t upload_parallelism = 8;
+  bool load = false;                 // --load: into $FARM_HOME's image store
+  std::vector<std::string> outputs;  // -o type=oci|docker|local|image,dest=...
 };
 
 std::string ClientName() {
@@ -83,6 +92,17 @@ class Submit {
     if (f_.priority < -10 || f_.priority > 10) {
       return progress_.Fatal(
           absl::InvalidArgumentError(absl::StrCat("--priority ", f_.priority, ": want -10 to 10")));
+    }
+    std::vector<OutputSpec> outputs;
+    for (const std::string& o : f_.outputs) {
+      absl::StatusOr<OutputSpec> spec = ParseOutputSpec(o);
+      if (!spec.ok()) return progress_.Fatal(spec.status());
+      outputs.push_back(*spec);
+    }
+    if (f_.load) outputs.push_back(OutputSpec{"image", "", true, ""});
+    if (!outputs.empty() && f_.detach) {
+      return progress_.Fatal(absl::InvalidArgumentError(
+          "--detach cannot be combined with --load or --output (the image comes back at the end)"));
     }
     absl::StatusOr<std::string> address = SchedulerAddress(f_.scheduler);
     if (!address.ok()) return progress_.Fatal(address.status());
@@ -204,7 +224,10 @@ class Submit {
         if (cancel_requested_) CancelOnFarm();
         return;
       }
-      if (e.has_event()) progress_.Event(e.event());
+      if (e.has_event()) {
+        if (e.event().has_vertex()) max_vertex_ = std::max(max_vertex_, e.event().vertex().id());
+        progress_.Event(e.event());
+      }
     };
     absl::StatusOr<farm::v1::BuildOutcome> outcome =
         FollowBuild(*conn, &build_id, &last_seq, on_event, fo);
@@ -225,6 +248,10 @@ class Submit {
       return progress_.Fatal(outcome.status());
     }
     if (!outcome->ok()) return 1;
+    if (!outputs.empty()) {
+      absl::Status brought = BringBack(**cas, *outcome, checked->tags, outputs);
+      if (!brought.ok()) return progress_.Fatal(brought);
+    }
     if (!f_.iidfile.empty()) {
       absl::Status w = common::WriteFileAtomic(f_.iidfile, outcome->image_id());
       if (!w.ok()) return progress_.Fatal(w);
@@ -239,6 +266,112 @@ class Submit {
     }
     if (f_.quiet) std::cout << outcome->image_id() << std::endl;
     return 0;
+  }
+
+  // --load / -o: the image's blobs that $FARM_HOME lacks come from farm-cache (in parallel,
+  // verified), then the image is stored and tagged locally and/or exported, as farm build does.
+  absl::Status BringBack(cache::BlobStore& remote, const farm::v1::BuildOutcome& outcome,
+                         const std::vector<oci::Reference>& tags,
+                         const std::vector<OutputSpec>& outputs) {
+    const int v_load = max_vertex_ + 1;
+    scheduler::engine::EventWriter::Span span =
+        progress_.events().Start(v_load, "[internal] load image from the farm");
+    auto fail = [&](absl::Status s) {
+      span.Fail(s.message());
+      return s;
+    };
+    absl::StatusOr<LocalStores> st = OpenLocalStores();
+    if (!st.ok()) return fail(st.status());
+    oci::Descriptor top;
+    top.digest = outcome.manifest_digest();
+    top.media_type = outcome.manifest_media_type();
+    top.size = outcome.manifest_size();
+    FetchOptions fo;
+    fo.parallel = static_cast<int>(f_.upload_parallelism);
+    absl::Time last_shown = absl::InfinitePast();
+    fo.progress = [&](const FetchStats& s) {
+      if (absl::Now() - last_shown < absl::Milliseconds(500)) return;
+      last_shown = absl::Now();
+      span.Log(absl::StrCat(s.Summary(), " so far"));
+    };
+    absl::StatusOr<FetchStats> fetched = FetchImage(remote, *st->blobs, top, fo);
+    if (!fetched.ok()) {
+      return fail(common::Annotate(
+          fetched.status(), absl::StrCat("fetching image ", top.digest, " from farm-cache")));
+    }
+    span.Log(fetched->Summary());
+    absl::StatusOr<scheduler::image::ImageRecord> record = DescribeWithSizes(*st->blobs, top);
+    if (!record.ok()) return fail(record.status());
+    std::unique_ptr<worker::layerstore::LayerStore> layer_store;
+    for (const OutputSpec& o : outputs) {
+      absl::Status done;
+      if (o.type == "image") {
+        done = st->images->Put(*record);
+        for (const oci::Reference& t : tags) {
+          if (!done.ok()) break;
+          done = st->images->SetReference(t, record->digest).status();
+        }
+        if (done.ok()) {
+          span.Log(absl::StrCat("loaded ", record->Id(),
+                                tags.empty() ? "" : absl::StrCat(" as ", tags[0].String())));
+        }
+      } else {
+        if (o.type == "local" && layer_store == nullptr) {
+          absl::StatusOr<std::unique_ptr<worker::layerstore::LayerStore>> ls = OpenLayerStore(*st);
+          if (!ls.ok()) return fail(ls.status());
+          layer_store = *std::move(ls);
+        }
+        const std::vector<farm::v1::Layer>& layers = record->manifests.front().layers;
+        done = ExportImage(o, *st->blobs, *record, tags, layers, layer_store.get());
+        if (done.ok()) span.Log(absl::StrCat("exporting ", o.type, " to ", o.dest, " done"));
+      }
+      if (!done.ok()) return fail(done);
+    }
+    span.Done();
+    return absl::OkStatus();
+  }
+
+  // The image's record with its layers' uncompressed sizes (what `farm run` and `farm images`
+  // need): the local store knows each layer's diff_id (worked out as the blob was written).
+  static absl::StatusOr<scheduler::image::ImageRecord> DescribeWithSizes(
+      cache::BlobStore& cas, const oci::Descriptor& top) {
+    ASSIGN_OR_RETURN(scheduler::image::ImageRecord bare, scheduler::image::DescribeImage(cas, top));
+    std::vector<farm::v1::Layer> known;
+    std::vector<common::Digest> digests;
+    for (const scheduler::image::StoredManifest& m : bare.manifests) {
+      for (const farm::v1::Layer& l : m.layers) {
+        ASSIGN_OR_RETURN(common::Digest d, common::Digest::ParseOci(l.digest(), l.size()));
+        digests.push_back(d);
+        known.push_back(l);
+      }
+    }
+    ASSIGN_OR_RETURN(std::vector<absl::StatusOr<cache::LayerInfo>> infos,
+                     cas.GetLayerInfo(digests));
+    for (size_t i = 0; i < known.size() && i < infos.size(); ++i) {
+      if (!infos[i].ok()) {
+        return common::Annotate(infos[i].status(), absl::StrCat("layer ", known[i].digest()));
+      }
+      if (infos[i]->diff_id.OciString() != known[i].diff_id()) {
+        return absl::DataLossError(absl::StrCat("layer ", known[i].digest(), " uncompresses to ",
+                                                infos[i]->diff_id.OciString(),
+                                                " but the image config says ", known[i].diff_id()));
+      }
+      known[i].set_uncompressed_size(infos[i]->diff_id.size_bytes);
+    }
+    return scheduler::image::DescribeImage(cas, top, known);
+  }
+
+  // The layer store `farm build` and `farm run` use ($FARM_HOME/worker/layers).
+  static absl::StatusOr<std::unique_ptr<worker::layerstore::LayerStore>> OpenLayerStore(
+      const LocalStores& st) {
+    absl::StatusOr<worker::SandboxSettings> settings =
+        worker::ReadSandboxConfig(common::JoinPath(st.home, "sandbox.conf"));
+    if (!settings.ok()) return settings.status();
+    worker::layerstore::LayerStore::Options so;
+    so.dir = common::JoinPath(st.home, "worker/layers");
+    so.cas = st.blobs;
+    so.unpack_limits.max_uncompressed_bytes = settings->policy.extract_max_bytes;
+    return worker::layerstore::LayerStore::Create(std::move(so));
   }
 
   static std::string StatCachePath(const std::string& context_dir) {
@@ -307,6 +440,7 @@ class Submit {
 
   SubmitFlags f_;
   BuildProgress progress_;
+  int max_vertex_ = 1;  // the highest vertex id the build's events used
   SchedulerConnection* conn_ = nullptr;
   std::atomic<bool> cancel_requested_{false};
   absl::Mutex mu_;
@@ -320,8 +454,8 @@ int RunSubmit(const Args& args) {
       "farm submit [OPTIONS] PATH | -",
       "Build an image on a farm: farm-scheduler runs the build's steps on its workers, sharing\n"
       "farm-cache. The context is hashed here and only what the cache lacks is uploaded.\n"
-      "Takes farm build's flags; the image is kept (and tagged) on the scheduler; use --push\n"
-      "to publish it. Ctrl-C cancels the build on the farm.");
+      "Takes farm build's flags; the image is kept (and tagged) on the scheduler; --load\n"
+      "brings it back here, --push publishes it. Ctrl-C cancels the build on the farm.");
   SubmitFlags f;
   f.Register(&fs);
   fs.String("scheduler", 0, &f.scheduler, "farm-scheduler address (default: $FARM_SCHEDULER)",
@@ -338,7 +472,15 @@ int RunSubmit(const Args& args) {
           "Print the build id once the farm has accepted it and exit (follow it with farm logs)");
   fs.Int("reconnect-timeout", 0, &f.reconnect_seconds,
          "Seconds to keep reattaching to a build whose stream broke (scheduler restart)");
-  fs.Int("upload-parallelism", 0, &f.upload_parallelism, "Context uploads running at once");
+  fs.Int("upload-parallelism", 0, &f.upload_parallelism,
+         "Context uploads (and --load/--output fetches) running at once");
+  fs.Bool("load", 0, &f.load,
+          "Bring the image back into the local image store ($FARM_HOME), tagged: only the blobs "
+          "it lacks are fetched from farm-cache (then farm run IMAGE works)");
+  fs.Repeated("output", 'o', &f.outputs,
+              "Output destination (type=oci|docker|local,dest=PATH; type=image: the local "
+              "store, as --load)",
+              "stringArray");
   SecurityFlags(fs, &f.security);
   std::vector<std::string> positional;
   int exit_code = 0;
