@@ -96,6 +96,11 @@ absl::StatusOr<std::unique_ptr<LocalStepExecutor>> LocalStepExecutor::Create(Opt
     return absl::FailedPreconditionError(
         "the worker must run as root (it uses namespaces, overlayfs and chown to run steps)");
   }
+  if (options.policy.rootless && options.policy.subids.count == 0) {
+    return absl::FailedPreconditionError(
+        "rootless-steps needs a subordinate id range: give subid-range START:COUNT or "
+        "subid-user NAME");
+  }
   RETURN_IF_ERROR(common::MakeDirs(options.state_dir, 0700));
   // The layer store's lock makes this process the state directory's only user: take it before
   // wiping anything.

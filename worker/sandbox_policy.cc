@@ -37,6 +37,15 @@ absl::Status ApplyRunSandbox(const SandboxPolicy& policy, const network::StepNet
     RETURN_IF_ERROR(executor::CheckRunEntitlements(run, policy.entitlements, "this host"));
   }
   req->set_no_new_privileges(policy.no_new_privileges);
+  if (policy.rootless) {
+    if (policy.subids.count == 0) {
+      return absl::FailedPreconditionError(
+          "rootless steps need a subordinate id range (subid-range or subid-user)");
+    }
+    req->mutable_userns()->set_uid_start(policy.subids.uid_start);
+    req->mutable_userns()->set_gid_start(policy.subids.gid_start);
+    req->mutable_userns()->set_count(policy.subids.count);
+  }
   return absl::OkStatus();
 }
 

@@ -19,6 +19,7 @@
 #include "absl/time/time.h"
 #include "farm/v1/sandbox.pb.h"
 #include "worker/network/step_network.h"
+#include "worker/subids.h"
 
 namespace farm::worker {
 
@@ -42,6 +43,11 @@ struct SandboxPolicy {
   // as before this existed (the operator's explicit choice: steps then reach the host).
   bool isolate_network = true;
   network::StepNetworkOptions network;
+  // Rootless steps (worker/sandbox/rootless.h): every RUN and farm run in a user namespace
+  // mapping container ids 0..65535 to `subids`, which must then be set (LocalStepExecutor::
+  // Create refuses the policy otherwise).
+  bool rootless = false;
+  SubIdRange subids;
   // ADD <url>: the downloads' limits (the destination rules are `network`'s).
   int64_t add_max_bytes = int64_t{8} << 30;
   absl::Duration add_timeout = absl::Minutes(30);

@@ -45,6 +45,28 @@ const std::vector<Setting>& Settings() {
          ASSIGN_OR_RETURN(s->policy.no_new_privileges, ParseBool(v));
          return absl::OkStatus();
        }},
+      {"rootless-steps", "BOOL",
+       "Run every RUN step (and farm run) in a user namespace of its own, root in it an "
+       "unprivileged subordinate id on this host (needs subid-range or subid-user; Linux 5.19+, "
+       "layers on a file system with idmapped mounts: ext4, xfs, btrfs, tmpfs 6.3+)",
+       [](absl::string_view v, SandboxSettings* s) -> absl::Status {
+         ASSIGN_OR_RETURN(s->policy.rootless, ParseBool(v));
+         return absl::OkStatus();
+       }},
+      {"subid-range", "START:COUNT",
+       "The host ids rootless steps map container ids 0..65535 to (uids and gids; COUNT >= "
+       "65536, START > 0)",
+       [](absl::string_view v, SandboxSettings* s) -> absl::Status {
+         ASSIGN_OR_RETURN(s->policy.subids, ParseSubIdRange(v));
+         return absl::OkStatus();
+       }},
+      {"subid-user", "NAME",
+       "Take the rootless steps' range from NAME's lines in /etc/subuid and /etc/subgid (the "
+       "first of at least 65536 ids)",
+       [](absl::string_view v, SandboxSettings* s) -> absl::Status {
+         ASSIGN_OR_RETURN(s->policy.subids, SubIdsOfUser(v));
+         return absl::OkStatus();
+       }},
       {"pids-limit", "N",
        absl::StrCat("Most processes of each RUN step (cgroups; default ", kDefaultPidsLimit,
                     ", best effort; 0 = none)"),

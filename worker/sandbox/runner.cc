@@ -5,6 +5,12 @@
 //                                  pivot_root, user)  └─fork─▶ command (caps, setuid, exec)
 //
 // The runner is single-threaded, so the raw clone() and fork() below are safe.
+//
+// Rootless (SandboxRequest.userns; worker/sandbox/rootless.h explains the choices): init is
+// cloned into a new user namespace as well, so every other namespace belongs to it (root in
+// the step has its capabilities over its own network, hostname and mounts, none on the host).
+// The runner writes the id maps, builds the root overlay and the RUN --mount sources as
+// detached idmapped mounts and sends them to init, which attaches them instead of mounting.
 #include "worker/sandbox/runner.h"
 
 #include <fcntl.h>
@@ -33,6 +39,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -49,6 +56,7 @@
 #include "common/status_util.h"
 #include "farm/v1/sandbox.pb.h"
 #include "worker/sandbox/cgroups.h"
+#include "worker/sandbox/rootless.h"
 #include "worker/sandbox/seccomp_profile.h"
 #include "worker/sandbox/step_net.h"
 #include "worker/user/user_db.h"
@@ -282,6 +290,23 @@ absl::Status BindMount(const std::string& source, const std::string& target, boo
   return Mount("", target, nullptr, MS_REMOUNT | MS_BIND | extra, "");
 }
 
+// Attaches the detached mount `tree` (open_tree/fsmount) at the prepared target, read-only
+// and/or nodev as asked (`what` names it in errors).
+absl::Status AttachAt(int tree, const std::string& what, const Target& t, bool readonly,
+                      bool allow_devices = false) {
+  struct mount_attr attr = {};
+  attr.attr_set = (readonly ? MOUNT_ATTR_RDONLY : 0) | (allow_devices ? 0 : MOUNT_ATTR_NODEV);
+  if (attr.attr_set != 0 &&
+      mount_setattr(tree, "", AT_EMPTY_PATH | AT_RECURSIVE, &attr, sizeof(attr)) != 0) {
+    return Errno("mount_setattr " + what);
+  }
+  if (move_mount(tree, "", t.fd.get(), "", MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH) !=
+      0) {
+    return Errno(absl::StrCat("mount bind ", what, " on ", t.host));
+  }
+  return absl::OkStatus();
+}
+
 // BindMount onto a prepared target: the new mount API (open_tree, mount_setattr, move_mount;
 // Linux 5.12+) attaches the clone of `source`, already read-only/nodev, to exactly the file
 // `t.fd` is, with no path looked up again. Older kernels: bind on the descriptor's path, then
@@ -298,17 +323,7 @@ absl::Status BindMountAt(const std::string& source, const Target& t, bool readon
   }
   if (tree < 0) return Errno("open_tree " + source);
   common::UniqueFd tree_fd(tree);
-  struct mount_attr attr = {};
-  attr.attr_set = (readonly ? MOUNT_ATTR_RDONLY : 0) | (allow_devices ? 0 : MOUNT_ATTR_NODEV);
-  if (attr.attr_set != 0 &&
-      mount_setattr(tree, "", AT_EMPTY_PATH | AT_RECURSIVE, &attr, sizeof(attr)) != 0) {
-    return Errno("mount_setattr " + source);
-  }
-  if (move_mount(tree, "", t.fd.get(), "", MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH) !=
-      0) {
-    return Errno(absl::StrCat("mount bind ", source, " on ", t.host));
-  }
-  return absl::OkStatus();
+  return AttachAt(tree, source, t, readonly, allow_devices);
 }
 
 // Mounts an overlay of `lowers` (relative to the current directory) at `target`; read-only
@@ -448,12 +463,12 @@ absl::Status BringUpLoopback() {
 
 // A FILE mount: the content goes into a tmpfs that exists only in this mount namespace (a
 // secret never reaches the host's disk), then is bind-mounted read-only at the target.
-absl::Status MountFile(const SandboxMount& m, RootFs* fs) {
-  if (m.source().empty()) return absl::InvalidArgumentError("file mount without a source");
+absl::Status MountFile(const SandboxMount& m, const std::string& source, RootFs* fs) {
+  if (source.empty()) return absl::InvalidArgumentError("file mount without a source");
   size_t pages = (m.content().size() + 4095) / 4096 + 1;
-  RETURN_IF_ERROR(Mount("tmpfs", m.source(), "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC,
+  RETURN_IF_ERROR(Mount("tmpfs", source, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC,
                         absl::StrCat("mode=700,size=", pages * 4096)));
-  std::string file = m.source() + "/file";
+  std::string file = source + "/file";
   int fd = open(file.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
   if (fd < 0) return Errno("create " + file);
   bool written = common::WriteFully(fd, m.content().data(), m.content().size());
@@ -472,10 +487,20 @@ absl::Status MountFile(const SandboxMount& m, RootFs* fs) {
   return BindMountAt(file, t, true);
 }
 
-absl::Status SetupRoot(const SandboxRequest& req, RootFs* fs) {
+// Rootless: `sources` are the runner's detached mounts (rootless.h), and host paths below the
+// run directory (init's working directory) are reached relative to it.
+absl::Status SetupRoot(const SandboxRequest& req, RootFs* fs, MountSources* sources) {
+  const bool rootless = req.has_userns();
+  auto source_of = [&](int slot) { return sources->count(slot) ? (*sources)[slot].get() : -1; };
   // Nothing we mount may propagate back to the host.
   RETURN_IF_ERROR(Mount("", "/", nullptr, MS_REC | MS_PRIVATE, ""));
-  RETURN_IF_ERROR(MountOverlay(req));
+  if (!rootless) {
+    RETURN_IF_ERROR(MountOverlay(req));
+  } else if (source_of(kRootSlot) < 0 ||
+             move_mount(source_of(kRootSlot), "", AT_FDCWD, fs->root().c_str(),
+                        MOVE_MOUNT_F_EMPTY_PATH) != 0) {
+    return Errno("attaching the idmapped root overlay at " + req.rootfs_dir());
+  }
   RETURN_IF_ERROR(fs->Open());
   const std::string& root = fs->root();
 
@@ -511,22 +536,29 @@ absl::Status SetupRoot(const SandboxRequest& req, RootFs* fs) {
   if (mount("sysfs", sys.at().c_str(), "sysfs", sys_flags, nullptr) != 0) {
     RETURN_IF_ERROR(BindMountAt("/sys", sys, true));
   }
-  for (auto [host, target] :
-       {std::pair<std::string, const char*>{req.resolv_conf(), "/etc/resolv.conf"},
-        {req.hosts(), "/etc/hosts"}}) {
+  for (auto [host, target, slot] : {std::tuple<std::string, const char*, int>{
+                                        req.resolv_conf(), "/etc/resolv.conf", kResolvConfSlot},
+                                    {req.hosts(), "/etc/hosts", kHostsSlot}}) {
     if (host.empty()) continue;
     ASSIGN_OR_RETURN(Target t, fs->Prepare(target, false));
-    RETURN_IF_ERROR(BindMountAt(host, t, true));
+    if (rootless) {
+      RETURN_IF_ERROR(AttachAt(source_of(slot), host, t, true));
+    } else {
+      RETURN_IF_ERROR(BindMountAt(host, t, true));
+    }
   }
 
   // The request's mounts, parents before children.
-  std::vector<const SandboxMount*> mounts;
-  for (const SandboxMount& m : req.mounts()) mounts.push_back(&m);
-  std::stable_sort(mounts.begin(), mounts.end(), [](const SandboxMount* a, const SandboxMount* b) {
-    return std::count(a->target().begin(), a->target().end(), '/') <
-           std::count(b->target().begin(), b->target().end(), '/');
+  std::vector<int> order(req.mounts_size());
+  for (int i = 0; i < req.mounts_size(); ++i) order[i] = i;
+  std::stable_sort(order.begin(), order.end(), [&](int a, int b) {
+    const std::string& ta = req.mounts(a).target();
+    const std::string& tb = req.mounts(b).target();
+    return std::count(ta.begin(), ta.end(), '/') < std::count(tb.begin(), tb.end(), '/');
   });
-  for (const SandboxMount* m : mounts) {
+  for (int index : order) {
+    const SandboxMount* m = &req.mounts(index);
+    const int slot = kFirstMountSlot + index;
     if (m->target().empty() || m->target()[0] != '/') {
       return absl::InvalidArgumentError(
           absl::StrCat("mount target \"", m->target(), "\" is not absolute"));
@@ -539,11 +571,32 @@ absl::Status SetupRoot(const SandboxRequest& req, RootFs* fs) {
       continue;
     }
     if (m->kind() == SandboxMount::FILE) {
-      RETURN_IF_ERROR(common::Annotate(MountFile(*m, fs), absl::StrCat("mount at ", m->target())));
+      RETURN_IF_ERROR(
+          common::Annotate(MountFile(*m, rootless ? LocalPath(req, m->source()) : m->source(), fs),
+                           absl::StrCat("mount at ", m->target())));
+      continue;
+    }
+    if (rootless && m->kind() == SandboxMount::BIND) {
+      // The runner's idmapped clone of the source.
+      struct stat st;
+      if (source_of(slot) < 0 || fstat(source_of(slot), &st) != 0) {
+        return Errno("mount source " + m->source());
+      }
+      ASSIGN_OR_RETURN(Target t, fs->Prepare(m->target(), S_ISDIR(st.st_mode)));
+      RETURN_IF_ERROR(common::Annotate(AttachAt(source_of(slot), m->source(), t, m->readonly()),
+                                       absl::StrCat("mount at ", m->target())));
       continue;
     }
     std::string source = m->source();
-    if (m->kind() == SandboxMount::OVERLAY) {
+    if (rootless && m->kind() == SandboxMount::OVERLAY) {
+      // The runner's overlay, attached on its mount point so its subpath can be bound.
+      source = LocalPath(req, m->source());
+      if (source_of(slot) < 0 ||
+          move_mount(source_of(slot), "", AT_FDCWD, source.c_str(), MOVE_MOUNT_F_EMPTY_PATH) != 0) {
+        return Errno(absl::StrCat("mount at ", m->target(), ": attaching the overlay"));
+      }
+      if (!m->subpath().empty()) source = absl::StrCat(source, "/", m->subpath());
+    } else if (m->kind() == SandboxMount::OVERLAY) {
       // Still in layer_dir (MountOverlay chdir'ed there): the lowerdirs are relative to it.
       RETURN_IF_ERROR(common::Annotate(
           MountOverlayAt({m->lower_dirs().begin(), m->lower_dirs().end()}, m->upper_dir(),
@@ -731,14 +784,22 @@ void ForwardToCommand(int sig) {
 }
 
 // pid 1 of the sandbox. Returns its exit code.
-int InitMain(const SandboxRequest& req, int sync_fd, int report_fd) {
+int InitMain(const SandboxRequest& req, int sync_fd, int report_fd, int mounts_fd) {
   prctl(PR_SET_PDEATHSIG, SIGKILL);
   char go = 0;
   if (read(sync_fd, &go, 1) != 1 || go != 'g') return 1;  // the runner gave up
   close(sync_fd);
   int last_cap = LastCap();  // before /proc is replaced
 
-  RootFs fs(req.rootfs_dir());
+  if (req.has_userns()) {
+    // A new user namespace keeps the host ids (root: unmapped, seen as nobody) until they
+    // are set again, now that the runner has written the maps: root of the namespace.
+    if (setresgid(0, 0, 0) != 0 || setgroups(0, nullptr) != 0 || setresuid(0, 0, 0) != 0) {
+      return 1;
+    }
+  }
+  // Rootless: the root is reached from the run directory, init's working directory.
+  RootFs fs(req.has_userns() ? LocalPath(req, req.rootfs_dir()) : req.rootfs_dir());
   SandboxResult report;
   auto fail = [&](const absl::Status& s) {
     report.set_error_code(static_cast<int>(s.code()));
@@ -747,7 +808,15 @@ int InitMain(const SandboxRequest& req, int sync_fd, int report_fd) {
     SendReport(report_fd, report);
     return 1;
   };
-  absl::Status s = SetupRoot(req, &fs);
+  MountSources sources;
+  if (req.has_userns()) {
+    absl::StatusOr<MountSources> got = ReceiveMountSources(mounts_fd);
+    if (!got.ok()) return fail(got.status());
+    sources = *std::move(got);
+  }
+  close(mounts_fd);
+  absl::Status s = SetupRoot(req, &fs, &sources);
+  sources.clear();
   if (!s.ok()) return fail(s);
   // The user, from the image's own files (now at /etc).
   auto u = user::ResolveUser(req.user(), ReadOptional("/etc/passwd"), ReadOptional("/etc/group"));
@@ -848,21 +917,61 @@ SandboxResult Run(const SandboxRequest& req) {
       RunCgroup::Create(req.cgroups(), req.cgroup_name(), req.insecure());
   if (!cgroup.ok()) return error(common::Annotate(cgroup.status(), "setting up cgroups"));
 
-  int sync_pipe[2], report_pipe[2];
+  int sync_pipe[2], report_pipe[2], mounts_sock[2];
   if (pipe2(sync_pipe, O_CLOEXEC) != 0 || pipe2(report_pipe, O_CLOEXEC) != 0)
     return error(Errno("pipe"));
+  if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, mounts_sock) != 0) {
+    return error(Errno("socketpair"));
+  }
   unsigned long flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC | SIGCHLD;
   if (req.network() != SandboxRequest::HOST) flags |= CLONE_NEWNET;
+  const bool rootless = req.has_userns();
+  if (rootless) {
+    if (req.userns().count() < 65536 || req.userns().uid_start() == 0 ||
+        req.userns().gid_start() == 0) {
+      return error(absl::InvalidArgumentError(
+          "rootless: the subordinate id range must hold 65536 ids and must not start at 0"));
+    }
+    // init starts in the run directory (see rootless.h): the clone's working directory.
+    absl::Status opened = OpenRunDirForNamespace(req);
+    if (!opened.ok()) return error(opened);
+    if (chdir(RunDirOf(req).c_str()) != 0) return error(Errno("chdir " + RunDirOf(req)));
+    flags |= CLONE_NEWUSER;
+  }
   pid_t init = static_cast<pid_t>(syscall(SYS_clone, flags, nullptr, nullptr, nullptr, nullptr));
   if (init < 0) return error(Errno("clone (new namespaces; this needs root)"));
   if (init == 0) {
     close(sync_pipe[1]);
     close(report_pipe[0]);
+    close(mounts_sock[0]);
     close(sfd);
-    _exit(InitMain(req, sync_pipe[0], report_pipe[1]));
+    _exit(InitMain(req, sync_pipe[0], report_pipe[1], mounts_sock[1]));
   }
   close(sync_pipe[0]);
   close(report_pipe[1]);
+  close(mounts_sock[1]);
+  if (rootless) {
+    // The maps first (idmapping needs them), then the mounts init will attach.
+    absl::Status s = WriteIdMaps(init, req.userns());
+    absl::StatusOr<MountSources> sources;
+    if (s.ok()) {
+      std::string ns = absl::StrCat("/proc/", init, "/ns/user");
+      int userns = open(ns.c_str(), O_RDONLY | O_CLOEXEC);
+      if (userns < 0) {
+        s = Errno("open " + ns);
+      } else {
+        sources = PrepareMountSources(req, userns);
+        close(userns);
+        s = sources.ok() ? SendMountSources(mounts_sock[0], *sources) : sources.status();
+      }
+    }
+    if (!s.ok()) {
+      kill(init, SIGKILL);
+      waitpid(init, nullptr, 0);
+      return error(common::Annotate(s, "rootless"));
+    }
+  }
+  close(mounts_sock[0]);
   absl::Status added = cgroup->AddProcess(init);
   if (!added.ok()) {
     kill(init, SIGKILL);

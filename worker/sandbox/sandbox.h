@@ -29,6 +29,11 @@
 // `insecure`), in its workdir (created if missing). A timeout or a cancellation SIGKILLs pid 1,
 // taking the whole tree down. Memory/pids limits come from cgroups (cgroups.h).
 //
+// Rootless (SandboxRequest.userns set): a user namespace as well, owning all the others,
+// mapping container ids 0..65535 to a subordinate range; the root overlay and bind sources are
+// idmapped mounts made by the runner, so owners and layer bytes are as in a rootful run
+// (rootless.h).
+//
 //   farm::v1::SandboxRequest req = ...;
 //   worker::sandbox::SandboxIo io;
 //   io.on_line = [](absl::string_view line, bool is_stderr) { ... };

@@ -2,6 +2,7 @@
 // mounts and stubs, capabilities, timeouts, cancellation, signals and cgroup limits.
 #include "worker/sandbox/sandbox.h"
 
+#include <dirent.h>
 #include <sys/stat.h>
 
 #include <atomic>
@@ -337,6 +338,142 @@ TEST_F(SandboxTest, MemoryAndPidLimits) {
   EXPECT_FALSE(o.result.timed_out()) << "fork should have failed early";
   EXPECT_NE(o.result.exit_code(), 0);
   EXPECT_TRUE(absl::StrContains(absl::StrJoin(o.err, "\n"), "fork")) << absl::StrJoin(o.err, "\n");
+}
+
+// Rootless: a subordinate range no one on this machine uses.
+constexpr uint32_t kSubUid = 420000;
+constexpr uint32_t kSubGid = 430000;
+
+SandboxRequest MakeRootless(SandboxRequest r) {
+  r.mutable_userns()->set_uid_start(kSubUid);
+  r.mutable_userns()->set_gid_start(kSubGid);
+  r.mutable_userns()->set_count(65536);
+  return r;
+}
+
+// The host's view: the real uid and gid of every process whose real uid is in [lo, lo+65536).
+std::vector<std::pair<uint32_t, uint32_t>> HostProcessesInRange(uint32_t lo) {
+  std::vector<std::pair<uint32_t, uint32_t>> out;
+  std::vector<std::string> pids;
+  if (DIR* d = opendir("/proc")) {
+    while (struct dirent* e = readdir(d)) pids.emplace_back(e->d_name);
+    closedir(d);
+  }
+  for (const std::string& pid : pids) {
+    auto status = common::ReadFile("/proc/" + pid + "/status");
+    if (!status.ok()) continue;
+    uint32_t uid = 0, gid = 0;
+    for (absl::string_view line : absl::StrSplit(*status, '\n')) {
+      std::vector<absl::string_view> f = absl::StrSplit(line, '\t');
+      if (f.size() < 2) continue;
+      if (f[0] == "Uid:") (void)absl::SimpleAtoi(f[1], &uid);
+      if (f[0] == "Gid:") (void)absl::SimpleAtoi(f[1], &gid);
+    }
+    if (uid >= lo && uid < lo + 65536) out.emplace_back(uid, gid);
+  }
+  return out;
+}
+
+TEST_F(SandboxTest, RootlessStepIsRootInsideAndASubordinateIdOutside) {
+  // A layer with files owned by non-root ids, over busybox (all 0:0).
+  std::string owned = tmp_->path() + "/layers/owned";
+  ASSERT_OK(farm::worker::testing::WriteFile(owned + "/srv/data", "data\n"));
+  ASSERT_EQ(chown((owned + "/srv").c_str(), 1234, 2345), 0);
+  ASSERT_EQ(chown((owned + "/srv/data").c_str(), 1000, 1001), 0);
+  std::string sync = tmp_->path() + "/rootless-sync";
+  ASSERT_OK(common::MakeDirs(sync));
+  SandboxRequest r = MakeRootless(
+      Request({"/bin/sh", "-c",
+               "id -u; id -g; read a b c < /proc/self/uid_map; echo $a $b $c;"
+               " read a b c < /proc/self/gid_map; echo $a $b $c;"
+               " stat -c '%u:%g' /srv /srv/data /bin/busybox /;"
+               " echo more >> /srv/data && echo new > /new && chown 1000:1000 /new && mkdir /d &&"
+               " chown 7:8 /d && echo written;"
+               " echo ready; while [ ! -e /sync/go ]; do sleep 0.05; done; echo done"}));
+  r.clear_lower_dirs();
+  r.add_lower_dirs("owned");
+  r.add_lower_dirs("busybox");
+  SandboxMount* m = r.add_mounts();
+  m->set_source(sync);
+  m->set_target("/sync");
+  std::vector<std::pair<uint32_t, uint32_t>> seen;
+  Outcome o = Run(r, nullptr, [&](absl::string_view line) {
+    if (line != "ready") return;
+    // The step is blocked until /sync/go exists: look at it from the host meanwhile.
+    seen = HostProcessesInRange(kSubUid);
+    EXPECT_OK(farm::worker::testing::WriteFile(sync + "/go", ""));
+  });
+  EXPECT_EQ(o.result.exit_code(), 0) << absl::StrJoin(o.err, "\n");
+  EXPECT_EQ(o.out,
+            (std::vector<std::string>{"0", "0", "0 420000 65536", "0 430000 65536", "1234:2345",
+                                      "1000:1001", "0:0", "0:0", "written", "ready", "done"}))
+      << absl::StrJoin(o.err, "\n");
+  // From the host, the step's processes (its shell, init) are the subordinate root.
+  ASSERT_FALSE(seen.empty());
+  for (auto [uid, gid] : seen) {
+    EXPECT_EQ(uid, kSubUid);
+    EXPECT_EQ(gid, kSubGid);
+  }
+  // The upperdir holds the image-side ids: the same bytes a rootful run writes.
+  struct stat st;
+  ASSERT_TRUE(farm::worker::testing::Lstat(r.upper_dir() + "/new", &st));
+  EXPECT_EQ(st.st_uid, 1000u);
+  EXPECT_EQ(st.st_gid, 1000u);
+  ASSERT_TRUE(farm::worker::testing::Lstat(r.upper_dir() + "/d", &st));
+  EXPECT_EQ(st.st_uid, 7u);
+  EXPECT_EQ(st.st_gid, 8u);
+  ASSERT_TRUE(farm::worker::testing::Lstat(r.upper_dir() + "/srv/data", &st));  // copied up
+  EXPECT_EQ(st.st_uid, 1000u);
+  EXPECT_EQ(st.st_gid, 1001u);
+  ASSERT_TRUE(farm::worker::testing::Lstat(r.upper_dir() + "/srv", &st));
+  EXPECT_EQ(st.st_uid, 1234u);
+  EXPECT_EQ(st.st_gid, 2345u);
+}
+
+TEST_F(SandboxTest, RootlessKeepsTheProfile) {
+  // Capabilities (Docker's set, inside the namespace), seccomp, masked paths, the network
+  // namespace, the standard devices; mknod cannot work (CAP_MKNOD counts in the host's
+  // namespace only); a non-root user has nothing.
+  const char* script =
+      "grep -E '^(CapEff|Seccomp):' /proc/self/status; wc -c < /proc/keys;"
+      " touch /proc/sysrq-trigger 2>/dev/null || echo sysrq-ro;"
+      " unshare -U true 2>/dev/null || echo no-userns;"
+      " mknod /blk b 7 0 2>/dev/null || echo no-mknod; echo x > /dev/null && echo null-ok;"
+      " head -c4 /dev/urandom | wc -c; ip -o link | grep -c UP; hostname;"
+      " su nobody -s /bin/sh -c 'grep CapEff /proc/self/status; id -u'";
+  CgroupLimits limits;
+  limits.devices = true;
+  limits.pids = 8;
+  auto plan = PlanCgroups(limits, CgroupEnv());
+  ASSERT_OK(plan);
+  SandboxRequest r = MakeRootless(Request({"/bin/sh", "-c", script}));
+  for (const auto& cg : *plan) *r.add_cgroups() = cg;
+  Outcome o = Run(r);
+  EXPECT_EQ(o.out, (std::vector<std::string>{"CapEff:\t00000000a80425fb", "Seccomp:\t2", "0",
+                                             "sysrq-ro", "no-userns", "no-mknod", "null-ok", "4",
+                                             "1", "farm", "CapEff:\t0000000000000000", "65534"}))
+      << absl::StrJoin(o.err, "\n");
+  // The pids cgroup still holds.
+  SandboxRequest p = MakeRootless(
+      Request({"/bin/sh", "-c", "for i in 1 2 3 4 5 6 7 8 9 10 11 12; do sleep 30 & done; wait"}));
+  for (const auto& cg : *plan) *p.add_cgroups() = cg;
+  p.set_timeout_ms(5000);
+  o = Run(p);
+  EXPECT_FALSE(o.result.timed_out()) << "fork should have failed early";
+  EXPECT_TRUE(absl::StrContains(absl::StrJoin(o.err, "\n"), "fork")) << absl::StrJoin(o.err, "\n");
+}
+
+TEST_F(SandboxTest, RootlessRangeMustBeWholeAndNotHostRoot) {
+  SandboxRequest r = MakeRootless(Request({"/bin/true"}));
+  r.mutable_userns()->set_count(1000);
+  auto result = RunSandbox(r, SandboxIo{-1, -1, -1, [](absl::string_view, bool) {}}, nullptr);
+  ASSERT_OK(result);
+  EXPECT_EQ(result->error_code(), static_cast<int>(absl::StatusCode::kInvalidArgument));
+  r.mutable_userns()->set_count(65536);
+  r.mutable_userns()->set_uid_start(0);
+  result = RunSandbox(r, SandboxIo{-1, -1, -1, [](absl::string_view, bool) {}}, nullptr);
+  ASSERT_OK(result);
+  EXPECT_EQ(result->error_code(), static_cast<int>(absl::StatusCode::kInvalidArgument));
 }
 
 }  // namespace
