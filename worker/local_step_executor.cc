@@ -166,8 +166,10 @@ absl::StatusOr<farm::v1::StepResult> LocalStepExecutor::Execute(
   auto parents = LayerDescs(request.parents());
   if (!parents.ok()) return parents.status();
   if (cancel != nullptr && cancel->HasBeenNotified()) return absl::CancelledError("cancelled");
+  const absl::Time parents_start = absl::Now();
   auto stack = store_->AcquireStack(*parents);
   if (!stack.ok()) return common::Annotate(stack.status(), "preparing the parent layers");
+  const int64_t parents_micros = MicrosSince(parents_start);
   absl::StatusOr<farm::v1::StepResult> result;
   switch (request.op_case()) {
     case farm::v1::StepRequest::kRun:
@@ -182,6 +184,7 @@ absl::StatusOr<farm::v1::StepResult> LocalStepExecutor::Execute(
     default:
       break;
   }
+  if (result.ok()) result->set_parents_micros(parents_micros);
   return result;
 }
 
@@ -214,6 +217,7 @@ absl::Status LocalStepExecutor::FinishLayer(const std::string& dir,
     if (!adopted.ok()) common::RemoveAll(dir).IgnoreError();  // it will be unpacked when needed
   }
   result->set_layer_micros(MicrosSince(start));
+  result->set_upload_micros(absl::ToInt64Microseconds(l.upload_time));
   return absl::OkStatus();
 }
 

@@ -120,6 +120,7 @@ Agent::Agent(Options options, std::unique_ptr<StateDir> state,
   ro.on_step_done = [this](const farm::v1::StepRequest& request,
                            const absl::StatusOr<farm::v1::StepResult>& result) {
     RecordStack(request, result);
+    if (options_.on_step_done) options_.on_step_done(request, result);
   };
   ro.log = log;
   runner_ = std::make_unique<TaskRunner>(std::move(ro));
