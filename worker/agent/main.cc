@@ -130,6 +130,7 @@ int main(int argc, char** argv) {
   if (!agent.ok()) return fatal(agent.status());
   const logging::Logger worker_log = log.With({{"worker", (*agent)->worker_id()}});
   *agent_log = logging::FieldedLineFunc(worker_log);
+  logging::InstallGrpcLogger(worker_log);
   if (absl::Status s = (*worker_metrics)->ObserveAgent(agent->get(), slot_count); !s.ok())
     return fatal(s);
   farm::common::http::ReadinessChecks ready;
