@@ -101,8 +101,6 @@ int main(int argc, char** argv) {
   // Metrics, readiness and health (issue 16).
   farm::common::metrics::Registry registry;
   farm::common::http::ReadinessChecks ready;
-  if (absl::Status s = farm::cache::server::RegisterCacheMetrics(&registry, cas); !s.ok())
-    return fatal(s);
   farm::cache::server::AddStoreReadiness(&ready, cas);
   const std::vector<std::string> services = {
       "build.bazel.remote.execution.v2.Capabilities",
@@ -133,6 +131,10 @@ int main(int argc, char** argv) {
   };
   auto server = farm::cache::server::CacheServer::Start(std::move(options));
   if (!server.ok()) return fatal(server.status());
+  farm::cache::server::CacheMetricsOptions cmo;
+  cmo.server_counters = [s = server->get()] { return s->counters(); };
+  if (absl::Status s = farm::cache::server::RegisterCacheMetrics(&registry, cas, cmo); !s.ok())
+    return fatal(s);
   farm::common::grpc_health::HealthPublisher::Options ho;
   ho.ready = [&ready] { return ready.Check(); };
   ho.services = services;

@@ -32,6 +32,7 @@ class StatsSnapshot {
     return last_;
   }
   absl::Time Now() const { return options_.now(); }
+  std::function<ServerCounters()> server_counters() const { return options_.server_counters; }
 
  private:
   const std::shared_ptr<CacheAdmin> admin_;
@@ -53,12 +54,6 @@ absl::Status RegisterCacheMetrics(metrics::Registry* r, std::shared_ptr<CacheAdm
     return [snap, f] {
       absl::StatusOr<CacheStats> s = snap->Get();
       return s.ok() ? static_cast<double>((*s).*f) : 0.0;
-    };
-  };
-  auto server_field = [snap](int64_t ServerCounters::*f) {
-    return [snap, f] {
-      absl::StatusOr<CacheStats> s = snap->Get();
-      return s.ok() ? static_cast<double>(s->server.*f) : 0.0;
     };
   };
   RETURN_IF_ERROR(r->AddGaugeCallback(
@@ -88,12 +83,14 @@ absl::Status RegisterCacheMetrics(metrics::Registry* r, std::shared_ptr<CacheAdm
   RETURN_IF_ERROR(r->AddCounterCallback(
       {"farm_cache_evicted_blobs_total", "Blobs evicted since the cache was created."},
       field(&CacheStats::evicted_blobs)));
-  RETURN_IF_ERROR(r->AddCounterCallback(
-      {"farm_cache_read_bytes_total", "CAS bytes served (ByteStream and batch reads)."},
-      server_field(&ServerCounters::bytes_read)));
-  RETURN_IF_ERROR(
-      r->AddCounterCallback({"farm_cache_written_bytes_total", "CAS bytes received and committed."},
-                            server_field(&ServerCounters::bytes_written)));
+  if (std::function<ServerCounters()> counters = snap->server_counters()) {
+    RETURN_IF_ERROR(r->AddCounterCallback(
+        {"farm_cache_read_bytes_total", "CAS bytes served (ByteStream and batch reads)."},
+        [counters] { return static_cast<double>(counters().bytes_read); }));
+    RETURN_IF_ERROR(r->AddCounterCallback(
+        {"farm_cache_written_bytes_total", "CAS bytes received and committed."},
+        [counters] { return static_cast<double>(counters().bytes_written); }));
+  }
   RETURN_IF_ERROR(r->AddGaugeCallback(
       {"farm_cache_oldest_blob_age_seconds",
        "Time since the least recently used blob still held was last used: how long the cache "

@@ -29,11 +29,15 @@ struct CacheMetricsOptions {
   absl::Duration max_age = absl::Seconds(2);
   // The time blob ages are measured against. Default: absl::Now.
   std::function<absl::Time()> now;
+  // The server's own counters (CacheServer::counters(): bytes served and received); their
+  // families are left out when unset.
+  std::function<ServerCounters()> server_counters;
 };
 
 // Registers farm_cache_* families computed from `admin`'s Stats(): bytes and blobs stored,
 // disk use and budget, bytes evicted, retention (age of the least recently used blob), pins,
-// action-cache entries, bytes served and received. `admin` must outlive the scrapes.
+// action-cache entries; and bytes served and received from options.server_counters. `admin`
+// (and whatever server_counters reads) must outlive the scrapes.
 absl::Status RegisterCacheMetrics(common::metrics::Registry* registry,
                                   std::shared_ptr<CacheAdmin> admin,
                                   CacheMetricsOptions options = {});

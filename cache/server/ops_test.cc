@@ -30,6 +30,12 @@ TEST(CacheMetricsTest, StoredBytesRetentionAndReadiness) {
   CacheMetricsOptions mo;
   mo.max_age = absl::ZeroDuration();  // every scrape reads the store
   mo.now = [&now] { return now; };
+  mo.server_counters = [] {
+    ServerCounters c;
+    c.bytes_read = 7;
+    c.bytes_written = 1500;
+    return c;
+  };
   ASSERT_TRUE(RegisterCacheMetrics(&registry, cas, mo).ok());
   std::string text = registry.TextExposition();
   EXPECT_THAT(text, HasSubstr("farm_cache_stored_bytes 0\n"));
@@ -44,6 +50,8 @@ TEST(CacheMetricsTest, StoredBytesRetentionAndReadiness) {
   EXPECT_THAT(text, HasSubstr("farm_cache_blobs 2\n"));
   EXPECT_THAT(text, HasSubstr("farm_cache_max_size_bytes 268435456\n"));
   EXPECT_THAT(text, HasSubstr("farm_cache_evicted_bytes_total 0\n"));
+  EXPECT_THAT(text, HasSubstr("farm_cache_read_bytes_total 7\n"));
+  EXPECT_THAT(text, HasSubstr("farm_cache_written_bytes_total 1500\n"));
   EXPECT_THAT(text, HasSubstr("farm_cache_oldest_blob_age_seconds 360\n"));  // the 'a' blob
   common::metrics::PromtoolResult lint = common::metrics::PromtoolCheckMetrics(text);
   EXPECT_EQ(lint.exit_code, 0) << lint.output << "\n" << text;
