@@ -72,8 +72,14 @@ absl::StatusOr<std::vector<farm::v1::SandboxCgroup>> PlanSandboxCgroups(
   absl::StatusOr<std::vector<farm::v1::SandboxCgroup>> plan =
       sandbox::PlanCgroups(limits, sandbox::CgroupEnv());
   if (plan.ok() || !default_pids) return plan;
-  std::cerr << "farm: warning: steps run without the default pids limit ("
-            << options.policy.default_pids_limit << "): " << plan.status().message() << "\n";
+  std::string warning =
+      absl::StrCat("warning: steps run without the default pids limit (",
+                   options.policy.default_pids_limit, "): ", plan.status().message());
+  if (options.log) {
+    options.log(warning);
+  } else {
+    std::cerr << "farm: " << warning << "\n";
+  }
   limits.pids = 0;
   return sandbox::PlanCgroups(limits, sandbox::CgroupEnv());
 }

@@ -13,6 +13,7 @@
 #include "common/grpc_health/health.h"
 #include "common/listen.h"
 #include "common/logging/grpc_log.h"
+#include "common/logging/line_fields.h"
 #include "common/metrics/grpc_server_metrics.h"
 #include "common/ops/ops.h"
 
@@ -71,7 +72,9 @@ int main(int argc, char** argv) {
   if (absl::Status s = farm::common::ProbeListenAddress(listen); !s.ok()) {
     return Fail(std::string(s.message()));
   }
+  logging::Logger log = ops::MakeLogger("farm-cache", ops_flags);
   sec.authorizer = farm::cache::server::CacheAuthRules();
+  sec.log = logging::FieldedLineFunc(log);
   std::string auth_warning;
   auto auth = farm::auth::MakeServerAuth(std::move(sec), &auth_warning);
   if (!auth.ok()) return Fail(std::string(auth.status().message()));
@@ -82,7 +85,6 @@ int main(int argc, char** argv) {
   sigaddset(&stop, SIGINT);
   sigaddset(&stop, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &stop, nullptr);
-  logging::Logger log = ops::MakeLogger("farm-cache", ops_flags);
   logging::InstallGrpcLogger(log);
   auto fatal = [&log](const absl::Status& s) {
     log.Error(s.message());

@@ -191,7 +191,8 @@ int main(int argc, char** argv) {
   ho.log = log.LineFunc(logging::Level::kWarning);
   auto health = farm::common::grpc_health::HealthPublisher::Create(server.get(), ho);
   if (!health.ok()) return fatal(health.status());
-  // The HTTP server stays here, in main, so that pages (the status page) can be added to it.
+  // The HTTP server stays here, in main, so that pages (the status page) can be added to it:
+  // (*http)->Handle(path, handler) when --metrics-listen was given (*http non-null).
   auto http = farm::common::ops::StartMetricsServer(opt.ops, &registry, &ready, log);
   if (!http.ok()) return fatal(http.status());
   std::string bound = listen.substr(0, listen.rfind(':') + 1) + std::to_string(port);

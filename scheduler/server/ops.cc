@@ -176,9 +176,4 @@ void AddCacheReadiness(common::http::ReadinessChecks* ready, const CacheWatch* w
   });
 }
 
-absl::Status ServeOps(common::http::HttpServer& http, const metrics::Registry* registry,
-                      const common::http::ReadinessChecks* ready) {
-  return common::http::ServeObservability(http, registry, ready);
-}
-
 }  // namespace farm::scheduler::server

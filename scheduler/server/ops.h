@@ -11,9 +11,10 @@
 //   RETURN_IF_ERROR(m->ObserveDispatcher(dispatcher.get()));   // scrape-time families
 //   http::ReadinessChecks ready;
 //   AddCacheReadiness(&ready, &cache_watch);
-//   ASSIGN_OR_RETURN(auto http, http::HttpServer::Create(flags.metrics_listen));
-//   RETURN_IF_ERROR(ServeOps(*http, &registry, &ready));
-//   // later pages (the status page) are more http->Handle(...) calls on the same server.
+//   ASSIGN_OR_RETURN(std::unique_ptr<http::HttpServer> http,
+//                    common::ops::StartMetricsServer(flags.ops, &registry, &ready, log));
+//   // farm-scheduler's main keeps `http`: more pages (the status page) are more
+//   // http->Handle(...) calls on the same server.
 //
 // The metric names, types and labels are listed in README.md ("Operations").
 #ifndef FARM_SCHEDULER_SERVER_OPS_H_
@@ -26,7 +27,6 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
-#include "common/http/http_server.h"
 #include "common/http/observability.h"
 #include "common/metrics/metrics.h"
 #include "farm/v1/scheduler.pb.h"
@@ -82,11 +82,6 @@ class SchedulerMetrics {
 // Readiness "cache": farm-cache reachable (CacheWatch's last check). `watch` must outlive the
 // checks.
 void AddCacheReadiness(common::http::ReadinessChecks* ready, const CacheWatch* watch);
-
-// Serves /metrics, /healthz and /readyz on `http` (common/http/observability.h). The status
-// page registers its own handlers on the same server.
-absl::Status ServeOps(common::http::HttpServer& http, const common::metrics::Registry* registry,
-                      const common::http::ReadinessChecks* ready);
 
 }  // namespace farm::scheduler::server
 

@@ -154,7 +154,7 @@ TEST(SchedulerOpsTest, ReadyzFollowsTheCacheWatch) {
   common::metrics::Registry registry;
   auto http = common::http::HttpServer::Create("127.0.0.1:0");
   ASSERT_TRUE(http.ok()) << http.status();
-  ASSERT_TRUE(ServeOps(**http, &registry, &ready).ok());
+  ASSERT_TRUE(common::http::ServeObservability(**http, &registry, &ready).ok());
   const std::string base = absl::StrCat("http://127.0.0.1:", (*http)->port());
   auto readyz = common::http::Fetch(base + "/readyz");
   ASSERT_TRUE(readyz.ok());

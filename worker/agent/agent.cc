@@ -60,6 +60,9 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Create(Options options) {
   eo.limits = options.limits;
   eo.policy = options.policy;
   eo.compression_threads = options.compression_threads;
+  if (options.log) {
+    eo.log = [log = options.log](absl::string_view line) { log(std::string(line)); };
+  }
   auto executor = LocalStepExecutor::Create(std::move(eo));
   if (!executor.ok()) {
     return common::Annotate(executor.status(), absl::StrCat("state directory ", options.state_dir));
