@@ -46,6 +46,10 @@ struct CacheStats {
   int64_t reserved_bytes = 0;  // budget held by writes in progress
   int64_t evicted_blobs = 0;   // since the cache was created
   int64_t evicted_bytes = 0;
+  // Last use (read or write) of the least recently used blob still held, in ms since the
+  // epoch; 0 when there is none. Eviction is LRU, so now minus this is how long an unused
+  // blob is kept: the cache's retention.
+  int64_t oldest_blob_access_unix_ms = 0;
   int64_t ac_entries = 0;
   std::vector<ScopeStats> scopes;  // sorted by scope name
   ServerCounters server;

@@ -109,6 +109,19 @@ TEST_F(RocksDbBlobStoreTest, SmallAndLargeRoundTripAndSurviveReopen) {
   EXPECT_THAT(*bad, IsEmpty());
 }
 
+TEST_F(RocksDbBlobStoreTest, StatsNameTheLastUseOfTheOldestBlobHeld) {
+  auto store = Open();
+  ASSERT_TRUE(store);
+  EXPECT_EQ(store->Stats()->oldest_blob_access_unix_ms, 0);  // nothing held
+  const absl::Time first = clock_.Now();
+  ASSERT_TRUE(store->Put("the first blob").ok());
+  clock_.Advance(absl::Hours(1));
+  ASSERT_TRUE(store->Put("a later blob").ok());
+  auto stats = store->Stats();
+  ASSERT_TRUE(stats.ok()) << stats.status();
+  EXPECT_EQ(stats->oldest_blob_access_unix_ms, absl::ToUnixMillis(first));
+}
+
 TEST_F(RocksDbBlobStoreTest, OffsetsAndLimitsAcrossChunkBoundaries) {
   options_.chunk_size = 64 << 10;
   auto store = Open();

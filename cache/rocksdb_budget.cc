@@ -271,6 +271,20 @@ absl::StatusOr<CacheStats> RocksDbStore::Stats() {
   st.pinned_blobs = static_cast<int64_t>(pins.pinned_keys.size());
   for (const std::string& k : pins.pinned_keys)
     st.pinned_bytes += format::DigestFromKey(k).size_bytes;
+  {
+    // The LRU index is ordered by last use: its first blob entry is the oldest blob held
+    // (action-cache entries share the index; skip a bounded number of them).
+    std::unique_ptr<rocksdb::Iterator> lru(db_->NewIterator(rocksdb::ReadOptions(), lru_));
+    int skipped = 0;
+    for (lru->SeekToFirst(); lru->Valid() && skipped < 10000; lru->Next(), ++skipped) {
+      format::LruEntry e;
+      if (format::DecodeLruKey(ToView(lru->key()), &e) && e.type == LruType::kBlob) {
+        st.oldest_blob_access_unix_ms = e.atime_ms;
+        break;
+      }
+    }
+    RETURN_IF_ERROR(FromRocks(lru->status(), "reading the LRU index"));
+  }
   std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), default_));
   for (it->Seek(ToSlice(format::kScopeCountersPrefix));
        it->Valid() && it->key().starts_with(ToSlice(format::kScopeCountersPrefix)); it->Next()) {

@@ -72,8 +72,14 @@ absl::StatusOr<std::vector<farm::v1::SandboxCgroup>> PlanSandboxCgroups(
   absl::StatusOr<std::vector<farm::v1::SandboxCgroup>> plan =
       sandbox::PlanCgroups(limits, sandbox::CgroupEnv());
   if (plan.ok() || !default_pids) return plan;
-  std::cerr << "farm: warning: steps run without the default pids limit ("
-            << options.policy.default_pids_limit << "): " << plan.status().message() << "\n";
+  std::string warning =
+      absl::StrCat("warning: steps run without the default pids limit (",
+                   options.policy.default_pids_limit, "): ", plan.status().message());
+  if (options.log) {
+    options.log(warning);
+  } else {
+    std::cerr << "farm: " << warning << "\n";
+  }
   limits.pids = 0;
   return sandbox::PlanCgroups(limits, sandbox::CgroupEnv());
 }
@@ -171,8 +177,10 @@ absl::StatusOr<farm::v1::StepResult> LocalStepExecutor::Execute(
   auto parents = LayerDescs(request.parents());
   if (!parents.ok()) return parents.status();
   if (cancel != nullptr && cancel->HasBeenNotified()) return absl::CancelledError("cancelled");
+  const absl::Time parents_start = absl::Now();
   auto stack = store_->AcquireStack(*parents);
   if (!stack.ok()) return common::Annotate(stack.status(), "preparing the parent layers");
+  const int64_t parents_micros = MicrosSince(parents_start);
   absl::StatusOr<farm::v1::StepResult> result;
   switch (request.op_case()) {
     case farm::v1::StepRequest::kRun:
@@ -187,6 +195,7 @@ absl::StatusOr<farm::v1::StepResult> LocalStepExecutor::Execute(
     default:
       break;
   }
+  if (result.ok()) result->set_parents_micros(parents_micros);
   return result;
 }
 
@@ -219,6 +228,7 @@ absl::Status LocalStepExecutor::FinishLayer(const std::string& dir,
     if (!adopted.ok()) common::RemoveAll(dir).IgnoreError();  // it will be unpacked when needed
   }
   result->set_layer_micros(MicrosSince(start));
+  result->set_upload_micros(absl::ToInt64Microseconds(l.upload_time));
   return absl::OkStatus();
 }
 

@@ -31,11 +31,13 @@
 #define FARM_WORKER_LOCAL_STEP_EXECUTOR_H_
 
 #include <atomic>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "cache/blob_store.h"
 #include "executor/step_executor.h"
 #include "farm/v1/sandbox.pb.h"
@@ -65,6 +67,8 @@ class LocalStepExecutor : public executor::StepExecutor {
     int compression_threads = 0;  // 0 = every core
     // ADD https://…; default: libcurl under the policy's destination rules and limits.
     copy::UrlFetcher fetcher;
+    // The executor's own warnings (one line each); default: stderr.
+    std::function<void(absl::string_view)> log;
   };
 
   // FAILED_PRECONDITION when not root, when the layer store is in use by another process, or

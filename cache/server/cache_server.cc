@@ -41,6 +41,8 @@ struct CacheServer::State {
   absl::flat_hash_set<std::string> allowed;
 
   std::atomic<int64_t> ac_hits{0}, ac_misses{0}, ac_updates{0};
+  // farm_cache_action_cache_requests_total; null without CacheServerOptions::metrics.
+  common::metrics::Family<common::metrics::Counter>* ac_requests = nullptr;
   std::atomic<int64_t> find_missing_digests{0}, find_missing_missing{0};
   std::atomic<int64_t> bytes_read{0}, bytes_written{0};
 
@@ -438,8 +440,14 @@ class ActionCacheService final : public RawActionCacheBase {
         st_->options.action_cache->Get(st_->ReadScopes(req.instance_name(), *who), *key);
     if (absl::IsNotFound(result.status())) {
       ++st_->ac_misses;
+      if (st_->ac_requests != nullptr) {
+        st_->ac_requests->WithLabels({req.instance_name(), "miss"}).Increment();
+      }
     } else if (result.ok()) {
       ++st_->ac_hits;
+      if (st_->ac_requests != nullptr) {
+        st_->ac_requests->WithLabels({req.instance_name(), "hit"}).Increment();
+      }
       *response = ByteBufferOf(*std::move(result));
     }
     return Done(ctx, result.status());
@@ -953,6 +961,15 @@ absl::StatusOr<std::unique_ptr<CacheServer>> CacheServer::Start(CacheServerOptio
   State* st = server->state_.get();
   st->options = std::move(options);
   st->allowed.insert(st->options.instance_names.begin(), st->options.instance_names.end());
+  if (st->options.metrics != nullptr) {
+    ASSIGN_OR_RETURN(st->ac_requests,
+                     st->options.metrics->AddCounter(
+                         {"farm_cache_action_cache_requests_total",
+                          "Action-cache lookups (GetActionResult) by the scope asked for and "
+                          "result (hit, miss).",
+                          {"scope", "result"},
+                          kMaxScopeSeries}));
+  }
 
   server->services_.push_back(std::make_unique<CapabilitiesService>(st));
   server->services_.push_back(std::make_unique<CasService>(st));

@@ -34,6 +34,7 @@
 #include "cache/action_cache.h"
 #include "cache/admin.h"
 #include "cache/blob_store.h"
+#include "common/metrics/metrics.h"
 
 namespace grpc {
 class Server;
@@ -71,7 +72,15 @@ struct CacheServerOptions {
   std::shared_ptr<const auth::ServerAuth> auth;
   // Called with the builder before the server starts: more services (health), interceptors.
   std::function<void(grpc::ServerBuilder&)> configure;
+  // If set, GetActionResult lookups are counted in it as
+  // farm_cache_action_cache_requests_total{scope, result="hit"|"miss"} (scope: the instance
+  // name asked for; at most kMaxScopeSeries series, the rest in the overflow series). Must
+  // outlive the server.
+  common::metrics::Registry* metrics = nullptr;
 };
+
+// Series of farm_cache_action_cache_requests_total kept (scopes x {hit, miss}).
+inline constexpr int kMaxScopeSeries = 128;
 
 // farm-cache's authorization table: who may call each method, on which scope (auth/README.md).
 auth::Authorizer::Ptr CacheAuthRules();
@@ -91,6 +100,8 @@ class CacheServer {
   // Blocks until Shutdown.
   void Wait();
   ServerCounters counters() const;
+  // The gRPC server (for grpc_health::HealthPublisher); valid until the CacheServer is destroyed.
+  grpc::Server* grpc_server() const { return server_.get(); }
 
   struct State;  // internal
 

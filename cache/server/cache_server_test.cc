@@ -48,6 +48,8 @@ class CacheServerTest : public ::testing::Test {
     so.instance_names = std::move(instances);
     so.max_batch_total_size = 1 << 20;
     so.max_upload_claims_per_client = max_claims_;
+    registry_ = std::make_unique<common::metrics::Registry>();
+    so.metrics = registry_.get();
     auto server = CacheServer::Start(std::move(so));
     ASSERT_TRUE(server.ok()) << server.status();
     server_ = *std::move(server);
@@ -115,6 +117,7 @@ class CacheServerTest : public ::testing::Test {
 
   std::unique_ptr<common::TempDir> tmp_;
   std::shared_ptr<RocksDbBlobStore> cas_;
+  std::unique_ptr<common::metrics::Registry> registry_;  // outlives server_
   std::unique_ptr<CacheServer> server_;
   std::unique_ptr<reapi::Capabilities::Stub> caps_;
   std::unique_ptr<reapi::ContentAddressableStorage::Stub> cas_stub_;
@@ -493,6 +496,22 @@ TEST_F(CacheServerTest, ActionCacheScopesAndFallback) {
   EXPECT_TRUE(got.output_files(0).is_executable());
   ASSERT_TRUE(get("main", &got).ok());
   EXPECT_FALSE(got.output_files(0).is_executable());
+
+  // Lookups are counted per scope asked for: main 2 hits; pr/7 2 hits (one through the
+  // fallback) and, for another action, a miss.
+  reapi::GetActionResultRequest r;
+  r.set_instance_name("pr/7");
+  *r.mutable_action_digest() = D("another action");
+  grpc::ClientContext c;
+  EXPECT_EQ(ac_stub_->GetActionResult(&c, r, &got).error_code(), grpc::StatusCode::NOT_FOUND);
+  const std::string text = registry_->TextExposition();
+  EXPECT_THAT(
+      text, HasSubstr("farm_cache_action_cache_requests_total{scope=\"main\",result=\"hit\"} 2\n"));
+  EXPECT_THAT(
+      text, HasSubstr("farm_cache_action_cache_requests_total{scope=\"pr/7\",result=\"hit\"} 2\n"));
+  EXPECT_THAT(
+      text,
+      HasSubstr("farm_cache_action_cache_requests_total{scope=\"pr/7\",result=\"miss\"} 1\n"));
 }
 
 TEST_F(CacheServerTest, GetTreePagesBreadthFirst) {

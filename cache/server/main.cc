@@ -1,8 +1,6 @@
-// farm-cache: Farm's cache server. Flags and wiring only; see cache_server.h.
-#include <grpc/support/log.h>
+// farm-cache: Farm's cache server. Flags and wiring only; see cache_server.h and ops.h.
 #include <signal.h>
 
-#include <cstdio>
 #include <iostream>
 
 #include "absl/strings/str_cat.h"
@@ -10,8 +8,14 @@
 #include "cache/rocksdb_action_cache.h"
 #include "cache/rocksdb_blob_store.h"
 #include "cache/server/cache_server.h"
+#include "cache/server/ops.h"
 #include "common/flags.h"
+#include "common/grpc_health/health.h"
 #include "common/listen.h"
+#include "common/logging/grpc_log.h"
+#include "common/logging/line_fields.h"
+#include "common/metrics/grpc_server_metrics.h"
+#include "common/ops/ops.h"
 
 namespace {
 
@@ -20,15 +24,11 @@ int Fail(const std::string& message, int code = 1) {
   return code;
 }
 
-// gRPC logs errors on its own; keep them one line and ours.
-void GrpcLog(gpr_log_func_args* args) {
-  if (args->severity < GPR_LOG_SEVERITY_ERROR) return;
-  fprintf(stderr, "farm-cache: grpc: %s\n", args->message);
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
+  namespace ops = farm::common::ops;
+  namespace logging = farm::common::logging;
   std::string listen = "127.0.0.1:9092";
   std::string dir;
   int64_t max_size = 0;
@@ -56,6 +56,8 @@ int main(int argc, char** argv) {
               "Serve only these instance names (repeatable; default: any)", "NAME");
   farm::auth::ServerAuthOptions sec;
   farm::auth::RegisterServerFlags(&fs, &sec);
+  ops::OpsFlags ops_flags;
+  ops::RegisterOpsFlags(&fs, &ops_flags);
   auto positionals = fs.Parse(std::vector<std::string>(argv + 1, argv + argc));
   if (!positionals.ok()) return Fail(std::string(positionals.status().message()), 2);
   if (fs.help_requested()) {
@@ -70,7 +72,9 @@ int main(int argc, char** argv) {
   if (absl::Status s = farm::common::ProbeListenAddress(listen); !s.ok()) {
     return Fail(std::string(s.message()));
   }
+  logging::Logger log = ops::MakeLogger("farm-cache", ops_flags);
   sec.authorizer = farm::cache::server::CacheAuthRules();
+  sec.log = logging::FieldedLineFunc(log);
   std::string auth_warning;
   auto auth = farm::auth::MakeServerAuth(std::move(sec), &auth_warning);
   if (!auth.ok()) return Fail(std::string(auth.status().message()));
@@ -81,16 +85,35 @@ int main(int argc, char** argv) {
   sigaddset(&stop, SIGINT);
   sigaddset(&stop, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &stop, nullptr);
-  gpr_set_log_function(GrpcLog);
+  logging::InstallGrpcLogger(log);
+  auto fatal = [&log](const absl::Status& s) {
+    log.Error(s.message());
+    return 1;
+  };
 
   farm::cache::RocksDbStoreOptions store_options;
   store_options.dir = dir;
   store_options.max_size = max_size;
   auto store = farm::cache::RocksDbBlobStore::Create(store_options);
-  if (!store.ok()) return Fail(std::string(store.status().message()));
+  if (!store.ok()) return fatal(store.status());
   std::shared_ptr<farm::cache::RocksDbBlobStore> cas = *std::move(store);
   auto ac = farm::cache::RocksDbActionCache::Create(cas);
-  if (!ac.ok()) return Fail(std::string(ac.status().message()));
+  if (!ac.ok()) return fatal(ac.status());
+
+  // Metrics, readiness and health (issue 16).
+  farm::common::metrics::Registry registry;
+  farm::common::http::ReadinessChecks ready;
+  farm::cache::server::AddStoreReadiness(&ready, cas);
+  const std::vector<std::string> services = {
+      "build.bazel.remote.execution.v2.Capabilities",
+      "build.bazel.remote.execution.v2.ContentAddressableStorage",
+      "build.bazel.remote.execution.v2.ActionCache", "google.bytestream.ByteStream",
+      "farm.v1.CacheAdmin"};
+  farm::common::metrics::GrpcServerMetrics::Options mo;
+  mo.services = services;
+  mo.services.push_back("grpc.health.v1.Health");
+  auto interceptor = farm::common::metrics::GrpcServerMetrics::Create(&registry, mo);
+  if (!interceptor.ok()) return fatal(interceptor.status());
 
   farm::cache::server::CacheServerOptions options;
   options.listen = listen;
@@ -101,16 +124,43 @@ int main(int argc, char** argv) {
   options.instance_names = instance_names;
   options.auth = *std::move(auth);
   options.max_upload_claims_per_client = max_upload;
+  options.metrics = &registry;
+  options.configure = [&interceptor](grpc::ServerBuilder& builder) {
+    farm::common::grpc_health::EnableHealthService(builder);
+    std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> creators;
+    creators.push_back(*std::move(interceptor));
+    builder.experimental().SetInterceptorCreators(std::move(creators));
+  };
   auto server = farm::cache::server::CacheServer::Start(std::move(options));
-  if (!server.ok()) return Fail(std::string(server.status().message()));
+  if (!server.ok()) return fatal(server.status());
+  farm::cache::server::CacheMetricsOptions cmo;
+  cmo.server_counters = [s = server->get()] { return s->counters(); };
+  if (absl::Status s = farm::cache::server::RegisterCacheMetrics(&registry, cas, cmo); !s.ok())
+    return fatal(s);
+  farm::common::grpc_health::HealthPublisher::Options ho;
+  ho.ready = [&ready] { return ready.Check(); };
+  ho.services = services;
+  ho.log = log.LineFunc(logging::Level::kWarning);
+  auto health = farm::common::grpc_health::HealthPublisher::Create((*server)->grpc_server(), ho);
+  if (!health.ok()) return fatal(health.status());
+  auto http = ops::StartMetricsServer(ops_flags, &registry, &ready, log);
+  if (!http.ok()) return fatal(http.status());
 
   std::cout << "farm-cache: listening on " << (*server)->address() << " (dir " << dir
             << ", max size " << farm::common::HumanSize(cas->max_size()) << ")" << std::endl;
-  if (!auth_warning.empty()) std::cerr << "farm-cache: WARNING: " << auth_warning << std::endl;
+  log.Info("listening",
+           {{"address", (*server)->address()}, {"dir", dir}, {"max_size_bytes", cas->max_size()}});
+  if (*http != nullptr) {
+    std::cout << "farm-cache: metrics on " << (*http)->address() << std::endl;
+    log.Info("serving /metrics, /healthz, /readyz", {{"address", (*http)->address()}});
+  }
+  if (!auth_warning.empty()) log.Warning(auth_warning);
   int sig = 0;
   sigwait(&stop, &sig);
-  std::cout << "farm-cache: " << (sig == SIGINT ? "SIGINT" : "SIGTERM") << ", shutting down"
-            << std::endl;
+  log.Info(absl::StrCat(sig == SIGINT ? "SIGINT" : "SIGTERM", ", shutting down"));
+  (*health)->Drain();
   (*server)->Shutdown(absl::Seconds(5));
+  health->reset();
+  if (*http != nullptr) (*http)->Shutdown();
   return 0;
 }

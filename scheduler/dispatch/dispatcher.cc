@@ -3,6 +3,7 @@
 #include <grpcpp/impl/service_type.h>
 
 #include <algorithm>
+#include <map>
 #include <set>
 #include <thread>
 #include <utility>
@@ -517,6 +518,27 @@ class Dispatcher::Impl final : public SessionHandler {
     return s;
   }
 
+  std::vector<QueueSummary> Queues() const ABSL_LOCKS_EXCLUDED(mu_) {
+    std::map<std::pair<std::string, std::string>, QueueSummary> by;
+    {
+      absl::MutexLock l(&mu_);
+      for (const auto& [id, t] : tasks_) {
+        if (t->state != TaskState::kQueued) continue;
+        QueueSummary& q = by[{t->platform, t->tenant}];
+        if (q.queued == 0 || t->queued_at < q.oldest_queued_at) q.oldest_queued_at = t->queued_at;
+        ++q.queued;
+      }
+    }
+    std::vector<QueueSummary> out;
+    out.reserve(by.size());
+    for (auto& [k, q] : by) {
+      q.platform = k.first;
+      q.tenant = k.second;
+      out.push_back(std::move(q));
+    }
+    return out;
+  }
+
   // ----- lifecycle
 
   void Shutdown() ABSL_LOCKS_EXCLUDED(mu_) {
@@ -891,6 +913,7 @@ class Dispatcher::Impl final : public SessionHandler {
     Queue(t->platform).AddRunning(t->tenant, +1);
     ++counters_.dispatched;
     counters_.queue_wait_micros += absl::ToInt64Microseconds(now - t->queued_at);
+    if (opts_.on_dispatch) opts_.on_dispatch(t->platform, now - t->queued_at);
     PersistState(t);
 
     farm::v1::SchedulerMessage m;
@@ -1562,6 +1585,7 @@ void Dispatcher::Cancel(uint64_t ticket, absl::string_view reason) {
 
 std::vector<farm::v1::WorkerInfo> Dispatcher::Workers() const { return impl_->Workers(); }
 DispatchStats Dispatcher::Stats() const { return impl_->Stats(); }
+std::vector<QueueSummary> Dispatcher::Queues() const { return impl_->Queues(); }
 grpc::Service* Dispatcher::service() { return service_.get(); }
 SessionHandler* Dispatcher::sessions() { return impl_.get(); }
 void Dispatcher::Shutdown() { impl_->Shutdown(); }

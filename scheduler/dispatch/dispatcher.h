@@ -145,6 +145,11 @@ struct Options {
   // restored, persistence errors). May be called with internal locks held: must not call
   // back into the dispatcher. nullptr = silent.
   std::function<void(absl::string_view)> event_log;
+  // Told of every lease granted: the task's platform and how long it waited in the queue
+  // since it (last) entered it (farm-scheduler's dispatch latency histogram). Called with the
+  // dispatcher's lock held: must be quick, must not block or call back into the dispatcher.
+  // nullptr = nothing.
+  std::function<void(const std::string& platform, absl::Duration queue_wait)> on_dispatch;
 };
 
 // One step to run, as the build engine wants it.
@@ -188,6 +193,14 @@ struct DispatchStats {
   int64_t persist_errors = 0;
 };
 
+// Tasks waiting for a worker, per platform and tenant (metrics).
+struct QueueSummary {
+  std::string platform;
+  std::string tenant;
+  int64_t queued = 0;
+  absl::Time oldest_queued_at;  // when the longest-waiting of them (last) entered the queue
+};
+
 class Dispatcher {
  public:
   // Called once with the task's final answer, without locks held, from a dispatcher or gRPC
@@ -225,6 +238,10 @@ class Dispatcher {
   // `forget_workers_after`), sorted by id.
   std::vector<farm::v1::WorkerInfo> Workers() const;
   DispatchStats Stats() const;
+  // The waiting tasks (queued, parked for locality, restored and not yet claimed) grouped by
+  // platform and tenant, sorted by both. Walks every task under the dispatcher's lock: meant
+  // for a metrics scrape every few seconds, not for a hot path.
+  std::vector<QueueSummary> Queues() const;
 
   // farm.v1.WorkerHub on gRPC's callback API (one reactor per worker stream, no thread parked
   // per stream). Owned by the dispatcher: register it on the scheduler's grpc::ServerBuilder.

@@ -300,6 +300,42 @@ TEST_F(DispatcherTest, SameKeyFromTwoBuildsRunsOnceAndBothGetResultAndLogs) {
   EXPECT_EQ(s.submitted, 1);
 }
 
+TEST_F(DispatcherTest, QueuesSummarizesWaitingTasksByPlatformAndTenantAndReportsDispatches) {
+  std::vector<std::pair<std::string, absl::Duration>> dispatched;
+  options_.on_dispatch = [&](const std::string& platform, absl::Duration wait) {
+    dispatched.emplace_back(platform, wait);
+  };
+  Make();
+  const absl::Time t0 = clock_.Now();
+  auto a1 = Start(d_.get(), Spec("a1", "team-a"));
+  Advance(absl::Seconds(3));
+  auto a2 = Start(d_.get(), Spec("a2", "team-a"));
+  auto b1 = Start(d_.get(), Spec("b1", "team-b", 0, "linux/arm64"));
+  std::vector<QueueSummary> q = d_->Queues();
+  ASSERT_EQ(q.size(), 2u);
+  EXPECT_EQ(q[0].platform, "linux/amd64");
+  EXPECT_EQ(q[0].tenant, "team-a");
+  EXPECT_EQ(q[0].queued, 2);
+  EXPECT_EQ(q[0].oldest_queued_at, t0);  // a1, the longest waiting
+  EXPECT_EQ(q[1].platform, "linux/arm64");
+  EXPECT_EQ(q[1].tenant, "team-b");
+  EXPECT_EQ(q[1].queued, 1);
+
+  Advance(absl::Seconds(2));
+  auto w = Connect(W("w1"));
+  farm::v1::Task t = w->NextTask();
+  EXPECT_EQ(t.request().key(), "a1");
+  ASSERT_EQ(dispatched.size(), 1u);
+  EXPECT_EQ(dispatched[0].first, "linux/amd64");
+  EXPECT_EQ(dispatched[0].second, absl::Seconds(5));
+  q = d_->Queues();
+  ASSERT_EQ(q.size(), 2u);
+  EXPECT_EQ(q[0].queued, 1);  // a2 is left, and is now the oldest
+  EXPECT_EQ(q[0].oldest_queued_at, t0 + absl::Seconds(3));
+  ASSERT_TRUE(w->Finish(t).ok());
+  ASSERT_TRUE(a1->Wait());
+}
+
 TEST_F(DispatcherTest, WrongPlatformNeverGetsTheTask) {
   Make();
   auto amd = Connect(W("amd", 4, "linux/amd64"));

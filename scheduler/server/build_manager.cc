@@ -200,6 +200,15 @@ struct BuildManager::Impl {
                 : absl::IsCancelled(status) ? farm::v1::BuildInfo::CANCELED
                                             : farm::v1::BuildInfo::FAILED);
     b.secrets.clear();
+    // Before the end of the stream, so that a client that saw the end sees it counted.
+    if (opt.on_finished) {
+      farm::v1::BuildInfo info;
+      {
+        absl::MutexLock l(&b.mu);
+        info = b.stored.info();
+      }
+      opt.on_finished(info);
+    }
     b.events.End(absl::OkStatus());
   }
 

@@ -74,6 +74,11 @@ class BuildManager {
     std::function<int()> worker_count;
     // One line per build state change (submitted, started, finished, resumed); may be null.
     std::function<void(const std::string&)> log;
+    // Called once for each build that ends (succeeded, failed or canceled; not one interrupted
+    // by Shutdown) with its final BuildInfo, after it is persisted, from the build's thread or
+    // the Cancel caller's, without the manager's locks: farm-scheduler's build metrics. May be
+    // null.
+    std::function<void(const farm::v1::BuildInfo&)> on_finished;
   };
 
   static absl::StatusOr<std::unique_ptr<BuildManager>> Create(Options options);

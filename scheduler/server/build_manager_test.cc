@@ -4,6 +4,7 @@
 
 #include <atomic>
 #include <filesystem>
+#include <map>
 #include <thread>
 
 #include "absl/strings/match.h"
@@ -159,6 +160,10 @@ class BuildManagerTest : public ::testing::Test {
     o.max_queued_builds = max_queued;
     o.keep_events_of_builds = keep_events_of_builds;
     o.cache_address = "cache.example:9092";
+    o.on_finished = [this](const farm::v1::BuildInfo& info) {
+      absl::MutexLock l(&mu_);
+      finished_.push_back(info);
+    };
     auto m = BuildManager::Create(std::move(o));
     EXPECT_TRUE(m.ok()) << m.status();
     return m.ok() ? *std::move(m) : nullptr;
@@ -181,6 +186,7 @@ class BuildManagerTest : public ::testing::Test {
   std::shared_ptr<FakeExecutor> exec_;
   absl::Mutex mu_;
   std::vector<BuildSpec> specs_;
+  std::vector<farm::v1::BuildInfo> finished_ ABSL_GUARDED_BY(mu_);
 };
 
 TEST_F(BuildManagerTest, RunsABuildAndStreamsItsEvents) {
@@ -321,6 +327,28 @@ TEST_F(BuildManagerTest, PlanningErrorsFailTheBuild) {
   EXPECT_FALSE(c.Outcome()->ok());
   EXPECT_THAT(c.Outcome()->error(), HasSubstr("missing.txt"));
   EXPECT_EQ(m->Get(*id)->state(), farm::v1::BuildInfo::FAILED);
+}
+
+TEST_F(BuildManagerTest, OnFinishedIsCalledOnceWithEachEndedBuild) {
+  auto m = Open();
+  auto ok = m->Submit(Request("FROM scratch\nRUN [\"one\"]\n", "team-a"));
+  auto bad = m->Submit(Request("FROM scratch\nRUN [\"fail-now\"]\n", "team-b"));
+  ASSERT_TRUE(ok.ok());
+  ASSERT_TRUE(bad.ok());
+  for (const std::string& id : {*ok, *bad}) {
+    Collector c;
+    auto sub = m->Subscribe(id, 0, c.OnEvent(), c.OnEnd());
+    ASSERT_TRUE(c.WaitEnd().has_value());
+  }
+  absl::MutexLock l(&mu_);
+  ASSERT_EQ(finished_.size(), 2u);
+  std::map<std::string, farm::v1::BuildInfo> by_id;
+  for (const auto& info : finished_) by_id[info.build_id()] = info;
+  EXPECT_EQ(by_id[*ok].state(), farm::v1::BuildInfo::SUCCEEDED);
+  EXPECT_EQ(by_id[*ok].tenant(), "team-a");
+  EXPECT_GE(by_id[*ok].finished_unix_micros(), by_id[*ok].started_unix_micros());
+  EXPECT_GT(by_id[*ok].started_unix_micros(), 0);
+  EXPECT_EQ(by_id[*bad].state(), farm::v1::BuildInfo::FAILED);
 }
 
 TEST_F(BuildManagerTest, FailingStepFailsTheBuild) {

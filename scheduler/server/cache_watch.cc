@@ -37,6 +37,7 @@ void CacheWatch::Run() {
       now = probe_(absl::Now() + options_.poll);
     }
     if (stop_.HasBeenNotified()) break;
+    reachable_.store(now, std::memory_order_relaxed);  // before the line that reports it
     if (now != up) {
       log_(now ? absl::StrCat("farm-cache at ", address_, " is reachable")
                : absl::StrCat("farm-cache at ", address_,

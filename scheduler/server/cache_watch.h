@@ -1,7 +1,8 @@
 // CacheWatch tells the operator when farm-cache becomes unreachable and when it is back. It
 // exists because the scheduler keeps running while the cache is down (builds fail their cache
-// calls after the clients' retries), so nothing else would say why builds are stuck. It only
-// logs: it changes no state and nothing waits on it.
+// calls after the clients' retries), so nothing else would say why builds are stuck. It logs,
+// and says what its last check found (reachable(): farm-scheduler's readiness); nothing waits
+// on it.
 //
 //   CacheWatch watch("cache:9092", CacheWatch::ChannelProbe(channel),
 //                    [](const std::string& line) { LogLine(line); });
@@ -9,6 +10,7 @@
 #ifndef FARM_SCHEDULER_SERVER_CACHE_WATCH_H_
 #define FARM_SCHEDULER_SERVER_CACHE_WATCH_H_
 
+#include <atomic>
 #include <functional>
 #include <memory>
 #include <string>
@@ -53,6 +55,10 @@ class CacheWatch {
   CacheWatch(const CacheWatch&) = delete;
   CacheWatch& operator=(const CacheWatch&) = delete;
 
+  // True once a check found the cache reachable, until a check finds it not (false before the
+  // first check has finished). Thread-safe, lock-free.
+  bool reachable() const { return reachable_.load(std::memory_order_relaxed); }
+
   // A Probe over a gRPC channel: WaitForConnected (which also makes an idle channel connect).
   static Probe ChannelProbe(std::shared_ptr<grpc::Channel> channel);
 
@@ -63,6 +69,7 @@ class CacheWatch {
   const Probe probe_;
   const Log log_;
   const Options options_;
+  std::atomic<bool> reachable_{false};
   absl::Notification stop_;
   std::thread thread_;  // last: started once everything it reads is constructed
 };

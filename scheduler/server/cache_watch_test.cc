@@ -109,6 +109,22 @@ TEST(CacheWatchTest, EveryChangeIsReportedOnce) {
             (std::vector<std::string>{kUnreachable, kReachable, kUnreachable}));
 }
 
+TEST(CacheWatchTest, ReachableFollowsTheLastCheck) {
+  FakeCache cache(/*reachable=*/false);
+  CacheWatch watch("cache:9092", cache.Probe(), cache.Log(), Fast());
+  EXPECT_FALSE(watch.reachable());  // nothing found yet, or found unreachable
+  cache.WaitForLines(1);
+  EXPECT_FALSE(watch.reachable());
+  cache.Set(true);
+  cache.WaitForLines(2);
+  cache.WaitForMoreProbes(2);  // the check that logged it has stored it
+  EXPECT_TRUE(watch.reachable());
+  cache.Set(false);
+  cache.WaitForLines(3);
+  cache.WaitForMoreProbes(2);
+  EXPECT_FALSE(watch.reachable());
+}
+
 TEST(CacheWatchTest, StopsWhileWaitingToRecheckOrToConnect) {
   // With hour-long waits the destructor must not wait them out: this test finishing (within
   // the test timeout) is the assertion.

@@ -96,6 +96,7 @@ absl::StatusOr<ParsedFlags> ParseFlags(const std::vector<std::string>& args) {
               "NAME");
 
   auth::RegisterServerFlags(&fs, &o.security);
+  common::ops::RegisterOpsFlags(&fs, &o.ops);
   auth::RegisterClientFlags(&fs, "cache-", &o.cache_security, /*register_insecure=*/false);
   o.security.tls.client_certs = auth::TlsServerOptions::ClientCerts::kOptional;
 

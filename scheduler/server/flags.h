@@ -19,6 +19,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "auth/grpc_auth.h"
+#include "common/ops/ops.h"
 
 namespace farm::scheduler::server {
 
@@ -57,6 +58,8 @@ struct SchedulerOptions {
   auth::ServerAuthOptions security;
   // Dialing farm-cache: --cache-tls-ca, --cache-tls-cert/--cache-tls-key, --cache-token-file.
   auth::ClientAuthOptions cache_security;
+  // --metrics-listen, --log-format (common/ops/ops.h).
+  common::ops::OpsFlags ops;
 };
 
 struct ParsedFlags {

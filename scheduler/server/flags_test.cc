@@ -84,6 +84,18 @@ TEST(ParseFlagsTest, EveryFlagReachesItsOption) {
   EXPECT_EQ(o.max_worker_send_queue_messages, 100);
 }
 
+TEST(ParseFlagsTest, OpsFlags) {
+  absl::StatusOr<ParsedFlags> f = ParseFlags(kRequired);
+  ASSERT_TRUE(f.ok());
+  EXPECT_EQ(f->options.ops.metrics_listen, "");
+  EXPECT_EQ(f->options.ops.log_format, common::logging::Format::kText);
+  f = ParseFlags(With({"--metrics-listen", "0.0.0.0:9100", "--log-format", "json"}));
+  ASSERT_TRUE(f.ok()) << f.status();
+  EXPECT_EQ(f->options.ops.metrics_listen, "0.0.0.0:9100");
+  EXPECT_EQ(f->options.ops.log_format, common::logging::Format::kJson);
+  EXPECT_FALSE(ParseFlags(With({"--log-format", "yaml"})).ok());
+}
+
 TEST(ParseFlagsTest, NegativeSendQueueBoundIsRefused) {
   absl::StatusOr<ParsedFlags> f = ParseFlags(With({"--max-worker-send-queue-messages=-1"}));
   ASSERT_FALSE(f.ok());

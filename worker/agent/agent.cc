@@ -60,6 +60,9 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Create(Options options) {
   eo.limits = options.limits;
   eo.policy = options.policy;
   eo.compression_threads = options.compression_threads;
+  if (options.log) {
+    eo.log = [log = options.log](absl::string_view line) { log(std::string(line)); };
+  }
   auto executor = LocalStepExecutor::Create(std::move(eo));
   if (!executor.ok()) {
     return common::Annotate(executor.status(), absl::StrCat("state directory ", options.state_dir));
@@ -120,6 +123,7 @@ Agent::Agent(Options options, std::unique_ptr<StateDir> state,
   ro.on_step_done = [this](const farm::v1::StepRequest& request,
                            const absl::StatusOr<farm::v1::StepResult>& result) {
     RecordStack(request, result);
+    if (options_.on_step_done) options_.on_step_done(request, result);
   };
   ro.log = log;
   runner_ = std::make_unique<TaskRunner>(std::move(ro));

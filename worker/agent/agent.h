@@ -134,6 +134,11 @@ class Agent : private Session::Delegate, private TaskRunner::Output {
     // Receives one line per state change (without a newline). Default: stderr, prefixed with
     // the UTC time and "farm-worker: ". Called from the agent's threads, one call at a time.
     std::function<void(const std::string&)> log;
+    // Called after each step this worker ran, with its request and result (phase timings in
+    // StepResult: parents_micros, run_micros, layer_micros, upload_micros), on the pool thread
+    // that ran it: farm-worker's metrics. May be null.
+    std::function<void(const farm::v1::StepRequest&, const absl::StatusOr<farm::v1::StepResult>&)>
+        on_step_done;
 
     // For tests: used instead of dialing `scheduler` (the same channel for every attempt) and
     // instead of connecting to `cache` (then no reachability check is made).

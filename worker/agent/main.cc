@@ -1,6 +1,5 @@
 // farm-worker: runs build steps for farm-scheduler on this host. Flags and wiring only; see
 // worker/agent/agent.h.
-#include <grpc/support/log.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -11,7 +10,11 @@
 #include "absl/strings/str_cat.h"
 #include "auth/flags.h"
 #include "common/flags.h"
+#include "common/logging/grpc_log.h"
+#include "common/logging/line_fields.h"
+#include "common/ops/ops.h"
 #include "worker/agent/agent.h"
+#include "worker/agent/ops.h"
 #include "worker/sandbox/sandbox.h"
 #include "worker/sandbox_settings.h"
 
@@ -20,12 +23,6 @@ namespace {
 int Fail(const std::string& message, int code = 1) {
   std::cerr << "farm-worker: " << message << std::endl;
   return code;
-}
-
-// gRPC logs errors on its own; keep them one line and ours.
-void GrpcLog(gpr_log_func_args* args) {
-  if (args->severity < GPR_LOG_SEVERITY_ERROR) return;
-  fprintf(stderr, "farm-worker: grpc: %s\n", args->message);
 }
 
 }  // namespace
@@ -67,6 +64,10 @@ int main(int argc, char** argv) {
   // --tls-ca, --tls-cert/--tls-key (the worker certificate: workers/ID.crt), --tls,
   // --token-file (unused by workers: they are their certificate), --insecure.
   farm::auth::RegisterClientFlags(&fs, "", &o.security);
+  namespace ops = farm::common::ops;
+  namespace logging = farm::common::logging;
+  ops::OpsFlags ops_flags;
+  ops::RegisterOpsFlags(&fs, &ops_flags);
   auto positionals = fs.Parse(std::vector<std::string>(argv + 1, argv + argc));
   if (!positionals.ok()) return Fail(std::string(positionals.status().message()), 2);
   if (fs.help_requested()) {
@@ -108,10 +109,38 @@ int main(int argc, char** argv) {
   sigaddset(&stop, SIGINT);
   sigaddset(&stop, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &stop, nullptr);
-  gpr_set_log_function(GrpcLog);
+  const logging::Logger log = ops::MakeLogger("farm-worker", ops_flags);
+  logging::InstallGrpcLogger(log);
+  auto fatal = [&log](const absl::Status& s) {
+    log.Error(s.message());
+    return 1;
+  };
+  // The agent's lines carry the worker id (known once it has read its state directory) and
+  // the task ids they name (line_fields.h). Its threads start in Start(), after the id is set.
+  auto agent_log =
+      std::make_shared<std::function<void(absl::string_view)>>(logging::FieldedLineFunc(log));
+  o.log = [agent_log](const std::string& line) { (*agent_log)(line); };
+  farm::common::metrics::Registry registry;
+  auto worker_metrics = farm::worker::agent::WorkerMetrics::Create(&registry);
+  if (!worker_metrics.ok()) return fatal(worker_metrics.status());
+  o.on_step_done = (*worker_metrics)->StepObserver();
+  const int slot_count = o.slots;
 
   auto agent = farm::worker::agent::Agent::Create(std::move(o));
-  if (!agent.ok()) return Fail(std::string(agent.status().message()));
+  if (!agent.ok()) return fatal(agent.status());
+  const logging::Logger worker_log = log.With({{"worker", (*agent)->worker_id()}});
+  *agent_log = logging::FieldedLineFunc(worker_log);
+  logging::InstallGrpcLogger(worker_log);
+  if (absl::Status s = (*worker_metrics)->ObserveAgent(agent->get(), slot_count); !s.ok())
+    return fatal(s);
+  farm::common::http::ReadinessChecks ready;
+  farm::worker::agent::AddSchedulerReadiness(&ready, agent->get());
+  auto http = ops::StartMetricsServer(ops_flags, &registry, &ready, worker_log);
+  if (!http.ok()) return fatal(http.status());
+  if (*http != nullptr) {
+    std::cout << "farm-worker: metrics on " << (*http)->address() << std::endl;
+    worker_log.Info("serving /metrics, /healthz, /readyz", {{"address", (*http)->address()}});
+  }
   (*agent)->Start();
   int sig = 0;
   sigwait(&stop, &sig);
@@ -119,11 +148,13 @@ int main(int argc, char** argv) {
   // A step that cannot be killed (a hung mount, a stuck download) must not keep us forever.
   std::thread watchdog([] {
     absl::SleepFor(kGrace + absl::Seconds(20));
-    fprintf(stderr, "farm-worker: shutdown is taking too long; exiting\n");
+    fprintf(stderr, "farm-worker: shutdown is taking too long; exiting\n");  // no allocation
     _exit(1);
   });
   watchdog.detach();
-  std::cerr << "farm-worker: " << (sig == SIGINT ? "SIGINT" : "SIGTERM") << std::endl;
+  worker_log.Info(sig == SIGINT ? "SIGINT" : "SIGTERM");
+  // The metrics read the agent: stop serving them before it goes.
+  if (*http != nullptr) (*http)->Shutdown();
   (*agent)->Shutdown(kGrace);
   agent->reset();
   return 0;

@@ -12,6 +12,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
 #include "common/byte_sink.h"
 #include "common/flags.h"
 #include "common/status_macros.h"
@@ -199,8 +200,10 @@ absl::StatusOr<WrittenLayer> WriteLayerFromDir(const std::string& dir, const Wri
   out.media_type = oci::LayerMediaType(options.compression.compression, /*docker=*/false);
   out.empty = out.stats.entries == 0;
   if (out.empty) return out;
+  const absl::Time upload_start = absl::Now();
   RETURN_IF_ERROR(common::Annotate(Upload(fd, out.blob, cas),
                                    absl::StrCat("storing layer ", out.blob.OciString())));
+  out.upload_time = absl::Now() - upload_start;
   return out;
 }
 

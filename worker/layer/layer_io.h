@@ -25,6 +25,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 #include "cache/blob_store.h"
 #include "common/digest.h"
 #include "oci/compression.h"
@@ -48,6 +49,7 @@ struct WrittenLayer {
   common::Digest diff_id;  // SHA-256 of the uncompressed tar; size_bytes = its length
   std::string media_type;
   DiffStats stats;
+  absl::Duration upload_time;  // of the whole call, the part spent storing the blob in the CAS
 };
 
 absl::StatusOr<WrittenLayer> WriteLayerFromDir(const std::string& dir, const WriteOptions& options,
