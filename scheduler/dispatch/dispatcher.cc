@@ -12,6 +12,7 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/random/random.h"
 #include "absl/strings/ascii.h"
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
@@ -139,7 +140,8 @@ struct Worker {
   int64_t tasks_done = 0;
   absl::flat_hash_set<std::string> cancels_sent;  // leases told to stop (this session)
   absl::flat_hash_set<Task*> held;                // tasks waiting for a slot here (locality)
-  bool draining = false;  // shutting down (Heartbeat.draining): no new tasks this session
+  bool draining = false;        // shutting down (Heartbeat.draining): no new tasks this session
+  int64_t results_refused = 0;  // results it sent for leases it did not hold
 
   bool connected() const { return stream != nullptr; }
   int free() const { return slots - static_cast<int>(leases.size()); }
@@ -1092,6 +1094,29 @@ class Dispatcher::Impl final : public SessionHandler {
     return nullptr;
   }
 
+  // A result for a lease the worker does not hold (CurrentLease answered it with CancelTask):
+  // late (its lease was lost), or another worker's, or made up. One line each naming the
+  // worker, so that a worker forging results shows in the log; from a worker that keeps
+  // sending them, the first 10 and then every 100th.
+  void LogRefusedResult(Worker* w, const farm::v1::TaskResult& res)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    ++w->results_refused;
+    if (w->results_refused > 10 && w->results_refused % 100 != 0) return;
+    auto it = leases_.find(res.lease_id());
+    std::string why =
+        it == leases_.end() ? "no current lease has that id (lost, ended, or never issued)"
+        : it->second->worker != w
+            ? absl::StrCat("that lease is worker ", it->second->worker->id, "'s, not ", w->id, "'s")
+            : "that lease is for another of its tasks";
+    // Ids as the worker sent them: bounded and escaped before they go into a log line.
+    auto printable = [](const std::string& s) {
+      return absl::CHexEscape(absl::string_view(s).substr(0, 100));
+    };
+    Event(absl::StrCat("worker ", w->id, ": result for task \"", printable(res.task_id()),
+                       "\" with lease \"", printable(res.lease_id()), "\" refused: ", why, " (",
+                       w->results_refused, " refused from it)"));
+  }
+
   void OnHeartbeat(Worker* w, const farm::v1::Heartbeat& hb, absl::Time now, Effects* fx)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     if (hb.draining() && !w->draining) {
@@ -1139,7 +1164,10 @@ class Dispatcher::Impl final : public SessionHandler {
   void OnResult(Worker* w, const farm::v1::TaskResult& res, absl::Time now, Effects* fx)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     Lease* lease = CurrentLease(w, res.task_id(), res.lease_id(), fx);
-    if (lease == nullptr) return;
+    if (lease == nullptr) {
+      LogRefusedResult(w, res);
+      return;
+    }
     Task* t = lease->task;
     bool refused =
         res.status_code() == static_cast<int>(absl::StatusCode::kCancelled) ||
@@ -1176,6 +1204,8 @@ class Dispatcher::Impl final : public SessionHandler {
                                   : res.status_message();
         result = absl::Status(static_cast<absl::StatusCode>(code), message);
       }
+      // Who it was is ours to say (the certificate's id), not the worker's.
+      if (result.ok()) result->set_worker(w->id);
       CompleteTask(t, std::move(result), fx);
     }
     Pump(w->platform, fx);

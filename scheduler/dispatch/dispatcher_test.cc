@@ -761,6 +761,49 @@ TEST_F(DispatcherTest, OnlyTheWorkerALostLeaseWasIssuedToCanAdoptIt) {
   EXPECT_EQ(d_->Stats().adopted, 0);
 }
 
+// A worker cannot finish another worker's task, nor its own with a lease id it changed: the
+// result is refused (CancelTask for that lease, one log line naming the worker) and the real
+// lease holder's result still counts.
+TEST_F(DispatcherTest, AResultForALeaseTheWorkerDoesNotHoldIsRefusedAndLogged) {
+  Make();
+  auto w1 = Connect(W("w1"));
+  auto o = Start(d_.get(), Spec("k1"));
+  farm::v1::Task t = w1->NextTask();
+  auto rogue = Connect(W("rogue"));
+  ASSERT_TRUE(rogue->Finish(t, 0).ok());  // w1's task and lease
+  EXPECT_EQ(rogue->NextCancel().lease_id(), t.lease_id());
+  ASSERT_TRUE(WaitEvent("worker rogue: result for task"));
+  ASSERT_TRUE(WaitEvent("refused: that lease is worker w1's, not rogue's"));
+  farm::v1::Task forged = t;
+  forged.mutable_lease_id()->back() ^= 1;  // its own lease, one byte changed
+  ASSERT_TRUE(w1->Finish(forged, 0).ok());
+  EXPECT_EQ(w1->NextCancel().lease_id(), forged.lease_id());
+  ASSERT_TRUE(WaitEvent("worker w1: result for task"));
+  ASSERT_TRUE(WaitEvent("refused: no current lease has that id"));
+  EXPECT_FALSE(o->done.HasBeenNotified());
+  EXPECT_EQ(d_->Stats().completed, 0);
+  ASSERT_TRUE(w1->Finish(t, 0).ok());
+  ASSERT_TRUE(o->Wait());
+  ASSERT_TRUE(o->result.ok()) << o->result.status();
+  EXPECT_EQ(d_->Stats().completed, 1);
+}
+
+// The result says which worker it came from, whatever the worker wrote there.
+TEST_F(DispatcherTest, TheResultNamesTheWorkerItCameFrom) {
+  Make();
+  auto w = Connect(W("w3"));
+  auto o = Start(d_.get(), Spec("k1"));
+  farm::v1::Task t = w->NextTask();
+  farm::v1::WorkerMessage m;
+  m.mutable_result()->set_task_id(t.task_id());
+  m.mutable_result()->set_lease_id(t.lease_id());
+  m.mutable_result()->mutable_result()->set_worker("w1");  // framing another worker
+  ASSERT_TRUE(w->Send(m).ok());
+  ASSERT_TRUE(o->Wait());
+  ASSERT_TRUE(o->result.ok()) << o->result.status();
+  EXPECT_EQ(o->result->worker(), "w3");
+}
+
 TEST_F(DispatcherTest, TaskCanceledWhileItsWorkerWasAwayIsCanceledWhenItReturns) {
   Make();
   auto w1 = Connect(W("w1"));

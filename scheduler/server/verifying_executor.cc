@@ -15,19 +15,21 @@ absl::StatusOr<farm::v1::StepResult> VerifyingExecutor::Execute(
   absl::StatusOr<farm::v1::StepResult> r = inner_->Execute(request, log, cancel);
   if (!r.ok() || r->exit_code() != 0 || r->timed_out() || !r->has_layer()) return r;
   const farm::v1::Layer& layer = r->layer();
+  // "worker w3" on the farm (the dispatcher names the worker whose result it is).
+  const std::string who = r->worker().empty() ? "the worker" : absl::StrCat("worker ", r->worker());
   absl::StatusOr<common::Digest> d = common::Digest::ParseOci(layer.digest(), layer.size());
   if (!d.ok()) {
-    return absl::InternalError(absl::StrCat("the worker reported a malformed layer digest \"",
+    return absl::InternalError(absl::StrCat(who, " reported a malformed layer digest \"",
                                             layer.digest(), "\": ", d.status().message()));
   }
   if (layer.diff_id().empty() ||
       !common::IsValidSha256Hex(layer.diff_id().substr(layer.diff_id().find(':') + 1))) {
     return absl::InternalError(
-        absl::StrCat("the worker reported layer ", layer.digest(), " without a valid diff_id"));
+        absl::StrCat(who, " reported layer ", layer.digest(), " without a valid diff_id"));
   }
   absl::StatusOr<oci::Compression> declared = oci::LayerCompression(layer.media_type());
   if (!declared.ok()) {
-    return absl::PermissionDeniedError(absl::StrCat("the worker reported layer ", layer.digest(),
+    return absl::PermissionDeniedError(absl::StrCat(who, " reported layer ", layer.digest(),
                                                     " with media type \"", layer.media_type(),
                                                     "\": ", declared.status().message()));
   }
@@ -35,30 +37,30 @@ absl::StatusOr<farm::v1::StepResult> VerifyingExecutor::Execute(
       cas_->GetLayerInfo(absl::MakeConstSpan(&*d, 1));
   if (!infos.ok()) {
     return common::Annotate(infos.status(),
-                            absl::StrCat("checking the worker's layer ", layer.digest()));
+                            absl::StrCat("checking layer ", layer.digest(), " from ", who));
   }
   const absl::StatusOr<cache::LayerInfo>& info = (*infos)[0];
   if (absl::IsNotFound(info.status())) {
-    return absl::UnavailableError(absl::StrCat("the worker reported layer ", layer.digest(), " (",
+    return absl::UnavailableError(absl::StrCat(who, " reported layer ", layer.digest(), " (",
                                                layer.size(), " bytes), but farm-cache lacks it"));
   }
   if (absl::IsInvalidArgument(info.status())) {
     return absl::PermissionDeniedError(absl::StrCat(
-        "the worker's layer ", layer.digest(), " does not decompress: ", info.status().message()));
+        who, "'s layer ", layer.digest(), " does not decompress: ", info.status().message()));
   }
   if (!info.ok()) {
-    return common::Annotate(
-        info.status(), absl::StrCat("checking the diff_id of the worker's layer ", layer.digest()));
+    return common::Annotate(info.status(), absl::StrCat("checking the diff_id of layer ",
+                                                        layer.digest(), " from ", who));
   }
   if (info->compression != *declared) {
     return absl::PermissionDeniedError(absl::StrCat(
-        "the worker reported layer ", layer.digest(), " as ", oci::CompressionName(*declared),
+        who, " reported layer ", layer.digest(), " as ", oci::CompressionName(*declared),
         " (media type \"", layer.media_type(), "\"), but its bytes are ",
         oci::CompressionName(info->compression), ": result refused, nothing cached"));
   }
   if (info->diff_id.OciString() != layer.diff_id()) {
     return absl::PermissionDeniedError(absl::StrCat(
-        "the worker reported diff_id ", layer.diff_id(), " for layer ", layer.digest(),
+        who, " reported diff_id ", layer.diff_id(), " for layer ", layer.digest(),
         ", but its content is ", info->diff_id.OciString(), ": result refused, nothing cached"));
   }
   return r;

@@ -166,6 +166,19 @@ TEST_F(VerifyingExecutorTest, ChecksTheDiffIdAgainstTheStoredLayer) {
   EXPECT_EQ(Run(not_gzip).status().code(), absl::StatusCode::kPermissionDenied);
 }
 
+TEST_F(VerifyingExecutorTest, TheRefusalNamesTheWorkerTheDispatcherSaysItCameFrom) {
+  std::string tar(1000, 't');
+  farm::v1::StepResult lie = StoredGzipLayer(tar + "evil", tar);
+  lie.set_worker("rogue");
+  auto r = Run(lie);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_NE(r.status().message().find("worker rogue reported diff_id"), absl::string_view::npos)
+      << r.status();
+  EXPECT_NE(r.status().message().find("result refused, nothing cached"), absl::string_view::npos)
+      << r.status();
+}
+
 TEST_F(VerifyingExecutorTest, RejectsMalformedLayers) {
   farm::v1::StepResult bad = WithLayer("x");
   bad.mutable_layer()->set_digest("sha256:nothex");

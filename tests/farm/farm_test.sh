@@ -8,6 +8,7 @@
 #   w1-w3 10.N.M.11-13  farm-worker, linux/amd64, one slot each
 #   w4    10.N.M.14   farm-worker announcing linux/arm64
 #   c1/c2 10.N.M.21-22  two clients (farm submit), each with its own FARM_HOME
+#   rogue 10.N.M.31   a worker that lies (section 10); w5 10.N.M.15: an honest linux/s390x one
 #
 # Checks: independent stages on different workers at once; a second client fully cached; a
 # worker with a wiped layer store still runs steps; a SIGKILLed worker's step is requeued; a
@@ -20,6 +21,9 @@
 # identified by worker-CA certificates, clients by bearer tokens (farm token mint), one tenant
 # per client. Section 9 checks the trust boundary: no token, a forged token, another tenant's
 # build, a PR token writing main, a worker without a worker certificate, gc without admin.
+# Section 10: an expired token; a worker with a valid certificate whose results lie (another
+# lease, a false diff_id: refused, logged, nothing cached, the honest rebuild is unaffected);
+# secrets: the same step with another secret value does not share its layer.
 set -uo pipefail
 export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
 
@@ -28,6 +32,7 @@ FARM="$R/cli/farm"
 CACHE_BIN="$R/cache/server/farm-cache"
 SCHED_BIN="$R/scheduler/server/farm-scheduler"
 WORKER_BIN="$R/worker/agent/farm-worker"
+ROGUE_BIN="$R/tests/farm/rogue_worker"
 T="$TEST_TMPDIR"
 failures=0
 checks=0
@@ -51,8 +56,9 @@ source "$R/tests/farm/netns.sh"
 # Names unique to this run; a private /24 picked at random.
 P="ft$$"
 NET=$(netns_random_net)
-declare -A NETNS_ADDR=([cache]=2 [sched]=3 [w1]=11 [w2]=12 [w3]=13 [w4]=14 [c1]=21 [c2]=22)
-HOSTS=(cache sched w1 w2 w3 w4 c1 c2)
+declare -A NETNS_ADDR=([cache]=2 [sched]=3 [w1]=11 [w2]=12 [w3]=13 [w4]=14 [w5]=15 [c1]=21
+  [c2]=22 [rogue]=31)
+HOSTS=(cache sched w1 w2 w3 w4 w5 c1 c2 rogue)
 NETNS_PREFIX=$P NETNS_NET=$NET
 
 cleanup() {
@@ -80,14 +86,17 @@ SCHED="$NET.3:9091"
 TLS="$T/tls"
 "$R/deploy/make-certs.sh" --dir "$TLS" --server "farm-cache=$NET.2" \
   --server "farm-scheduler=$NET.3" --worker w1 --worker w2 --worker w3 --worker w4 \
-  --client farm-scheduler --client c1 --client c2 >"$T/certs.log" 2>&1 ||
+  --worker w5 --worker rogue --client farm-scheduler --client c1 --client c2 >"$T/certs.log" 2>&1 ||
   { cat "$T/certs.log" >&2; echo "FATAL: make-certs.sh failed" >&2; exit 1; }
 mint() { "$FARM" token mint --key "$TLS/jwt/signing.key" --ttl 3h "$@"; }
 mint --sub farm-scheduler --read '*' --write '*' >"$T/sched.token"
 mint --sub ci-big --tenant big --read main --write main --role submit >"$T/c1.token"
 mint --sub ci-small --tenant small --read main --write main --role submit >"$T/c2.token"
+# Expired by section 10 (1 s, and the servers allow 2 s of clock skew): no sleeping for it.
+"$FARM" token mint --key "$TLS/jwt/signing.key" --ttl 1s --sub ops-late --role admin \
+  --read '*' >"$T/expired.token"
 SERVER_SEC=(--tls-client-ca "$TLS/client-cas.crt" --worker-ca "$TLS/worker-ca.crt"
-  --token-keys "$TLS/jwt/signing.pub")
+  --token-keys "$TLS/jwt/signing.pub" --token-clock-skew 2s)
 
 # --- daemons -----------------------------------------------------------------------------
 start_cache() {
@@ -209,6 +218,9 @@ RUN echo "slow $NONCE on $(where)"; sleep 8; echo "slow $NONCE done"
 FROM base AS sleeper
 ARG NONCE
 RUN echo "sleeper $NONCE on $(where)"; sleep 3
+
+FROM base AS secret
+RUN --mount=type=secret,id=s sh -c 'echo "secret step runs"; cat /run/secrets/s | sha256sum > /s.sum'
 
 FROM base AS final
 COPY --from=a /a.txt /
@@ -507,6 +519,110 @@ check "farm cache gc without admin is refused" grep -q "admin" "$T/gc.out"
 mint --sub ops --role admin >"$T/admin.token"
 TOKEN_FILE="$T/admin.token" farm_c c1 cache stats --cache "$CACHE" >"$T/stats.out" 2>&1
 check "with an admin token farm cache stats works" grep -qi "blobs" "$T/stats.out"
+
+# 10. An expired token, a worker that lies, secrets.
+TOKEN_FILE="$T/expired.token" farm_c c1 builds --scheduler "$SCHED" >"$T/expired.out" 2>&1
+TOKEN_FILE="$T/expired.token" farm_c c1 cache stats --cache "$CACHE" >"$T/expired-cache.out" 2>&1
+check "an expired token is refused by farm-scheduler: token expired" \
+  grep -q "token expired at .*clock skew allowed 2s" "$T/expired.out"
+check "and by farm-cache" grep -q "token expired at .*clock skew allowed 2s" "$T/expired-cache.out"
+# The farm CLI prints only the message; the status code, from the call's trailers (curl speaks
+# enough gRPC over HTTP/2 for an empty request).
+grpc_trailers() {  # grpc_trailers ADDRESS /SERVICE/METHOD TOKEN_FILE
+  printf '\0\0\0\0\0' >"$T/empty.grpc"
+  in_ns c1 curl -sS --http2 --max-time 10 --cacert "$TLS/ca.crt" --cert "$TLS/clients/c1.crt" \
+    --key "$TLS/clients/c1.key" -H "content-type: application/grpc" -H "te: trailers" \
+    -H "authorization: Bearer $(cat "$3")" --data-binary "@$T/empty.grpc" -o /dev/null -D - \
+    "https://$1$2"
+}
+if command -v curl >/dev/null; then
+  grpc_trailers "$SCHED" /farm.v1.Scheduler/ListBuilds "$T/expired.token" >"$T/expired.trailers"
+  grpc_trailers "$CACHE" /farm.v1.CacheAdmin/GetStats "$T/expired.token" >>"$T/expired.trailers"
+  check "both with UNAUTHENTICATED (grpc-status 16)" \
+    [ "$(grep -c '^grpc-status: 16' "$T/expired.trailers")" = 2 ]
+else
+  echo "SKIP: the status code of the expired token's refusal (no curl)"
+fi
+
+# A rogue worker with a valid worker certificate (CN rogue), the only linux/s390x worker, so
+# the s390x build's one step is its: (a) the true layer under a lease id that is not its own,
+# (b) its own lease with a false diff_id. The design: (a) is answered with CancelTask and
+# ignored, (b) fails the build (PERMISSION_DENIED, no other attempt) and caches nothing.
+ac_entries() {  # ac_entries SCOPE: farm-cache's action-cache entries in SCOPE
+  TOKEN_FILE="$T/admin.token" farm_c c1 cache stats --cache "$CACHE" --json 2>/dev/null |
+    python3 -c 'import json, sys
+print(sum(s["entries"] for s in json.load(sys.stdin)["scopes"] if s["scope"] == sys.argv[1]))' "$1"
+}
+mkdir -p "$T/s390ctx" "$T/rogue-layer"
+echo "s390x data" >"$T/s390ctx/file"
+printf 'FROM scratch\nCOPY file /file\n' >"$T/s390ctx/Dockerfile"
+echo "the rogue was here" >"$T/rogue-layer/rogue.txt"
+tar -C "$T/rogue-layer" -c rogue.txt | gzip -n >"$T/rogue-layer.tar.gz"
+rogue_diff_id="sha256:$(gunzip -c "$T/rogue-layer.tar.gz" | sha256sum | cut -d' ' -f1)"
+rogue_layer="sha256:$(sha256sum "$T/rogue-layer.tar.gz" | cut -d' ' -f1)"
+in_ns rogue "$ROGUE_BIN" --scheduler "$SCHED" --cache "$CACHE" --platform linux/s390x \
+  --layer "$T/rogue-layer.tar.gz" --diff-id "$rogue_diff_id" --tls-ca "$TLS/ca.crt" \
+  --tls-cert "$TLS/workers/rogue.crt" --tls-key "$TLS/workers/rogue.key" >"$T/rogue.log" 2>&1 &
+rogue_pid=$!
+wait_workers 5
+s390_submit() {  # s390_submit NAME SCOPE: the s390x build into cache scope SCOPE (a PR token)
+  # shellcheck disable=SC2046
+  in_ns c1 env $(TOKEN_FILE="$T/pr.token" client_env c1) SOURCE_DATE_EPOCH=0 timeout 60 \
+    "$FARM" submit --progress=plain --cache-scope "$2" --platform linux/s390x \
+    --iidfile "$T/$1.iid" "$T/s390ctx" >"$T/$1.out" 2>&1
+}
+s390_submit s390-rogue pr/s390x
+rc=$?
+wait "$rogue_pid"
+rogue_rc=$?
+cat "$T/rogue.log"
+check "the rogue joined as its certificate's id, not its hello's (w1)" \
+  grep -q "worker rogue connected from .*linux/s390x" "$T/sched.log"
+check "the rogue got the s390x step once (exit $rogue_rc)" \
+  [ "$(grep -c '^rogue: got task' "$T/rogue.log")" -eq 1 -a "$rogue_rc" -eq 0 ]
+check "(a) its result under a lease that is not its own is refused (CancelTask)" \
+  grep -q "^rogue: (a) refused: CancelTask .*lease is no longer valid" "$T/rogue.log"
+check "(a) farm-scheduler logged it, naming the rogue" \
+  grep -q "worker rogue: result for task .* refused: no current lease has that id" "$T/sched.log"
+check "(b) its false diff_id fails the build" [ "$rc" -ne 0 ]
+check "(b) with a clear error naming the rogue" grep -q \
+  "worker rogue reported diff_id sha256:[0-9a-f]* for layer $rogue_layer, but its content is $rogue_diff_id: result refused, nothing cached" \
+  "$T/s390-rogue.out"
+check "(b) farm-scheduler logged it, naming the rogue" \
+  grep -q "build .* failed .*worker rogue reported diff_id" "$T/sched.log"
+check "nothing was cached in the build's scope ($(ac_entries pr/s390x) entries)" \
+  [ "$(ac_entries pr/s390x)" = 0 ]
+# An honest s390x worker then builds it: the step runs (not a hit on the rogue's layer), and
+# the image is the one a scope the rogue never touched gets.
+start_worker w5 --platform linux/s390x --label host=w5
+for _ in $(seq 100); do farm_c c1 workers 2>/dev/null | grep -q host=w5 && break; sleep 0.1; done
+if s390_submit s390-honest pr/s390x; then
+  check "the honest worker builds it after the rogue" true
+else
+  tail -5 "$T/s390-honest.out" >&2
+  check "the honest worker builds it after the rogue" false
+fi
+check "the step ran on the honest worker" [ "$(worker_tasks w5)" = 1 ]
+check "and is cached now ($(ac_entries pr/s390x) entries)" [ "$(ac_entries pr/s390x)" = 1 ]
+s390_submit s390-clean pr/s390x-clean
+check "the same image as in a scope the rogue never touched" \
+  cmp -s "$T/s390-honest.iid" "$T/s390-clean.iid"
+
+# Secrets: the same step with another value does not share its layer; the value is stored
+# nowhere by the scheduler or farm-cache.
+printf 'one-%s' "$$" >"$T/secret1"
+printf 'two-%s' "$$" >"$T/secret2"
+submit c1 secret1 --target secret --secret "id=s,src=$T/secret1" --iidfile "$T/secret1.iid"
+ran_secret_step() { grep -qE '^#[0-9]+ [0-9.]+ secret step runs' "$T/$1.log"; }  # its output
+check "a RUN with a secret ran" ran_secret_step secret1
+submit c1 secret2 --target secret --secret "id=s,src=$T/secret1" --iidfile "$T/secret2.iid"
+check "with the same secret again it is cached" eval "! ran_secret_step secret2"
+check "and gives the same image" cmp -s "$T/secret1.iid" "$T/secret2.iid"
+submit c1 secret3 --target secret --secret "id=s,src=$T/secret2" --iidfile "$T/secret3.iid"
+check "with another secret value the step runs again" ran_secret_step secret3
+check "and gives another image" sh -c "! cmp -s '$T/secret1.iid' '$T/secret3.iid'"
+check "the secret's value is in none of the scheduler's or farm-cache's files" sh -c \
+  "! grep -rqaF -e 'one-$$' -e 'two-$$' '$T/sched' '$T/cache' '$T/sched.log' '$T/cache.log'"
 
 echo "$checks checks, $failures failed"
 [ "$failures" -eq 0 ] || {
