@@ -79,7 +79,9 @@ void BuildFlags::Register(common::FlagSet* fs) {
              "Action-cache scope to read and write (e.g. a branch: pr/123)");
   fs->Repeated("cache-from-scope", 0, &cache_from_scopes,
                "Further scopes to read from, in order (e.g. main)", "list");
-  fs->String("compression", 0, &compression, "Layer compression: gzip or zstd");
+  fs->String("compression", 0, &compression,
+             "Compress each layer as it is made: gzip or zstd (default: layers stay "
+             "uncompressed and are gzip-compressed once, when pushed or exported)");
   fs->String("format", 0, &format, "Manifest format: oci or docker (Docker v2 schema 2)");
   fs->Repeated("allow", 0, &allow,
                "Allow an extra privileged entitlement (network.host, security.insecure); the "
@@ -89,7 +91,7 @@ void BuildFlags::Register(common::FlagSet* fs) {
 
 absl::StatusOr<CheckedBuildFlags> CheckBuildFlags(const BuildFlags& f) {
   CheckedBuildFlags c;
-  if (f.compression != "gzip" && f.compression != "zstd") {
+  if (!f.compression.empty() && f.compression != "gzip" && f.compression != "zstd") {
     return absl::InvalidArgumentError(
         absl::StrCat("--compression ", f.compression, ": want gzip or zstd"));
   }
@@ -134,8 +136,9 @@ absl::StatusOr<CheckedBuildFlags> CheckBuildFlags(const BuildFlags& f) {
   c.build_args = *std::move(args);
 
   // SOURCE_DATE_EPOCH: the environment, or a build arg of that name.
-  c.layer_options.set_compression(f.compression == "zstd" ? farm::v1::LayerOptions::ZSTD
-                                                          : farm::v1::LayerOptions::GZIP);
+  c.layer_options.set_compression(f.compression == "zstd"   ? farm::v1::LayerOptions::ZSTD
+                                  : f.compression == "gzip" ? farm::v1::LayerOptions::GZIP
+                                                            : farm::v1::LayerOptions::UNCOMPRESSED);
   if (f.in.preserve_permissions && f.in.normalize_permissions) {
     return absl::InvalidArgumentError(
         "--preserve-permissions and --normalize-permissions contradict each other");

@@ -33,7 +33,7 @@ struct BuildFlags {
   std::string progress = "auto";
   std::string network = "default";
   std::string iidfile, metadata_file;
-  std::string compression = "gzip";
+  std::string compression;  // "" = deferred: uncompressed locally, gzip when exported
   std::string format = "oci";
   bool no_cache = false, pull = false, push = false, quiet = false;
 

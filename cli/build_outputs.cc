@@ -20,6 +20,7 @@
 #include "nlohmann/json.hpp"
 #include "oci/manifest.h"
 #include "scheduler/image/archive.h"
+#include "scheduler/image/export_layers.h"
 #include "worker/layerstore/stack_view.h"
 
 namespace farm::cli {
@@ -244,8 +245,14 @@ absl::Status ExportImage(const OutputSpec& spec, cache::BlobStore& cas,
     }
     ASSIGN_OR_RETURN(writer, scheduler::image::LayoutWriter::Tar(fd));
   }
+  scheduler::image::ImageRecord exported = record;
+  if (spec.type == "oci") {
+    // Layers kept uncompressed leave gzip-compressed, as a registry push would have them.
+    ASSIGN_OR_RETURN(exported, scheduler::image::CompressLayersForExport(
+                                   cas, record, scheduler::image::LayerExportOptions()));
+  }
   absl::Status s = spec.type == "oci"
-                       ? scheduler::image::SaveOciLayout(cas, {{record, names}}, *writer)
+                       ? scheduler::image::SaveOciLayout(cas, {{exported, names}}, *writer)
                        : scheduler::image::SaveDockerArchive(cas, {{record, names}},
                                                              oci::Platform::Host(), *writer);
   if (s.ok()) s = writer->Close();

@@ -1,4 +1,5 @@
 // farm push: a local image to its registry, like `docker push`.
+#include <algorithm>
 #include <iostream>
 
 #include "absl/strings/str_cat.h"
@@ -6,6 +7,8 @@
 #include "cli/image_common.h"
 #include "cli/stores.h"
 #include "common/flags.h"
+#include "common/fs.h"
+#include "scheduler/image/export_layers.h"
 #include "scheduler/image/store.h"
 #include "scheduler/image/transfer.h"
 
@@ -84,9 +87,23 @@ int RunPush(const Args& args) {
     }
     absl::StatusOr<scheduler::image::ImageRecord> rec = stores->images->Get(*digest);
     if (!rec.ok()) return Fail(rec.status());
+    // Layers kept uncompressed are gzip-compressed once (remembered in the action cache): the
+    // registry gets what a build with --compression gzip would have pushed.
+    scheduler::image::LayerExportOptions eo;
+    eo.memo = stores->action_cache.get();
+    eo.spool_dir = stores->home + "/tmp";
+    (void)common::MakeDirs(eo.spool_dir, 0700);
+    absl::StatusOr<scheduler::image::ImageRecord> wire =
+        scheduler::image::CompressLayersForExport(*stores->blobs, *rec, eo);
+    if (!wire.ok()) return Fail(wire.status());
     absl::StatusOr<scheduler::image::PushResult> r =
-        scheduler::image::PushImage(**client, *stores->blobs, *rec, target, po);
+        scheduler::image::PushImage(**client, *stores->blobs, *wire, target, po);
     if (!r.ok()) return Fail(r.status());
+    // The registry's manifest digest names the local image too (Docker's RepoDigests).
+    if (r->digest != rec->digest && std::find(rec->index_digests.begin(), rec->index_digests.end(),
+                                              r->digest) == rec->index_digests.end()) {
+      rec->index_digests.push_back(r->digest);
+    }
     // Remember where it lives: a digest reference (Docker's RepoDigests) and a mount source.
     rec->sources.push_back(target.Name());
     absl::Status s = stores->images->Put(*rec);

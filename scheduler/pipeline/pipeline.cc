@@ -8,6 +8,7 @@
 #include "common/status_util.h"
 #include "scheduler/dockerfile/instructions.h"
 #include "scheduler/dockerfile/parser.h"
+#include "scheduler/image/export_layers.h"
 #include "scheduler/image/transfer.h"
 
 namespace farm::scheduler::pipeline {
@@ -225,8 +226,12 @@ class Pipeline {
     return absl::OkStatus();
   }
 
-  absl::Status Push(const image::ImageRecord& rec,
+  absl::Status Push(const image::ImageRecord& built,
                     const std::function<void(const std::string&)>& log) {
+    // Layers kept uncompressed are gzip-compressed now, once (remembered in the action cache).
+    image::LayerExportOptions eo;
+    eo.memo = deps_.ac.get();
+    ASSIGN_OR_RETURN(image::ImageRecord rec, image::CompressLayersForExport(*deps_.cas, built, eo));
     registry::ClientPool pool(req_.push_registry);
     for (const oci::Reference& t : req_.tags) {
       ASSIGN_OR_RETURN(registry::Client * client, pool.Get(t.domain()));

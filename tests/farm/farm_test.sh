@@ -535,14 +535,11 @@ grpc_trailers() {  # grpc_trailers ADDRESS /SERVICE/METHOD TOKEN_FILE
     -H "authorization: Bearer $(cat "$3")" --data-binary "@$T/empty.grpc" -o /dev/null -D - \
     "https://$1$2"
 }
-if command -v curl >/dev/null; then
-  grpc_trailers "$SCHED" /farm.v1.Scheduler/ListBuilds "$T/expired.token" >"$T/expired.trailers"
-  grpc_trailers "$CACHE" /farm.v1.CacheAdmin/GetStats "$T/expired.token" >>"$T/expired.trailers"
-  check "both with UNAUTHENTICATED (grpc-status 16)" \
-    [ "$(grep -c '^grpc-status: 16' "$T/expired.trailers")" = 2 ]
-else
-  echo "SKIP: the status code of the expired token's refusal (no curl)"
-fi
+command -v curl >/dev/null || { echo "FATAL: curl is not installed (tools/setup.sh)" >&2; exit 1; }
+grpc_trailers "$SCHED" /farm.v1.Scheduler/ListBuilds "$T/expired.token" >"$T/expired.trailers"
+grpc_trailers "$CACHE" /farm.v1.CacheAdmin/GetStats "$T/expired.token" >>"$T/expired.trailers"
+check "both with UNAUTHENTICATED (grpc-status 16)" \
+  [ "$(grep -c '^grpc-status: 16' "$T/expired.trailers")" = 2 ]
 
 # A rogue worker with a valid worker certificate (CN rogue), the only linux/s390x worker, so
 # the s390x build's one step is its: (a) the true layer under a lease id that is not its own,
