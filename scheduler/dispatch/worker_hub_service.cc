@@ -108,48 +108,76 @@ class Outbox final : public WorkerStream {
   }
 
  private:
+  // One thread at a time drives the reactor (StartWrite, Finish): another caller (the
+  // dispatcher's Flush or an overflow, OnWriteDone, possibly inline from StartWrite) only asks
+  // the driving thread to look again. Two threads deciding apart could otherwise call
+  // StartWrite after the other's Finish (GRPC_CALL_ERROR_TOO_MANY_OPERATIONS: an abort).
   void Next() {
-    bool write = false;
-    bool finish = false;
-    grpc::Status finish_status;
-    uint64_t close_session = 0;
-    absl::Status close_why;
     {
       absl::MutexLock l(&mu_);
-      if (done_) return;
-      if (overflowed_ && session_ != 0) {  // (the overflow may come before SetSession)
-        close_session = session_;
-        close_why = status_;
-        session_ = 0;
+      if (pumping_) {
+        again_ = true;
+        return;
       }
-      if (finished_) {
-        // nothing more to send
-      } else if (overflowed_) {
-        finished_ = true;
-        finish = true;
-        finish_status = common::ToGrpcStatus(status_);
-      } else if (writing_) {
-        // OnWriteDone calls again
-      } else if (!queue_.empty()) {
-        current_ = std::move(queue_.front());
-        queue_.pop_front();
-        queued_bytes_ -= static_cast<int64_t>(current_.ByteSizeLong());
-        writing_ = true;
-        write = true;
-      } else if (closing_) {
-        finished_ = true;
-        finish = true;
-        finish_status = common::ToGrpcStatus(status_);
+      pumping_ = true;
+    }
+    while (true) {
+      bool write = false;
+      bool finish = false;
+      grpc::Status finish_status;
+      uint64_t close_session = 0;
+      absl::Status close_why;
+      {
+        absl::MutexLock l(&mu_);
+        again_ = false;
+        if (done_) {
+          pumping_ = false;
+          return;
+        }
+        if (overflowed_ && session_ != 0) {  // (the overflow may come before SetSession)
+          close_session = session_;
+          close_why = status_;
+          session_ = 0;
+        }
+        if (finished_) {
+          // nothing more to send
+        } else if (overflowed_) {
+          finished_ = true;
+          finish = true;
+          finish_status = common::ToGrpcStatus(status_);
+        } else if (writing_) {
+          // OnWriteDone calls again
+        } else if (!queue_.empty()) {
+          current_ = std::move(queue_.front());
+          queue_.pop_front();
+          queued_bytes_ -= static_cast<int64_t>(current_.ByteSizeLong());
+          writing_ = true;
+          write = true;
+        } else if (closing_) {
+          finished_ = true;
+          finish = true;
+          finish_status = common::ToGrpcStatus(status_);
+        }
+        if (!write && !finish && close_session == 0 && !again_) {
+          pumping_ = false;
+          return;
+        }
+      }
+      if (close_session != 0) {
+        // The handler outlives every reactor unless the server is being torn down.
+        if (std::shared_ptr<SessionHandler> h = handler_.lock()) h->Close(close_session, close_why);
+      }
+      // The reactor lives until OnDone, which cannot come before the Finish below; a Finish
+      // after an overflow may follow a write still outstanding (gRPC allows it: the status
+      // goes after the data).
+      if (write) reactor_->StartWrite(&current_);
+      if (finish) {
+        // Nothing of this object may be touched after Finish: OnDone may run inline and
+        // release it. finished_ is final, so no other thread drives the reactor any more.
+        reactor_->Finish(finish_status);
+        return;
       }
     }
-    if (close_session != 0) {
-      // The handler outlives every reactor unless the server is being torn down.
-      if (std::shared_ptr<SessionHandler> h = handler_.lock()) h->Close(close_session, close_why);
-    }
-    // The reactor lives until OnDone, which cannot come before the Finish below (and no
-    // Finish is started while a write is outstanding, but after an overflow).
-    if (write) reactor_->StartWrite(&current_);
-    if (finish) reactor_->Finish(finish_status);
   }
 
   grpc::ServerBidiReactor<WorkerMessage, SchedulerMessage>* const reactor_;
@@ -166,6 +194,8 @@ class Outbox final : public WorkerStream {
   bool overflowed_ ABSL_GUARDED_BY(mu_) = false;
   bool finished_ ABSL_GUARDED_BY(mu_) = false;
   bool done_ ABSL_GUARDED_BY(mu_) = false;
+  bool pumping_ ABSL_GUARDED_BY(mu_) = false;  // a thread is in Next's loop
+  bool again_ ABSL_GUARDED_BY(mu_) = false;    // another asked it to look again
   absl::Status status_ ABSL_GUARDED_BY(mu_);
 };
 
@@ -178,6 +208,10 @@ class ConnectReactor final : public grpc::ServerBidiReactor<WorkerMessage, Sched
         peer_(std::move(peer)),
         worker_id_(std::move(worker_id)),
         out_(std::make_shared<Outbox>(this, handler_, std::move(limit))) {
+    // The initial metadata goes in a batch of its own, now: otherwise the first write carries
+    // it, and a Finish while that write is outstanding (the send-queue overflow finishes at
+    // once) would send it a second time: GRPC_CALL_ERROR_TOO_MANY_OPERATIONS, an abort.
+    StartSendInitialMetadata();
     StartRead(&in_);
   }
 

@@ -56,7 +56,11 @@ class GrpcWorker {
     if (!ended_) stream_->Finish().ok();
   }
 
-  bool Write(const farm::v1::WorkerMessage& m) { return stream_->Write(m); }
+  // One Write at a time (a sync stream allows one writer; the tests write from two threads).
+  bool Write(const farm::v1::WorkerMessage& m) {
+    absl::MutexLock l(&write_mu_);
+    return stream_->Write(m);
+  }
 
   // Reads everything from now on.
   void Resume() {
@@ -133,6 +137,7 @@ class GrpcWorker {
   void Drop() { ctx_.TryCancel(); }
 
  private:
+  absl::Mutex write_mu_;
   std::unique_ptr<farm::v1::WorkerHub::Stub> stub_;
   grpc::ClientContext ctx_;
   std::unique_ptr<grpc::ClientReaderWriter<farm::v1::WorkerMessage, farm::v1::SchedulerMessage>>
@@ -357,8 +362,10 @@ TEST_F(WorkerHubServiceTest, SendQueueBoundInMessages) {
   GrpcWorker* stuck = NewWorker(/*reads=*/1);
   ASSERT_TRUE(stuck->Hello("w1", 64).has_value());
   std::vector<std::shared_ptr<testing::Outcome>> outcomes;
-  for (int i = 0; i < 40; ++i) {
-    outcomes.push_back(Start(d_.get(), BigSpec(absl::StrCat("k", i), 128 << 10)));
+  // 16 MiB for its 64 slots: more than HTTP/2 flow control (with BDP probing) lets into flight,
+  // so the queue behind the transport must pass 4 messages.
+  for (int i = 0; i < 64; ++i) {
+    outcomes.push_back(Start(d_.get(), BigSpec(absl::StrCat("k", i), 256 << 10)));
   }
   std::string line = Event("worker w1 disconnected (RESOURCE_EXHAUSTED");
   EXPECT_THAT(line, HasSubstr("4 messages"));

@@ -30,7 +30,7 @@ grep -q "^Server:" "$T/stats.txt" || fail "stats lacks the server counters: $(ca
 "$FARM" cache stats --cache "$ADDR" --json >"$T/stats.json"
 [ "$(json_field "$T/stats.json" max_size)" = "50331648" ] || fail "new budget not kept"
 stop_server || fail "farm-cache did not exit 0 on SIGTERM"
-grep -q "SIGTERM, shutting down" "$T/server.out" || fail "no shutdown line"
+cat "$T/server.out" "$T/server.err" | grep -q "SIGTERM, shutting down" || fail "no shutdown line"
 # The budget set by gc survives a restart without --max-size.
 start_server "$T/a"
 "$FARM" cache stats --cache "$ADDR" --json >"$T/stats.json"
