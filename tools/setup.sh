@@ -17,6 +17,7 @@ packages=(
   apache2-utils skopeo umoci
   oci-image-tool buildah hyperfine bc curl ca-certificates git tar gzip zstd xz-utils bzip2 pigz
   prometheus  # promtool check metrics (common/metrics tests)
+  chromium  # headless: the status page test (tests/status)
   # TLS: deploy/make-certs.sh and the auth tests use the openssl command; Debian's Bazel needs
   # netty-tcnative's JNI library for grpcs:// (deploy/bazel-tls-setup.sh)
   openssl libnetty-tcnative-jni

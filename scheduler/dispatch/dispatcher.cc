@@ -492,6 +492,7 @@ class Dispatcher::Impl final : public SessionHandler {
       info.set_layers(static_cast<int32_t>(w->chain_ids.size()));
       info.set_tasks_done(w->tasks_done);
       info.set_connected(w->connected());
+      info.set_draining(w->draining);
       out.push_back(std::move(info));
     }
     std::sort(out.begin(), out.end(),

@@ -336,6 +336,7 @@ class Engine {
       u.set_end_line(step.end_line);
       u.set_key(step.key);
       if (r != nullptr) {
+        u.set_worker(r->worker());
         for (const std::string& t : r->output_tail()) u.add_output_tail(t);
       }
       events_.Emit(std::move(u));
@@ -362,7 +363,14 @@ class Engine {
     if (!recorded.ok()) {
       Warn(absl::StrCat("recording ", name, " in the action cache: ", recorded.message()));
     }
-    EmitVertex(vertex, name, farm::v1::VertexUpdate::DONE, micros, step.key);
+    farm::v1::VertexUpdate done;
+    done.set_id(vertex);
+    done.set_name(name);
+    done.set_state(farm::v1::VertexUpdate::DONE);
+    done.set_duration_micros(micros);
+    done.set_key(step.key);
+    done.set_worker(result->worker());
+    events_.Emit(std::move(done));
     Record(s, step, false, layer, micros);
     return layer;
   }

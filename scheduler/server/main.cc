@@ -26,6 +26,7 @@
 #include "scheduler/server/flags.h"
 #include "scheduler/server/ops.h"
 #include "scheduler/server/scheduler_service.h"
+#include "scheduler/server/status_page.h"
 #include "scheduler/server/verifying_executor.h"
 
 namespace {
@@ -200,8 +201,17 @@ int main(int argc, char** argv) {
             << ")" << std::endl;
   log.Info("listening", {{"address", bound}, {"cache", cache}, {"dir", dir}});
   if (*http != nullptr) {
+    // The status page (status_page.h), behind the API's authentication.
+    farm::scheduler::server::StatusSources pages =
+        farm::scheduler::server::StatusSourcesFor(manager->get(), d, opt.tenant_weights);
+    pages.auth = server_auth;
+    if (absl::Status s = farm::scheduler::server::ServeStatusPages(**http, std::move(pages));
+        !s.ok()) {
+      return fatal(s);
+    }
     std::cout << "farm-scheduler: metrics on " << (*http)->address() << std::endl;
-    log.Info("serving /metrics, /healthz, /readyz", {{"address", (*http)->address()}});
+    log.Info("serving /metrics, /healthz, /readyz and the status page on /",
+             {{"address", (*http)->address()}});
   }
   if (!auth_warning.empty()) log.Warning(auth_warning);
 
