@@ -7,6 +7,8 @@
 //                                  or "connect ADDR:PORT refused <errno text>"
 //   probe tiocsti TEXT             pushes TEXT into the input of the terminal on stdin
 //   probe tty                      stdin's terminal, session and controlling terminal
+//   probe ssh-agent                asks the agent at $SSH_AUTH_SOCK for its identities:
+//                                  "ssh_agent: N identities" or "ssh_agent: refused (...)"
 //
 // Every line is "name: value"; the exit status is 0 unless the probe itself failed to run.
 // It is a test tool: it reports, the tests judge.
@@ -21,6 +23,7 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/sysmacros.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -29,6 +32,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <sstream>
 #include <string>
 
 namespace {
@@ -45,6 +49,17 @@ std::string Field(const std::string& file, const std::string& key) {
   return "?";
 }
 
+// The first line of an id map (/proc/self/uid_map), its three numbers one space apart:
+// "0 0 4294967295" outside a user namespace, "0 START COUNT" in a rootless step.
+std::string IdMap(const std::string& file) {
+  std::ifstream in(file);
+  std::string first, out;
+  std::getline(in, first);
+  std::istringstream words(first);
+  for (std::string w; words >> w;) out += (out.empty() ? "" : " ") + w;
+  return out.empty() ? "?" : out;
+}
+
 std::string Outcome(int rc, int err) {
   return rc >= 0 ? "allowed" : std::string("refused (") + strerror(err) + ")";
 }
@@ -55,6 +70,8 @@ void Sandbox() {
   printf("cap_eff: %s\n", Field("/proc/self/status", "CapEff").c_str());
   printf("cap_bnd: %s\n", Field("/proc/self/status", "CapBnd").c_str());
   printf("uid: %d\n", static_cast<int>(getuid()));
+  printf("uid_map: %s\n", IdMap("/proc/self/uid_map").c_str());
+  printf("gid_map: %s\n", IdMap("/proc/self/gid_map").c_str());
 
   // A block device (the host's first disk's major/minor): made, maybe; opened, never.
   const char* node = "/tmp/probe-blockdev";
@@ -124,6 +141,43 @@ void Connect(const char* addr, const char* port) {
   close(fd);
 }
 
+// SSH_AGENTC_REQUEST_IDENTITIES (11) to the agent; the answer is SSH_AGENT_IDENTITIES_ANSWER
+// (12) and a count. Busybox's nc cannot speak to a unix socket, hence this.
+void SshAgent() {
+  const char* path = getenv("SSH_AUTH_SOCK");
+  if (path == nullptr || strlen(path) >= sizeof(sockaddr_un::sun_path)) {
+    printf("ssh_agent: refused (no SSH_AUTH_SOCK)\n");
+    return;
+  }
+  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_un sa{};
+  sa.sun_family = AF_UNIX;
+  strcpy(sa.sun_path, path);
+  if (connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof(sa)) != 0) {
+    printf("ssh_agent: refused (%s)\n", strerror(errno));
+    close(fd);
+    return;
+  }
+  const unsigned char req[] = {0, 0, 0, 1, 11};
+  unsigned char got[9] = {0};
+  size_t have = 0;
+  if (write(fd, req, sizeof(req)) == static_cast<ssize_t>(sizeof(req))) {
+    pollfd p{fd, POLLIN, 0};
+    while (have < sizeof(got) && poll(&p, 1, 5000) == 1) {
+      ssize_t n = read(fd, got + have, sizeof(got) - have);
+      if (n <= 0) break;
+      have += static_cast<size_t>(n);
+    }
+  }
+  close(fd);
+  if (have < sizeof(got) || got[4] != 12) {
+    printf("ssh_agent: refused (no identities answer)\n");
+    return;
+  }
+  unsigned count = (got[5] << 24) | (got[6] << 16) | (got[7] << 8) | got[8];
+  printf("ssh_agent: %u identities\n", count);
+}
+
 void Tiocsti(const char* text) {
   int pushed = 0, err = 0;
   for (const char* c = text; *c != '\0'; ++c) {
@@ -163,9 +217,12 @@ int main(int argc, char** argv) {
     Tiocsti(argv[2]);
   } else if (cmd == "tty") {
     Tty();
+  } else if (cmd == "ssh-agent") {
+    SshAgent();
   } else {
     fprintf(stderr,
-            "usage: probe sandbox | connect ADDR PORT [ADDR PORT...] | tiocsti TEXT | tty\n");
+            "usage: probe sandbox | connect ADDR PORT [ADDR PORT...] | tiocsti TEXT | tty | "
+            "ssh-agent\n");
     return 2;
   }
   return 0;
