@@ -1,0 +1,2 @@
+#!/bin/sh
+echo "search service: $(cat /opt/base.txt)"
