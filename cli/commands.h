@@ -15,6 +15,7 @@ using Args = std::vector<std::string>;
 
 int RunVersion(const Args& args);
 int RunBuild(const Args& args);
+int RunBake(const Args& args);  // cmd_bake.cc: many targets of bake/Compose files at once
 int RunRun(const Args& args);
 int RunBuilds(const Args& args);
 int RunWhyMiss(const Args& args);

@@ -18,6 +18,7 @@ struct Command {
 
 // Only commands that exist are listed: `farm --help` is accurate.
 const Command kCommands[] = {
+    {"bake", "Build the targets of bake/Compose files as one graph", farm::cli::RunBake},
     {"build", "Build an image from a Dockerfile (in this process)", farm::cli::RunBuild},
     {"builds", "List builds (this home's, or a farm's with --scheduler)", farm::cli::RunBuilds},
     {"cancel", "Cancel builds on a farm", farm::cli::RunCancel},

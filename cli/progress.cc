@@ -70,7 +70,16 @@ ProgressPrinter::ProgressPrinter(ProgressMode mode, int fd, std::string dockerfi
 
 ProgressPrinter::~ProgressPrinter() { Finish(); }
 
-void ProgressPrinter::Write(const std::string& s) {
+void ProgressPrinter::Write(const std::string& text) {
+  std::string prefixed;
+  if (!prefix_.empty()) {
+    for (char c : text) {
+      if (at_line_start_) prefixed += prefix_;
+      prefixed += c;
+      at_line_start_ = c == '\n';
+    }
+  }
+  const std::string& s = prefix_.empty() ? text : prefixed;
   size_t off = 0;
   while (off < s.size()) {
     ssize_t n = write(fd_, s.data() + off, s.size() - off);

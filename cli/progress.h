@@ -50,6 +50,10 @@ class ProgressPrinter {
 
   ProgressMode mode() const { return mode_; }
 
+  // Starts every line written with `prefix` (farm bake: "[api] " before each target's lines
+  // in plain mode). Call before the first event.
+  void SetLinePrefix(std::string prefix) { prefix_ = std::move(prefix); }
+
  private:
   struct Vertex {
     int id = 0;
@@ -74,6 +78,8 @@ class ProgressPrinter {
   const int fd_;
   const std::string dockerfile_text_;
   const std::string dockerfile_name_;
+  std::string prefix_;
+  bool at_line_start_ = true;  // Write's position (for prefix_); Write runs under mu_ or alone
   absl::Mutex mu_;
   std::map<int, Vertex> vertices_ ABSL_GUARDED_BY(mu_);
   int last_plain_vertex_ ABSL_GUARDED_BY(mu_) = -1;

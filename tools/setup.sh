@@ -10,7 +10,7 @@ packages=(
   protobuf-compiler protobuf-compiler-grpc libgrpc++-dev libprotobuf-dev libabsl-dev
   librocksdb-dev libssl-dev libarchive-dev libcurl4-openssl-dev nlohmann-json3-dev
   libzstd-dev zlib1g-dev libdeflate-dev libisal-dev libgtest-dev libgmock-dev libbenchmark-dev
-  libcap-dev libcivetweb-dev libseccomp-dev
+  libcap-dev libcivetweb-dev libseccomp-dev libyaml-cpp-dev
   # run and test: sandbox, base images, registries, reference tools (docker.io: the reference
   # engine of tests/conformance, dockerd 20.10 with BuildKit; openssh-client: its ssh-agent)
   iproute2 nftables procps busybox-static debootstrap docker-registry docker.io openssh-client

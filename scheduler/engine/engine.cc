@@ -52,7 +52,11 @@ class Engine {
  public:
   Engine(const EngineDeps& deps, const BuildRequest& req, const EventSink& sink,
          const absl::Notification* user_cancel)
-      : deps_(deps), req_(req), events_(sink), user_cancel_(user_cancel) {
+      : deps_(deps),
+        req_(req),
+        events_(sink),
+        user_cancel_(user_cancel),
+        inflight_(deps.inflight != nullptr ? deps.inflight : std::make_shared<InflightSteps>()) {
     int cores = static_cast<int>(std::thread::hardware_concurrency());
     slots_ = req.max_parallel > 0 ? req.max_parallel : std::max(1, cores);
   }
@@ -225,32 +229,28 @@ class Engine {
       const plan::Stage& s, const plan::Step& step, int index, int vertex,
       const std::vector<farm::v1::Layer>& parents) {
     std::string name = VertexName(*req_.plan, s, index);
-    // In-flight dedup: the first claimant runs the key, the others wait for its result.
-    std::shared_ptr<Inflight> mine;
-    std::shared_ptr<Inflight> theirs;
-    {
-      absl::MutexLock l(&mu_);
-      auto it = inflight_.find(step.key);
-      if (it == inflight_.end()) {
-        mine = std::make_shared<Inflight>();
-        inflight_[step.key] = mine;
-      } else {
-        theirs = it->second;
+    // In-flight dedup: the first claimant runs the key, the others wait for its result. When
+    // the runner's build stopped for a reason of its own (another build of a bake failed), the
+    // step is claimed again rather than failing this build.
+    for (;;) {
+      InflightSteps::Claim claim = inflight_->Get(step.key);
+      if (claim.theirs) {
+        while (!claim.theirs->done.WaitForNotificationWithTimeout(absl::Milliseconds(100))) {
+          if (Canceled()) return absl::CancelledError("the build stopped");
+        }
+        const InflightSteps::Result& theirs = claim.theirs->result;
+        if (!theirs.ok()) {
+          if (absl::IsCancelled(theirs.status()) && !Canceled()) continue;
+          return absl::CancelledError("the same step failed elsewhere");
+        }
+        EmitVertex(vertex, name, farm::v1::VertexUpdate::CACHED, 0, step.key);
+        Record(s, step, true, *theirs, 0);
+        return *theirs;
       }
+      InflightSteps::Result result = Execute(s, step, name, vertex, parents);
+      inflight_->Finish(step.key, claim.mine, result);
+      return result;
     }
-    if (theirs) {
-      while (!theirs->done.WaitForNotificationWithTimeout(absl::Milliseconds(100))) {
-        if (Canceled()) return absl::CancelledError("the build stopped");
-      }
-      if (!theirs->result.ok()) return absl::CancelledError("the same step failed elsewhere");
-      EmitVertex(vertex, name, farm::v1::VertexUpdate::CACHED, 0, step.key);
-      Record(s, step, true, *theirs->result, 0);
-      return *theirs->result;
-    }
-    absl::StatusOr<std::optional<farm::v1::Layer>> result = Execute(s, step, name, vertex, parents);
-    mine->result = result;
-    mine->done.Notify();
-    return result;
   }
 
   absl::StatusOr<std::optional<farm::v1::Layer>> Execute(
@@ -445,15 +445,11 @@ class Engine {
     return out;
   }
 
-  struct Inflight {
-    absl::Notification done;
-    absl::StatusOr<std::optional<farm::v1::Layer>> result;
-  };
-
   const EngineDeps& deps_;
   const BuildRequest& req_;
   EventWriter events_;
   const absl::Notification* user_cancel_;
+  std::shared_ptr<InflightSteps> inflight_;
   int slots_ = 1;
   std::vector<std::unique_ptr<StageRun>> runs_;
   std::map<int, int> by_index_;  // Dockerfile stage index → position in the plan
@@ -462,12 +458,35 @@ class Engine {
   absl::Mutex mu_;
   absl::Status first_error_ ABSL_GUARDED_BY(mu_);
   int running_ ABSL_GUARDED_BY(mu_) = 0;
-  std::map<std::string, std::shared_ptr<Inflight>> inflight_ ABSL_GUARDED_BY(mu_);
   std::vector<std::string> leases_ ABSL_GUARDED_BY(mu_);
   std::vector<StepOutcome> outcomes_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace
+
+InflightSteps::Claim InflightSteps::Get(const std::string& key) {
+  absl::MutexLock l(&mu_);
+  Claim c;
+  auto it = entries_.find(key);
+  if (it != entries_.end()) {
+    c.theirs = it->second;
+    return c;
+  }
+  c.mine = std::make_shared<Entry>();
+  entries_[key] = c.mine;
+  return c;
+}
+
+void InflightSteps::Finish(const std::string& key, const std::shared_ptr<Entry>& mine,
+                           Result result) {
+  {
+    absl::MutexLock l(&mu_);
+    auto it = entries_.find(key);
+    if (!result.ok() && it != entries_.end() && it->second == mine) entries_.erase(it);
+  }
+  mine->result = std::move(result);
+  mine->done.Notify();
+}
 
 common::Digest ActionKey(const plan::Step& step) {
   int64_t size = 0;

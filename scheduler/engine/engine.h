@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
 #include "cache/action_cache.h"
@@ -34,10 +35,38 @@
 
 namespace farm::scheduler::engine {
 
+// The steps being executed, by key. One build always dedups its own steps; builds running at
+// once in one process (`farm bake`: one RunBuild per target) share one InflightSteps so that a
+// step several of them want runs once: the first to claim a key runs it, the others wait for
+// its result and show the step CACHED. A key that succeeded stays (later claimants get its
+// result without looking again); one that failed is forgotten, so another build may run it.
+// Thread-safe.
+class InflightSteps {
+ public:
+  using Result = absl::StatusOr<std::optional<farm::v1::Layer>>;
+  struct Entry {
+    absl::Notification done;
+    Result result;  // valid once done
+  };
+  struct Claim {
+    std::shared_ptr<Entry> mine;    // set: the caller runs the step and must call Finish
+    std::shared_ptr<Entry> theirs;  // set: someone else runs (or ran) it; wait for done
+  };
+  Claim Get(const std::string& key);
+  // Publishes the result of a step the caller claimed (`mine`).
+  void Finish(const std::string& key, const std::shared_ptr<Entry>& mine, Result result);
+
+ private:
+  absl::Mutex mu_;
+  std::map<std::string, std::shared_ptr<Entry>> entries_ ABSL_GUARDED_BY(mu_);
+};
+
 struct EngineDeps {
   std::shared_ptr<cache::BlobStore> cas;
   std::shared_ptr<cache::ActionCache> ac;
   std::shared_ptr<executor::StepExecutor> executor;
+  // Shared with other builds of this process (farm bake); null: the build's own.
+  std::shared_ptr<InflightSteps> inflight;
 };
 
 struct BuildRequest {

@@ -245,6 +245,31 @@ TEST_F(EngineTest, AStepWantedTwiceInOneBuildRunsOnce) {
   EXPECT_EQ(same, 1);
 }
 
+TEST_F(EngineTest, BuildsSharingInflightStepsRunACommonStepOnce) {
+  // Two builds at once (farm bake's targets) whose first step is the same slow one: with one
+  // InflightSteps it executes once, the other build waits and shows it CACHED.
+  plan::Plan a = MakePlan("FROM scratch\nRUN [\"slow-base\"]\nRUN [\"layer-a\"]\n");
+  plan::Plan b = MakePlan("FROM scratch\nRUN [\"slow-base\"]\nRUN [\"layer-b\"]\n");
+  EngineDeps deps{cas_, ac_, executor_, std::make_shared<InflightSteps>()};
+  absl::StatusOr<BuildOutput> ra, rb;
+  auto run = [&](const plan::Plan& p, absl::StatusOr<BuildOutput>* out) {
+    BuildRequest req;
+    req.plan = &p;
+    *out = RunBuild(deps, req, nullptr, nullptr);
+  };
+  std::thread ta(run, std::cref(a), &ra);
+  std::thread tb(run, std::cref(b), &rb);
+  ta.join();
+  tb.join();
+  ASSERT_TRUE(ra.ok()) << ra.status();
+  ASSERT_TRUE(rb.ok()) << rb.status();
+  int base = 0;
+  for (const std::string& n : executor_->names()) base += n == "slow-base" ? 1 : 0;
+  EXPECT_EQ(base, 1);
+  EXPECT_EQ(ra->steps_cached + rb->steps_cached, 1);
+  EXPECT_THAT(executor_->names(), ::testing::IsSupersetOf({"layer-a", "layer-b"}));
+}
+
 TEST_F(EngineTest, AFailedCommandFailsItsVertexWithTheLineAndTheBuild) {
   plan::Plan p = MakePlan("FROM scratch\nRUN [\"one\"]\nRUN [\"fail\"]\n");
   absl::StatusOr<BuildOutput> r = Build(p);

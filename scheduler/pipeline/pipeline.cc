@@ -135,7 +135,7 @@ class Pipeline {
     for (const std::string& w : r->plan->warnings) events_.Warn(w);
 
     ASSIGN_OR_RETURN(std::shared_ptr<executor::StepExecutor> executor, deps_.executor());
-    engine::EngineDeps engine_deps{deps_.cas, deps_.ac, std::move(executor)};
+    engine::EngineDeps engine_deps{deps_.cas, deps_.ac, std::move(executor), deps_.inflight};
     engine::BuildRequest br = req_.engine;
     br.plan = r->plan.get();
     br.dockerfile = req_.dockerfile_name;

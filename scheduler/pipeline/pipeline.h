@@ -69,6 +69,9 @@ struct Deps {
   // The executor the build's misses run on; made once the context is loaded (a local
   // executor reads context files through it).
   std::function<absl::StatusOr<std::shared_ptr<executor::StepExecutor>>()> executor;
+  // Steps in flight, shared with the other builds of this process (farm bake); null: the
+  // build's own (see engine::InflightSteps).
+  std::shared_ptr<engine::InflightSteps> inflight;
 };
 
 // What the export vertex hands an extra output (an OCI/docker archive, a local directory).

@@ -271,10 +271,22 @@ class Planner {
     return -1;
   }
 
-  // Resolves a COPY --from / --mount from= value: a stage (by name or index) or an image.
-  absl::StatusOr<SourceRef> ResolveSource(const std::string& from, int current, Position pos,
+  // The named context `name` refers to, unless a stage among the first `limit` has that name
+  // (a stage wins, as the Dockerfile reads).
+  const NamedContext* Named(const std::string& name, size_t limit) const {
+    auto it = opts_.named_contexts.find(name);
+    if (it == opts_.named_contexts.end()) return nullptr;
+    if (FindStageByName(absl::AsciiStrToLower(name), limit) >= 0) return nullptr;
+    return &it->second;
+  }
+
+  // Resolves a COPY --from / --mount from= value: a stage (by name or index), a named context
+  // that is an image, or an image. (A named directory context is handled by the callers.)
+  absl::StatusOr<SourceRef> ResolveSource(const std::string& from_name, int current, Position pos,
                                           const std::string& platform) {
     SourceRef ref;
+    std::string from = from_name;
+    if (const NamedContext* nc = Named(from_name, df_.stages.size())) from = nc->image;
     std::string lower = absl::AsciiStrToLower(from);
     int idx = FindStageByName(lower, df_.stages.size());
     int64_t n;
@@ -378,6 +390,15 @@ class Planner {
       st.base_chain = ScratchChain(st.platform);
     } else {
       st.base_kind = Stage::BaseKind::kImage;
+      if (const NamedContext* nc = Named(st.base_ref, idx)) {
+        if (nc->image.empty()) {
+          return Err(ds.pos, absl::StrCat("FROM ", st.base_ref,
+                                          ": a named context that is a directory can not be a "
+                                          "base (use it with COPY --from=",
+                                          st.base_ref, ")"));
+        }
+        st.base_ref = nc->image;
+      }
       if (opts_.resolver != nullptr) {
         absl::StatusOr<image::ResolvedImage> img =
             opts_.resolver->Resolve(st.base_ref, st.platform);
@@ -543,8 +564,10 @@ class Planner {
   absl::Status ContextInputs(StageState& ss, const std::vector<std::string>& paths, bool parents,
                              const std::vector<std::string>& excludes, Position pos,
                              std::vector<std::pair<std::string, std::string>>* pre,
-                             std::vector<std::string>* listing = nullptr) {
-    if (opts_.context == nullptr) {
+                             std::vector<std::string>* listing = nullptr,
+                             const NamedContext* named = nullptr) {
+    const worker::copy::SourceTree* tree = named != nullptr ? named->tree : opts_.context;
+    if (tree == nullptr) {
       pre->push_back({"inputs", "context not hashed"});
       if (!context_warned_) {
         warnings_.push_back("build context not given: COPY/ADD keys from it are placeholders");
@@ -558,11 +581,12 @@ class Planner {
     so.parents = parents;
     so.excludes = ex->empty() ? nullptr : &*ex;
     absl::StatusOr<std::vector<worker::copy::Match>> matches =
-        worker::copy::ResolveSources(*opts_.context, paths, so);
+        worker::copy::ResolveSources(*tree, paths, so);
     if (!matches.ok()) {
       std::string msg(matches.status().message());
       if (absl::IsNotFound(matches.status())) {
-        absl::StrAppend(&msg, " in the build context (or excluded by .dockerignore)");
+        absl::StrAppend(&msg, named != nullptr ? " in the named context" : " in the build context",
+                        " (or excluded by .dockerignore)");
       }
       return ErrCode(matches.status().code(), pos, msg);
     }
@@ -572,8 +596,7 @@ class Planner {
     for (const worker::copy::Match& m : *matches) {
       h.Update(absl::StrCat("match\t", m.src, "\t", m.path, "\t", m.resolved, "\t", m.base, "\n"));
       absl::Status s = worker::copy::WalkMatch(
-          *opts_.context, m, so.excludes,
-          [&](const std::string& rel, const worker::copy::FileInfo& fi) {
+          *tree, m, so.excludes, [&](const std::string& rel, const worker::copy::FileInfo& fi) {
             if (fi.type == worker::copy::FileType::kRegular) {
               if (!fi.digest) {
                 return absl::InternalError(
@@ -803,7 +826,20 @@ class Planner {
       int index = run->mounts_size();
       *run->add_mounts() = m->proto;
       std::string canon = m->canonical;
+      const NamedContext* named_dir = nullptr;
       if (m->has_from && !m->from.empty()) {
+        const NamedContext* nc = Named(m->from, df_.stages.size());
+        if (nc != nullptr && nc->image.empty()) named_dir = nc;
+      }
+      if (named_dir != nullptr) {
+        // A bind mount of a named directory context: keyed by the content it exposes.
+        std::vector<std::pair<std::string, std::string>> inputs;
+        std::string src = m->proto.source().empty() ? "/" : m->proto.source();
+        absl::Status s = ContextInputs(ss, {src}, false, {}, pos, &inputs, nullptr, named_dir);
+        if (!s.ok()) return s;
+        for (auto& kv : inputs) absl::StrAppend(&canon, " ", kv.second);
+        *run->mutable_mounts(index)->mutable_from()->mutable_context() = named_dir->root;
+      } else if (m->has_from && !m->from.empty()) {
         absl::StatusOr<SourceRef> ref = ResolveSource(m->from, ss.st->index, pos, ss.st->platform);
         if (!ref.ok()) return ref.status();
         if (ref->stage >= 0) ss.st->depends_on.insert(ref->stage);
@@ -1025,7 +1061,21 @@ class Planner {
 
     farm::v1::CopyOp* cp = step->request.mutable_copy();
     // Inputs.
+    const NamedContext* named_dir = nullptr;
     if (!from.empty()) {
+      const NamedContext* nc = Named(from, df_.stages.size());
+      if (nc != nullptr && nc->image.empty()) named_dir = nc;
+    }
+    if (named_dir != nullptr) {
+      // A named directory context: read like the main context, from its own tree and root.
+      if (!urls.empty()) return Err(pos, "COPY --from cannot copy URLs");
+      if (!paths.empty()) {
+        absl::Status s =
+            ContextInputs(ss, paths, c.parents, excludes, pos, &pre, &step->inputs, named_dir);
+        if (!s.ok()) return s;
+      }
+      *cp->mutable_source()->mutable_context() = named_dir->root;
+    } else if (!from.empty()) {
       if (!urls.empty()) return Err(pos, "COPY --from cannot copy URLs");
       absl::StatusOr<SourceRef> ref = ResolveSource(from, ss.st->index, pos, ss.st->platform);
       if (!ref.ok()) return ref.status();

@@ -61,6 +61,20 @@ namespace farm::scheduler::plan {
 inline constexpr char kDefaultPath[] =
     "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
+// A named build context (buildx --build-context NAME=..., bake's `contexts`): what a FROM, a
+// COPY --from= or a RUN --mount from= naming it reads, when no stage of the Dockerfile has
+// that name. One of:
+struct NamedContext {
+  // An image reference ("docker-image://REF" without the scheme): resolved and keyed like a
+  // FROM image (by its diff_ids); FROM NAME builds on it.
+  std::string image;
+  // A local directory, hashed (.dockerignore applied), and its REAPI root: COPY --from=NAME
+  // and RUN --mount=from=NAME read its files, keyed by their content like the main context.
+  // FROM NAME of a directory is refused.
+  const worker::copy::SourceTree* tree = nullptr;
+  farm::v1::ContextRoot root;
+};
+
 struct PlanOptions {
   std::map<std::string, std::string> build_args;  // --build-arg NAME=VALUE
   std::string target;                             // --target; "" = the last stage
@@ -72,7 +86,8 @@ struct PlanOptions {
   bool allow_unresolved = false;
   // The build context, hashed (files carry digests), .dockerignore already applied.
   const worker::copy::SourceTree* context = nullptr;
-  farm::v1::ContextRoot context_root;  // its REAPI root Directory, for StepRequests
+  farm::v1::ContextRoot context_root;                  // its REAPI root Directory, for StepRequests
+  std::map<std::string, NamedContext> named_contexts;  // by name
   farm::v1::LayerOptions layer_options;
   // The network of RUN steps without --network (`farm build --network`): default|none|host.
   std::string default_network = "default";

@@ -547,3 +547,91 @@ TEST(KeyPropertiesTest, HardLinksInTheContextAreKeyed) {
 
 }  // namespace
 }  // namespace farm::scheduler::plan
+
+namespace farm::scheduler::plan {
+namespace {
+
+// Named contexts (bake's `contexts`, buildx --build-context): FROM/COPY --from/RUN --mount
+// naming one read it, unless a stage has the name.
+class NamedContextsTest : public ::testing::Test {
+ protected:
+  absl::StatusOr<plan::Plan> PlanNamed(const std::string& dockerfile,
+                                       std::map<std::string, NamedContext> named) {
+    absl::StatusOr<dockerfile::SyntaxTree> tree = dockerfile::Parse(dockerfile, "Dockerfile");
+    if (!tree.ok()) return tree.status();
+    absl::StatusOr<dockerfile::Dockerfile> df = dockerfile::BuildInstructions(*tree);
+    if (!df.ok()) return df.status();
+    auto main = context::Snapshot::FromDirectory(main_.path(), {}, {});
+    if (!main.ok()) return main.status();
+    main_snap_ = *std::move(main);
+    PlanOptions po;
+    po.resolver = &resolver_;
+    po.context = &main_snap_->tree();
+    po.context_root = main_snap_->root();
+    po.named_contexts = std::move(named);
+    return MakePlan(*df, po);
+  }
+  NamedContext Shared() {
+    auto s = context::Snapshot::FromDirectory(shared_.path(), {}, {});
+    EXPECT_TRUE(s.ok());
+    shared_snap_ = *std::move(s);
+    NamedContext nc;
+    nc.tree = &shared_snap_->tree();
+    nc.root = shared_snap_->root();
+    return nc;
+  }
+  Dir main_ = NewDir();
+  Dir shared_ = NewDir();
+  std::unique_ptr<context::Snapshot> main_snap_, shared_snap_;
+  TwoTagResolver resolver_;
+};
+
+TEST_F(NamedContextsTest, CopyFromADirectoryContextIsKeyedByItsFiles) {
+  main_.Write("lib.txt", "main's");
+  shared_.Write("lib.txt", "v1");
+  const char df[] = "FROM scratch\nCOPY --from=shared lib.txt /lib.txt\n";
+  absl::StatusOr<plan::Plan> p = PlanNamed(df, {{"shared", Shared()}});
+  ASSERT_TRUE(p.ok()) << p.status();
+  const Step& copy = p->stages[p->target].steps[0];
+  // Reads the named context's root, not the main one.
+  EXPECT_EQ(copy.request.copy().source().context().digest(), shared_snap_->root().digest());
+  EXPECT_NE(copy.request.copy().source().context().digest(), main_snap_->root().digest());
+  EXPECT_FALSE(copy.copy_from.has_value());
+  std::string key = copy.key;
+  shared_.Write("lib.txt", "v2");
+  absl::StatusOr<plan::Plan> p2 = PlanNamed(df, {{"shared", Shared()}});
+  ASSERT_TRUE(p2.ok());
+  EXPECT_NE(p2->stages[p2->target].steps[0].key, key);  // its content is in the key
+  // A missing file names the named context.
+  absl::StatusOr<plan::Plan> bad =
+      PlanNamed("FROM scratch\nCOPY --from=shared nope.txt /\n", {{"shared", Shared()}});
+  EXPECT_THAT(bad.status().message(), HasSubstr("in the named context"));
+  // FROM a directory context is refused, with the position.
+  bad = PlanNamed("FROM shared\n", {{"shared", Shared()}});
+  EXPECT_THAT(bad.status().message(), HasSubstr("Dockerfile:1:1: FROM shared: a named context"));
+}
+
+TEST_F(NamedContextsTest, ImageContextsReplaceFromAndCopyFromButStagesWin) {
+  NamedContext img;
+  img.image = "other";
+  absl::StatusOr<plan::Plan> p = PlanNamed("FROM base AS b\nFROM base:a\nCOPY --from=src /x /x\n",
+                                           {{"base", img}, {"src", img}});
+  ASSERT_TRUE(p.ok()) << p.status();
+  const Stage& target = p->stages[p->target];
+  // FROM base → "other" (the named context), not base:a's layers.
+  ASSERT_TRUE(target.base_image.has_value());
+  EXPECT_EQ(target.base_image->reference, "base:a");  // "base:a" is not the name "base"
+  ASSERT_TRUE(target.steps[0].copy_from.has_value());
+  EXPECT_EQ(target.steps[0].copy_from->image->reference, "other");
+  p = PlanNamed("FROM base\n", {{"base", img}});
+  ASSERT_TRUE(p.ok());
+  EXPECT_EQ(p->stages[p->target].base_image->reference, "other");
+  // A stage named like a context is the stage.
+  p = PlanNamed("FROM scratch AS src\nRUN x\nFROM scratch\nCOPY --from=src /x /x\n",
+                {{"src", img}});
+  ASSERT_TRUE(p.ok());
+  EXPECT_EQ(p->stages[p->target].steps[0].copy_from->stage, 0);
+}
+
+}  // namespace
+}  // namespace farm::scheduler::plan

@@ -1,0 +1,2 @@
+#!/bin/sh
+echo "api service: $(cat /opt/base.txt)"

@@ -1,0 +1,2 @@
+#!/bin/sh
+echo "auth service: $(cat /opt/base.txt)"

@@ -1,0 +1,2 @@
+#!/bin/sh
+echo "billing service: $(cat /opt/base.txt)"

@@ -1,0 +1,2 @@
+#!/bin/sh
+echo "gateway service: $(cat /opt/base.txt)"
