@@ -260,6 +260,10 @@ class Build {
       req.export_outputs = [&](const scheduler::pipeline::Exported& e,
                                const std::function<void(const std::string&)>& log) {
         for (const OutputSpec& o : outputs) {
+          if (o.type == "local" && local_executor == nullptr) {
+            // (a fully cached build never made the executor; its layer store unpacks)
+            RETURN_IF_ERROR(deps.executor().status());
+          }
           RETURN_IF_ERROR(ExportImage(o, *st.blobs, *e.image, *e.tags, *e.layers,
                                       local_executor ? local_executor->layer_store() : nullptr));
           if (o.type != "image") log(absl::StrCat("exporting ", o.type, " to ", o.dest, " done"));
