@@ -31,6 +31,7 @@
 #include "executor/secrets.h"
 #include "scheduler/pipeline/contexts.h"
 #include "scheduler/pipeline/pipeline.h"
+#include "worker/emulation.h"
 #include "worker/local_step_executor.h"
 #include "worker/sandbox_settings.h"
 
@@ -85,10 +86,14 @@ class Build {
     absl::StatusOr<cli::ProgressMode> mode =
         cli::ParseProgressMode(f_.quiet ? "quiet" : f_.progress);
     if (!mode.ok()) return progress_.Fatal(mode.status());
-    if (f_.in.platform != "linux/amd64" && f_.in.platform != oci::Platform::Host().String()) {
-      return progress_.Fatal(absl::InvalidArgumentError(
-          absl::StrCat("--platform ", f_.in.platform, ": this machine builds ",
-                       oci::Platform::Host().String(), " only (no emulation is installed)")));
+    if (!f_.in.platform.empty()) {
+      // Another architecture's RUN steps need QEMU registered with binfmt_misc: say so now.
+      absl::StatusOr<oci::Platform> want = oci::Platform::Parse(f_.in.platform);
+      if (!want.ok()) return progress_.Fatal(want.status());
+      absl::Status can = worker::CheckCanRun(want->String());
+      if (!can.ok()) {
+        return progress_.Fatal(common::Annotate(can, absl::StrCat("--platform ", f_.in.platform)));
+      }
     }
     absl::StatusOr<CheckedBuildFlags> checked = CheckBuildFlags(f_);
     if (!checked.ok()) return progress_.Fatal(checked.status());

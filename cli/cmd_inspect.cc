@@ -131,8 +131,15 @@ int RunInspect(const Args& args) {
   for (const std::string& name : pos) {
     absl::StatusOr<scheduler::image::ImageRecord> rec =
         scheduler::image::LookupImage(*stores->images, name);
+    // Like docker image inspect, a single-platform image is shown whatever its platform;
+    // --platform picks among an index's.
+    oci::Platform show = platform;
+    if (rec.ok() && platform_text.empty() && !rec->is_index() && rec->manifests.size() == 1) {
+      absl::StatusOr<oci::Platform> own = oci::Platform::Parse(rec->manifests[0].platform);
+      if (own.ok()) show = *own;
+    }
     absl::StatusOr<ordered_json> j =
-        rec.ok() ? Inspect(*stores, *rec, platform) : absl::StatusOr<ordered_json>(rec.status());
+        rec.ok() ? Inspect(*stores, *rec, show) : absl::StatusOr<ordered_json>(rec.status());
     if (!j.ok()) {
       errors.push_back(j.status());
       continue;

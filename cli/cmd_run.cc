@@ -13,9 +13,11 @@
 #include "cli/stores.h"
 #include "common/flags.h"
 #include "common/fs.h"
+#include "common/status_util.h"
 #include "oci/config.h"
 #include "oci/manifest.h"
 #include "scheduler/image/store.h"
+#include "worker/emulation.h"
 #include "worker/local_step_executor.h"
 #include "worker/sandbox_settings.h"
 
@@ -26,7 +28,7 @@ int RunRun(const Args& args) {
                      "Run a command in a new container from an image (always removed after).\n"
                      "The image's ENTRYPOINT runs with COMMAND ARG... in place of its CMD.");
   std::vector<std::string> env;
-  std::string entrypoint, workdir, user, network = "default";
+  std::string entrypoint, workdir, user, network = "default", platform;
   bool entrypoint_set = false;
   bool rm = true, interactive = false, tty = false, privileged = false;
   fs.Repeated("env", 'e', &env, "Set environment variables (KEY=VALUE, or KEY to copy it)", "list");
@@ -39,6 +41,9 @@ int RunRun(const Args& args) {
   fs.String("workdir", 'w', &workdir, "Working directory inside the container");
   fs.String("user", 'u', &user, "Username or UID (format: <name|uid>[:<group|gid>])");
   fs.String("network", 0, &network, "Network mode: default, none or host");
+  fs.String("platform", 0, &platform,
+            "Run this platform's image (os/arch[/variant]; default: this host's; another "
+            "architecture runs under QEMU emulation registered with binfmt_misc)");
   fs.Bool("rm", 0, &rm, "Remove the container when it exits (always: farm keeps nothing)");
   fs.Bool("interactive", 'i', &interactive, "Keep STDIN open (relayed; otherwise /dev/null)");
   fs.Bool("tty", 't', &tty,
@@ -67,8 +72,15 @@ int RunRun(const Args& args) {
         absl::Status(rec.status().code(), absl::StrCat("Unable to find image '", positional[0],
                                                        "' locally: ", rec.status().message())));
   }
-  absl::StatusOr<const scheduler::image::StoredManifest*> m =
-      rec->ForPlatform(oci::Platform::Host());
+  oci::Platform want = oci::Platform::Host();
+  if (!platform.empty()) {
+    absl::StatusOr<oci::Platform> p = oci::Platform::Parse(platform);
+    if (!p.ok()) return Fail(p.status());
+    want = *p;
+    absl::Status can = worker::CheckCanRun(want.String());
+    if (!can.ok()) return Fail(common::Annotate(can, absl::StrCat("--platform ", platform)));
+  }
+  absl::StatusOr<const scheduler::image::StoredManifest*> m = rec->ForPlatform(want);
   if (!m.ok()) return Fail(m.status());
   absl::StatusOr<common::Digest> cd =
       common::Digest::ParseOci((*m)->config_digest, (*m)->config_size);
@@ -113,7 +125,7 @@ int RunRun(const Args& args) {
   for (const std::string& e : run_config.env) ro.env.add_env(e);
   ro.env.set_user(user.empty() ? c.user : user);
   ro.env.set_workdir(!workdir.empty() ? workdir : c.working_dir.empty() ? "/" : c.working_dir);
-  ro.env.set_platform(oci::Platform::Host().String());
+  ro.env.set_platform(want.String());
   ro.env.set_hostname("farm");
   ro.args = argv;
   ro.network = network;

@@ -21,6 +21,8 @@ packages=(
   # TLS: deploy/make-certs.sh and the auth tests use the openssl command; Debian's Bazel needs
   # netty-tcnative's JNI library for grpcs:// (deploy/bazel-tls-setup.sh)
   openssl libnetty-tcnative-jni
+  # other architectures under emulation (tests/e2e:emulation_test)
+  qemu-user-static
   # deploy/k8s_manifests_test parses the Kubernetes manifests
   python3-yaml
 )

@@ -18,6 +18,7 @@
 #include "worker/copy/copy_op.h"
 #include "worker/copy/layer_tree.h"
 #include "worker/copy/trees.h"
+#include "worker/emulation.h"
 #include "worker/layer/layer_io.h"
 #include "worker/layerstore/stack_view.h"
 #include "worker/run_command.h"
@@ -242,11 +243,8 @@ absl::StatusOr<farm::v1::StepResult> LocalStepExecutor::ExecuteRun(
   const farm::v1::RunOp& run = request.run();
   const farm::v1::ExecEnv& env = request.env();
   if (run.args().empty()) return absl::InvalidArgumentError("RUN without a command");
-  if (!env.platform().empty() && env.platform() != oci::Platform::Host().String()) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("cannot run a ", env.platform(), " step on this ",
-                     oci::Platform::Host().String(), " worker (no emulation)"));
-  }
+  // Another architecture runs through QEMU registered with binfmt_misc, or not at all.
+  RETURN_IF_ERROR(CheckCanRun(env.platform()));
   // 1. The run directory (removed when this returns; the upperdir may have moved into the
   // layer store by then) and the sandbox's request: overlay, command, environment, options.
   ASSIGN_OR_RETURN(std::string dir, NewRunDir());
