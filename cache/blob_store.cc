@@ -1,7 +1,13 @@
 #include "cache/blob_store.h"
 
+#include <unistd.h>
+
+#include <cerrno>
+#include <vector>
+
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
+#include "common/status_util.h"
 
 namespace farm::cache {
 
@@ -57,6 +63,28 @@ absl::StatusOr<bool> BlobStore::Has(const Digest& digest) {
 absl::Status BlobStore::WriteBlob(const Digest& digest, absl::string_view data) {
   ASSIGN_OR_RETURN(std::unique_ptr<BlobWriter> writer, BeginWrite(digest));
   RETURN_IF_ERROR(writer->Append(data));
+  return writer->Commit();
+}
+
+absl::Status BlobStore::WriteBlobFromFd(const Digest& digest, int fd) {
+  ASSIGN_OR_RETURN(std::vector<Digest> missing, FindMissing({digest}));
+  if (missing.empty()) return absl::OkStatus();
+  ASSIGN_OR_RETURN(std::unique_ptr<BlobWriter> writer, BeginWrite(digest));
+  std::vector<char> buf(1 << 20);
+  int64_t offset = 0;
+  while (offset < digest.size_bytes) {
+    ssize_t n = pread(fd, buf.data(), buf.size(), offset);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return common::ErrnoToStatus(errno, absl::StrCat("read ", digest.OciString(), " to store"));
+    }
+    if (n == 0) {
+      return absl::InternalError(
+          absl::StrCat("the file holding ", digest.OciString(), " is shorter than the blob"));
+    }
+    RETURN_IF_ERROR(writer->Append(absl::string_view(buf.data(), static_cast<size_t>(n))));
+    offset += n;
+  }
   return writer->Commit();
 }
 

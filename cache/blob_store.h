@@ -136,6 +136,9 @@ class BlobStore {
   absl::StatusOr<bool> Has(const Digest& digest);
   // Writes a whole blob held in memory (small blobs: configs, manifests, batch uploads).
   absl::Status WriteBlob(const Digest& digest, absl::string_view data);
+  // Writes the first digest.size_bytes bytes of the file `fd` (read with pread from offset 0;
+  // e.g. a spool file) as that blob, unless the store has it already.
+  absl::Status WriteBlobFromFd(const Digest& digest, int fd);
   // Writes `data`, computing its digest. Returns the digest.
   absl::StatusOr<Digest> Put(absl::string_view data);
   // Reads a whole blob into memory; FAILED_PRECONDITION if it is larger than `max_size`.

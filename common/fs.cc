@@ -51,6 +51,28 @@ bool WriteFully(int fd, const void* data, size_t n) {
   return true;
 }
 
+absl::StatusOr<int> CreateUnlinkedTempFile(const std::string& dir, absl::string_view what) {
+  std::string base = dir;
+  if (base.empty()) {
+    const char* tmp = getenv("TMPDIR");
+    base = tmp != nullptr && *tmp != '\0' ? tmp : "/tmp";
+  }
+  std::string path = absl::StrCat(base, "/farm-", what, "-XXXXXX");
+  std::vector<char> buf(path.begin(), path.end());
+  buf.push_back('\0');
+  int fd = mkostemp(buf.data(), O_CLOEXEC);
+  if (fd < 0) return ErrnoToStatus(errno, absl::StrCat("create a ", what, " file in ", base));
+  unlink(buf.data());
+  return fd;
+}
+
+absl::Status FdSink::Write(absl::string_view data) {
+  if (!WriteFully(fd_, data.data(), data.size())) {
+    return ErrnoToStatus(errno, absl::StrCat("write ", what_));
+  }
+  return absl::OkStatus();
+}
+
 namespace {
 
 absl::Status WriteAll(int fd, absl::string_view data, const std::string& path) {

@@ -11,6 +11,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "common/byte_sink.h"
 
 namespace farm::common {
 
@@ -19,6 +20,22 @@ absl::StatusOr<std::string> ReadFile(const std::string& path);
 // zero-byte write (errno tells which). Allocates nothing and takes no lock, so a child may
 // call it between fork and exec.
 bool WriteFully(int fd, const void* data, size_t n);
+
+// A file created in `dir` ("" = $TMPDIR, else /tmp) and unlinked at once: scratch space that
+// disappears with its descriptor (spooling a blob whose digest is known only at the end).
+// Returns the descriptor (O_CLOEXEC); the caller closes it.
+absl::StatusOr<int> CreateUnlinkedTempFile(const std::string& dir, absl::string_view what);
+
+// Appends whatever is written to it to a file descriptor (not owned).
+class FdSink : public ByteSink {
+ public:
+  FdSink(int fd, std::string what) : fd_(fd), what_(std::move(what)) {}
+  absl::Status Write(absl::string_view data) override;
+
+ private:
+  int fd_;
+  std::string what_;  // for errors: "write <what>"
+};
 
 // Writes `data` to a temporary file beside `path`, fsyncs it, renames it over `path` and
 // fsyncs the directory: after return, the new content survives a crash. With sync=false the

@@ -1,7 +1,5 @@
 #include "scheduler/image/export_layers.h"
 
-#include <fcntl.h>
-#include <stdlib.h>
 #include <unistd.h>
 
 #include <memory>
@@ -29,49 +27,6 @@ bool IsUncompressed(absl::string_view media_type) {
   absl::StatusOr<oci::Compression> c = oci::LayerCompression(media_type);
   return c.ok() && *c == oci::Compression::kNone;
 }
-
-// An unlinked temporary file, closed when destroyed.
-class Spool {
- public:
-  static absl::StatusOr<Spool> Create(const std::string& dir) {
-    std::string base = dir;
-    if (base.empty()) {
-      const char* tmp = getenv("TMPDIR");
-      base = tmp != nullptr && *tmp != '\0' ? tmp : "/tmp";
-    }
-    std::string path = base + "/farm-export-XXXXXX";
-    std::vector<char> buf(path.begin(), path.end());
-    buf.push_back('\0');
-    int fd = mkostemp(buf.data(), O_CLOEXEC);
-    if (fd < 0)
-      return common::ErrnoToStatus(errno, absl::StrCat("creating a spool file in ", base));
-    unlink(buf.data());
-    return Spool(fd);
-  }
-  Spool(Spool&& o) noexcept : fd_(o.fd_) { o.fd_ = -1; }
-  ~Spool() {
-    if (fd_ >= 0) close(fd_);
-  }
-  int fd() const { return fd_; }
-
- private:
-  explicit Spool(int fd) : fd_(fd) {}
-  int fd_;
-};
-
-class FdSink : public common::ByteSink {
- public:
-  explicit FdSink(int fd) : fd_(fd) {}
-  absl::Status Write(absl::string_view data) override {
-    if (!common::WriteFully(fd_, data.data(), data.size())) {
-      return common::ErrnoToStatus(errno, "writing the export spool file");
-    }
-    return absl::OkStatus();
-  }
-
- private:
-  int fd_;
-};
 
 absl::StatusOr<common::Digest> MemoLookup(const LayerExportOptions& o, const std::string& diff_id,
                                           cache::BlobStore& cas) {
@@ -110,8 +65,12 @@ absl::StatusOr<common::Digest> CompressLayer(cache::BlobStore& cas, const common
   std::string diff_id = tar.OciString();  // an uncompressed layer's blob is its tar
   absl::StatusOr<common::Digest> known = MemoLookup(o, diff_id, cas);
   if (known.ok()) return known;
-  ASSIGN_OR_RETURN(Spool spool, Spool::Create(o.spool_dir));
-  FdSink file(spool.fd());
+  ASSIGN_OR_RETURN(int fd, common::CreateUnlinkedTempFile(o.spool_dir, "export-spool"));
+  struct Closer {
+    int fd;
+    ~Closer() { close(fd); }
+  } closer{fd};
+  common::FdSink file(fd, "export spool file");
   common::HashingSink compressed(&file);
   ASSIGN_OR_RETURN(std::unique_ptr<oci::Compressor> compressor,
                    oci::Compressor::Create(o.compression, &compressed));
@@ -120,23 +79,7 @@ absl::StatusOr<common::Digest> CompressLayer(cache::BlobStore& cas, const common
       absl::StrCat("reading layer ", diff_id)));
   RETURN_IF_ERROR(compressor->Finish());
   common::Digest blob = compressed.Finish();
-  ASSIGN_OR_RETURN(bool has, cas.Has(blob));
-  if (!has) {
-    ASSIGN_OR_RETURN(std::unique_ptr<cache::BlobWriter> w, cas.BeginWrite(blob));
-    std::string buf(1 << 20, '\0');
-    off_t off = 0;
-    while (true) {
-      ssize_t n = pread(spool.fd(), buf.data(), buf.size(), off);
-      if (n < 0) {
-        if (errno == EINTR) continue;
-        return common::ErrnoToStatus(errno, "reading the export spool file");
-      }
-      if (n == 0) break;
-      RETURN_IF_ERROR(w->Append(absl::string_view(buf.data(), n)));
-      off += n;
-    }
-    RETURN_IF_ERROR(w->Commit());
-  }
+  RETURN_IF_ERROR(cas.WriteBlobFromFd(blob, fd));
   MemoStore(o, diff_id, blob);
   return blob;
 }

@@ -7,26 +7,8 @@ set -uo pipefail
 source "$TEST_SRCDIR/farm/tests/cache/testlib.sh"
 
 command -v bazel >/dev/null || die "bazel (Debian's bazel-bootstrap) is not installed"
-# The source tree (runfiles are symlinks into it): the offline stub repositories come from it.
-SRC=$(cd "$(dirname "$(readlink -f "$TEST_SRCDIR/farm/tests/cache/testlib.sh")")/../.." && pwd)
-[ -f "$SRC/third_party/rules_cc/WORKSPACE" ] || die "cannot find third_party/ from $SRC"
-
 WS="$T/ws"
-mkdir -p "$WS/third_party" "$T/home"
-for repo in rules_cc rules_java remote_coverage_tools; do
-  cp -r "$SRC/third_party/$repo" "$WS/third_party/"
-done
-cat >"$WS/WORKSPACE" <<'WORKSPACE'
-workspace(name = "hello")
-local_repository(name = "rules_cc", path = "third_party/rules_cc")
-local_repository(name = "rules_java", path = "third_party/rules_java")
-local_repository(name = "remote_coverage_tools", path = "third_party/remote_coverage_tools")
-WORKSPACE
-cat >"$WS/.bazelrc" <<'BAZELRC'
-build --nosandbox_debug
-build --experimental_repository_disable_download
-build --incompatible_strict_action_env
-BAZELRC
+bazel_workspace "$WS"
 cat >"$WS/BUILD" <<'BUILD'
 cc_library(name = "greet", srcs = ["greet.cc"], hdrs = ["greet.h"])
 cc_binary(name = "hello", srcs = ["main.cc"], deps = [":greet"])

@@ -26,8 +26,6 @@ R="$TEST_SRCDIR/farm"
 [ "$(id -u)" = 0 ] || die "this test needs root (network namespaces)"
 command -v ip >/dev/null || die "ip (iproute2) is not installed"
 command -v bazel >/dev/null || die "bazel (Debian's bazel-bootstrap) is not installed"
-SRC=$(cd "$(dirname "$(readlink -f "$TEST_SRCDIR/farm/tests/cache/testlib.sh")")/../.." && pwd)
-[ -f "$SRC/third_party/rules_cc/WORKSPACE" ] || die "cannot find third_party/ from $SRC"
 
 # --- Bazel's TLS: the documented setup ------------------------------------------------------
 JNI="$T/jni"
@@ -96,20 +94,8 @@ stats() {
 }
 
 # --- the workspace ---------------------------------------------------------------------------
-mkdir -p "$WS/third_party" "$T/home"
-for repo in rules_cc rules_java remote_coverage_tools; do
-  cp -r "$SRC/third_party/$repo" "$WS/third_party/"
-done
-cat >"$WS/WORKSPACE" <<'WORKSPACE'
-workspace(name = "hello")
-local_repository(name = "rules_cc", path = "third_party/rules_cc")
-local_repository(name = "rules_java", path = "third_party/rules_java")
-local_repository(name = "remote_coverage_tools", path = "third_party/remote_coverage_tools")
-WORKSPACE
-cat >"$WS/.bazelrc" <<BAZELRC
-build --nosandbox_debug
-build --experimental_repository_disable_download
-build --incompatible_strict_action_env
+bazel_workspace "$WS"
+cat >>"$WS/.bazelrc" <<BAZELRC
 build --color=no --curses=no
 build:farm --remote_cache=grpcs://$ADDR --remote_timeout=60 --tls_certificate=$TLS/ca.crt
 build:mtls --tls_client_certificate=$TLS/clients/bazel.crt

@@ -70,6 +70,32 @@ json_field() {
   sed -n "s/.*\"$2\": \([0-9-]*\).*/\1/p" "$1" | head -1
 }
 
+# bazel_workspace DIR: an offline Bazel workspace in DIR with the stub repositories of this
+# source tree (third_party/rules_cc, rules_java, remote_coverage_tools), a WORKSPACE naming them
+# and a .bazelrc that keeps Bazel offline and quiet (callers append to it); $T/home is created
+# for the inner Bazel's HOME.
+bazel_workspace() {
+  local ws=$1 src repo
+  # The source tree (runfiles are symlinks into it): the offline stub repositories come from it.
+  src=$(cd "$(dirname "$(readlink -f "$TEST_SRCDIR/farm/tests/cache/testlib.sh")")/../.." && pwd)
+  [ -f "$src/third_party/rules_cc/WORKSPACE" ] || die "cannot find third_party/ from $src"
+  mkdir -p "$ws/third_party" "$T/home"
+  for repo in rules_cc rules_java remote_coverage_tools; do
+    cp -r "$src/third_party/$repo" "$ws/third_party/"
+  done
+  cat >"$ws/WORKSPACE" <<'WORKSPACE'
+workspace(name = "hello")
+local_repository(name = "rules_cc", path = "third_party/rules_cc")
+local_repository(name = "rules_java", path = "third_party/rules_java")
+local_repository(name = "remote_coverage_tools", path = "third_party/remote_coverage_tools")
+WORKSPACE
+  cat >"$ws/.bazelrc" <<'BAZELRC'
+build --nosandbox_debug
+build --experimental_repository_disable_download
+build --incompatible_strict_action_env
+BAZELRC
+}
+
 finish() {
   if [ "$failures" -ne 0 ]; then
     echo "$failures check(s) failed" >&2

@@ -15,6 +15,7 @@
 #include "absl/time/clock.h"
 #include "common/byte_sink.h"
 #include "common/flags.h"
+#include "common/fs.h"
 #include "common/status_macros.h"
 #include "common/status_util.h"
 #include "worker/layer/tar_reader.h"
@@ -23,26 +24,6 @@
 
 namespace farm::worker::layer {
 namespace {
-
-// Appends to a file descriptor.
-class FdSink : public common::ByteSink {
- public:
-  explicit FdSink(int fd) : fd_(fd) {}
-  absl::Status Write(absl::string_view data) override {
-    while (!data.empty()) {
-      ssize_t n = write(fd_, data.data(), data.size());
-      if (n < 0) {
-        if (errno == EINTR) continue;
-        return common::ErrnoToStatus(errno, "write layer spool file");
-      }
-      data.remove_prefix(static_cast<size_t>(n));
-    }
-    return absl::OkStatus();
-  }
-
- private:
-  int fd_;
-};
 
 // Hands chunks to a consumer thread through a bounded queue, so decompression and hashing
 // (the producer) overlap with tar parsing and file creation (the consumer). The first error on
@@ -124,51 +105,17 @@ class ThreadedSink : public common::ByteSink {
   std::thread thread_;
 };
 
-absl::StatusOr<int> CreateSpoolFile(const std::string& dir) {
-  std::string base = dir;
-  if (base.empty()) {
-    const char* tmp = getenv("TMPDIR");
-    base = tmp != nullptr && *tmp != '\0' ? tmp : "/tmp";
-  }
-  std::string path = base + "/farm-layer-XXXXXX";
-  std::vector<char> buf(path.begin(), path.end());
-  buf.push_back('\0');
-  int fd = mkostemp(buf.data(), O_CLOEXEC);
-  if (fd < 0) return common::ErrnoToStatus(errno, absl::StrCat("create spool file in ", base));
-  unlink(buf.data());
-  return fd;
-}
-
-absl::Status Upload(int fd, const common::Digest& digest, cache::BlobStore* cas) {
-  ASSIGN_OR_RETURN(std::vector<common::Digest> missing, cas->FindMissing({digest}));
-  if (missing.empty()) return absl::OkStatus();
-  ASSIGN_OR_RETURN(std::unique_ptr<cache::BlobWriter> writer, cas->BeginWrite(digest));
-  std::vector<char> buf(1 << 20);
-  int64_t offset = 0;
-  while (offset < digest.size_bytes) {
-    ssize_t n = pread(fd, buf.data(), buf.size(), offset);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return common::ErrnoToStatus(errno, "read layer spool file");
-    }
-    if (n == 0) return absl::InternalError("layer spool file is shorter than written");
-    RETURN_IF_ERROR(writer->Append(absl::string_view(buf.data(), static_cast<size_t>(n))));
-    offset += n;
-  }
-  return writer->Commit();
-}
-
 }  // namespace
 
 absl::StatusOr<WrittenLayer> WriteLayerFromDir(const std::string& dir, const WriteOptions& options,
                                                cache::BlobStore* cas) {
-  ASSIGN_OR_RETURN(int fd, CreateSpoolFile(options.spool_dir));
+  ASSIGN_OR_RETURN(int fd, common::CreateUnlinkedTempFile(options.spool_dir, "layer-spool"));
   struct Closer {
     int fd;
     ~Closer() { close(fd); }
   } closer{fd};
 
-  FdSink file(fd);
+  common::FdSink file(fd, "layer spool file");
   // Uncompressed, the blob is the tar: hash it once.
   bool plain = options.compression.compression == oci::Compression::kNone;
   common::HashingSink compressed(&file);
@@ -201,7 +148,7 @@ absl::StatusOr<WrittenLayer> WriteLayerFromDir(const std::string& dir, const Wri
   out.empty = out.stats.entries == 0;
   if (out.empty) return out;
   const absl::Time upload_start = absl::Now();
-  RETURN_IF_ERROR(common::Annotate(Upload(fd, out.blob, cas),
+  RETURN_IF_ERROR(common::Annotate(cas->WriteBlobFromFd(out.blob, fd),
                                    absl::StrCat("storing layer ", out.blob.OciString())));
   out.upload_time = absl::Now() - upload_start;
   return out;
