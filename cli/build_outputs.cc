@@ -7,6 +7,7 @@
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <map>
 #include <utility>
 
@@ -222,7 +223,14 @@ absl::Status ExportImage(const OutputSpec& spec, cache::BlobStore& cas,
   if (spec.type == "image") return absl::OkStatus();
   if (spec.type == "local") {
     if (layer_store == nullptr) return absl::InternalError("no layer store for type=local");
-    return ExportRootfs(*layer_store, layers, spec.dest);
+    if (!record.is_index()) return ExportRootfs(*layer_store, layers, spec.dest);
+    // Several platforms: one directory each, named as buildx does (linux_arm64).
+    for (const scheduler::image::StoredManifest& m : record.manifests) {
+      std::string sub = m.platform;
+      std::replace(sub.begin(), sub.end(), '/', '_');
+      RETURN_IF_ERROR(ExportRootfs(*layer_store, m.layers, common::JoinPath(spec.dest, sub)));
+    }
+    return absl::OkStatus();
   }
   std::vector<oci::Reference> names = tags;
   if (!spec.name.empty()) {

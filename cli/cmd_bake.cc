@@ -39,6 +39,7 @@
 #include "scheduler/engine/engine.h"
 #include "scheduler/pipeline/contexts.h"
 #include "scheduler/pipeline/pipeline.h"
+#include "worker/emulation.h"
 #include "worker/local_step_executor.h"
 #include "worker/sandbox_settings.h"
 
@@ -91,6 +92,7 @@ struct TargetRun {
   std::vector<oci::Reference> tags;
   std::vector<OutputSpec> outputs;
   bool push = false;
+  std::vector<std::string> platforms;  // normalized; empty: the host's
   // Outcome.
   absl::Notification done;
   absl::Notification uploaded;  // --scheduler: its context is in farm-cache (or it failed)
@@ -184,11 +186,19 @@ class Baker {
       ASSIGN_OR_RETURN(OutputSpec spec, ParseOutputSpec(o));
       r->outputs.push_back(spec);
     }
-    for (const std::string& p : t.platforms.value_or(std::vector<std::string>{})) {
-      if (p != oci::Platform::Host().String()) {
-        return absl::InvalidArgumentError(absl::StrCat("platform ", p, ": farm bake builds ",
-                                                       oci::Platform::Host().String(), " only"));
+    if (t.platforms && !t.platforms->empty()) {
+      absl::StatusOr<std::vector<std::string>> platforms =
+          scheduler::pipeline::ParsePlatformList(absl::StrJoin(*t.platforms, ","));
+      if (!platforms.ok()) {
+        return common::Annotate(platforms.status(), absl::StrCat("target ", t.name, ": platforms"));
       }
+      for (const std::string& p : *platforms) {
+        absl::Status can = worker::CheckCanRun(p);
+        if (!can.ok() && f_.scheduler.empty()) {
+          return common::Annotate(can, absl::StrCat("target ", t.name, ": platform ", p));
+        }
+      }
+      r->platforms = *std::move(platforms);
     }
     return absl::OkStatus();
   }
@@ -319,6 +329,8 @@ class Baker {
     req.plan.build_args = r->t.args;
     req.plan.target = r->t.target.value_or("");
     req.plan.platform = oci::Platform::Host().String();
+    if (r->platforms.size() == 1) req.plan.platform = r->platforms[0];
+    if (r->platforms.size() > 1) req.platforms = r->platforms;
     for (const auto& [name, key] : r->named) {
       const scheduler::pipeline::LocalContext& c = *contexts_.at(key);
       scheduler::plan::NamedContext nc;
@@ -359,9 +371,9 @@ class Baker {
         deps, req, [p](const farm::v1::BuildEvent& e) { p->OnEvent(e); }, &cancel);
     printer->Finish();
     if (!res.status.ok()) return res.status;
-    r->image_id = res.output->image.config.digest;
-    r->steps_cached = res.output->steps_cached;
-    r->steps_run = res.output->steps_total - res.output->steps_cached;
+    r->image_id = res.outcome.image_id();
+    r->steps_cached = res.outcome.cached_steps();
+    r->steps_run = res.outcome.steps() - res.outcome.cached_steps();
     return absl::OkStatus();
   }
 
@@ -532,6 +544,7 @@ absl::Status Baker::SubmitOne(TargetRun* r) {
   for (const auto& [k, v] : r->t.labels) args.insert(args.end(), {"--label", k + "=" + v});
   for (const oci::Reference& t : r->tags) args.insert(args.end(), {"-t", t.String()});
   if (r->t.target) args.insert(args.end(), {"--target", *r->t.target});
+  if (!r->platforms.empty()) args.insert(args.end(), {"--platform", absl::StrJoin(r->platforms, ",")});
   if (r->t.no_cache.value_or(f_.no_cache)) args.push_back("--no-cache");
   if (r->t.pull.value_or(f_.pull)) args.push_back("--pull");
   if (r->push || f_.push) args.push_back("--push");

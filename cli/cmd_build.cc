@@ -87,13 +87,17 @@ class Build {
         cli::ParseProgressMode(f_.quiet ? "quiet" : f_.progress);
     if (!mode.ok()) return progress_.Fatal(mode.status());
     if (!f_.in.platform.empty()) {
-      // Another architecture's RUN steps need QEMU registered with binfmt_misc: say so now.
-      absl::StatusOr<oci::Platform> want = oci::Platform::Parse(f_.in.platform);
-      if (!want.ok()) return progress_.Fatal(want.status());
-      absl::Status can = worker::CheckCanRun(want->String());
-      if (!can.ok()) {
-        return progress_.Fatal(common::Annotate(can, absl::StrCat("--platform ", f_.in.platform)));
+      // "linux/amd64,linux/arm64": one image per platform, assembled into an index. Another
+      // architecture's RUN steps need QEMU registered with binfmt_misc: say so now.
+      absl::StatusOr<std::vector<std::string>> want =
+          scheduler::pipeline::ParsePlatformList(f_.in.platform);
+      if (!want.ok()) return progress_.Fatal(common::Annotate(want.status(), "--platform"));
+      for (const std::string& p : *want) {
+        absl::Status can = worker::CheckCanRun(p);
+        if (!can.ok()) return progress_.Fatal(common::Annotate(can, absl::StrCat("--platform ", p)));
       }
+      platforms_ = *std::move(want);
+      if (platforms_.size() == 1) f_.in.platform = platforms_[0];
     }
     absl::StatusOr<CheckedBuildFlags> checked = CheckBuildFlags(f_);
     if (!checked.ok()) return progress_.Fatal(checked.status());
@@ -233,6 +237,7 @@ class Build {
     req.plan.build_args = *build_args;
     req.plan.target = f_.in.target;
     req.plan.platform = f_.in.platform;
+    if (platforms_.size() > 1) req.platforms = platforms_;
     req.plan.layer_options = checked_.layer_options;
     req.plan.layer_options.set_normalize_permissions(f_.in.normalize_permissions);
     req.plan.default_network = f_.network;
@@ -284,33 +289,34 @@ class Build {
     };
     scheduler::pipeline::Result r = scheduler::pipeline::Run(deps, req, sink, &cancel);
     timer_.Mark("run the steps, assemble and export");
-    if (r.plan != nullptr) {
-      RecordSteps(*r.plan,
-                  r.output ? r.output->steps : std::vector<scheduler::engine::StepOutcome>(),
+    for (const scheduler::pipeline::PlatformBuild& b : r.builds) {
+      RecordSteps(*b.plan,
+                  b.output ? b.output->steps : std::vector<scheduler::engine::StepOutcome>(),
                   &record);
     }
     if (!r.status.ok()) return Finish(&record, **records, r.status);
 
     std::vector<std::string> names;
     for (const oci::Reference& t : tags) names.push_back(t.String());
-    const scheduler::engine::BuildOutput& out = *r.output;
-    record.set_image_id(out.image.config.digest);
-    record.set_manifest_digest(out.image.manifest.digest);
+    // A multi-platform image's ID is its index's digest, as with Docker's containerd store.
+    const farm::v1::BuildOutcome& out = r.outcome;
+    record.set_image_id(out.image_id());
+    record.set_manifest_digest(out.manifest_digest());
     for (const std::string& n : names) record.add_tags(n);
     if (!f_.iidfile.empty()) {
-      absl::Status w = common::WriteFileAtomic(f_.iidfile, out.image.config.digest);
+      absl::Status w = common::WriteFileAtomic(f_.iidfile, out.image_id());
       if (!w.ok()) return Finish(&record, **records, w);
     }
     if (!f_.metadata_file.empty()) {
       absl::Status w = common::WriteFileAtomic(
-          f_.metadata_file, BuildMetadataJson(out.image.config.digest, out.image.manifest.digest,
-                                              out.image.manifest.media_type,
-                                              out.image.manifest.size, names, record.id()));
+          f_.metadata_file,
+          BuildMetadataJson(out.image_id(), out.manifest_digest(), out.manifest_media_type(),
+                            out.manifest_size(), names, record.id()));
       if (!w.ok()) return Finish(&record, **records, w);
     }
     Finish(&record, **records, absl::OkStatus());
     timer_.Mark("write the build record");
-    if (f_.quiet) std::cout << out.image.config.digest << std::endl;
+    if (f_.quiet) std::cout << out.image_id() << std::endl;
     return 0;
   }
 
@@ -334,6 +340,7 @@ class Build {
   static std::string Basename(const std::string& p) { return p.substr(p.rfind('/') + 1); }
 
   LocalBuildFlags f_;
+  std::vector<std::string> platforms_;  // --platform's list ("" → the host's)
   CheckedBuildFlags checked_;
   PhaseTimer timer_;
   std::string tar_context_;  // set when the context came as a tar on stdin

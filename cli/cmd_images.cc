@@ -8,6 +8,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "cli/commands.h"
 #include "cli/format.h"
@@ -25,7 +26,21 @@ using nlohmann::json;
 
 struct Row {
   std::string repo, tag, digest, id, created_since, created_at, size;
+  // The image's platforms ("linux/amd64"), with each platform's manifest digest and size.
+  struct Platform {
+    std::string platform, digest, size;
+  };
+  std::vector<Platform> platforms;
 };
+
+// Bytes of one platform's layers, as ImageRecord::ContentSize counts them.
+int64_t ManifestSize(const scheduler::image::StoredManifest& m) {
+  int64_t n = 0;
+  for (const farm::v1::Layer& l : m.layers) {
+    n += l.uncompressed_size() > 0 ? l.uncompressed_size() : l.size();
+  }
+  return n;
+}
 
 // Go's path.Match against FamiliarString, then FamiliarName (reference.FamiliarMatch).
 bool FamiliarMatch(const std::string& pattern, const oci::Reference& ref) {
@@ -52,7 +67,7 @@ absl::Time CreatedTime(const scheduler::image::ImageRecord& r) {
 int RunImages(const Args& args) {
   const std::string usage = "farm images [OPTIONS] [REPOSITORY[:TAG]]";
   common::FlagSet fs(usage, "List images");
-  bool all = false, digests = false, no_trunc = false, quiet = false;
+  bool all = false, digests = false, no_trunc = false, quiet = false, tree = false;
   std::vector<std::string> filters;
   std::string format;
   fs.Bool("all", 'a', &all, "Show all images (default hides intermediate images)");
@@ -61,6 +76,7 @@ int RunImages(const Args& args) {
   fs.String("format", 0, &format, "Format output using a custom template");
   fs.Bool("no-trunc", 0, &no_trunc, "Don't truncate output");
   fs.Bool("quiet", 'q', &quiet, "Only show image IDs");
+  fs.Bool("tree", 0, &tree, "Show each image's platforms (manifest digest and size) under it");
   std::vector<std::string> pos;
   int code;
   if (!ParseFlags(fs, args, "images", &pos, &code)) return code;
@@ -149,6 +165,10 @@ int RunImages(const Args& args) {
     base.created_since = CreatedSince(rec.created, now);
     base.created_at = GoTimeString(rec.created);
     base.size = DockerSize(rec.ContentSize());
+    for (const scheduler::image::StoredManifest& m : rec.manifests) {
+      base.platforms.push_back(
+          {m.platform, no_trunc ? m.digest : ShortId(m.digest), DockerSize(ManifestSize(m))});
+    }
     if (untagged) {
       Row r = base;
       r.repo = r.tag = r.digest = "<none>";
@@ -198,10 +218,27 @@ int RunImages(const Args& args) {
     for (const Row& r : rows) std::cout << r.id << "\n";
     return 0;
   }
+  if (tree) {
+    Table t({"IMAGE", "ID", "SIZE", "CREATED"});
+    for (const Row& r : rows) {
+      t.AddRow({r.repo == "<none>" ? "<untagged>" : absl::StrCat(r.repo, ":", r.tag), r.id, r.size,
+                r.created_since});
+      for (size_t i = 0; i < r.platforms.size(); ++i) {
+        const Row::Platform& p = r.platforms[i];
+        t.AddRow({absl::StrCat(i + 1 == r.platforms.size() ? "└─ " : "├─ ", p.platform), p.digest,
+                  p.size, ""});
+      }
+    }
+    std::cout << t.Render();
+    return 0;
+  }
   if (!format.empty() && format != "table") {
     std::vector<json> items;
     for (const Row& r : rows) {
+      std::vector<std::string> platforms;
+      for (const Row::Platform& p : r.platforms) platforms.push_back(p.platform);
       items.push_back(json{{"Containers", "N/A"},
+                           {"Platforms", absl::StrJoin(platforms, ",")},
                            {"CreatedAt", r.created_at},
                            {"CreatedSince", r.created_since},
                            {"Digest", r.digest},
@@ -224,7 +261,8 @@ int RunImages(const Args& args) {
                                                     {"VirtualSize", "SIZE"},
                                                     {"Containers", "CONTAINERS"},
                                                     {"SharedSize", "SHARED SIZE"},
-                                                    {"UniqueSize", "UNIQUE SIZE"}});
+                                                    {"UniqueSize", "UNIQUE SIZE"},
+                                                    {"Platforms", "PLATFORMS"}});
     if (!out.ok()) return Fail(out.status());
     std::cout << *out;
     return 0;

@@ -103,6 +103,32 @@ absl::StatusOr<ordered_json> Inspect(LocalStores& stores, const scheduler::image
            : absl::FormatTime(absl::RFC3339_full, absl::FromUnixSeconds(rec.last_tag_unix),
                               absl::UTCTimeZone())}};
   out["Descriptor"] = {{"mediaType", rec.media_type}, {"digest", rec.digest}, {"size", rec.size}};
+  if (rec.is_index()) {
+    // The platforms of a multi-platform image, in the shape of Docker's (API 1.48) Manifests.
+    ordered_json manifests = ordered_json::array();
+    for (const scheduler::image::StoredManifest& pm : rec.manifests) {
+      absl::StatusOr<oci::Platform> p = oci::Platform::Parse(pm.platform);
+      ordered_json platform = {{"architecture", p.ok() ? p->architecture : pm.platform},
+                               {"os", p.ok() ? p->os : ""}};
+      if (p.ok() && !p->variant.empty()) platform["variant"] = p->variant;
+      int64_t size = 0;
+      for (const farm::v1::Layer& l : pm.layers) {
+        size += l.uncompressed_size() > 0 ? l.uncompressed_size() : l.size();
+      }
+      manifests.push_back(
+          {{"ID", pm.digest},
+           {"Descriptor",
+            {{"mediaType", pm.media_type},
+             {"digest", pm.digest},
+             {"size", pm.size},
+             {"platform", platform}}},
+           {"Available", true},
+           {"Size", {{"Content", size}}},
+           {"Kind", "image"},
+           {"ImageData", {{"Platform", platform}, {"Config", pm.config_digest}}}});
+    }
+    out["Manifests"] = manifests;
+  }
   return out;
 }
 

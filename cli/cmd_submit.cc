@@ -17,6 +17,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "cache/client/grpc_blob_store.h"
@@ -38,6 +39,7 @@
 #include "common/status_util.h"
 #include "scheduler/context/context.h"
 #include "scheduler/image/store.h"
+#include "scheduler/pipeline/pipeline.h"
 #include "worker/layerstore/layer_store.h"
 #include "worker/sandbox_settings.h"
 
@@ -89,6 +91,13 @@ class Submit {
     if (!mode.ok()) return progress_.Fatal(mode.status());
     absl::StatusOr<CheckedBuildFlags> checked = CheckBuildFlags(f_);
     if (!checked.ok()) return progress_.Fatal(checked.status());
+    // Checked here so a typo fails before the context is uploaded.
+    absl::StatusOr<std::vector<std::string>> platform_list =
+        scheduler::pipeline::ParsePlatformList(f_.in.platform);
+    if (!platform_list.ok()) {
+      return progress_.Fatal(common::Annotate(platform_list.status(), "--platform"));
+    }
+    const std::string platforms = absl::StrJoin(*platform_list, ",");
     if (f_.priority < -10 || f_.priority > 10) {
       return progress_.Fatal(
           absl::InvalidArgumentError(absl::StrCat("--priority ", f_.priority, ": want -10 to 10")));
@@ -184,7 +193,7 @@ class Submit {
     req.set_target(f_.in.target);
     for (const oci::Reference& t : checked->tags) req.add_tags(t.String());
     for (const auto& [k, v] : checked->labels) (*req.mutable_labels())[k] = v;
-    req.set_platform(f_.in.platform);
+    req.set_platform(platforms);
     req.set_no_cache(f_.no_cache);
     req.set_pull(f_.pull);
     req.set_push(f_.push);

@@ -170,7 +170,7 @@ class Engine {
         EmitVertex(
             r.from_vertex,
             absl::StrCat(
-                VertexName(*req_.plan, s, -1), " FROM ", s.base_image->reference,
+                VertexName(*req_.plan, s, -1, req_.vertex_label), " FROM ", s.base_image->reference,
                 s.base_image->manifest_digest.empty() ? "" : "@" + s.base_image->manifest_digest),
             farm::v1::VertexUpdate::CACHED);
         break;
@@ -228,7 +228,7 @@ class Engine {
   absl::StatusOr<std::optional<farm::v1::Layer>> RunStep(
       const plan::Stage& s, const plan::Step& step, int index, int vertex,
       const std::vector<farm::v1::Layer>& parents) {
-    std::string name = VertexName(*req_.plan, s, index);
+    std::string name = VertexName(*req_.plan, s, index, req_.vertex_label);
     // In-flight dedup: the first claimant runs the key, the others wait for its result. When
     // the runner's build stopped for a reason of its own (another build of a bake failed), the
     // step is claimed again rather than failing this build.
@@ -531,7 +531,19 @@ absl::StatusOr<std::optional<farm::v1::Layer>> LayerFromActionResult(absl::strin
   return absl::InvalidArgumentError("no farm.v1.StepOutput in the entry");
 }
 
-std::string VertexName(const plan::Plan& plan, const plan::Stage& stage, int step_index) {
+int VertexCount(const plan::Plan& plan) {
+  int n = 0;
+  for (const plan::Stage& s : plan.stages) {
+    if (s.base_kind == plan::Stage::BaseKind::kImage) ++n;
+    for (const plan::Step& step : s.steps) {
+      if (!step.key.empty()) ++n;
+    }
+  }
+  return n;
+}
+
+std::string VertexName(const plan::Plan& plan, const plan::Stage& stage, int step_index,
+                       const std::string& prefix) {
   int total = stage.base_kind == plan::Stage::BaseKind::kImage ? 1 : 0;
   int position = step_index < 0 ? 1 : 0;
   for (size_t k = 0; k < stage.steps.size(); ++k) {
@@ -539,9 +551,10 @@ std::string VertexName(const plan::Plan& plan, const plan::Stage& stage, int ste
     ++total;
     if (static_cast<int>(k) == step_index) position = total;
   }
-  std::string label;
+  std::string label = prefix.empty() ? "" : prefix + " ";
   if (plan.stages.size() > 1) {
-    label = (stage.name.empty() ? absl::StrCat("stage-", stage.index) : stage.name) + " ";
+    absl::StrAppend(&label, stage.name.empty() ? absl::StrCat("stage-", stage.index) : stage.name,
+                    " ");
   }
   std::string name = absl::StrCat("[", label, std::max(position, 1), "/", std::max(total, 1), "]");
   if (step_index >= 0 && step_index < static_cast<int>(stage.steps.size())) {

@@ -87,6 +87,9 @@ struct BuildRequest {
   int max_parallel = 0;                       // steps executing at once; 0 = number of cores
   absl::Duration lease_ttl = absl::Hours(1);  // how long hits' blobs stay pinned
   int first_vertex_id = 1;                    // progress ids start here
+  // Prefixed to every step vertex's name (a multi-platform build's "linux/arm64": BuildKit's
+  // "[linux/arm64 build 2/5] RUN make"). Empty: none.
+  std::string vertex_label;
 };
 
 // What happened to one keyed step (for build records and `farm why-miss`).
@@ -126,7 +129,13 @@ absl::StatusOr<std::optional<farm::v1::Layer>> LayerFromActionResult(absl::strin
 // "[build 2/5] RUN make" (BuildKit's vertex names: the stage's name when the plan has several
 // stages, the step's position among the stage's FROM + executed steps). step_index -1 gives
 // the FROM's "[build 1/5]".
-std::string VertexName(const plan::Plan& plan, const plan::Stage& stage, int step_index);
+// `label` (if any) comes first inside the brackets.
+std::string VertexName(const plan::Plan& plan, const plan::Stage& stage, int step_index,
+                       const std::string& label = "");
+
+// How many progress ids RunBuild uses for `plan` (from first_vertex_id on): one per FROM of an
+// image and per keyed step.
+int VertexCount(const plan::Plan& plan);
 
 }  // namespace farm::scheduler::engine
 

@@ -346,6 +346,8 @@ TEST(VertexNameTest, NumbersFromAndExecutedStepsPerStage) {
   EXPECT_EQ(VertexName(p, p.stages[0], -1), "[build 1/3]");
   EXPECT_EQ(VertexName(p, p.stages[0], 0), "[build 2/3] RUN make");
   EXPECT_EQ(VertexName(p, p.stages[0], 2), "[build 3/3] RUN test");
+  EXPECT_EQ(VertexName(p, p.stages[0], 2, "linux/arm64"), "[linux/arm64 build 3/3] RUN test");
+  EXPECT_EQ(VertexCount(p), 3);  // the FROM and two keyed steps; stage 1 is scratch, no steps
 }
 
 }  // namespace

@@ -1,11 +1,18 @@
 #include "scheduler/pipeline/pipeline.h"
 
+#include <algorithm>
+#include <atomic>
+#include <set>
+#include <thread>
 #include <utility>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "absl/synchronization/mutex.h"
 #include "common/status_macros.h"
 #include "common/status_util.h"
+#include "oci/platform.h"
 #include "scheduler/dockerfile/instructions.h"
 #include "scheduler/dockerfile/parser.h"
 #include "scheduler/image/export_layers.h"
@@ -75,8 +82,9 @@ class TransferLog {
 // progress as its log.
 class VertexResolver : public image::BaseImageResolver {
  public:
-  VertexResolver(engine::EventWriter* events, int* next_vertex)
-      : events_(events), next_(next_vertex) {}
+  // `label_platforms`: names say which platform they resolve for (a multi-platform build).
+  VertexResolver(engine::EventWriter* events, int* next_vertex, bool label_platforms)
+      : events_(events), next_(next_vertex), label_(label_platforms) {}
 
   absl::Status Init(const Deps& deps, image::StoreResolverOptions options) {
     options.progress = [this](const image::Progress& p) {
@@ -89,7 +97,10 @@ class VertexResolver : public image::BaseImageResolver {
 
   absl::StatusOr<image::ResolvedImage> Resolve(const std::string& ref,
                                                const std::string& platform) override {
-    engine::EventWriter::Span v = events_->Start((*next_)++, "[internal] load metadata for " + ref);
+    std::string prefix =
+        label_ ? absl::StrCat("[", oci::NormalizePlatform(platform), " internal]") : "[internal]";
+    engine::EventWriter::Span v =
+        events_->Start((*next_)++, absl::StrCat(prefix, " load metadata for ", ref));
     TransferLog log([&v](const std::string& line) { v.Log(line); });
     current_ = &log;
     absl::StatusOr<image::ResolvedImage> r = inner_->Resolve(ref, platform);
@@ -105,6 +116,7 @@ class VertexResolver : public image::BaseImageResolver {
  private:
   engine::EventWriter* events_;
   int* next_;
+  bool label_;
   std::shared_ptr<image::StoreResolver> inner_;
   TransferLog* current_ = nullptr;  // the pull being logged (planning resolves one at a time)
 };
@@ -165,41 +177,112 @@ class Pipeline {
  private:
   absl::Status RunImpl(Result* r) {
     int next_vertex = req_.first_vertex_id;
-    ASSIGN_OR_RETURN(std::unique_ptr<plan::Plan> plan, FrontEnd(&next_vertex));
-    r->plan = std::move(plan);
-    if (req_.on_planned) req_.on_planned(*r->plan);
-    for (const std::string& w : r->plan->warnings) events_.Warn(w);
+    std::vector<std::string> platforms = req_.platforms;
+    if (platforms.size() <= 1) {
+      platforms = {platforms.empty() ? req_.plan.platform : platforms[0]};
+      multi_ = false;
+    } else {
+      multi_ = true;
+    }
+    RETURN_IF_ERROR(FrontEnd(platforms, &next_vertex, &r->builds));
+    for (const PlatformBuild& b : r->builds) {
+      if (req_.on_planned) req_.on_planned(*b.plan);
+    }
+    std::set<std::string> warned;
+    for (const PlatformBuild& b : r->builds) {
+      for (const std::string& w : b.plan->warnings) {
+        if (warned.insert(w).second) events_.Warn(w);
+      }
+    }
 
     // Made when the first step has to run: a fully cached build never opens it (for farm
     // build that is the sandbox's state, cgroups and network: ~20 ms of a 110 ms no-op).
     auto executor = std::make_shared<LazyExecutor>(deps_.executor);
-    engine::EngineDeps engine_deps{deps_.cas, deps_.ac, std::move(executor), deps_.inflight};
-    engine::BuildRequest br = req_.engine;
-    br.plan = r->plan.get();
-    br.dockerfile = req_.dockerfile_name;
-    br.first_vertex_id = next_vertex;
+    // The platforms' builds share steps in flight: a stage that is the same for every
+    // platform (FROM --platform=$BUILDPLATFORM) runs once.
+    std::shared_ptr<engine::InflightSteps> inflight = deps_.inflight;
+    if (inflight == nullptr && multi_) inflight = std::make_shared<engine::InflightSteps>();
+    engine::EngineDeps engine_deps{deps_.cas, deps_.ac, std::move(executor), inflight};
     engine::EventSink sink = [this](const farm::v1::BuildEvent& e) { events_.Emit(e); };
-    absl::StatusOr<engine::BuildOutput> out = engine::RunBuild(engine_deps, br, sink, cancel_);
-    if (!out.ok()) return out.status();
-    r->output = *std::move(out);
-    return Export(*r->output, r);
+    if (!multi_) {
+      engine::BuildRequest br = req_.engine;
+      br.plan = r->builds[0].plan.get();
+      br.dockerfile = req_.dockerfile_name;
+      br.first_vertex_id = next_vertex;
+      absl::StatusOr<engine::BuildOutput> out =
+          engine::RunBuild(engine_deps, br, sink, cancel_);
+      if (!out.ok()) return out.status();
+      r->builds[0].output = *std::move(out);
+      return Export(r);
+    }
+
+    // Several platforms: one engine each, in parallel. The first failure stops the others.
+    absl::Notification stop;
+    absl::Mutex mu;
+    absl::Status first_error;
+    std::vector<std::thread> threads;
+    int export_vertex = next_vertex;
+    for (PlatformBuild& b : r->builds) {
+      engine::BuildRequest br = req_.engine;
+      br.plan = b.plan.get();
+      br.dockerfile = req_.dockerfile_name;
+      br.first_vertex_id = export_vertex;
+      br.vertex_label = b.platform;
+      export_vertex += engine::VertexCount(*b.plan);
+      threads.emplace_back([&, br, out = &b.output] {
+        absl::StatusOr<engine::BuildOutput> o = engine::RunBuild(engine_deps, br, sink, &stop);
+        if (o.ok()) {
+          *out = *std::move(o);
+          return;
+        }
+        absl::MutexLock l(&mu);
+        if (first_error.ok()) first_error = o.status();
+        if (!stop.HasBeenNotified()) stop.Notify();
+      });
+    }
+    // The caller's cancel reaches the platforms' engines through `stop`.
+    std::atomic<bool> finished{false};
+    std::thread watcher;
+    if (cancel_ != nullptr) {
+      watcher = std::thread([&] {
+        while (!finished.load()) {
+          if (cancel_->WaitForNotificationWithTimeout(absl::Milliseconds(5))) {
+            absl::MutexLock l(&mu);
+            if (first_error.ok()) first_error = absl::CancelledError("the build was canceled");
+            if (!stop.HasBeenNotified()) stop.Notify();
+            return;
+          }
+        }
+      });
+    }
+    for (std::thread& t : threads) t.join();
+    finished = true;
+    if (watcher.joinable()) watcher.join();
+    {
+      absl::MutexLock l(&mu);
+      if (!first_error.ok()) return first_error;
+    }
+    return Export(r, export_vertex);
   }
 
-  // Parse, load the context, plan: "[internal] load build definition from NAME".
-  absl::StatusOr<std::unique_ptr<plan::Plan>> FrontEnd(int* next_vertex) {
+  // Parse, load the context, plan each platform: "[internal] load build definition from NAME".
+  absl::Status FrontEnd(const std::vector<std::string>& platforms, int* next_vertex,
+                        std::vector<PlatformBuild>* builds) {
     engine::EventWriter::Span def =
         events_.Start((*next_vertex)++,
                       "[internal] load build definition from " + Basename(req_.dockerfile_name));
-    absl::StatusOr<std::unique_ptr<plan::Plan>> p = Plan(next_vertex);
-    if (p.ok()) {
+    absl::Status s = Plan(platforms, next_vertex, builds);
+    if (s.ok()) {
       def.Done();
     } else {
-      def.Fail(p.status().message());
+      builds->clear();
+      def.Fail(s.message());
     }
-    return p;
+    return s;
   }
 
-  absl::StatusOr<std::unique_ptr<plan::Plan>> Plan(int* next_vertex) {
+  absl::Status Plan(const std::vector<std::string>& platforms, int* next_vertex,
+                    std::vector<PlatformBuild>* builds) {
     ASSIGN_OR_RETURN(dockerfile::SyntaxTree tree,
                      dockerfile::Parse(req_.dockerfile, req_.dockerfile_name));
     ASSIGN_OR_RETURN(dockerfile::Dockerfile df, dockerfile::BuildInstructions(tree));
@@ -214,20 +297,33 @@ class Pipeline {
       }
       ctx.Done();
     }
-    VertexResolver resolver(&events_, next_vertex);
+    VertexResolver resolver(&events_, next_vertex, multi_);
     RETURN_IF_ERROR(resolver.Init(deps_, req_.resolve));
-    plan::PlanOptions po = req_.plan;
-    po.resolver = &resolver;
-    po.context = &req_.context->tree();
-    po.context_root = req_.context->root();
-    ASSIGN_OR_RETURN(plan::Plan p, plan::MakePlan(df, po));
-    return std::make_unique<plan::Plan>(std::move(p));
+    for (const std::string& platform : platforms) {
+      plan::PlanOptions po = req_.plan;
+      po.platform = platform;
+      po.resolver = &resolver;
+      po.context = &req_.context->tree();
+      po.context_root = req_.context->root();
+      absl::StatusOr<plan::Plan> p = plan::MakePlan(df, po);
+      if (!p.ok()) {
+        if (!multi_) return p.status();
+        return common::Annotate(p.status(), absl::StrCat("platform ", platform));
+      }
+      PlatformBuild b;
+      b.platform = platform;
+      b.plan = std::make_unique<plan::Plan>(*std::move(p));
+      builds->push_back(std::move(b));
+    }
+    return absl::OkStatus();
   }
 
-  // "exporting to image": describe, store, tag, extra outputs, push.
-  absl::Status Export(const engine::BuildOutput& out, Result* r) {
-    engine::EventWriter::Span v = events_.Start(out.next_vertex_id, "exporting to image");
-    absl::Status s = ExportImpl(out, &v, r);
+  // "exporting to image": describe, store, tag, extra outputs, push. `vertex` < 0: the one
+  // after the (single) build's steps.
+  absl::Status Export(Result* r, int vertex = -1) {
+    if (vertex < 0) vertex = r->builds[0].output->next_vertex_id;
+    engine::EventWriter::Span v = events_.Start(vertex, "exporting to image");
+    absl::Status s = ExportImpl(&v, r);
     if (s.ok()) {
       v.Done();
     } else {
@@ -236,11 +332,30 @@ class Pipeline {
     return s;
   }
 
-  absl::Status ExportImpl(const engine::BuildOutput& out, engine::EventWriter::Span* v, Result* r) {
-    ASSIGN_OR_RETURN(r->image,
-                     image::DescribeImage(*deps_.cas, out.image.manifest, out.image.layers));
+  absl::Status ExportImpl(engine::EventWriter::Span* v, Result* r) {
+    const engine::BuildOutput& first = *r->builds[0].output;
+    std::vector<farm::v1::Layer> all_layers;
+    std::vector<image::AssembledImage> images;
+    int steps = 0, cached = 0;
+    for (const PlatformBuild& b : r->builds) {
+      images.push_back(b.output->image);
+      all_layers.insert(all_layers.end(), b.output->image.layers.begin(),
+                        b.output->image.layers.end());
+      steps += b.output->steps_total;
+      cached += b.output->steps_cached;
+    }
+    oci::Descriptor top = first.image.manifest;
+    if (multi_) {
+      for (const PlatformBuild& b : r->builds) {
+        v->Log(absl::StrCat("exporting manifest ", b.output->image.manifest.digest, " (",
+                            b.platform, ") done"));
+      }
+      ASSIGN_OR_RETURN(top, image::AssembleIndex(*deps_.cas, images, req_.engine.format));
+      v->Log(absl::StrCat("exporting manifest list ", top.digest, " done"));
+    }
+    ASSIGN_OR_RETURN(r->image, image::DescribeImage(*deps_.cas, top, all_layers));
     RETURN_IF_ERROR(deps_.images->Put(r->image));
-    v->Log(absl::StrCat("writing image ", out.image.config.digest, " done"));
+    v->Log(absl::StrCat("writing image ", r->image.Id(), " done"));
     for (const oci::Reference& t : req_.tags) {
       ASSIGN_OR_RETURN(std::string previous, deps_.images->SetReference(t, r->image.digest));
       (void)previous;
@@ -248,19 +363,19 @@ class Pipeline {
     }
     auto log = [v](const std::string& line) { v->Log(line); };
     if (req_.export_outputs) {
-      Exported e{&r->image, &req_.tags, &out.image.layers};
+      Exported e{&r->image, &req_.tags, &first.image.layers};
       RETURN_IF_ERROR(req_.export_outputs(e, log));
     }
     if (req_.push) RETURN_IF_ERROR(Push(r->image, log));
 
     farm::v1::BuildOutcome& o = r->outcome;
-    o.set_image_id(out.image.config.digest);
-    o.set_manifest_digest(out.image.manifest.digest);
-    o.set_manifest_size(out.image.manifest.size);
-    o.set_manifest_media_type(out.image.manifest.media_type);
+    o.set_image_id(r->image.Id());
+    o.set_manifest_digest(top.digest);
+    o.set_manifest_size(top.size);
+    o.set_manifest_media_type(r->image.media_type);
     for (const oci::Reference& t : req_.tags) o.add_tags(t.String());
-    o.set_steps(out.steps_total);
-    o.set_cached_steps(out.steps_cached);
+    o.set_steps(steps);
+    o.set_cached_steps(cached);
     return absl::OkStatus();
   }
 
@@ -288,9 +403,26 @@ class Pipeline {
   std::shared_ptr<CountingSink> counts_;
   engine::EventWriter events_;
   const absl::Notification* cancel_;
+  bool multi_ = false;  // several target platforms: an index
 };
 
 }  // namespace
+
+absl::StatusOr<std::vector<std::string>> ParsePlatformList(const std::string& text) {
+  std::vector<std::string> out;
+  for (absl::string_view part : absl::StrSplit(text, ',', absl::SkipWhitespace())) {
+    part = absl::StripAsciiWhitespace(part);
+    absl::StatusOr<oci::Platform> p = oci::Platform::Parse(part);
+    if (!p.ok()) return common::Annotate(p.status(), absl::StrCat("platform \"", part, "\""));
+    std::string n = p->String();
+    if (std::find(out.begin(), out.end(), n) != out.end()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("platform ", n, " is listed twice in \"", text, "\""));
+    }
+    out.push_back(std::move(n));
+  }
+  return out;
+}
 
 Result Run(const Deps& deps, const Request& request, const engine::EventSink& sink,
            const absl::Notification* cancel) {

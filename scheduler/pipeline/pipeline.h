@@ -87,6 +87,11 @@ struct Request {
   Context* context = nullptr;
   // Planner options; the pipeline fills in resolver and context.
   plan::PlanOptions plan;
+  // A multi-platform build: two or more distinct target platforms ("linux/amd64"), each
+  // planned and built (in parallel, sharing steps whose keys agree, such as a
+  // `FROM --platform=$BUILDPLATFORM` stage), assembled into one index (an OCI image index, a
+  // Docker manifest list for engine.format kDocker). Empty or one: plan.platform / that one.
+  std::vector<std::string> platforms;
   // How FROM images are resolved (pull policy, registry policy); progress is the pipeline's.
   image::StoreResolverOptions resolve;
   // Engine options; the pipeline fills in plan, dockerfile and first_vertex_id.
@@ -102,13 +107,31 @@ struct Request {
   int first_vertex_id = 1;
 };
 
-struct Result {
-  absl::Status status;               // OK, or why the build failed (CANCELLED if canceled)
-  std::unique_ptr<plan::Plan> plan;  // null if the front end failed; outcomes point into it
-  std::optional<engine::BuildOutput> output;
-  image::ImageRecord image;        // when status is OK
-  farm::v1::BuildOutcome outcome;  // as emitted
+// One target platform's part of a build.
+struct PlatformBuild {
+  std::string platform;              // normalized, "linux/arm64"
+  std::unique_ptr<plan::Plan> plan;  // outcomes point into it
+  std::optional<engine::BuildOutput> output;  // when its steps all finished
 };
+
+struct Result {
+  absl::Status status;  // OK, or why the build failed (CANCELLED if canceled)
+  // One per target platform, in the request's order; empty if the front end failed.
+  std::vector<PlatformBuild> builds;
+  image::ImageRecord image;        // when status is OK (an index for several platforms)
+  farm::v1::BuildOutcome outcome;  // as emitted
+
+  // The first platform's plan and output (the only ones of a single-platform build); null
+  // when there is none.
+  const plan::Plan* plan() const { return builds.empty() ? nullptr : builds[0].plan.get(); }
+  const engine::BuildOutput* output() const {
+    return builds.empty() || !builds[0].output ? nullptr : &*builds[0].output;
+  }
+};
+
+// The platforms of a --platform value ("linux/amd64,linux/arm64"), normalized, in order.
+// INVALID_ARGUMENT for an unparsable or repeated platform, naming it.
+absl::StatusOr<std::vector<std::string>> ParsePlatformList(const std::string& text);
 
 // Runs one build. `sink` gets every event (from several threads, never two at once).
 // `cancel` (nullable) stops it: running steps are killed, the result is CANCELLED.

@@ -1,5 +1,6 @@
 #include "scheduler/pipeline/pipeline.h"
 
+#include <algorithm>
 #include <map>
 #include <string>
 #include <thread>
@@ -84,6 +85,7 @@ class PipelineTest : public ::testing::Test {
     req.dockerfile_name = "Dockerfile";
     req.context = &context;
     req.engine.max_parallel = 2;
+    req.platforms = platforms_;
     for (const std::string& t : tags) req.tags.push_back(*oci::Reference::ParseWithDefaultTag(t));
     req.export_outputs = [this](const Exported& e,
                                 const std::function<void(const std::string&)>& log) {
@@ -129,6 +131,7 @@ class PipelineTest : public ::testing::Test {
   Deps deps_;
   std::vector<farm::v1::BuildEvent> events_;
   std::string exported_;
+  std::vector<std::string> platforms_;  // Request.platforms
 };
 
 TEST_F(PipelineTest, BuildsStoresTagsAndReportsEveryPhaseInOrder) {
@@ -153,7 +156,7 @@ TEST_F(PipelineTest, BuildsStoresTagsAndReportsEveryPhaseInOrder) {
   const farm::v1::BuildOutcome* o = LastOutcome();
   ASSERT_NE(o, nullptr);
   EXPECT_TRUE(o->ok());
-  EXPECT_EQ(o->image_id(), r.output->image.config.digest);
+  EXPECT_EQ(o->image_id(), r.output()->image.config.digest);
   EXPECT_THAT(o->tags(), ElementsAre("docker.io/library/app:1"));
   EXPECT_EQ(o->steps(), 2);
   EXPECT_EQ(o->cached_steps(), 0);
@@ -170,7 +173,7 @@ TEST_F(PipelineTest, ASecondBuildIsAllCachedAndRunsNothing) {
   Result second = Build(df);
   ASSERT_TRUE(second.status.ok()) << second.status;
   EXPECT_EQ(executor_->ran().size(), 2u);  // from the first build only
-  EXPECT_EQ(second.output->image.config.digest, first.output->image.config.digest);
+  EXPECT_EQ(second.output()->image.config.digest, first.output()->image.config.digest);
   const farm::v1::BuildOutcome* o = LastOutcome();
   ASSERT_NE(o, nullptr);
   EXPECT_EQ(o->steps(), 2);
@@ -180,7 +183,7 @@ TEST_F(PipelineTest, ASecondBuildIsAllCachedAndRunsNothing) {
 TEST_F(PipelineTest, AFrontEndErrorFailsTheDefinitionVertexWithItsPosition) {
   Result r = Build("FROM scratch\nFROBNICATE now\n");
   EXPECT_FALSE(r.status.ok());
-  EXPECT_EQ(r.plan, nullptr);
+  EXPECT_EQ(r.plan(), nullptr);
   EXPECT_EQ(executors_made_, 0);
   EXPECT_THAT(VertexNames(),
               ElementsAre("[internal] load build definition from Dockerfile STARTED",
@@ -194,7 +197,7 @@ TEST_F(PipelineTest, AFrontEndErrorFailsTheDefinitionVertexWithItsPosition) {
 TEST_F(PipelineTest, AFailingStepFailsItsVertexAndTheBuild) {
   Result r = Build("FROM scratch\nRUN [\"one\"]\nRUN [\"fail\"]\n");
   EXPECT_TRUE(absl::IsFailedPrecondition(r.status)) << r.status;
-  ASSERT_NE(r.plan, nullptr);  // for build records
+  ASSERT_NE(r.plan(), nullptr);  // for build records
   const farm::v1::VertexUpdate* failed = nullptr;
   for (const auto& e : events_) {
     if (e.has_vertex() && e.vertex().state() == farm::v1::VertexUpdate::FAILED) {
@@ -241,6 +244,59 @@ TEST_F(PipelineTest, AMissingCasContextIsAClearError) {
       deps_, req, [this](const farm::v1::BuildEvent& e) { events_.push_back(e); }, nullptr);
   EXPECT_TRUE(absl::IsNotFound(r.status)) << r.status;
   EXPECT_THAT(std::string(r.status.message()), HasSubstr("is not in the cache"));
+}
+
+TEST_F(PipelineTest, SeveralPlatformsBuildEachShareBuildPlatformStepsAndMakeAnIndex) {
+  platforms_ = {"linux/amd64", "linux/arm64"};
+  Result r = Build(
+      "FROM --platform=$BUILDPLATFORM scratch AS b\nCOPY a.txt /a.txt\nRUN [\"shared\"]\n"
+      "FROM scratch\nCOPY --from=b /a.txt /a.txt\nRUN [\"own\"]\n",
+      nullptr, {"multi:1"});
+  ASSERT_TRUE(r.status.ok()) << r.status;
+  ASSERT_EQ(r.builds.size(), 2u);
+  EXPECT_EQ(r.builds[1].platform, "linux/arm64");
+  std::vector<std::string> ran = executor_->ran();
+  EXPECT_EQ(std::count(ran.begin(), ran.end(), "shared"), 1);  // the build platform's, once
+  EXPECT_EQ(std::count(ran.begin(), ran.end(), "own"), 2);     // once per target platform
+  EXPECT_TRUE(r.image.is_index());
+  ASSERT_EQ(r.image.manifests.size(), 2u);
+  EXPECT_EQ(r.image.manifests[0].platform, "linux/amd64");
+  EXPECT_EQ(r.image.manifests[1].platform, "linux/arm64");
+  const farm::v1::BuildOutcome* o = LastOutcome();
+  ASSERT_NE(o, nullptr);
+  EXPECT_EQ(o->image_id(), r.image.digest);
+  EXPECT_EQ(o->manifest_media_type(), "application/vnd.oci.image.index.v1+json");
+  EXPECT_EQ(exported_, r.image.digest);
+  absl::StatusOr<std::string> tagged =
+      deps_.images->ResolveReference(*oci::Reference::ParseWithDefaultTag("multi:1"));
+  ASSERT_TRUE(tagged.ok()) << tagged.status();
+  EXPECT_EQ(*tagged, r.image.digest);
+  // Each platform's steps are named with it, and every id is used once.
+  std::map<int, std::string> names;
+  bool labeled = false;
+  for (const auto& e : events_) {
+    if (!e.has_vertex() || e.vertex().name().empty()) continue;
+    auto [it, fresh] = names.emplace(e.vertex().id(), e.vertex().name());
+    EXPECT_EQ(it->second, e.vertex().name()) << "vertex id " << e.vertex().id() << " reused";
+    labeled |= absl::StartsWith(e.vertex().name(), "[linux/arm64 stage-1 ");
+  }
+  EXPECT_TRUE(labeled);
+}
+
+TEST_F(PipelineTest, OnePlatformFailingFailsTheBuild) {
+  platforms_ = {"linux/amd64", "linux/arm64"};
+  Result r = Build("FROM scratch\nARG TARGETARCH\nRUN [\"fail\"]\n");
+  EXPECT_FALSE(r.status.ok());
+  EXPECT_FALSE(LastOutcome()->ok());
+}
+
+TEST(ParsePlatformListTest, NormalizesAndRefusesRepeatsAndJunk) {
+  absl::StatusOr<std::vector<std::string>> p = ParsePlatformList("linux/x86_64, linux/aarch64");
+  ASSERT_TRUE(p.ok()) << p.status();
+  EXPECT_THAT(*p, ElementsAre("linux/amd64", "linux/arm64"));
+  EXPECT_THAT(ParsePlatformList("linux/amd64,linux/x86_64").status().message(),
+              HasSubstr("listed twice"));
+  EXPECT_THAT(ParsePlatformList("linux/amd64,bogus").status().message(), HasSubstr("bogus"));
 }
 
 }  // namespace

@@ -3,8 +3,10 @@
 #include <algorithm>
 #include <utility>
 
+#include "absl/strings/str_cat.h"
 #include "common/digest.h"
 #include "common/status_macros.h"
+#include "common/status_util.h"
 #include "oci/reference.h"
 #include "scheduler/image/store_resolver.h"
 #include "scheduler/pipeline/contexts.h"
@@ -25,6 +27,11 @@ BuildSpec BuildRunner::SpecFor(const std::string& build_id,
   return spec;
 }
 
+namespace {
+// Target platforms of one build (every one is a full build of the Dockerfile).
+constexpr size_t kMaxPlatforms = 16;
+}  // namespace
+
 BuildRunner::Options BuildRunner::WithDefaults(Options options) {
   if (options.secret_key == nullptr) {
     options.secret_key = auth::SecretKey::FromBytes(common::RandomHex(32)).value();
@@ -39,7 +46,19 @@ absl::StatusOr<pipeline::Request> BuildRunner::PipelineRequest(
   pr.dockerfile_name = req.dockerfile_name().empty() ? "Dockerfile" : req.dockerfile_name();
   for (const auto& [k, v] : req.build_args()) pr.plan.build_args[k] = v;
   pr.plan.target = req.target();
-  if (!req.platform().empty()) pr.plan.platform = req.platform();
+  if (!req.platform().empty()) {
+    // "linux/amd64,linux/arm64": a multi-platform build (an index).
+    absl::StatusOr<std::vector<std::string>> platforms =
+        pipeline::ParsePlatformList(req.platform());
+    if (!platforms.ok()) return common::Annotate(platforms.status(), "platform");
+    if (platforms->empty()) return absl::InvalidArgumentError("platform: empty list");
+    if (platforms->size() > kMaxPlatforms) {
+      return absl::InvalidArgumentError(absl::StrCat("platform: ", platforms->size(),
+                                                     " platforms, at most ", kMaxPlatforms));
+    }
+    pr.plan.platform = (*platforms)[0];
+    if (platforms->size() > 1) pr.platforms = *std::move(platforms);
+  }
   pr.plan.layer_options = req.layer_options();
   if (!req.network().empty()) pr.plan.default_network = req.network();
   pr.plan.check_entitlements = true;
