@@ -56,6 +56,7 @@ struct BakeFlags {
   std::string cache_scope = "main";
   int64_t max_parallel = 0;
   bool print = false, no_cache = false, pull = false, push = false;
+  bool load = false;  // --scheduler: bring every target's image back (farm submit --load)
 };
 
 std::string Absolute(const std::string& p) {
@@ -548,6 +549,9 @@ absl::Status Baker::SubmitOne(TargetRun* r) {
   if (r->t.no_cache.value_or(f_.no_cache)) args.push_back("--no-cache");
   if (r->t.pull.value_or(f_.pull)) args.push_back("--pull");
   if (r->push || f_.push) args.push_back("--push");
+  bool loads = false;
+  for (const OutputSpec& o : r->outputs) loads |= o.type == "image";
+  if (f_.load && !loads) args.push_back("--load");
   for (const OutputSpec& o : r->outputs) {
     args.insert(
         args.end(),
@@ -639,6 +643,9 @@ int RunBake(const Args& args) {
   fs.Bool("no-cache", 0, &f.no_cache, "Run every step (results are still recorded)");
   fs.Bool("pull", 0, &f.pull, "Always pull base images");
   fs.Bool("push", 0, &f.push, "Push every target's tags");
+  fs.Bool("load", 0, &f.load,
+          "With --scheduler: bring every target's image into the local store (embedded builds "
+          "store them locally anyway)");
   fs.String("cache-scope", 0, &f.cache_scope, "Action-cache scope written (and read first)",
             "string");
   fs.Repeated("insecure-registry", 0, &f.insecure, "Registry reached over plain HTTP",

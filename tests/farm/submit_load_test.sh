@@ -4,55 +4,8 @@
 # back tagged and `farm run` runs it; a second --load of the same build fetches nothing; after
 # a one-file edit only the changed layer moves; -o type=oci writes an OCI layout tar; --load
 # with --detach is refused.
-set -uo pipefail
-R="$TEST_SRCDIR/farm"
-T="$TEST_TMPDIR"
-FARM="$R/cli/farm"
-failures=0
-checks=0
-PIDS=()
-fail() { echo "FAIL: $*" >&2; failures=$((failures + 1)); }
-die() { echo "FATAL: $*" >&2; exit 1; }
-check() {
-  local what=$1
-  shift
-  checks=$((checks + 1))
-  if "$@"; then echo "ok: $what"; else fail "$what"; fi
-}
-cleanup() {
-  for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null; done
-  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null; done
-  grep " $T/" /proc/mounts | awk '{print $2}' | sort -r | xargs -r -n1 umount -l 2>/dev/null
-  true
-}
-trap cleanup EXIT
-[ "$(id -u)" = 0 ] || die "this test needs root (the worker's sandbox)"
-[ -x /bin/busybox ] || die "busybox-static is not installed (tools/setup.sh)"
-
-# start NAME LOGFILE CMD...: runs CMD in the background, waits for "listening on HOST:PORT"
-# (or, for the worker, for its first line), sets ADDR.
-start() {
-  local name=$1 log=$2
-  shift 2
-  "$@" >"$log" 2>&1 &
-  PIDS+=($!)
-  local pid=$! deadline=$((SECONDS + 30))
-  until grep -qE "listening on|connected|registered|joined" "$log" 2>/dev/null; do
-    kill -0 "$pid" 2>/dev/null || die "$name exited: $(cat "$log")"
-    [ $SECONDS -lt $deadline ] || die "$name did not start: $(cat "$log")"
-    sleep 0.05
-  done
-  ADDR=$(sed -n 's/.*listening on \([0-9.]*:[0-9]*\).*/\1/p' "$log" | head -1)
-}
-start farm-cache "$T/cache.log" "$R/cache/server/farm-cache" --listen 127.0.0.1:0 --dir "$T/cache"
-CACHE=$ADDR
-start farm-scheduler "$T/sched.log" "$R/scheduler/server/farm-scheduler" --listen 127.0.0.1:0 \
-  --cache "$CACHE" --dir "$T/sched"
-SCHED=$ADDR
-start farm-worker "$T/worker.log" "$R/worker/agent/farm-worker" --scheduler "$SCHED" \
-  --cache "$CACHE" --dir "$T/worker" --slots 2
-
-export FARM_HOME="$T/client"
+source "$TEST_SRCDIR/farm/tests/farm/loopback.sh"
+start_farm 1 2
 ctx="$T/ctx"
 mkdir -p "$ctx"
 cp /bin/busybox "$ctx/busybox"
@@ -94,5 +47,4 @@ rc=$?
 check "--load with --detach is refused" [ "$rc" -ne 0 ]
 check "naming why" grep -q "cannot be combined" "$T/detach.log"
 
-echo "$checks checks, $failures failed"
-[ "$failures" -eq 0 ]
+finish
