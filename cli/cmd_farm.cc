@@ -64,6 +64,14 @@ void SchedulerFlag(common::FlagSet& fs, SchedulerFlags* out) {
 
 }  // namespace
 
+// "linux/amd64", or "linux/amd64 (+linux/arm64 emulated)" for a worker that also runs other
+// platforms under QEMU.
+std::string WorkerPlatforms(const farm::v1::WorkerInfo& w) {
+  if (w.emulated_platforms().empty()) return w.platform();
+  return absl::StrCat(w.platform(), " (+", absl::StrJoin(w.emulated_platforms(), ", +"),
+                      " emulated)");
+}
+
 int RunWorkers(const Args& args) {
   common::FlagSet fs("farm workers [OPTIONS]", "List the workers known to a farm-scheduler.");
   SchedulerFlags scheduler;
@@ -89,8 +97,8 @@ int RunWorkers(const Args& args) {
     for (const auto& [k, v] : w.labels()) labels.push_back(absl::StrCat(k, "=", v));
     std::sort(labels.begin(), labels.end());
     std::cout << absl::StrFormat("%-24s %-12s %-9s %-7d %-7d %-10s %-22s %s\n", w.id(),
-                                 w.platform(), absl::StrCat(w.busy(), "/", w.slots()), w.layers(),
-                                 w.tasks_done(),
+                                 WorkerPlatforms(w), absl::StrCat(w.busy(), "/", w.slots()),
+                                 w.layers(), w.tasks_done(),
                                  w.connected() ? Ago(w.last_heartbeat_unix_micros()) : "offline",
                                  w.address(), labels.empty() ? "-" : absl::StrJoin(labels, ","));
   }
