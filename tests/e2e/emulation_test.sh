@@ -7,38 +7,14 @@
 # package, downloaded once into ~/.cache/farm-tests) and registers QEMU's aarch64 handler with
 # binfmt_misc if it is not (it stays registered: it is the host's configuration).
 source "$TEST_SRCDIR/farm/tests/e2e/lib.sh"
+source "$TEST_SRCDIR/farm/tests/e2e/qemu_arm64.sh"
 [ "$(id -u)" = 0 ] || { echo "FATAL: needs root" >&2; exit 1; }
 
-# QEMU and its binfmt_misc registration.
-if [ ! -x /usr/libexec/qemu-binfmt/aarch64-binfmt-P ] && ! command -v qemu-aarch64-static >/dev/null; then
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -q qemu-user-static >"$T/apt.log" 2>&1 ||
-    { cat "$T/apt.log" >&2; echo "FATAL: apt-get install qemu-user-static failed" >&2; exit 1; }
-fi
-[ -e /proc/sys/fs/binfmt_misc/register ] ||
-  mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc ||
-  { echo "FATAL: cannot mount binfmt_misc" >&2; exit 1; }
-if [ ! -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ]; then
-  cat /usr/lib/binfmt.d/qemu-aarch64.conf >/proc/sys/fs/binfmt_misc/register ||
-    { echo "FATAL: cannot register qemu-aarch64 with binfmt_misc" >&2; exit 1; }
-fi
-
-# Debian's static busybox for arm64 (a package download through apt-get, cached).
-home=$(getent passwd "$(id -u)" | cut -d: -f6)
-cache=${FARM_TEST_CACHE:-$home/.cache/farm-tests}
-bb=$cache/busybox-static-arm64
-if [ ! -s "$bb" ]; then
-  mkdir -p "$cache" "$T/deb"
-  dpkg --print-foreign-architectures | grep -qx arm64 || dpkg --add-architecture arm64
-  apt-get update -q >"$T/apt.log" 2>&1
-  (cd "$T/deb" && apt-get download busybox-static:arm64 >>"$T/apt.log" 2>&1) ||
-    { cat "$T/apt.log" >&2; echo "FATAL: apt-get download busybox-static:arm64 failed" >&2; exit 1; }
-  dpkg-deb -x "$T"/deb/busybox-static_*_arm64.deb "$T/deb/x"
-  cp "$T/deb/x/bin/busybox" "$bb.tmp" && mv "$bb.tmp" "$bb"
-fi
+ensure_qemu_aarch64 "$T" || exit 1
 
 ctx=$T/ctx
 mkdir -p "$ctx"
-cp "$bb" "$ctx/busybox"
+arm64_busybox "$ctx/busybox" "$T" || exit 1
 cat >"$ctx/Dockerfile" <<'DF'
 FROM scratch
 COPY busybox /bin/busybox
