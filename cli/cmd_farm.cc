@@ -1,5 +1,6 @@
 // The farm's client commands besides submit: farm workers, farm logs, farm cancel, and
 // farm builds --scheduler (the scheduler's builds rather than this home's).
+#include <algorithm>
 #include <iostream>
 
 #include "absl/strings/str_cat.h"
@@ -64,6 +65,14 @@ void SchedulerFlag(common::FlagSet& fs, SchedulerFlags* out) {
 
 }  // namespace
 
+// "linux/amd64", or "linux/amd64 (+linux/arm64 emulated)" for a worker that also runs other
+// platforms under QEMU.
+std::string WorkerPlatforms(const farm::v1::WorkerInfo& w) {
+  if (w.emulated_platforms().empty()) return w.platform();
+  return absl::StrCat(w.platform(), " (+", absl::StrJoin(w.emulated_platforms(), ", +"),
+                      " emulated)");
+}
+
 int RunWorkers(const Args& args) {
   common::FlagSet fs("farm workers [OPTIONS]", "List the workers known to a farm-scheduler.");
   SchedulerFlags scheduler;
@@ -81,16 +90,23 @@ int RunWorkers(const Args& args) {
   farm::v1::ListWorkersResponse resp;
   grpc::Status st = conn->stub->ListWorkers(&ctx, {}, &resp);
   if (!st.ok()) return Fail(common::FromGrpcStatus(st));
-  std::cout << absl::StrFormat("%-24s %-12s %-9s %-7s %-7s %-10s %-22s %s\n", "WORKER", "PLATFORM",
-                               "SLOTS", "LAYERS", "TASKS", "SEEN", "ADDRESS", "LABELS");
+  // The PLATFORM column is as wide as its widest entry (emulated platforms make it long).
+  int platform_width = 12;
+  for (const farm::v1::WorkerInfo& w : resp.workers()) {
+    if (!all && !w.connected()) continue;
+    platform_width = std::max(platform_width, static_cast<int>(WorkerPlatforms(w).size()));
+  }
+  std::cout << absl::StrFormat("%-24s %-*s %-9s %-7s %-7s %-10s %-22s %s\n", "WORKER",
+                               platform_width, "PLATFORM", "SLOTS", "LAYERS", "TASKS", "SEEN",
+                               "ADDRESS", "LABELS");
   for (const farm::v1::WorkerInfo& w : resp.workers()) {
     if (!all && !w.connected()) continue;
     std::vector<std::string> labels;
     for (const auto& [k, v] : w.labels()) labels.push_back(absl::StrCat(k, "=", v));
     std::sort(labels.begin(), labels.end());
-    std::cout << absl::StrFormat("%-24s %-12s %-9s %-7d %-7d %-10s %-22s %s\n", w.id(),
-                                 w.platform(), absl::StrCat(w.busy(), "/", w.slots()), w.layers(),
-                                 w.tasks_done(),
+    std::cout << absl::StrFormat("%-24s %-*s %-9s %-7d %-7d %-10s %-22s %s\n", w.id(),
+                                 platform_width, WorkerPlatforms(w),
+                                 absl::StrCat(w.busy(), "/", w.slots()), w.layers(), w.tasks_done(),
                                  w.connected() ? Ago(w.last_heartbeat_unix_micros()) : "offline",
                                  w.address(), labels.empty() ? "-" : absl::StrJoin(labels, ","));
   }

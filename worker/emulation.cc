@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <utility>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
@@ -77,6 +78,50 @@ std::vector<std::string> EmulatedPlatforms(const std::string& binfmt_dir) {
     if (CheckCanRun(p, binfmt_dir).ok()) out.push_back(p);
   }
   std::sort(out.begin(), out.end());
+  return out;
+}
+
+absl::StatusOr<std::vector<std::string>> ResolveEmulation(absl::string_view spec,
+                                                          absl::string_view native,
+                                                          const std::string& binfmt_dir) {
+  std::string text(absl::StripAsciiWhitespace(spec));
+  std::vector<std::string> wanted;
+  if (text.empty() || text == "none") return wanted;
+  if (text == "auto") {
+    wanted = EmulatedPlatforms(binfmt_dir);
+  } else {
+    for (absl::string_view item : absl::StrSplit(text, ',')) {
+      item = absl::StripAsciiWhitespace(item);
+      if (item.empty()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("--emulate \"", text, "\": an empty entry (want OS/ARCH,...)"));
+      }
+      std::string platform(item);
+      if (platform.find('/') == std::string::npos) platform = absl::StrCat("linux/", platform);
+      absl::StatusOr<oci::Platform> p = oci::Platform::Parse(platform);
+      if (!p.ok()) {
+        return absl::InvalidArgumentError(absl::StrCat("--emulate: ", p.status().message()));
+      }
+      wanted.push_back(p->String());
+    }
+    // Only once the whole list reads as platforms: a typo is reported as such.
+    for (const std::string& p : wanted) {
+      absl::Status can = CheckCanRun(p, binfmt_dir);
+      if (!can.ok()) {
+        return absl::FailedPreconditionError(absl::StrCat("--emulate ", p, ": ", can.message()));
+      }
+    }
+  }
+  std::vector<std::string> out;
+  for (std::string& p : wanted) {
+    if (p != native) out.push_back(std::move(p));
+  }
+  std::sort(out.begin(), out.end());
+  out.erase(std::unique(out.begin(), out.end()), out.end());
+  if (static_cast<int>(out.size()) > kMaxEmulatedPlatforms) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--emulate names ", out.size(), " platforms (at most ", kMaxEmulatedPlatforms, ")"));
+  }
   return out;
 }
 

@@ -4,6 +4,8 @@
 // namespace, where /usr/libexec/qemu-binfmt does not exist).
 //
 //   RETURN_IF_ERROR(worker::CheckCanRun("linux/arm64"));  // OK natively or when emulated
+//   ASSIGN_OR_RETURN(std::vector<std::string> emulated,       // farm-worker --emulate
+//                    worker::ResolveEmulation("auto", "linux/amd64"));
 #ifndef FARM_WORKER_EMULATION_H_
 #define FARM_WORKER_EMULATION_H_
 
@@ -11,6 +13,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 
 namespace farm::worker {
@@ -28,6 +31,20 @@ absl::Status CheckCanRun(absl::string_view platform,
 
 // The platforms this host can run under emulation (for farm-worker's announcement), sorted.
 std::vector<std::string> EmulatedPlatforms(
+    const std::string& binfmt_dir = "/proc/sys/fs/binfmt_misc");
+
+// At most this many platforms a worker announces as emulated (farm-scheduler refuses more).
+inline constexpr int kMaxEmulatedPlatforms = 16;
+
+// The platforms farm-worker --emulate names, checked: "" or "none" → none; "auto" → every
+// platform EmulatedPlatforms() reports; otherwise a comma-separated list ("linux/arm64,riscv64"),
+// each normalized ("aarch64" → "linux/arm64") and checked with CheckCanRun. `native` (the
+// platform the worker reports as its own) is left out, so are duplicates; sorted.
+// INVALID_ARGUMENT for an entry that is not a platform or a list longer than
+// kMaxEmulatedPlatforms; FAILED_PRECONDITION naming a platform this host cannot run and what to
+// install (never silently dropped: the operator asked for it).
+absl::StatusOr<std::vector<std::string>> ResolveEmulation(
+    absl::string_view spec, absl::string_view native,
     const std::string& binfmt_dir = "/proc/sys/fs/binfmt_misc");
 
 }  // namespace farm::worker

@@ -33,6 +33,9 @@ using farm::dispatch::AttemptRecord;
 constexpr int kMaxSlots = 4096;
 constexpr size_t kMaxWorkerIdLength = 256;
 constexpr size_t kMaxCancelsRemembered = 4096;
+// WorkerHello.emulated_platforms: how many, and how long each may be.
+constexpr int kMaxEmulatedPlatforms = 16;
+constexpr size_t kMaxPlatformLength = 64;
 
 int64_t Micros(absl::Time t) { return absl::ToUnixMicros(t); }
 
@@ -125,7 +128,8 @@ struct Task : QueueItem {
 
 struct Worker {
   std::string id;
-  std::string platform;
+  std::string platform;               // native
+  std::vector<std::string> emulated;  // under QEMU: normalized, sorted, without `platform`
   std::string address;
   std::string version;
   std::map<std::string, std::string> labels;
@@ -145,7 +149,53 @@ struct Worker {
 
   bool connected() const { return stream != nullptr; }
   int free() const { return slots - static_cast<int>(leases.size()); }
+  // Every platform it takes tasks for: its own first, then the emulated ones.
+  std::vector<std::string> platforms() const {
+    std::vector<std::string> all;
+    if (!platform.empty()) all.push_back(platform);
+    all.insert(all.end(), emulated.begin(), emulated.end());
+    return all;
+  }
+  bool Serves(const std::string& p) const {
+    return p == platform || std::binary_search(emulated.begin(), emulated.end(), p);
+  }
+  // "linux/amd64 (+linux/arm64 emulated)" for log lines.
+  std::string DescribePlatforms() const {
+    if (emulated.empty()) return platform;
+    return absl::StrCat(platform, " (+", absl::StrJoin(emulated, ", +"), " emulated)");
+  }
 };
+
+// The emulated platforms a hello announces, checked and normalized (sorted, without
+// duplicates or the native platform). INVALID_ARGUMENT naming the worker for a list that is
+// too long or an entry that is not "os/arch[/variant]": a worker checks its --emulate list at
+// startup, so junk here is a bug or a rogue worker, and is refused rather than guessed at.
+absl::StatusOr<std::vector<std::string>> EmulatedPlatformsOf(const farm::v1::WorkerHello& hello,
+                                                             const std::string& native,
+                                                             absl::string_view peer) {
+  if (hello.emulated_platforms_size() > kMaxEmulatedPlatforms) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "WorkerHello from worker ", hello.worker_id(), " (", peer, "): ",
+        hello.emulated_platforms_size(), " emulated platforms (max ", kMaxEmulatedPlatforms, ")"));
+  }
+  std::vector<std::string> out;
+  for (const std::string& text : hello.emulated_platforms()) {
+    absl::StatusOr<oci::Platform> p = text.size() > kMaxPlatformLength
+                                          ? absl::InvalidArgumentError("too long")
+                                          : oci::Platform::Parse(text);
+    if (!p.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "WorkerHello from worker ", hello.worker_id(), " (", peer, "): emulated platform \"",
+          absl::CHexEscape(absl::string_view(text).substr(0, kMaxPlatformLength)),
+          "\" is not os/arch[/variant]"));
+    }
+    std::string normalized = p->String();
+    if (normalized != native) out.push_back(std::move(normalized));
+  }
+  std::sort(out.begin(), out.end());
+  out.erase(std::unique(out.begin(), out.end()), out.end());
+  return out;
+}
 
 // What a locked section decided to do once the lock is released: stream I/O (a gRPC reaction
 // may run inline), callers' callbacks.
@@ -333,6 +383,8 @@ class Dispatcher::Impl final : public SessionHandler {
                                                      " (", peer, "): slots ", hello.slots(),
                                                      " is out of range 1..", kMaxSlots));
     }
+    std::string platform = NormalizePlatform(hello.platform());
+    ASSIGN_OR_RETURN(std::vector<std::string> emulated, EmulatedPlatformsOf(hello, platform, peer));
     Effects fx;
     uint64_t session = 0;
     {
@@ -345,8 +397,12 @@ class Dispatcher::Impl final : public SessionHandler {
                                              "worker ", w->id, " connected again from ", peer)));
         DetachSession(w);
       }
-      if (!w->platform.empty()) platform_workers_[w->platform].erase(w);
-      w->platform = NormalizePlatform(hello.platform());
+      // Platforms it served before (and may not now) are pumped too: with a native worker gone,
+      // their tasks may go to emulating workers.
+      std::vector<std::string> pump = w->platforms();
+      Unregister(w);
+      w->platform = std::move(platform);
+      w->emulated = std::move(emulated);
       w->slots = hello.slots();
       w->labels.clear();
       w->labels.insert(hello.labels().begin(), hello.labels().end());
@@ -359,7 +415,7 @@ class Dispatcher::Impl final : public SessionHandler {
       w->last_seen = now;
       w->cancels_sent.clear();
       sessions_[session] = w;
-      platform_workers_[w->platform].insert(w);
+      for (const std::string& p : w->platforms()) platform_workers_[p].insert(w);
       SetChainIds(w, hello.chain_ids());
 
       farm::v1::SchedulerMessage welcome;
@@ -388,11 +444,14 @@ class Dispatcher::Impl final : public SessionHandler {
         }
       }
       for (Lease* lease : stale) ReleaseLease(lease);
-      Event(absl::StrCat("worker ", w->id, " connected from ", peer, ": ", w->platform, ", ",
-                         w->slots, " slots, ", w->chain_ids.size(), " layer stacks, ",
+      Event(absl::StrCat("worker ", w->id, " connected from ", peer, ": ", w->DescribePlatforms(),
+                         ", ", w->slots, " slots, ", w->chain_ids.size(), " layer stacks, ",
                          w->leases.size(), " running (", counters_.adopted - adopted_before,
                          " adopted)"));
-      Pump(w->platform, &fx);
+      for (const std::string& p : w->platforms()) {
+        if (std::find(pump.begin(), pump.end(), p) == pump.end()) pump.push_back(p);
+      }
+      for (const std::string& p : pump) Pump(p, &fx);
     }
     fx.Run();
     return session;
@@ -432,7 +491,7 @@ class Dispatcher::Impl final : public SessionHandler {
               absl::StrCat("worker ", w->id, " sent an empty or unknown WorkerMessage"));
           break;
       }
-      if (was_stale && Eligible(w, now)) Pump(w->platform, &fx);
+      if (was_stale && Eligible(w, now)) PumpWorker(w, &fx);
     }
     fx.Run();
     return status;
@@ -464,7 +523,10 @@ class Dispatcher::Impl final : public SessionHandler {
                            absl::FormatDuration(opts_.lease_timeout), " for it to come back"));
       }
       KickTimer(now + opts_.lease_timeout);
-      ReleaseHoldsOn(w, &fx);
+      ReleaseHoldsOn(w);
+      // Tasks parked on it go back to the queue, and if it was the last native worker of its
+      // platform, that platform's queue goes to emulating workers.
+      PumpWorker(w, &fx);
     }
     fx.Run();
   }
@@ -479,6 +541,7 @@ class Dispatcher::Impl final : public SessionHandler {
       farm::v1::WorkerInfo info;
       info.set_id(w->id);
       info.set_platform(w->platform);
+      for (const std::string& p : w->emulated) info.add_emulated_platforms(p);
       info.mutable_labels()->insert(w->labels.begin(), w->labels.end());
       info.set_slots(w->slots);
       info.set_busy(static_cast<int32_t>(w->leases.size()));
@@ -770,8 +833,12 @@ class Dispatcher::Impl final : public SessionHandler {
     auto pit = platform_workers_.find(platform);
     if (pit == platform_workers_.end()) return;
     absl::Time now = clock_->Now();
+    // Native first: while a worker runs `platform` natively, emulating ones (several times
+    // slower) get none of its tasks; the tasks wait for a native slot instead.
+    const bool native_only = HasNativeWorker(platform);
     std::vector<Worker*> free;
     for (Worker* w : pit->second) {
+      if (native_only && w->platform != platform) continue;
       if (w->free() > 0 && Eligible(w, now)) free.push_back(w);
     }
     if (free.empty()) return;
@@ -797,7 +864,7 @@ class Dispatcher::Impl final : public SessionHandler {
       Worker* target = nullptr;
       if (!t->chain.empty()) {
         std::vector<Worker*> better;  // busy workers holding more of t's layers
-        target = BestHolder(t, now, &better);
+        target = BestHolder(t, now, native_only, &better);
         absl::Time hold_until = t->queued_at + opts_.locality_wait;
         if (!better.empty() && now < hold_until &&
             held_count_[platform] < opts_.max_locality_holds) {
@@ -859,8 +926,8 @@ class Dispatcher::Impl final : public SessionHandler {
     Queue(t->platform).Push(t);
   }
 
-  // `w` stops being a place to wait for (disconnected, forgotten).
-  void ReleaseHoldsOn(Worker* w, Effects* fx) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+  // `w` stops being a place to wait for (disconnected, forgotten). The caller pumps.
+  void ReleaseHoldsOn(Worker* w) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     if (w->held.empty()) return;
     std::vector<Task*> tasks(w->held.begin(), w->held.end());
     for (Task* t : tasks) {
@@ -868,13 +935,30 @@ class Dispatcher::Impl final : public SessionHandler {
       w->held.erase(t);
       if (t->held_for.empty()) ReleaseHold(t);
     }
-    if (fx != nullptr) Pump(w->platform, fx);
+  }
+
+  // Pumps every platform `w` serves, its native one first (a slot it frees goes to a native
+  // task before an emulated one).
+  void PumpWorker(const Worker* w, Effects* fx) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    for (const std::string& p : w->platforms()) Pump(p, fx);
+  }
+
+  // A connected worker that runs `platform` natively and takes tasks this session (a worker
+  // that is merely late with its heartbeat still counts: its platform's tasks wait for it).
+  bool HasNativeWorker(const std::string& platform) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    auto it = platform_workers_.find(platform);
+    if (it == platform_workers_.end()) return false;
+    for (const Worker* w : it->second) {
+      if (w->platform == platform && w->connected() && !w->draining) return true;
+    }
+    return false;
   }
 
   // The eligible worker with a free slot holding the longest prefix of t's parent chain
   // (most free slots among equals; nullptr if no free worker holds any), and in `better` the
-  // eligible busy workers holding a longer prefix than that.
-  Worker* BestHolder(const Task* t, absl::Time now, std::vector<Worker*>* better)
+  // eligible busy workers holding a longer prefix than that. Only workers serving t's
+  // platform count; with `native_only`, only those running it natively.
+  Worker* BestHolder(const Task* t, absl::Time now, bool native_only, std::vector<Worker*>* better)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     Worker* best = nullptr;
     for (int i = static_cast<int>(t->chain.size()) - 1; i >= 0 && best == nullptr; --i) {
@@ -882,7 +966,10 @@ class Dispatcher::Impl final : public SessionHandler {
       if (it == holders_.end()) continue;
       std::vector<Worker*> busy;
       for (Worker* h : it->second) {
-        if (h->platform != t->platform || !Eligible(h, now)) continue;
+        if (!h->Serves(t->platform) || (native_only && h->platform != t->platform) ||
+            !Eligible(h, now)) {
+          continue;
+        }
         if (h->free() > 0) {
           if (best == nullptr || h->free() > best->free()) best = h;
         } else {
@@ -1035,7 +1122,7 @@ class Dispatcher::Impl final : public SessionHandler {
     // scheduler issued for that task to this same worker (and lost) can be adopted: a worker
     // cannot claim queued work with a lease id of its own.
     if (!r.key().empty() && !r.lease_id().empty() && k != by_key_.end() &&
-        k->second->state == TaskState::kQueued && k->second->platform == w->platform &&
+        k->second->state == TaskState::kQueued && w->Serves(k->second->platform) &&
         !canceled_leases_.contains(r.lease_id()) && LeaseIssued(r.lease_id(), w->id, r.key())) {
       Adopt(k->second, w, r, now);
       return;
@@ -1120,8 +1207,10 @@ class Dispatcher::Impl final : public SessionHandler {
 
   void OnHeartbeat(Worker* w, const farm::v1::Heartbeat& hb, absl::Time now, Effects* fx)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    bool began_draining = false;
     if (hb.draining() && !w->draining) {
       w->draining = true;
+      began_draining = true;
       Event(absl::StrCat("worker ", w->id, " is shutting down: no new tasks for it"));
     }
     absl::flat_hash_set<std::string> listed;
@@ -1146,8 +1235,9 @@ class Dispatcher::Impl final : public SessionHandler {
     }
     for (const std::string& c : hb.chain_ids_removed()) RemoveChainId(w, c);
     for (const std::string& c : hb.chain_ids_added()) AddChainId(w, c);
-    // Requeued tasks and freed slots are all of w's platform.
-    if (freed || !hb.chain_ids_added().empty()) Pump(w->platform, fx);
+    // Requeued tasks and freed slots are of w's platforms; a native worker that drains may
+    // leave its platform to emulating workers.
+    if (freed || began_draining || !hb.chain_ids_added().empty()) PumpWorker(w, fx);
   }
 
   void OnLog(Worker* w, const farm::v1::TaskLog& log, absl::Time now, Effects* fx)
@@ -1187,7 +1277,7 @@ class Dispatcher::Impl final : public SessionHandler {
                 absl::StrCat("worker ", w->id, " stopped it: ",
                              res.status_message().empty() ? "cancelled" : res.status_message()),
                 now, fx, /*ended_by_worker=*/true);
-      Pump(w->platform, fx);
+      PumpWorker(w, fx);
       return;
     }
     ReleaseLease(lease);
@@ -1209,7 +1299,7 @@ class Dispatcher::Impl final : public SessionHandler {
       if (result.ok()) result->set_worker(w->id);
       CompleteTask(t, std::move(result), fx);
     }
-    Pump(w->platform, fx);
+    PumpWorker(w, fx);
   }
 
   // ----- workers
@@ -1223,9 +1313,19 @@ class Dispatcher::Impl final : public SessionHandler {
     return slot.get();
   }
 
+  // Takes `w` out of the placement sets of every platform it serves.
+  void Unregister(Worker* w) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    for (const std::string& p : w->platforms()) {
+      auto it = platform_workers_.find(p);
+      if (it == platform_workers_.end()) continue;
+      it->second.erase(w);
+      if (it->second.empty()) platform_workers_.erase(it);
+    }
+  }
+
   void DetachSession(Worker* w) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     sessions_.erase(w->session);
-    platform_workers_[w->platform].erase(w);
+    Unregister(w);
     w->stream = nullptr;
     w->session = 0;
   }
@@ -1252,7 +1352,7 @@ class Dispatcher::Impl final : public SessionHandler {
 
   void ForgetWorker(Worker* w) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     SetChainIds(w, {});
-    platform_workers_[w->platform].erase(w);
+    Unregister(w);
     workers_.erase(w->id);
   }
 
@@ -1301,7 +1401,7 @@ class Dispatcher::Impl final : public SessionHandler {
     }
     for (Lease* lease : expired) {
       Worker* w = lease->worker;
-      pump.insert(w->platform);
+      for (const std::string& p : w->platforms()) pump.insert(p);
       std::string reason;
       if (!w->connected()) {
         reason = absl::StrCat(

@@ -12,13 +12,18 @@
 //   is served before most of another tenant's thousand. Within a tenant: a task requeued after
 //   a lost lease first, then the highest priority, then first come first served.
 // - Placement: a free slot on a connected worker of the task's platform (never another
-//   platform). Among free workers the one holding the longest prefix of the task's parent
-//   layer chain (OCI chain IDs the worker reports) wins. If busy workers hold a longer prefix,
-//   the task is parked on them (delay scheduling) and takes the first slot one of them frees,
-//   for at most `locality_wait`; meanwhile other tasks take the free slots, and then it goes
-//   back to its place in the queue and to any free worker. A worker never has more tasks
-//   parked on it than it has slots, so idle workers are not left idle for tasks that could not
-//   all have had the warm one anyway.
+//   platform). A worker serves its native platform (WorkerHello.platform) and the platforms it
+//   runs under QEMU (WorkerHello.emulated_platforms). Native first: while a connected worker
+//   that is not draining runs a platform natively, that platform's tasks wait for native
+//   workers; emulating workers get them only when there is none (and when the last one
+//   leaves or drains, the queued ones go to them). A freed slot serves the worker's native
+//   platform's queue before its emulated ones. Among free workers the one holding the longest
+//   prefix of the task's parent layer chain (OCI chain IDs the worker reports) wins. If busy
+//   workers hold a longer prefix, the task is parked on them (delay scheduling) and takes the first
+//   slot one of them frees, for at most `locality_wait`; meanwhile other tasks take the free slots,
+//   and then it goes back to its place in the queue and to any free worker. A worker never has more
+//   tasks parked on it than it has slots, so idle workers are not left idle for tasks that could
+//   not all have had the warm one anyway.
 // - Leases: each dispatch is a lease (lease_id, attempt). A worker keeps a lease alive by
 //   listing the task in its heartbeats (Heartbeat.running) or by sending its logs or result; a
 //   lease not renewed for `lease_timeout` is lost: a silent worker loses all of its leases, a

@@ -355,6 +355,169 @@ TEST_F(DispatcherTest, WrongPlatformNeverGetsTheTask) {
   EXPECT_TRUE(arm->Idle());
 }
 
+FakeWorkerOptions Emulating(const std::string& id, const std::string& native,
+                            std::vector<std::string> emulated, int slots = 1,
+                            std::vector<std::string> chain_ids = {}) {
+  FakeWorkerOptions o = W(id, slots, native, std::move(chain_ids));
+  o.emulated_platforms = std::move(emulated);
+  return o;
+}
+
+TEST_F(DispatcherTest, AnEmulatingWorkerGetsTheTaskWhenNoWorkerRunsItsPlatformNatively) {
+  Make();
+  auto amd = Connect(Emulating("amd", "linux/amd64", {"linux/aarch64"}));  // normalized
+  auto o = Start(d_.get(), Spec("arm-step", "", 0, "linux/arm64"));
+  farm::v1::Task t = amd->NextTask();
+  EXPECT_EQ(t.request().key(), "arm-step");
+  ASSERT_TRUE(amd->Finish(t).ok());
+  ASSERT_TRUE(o->Wait());
+  ASSERT_TRUE(o->result.ok()) << o->result.status();
+  EXPECT_EQ(o->result->worker(), "amd");
+  std::vector<farm::v1::WorkerInfo> workers = d_->Workers();
+  ASSERT_EQ(workers.size(), 1u);
+  EXPECT_EQ(workers[0].platform(), "linux/amd64");
+  EXPECT_THAT(workers[0].emulated_platforms(), ElementsAre("linux/arm64"));
+  // Its native platform's steps still reach it.
+  Start(d_.get(), Spec("amd-step"));
+  EXPECT_EQ(amd->NextTask().request().key(), "amd-step");
+}
+
+TEST_F(DispatcherTest, ANativeWorkerIsPreferredAndTheEmulatedOneWaits) {
+  Make();
+  auto emu = Connect(Emulating("emu", "linux/amd64", {"linux/arm64"}, 4));
+  auto arm = Connect(W("arm", 1, "linux/arm64"));
+  auto first = Start(d_.get(), Spec("arm1", "", 0, "linux/arm64"));
+  auto second = Start(d_.get(), Spec("arm2", "", 0, "linux/arm64"));
+  farm::v1::Task t1 = arm->NextTask();
+  EXPECT_EQ(t1.request().key(), "arm1");
+  // The native worker is busy, the emulating one free with 4 slots: arm2 waits for the native.
+  EXPECT_TRUE(emu->Idle());
+  EXPECT_EQ(d_->Stats().queued, 1);
+  ASSERT_TRUE(arm->Finish(t1).ok());
+  farm::v1::Task t2 = arm->NextTask();
+  EXPECT_EQ(t2.request().key(), "arm2");
+  ASSERT_TRUE(arm->Finish(t2).ok());
+  ASSERT_TRUE(second->Wait());
+  EXPECT_EQ(second->result->worker(), "arm");
+  EXPECT_TRUE(emu->Idle());
+}
+
+TEST_F(DispatcherTest, ANativeWorkerIsPreferredEvenWhenTheEmulatingOneHoldsTheLayers) {
+  Make();
+  auto emu = Connect(Emulating("emu", "linux/amd64", {"linux/arm64"}, 1, {"sha256:c1"}));
+  auto arm = Connect(W("arm", 1, "linux/arm64"));
+  TaskSpec s = Spec("arm1", "", 0, "linux/arm64");
+  s.parent_chain_ids = {"sha256:c1"};
+  Start(d_.get(), s);
+  EXPECT_EQ(arm->NextTask().request().key(), "arm1");
+  EXPECT_TRUE(emu->Idle());
+}
+
+TEST_F(DispatcherTest, EmulatingWorkersTakeOverWhenTheLastNativeWorkerLeaves) {
+  Make();
+  auto emu = Connect(Emulating("emu", "linux/amd64", {"linux/arm64"}));
+  auto arm = Connect(W("arm", 1, "linux/arm64"));
+  auto o1 = Start(d_.get(), Spec("arm1", "", 0, "linux/arm64"));
+  auto o2 = Start(d_.get(), Spec("arm2", "", 0, "linux/arm64"));
+  farm::v1::Task t1 = arm->NextTask();
+  ASSERT_TRUE(arm->Finish(t1).ok());
+  farm::v1::Task t2 = arm->NextTask();
+  EXPECT_EQ(t2.request().key(), "arm2");
+  auto o3 = Start(d_.get(), Spec("arm3", "", 0, "linux/arm64"));
+  EXPECT_TRUE(emu->Idle());
+  // The native worker goes: the queued arm3 moves to the emulating worker at once (arm2, still
+  // leased to the gone worker, waits lease_timeout for it as usual).
+  arm->Disconnect();
+  farm::v1::Task t3 = emu->NextTask();
+  EXPECT_EQ(t3.request().key(), "arm3");
+  ASSERT_TRUE(emu->Finish(t3).ok());
+  ASSERT_TRUE(o3->Wait());
+  EXPECT_EQ(o3->result->worker(), "emu");
+  // It also gets arm2 once that lease is lost.
+  Advance(absl::Seconds(20));
+  ASSERT_TRUE(emu->Heartbeat({}).ok());  // emu stays alive
+  Advance(absl::Seconds(11));
+  farm::v1::Task again = emu->NextTask();
+  EXPECT_EQ(again.request().key(), "arm2");
+  ASSERT_TRUE(emu->Finish(again).ok());
+  ASSERT_TRUE(o2->Wait());
+}
+
+TEST_F(DispatcherTest, EmulatingWorkersTakeOverWhenTheNativeWorkerDrains) {
+  Make();
+  auto emu = Connect(Emulating("emu", "linux/amd64", {"linux/arm64"}));
+  auto arm = Connect(W("arm", 1, "linux/arm64"));
+  Start(d_.get(), Spec("arm1", "", 0, "linux/arm64"));
+  farm::v1::Task t1 = arm->NextTask();
+  Start(d_.get(), Spec("arm2", "", 0, "linux/arm64"));
+  EXPECT_TRUE(emu->Idle());
+  farm::v1::WorkerMessage hb;
+  hb.mutable_heartbeat()->set_draining(true);
+  *hb.mutable_heartbeat()->add_running() = FakeWorker::Running(t1);
+  ASSERT_TRUE(arm->Send(hb).ok());
+  EXPECT_EQ(emu->NextTask().request().key(), "arm2");
+}
+
+TEST_F(DispatcherTest, AFreedSlotServesTheNativeQueueFirst) {
+  Make();
+  auto emu = Connect(Emulating("emu", "linux/amd64", {"linux/arm64"}));
+  auto o = Start(d_.get(), Spec("amd0"));
+  farm::v1::Task t0 = emu->NextTask();
+  Start(d_.get(), Spec("arm1", "", 0, "linux/arm64"));
+  Start(d_.get(), Spec("amd1"));
+  ASSERT_TRUE(emu->Finish(t0).ok());
+  farm::v1::Task t1 = emu->NextTask();
+  EXPECT_EQ(t1.request().key(), "amd1");
+  ASSERT_TRUE(emu->Finish(t1).ok());
+  EXPECT_EQ(emu->NextTask().request().key(), "arm1");
+}
+
+TEST_F(DispatcherTest, ATaskForAPlatformNobodyServesStaysQueued) {
+  Make();
+  auto emu = Connect(Emulating("emu", "linux/amd64", {"linux/arm64"}, 4));
+  auto o = Start(d_.get(), Spec("riscv-step", "", 0, "linux/riscv64"));
+  EXPECT_TRUE(emu->Idle());
+  EXPECT_EQ(d_->Stats().queued, 1);
+  auto riscv = Connect(Emulating("other", "linux/amd64", {"linux/riscv64"}));
+  EXPECT_EQ(riscv->NextTask().request().key(), "riscv-step");
+  EXPECT_TRUE(emu->Idle());
+}
+
+TEST_F(DispatcherTest, AReconnectWithoutEmulationStopsTheEmulatedTasks) {
+  Make();
+  auto emu = Connect(Emulating("w1", "linux/amd64", {"linux/arm64"}));
+  emu->Disconnect();
+  auto plain = Connect(W("w1"));
+  Start(d_.get(), Spec("arm1", "", 0, "linux/arm64"));
+  EXPECT_TRUE(plain->Idle());
+  EXPECT_TRUE(d_->Workers()[0].emulated_platforms().empty());
+}
+
+TEST_F(DispatcherTest, JunkEmulatedPlatformsAreRefusedNamingTheWorker) {
+  Make();
+  FakeWorker bad(d_->sessions(),
+                 Emulating("w-bad", "linux/amd64", {"linux/arm64", "not a/pl@tform"}));
+  absl::Status s = bad.Connect();
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(s.message()), HasSubstr("w-bad"));
+  EXPECT_THAT(std::string(s.message()), HasSubstr("not a/pl@tform"));
+  std::vector<std::string> many;
+  for (int i = 0; i < 17; ++i) many.push_back(absl::StrCat("linux/arch", i));
+  FakeWorker too_many(d_->sessions(), Emulating("w-many", "linux/amd64", many));
+  s = too_many.Connect();
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(s.message()), HasSubstr("w-many"));
+  FakeWorker empty(d_->sessions(), Emulating("w-empty", "linux/amd64", {""}));
+  EXPECT_EQ(empty.Connect().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(d_->Workers().empty());
+  // Duplicates, aliases and the native platform itself are folded away.
+  auto ok = Connect(Emulating("w-ok", "linux/amd64",
+                              {"linux/arm64", "Linux/AArch64", "linux/amd64", "linux/x86_64"}));
+  std::vector<farm::v1::WorkerInfo> workers = d_->Workers();
+  ASSERT_EQ(workers.size(), 1u);
+  EXPECT_THAT(workers[0].emulated_platforms(), ElementsAre("linux/arm64"));
+}
+
 TEST_F(DispatcherTest, PrefersAFreeWorkerHoldingTheParentLayers) {
   Make();
   auto cold = Connect(W("cold", 4));

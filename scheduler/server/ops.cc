@@ -136,6 +136,23 @@ absl::Status SchedulerMetrics::ObserveDispatcher(const dispatch::Dispatcher* d) 
         for (const auto& [k, v] : n) out.push_back({{k.first, k.second}, v});
         return out;
       }));
+  RETURN_IF_ERROR(r->AddGaugeCallback(
+      {"farm_scheduler_emulating_workers",
+       "Connected workers that run a platform under QEMU user emulation (farm-worker "
+       "--emulate), by that platform. They get its steps only while no worker runs it "
+       "natively.",
+       {"platform"},
+       kMaxPlatformSeries},
+      [d] {
+        std::map<std::string, double> n;
+        for (const farm::v1::WorkerInfo& w : d->Workers()) {
+          if (!w.connected()) continue;
+          for (const std::string& p : w.emulated_platforms()) n[p] += 1;
+        }
+        std::vector<metrics::Sample> out;
+        for (const auto& [k, v] : n) out.push_back({{k}, v});
+        return out;
+      }));
   static const StatCounter kCounters[] = {
       {"farm_scheduler_tasks_submitted_total", "Steps queued as new tasks.",
        &dispatch::DispatchStats::submitted},

@@ -54,6 +54,7 @@ TEST(SchedulerMetricsTest, QueueSlotsWorkersLeasesBuildsAndDispatchLatency) {
   wo.id = "w1";
   wo.slots = 1;
   wo.platform = "linux/amd64";
+  wo.emulated_platforms = {"linux/arm64"};
   dt::FakeWorker w((*d)->sessions(), wo);
   ASSERT_TRUE(w.Connect().ok());
   farm::v1::Task t = w.NextTask();
@@ -66,6 +67,7 @@ TEST(SchedulerMetricsTest, QueueSlotsWorkersLeasesBuildsAndDispatchLatency) {
   EXPECT_THAT(text, HasSubstr("farm_scheduler_running_tasks 1\n"));
   EXPECT_THAT(text,
               HasSubstr("farm_scheduler_workers{platform=\"linux/amd64\",state=\"busy\"} 1\n"));
+  EXPECT_THAT(text, HasSubstr("farm_scheduler_emulating_workers{platform=\"linux/arm64\"} 1\n"));
   EXPECT_THAT(text, HasSubstr("farm_scheduler_tasks_dispatched_total 1\n"));
   EXPECT_THAT(text, HasSubstr("farm_scheduler_dispatch_latency_seconds_count{platform=\"linux/"
                               "amd64\"} 1\n"));

@@ -185,7 +185,9 @@ constexpr char kScript[] = R"JS('use strict';
       const state = !w.connected ? 'disconnected' : (w.draining ? 'draining' : 'connected');
       return el('tr', {},
           el('td', {class: 'mono'}, w.id), el('td', {}, stateBadge(state)),
-          el('td', {}, w.platform), el('td', {}, w.slots), el('td', {}, w.busy),
+          el('td', {}, w.platform + ((w.emulated_platforms || []).length === 0 ? '' :
+              ' (+' + w.emulated_platforms.join(', +') + ' emulated)')),
+          el('td', {}, w.slots), el('td', {}, w.busy),
           el('td', {}, w.layers), el('td', {}, w.tasks_done),
           el('td', {}, ago(w.last_heartbeat_unix_micros, now)), el('td', {}, w.address),
           el('td', {}, Object.entries(w.labels).map(([k, v]) => k + '=' + v).join(', ')));

@@ -339,8 +339,11 @@ Json StepJson(const StepView& s) {
 Json WorkerJson(const farm::v1::WorkerInfo& w) {
   Json labels = Json::object();
   for (const auto& [k, v] : w.labels()) labels[ValidUtf8(k)] = ValidUtf8(v);
+  Json emulated = Json::array();
+  for (const std::string& p : w.emulated_platforms()) emulated.push_back(ValidUtf8(p));
   return {{"id", ValidUtf8(w.id())},
           {"platform", ValidUtf8(w.platform())},
+          {"emulated_platforms", emulated},
           {"slots", w.slots()},
           {"busy", w.busy()},
           {"layers", w.layers()},

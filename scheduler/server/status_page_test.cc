@@ -223,6 +223,7 @@ class StatusServerTest : public ::testing::Test {
       farm::v1::WorkerInfo w;
       w.set_id("w-1");
       w.set_platform("linux/amd64");
+      w.add_emulated_platforms("linux/arm64");
       w.set_slots(4);
       w.set_busy(1);
       w.set_layers(7);
@@ -374,6 +375,8 @@ TEST_F(StatusServerTest, Workers) {
   ASSERT_EQ(w["workers"].size(), 1u);
   EXPECT_EQ(w["workers"][0]["id"], "w-1");
   EXPECT_EQ(w["workers"][0]["layers"], 7);
+  EXPECT_EQ(w["workers"][0]["platform"], "linux/amd64");
+  EXPECT_EQ(w["workers"][0]["emulated_platforms"], Json::array({"linux/arm64"}));
   EXPECT_TRUE(w["workers"][0]["draining"].get<bool>());
   EXPECT_EQ(w["workers"][0]["labels"]["zone"], kEvil);
   EXPECT_EQ(w["dispatch"]["slots_total"], 4);

@@ -35,13 +35,14 @@ trap cleanup EXIT
 [ -x /bin/busybox ] || die "busybox-static is not installed (tools/setup.sh)"
 
 # start NAME LOGFILE CMD...: runs CMD in the background, waits for "listening on HOST:PORT"
-# (or, for the worker, for its first line), sets ADDR.
+# (or, for the worker, for its first line), sets ADDR and PID.
 start() {
   local name=$1 log=$2
   shift 2
   "$@" >"$log" 2>&1 &
-  PIDS+=($!)
-  local pid=$! deadline=$((SECONDS + 30))
+  PID=$!
+  PIDS+=($PID)
+  local pid=$PID deadline=$((SECONDS + 30))
   until grep -qE "listening on|connected|registered|joined" "$log" 2>/dev/null; do
     kill -0 "$pid" 2>/dev/null || die "$name exited: $(cat "$log")"
     [ $SECONDS -lt $deadline ] || die "$name did not start: $(cat "$log")"

@@ -3,15 +3,18 @@
 #include <grpcpp/channel.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "cache/client/grpc_blob_store.h"
 #include "common/fs.h"
 #include "common/status_macros.h"
 #include "common/status_util.h"
 #include "oci/platform.h"
+#include "worker/emulation.h"
 
 namespace farm::worker::agent {
 
@@ -43,8 +46,21 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Create(Options options) {
     if (k.empty()) return absl::InvalidArgumentError("a label needs a key (--label KEY=VALUE)");
   }
   if (options.max_chain_ids < 1) options.max_chain_ids = 1;
-  std::string platform =
-      options.platform.empty() ? oci::Platform::Host().String() : options.platform;
+  std::string platform = options.platform.empty() ? oci::Platform::Host().String()
+                                                  : oci::NormalizePlatform(options.platform);
+  std::vector<std::string> emulated;
+  for (const std::string& p : options.emulated_platforms) {
+    std::string normalized = oci::NormalizePlatform(p);
+    if (normalized == platform) continue;
+    RETURN_IF_ERROR(CheckCanRun(normalized));
+    emulated.push_back(std::move(normalized));
+  }
+  std::sort(emulated.begin(), emulated.end());
+  emulated.erase(std::unique(emulated.begin(), emulated.end()), emulated.end());
+  if (static_cast<int>(emulated.size()) > kMaxEmulatedPlatforms) {
+    return absl::InvalidArgumentError(absl::StrCat("at most ", kMaxEmulatedPlatforms,
+                                                   " emulated platforms, not ", emulated.size()));
+  }
   if (geteuid() != 0) {
     return absl::FailedPreconditionError(
         "farm-worker must run as root (steps run in Linux namespaces on overlayfs)");
@@ -76,17 +92,17 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Create(Options options) {
       fflush(stderr);
     };
   }
-  return std::unique_ptr<Agent>(new Agent(std::move(options), std::move(state), std::move(cas),
-                                          std::move(cache_channel), *std::move(executor),
-                                          std::move(chains), std::move(platform),
-                                          Credentials{scheduler_creds, cache_creds}));
+  return std::unique_ptr<Agent>(
+      new Agent(std::move(options), std::move(state), std::move(cas), std::move(cache_channel),
+                *std::move(executor), std::move(chains), std::move(platform), std::move(emulated),
+                Credentials{scheduler_creds, cache_creds}));
 }
 
 Agent::Agent(Options options, std::unique_ptr<StateDir> state,
              std::shared_ptr<cache::BlobStore> cas,
              std::shared_ptr<grpc::ChannelInterface> cache_channel,
              std::unique_ptr<LocalStepExecutor> executor, std::unique_ptr<ChainIndex> chains,
-             std::string platform, Credentials credentials)
+             std::string platform, std::vector<std::string> emulated, Credentials credentials)
     : options_(std::move(options)),
       state_(std::move(state)),
       cas_(std::move(cas)),
@@ -94,7 +110,8 @@ Agent::Agent(Options options, std::unique_ptr<StateDir> state,
       cache_channel_(std::move(cache_channel)),
       executor_(std::move(executor)),
       chains_(std::move(chains)),
-      platform_(std::move(platform)) {
+      platform_(std::move(platform)),
+      emulated_(std::move(emulated)) {
   auto log = [this](const std::string& line) { LogLine(line); };
   Session::Options so;
   so.target = options_.scheduler;
@@ -113,8 +130,12 @@ Agent::Agent(Options options, std::unique_ptr<StateDir> state,
   TaskRunner::Options ro;
   ro.slots = options_.slots;
   ro.worker_id = worker_id();
-  ro.execute = [this](const farm::v1::StepRequest& request, const executor::LogSink& sink,
-                      const absl::Notification* cancel, executor::SecretProvider::Ptr secrets) {
+  ro.execute = [this](
+                   const farm::v1::StepRequest& request, const executor::LogSink& sink,
+                   const absl::Notification* cancel,
+                   executor::SecretProvider::Ptr secrets) -> absl::StatusOr<farm::v1::StepResult> {
+    // The scheduler is trusted less than we would like: run only what was announced.
+    RETURN_IF_ERROR(CheckPlatform(request));
     LocalStepExecutor::CallOptions call;
     call.secrets = std::move(secrets);
     return executor_->Execute(request, sink, cancel, call);
@@ -144,13 +165,19 @@ void Agent::Start() {
   }
   std::string labels;
   for (const auto& [k, v] : options_.labels) absl::StrAppend(&labels, " ", k, "=", v);
-  LogLine(absl::StrCat("worker ", worker_id(), ": ", options_.slots, " slot",
-                       options_.slots == 1 ? "" : "s", ", ", platform_,
-                       labels.empty() ? "" : absl::StrCat(",", labels), ", state ", state_->path(),
-                       ", cache ", options_.cas != nullptr ? "(in process)" : options_.cache));
+  LogLine(absl::StrCat(
+      "worker ", worker_id(), ": ", options_.slots, " slot", options_.slots == 1 ? "" : "s", ", ",
+      platform_,
+      emulated_.empty() ? "" : absl::StrCat(" (+", absl::StrJoin(emulated_, ", +"), " emulated)"),
+      labels.empty() ? "" : absl::StrCat(",", labels), ", state ", state_->path(), ", cache ",
+      options_.cas != nullptr ? "(in process)" : options_.cache));
   if (platform_ != oci::Platform::Host().String()) {
+    absl::Status can = CheckCanRun(platform_);
     LogLine(absl::StrCat("reporting platform ", platform_, " although this host runs ",
-                         oci::Platform::Host().String(), ": its steps will fail here"));
+                         oci::Platform::Host().String(), ": ",
+                         can.ok()
+                             ? "its steps run under QEMU emulation"
+                             : absl::StrCat("its steps will fail here (", can.message(), ")")));
   }
   runner_->Start();
   session_->Start();
@@ -237,10 +264,24 @@ absl::flat_hash_set<std::string> Agent::PresentLayers() {
   return present;
 }
 
+absl::Status Agent::CheckPlatform(const farm::v1::StepRequest& request) const {
+  std::string p = oci::NormalizePlatform(request.env().platform());
+  if (p.empty()) p = "linux/amd64";  // as the scheduler reads a step without one
+  if (p == platform_ || std::binary_search(emulated_.begin(), emulated_.end(), p)) {
+    return absl::OkStatus();
+  }
+  return absl::FailedPreconditionError(absl::StrCat(
+      "worker ", worker_id(), " refuses step \"", request.description(), "\" for ", p, ": it runs ",
+      platform_,
+      emulated_.empty() ? "" : absl::StrCat(" and, emulated, ", absl::StrJoin(emulated_, ", ")),
+      " only (the scheduler should not have sent it here)"));
+}
+
 void Agent::FillHello(farm::v1::WorkerHello* h) {
   h->set_worker_id(worker_id());
   h->set_slots(options_.slots);
   h->set_platform(platform_);
+  for (const std::string& p : emulated_) h->add_emulated_platforms(p);
   for (const auto& [k, v] : options_.labels) (*h->mutable_labels())[k] = v;
   h->set_version(absl::StrCat("farm-worker ", options_.version));
   for (std::string& c : chains_->Reset(PresentLayers(), options_.max_chain_ids)) {

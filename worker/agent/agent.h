@@ -16,8 +16,10 @@
 // the task's cancellation: the executor kills the step's process tree and the task reports
 // CANCELLED (a queued task reports CANCELLED at once). A Task for a task_id the worker already
 // holds under another lease (the scheduler re-issued it after a reconnect) is not run twice:
-// the running one continues under the new lease. Secrets in Task.secrets reach that step only
-// (LocalStepExecutor::CallOptions), are never logged, never written to disk, and their bytes
+// the running one continues under the new lease. A Task for a platform the worker did not
+// announce (neither its own nor an emulated one) is refused with FAILED_PRECONDITION, whatever
+// the host could run: the operator opts in to emulation. Secrets in Task.secrets reach that step
+// only (LocalStepExecutor::CallOptions), are never logged, never written to disk, and their bytes
 // are wiped from memory when the task ends.
 //
 // Reconnecting. When the scheduler (or farm-cache, checked before each connection) is
@@ -103,10 +105,14 @@ class Agent : private Session::Delegate, private TaskRunner::Output {
     std::string state_dir;  // required; one farm-worker per directory
     int slots = 1;          // tasks run at once, 1..1024
     std::map<std::string, std::string> labels;
-    // Reported in WorkerHello; "" = this host's (oci::Platform::Host()). The executor runs only
-    // this host's platform whatever is reported (a step for another platform fails
-    // FAILED_PRECONDITION).
+    // Reported in WorkerHello as its native platform; "" = this host's (oci::Platform::Host()).
+    // Another one runs under QEMU user emulation if binfmt_misc has it (worker/emulation.h),
+    // and fails FAILED_PRECONDITION otherwise.
     std::string platform;
+    // Platforms it also runs under QEMU (farm-worker --emulate; worker::ResolveEmulation),
+    // announced in WorkerHello.emulated_platforms. Each must pass worker::CheckCanRun; the
+    // native platform and duplicates are dropped.
+    std::vector<std::string> emulated_platforms;
 
     // The executor (see LocalStepExecutor::Options).
     int64_t layer_store_max_bytes = 0;  // 0 = unlimited
@@ -179,6 +185,7 @@ class Agent : private Session::Delegate, private TaskRunner::Output {
 
   const std::string& worker_id() const { return state_->worker_id(); }
   const std::string& platform() const { return platform_; }
+  const std::vector<std::string>& emulated_platforms() const { return emulated_; }
   LocalStepExecutor* executor() { return executor_.get(); }
 
  private:
@@ -190,8 +197,10 @@ class Agent : private Session::Delegate, private TaskRunner::Output {
   Agent(Options options, std::unique_ptr<StateDir> state, std::shared_ptr<cache::BlobStore> cas,
         std::shared_ptr<grpc::ChannelInterface> cache_channel,
         std::unique_ptr<LocalStepExecutor> executor, std::unique_ptr<ChainIndex> chains,
-        std::string platform, Credentials credentials);
+        std::string platform, std::vector<std::string> emulated, Credentials credentials);
 
+  // OK if `request` is for a platform this worker announced; FAILED_PRECONDITION otherwise.
+  absl::Status CheckPlatform(const farm::v1::StepRequest& request) const;
   // One line of the agent's own log (Options::log), one call at a time.
   void LogLine(const std::string& line);
   absl::flat_hash_set<std::string> PresentLayers();
@@ -221,6 +230,7 @@ class Agent : private Session::Delegate, private TaskRunner::Output {
   const std::unique_ptr<LocalStepExecutor> executor_;
   const std::unique_ptr<ChainIndex> chains_;
   const std::string platform_;
+  const std::vector<std::string> emulated_;  // sorted
   absl::Mutex log_mu_;
 
   absl::Mutex mu_;

@@ -369,6 +369,29 @@ TEST_F(AgentTest, FailedCommandsAndBadRequestsAreReported) {
   EXPECT_THAT(gone.status_message(), HasSubstr(std::string(64, 'a')));
 }
 
+TEST_F(AgentTest, AStepForAPlatformItDidNotAnnounceIsRefused) {
+  auto agent = StartAgent(AgentOptions("platforms"));
+  ASSERT_NE(agent, nullptr);
+  ASSERT_TRUE(WaitForHellos(hub_.get(), 1));
+  EXPECT_EQ(hub_->snapshot().hellos[0].emulated_platforms_size(), 0);  // off by default
+  // Even if this host could run arm64 under QEMU: it did not announce it.
+  farm::v1::StepRequest arm = Sh("echo ran");
+  arm.mutable_env()->set_platform("linux/arm64");
+  ASSERT_TRUE(hub_->Send(TaskMessage("arm", "l1", arm)));
+  ASSERT_TRUE(WaitForResult(hub_.get(), "arm"));
+  farm::v1::TaskResult r = hub_->snapshot().Results("arm")[0];
+  EXPECT_EQ(r.status_code(), static_cast<int>(absl::StatusCode::kFailedPrecondition));
+  EXPECT_THAT(r.status_message(), HasSubstr("refuses step \"RUN echo ran\" for linux/arm64"));
+  EXPECT_THAT(r.status_message(), HasSubstr(agent->worker_id()));
+  EXPECT_TRUE(hub_->snapshot().Logs("arm").empty());  // it did not run
+  // Its own platform runs.
+  farm::v1::StepRequest own = Sh("echo ran");
+  own.mutable_env()->set_platform(agent->platform());
+  ASSERT_TRUE(hub_->Send(TaskMessage("own", "l2", own)));
+  ASSERT_TRUE(WaitForResult(hub_.get(), "own"));
+  EXPECT_EQ(hub_->snapshot().Results("own")[0].status_code(), 0);
+}
+
 TEST_F(AgentTest, CancelKillsTheStep) {
   auto agent = StartAgent(AgentOptions("cancel"));
   ASSERT_NE(agent, nullptr);
@@ -720,6 +743,12 @@ TEST(AgentOptionsTest, BadOptionsAreRejectedClearly) {
   o.scheduler = "sched:7070";
   o.slots = 0;
   EXPECT_THAT(std::string(Agent::Create(o).status().message()), HasSubstr("slots"));
+  o.slots = 1;
+  o.scheduler = "127.0.0.1:7070";
+  o.emulated_platforms = {"linux/sparc64"};  // no emulator is known for it
+  absl::Status emu = Agent::Create(o).status();
+  EXPECT_EQ(emu.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(std::string(emu.message()), HasSubstr("linux/sparc64"));
   EXPECT_OK(ParsePeerAddress("x", "[::1]:80"));
   EXPECT_OK(ParsePeerAddress("x", "grpc://10.0.0.1:9092"));
   EXPECT_OK(ParsePeerAddress("x", "unix:/run/farm.sock"));

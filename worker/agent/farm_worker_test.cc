@@ -187,6 +187,8 @@ TEST_F(FarmWorkerTest, BadFlagsGetOneClearLineAndExitTwo) {
        "memory-limit"},
       {{"--scheduler", "s:1", "--cache", cache, "--dir", "/tmp/x", "--pids-limit", "-3"},
        "want a count >= 0"},
+      {{"--scheduler", "s:1", "--cache", cache, "--dir", "/tmp/x", "--emulate", "bad plat"},
+       "--emulate: invalid platform"},
       {{"--bogus"}, "bogus"},
       {{"--scheduler", "s:1", "--cache", cache, "--dir", "/tmp/x", "extra"},
        "unexpected argument \"extra\""},

@@ -13,8 +13,10 @@
 #include "common/logging/grpc_log.h"
 #include "common/logging/line_fields.h"
 #include "common/ops/ops.h"
+#include "oci/platform.h"
 #include "worker/agent/agent.h"
 #include "worker/agent/ops.h"
+#include "worker/emulation.h"
 #include "worker/sandbox/sandbox.h"
 #include "worker/sandbox_settings.h"
 
@@ -58,9 +60,16 @@ int main(int argc, char** argv) {
   fs.String("cache-instance", 0, &o.cache_instance,
             "Instance name for farm-cache CAS calls (the CAS is shared by all instances)", "NAME");
   fs.String("platform", 0, &o.platform,
-            "Platform to report (default: this host's). For testing placement only: steps "
-            "still run for this host's platform alone",
+            "Native platform to report (default: this host's). Another one runs under QEMU "
+            "user emulation if binfmt_misc has it, or fails: for testing placement",
             "OS/ARCH");
+  std::string emulate = "none";
+  fs.String("emulate", 0, &emulate,
+            "Also run these platforms under QEMU user emulation (binfmt_misc, e.g. Debian's "
+            "qemu-user-static): a comma list, or auto for every one registered here, or none "
+            "(default). The scheduler sends a platform's steps here only while no worker runs "
+            "it natively (emulation is 5-10x slower)",
+            "PLATFORMS");
   // --tls-ca, --tls-cert/--tls-key (the worker certificate: workers/ID.crt), --tls,
   // --token-file (unused by workers: they are their certificate), --insecure.
   farm::auth::RegisterClientFlags(&fs, "", &o.security);
@@ -99,6 +108,15 @@ int main(int argc, char** argv) {
     auto parsed = farm::worker::agent::ParsePeerAddress(what, address);
     if (!parsed.ok()) return Fail(std::string(parsed.status().message()), 2);
   }
+  // Every platform asked for must run here: an error naming it, never a silent drop.
+  auto emulated = farm::worker::ResolveEmulation(
+      emulate, o.platform.empty() ? farm::oci::Platform::Host().String()
+                                  : farm::oci::NormalizePlatform(o.platform));
+  if (!emulated.ok()) {
+    return Fail(std::string(emulated.status().message()),
+                absl::IsInvalidArgument(emulated.status()) ? 2 : 1);
+  }
+  o.emulated_platforms = *std::move(emulated);
   if (geteuid() != 0) {
     return Fail("must run as root (steps run in Linux namespaces on overlayfs)");
   }

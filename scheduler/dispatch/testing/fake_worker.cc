@@ -58,6 +58,7 @@ absl::Status FakeWorker::Connect(const std::vector<farm::v1::RunningTask>& runni
   hello.set_worker_id(options_.id);
   hello.set_slots(options_.slots);
   hello.set_platform(options_.platform);
+  for (const std::string& p : options_.emulated_platforms) hello.add_emulated_platforms(p);
   for (const std::string& c : options_.chain_ids) hello.add_chain_ids(c);
   for (const farm::v1::RunningTask& r : running) *hello.add_running() = r;
   absl::StatusOr<uint64_t> session = handler_->Open(stream_, hello, "fake:" + options_.id);

@@ -55,6 +55,7 @@ struct FakeWorkerOptions {
   std::string id = "w1";
   int slots = 1;
   std::string platform = "linux/amd64";
+  std::vector<std::string> emulated_platforms;  // WorkerHello.emulated_platforms
   std::vector<std::string> chain_ids;
 };
 
