@@ -4,21 +4,26 @@
 #include <atomic>
 #include <optional>
 #include <random>
+#include <set>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "common/fs.h"
 #include "common/status_macros.h"
+#include "common/status_util.h"
 #include "farm/v1/scheduler_state.pb.h"
+#include "oci/platform.h"
 #include "oci/reference.h"
 #include "scheduler/dockerfile/instructions.h"
 #include "scheduler/dockerfile/parser.h"
 #include "scheduler/engine/events.h"
 #include "scheduler/image/store.h"
+#include "scheduler/pipeline/pipeline.h"
 #include "scheduler/server/admission.h"
 #include "scheduler/server/build_log.h"
 #include "scheduler/server/build_runner.h"
@@ -386,6 +391,10 @@ absl::StatusOr<std::string> BuildManager::Submit(const farm::v1::SubmitBuildRequ
       if (!r.ok())
         return absl::InvalidArgumentError(absl::StrCat("-t ", t, ": ", r.status().message()));
     }
+    absl::StatusOr<std::vector<std::string>> platforms = pipeline::ParsePlatformList(
+        request.platform().empty() ? "linux/amd64" : request.platform());
+    if (!platforms.ok()) return common::Annotate(platforms.status(), "platform");
+    if (impl_->opt.workers) RETURN_IF_ERROR(PlatformsServed(impl_->opt.workers(), *platforms));
   }
   Impl& m = *impl_;
   std::string id;
@@ -498,6 +507,31 @@ farm::v1::SchedulerInfo BuildManager::Info() {
   info.set_queued_builds(impl_->admission.queued());
   info.set_running_builds(impl_->admission.active());
   return info;
+}
+
+absl::Status PlatformsServed(const std::vector<farm::v1::WorkerInfo>& workers,
+                             const std::vector<std::string>& platforms) {
+  if (workers.empty()) return absl::OkStatus();
+  std::set<std::string> served;
+  std::vector<std::string> described;
+  for (const farm::v1::WorkerInfo& w : workers) {
+    if (served.insert(oci::NormalizePlatform(w.platform())).second) {
+      described.push_back(oci::NormalizePlatform(w.platform()));
+    }
+    for (const std::string& e : w.emulated_platforms()) {
+      if (served.insert(oci::NormalizePlatform(e)).second) {
+        described.push_back(absl::StrCat(oci::NormalizePlatform(e), " (emulated)"));
+      }
+    }
+  }
+  for (const std::string& p : platforms) {
+    if (served.count(oci::NormalizePlatform(p))) continue;
+    return absl::FailedPreconditionError(absl::StrCat(
+        "no worker of this farm runs ", p, " (its workers run ", absl::StrJoin(described, ", "),
+        "): start a farm-worker on a ", p, " host, or one with --emulate ", p,
+        " where QEMU user emulation is registered"));
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace farm::scheduler::server

@@ -72,6 +72,10 @@ class BuildManager {
     std::string version = "0.1.0";
     // Connected workers, for SchedulerInfo.workers (may be null).
     std::function<int()> worker_count;
+    // The farm's workers (the dispatcher's Workers()), to refuse at once a build for a
+    // platform none of them runs (PlatformsServed). Null: every platform is accepted (and
+    // waits for a worker).
+    std::function<std::vector<farm::v1::WorkerInfo>()> workers;
     // One line per build state change (submitted, started, finished, resumed); may be null.
     std::function<void(const std::string&)> log;
     // Called once for each build that ends (succeeded, failed or canceled; not one interrupted
@@ -126,6 +130,12 @@ class BuildManager {
   explicit BuildManager(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
 };
+
+// OK when every platform in `platforms` is run by one of `workers` (natively or emulated), or
+// when there are no workers at all (a farm scaled to zero queues the build until workers
+// come). FAILED_PRECONDITION otherwise, naming the platform and what the farm runs.
+absl::Status PlatformsServed(const std::vector<farm::v1::WorkerInfo>& workers,
+                             const std::vector<std::string>& platforms);
 
 }  // namespace farm::scheduler::server
 

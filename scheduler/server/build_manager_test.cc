@@ -610,3 +610,21 @@ TEST_F(BuildManagerTest, ServiceStreamsSubmitAndAttach) {
 
 }  // namespace
 }  // namespace farm::scheduler::server
+
+namespace farm::scheduler::server {
+namespace {
+
+TEST(PlatformsServedTest, RefusesAPlatformNoWorkerRunsUnlessThereAreNoWorkers) {
+  EXPECT_TRUE(PlatformsServed({}, {"linux/s390x"}).ok());  // scaled to zero: it waits
+  farm::v1::WorkerInfo amd;
+  amd.set_platform("linux/amd64");
+  amd.add_emulated_platforms("linux/arm64");
+  EXPECT_TRUE(PlatformsServed({amd}, {"linux/amd64", "linux/arm64"}).ok());
+  absl::Status s = PlatformsServed({amd}, {"linux/amd64", "linux/s390x"});
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(std::string(s.message()), ::testing::HasSubstr("no worker of this farm runs linux/s390x"));
+  EXPECT_THAT(std::string(s.message()), ::testing::HasSubstr("linux/arm64 (emulated)"));
+}
+
+}  // namespace
+}  // namespace farm::scheduler::server

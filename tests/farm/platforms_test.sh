@@ -7,7 +7,8 @@
 # Checks: farm workers shows B's emulated platform; an arm64 build's RUN (`uname -m`) runs on A,
 # not B, and sees aarch64; with A stopped, another arm64 build's RUN runs on B and sees aarch64;
 # a worker started with --emulate for a platform without an emulator refuses to start, naming
-# it; a multi-platform submit --load and bake --scheduler (amd64 + arm64) give an index. Needs root;
+# it; a multi-platform submit --load and bake --scheduler (amd64 + arm64) give an index; a platform
+# no worker runs is refused at submission. Needs root;
 # installs and registers qemu-user-static if missing, removing it at exit (tests/e2e/qemu.sh).
 source "$TEST_SRCDIR/farm/tests/farm/loopback.sh"
 source "$TEST_SRCDIR/farm/tests/e2e/qemu.sh"
@@ -92,6 +93,12 @@ check "farm bake --scheduler --load of a target's platforms" sh -c \
   "cd '$ctx' && '$FARM' bake --scheduler '$SCHED' --load --progress plain mp >'$T/bake.log' 2>&1"
 check "the baked image is an index of both" \
   test "$("$FARM" images --format '{{.Platforms}}' mp:bake)" = "linux/amd64,linux/arm64"
+
+timeout 60 "$FARM" submit --scheduler "$SCHED" --progress=plain --platform linux/amd64,linux/s390x \
+  "$ctx" >"$T/s390x.log" 2>&1
+rc=$?
+check "a platform no worker runs is refused at once (not queued forever)" test "$rc" -ne 0 -a "$rc" -ne 124
+check "naming it and what the farm runs" grep -q "no worker of this farm runs linux/s390x (its workers run linux/.*--emulate linux/s390x" "$T/s390x.log"
 
 if [ "$failures" -ne 0 ]; then
   for f in sched a b build1 build2 workers mp bake; do echo "--- $f.log"; tail -40 "$T/$f.log"; done
