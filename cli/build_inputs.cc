@@ -1,13 +1,18 @@
 #include "cli/build_inputs.h"
 
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <cstdlib>
 #include <iostream>
 #include <iterator>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "common/fs.h"
 #include "common/status_macros.h"
 #include "common/status_util.h"
+#include "oci/reference.h"
 #include "scheduler/dockerfile/parser.h"
 
 namespace farm::cli {
@@ -16,12 +21,61 @@ void BuildInputFlags::Register(common::FlagSet* fs) {
   fs->String("file", 'f', &file, "Name of the Dockerfile (default: PATH/Dockerfile; - for stdin)");
   fs->Repeated("build-arg", 0, &build_args, "Set build-time variables (NAME=VALUE)", "list");
   fs->String("target", 0, &target, "Set the target build stage to build");
+  fs->Repeated("build-context", 0, &build_contexts,
+               "Additional build context (NAME=PATH or NAME=docker-image://REF): COPY --from=NAME, "
+               "RUN --mount=from=NAME and FROM NAME read it",
+               "stringArray");
   fs->String("platform", 0, &platform, "Set the target platform for the build");
   fs->Bool("normalize-permissions", 0, &normalize_permissions,
            "Make context files 0644 (0755 if executable) and directories 0755 in COPY/ADD, "
            "instead of keeping their permission bits as docker build does");
   fs->Bool("preserve-permissions", 0, &preserve_permissions,
            "Deprecated: keeping the permission bits is the default");
+}
+
+absl::StatusOr<std::map<std::string, BuildContextArg>> BuildInputFlags::BuildContexts() const {
+  constexpr size_t kMaxNamedContexts = 64;
+  std::map<std::string, BuildContextArg> out;
+  for (const std::string& a : build_contexts) {
+    size_t eq = a.find('=');
+    std::string name = a.substr(0, eq);
+    std::string value = eq == std::string::npos ? "" : a.substr(eq + 1);
+    auto bad = [&](absl::string_view why) {
+      return absl::InvalidArgumentError(absl::StrCat("--build-context ", a, ": ", why));
+    };
+    if (name.empty() || eq == std::string::npos || value.empty()) {
+      return bad("expected NAME=PATH or NAME=docker-image://REF");
+    }
+    if (out.count(name)) return bad(absl::StrCat("the name ", name, " is given twice"));
+    BuildContextArg c;
+    if (absl::StartsWith(value, "docker-image://")) {
+      c.image = value.substr(15);
+      if (c.image.empty()) return bad("docker-image:// names no image");
+      absl::StatusOr<oci::Reference> ref = oci::Reference::ParseWithDefaultTag(c.image);
+      if (!ref.ok()) return bad(ref.status().message());
+    } else if (absl::StrContains(value, "://") || absl::StartsWith(value, "target:") ||
+               absl::StartsWith(value, "git@")) {
+      return bad("farm takes a local directory or docker-image://REF (not oci-layout://, URLs, "
+                 "git or target:, which is farm bake's)");
+    } else {
+      struct stat st;
+      if (stat(value.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
+        return bad(absl::StrCat(value, " is not a directory"));
+      }
+      c.dir = value;
+      if (c.dir[0] != '/') {
+        char buf[4096];
+        if (getcwd(buf, sizeof(buf)) != nullptr) c.dir = common::JoinPath(buf, c.dir);
+      }
+      c.dir = common::CleanPath(c.dir);
+    }
+    out[name] = std::move(c);
+  }
+  if (out.size() > kMaxNamedContexts) {
+    return absl::InvalidArgumentError(absl::StrCat("--build-context: ", out.size(),
+                                                   " named contexts, at most ", kMaxNamedContexts));
+  }
+  return out;
 }
 
 absl::StatusOr<std::map<std::string, std::string>> BuildInputFlags::BuildArgs() const {

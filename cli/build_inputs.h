@@ -19,9 +19,16 @@
 
 namespace farm::cli {
 
+// A --build-context value: a directory, or an image (docker-image://REF).
+struct BuildContextArg {
+  std::string dir;    // absolute, when a directory
+  std::string image;  // the reference, when an image
+};
+
 struct BuildInputFlags {
   std::string file;                      // -f
   std::vector<std::string> build_args;   // --build-arg
+  std::vector<std::string> build_contexts;  // --build-context NAME=VALUE
   std::string target;                    // --target
   std::string platform = "linux/amd64";  // --platform
   bool normalize_permissions = false;    // --normalize-permissions
@@ -33,6 +40,10 @@ struct BuildInputFlags {
   // --build-arg values as a map; "NAME" alone takes $NAME from the environment (or is dropped
   // if unset), as docker does.
   absl::StatusOr<std::map<std::string, std::string>> BuildArgs() const;
+  // --build-context values by name, as buildx takes them: NAME=PATH (an existing directory)
+  // or NAME=docker-image://REF. INVALID_ARGUMENT naming the flag for anything else (other
+  // schemes, a missing directory, a repeated or empty name, more than 64).
+  absl::StatusOr<std::map<std::string, BuildContextArg>> BuildContexts() const;
 };
 
 struct PreparedBuild {

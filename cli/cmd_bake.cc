@@ -428,17 +428,6 @@ class Baker {
   // farm-cache has, and the per-directory stat cache makes rehashing a shared context cheap);
   // they run at once, their lines prefixed with the target.
   int RunOnFarm() {
-    for (const auto& r : runs_) {
-      if (!r->t.contexts.empty()) {
-        return Fatal(absl::UnimplementedError(absl::StrCat(
-            "target \"", r->t.name,
-            "\": named contexts are not supported with --scheduler yet (bake it in process)")));
-      }
-      if (r->dockerfile_path.empty()) {
-        return Fatal(absl::UnimplementedError(absl::StrCat(
-            "target \"", r->t.name, "\": dockerfile-inline is not supported with --scheduler")));
-      }
-    }
     absl::Time start = absl::Now();
     // Targets sharing a context go after the first of them, so it is uploaded once.
     std::map<std::string, TargetRun*> first_of_context;
@@ -454,7 +443,17 @@ class Baker {
       threads.emplace_back([this, r = r.get(), first] {
         if (first != nullptr) first->uploaded.WaitForNotification();
         absl::Time t0 = absl::Now();
-        r->status = SubmitOne(r);
+        // Targets this one reads as contexts come first (their images are in the farm's
+        // store under ContextTag).
+        for (const auto& [name, other] : r->targets) {
+          TargetRun* o = by_name_.at(other);
+          o->done.WaitForNotification();
+          if (!o->status.ok() && r->status.ok()) {
+            r->status = absl::CancelledError(
+                absl::StrCat("target \"", other, "\" (context ", name, ") failed"));
+          }
+        }
+        if (r->status.ok()) r->status = SubmitOne(r);
         r->took = absl::Now() - t0;
         if (!r->uploaded.HasBeenNotified()) r->uploaded.Notify();
         r->done.Notify();
@@ -538,12 +537,36 @@ void Baker::StopWatchingSignals(std::thread& t) {
 absl::Status Baker::SubmitOne(TargetRun* r) {
   ASSIGN_OR_RETURN(common::TempDir tmp, common::TempDir::Create("farm-bake"));
   std::string iid = common::JoinPath(tmp.path(), "iid");
+  std::string dockerfile = r->dockerfile_path;
+  if (dockerfile.empty()) {
+    // dockerfile-inline: the text goes as a file of its own (outside the context, as -f may).
+    dockerfile = common::JoinPath(tmp.path(), "Dockerfile");
+    RETURN_IF_ERROR(common::WriteFileAtomic(dockerfile, r->dockerfile_text));
+  }
   std::vector<std::string> args = {
       "farm", "submit",      "--progress", "plain", "--iidfile",
-      iid,    "--scheduler", f_.scheduler, "-f",    r->dockerfile_path};
+      iid,    "--scheduler", f_.scheduler, "-f",    dockerfile};
   for (const auto& [k, v] : r->t.args) args.insert(args.end(), {"--build-arg", k + "=" + v});
   for (const auto& [k, v] : r->t.labels) args.insert(args.end(), {"--label", k + "=" + v});
   for (const oci::Reference& t : r->tags) args.insert(args.end(), {"-t", t.String()});
+  if (IsContextOfAnother(r->t.name) && r->tags.empty()) {
+    args.insert(args.end(), {"-t", ContextTag(*r).String()});
+  }
+  for (const auto& [name, key] : r->named) {
+    const ContextEntry* e = nullptr;
+    for (const ContextEntry& c : context_order_) {
+      if (c.key == key) e = &c;
+    }
+    if (e == nullptr) return absl::InternalError(absl::StrCat("context ", name, " was not listed"));
+    args.insert(args.end(), {"--build-context", absl::StrCat(name, "=", e->dir)});
+  }
+  for (const auto& [name, ref] : r->images) {
+    args.insert(args.end(), {"--build-context", absl::StrCat(name, "=docker-image://", ref)});
+  }
+  for (const auto& [name, other] : r->targets) {
+    args.insert(args.end(), {"--build-context", absl::StrCat(name, "=docker-image://",
+                                                             ContextTag(*by_name_.at(other)).String())});
+  }
   if (r->t.target) args.insert(args.end(), {"--target", *r->t.target});
   if (!r->platforms.empty()) args.insert(args.end(), {"--platform", absl::StrJoin(r->platforms, ",")});
   if (r->t.no_cache.value_or(f_.no_cache)) args.push_back("--no-cache");

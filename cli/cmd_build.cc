@@ -102,6 +102,9 @@ class Build {
     absl::StatusOr<CheckedBuildFlags> checked = CheckBuildFlags(f_);
     if (!checked.ok()) return progress_.Fatal(checked.status());
     checked_ = *std::move(checked);
+    absl::StatusOr<std::map<std::string, BuildContextArg>> named = f_.in.BuildContexts();
+    if (!named.ok()) return progress_.Fatal(named.status());
+    named_ = *std::move(named);
     const std::vector<oci::Reference>& tags = checked_.tags;
     const std::map<std::string, std::string>& labels = checked_.labels;
     const std::map<std::string, std::string>& secrets = checked_.secrets;
@@ -207,6 +210,18 @@ class Build {
       }
     }
     scheduler::pipeline::LocalContext context(context_dir, stdin_df ? "" : dockerfile_path, so);
+    // Named contexts (--build-context): directories hashed like the main one (their own
+    // .dockerignore and stat cache) and read in place; images resolved like FROM images.
+    std::map<std::string, std::unique_ptr<scheduler::pipeline::LocalContext>> named_dirs;
+    if (!named_.empty()) common::MakeDirs(common::JoinPath(st.home, "contexts"), 0700).IgnoreError();
+    for (const auto& [name, arg] : named_) {
+      if (!arg.image.empty()) continue;
+      scheduler::context::SnapshotOptions nso;
+      nso.normalize_permissions = f_.in.normalize_permissions;
+      nso.stat_cache = common::JoinPath(
+          st.home, absl::StrCat("contexts/", common::Sha256Hex(arg.dir).substr(0, 32)));
+      named_dirs[name] = std::make_unique<scheduler::pipeline::LocalContext>(arg.dir, "", nso);
+    }
 
     // The executor (the sandbox runner is this same binary, re-executed), made once the
     // context is hashed: it reads the context's files through an overlay on the CAS.
@@ -220,6 +235,7 @@ class Build {
       worker::LocalStepExecutor::Options wo;
       wo.state_dir = common::JoinPath(st.home, "worker");
       wo.cas = context.snapshot().Overlay(st.blobs);
+      for (const auto& [unused, c] : named_dirs) wo.cas = c->snapshot().Overlay(wo.cas);
       wo.secrets = std::make_shared<executor::MapSecretProvider>(secrets, agents);
       wo.policy = sandbox_.policy;
       wo.limits = sandbox_.limits;
@@ -237,6 +253,10 @@ class Build {
     req.plan.build_args = *build_args;
     req.plan.target = f_.in.target;
     req.plan.platform = f_.in.platform;
+    for (const auto& [name, arg] : named_) {
+      if (!arg.image.empty()) req.plan.named_contexts[name].image = arg.image;
+    }
+    for (const auto& [name, c] : named_dirs) req.named_contexts[name] = c.get();
     if (platforms_.size() > 1) req.platforms = platforms_;
     req.plan.layer_options = checked_.layer_options;
     req.plan.layer_options.set_normalize_permissions(f_.in.normalize_permissions);
@@ -341,6 +361,7 @@ class Build {
 
   LocalBuildFlags f_;
   std::vector<std::string> platforms_;  // --platform's list ("" → the host's)
+  std::map<std::string, BuildContextArg> named_;  // --build-context
   CheckedBuildFlags checked_;
   PhaseTimer timer_;
   std::string tar_context_;  // set when the context came as a tar on stdin

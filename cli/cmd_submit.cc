@@ -98,6 +98,8 @@ class Submit {
       return progress_.Fatal(common::Annotate(platform_list.status(), "--platform"));
     }
     const std::string platforms = absl::StrJoin(*platform_list, ",");
+    absl::StatusOr<std::map<std::string, BuildContextArg>> named = f_.in.BuildContexts();
+    if (!named.ok()) return progress_.Fatal(named.status());
     if (f_.priority < -10 || f_.priority > 10) {
       return progress_.Fatal(
           absl::InvalidArgumentError(absl::StrCat("--priority ", f_.priority, ": want -10 to 10")));
@@ -183,12 +185,41 @@ class Submit {
                                 common::HumanSize((*snap)->total_bytes()), "; uploaded ",
                                 up->blobs_written, " of ", up->blobs_checked, " blobs (",
                                 common::HumanSize(up->bytes_written), ") to ", cache_address));
+    // Named contexts: directories hashed and uploaded the same way; images by reference.
+    google::protobuf::Map<std::string, farm::v1::NamedContext> named_contexts;
+    for (const auto& [name, arg] : *named) {
+      if (!arg.image.empty()) {
+        named_contexts[name].set_image(arg.image);
+        continue;
+      }
+      auto fail_named = [&, n = name](const absl::Status& s) {
+        return fail_ctx(common::Annotate(s, absl::StrCat("--build-context ", n)));
+      };
+      absl::StatusOr<std::vector<std::string>> nignore =
+          scheduler::context::LoadIgnorePatterns(arg.dir, "");
+      if (!nignore.ok()) return fail_named(nignore.status());
+      scheduler::context::SnapshotOptions nso;
+      nso.normalize_permissions = f_.in.normalize_permissions;
+      nso.stat_cache = StatCachePath(arg.dir);
+      absl::StatusOr<std::unique_ptr<scheduler::context::Snapshot>> nsnap =
+          scheduler::context::Snapshot::FromDirectory(arg.dir, *nignore, nso);
+      if (!nsnap.ok()) return fail_named(nsnap.status());
+      absl::StatusOr<scheduler::context::Snapshot::UploadStats> nup =
+          (*nsnap)->Upload(**cas, static_cast<int>(f_.upload_parallelism));
+      if (!nup.ok()) return fail_named(nup.status());
+      ctx_vertex.Log(absl::StrCat("context ", name, ": ", (*nsnap)->file_count(), " files, ",
+                                  common::HumanSize((*nsnap)->total_bytes()), "; uploaded ",
+                                  nup->blobs_written, " of ", nup->blobs_checked, " blobs (",
+                                  common::HumanSize(nup->bytes_written), ")"));
+      *named_contexts[name].mutable_context() = (*nsnap)->root();
+    }
 
     // Submit and follow.
     farm::v1::SubmitBuildRequest req;
     req.set_dockerfile(dockerfile_text);
     req.set_dockerfile_name(dockerfile_name);
     *req.mutable_context() = (*snap)->root();
+    *req.mutable_named_contexts() = named_contexts;
     for (const auto& [k, v] : checked->build_args) (*req.mutable_build_args())[k] = v;
     req.set_target(f_.in.target);
     for (const oci::Reference& t : checked->tags) req.add_tags(t.String());

@@ -295,6 +295,15 @@ class Pipeline {
         ctx.Fail(loaded.message());
         return common::Annotate(loaded, "loading the build context");
       }
+      for (const auto& [name, named] : req_.named_contexts) {
+        absl::Status l = named->Load([&ctx, n = name](const std::string& line) {
+          ctx.Log(absl::StrCat(n, ": ", line));
+        });
+        if (!l.ok()) {
+          ctx.Fail(l.message());
+          return common::Annotate(l, absl::StrCat("loading the build context ", name));
+        }
+      }
       ctx.Done();
     }
     VertexResolver resolver(&events_, next_vertex, multi_);
@@ -305,6 +314,10 @@ class Pipeline {
       po.resolver = &resolver;
       po.context = &req_.context->tree();
       po.context_root = req_.context->root();
+      for (const auto& [name, named] : req_.named_contexts) {
+        po.named_contexts[name].tree = &named->tree();
+        po.named_contexts[name].root = named->root();
+      }
       absl::StatusOr<plan::Plan> p = plan::MakePlan(df, po);
       if (!p.ok()) {
         if (!multi_) return p.status();

@@ -85,6 +85,10 @@ struct Request {
   std::string dockerfile;       // the Dockerfile's text
   std::string dockerfile_name;  // in vertex names and error blocks: "Dockerfile", a path, "<stdin>"
   Context* context = nullptr;
+  // Named contexts that are directories (--build-context NAME=DIR, bake's contexts), loaded
+  // with the main one; their trees and roots go into plan.named_contexts. (Image named
+  // contexts are set in plan.named_contexts directly.)
+  std::map<std::string, Context*> named_contexts;
   // Planner options; the pipeline fills in resolver and context.
   plan::PlanOptions plan;
   // A multi-platform build: two or more distinct target platforms ("linux/amd64"), each

@@ -391,6 +391,18 @@ absl::StatusOr<std::string> BuildManager::Submit(const farm::v1::SubmitBuildRequ
       if (!r.ok())
         return absl::InvalidArgumentError(absl::StrCat("-t ", t, ": ", r.status().message()));
     }
+    if (request.named_contexts_size() > 64) {
+      return absl::InvalidArgumentError(absl::StrCat(request.named_contexts_size(),
+                                                     " named contexts, at most 64"));
+    }
+    for (const auto& [name, nc] : request.named_contexts()) {
+      if (name.empty() || name.size() > 256) {
+        return absl::InvalidArgumentError("a named context needs a name of 1 to 256 bytes");
+      }
+      if (!nc.has_context() && nc.image().empty()) {
+        return absl::InvalidArgumentError(absl::StrCat("named context ", name, ": no source"));
+      }
+    }
     absl::StatusOr<std::vector<std::string>> platforms = pipeline::ParsePlatformList(
         request.platform().empty() ? "linux/amd64" : request.platform());
     if (!platforms.ok()) return common::Annotate(platforms.status(), "platform");

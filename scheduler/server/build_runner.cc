@@ -114,9 +114,22 @@ absl::Status BuildRunner::Run(const std::string& build_id,
   ASSIGN_OR_RETURN(pipeline::Request pr, PipelineRequest(request, spec));
   pipeline::CasContext context(options_.cas, request.context());
   pr.context = &context;
-  pr.on_planned = [&on_planned](const plan::Plan& p) {
+  // Named contexts: directories the client uploaded (loaded with the main context), images.
+  std::vector<std::unique_ptr<pipeline::CasContext>> named;
+  for (const auto& [name, nc] : request.named_contexts()) {
+    if (nc.has_context()) {
+      named.push_back(std::make_unique<pipeline::CasContext>(options_.cas, nc.context()));
+      pr.named_contexts[name] = named.back().get();
+    } else if (!nc.image().empty()) {
+      pr.plan.named_contexts[name].image = nc.image();
+    } else {
+      return absl::InvalidArgumentError(absl::StrCat("named context ", name, ": no source"));
+    }
+  }
+  // Every platform's plan adds its steps (a multi-platform build plans each).
+  int total = 0;
+  pr.on_planned = [&on_planned, &total](const plan::Plan& p) {
     if (!on_planned) return;
-    int total = 0;
     for (const plan::Stage& st : p.stages) {
       for (const plan::Step& step : st.steps) total += step.key.empty() ? 0 : 1;
     }

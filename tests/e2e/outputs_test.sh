@@ -114,4 +114,23 @@ check "concurrent build 1" test $r1 -eq 0
 check "concurrent build 2" test $r2 -eq 0
 check "both images exist" bash -c "'$FARM' run par:1 cat /one && '$FARM' run par:2 cat /two"
 
+# --build-context: a directory (its own .dockerignore) and an image, as buildx takes them.
+mkdir -p "$T/named/extra" "$T/named/ctx"
+echo "from the extra context" >"$T/named/extra/note.txt"
+echo "secret" >"$T/named/extra/ignored.txt"
+echo "ignored.txt" >"$T/named/extra/.dockerignore"
+cat >"$T/named/ctx/Dockerfile" <<'DF'
+FROM base
+COPY --from=extra / /extra/
+CMD ["cat", "/extra/note.txt"]
+DF
+check "farm build --build-context NAME=DIR and NAME=docker-image://REF" build named "$T/named/ctx" \
+  --build-context "extra=$T/named/extra" --build-context base=docker-image://busybox:farm-example -t named:1
+check "COPY --from the directory context" test "$("$FARM" run --rm named:1)" = "from the extra context"
+check "its .dockerignore applied" sh -c "! '$FARM' run --rm named:1 ls /extra | grep -q ignored.txt"
+check "FROM the image context" sh -c "'$FARM' run --rm named:1 ls /bin/busybox >/dev/null"
+"$FARM" build -q --build-context "extra=https://example.invalid/x.tar" "$T/named/ctx" >/dev/null 2>"$T/named-bad.log"
+check "a URL context is refused, naming the flag" grep -q "^ERROR: --build-context extra=https" "$T/named-bad.log"
+"$FARM" build -q --build-context "extra=$T/named/nope" "$T/named/ctx" >/dev/null 2>"$T/named-missing.log"
+check "a missing directory is refused" grep -q "is not a directory" "$T/named-missing.log"
 finish

@@ -3,7 +3,8 @@
 # one context, baked on a farm on loopback (two workers) with --load. Checks: every image comes
 # back and runs; the base stage's step ran once for the three targets (same output in every
 # image); the shared context was uploaded by one target and found complete by the others; after
-# a change to one target's file only that target's steps run.
+# a change to one target's file only that target's steps run; named contexts (target:, a
+# directory, docker-image:// of an image in the farm's store) and dockerfile-inline work there.
 source "$TEST_SRCDIR/farm/tests/farm/loopback.sh"
 start_farm 2 2
 
@@ -55,4 +56,28 @@ check "b's two steps ran again" test "$(row bake2.log b 3)" = 2
 for s in a c; do check "$s: nothing ran" test "$(row bake2.log "$s" 3)" = 0; done
 check "b's new image came back" sh -c "'$FARM' run --rm svc-b:1 | grep -qx 'service b v2'"
 
+# Named contexts on the farm: a target as another's base (target:), a directory, an image in
+# the farm's store (docker-image://), and a dockerfile-inline.
+mkdir -p "$ctx/extra"
+echo "extra note" >"$ctx/extra/note.txt"
+cat >"$ctx/named.json" <<'JSON'
+{
+  "group": {"default": {"targets": ["tools", "app"]}},
+  "target": {
+    "tools": {"context": ".", "target": "base"},
+    "app": {
+      "context": ".",
+      "dockerfile-inline": "FROM tools\nCOPY --from=extra note.txt /note.txt\nCOPY --from=img /svc.txt /from-img.txt\nCMD [\"cat\", \"/note.txt\", \"/from-img.txt\"]\n",
+      "contexts": {"tools": "target:tools", "extra": "./extra", "img": "docker-image://svc-a:1"},
+      "tags": ["app-named:1"]
+    }
+  }
+}
+JSON
+check "farm bake --scheduler with named contexts and dockerfile-inline" \
+  sh -c "cd '$ctx' && '$FARM' bake --scheduler '$SCHED' --load --progress plain -f named.json >'$T/named.log' 2>&1"
+check "the image reads the directory context and the image context" \
+  test "$("$FARM" run --rm app-named:1 | tr '\n' ' ')" = "extra note service a v1 "
+check "and is built on the tools target (its base-id)" \
+  test "$("$FARM" run --rm app-named:1 cat /base-id)" = "$(tail -n1 "$T/run-a.txt")"
 finish
