@@ -55,8 +55,9 @@ absl::StatusOr<std::map<std::string, BuildContextArg>> BuildInputFlags::BuildCon
       if (!ref.ok()) return bad(ref.status().message());
     } else if (absl::StrContains(value, "://") || absl::StartsWith(value, "target:") ||
                absl::StartsWith(value, "git@")) {
-      return bad("farm takes a local directory or docker-image://REF (not oci-layout://, URLs, "
-                 "git or target:, which is farm bake's)");
+      return bad(
+          "farm takes a local directory or docker-image://REF (not oci-layout://, URLs, "
+          "git or target:, which is farm bake's)");
     } else {
       struct stat st;
       if (stat(value.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {

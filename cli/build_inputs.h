@@ -26,15 +26,15 @@ struct BuildContextArg {
 };
 
 struct BuildInputFlags {
-  std::string file;                      // -f
-  std::vector<std::string> build_args;   // --build-arg
+  std::string file;                         // -f
+  std::vector<std::string> build_args;      // --build-arg
   std::vector<std::string> build_contexts;  // --build-context NAME=VALUE
-  std::string target;                    // --target
-  std::string platform = "linux/amd64";  // --platform
-  bool normalize_permissions = false;    // --normalize-permissions
-  bool preserve_permissions = false;     // --preserve-permissions (deprecated: the default)
-  std::string network = "default";       // RUN's default network (farm build --network)
-  bool allow_unresolved = false;         // base images the resolver lacks get placeholder keys
+  std::string target;                       // --target
+  std::string platform = "linux/amd64";     // --platform
+  bool normalize_permissions = false;       // --normalize-permissions
+  bool preserve_permissions = false;        // --preserve-permissions (deprecated: the default)
+  std::string network = "default";          // RUN's default network (farm build --network)
+  bool allow_unresolved = false;            // base images the resolver lacks get placeholder keys
 
   void Register(common::FlagSet* fs);
   // --build-arg values as a map; "NAME" alone takes $NAME from the environment (or is dropped

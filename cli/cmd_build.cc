@@ -94,7 +94,8 @@ class Build {
       if (!want.ok()) return progress_.Fatal(common::Annotate(want.status(), "--platform"));
       for (const std::string& p : *want) {
         absl::Status can = worker::CheckCanRun(p);
-        if (!can.ok()) return progress_.Fatal(common::Annotate(can, absl::StrCat("--platform ", p)));
+        if (!can.ok())
+          return progress_.Fatal(common::Annotate(can, absl::StrCat("--platform ", p)));
       }
       platforms_ = *std::move(want);
       if (platforms_.size() == 1) f_.in.platform = platforms_[0];
@@ -213,7 +214,8 @@ class Build {
     // Named contexts (--build-context): directories hashed like the main one (their own
     // .dockerignore and stat cache) and read in place; images resolved like FROM images.
     std::map<std::string, std::unique_ptr<scheduler::pipeline::LocalContext>> named_dirs;
-    if (!named_.empty()) common::MakeDirs(common::JoinPath(st.home, "contexts"), 0700).IgnoreError();
+    if (!named_.empty())
+      common::MakeDirs(common::JoinPath(st.home, "contexts"), 0700).IgnoreError();
     for (const auto& [name, arg] : named_) {
       if (!arg.image.empty()) continue;
       scheduler::context::SnapshotOptions nso;
@@ -360,7 +362,7 @@ class Build {
   static std::string Basename(const std::string& p) { return p.substr(p.rfind('/') + 1); }
 
   LocalBuildFlags f_;
-  std::vector<std::string> platforms_;  // --platform's list ("" → the host's)
+  std::vector<std::string> platforms_;            // --platform's list ("" → the host's)
   std::map<std::string, BuildContextArg> named_;  // --build-context
   CheckedBuildFlags checked_;
   PhaseTimer timer_;

@@ -115,17 +115,16 @@ absl::StatusOr<ordered_json> Inspect(LocalStores& stores, const scheduler::image
       for (const farm::v1::Layer& l : pm.layers) {
         size += l.uncompressed_size() > 0 ? l.uncompressed_size() : l.size();
       }
-      manifests.push_back(
-          {{"ID", pm.digest},
-           {"Descriptor",
-            {{"mediaType", pm.media_type},
-             {"digest", pm.digest},
-             {"size", pm.size},
-             {"platform", platform}}},
-           {"Available", true},
-           {"Size", {{"Content", size}}},
-           {"Kind", "image"},
-           {"ImageData", {{"Platform", platform}, {"Config", pm.config_digest}}}});
+      manifests.push_back({{"ID", pm.digest},
+                           {"Descriptor",
+                            {{"mediaType", pm.media_type},
+                             {"digest", pm.digest},
+                             {"size", pm.size},
+                             {"platform", platform}}},
+                           {"Available", true},
+                           {"Size", {{"Content", size}}},
+                           {"Kind", "image"},
+                           {"ImageData", {{"Platform", platform}, {"Config", pm.config_digest}}}});
     }
     out["Manifests"] = manifests;
   }

@@ -279,6 +279,11 @@ absl::StatusOr<std::unique_ptr<RocksDbImageStore>> RocksDbImageStore::Create(
   options.create_if_missing = true;
   options.keep_log_file_num = 2;
   options.max_manifest_file_size = 4 << 20;
+  // A small database: open its few table files in this thread (RocksDB's default starts 16
+  // threads), lazily past 64.
+  options.max_file_opening_threads = 1;
+  options.max_open_files = 256;
+  options.skip_stats_update_on_db_open = true;
   rocksdb::DB* db = nullptr;
   rocksdb::Status s = rocksdb::DB::Open(options, dir, &db);
   if (!s.ok()) {

@@ -209,8 +209,7 @@ class Pipeline {
       br.plan = r->builds[0].plan.get();
       br.dockerfile = req_.dockerfile_name;
       br.first_vertex_id = next_vertex;
-      absl::StatusOr<engine::BuildOutput> out =
-          engine::RunBuild(engine_deps, br, sink, cancel_);
+      absl::StatusOr<engine::BuildOutput> out = engine::RunBuild(engine_deps, br, sink, cancel_);
       if (!out.ok()) return out.status();
       r->builds[0].output = *std::move(out);
       return Export(r);
@@ -296,9 +295,8 @@ class Pipeline {
         return common::Annotate(loaded, "loading the build context");
       }
       for (const auto& [name, named] : req_.named_contexts) {
-        absl::Status l = named->Load([&ctx, n = name](const std::string& line) {
-          ctx.Log(absl::StrCat(n, ": ", line));
-        });
+        absl::Status l = named->Load(
+            [&ctx, n = name](const std::string& line) { ctx.Log(absl::StrCat(n, ": ", line)); });
         if (!l.ok()) {
           ctx.Fail(l.message());
           return common::Annotate(l, absl::StrCat("loading the build context ", name));

@@ -113,8 +113,8 @@ struct Request {
 
 // One target platform's part of a build.
 struct PlatformBuild {
-  std::string platform;              // normalized, "linux/arm64"
-  std::unique_ptr<plan::Plan> plan;  // outcomes point into it
+  std::string platform;                       // normalized, "linux/arm64"
+  std::unique_ptr<plan::Plan> plan;           // outcomes point into it
   std::optional<engine::BuildOutput> output;  // when its steps all finished
 };
 

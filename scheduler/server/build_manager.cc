@@ -392,8 +392,8 @@ absl::StatusOr<std::string> BuildManager::Submit(const farm::v1::SubmitBuildRequ
         return absl::InvalidArgumentError(absl::StrCat("-t ", t, ": ", r.status().message()));
     }
     if (request.named_contexts_size() > 64) {
-      return absl::InvalidArgumentError(absl::StrCat(request.named_contexts_size(),
-                                                     " named contexts, at most 64"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(request.named_contexts_size(), " named contexts, at most 64"));
     }
     for (const auto& [name, nc] : request.named_contexts()) {
       if (name.empty() || name.size() > 256) {

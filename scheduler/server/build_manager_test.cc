@@ -622,7 +622,8 @@ TEST(PlatformsServedTest, RefusesAPlatformNoWorkerRunsUnlessThereAreNoWorkers) {
   EXPECT_TRUE(PlatformsServed({amd}, {"linux/amd64", "linux/arm64"}).ok());
   absl::Status s = PlatformsServed({amd}, {"linux/amd64", "linux/s390x"});
   EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition);
-  EXPECT_THAT(std::string(s.message()), ::testing::HasSubstr("no worker of this farm runs linux/s390x"));
+  EXPECT_THAT(std::string(s.message()),
+              ::testing::HasSubstr("no worker of this farm runs linux/s390x"));
   EXPECT_THAT(std::string(s.message()), ::testing::HasSubstr("linux/arm64 (emulated)"));
 }
 

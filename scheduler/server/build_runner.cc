@@ -53,8 +53,8 @@ absl::StatusOr<pipeline::Request> BuildRunner::PipelineRequest(
     if (!platforms.ok()) return common::Annotate(platforms.status(), "platform");
     if (platforms->empty()) return absl::InvalidArgumentError("platform: empty list");
     if (platforms->size() > kMaxPlatforms) {
-      return absl::InvalidArgumentError(absl::StrCat("platform: ", platforms->size(),
-                                                     " platforms, at most ", kMaxPlatforms));
+      return absl::InvalidArgumentError(
+          absl::StrCat("platform: ", platforms->size(), " platforms, at most ", kMaxPlatforms));
     }
     pr.plan.platform = (*platforms)[0];
     if (platforms->size() > 1) pr.platforms = *std::move(platforms);
