@@ -213,6 +213,10 @@ absl::Status RocksDbStore::OpenDb() {
   dbo.max_log_file_size = 1 << 20;
   dbo.max_manifest_file_size = 4 << 20;
   dbo.max_open_files = 512;
+  // Opening table files at start: RocksDB's default starts 16 threads per column family (about
+  // 100 thread creations for this store, ~5 ms of a fully cached `farm build`); one is enough
+  // for the few files a start opens (max_open_files / 4 at most, the rest lazily).
+  dbo.max_file_opening_threads = 1;
   dbo.skip_stats_update_on_db_open = true;
   dbo.stats_dump_period_sec = 0;
   dbo.stats_persist_period_sec = 0;
