@@ -9,7 +9,9 @@
 #include <optional>
 #include <thread>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "build/bazel/remote/execution/v2/remote_execution.pb.h"
@@ -66,24 +68,39 @@ class Walker {
 
   absl::Status Walk(const std::string& rel, std::vector<Entry>* out) {
     std::string dir = rel.empty() ? root_ : common::JoinPath(root_, rel);
-    DIR* d = opendir(dir.c_str());
-    if (d == nullptr) return common::ErrnoToStatus(errno, absl::StrCat("opendir ", dir));
+    // Children are stat'ed relative to the directory's fd: no path walk per file.
+    int dfd = open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd < 0) return common::ErrnoToStatus(errno, absl::StrCat("opendir ", dir));
+    DIR* d = fdopendir(dfd);
+    if (d == nullptr) {
+      close(dfd);
+      return common::ErrnoToStatus(errno, absl::StrCat("opendir ", dir));
+    }
     std::vector<std::string> names;
     while (struct dirent* e = readdir(d)) {
       std::string n = e->d_name;
       if (n == "." || n == "..") continue;
       names.push_back(std::move(n));
     }
-    closedir(d);
     std::sort(names.begin(), names.end());
-    for (const std::string& name : names) {
-      std::string child = rel.empty() ? name : absl::StrCat(rel, "/", name);
-      std::string host = common::JoinPath(root_, child);
-      struct stat st;
-      if (lstat(host.c_str(), &st) != 0) {
-        if (errno == ENOENT) continue;  // removed while walking
-        return common::ErrnoToStatus(errno, absl::StrCat("lstat ", host));
+    std::vector<struct stat> stats(names.size());
+    for (size_t i = 0; i < names.size(); ++i) {
+      if (fstatat(dfd, names[i].c_str(), &stats[i], AT_SYMLINK_NOFOLLOW) != 0) {
+        if (errno == ENOENT) {
+          stats[i].st_mode = 0;  // removed while walking
+          continue;
+        }
+        int err = errno;
+        closedir(d);
+        return common::ErrnoToStatus(err, absl::StrCat("lstat ", common::JoinPath(dir, names[i])));
       }
+    }
+    closedir(d);
+    for (size_t i = 0; i < names.size(); ++i) {
+      const std::string& name = names[i];
+      const struct stat& st = stats[i];
+      if (st.st_mode == 0) continue;
+      std::string child = rel.empty() ? name : absl::StrCat(rel, "/", name);
       bool excluded = !ignore_.empty() && ignore_.Matches(child);
       worker::copy::FileInfo fi;
       fi.mode = st.st_mode & 07777;
@@ -109,6 +126,7 @@ class Walker {
         std::vector<char> buf(static_cast<size_t>(st.st_size) + 1 > 4096
                                   ? static_cast<size_t>(st.st_size) + 1
                                   : 4096);
+        std::string host = common::JoinPath(root_, child);
         ssize_t n = readlink(host.c_str(), buf.data(), buf.size());
         if (n < 0) return common::ErrnoToStatus(errno, absl::StrCat("readlink ", host));
         fi.link_target.assign(buf.data(), static_cast<size_t>(n));
@@ -172,7 +190,7 @@ absl::StatusOr<std::unique_ptr<Snapshot>> Snapshot::FromDirectory(
   }
 
   // Digests the stat cache vouches for; the other regular files are hashed, in parallel.
-  std::map<std::string, const farm::v1::StatCacheFile::Entry*> cached;
+  absl::flat_hash_map<absl::string_view, const farm::v1::StatCacheFile::Entry*> cached;
   farm::v1::StatCacheFile cache_file;
   int64_t trust_before = 0;
   if (!options.stat_cache.empty()) {
@@ -181,6 +199,7 @@ absl::StatusOr<std::unique_ptr<Snapshot>> Snapshot::FromDirectory(
       // Racy entries: a file changed within 2 s of the cache being written may have kept its
       // mtime; only older mtimes are trusted.
       trust_before = cache_file.written_unix_nanos() - 2000000000LL;
+      cached.reserve(static_cast<size_t>(cache_file.entries_size()));
       for (const auto& e : cache_file.entries()) cached[e.path()] = &e;
     }
   }
@@ -233,7 +252,12 @@ absl::StatusOr<std::unique_ptr<Snapshot>> Snapshot::FromDirectory(
   for (std::thread& t : pool) t.join();
   RETURN_IF_ERROR(first_error);
 
-  if (!options.stat_cache.empty()) {
+  // The cache is rewritten only when it would say something new: a file was hashed, or the set
+  // of files changed (a no-op rebuild writes nothing).
+  size_t regular = 0;
+  for (const Entry& e : entries) regular += e.info.type == worker::copy::FileType::kRegular;
+  bool cache_current = files.empty() && regular == cached.size();
+  if (!options.stat_cache.empty() && !cache_current) {
     farm::v1::StatCacheFile out;
     out.set_written_unix_nanos(absl::ToUnixNanos(absl::Now()));
     for (const Entry& e : entries) {
