@@ -232,6 +232,12 @@ absl::Status ExportImage(const OutputSpec& spec, cache::BlobStore& cas,
     }
     return absl::OkStatus();
   }
+  if (spec.type == "docker" && record.is_index()) {
+    // As buildx: a docker archive holds one image per name, not an index.
+    return absl::InvalidArgumentError(
+        "type=docker: a multi-platform image cannot be exported as a docker archive (docker "
+        "exporter does not support manifest lists); use type=oci, or build one --platform");
+  }
   std::vector<oci::Reference> names = tags;
   if (!spec.name.empty()) {
     names.clear();
@@ -275,11 +281,13 @@ std::string BuildMetadataJson(const std::string& config_digest, const std::strin
                               const std::vector<std::string>& names, const std::string& build_id) {
   nlohmann::json j = {
       {"buildx.build.ref", build_id},
-      {"containerimage.config.digest", config_digest},
       {"containerimage.descriptor",
        {{"mediaType", manifest_media_type}, {"digest", manifest_digest}, {"size", manifest_size}}},
       {"containerimage.digest", manifest_digest},
   };
+  // (an index has no config: buildx leaves the key out)
+  if (!oci::IsIndexMediaType(manifest_media_type))
+    j["containerimage.config.digest"] = config_digest;
   if (!names.empty()) j["image.name"] = absl::StrJoin(names, ",");
   return j.dump(2) + "\n";
 }

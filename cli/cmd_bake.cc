@@ -88,6 +88,7 @@ absl::StatusOr<bake::TargetBuilder::Ptr> MakeBuilder(const BakeFlags& f, const A
     o.load = f.load;
     o.insecure_registries = f.insecure;
     o.security_args = bake::FarmSubmitBuilder::SecurityArgs(args);
+    o.cancel = cancel;
     return std::make_unique<bake::FarmSubmitBuilder>(graph, std::move(o));
   }
   bake::InProcessBuilder::Options o;
@@ -126,7 +127,8 @@ int Bake(BakeFlags f, const Args& args, const std::vector<std::string>& names) {
   bool local = f.scheduler.empty();
   std::thread signals = local ? WatchSignals(&cancel) : std::thread();
   absl::Time start = absl::Now();
-  (*graph)->BuildAll(builder->get(), local ? &cancel : nullptr);
+  // (on a farm, a terminal's Ctrl-C reaches the farm submit children itself)
+  (*graph)->BuildAll(builder->get(), &cancel);
   StopWatchingSignals(signals);
   return bake::ReportSummary(**graph, absl::Now() - start, f.defaults.quiet, std::cout, std::cerr);
 }

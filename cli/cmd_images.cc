@@ -238,7 +238,6 @@ int RunImages(const Args& args) {
       std::vector<std::string> platforms;
       for (const Row::Platform& p : r.platforms) platforms.push_back(p.platform);
       items.push_back(json{{"Containers", "N/A"},
-                           {"Platforms", absl::StrJoin(platforms, ",")},
                            {"CreatedAt", r.created_at},
                            {"CreatedSince", r.created_since},
                            {"Digest", r.digest},
@@ -249,6 +248,10 @@ int RunImages(const Args& args) {
                            {"Tag", r.tag},
                            {"UniqueSize", "N/A"},
                            {"VirtualSize", r.size}});
+      // Farm's own field, only when the template names it ({{json .}} keeps docker's keys).
+      if (absl::StrContains(format, "Platforms")) {
+        items.back()["Platforms"] = absl::StrJoin(platforms, ",");
+      }
     }
     absl::StatusOr<std::string> out = RenderFormat(format, items,
                                                    {{"Repository", "REPOSITORY"},

@@ -1,6 +1,8 @@
 #include "cli/bake/farm_submit_builder.h"
 
 #include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -24,7 +26,11 @@ void StepCounter::OnLine(const std::string& line) {
     names_[id] = rest;
     return;
   }
-  bool step = absl::StartsWith(names_[id], "[") && !absl::StartsWith(names_[id], "[internal]");
+  // "[2/5] RUN make", "[linux/arm64 build 2/5] ...", not "[internal] ..." nor a
+  // multi-platform build's "[linux/arm64 internal] ...".
+  const std::string& name = names_[id];
+  bool step = absl::StartsWith(name, "[") &&
+              !absl::StrContains(name.substr(0, name.find(']') + 1), "internal]");
   if (step && rest == "CACHED") ++steps_cached_;
   if (step && absl::StartsWith(rest, "DONE")) ++steps_run_;
 }
@@ -108,16 +114,21 @@ absl::Status FarmSubmitBuilder::Build(TargetRun* r) {
   }
   ASSIGN_OR_RETURN(std::vector<std::string> args, SubmitArgs(*r, iid, dockerfile));
 
+  // argv before fork: the child of a threaded process only calls async-signal-safe functions.
+  std::vector<char*> argv;
+  for (std::string& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
   int out[2];
   if (pipe2(out, O_CLOEXEC) != 0) return absl::InternalError("pipe failed");
   pid_t pid = fork();
-  if (pid < 0) return absl::InternalError("fork failed");
+  if (pid < 0) {
+    close(out[0]);
+    close(out[1]);
+    return absl::InternalError("fork failed");
+  }
   if (pid == 0) {
     dup2(out[1], 1);
     dup2(out[1], 2);
-    std::vector<char*> argv;
-    for (std::string& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
     execv(options_.program.c_str(), argv.data());
     _exit(127);
   }
@@ -135,7 +146,20 @@ absl::Status FarmSubmitBuilder::Build(TargetRun* r) {
     }
     counter.OnLine(line);
   };
+  bool killed = false;
   for (;;) {
+    if (options_.cancel != nullptr && !killed) {
+      // Wait for output at most 100 ms at a time, to notice a cancel.
+      struct pollfd pfd = {out[0], POLLIN, 0};
+      int ready = poll(&pfd, 1, 100);
+      if (ready == 0 || (ready < 0 && errno == EINTR)) {
+        if (options_.cancel->HasBeenNotified()) {
+          kill(pid, SIGTERM);
+          killed = true;
+        }
+        continue;
+      }
+    }
     ssize_t n = read(out[0], chunk, sizeof(chunk));
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) break;
@@ -154,6 +178,7 @@ absl::Status FarmSubmitBuilder::Build(TargetRun* r) {
   int status = 0;
   while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
   }
+  if (killed) return absl::CancelledError("canceled");
   if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
     return absl::UnknownError("farm submit failed (see its lines above)");
   }

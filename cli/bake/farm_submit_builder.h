@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/synchronization/notification.h"
 #include "cli/bake/graph.h"
 #include "cli/bake/target_builder.h"
 
@@ -31,6 +32,9 @@ class FarmSubmitBuilder : public TargetBuilder {
     // farm bake's security flags (--tls-ca FILE, --token-file=FILE, ...), passed on as given.
     std::vector<std::string> security_args;
     std::string program = "/proc/self/exe";  // the farm binary
+    // When notified (another target failed, or a signal), running children get SIGTERM
+    // (farm submit then cancels its build on the farm). May be null.
+    const absl::Notification* cancel = nullptr;
   };
 
   // `graph` must outlive the builder.

@@ -846,8 +846,13 @@ class Dispatcher::Impl final : public SessionHandler {
     if (held_here > 0) {
       for (size_t i = 0; i < free.size();) {
         Worker* w = free[i];
-        while (w->free() > 0 && !w->held.empty()) {
-          Task* t = *std::min_element(w->held.begin(), w->held.end(), QueueOrder);
+        // (only this platform's: a worker serving several holds tasks of each)
+        while (w->free() > 0) {
+          Task* t = nullptr;
+          for (Task* h : w->held) {
+            if (h->platform == platform && (t == nullptr || QueueOrder(h, t))) t = h;
+          }
+          if (t == nullptr) break;
           Unhold(t);
           Dispatch(t, w, now, fx);
         }
@@ -938,9 +943,21 @@ class Dispatcher::Impl final : public SessionHandler {
   }
 
   // Pumps every platform `w` serves, its native one first (a slot it frees goes to a native
-  // task before an emulated one).
+  // task before an emulated one), except that an emulated platform whose next task has waited
+  // longer than kEmulatedStarvation goes first: a steady stream of native work must not starve
+  // the emulated half of a multi-platform build forever.
+  static constexpr absl::Duration kEmulatedStarvation = absl::Seconds(5);
   void PumpWorker(const Worker* w, Effects* fx) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    for (const std::string& p : w->platforms()) Pump(p, fx);
+    std::vector<std::string> order = w->platforms();
+    absl::Time now = clock_->Now();
+    std::stable_partition(order.begin(), order.end(), [&](const std::string& p) {
+      if (p == w->platform) return false;
+      auto q = queues_.find(p);
+      if (q == queues_.end()) return false;
+      const Task* head = static_cast<const Task*>(q->second->Next());
+      return head != nullptr && now - head->queued_at > kEmulatedStarvation;
+    });
+    for (const std::string& p : order) Pump(p, fx);
   }
 
   // A connected worker that runs `platform` natively and takes tasks this session (a worker

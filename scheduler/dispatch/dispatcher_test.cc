@@ -472,6 +472,18 @@ TEST_F(DispatcherTest, AFreedSlotServesTheNativeQueueFirst) {
   EXPECT_EQ(emu->NextTask().request().key(), "arm1");
 }
 
+TEST_F(DispatcherTest, AnEmulatedTaskThatWaitedLongGoesBeforeNewNativeWork) {
+  Make();
+  auto emu = Connect(Emulating("emu", "linux/amd64", {"linux/arm64"}));
+  auto o = Start(d_.get(), Spec("amd0"));
+  farm::v1::Task t0 = emu->NextTask();
+  Start(d_.get(), Spec("arm1", "", 0, "linux/arm64"));
+  Start(d_.get(), Spec("amd1"));
+  Advance(absl::Seconds(6));  // arm1 has waited past the starvation bound
+  ASSERT_TRUE(emu->Finish(t0).ok());
+  EXPECT_EQ(emu->NextTask().request().key(), "arm1");
+}
+
 TEST_F(DispatcherTest, ATaskForAPlatformNobodyServesStaysQueued) {
   Make();
   auto emu = Connect(Emulating("emu", "linux/amd64", {"linux/arm64"}, 4));

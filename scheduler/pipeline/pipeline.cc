@@ -420,17 +420,26 @@ class Pipeline {
 }  // namespace
 
 absl::StatusOr<std::vector<std::string>> ParsePlatformList(const std::string& text) {
+  if (text.size() > kMaxPlatformListBytes) {
+    return absl::InvalidArgumentError(absl::StrCat("a platform list of ", text.size(),
+                                                   " bytes (at most ", kMaxPlatformListBytes, ")"));
+  }
   std::vector<std::string> out;
+  std::set<std::string> seen;
   for (absl::string_view part : absl::StrSplit(text, ',', absl::SkipWhitespace())) {
     part = absl::StripAsciiWhitespace(part);
     absl::StatusOr<oci::Platform> p = oci::Platform::Parse(part);
     if (!p.ok()) return common::Annotate(p.status(), absl::StrCat("platform \"", part, "\""));
     std::string n = p->String();
-    if (std::find(out.begin(), out.end(), n) != out.end()) {
+    if (!seen.insert(n).second) {
       return absl::InvalidArgumentError(
           absl::StrCat("platform ", n, " is listed twice in \"", text, "\""));
     }
     out.push_back(std::move(n));
+    if (out.size() > kMaxPlatforms) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("more than ", kMaxPlatforms, " platforms in one build"));
+    }
   }
   return out;
 }

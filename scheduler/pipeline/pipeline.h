@@ -134,7 +134,10 @@ struct Result {
 };
 
 // The platforms of a --platform value ("linux/amd64,linux/arm64"), normalized, in order.
-// INVALID_ARGUMENT for an unparsable or repeated platform, naming it.
+// INVALID_ARGUMENT for an unparsable or repeated platform, naming it, for more than
+// kMaxPlatforms platforms or a text longer than kMaxPlatformListBytes (a client's request).
+inline constexpr size_t kMaxPlatforms = 16;
+inline constexpr size_t kMaxPlatformListBytes = 1024;
 absl::StatusOr<std::vector<std::string>> ParsePlatformList(const std::string& text);
 
 // Runs one build. `sink` gets every event (from several threads, never two at once).

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "cache/testing/memory_stores.h"
 #include "common/fs.h"
@@ -297,6 +298,10 @@ TEST(ParsePlatformListTest, NormalizesAndRefusesRepeatsAndJunk) {
   EXPECT_THAT(ParsePlatformList("linux/amd64,linux/x86_64").status().message(),
               HasSubstr("listed twice"));
   EXPECT_THAT(ParsePlatformList("linux/amd64,bogus").status().message(), HasSubstr("bogus"));
+  std::string many;
+  for (int i = 0; i < 17; ++i) absl::StrAppend(&many, i ? "," : "", "linux/arch", i);
+  EXPECT_THAT(ParsePlatformList(many).status().message(), HasSubstr("more than 16"));
+  EXPECT_THAT(ParsePlatformList(std::string(2000, 'a')).status().message(), HasSubstr("bytes"));
 }
 
 }  // namespace

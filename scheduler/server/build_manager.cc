@@ -13,6 +13,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
+#include "common/digest.h"
 #include "common/fs.h"
 #include "common/status_macros.h"
 #include "common/status_util.h"
@@ -396,10 +397,22 @@ absl::StatusOr<std::string> BuildManager::Submit(const farm::v1::SubmitBuildRequ
           absl::StrCat(request.named_contexts_size(), " named contexts, at most 64"));
     }
     for (const auto& [name, nc] : request.named_contexts()) {
-      if (name.empty() || name.size() > 256) {
-        return absl::InvalidArgumentError("a named context needs a name of 1 to 256 bytes");
+      // Names show in progress lines: printable ASCII only, no spaces.
+      bool printable =
+          !name.empty() && name.size() <= 256 &&
+          std::all_of(name.begin(), name.end(), [](char c) { return c > ' ' && c < 127; });
+      if (!printable) {
+        return absl::InvalidArgumentError(
+            "a named context needs a name of 1 to 256 printable ASCII characters");
       }
-      if (!nc.has_context() && nc.image().empty()) {
+      if (nc.has_context()) {
+        absl::StatusOr<common::Digest> d =
+            common::Digest::ParseOci(nc.context().digest(), nc.context().size());
+        if (!d.ok()) return common::Annotate(d.status(), absl::StrCat("named context ", name));
+      } else if (!nc.image().empty()) {
+        absl::StatusOr<oci::Reference> ref = oci::Reference::ParseWithDefaultTag(nc.image());
+        if (!ref.ok()) return common::Annotate(ref.status(), absl::StrCat("named context ", name));
+      } else {
         return absl::InvalidArgumentError(absl::StrCat("named context ", name, ": no source"));
       }
     }

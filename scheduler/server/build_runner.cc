@@ -27,11 +27,6 @@ BuildSpec BuildRunner::SpecFor(const std::string& build_id,
   return spec;
 }
 
-namespace {
-// Target platforms of one build (every one is a full build of the Dockerfile).
-constexpr size_t kMaxPlatforms = 16;
-}  // namespace
-
 BuildRunner::Options BuildRunner::WithDefaults(Options options) {
   if (options.secret_key == nullptr) {
     options.secret_key = auth::SecretKey::FromBytes(common::RandomHex(32)).value();
@@ -52,10 +47,6 @@ absl::StatusOr<pipeline::Request> BuildRunner::PipelineRequest(
         pipeline::ParsePlatformList(req.platform());
     if (!platforms.ok()) return common::Annotate(platforms.status(), "platform");
     if (platforms->empty()) return absl::InvalidArgumentError("platform: empty list");
-    if (platforms->size() > kMaxPlatforms) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("platform: ", platforms->size(), " platforms, at most ", kMaxPlatforms));
-    }
     pr.plan.platform = (*platforms)[0];
     if (platforms->size() > 1) pr.platforms = *std::move(platforms);
   }

@@ -89,6 +89,9 @@ absl::StatusOr<ParsedFlags> ParseFlags(const std::vector<std::string>& args) {
   fs.Bool("shared-registry-push", 0, &o.shared_registry_push,
           "Let tenants without --tenant-docker-config push with --docker-config's credentials "
           "(default: they push anonymously; always allowed without authentication)");
+  fs.Bool("queue-unserved-platforms", 0, &o.queue_unserved_platforms,
+          "Queue builds for a platform none of the known workers runs, until one connects (a "
+          "fleet that scales each platform's workers from zero); default: refuse them at once");
   std::vector<std::string> entitlements;
   fs.Repeated("allow-entitlement", 0, &entitlements,
               "Permit an entitlement to builds that ask for it (farm submit --allow NAME; "

@@ -52,6 +52,8 @@ struct SchedulerOptions {
   // --shared-registry-push: tenants without their own credentials push with
   // --docker-config's (always so on a farm without authentication, where all are trusted).
   bool shared_registry_push = false;
+  // --queue-unserved-platforms: accept builds for platforms no known worker runs (they wait).
+  bool queue_unserved_platforms = false;
   std::set<std::string> permitted_entitlements;  // --allow-entitlement NAME (known names)
   // auth/flags.h: --tls-cert, --tls-key, --tls-client-ca (client certificates optional:
   // workers present them, clients carry tokens), --worker-ca, --token-keys, --insecure.

@@ -153,7 +153,7 @@ int main(int argc, char** argv) {
   mopt.secret_key = *std::move(secret_key);
   mopt.cache_address = opt.advertise_cache;
   mopt.worker_count = [d] { return static_cast<int>(d->Stats().workers_connected); };
-  mopt.workers = [d] { return d->Workers(); };
+  if (!opt.queue_unserved_platforms) mopt.workers = [d] { return d->Workers(); };
   mopt.log = [log_line](const std::string& line) { log_line(line); };
   mopt.on_finished = (*sched_metrics)->BuildObserver();
   absl::StatusOr<std::unique_ptr<farm::scheduler::server::BuildManager>> manager =

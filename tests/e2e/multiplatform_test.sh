@@ -89,6 +89,11 @@ check "type=oci: skopeo copies the arm64 image out of the archive" \
 check "type=oci: it is the arm64 one" sh -c \
   "skopeo inspect --config oci:'$T/oci-arm:x' | grep -q '\"architecture\": \"arm64\"'"
 
+"$FARM" build -q --platform linux/amd64,linux/arm64 -o "type=docker,dest=$T/mp.docker.tar" "$ctx" >/dev/null 2>"$T/docker-out.log"
+check "-o type=docker of several platforms is refused, as buildx does" grep -q "cannot be exported as a docker archive" "$T/docker-out.log"
+check "--metadata-file of an index has no config digest" sh -c \
+  "'$FARM' build -q --platform linux/amd64,linux/arm64 --metadata-file '$T/meta.json' '$ctx' >/dev/null && ! grep -q containerimage.config.digest '$T/meta.json' && grep -q 'image.index' '$T/meta.json'"
+
 # Push the index to a registry (random loopback port); skopeo and buildah read it.
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 mkdir -p "$T/registry/data"

@@ -34,7 +34,7 @@ farm_up() {
   CACHE_METRICS=$(wait_for_line "$T/cache.out" "metrics on [0-9.:]+" | addr_of) || return 1
   "$SCHED_BIN" --listen 127.0.0.1:0 --cache "$CACHE" --dir "$T/sched" \
     --metrics-listen 127.0.0.1:0 --log-format json --heartbeat-interval 1 --lease-timeout 5 \
-    >"$T/sched.out" 2>"$T/sched.err" &
+    --queue-unserved-platforms >"$T/sched.out" 2>"$T/sched.err" &
   SCHED_PID=$!
   SCHED=$(wait_for_line "$T/sched.out" "listening on [0-9.:]+" | addr_of) || return 1
   SCHED_METRICS=$(wait_for_line "$T/sched.out" "metrics on [0-9.:]+" | addr_of) || return 1
