@@ -10,6 +10,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "cache/client/grpc_blob_store.h"
+#include "cache/read_through_blob_store.h"
+#include "cache/rocksdb_blob_store.h"
 #include "common/fs.h"
 #include "common/status_macros.h"
 #include "common/status_util.h"
@@ -66,6 +68,18 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Create(Options options) {
         "farm-worker must run as root (steps run in Linux namespaces on overlayfs)");
   }
   ASSIGN_OR_RETURN(std::unique_ptr<StateDir> state, StateDir::Open(options.state_dir));
+  if (cache_channel != nullptr && options.context_cache_max_bytes > 0) {
+    // Context files read again and again (every COPY of a source tree) come from disk here.
+    cache::RocksDbStoreOptions lo;
+    lo.dir = common::JoinPath(options.state_dir, "context-cache");
+    lo.max_size = options.context_cache_max_bytes;
+    lo.sync = false;  // a copy: losing its tail after a power loss only costs a re-read
+    absl::StatusOr<std::unique_ptr<cache::RocksDbBlobStore>> local =
+        cache::RocksDbBlobStore::Create(lo);
+    if (!local.ok()) return common::Annotate(local.status(), "the context cache");
+    cas = std::make_shared<cache::ReadThroughBlobStore>(
+        cas, std::shared_ptr<cache::BlobStore>(*std::move(local)), int64_t{1} << 20);
+  }
   ASSIGN_OR_RETURN(
       std::unique_ptr<ChainIndex> chains,
       ChainIndex::Load(common::JoinPath(options.state_dir, "chains"), options.max_chain_ids));

@@ -114,6 +114,11 @@ class Agent : private Session::Delegate, private TaskRunner::Output {
     // native platform and duplicates are dropped.
     std::vector<std::string> emulated_platforms;
 
+    // A local copy of the build-context files (blobs up to 1 MiB) read from farm-cache, at most
+    // this many bytes on disk (cache::ReadThroughBlobStore in DIR/context-cache; at least
+    // 32 MiB); 0 = none. Only when the agent dials farm-cache itself (not with `cas`).
+    int64_t context_cache_max_bytes = 0;
+
     // The executor (see LocalStepExecutor::Options).
     int64_t layer_store_max_bytes = 0;  // 0 = unlimited
     sandbox::CgroupLimits limits;       // per RUN step

@@ -52,6 +52,11 @@ int main(int argc, char** argv) {
             "DIR");
   fs.Int("slots", 0, &slots, "Steps run at once (default: the number of CPUs)");
   fs.Repeated("label", 0, &labels, "A label the scheduler can place by (repeatable)", "KEY=VALUE");
+  o.context_cache_max_bytes = int64_t{1} << 30;
+  fs.Size("context-cache-max", 0, &o.context_cache_max_bytes,
+          "Disk kept for a local copy of build-context files read from farm-cache (a COPY of an "
+          "unchanged source tree then reads nothing over the network), e.g. 4G; 0 turns it off "
+          "(default 1G)");
   fs.Size("layer-store-max", 0, &o.layer_store_max_bytes,
           "Unpacked layers kept, e.g. 50G (least recently used are evicted; default: no limit)");
   // The sandbox: entitlements this worker permits, limits, no_new_privs (the same settings as
@@ -91,6 +96,9 @@ int main(int argc, char** argv) {
   if (o.state_dir.empty()) return Fail("--dir is required", 2);
   if (slots < 1 || slots > 1024) return Fail("--slots must be from 1 to 1024", 2);
   o.slots = static_cast<int>(slots);
+  if (o.context_cache_max_bytes != 0 && o.context_cache_max_bytes < (int64_t{32} << 20)) {
+    return Fail("--context-cache-max must be 0 (off) or at least 32M", 2);
+  }
   if (fs.WasSet("layer-store-max") && o.layer_store_max_bytes <= 0) {
     return Fail("--layer-store-max must be positive", 2);
   }
