@@ -202,26 +202,16 @@ class Build {
     // has none) and read by the in-process worker where it is: nothing is copied.
     scheduler::context::SnapshotOptions so;
     so.normalize_permissions = f_.in.normalize_permissions;
-    if (tar_context_.empty()) {
-      std::string abs_context = Absolute(context_dir);
-      absl::Status made = common::MakeDirs(common::JoinPath(st.home, "contexts"), 0700);
-      if (made.ok()) {
-        so.stat_cache = common::JoinPath(
-            st.home, absl::StrCat("contexts/", common::Sha256Hex(abs_context).substr(0, 32)));
-      }
-    }
+    if (tar_context_.empty()) so.stat_cache = ContextStatCachePath(st.home, context_dir);
     scheduler::pipeline::LocalContext context(context_dir, stdin_df ? "" : dockerfile_path, so);
     // Named contexts (--build-context): directories hashed like the main one (their own
     // .dockerignore and stat cache) and read in place; images resolved like FROM images.
     std::map<std::string, std::unique_ptr<scheduler::pipeline::LocalContext>> named_dirs;
-    if (!named_.empty())
-      common::MakeDirs(common::JoinPath(st.home, "contexts"), 0700).IgnoreError();
     for (const auto& [name, arg] : named_) {
       if (!arg.image.empty()) continue;
       scheduler::context::SnapshotOptions nso;
       nso.normalize_permissions = f_.in.normalize_permissions;
-      nso.stat_cache = common::JoinPath(
-          st.home, absl::StrCat("contexts/", common::Sha256Hex(arg.dir).substr(0, 32)));
+      nso.stat_cache = ContextStatCachePath(st.home, arg.dir);
       named_dirs[name] = std::make_unique<scheduler::pipeline::LocalContext>(arg.dir, "", nso);
     }
 

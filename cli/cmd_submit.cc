@@ -160,31 +160,20 @@ class Submit {
       ctx_vertex.Fail(s.message());
       return progress_.Fatal(s);
     };
-    absl::StatusOr<std::vector<std::string>> ignore = scheduler::context::LoadIgnorePatterns(
-        context_dir, stdin_dockerfile ? "" : dockerfile_path);
-    if (!ignore.ok()) return fail_ctx(ignore.status());
-    scheduler::context::SnapshotOptions so;
-    so.normalize_permissions = f_.in.normalize_permissions;
-    if (!tar_dir) so.stat_cache = StatCachePath(context_dir);
-    absl::StatusOr<std::unique_ptr<scheduler::context::Snapshot>> snap =
-        scheduler::context::Snapshot::FromDirectory(context_dir, *ignore, so);
-    if (!snap.ok()) return fail_ctx(snap.status());
     cache::client::GrpcBlobStore::Options co;
     co.security = conn->security;  // the token's scopes decide where it may upload
     co.instance_name = f_.cache_scope.empty() ? "main" : f_.cache_scope;
     absl::StatusOr<std::unique_ptr<cache::client::GrpcBlobStore>> cas =
         cache::client::GrpcBlobStore::Create(cache_address, co);
     if (!cas.ok()) return fail_ctx(cas.status());
-    absl::StatusOr<scheduler::context::Snapshot::UploadStats> up =
-        (*snap)->Upload(**cas, static_cast<int>(f_.upload_parallelism));
-    if (!up.ok()) {
-      return fail_ctx(
-          common::Annotate(up.status(), absl::StrCat("uploading the context to ", cache_address)));
+    auto log = [&ctx_vertex](const std::string& line) { ctx_vertex.Log(line); };
+    absl::StatusOr<farm::v1::ContextRoot> root = SendContext(
+        **cas, context_dir, stdin_dockerfile ? "" : dockerfile_path, /*stat_cache=*/!tar_dir,
+        "context", [&](const std::string& line) { log(line + " to " + cache_address); });
+    if (!root.ok()) {
+      return fail_ctx(common::Annotate(root.status(),
+                                       absl::StrCat("uploading the context to ", cache_address)));
     }
-    ctx_vertex.Log(absl::StrCat("context: ", (*snap)->file_count(), " files, ",
-                                common::HumanSize((*snap)->total_bytes()), "; uploaded ",
-                                up->blobs_written, " of ", up->blobs_checked, " blobs (",
-                                common::HumanSize(up->bytes_written), ") to ", cache_address));
     // Named contexts: directories hashed and uploaded the same way; images by reference.
     google::protobuf::Map<std::string, farm::v1::NamedContext> named_contexts;
     for (const auto& [name, arg] : *named) {
@@ -192,33 +181,19 @@ class Submit {
         named_contexts[name].set_image(arg.image);
         continue;
       }
-      auto fail_named = [&, n = name](const absl::Status& s) {
-        return fail_ctx(common::Annotate(s, absl::StrCat("--build-context ", n)));
-      };
-      absl::StatusOr<std::vector<std::string>> nignore =
-          scheduler::context::LoadIgnorePatterns(arg.dir, "");
-      if (!nignore.ok()) return fail_named(nignore.status());
-      scheduler::context::SnapshotOptions nso;
-      nso.normalize_permissions = f_.in.normalize_permissions;
-      nso.stat_cache = StatCachePath(arg.dir);
-      absl::StatusOr<std::unique_ptr<scheduler::context::Snapshot>> nsnap =
-          scheduler::context::Snapshot::FromDirectory(arg.dir, *nignore, nso);
-      if (!nsnap.ok()) return fail_named(nsnap.status());
-      absl::StatusOr<scheduler::context::Snapshot::UploadStats> nup =
-          (*nsnap)->Upload(**cas, static_cast<int>(f_.upload_parallelism));
-      if (!nup.ok()) return fail_named(nup.status());
-      ctx_vertex.Log(absl::StrCat("context ", name, ": ", (*nsnap)->file_count(), " files, ",
-                                  common::HumanSize((*nsnap)->total_bytes()), "; uploaded ",
-                                  nup->blobs_written, " of ", nup->blobs_checked, " blobs (",
-                                  common::HumanSize(nup->bytes_written), ")"));
-      *named_contexts[name].mutable_context() = (*nsnap)->root();
+      absl::StatusOr<farm::v1::ContextRoot> nroot =
+          SendContext(**cas, arg.dir, "", /*stat_cache=*/true, "context " + name, log);
+      if (!nroot.ok()) {
+        return fail_ctx(common::Annotate(nroot.status(), absl::StrCat("--build-context ", name)));
+      }
+      *named_contexts[name].mutable_context() = *nroot;
     }
 
     // Submit and follow.
     farm::v1::SubmitBuildRequest req;
     req.set_dockerfile(dockerfile_text);
     req.set_dockerfile_name(dockerfile_name);
-    *req.mutable_context() = (*snap)->root();
+    *req.mutable_context() = *root;
     *req.mutable_named_contexts() = named_contexts;
     for (const auto& [k, v] : checked->build_args) (*req.mutable_build_args())[k] = v;
     req.set_target(f_.in.target);
@@ -414,18 +389,32 @@ class Submit {
     return worker::layerstore::LayerStore::Create(std::move(so));
   }
 
+  // Hashes the directory `dir` (its ignore file chosen by `dockerfile_path`, as docker does;
+  // with the stat cache unless `stat_cache` is false) and uploads the blobs farm-cache lacks;
+  // logs "LABEL: N files, ...; uploaded ..." and returns its root.
+  absl::StatusOr<farm::v1::ContextRoot> SendContext(
+      cache::BlobStore& cas, const std::string& dir, const std::string& dockerfile_path,
+      bool stat_cache, const std::string& label,
+      const std::function<void(const std::string&)>& log) {
+    ASSIGN_OR_RETURN(std::vector<std::string> ignore,
+                     scheduler::context::LoadIgnorePatterns(dir, dockerfile_path));
+    scheduler::context::SnapshotOptions so;
+    so.normalize_permissions = f_.in.normalize_permissions;
+    if (stat_cache) so.stat_cache = StatCachePath(dir);
+    ASSIGN_OR_RETURN(std::unique_ptr<scheduler::context::Snapshot> snap,
+                     scheduler::context::Snapshot::FromDirectory(dir, ignore, so));
+    ASSIGN_OR_RETURN(scheduler::context::Snapshot::UploadStats up,
+                     snap->Upload(cas, static_cast<int>(f_.upload_parallelism)));
+    log(absl::StrCat(label, ": ", snap->file_count(), " files, ",
+                     common::HumanSize(snap->total_bytes()), "; uploaded ", up.blobs_written,
+                     " of ", up.blobs_checked, " blobs (", common::HumanSize(up.bytes_written),
+                     ")"));
+    return snap->root();
+  }
+
   static std::string StatCachePath(const std::string& context_dir) {
     absl::StatusOr<std::string> home = common::FarmHome();
-    if (!home.ok()) return "";
-    std::string abs = context_dir;
-    if (abs.empty() || abs[0] != '/') {
-      char buf[4096];
-      if (getcwd(buf, sizeof(buf)) != nullptr) abs = common::JoinPath(buf, abs);
-    }
-    abs = common::CleanPath(abs);
-    std::string dir = common::JoinPath(*home, "contexts");
-    if (!common::MakeDirs(dir, 0700).ok()) return "";
-    return common::JoinPath(dir, common::Sha256Hex(abs).substr(0, 32));
+    return home.ok() ? ContextStatCachePath(*home, context_dir) : "";
   }
 
   // Ctrl-C (or SIGTERM) once: cancel the build on the farm and show how it ends; twice: stop

@@ -58,4 +58,16 @@ absl::StatusOr<LocalStores> OpenLocalStores(const std::string& home_in) {
   return s;
 }
 
+std::string ContextStatCachePath(const std::string& home, const std::string& dir) {
+  std::string abs = dir;
+  if (abs.empty() || abs[0] != '/') {
+    char buf[4096];
+    if (getcwd(buf, sizeof(buf)) != nullptr) abs = common::JoinPath(buf, abs);
+  }
+  abs = common::CleanPath(abs);
+  std::string contexts = common::JoinPath(home, "contexts");
+  if (!common::MakeDirs(contexts, 0700).ok()) return "";
+  return common::JoinPath(contexts, common::Sha256Hex(abs).substr(0, 32));
+}
+
 }  // namespace farm::cli

@@ -40,6 +40,11 @@ struct LocalStores {
 // farm process holds it (saying so once on stderr).
 absl::StatusOr<LocalStores> OpenLocalStores(const std::string& home = "");
 
+// The stat cache file of the build context `dir` under `home` ($FARM_HOME/contexts/<hash of the
+// absolute path>): shared by farm build, submit and bake. Creates the contexts directory; ""
+// (no stat cache: every file is hashed) when it cannot.
+std::string ContextStatCachePath(const std::string& home, const std::string& dir);
+
 }  // namespace farm::cli
 
 #endif  // FARM_CLI_STORES_H_

@@ -44,15 +44,11 @@ absl::StatusOr<std::unique_ptr<InProcessBuilder>> InProcessBuilder::Create(const
   const std::string& home = b->stores_.home;
 
   // Each distinct context, hashed once (with its stat cache).
-  absl::Status made = common::MakeDirs(common::JoinPath(home, "contexts"), 0700);
   cache::BlobStore::Ptr cas = b->stores_.blobs;
   for (const ContextDir& c : graph->contexts()) {
     absl::Time start = absl::Now();
     scheduler::context::SnapshotOptions so;
-    if (made.ok()) {
-      so.stat_cache =
-          common::JoinPath(home, absl::StrCat("contexts/", common::Sha256Hex(c.dir).substr(0, 32)));
-    }
+    so.stat_cache = ContextStatCachePath(home, c.dir);
     auto ctx = std::make_unique<scheduler::pipeline::LocalContext>(c.dir, c.ignore_owner, so);
     absl::Status loaded = ctx->Load([](const std::string&) {});
     if (!loaded.ok()) return common::Annotate(loaded, "loading context " + c.dir);

@@ -41,6 +41,24 @@ busybox_base() {
     { cat "$T/base.log" >&2; echo "FATAL: could not build the busybox base" >&2; exit 1; }
 }
 
+# start_registry: Debian's docker-registry on a random loopback port, its data in $T/registry;
+# sets port and reg_pid (the caller's EXIT trap kills it) and returns once it answers.
+start_registry() {
+  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  mkdir -p "$T/registry/data"
+  cat >"$T/registry/config.yml" <<YML
+version: 0.1
+log: {level: warn}
+storage: {filesystem: {rootdirectory: $T/registry/data}}
+http: {addr: 127.0.0.1:$port}
+YML
+  /usr/bin/docker-registry serve "$T/registry/config.yml" >"$T/registry/log" 2>&1 &
+  reg_pid=$!
+  for _ in $(seq 1 200); do curl -fsS "http://127.0.0.1:$port/v2/" >/dev/null 2>&1 && return 0; sleep 0.05; done
+  echo "FATAL: the registry did not start: $(cat "$T/registry/log")" >&2
+  exit 1
+}
+
 # build NAME CONTEXT [FLAGS...]: farm build with plain progress into $T/NAME.log.
 build() {
   local name=$1 ctx=$2

@@ -95,17 +95,7 @@ check "--metadata-file of an index has no config digest" sh -c \
   "'$FARM' build -q --platform linux/amd64,linux/arm64 --metadata-file '$T/meta.json' '$ctx' >/dev/null && ! grep -q containerimage.config.digest '$T/meta.json' && grep -q 'image.index' '$T/meta.json'"
 
 # Push the index to a registry (random loopback port); skopeo and buildah read it.
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-mkdir -p "$T/registry/data"
-cat >"$T/registry/config.yml" <<YML
-version: 0.1
-log: {level: warn}
-storage: {filesystem: {rootdirectory: $T/registry/data}}
-http: {addr: 127.0.0.1:$port}
-YML
-/usr/bin/docker-registry serve "$T/registry/config.yml" >"$T/registry/log" 2>&1 &
-reg_pid=$!
-for _ in $(seq 1 200); do curl -fsS "http://127.0.0.1:$port/v2/" >/dev/null 2>&1 && break; sleep 0.05; done
+start_registry
 reg=127.0.0.1:$port
 check "farm tag + push of the index" sh -c \
   "'$FARM' tag mp:1 $reg/farm/mp:1 && '$FARM' push --insecure-registry $reg $reg/farm/mp:1 >'$T/push.log' 2>&1"

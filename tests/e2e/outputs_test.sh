@@ -65,18 +65,8 @@ check "same image in both" test "$(json "$T/skopeo-oci.json" '(len(j["Layers"]),
   "$(json "$T/skopeo-docker.json" '(len(j["Layers"]), j["Env"], j["Labels"])')"
 
 # --push to a local registry (random loopback port), then pull into a fresh home.
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-mkdir -p "$T/registry/data"
-cat >"$T/registry/config.yml" <<YML
-version: 0.1
-log: {level: warn}
-storage: {filesystem: {rootdirectory: $T/registry/data}}
-http: {addr: 127.0.0.1:$port}
-YML
-/usr/bin/docker-registry serve "$T/registry/config.yml" >"$T/registry/log" 2>&1 &
-reg_pid=$!
+start_registry
 trap 'kill $reg_pid 2>/dev/null' EXIT
-for _ in $(seq 1 200); do curl -fsS "http://127.0.0.1:$port/v2/" >/dev/null 2>&1 && break; sleep 0.05; done
 check "--push" build push "$T/ctx" -t "127.0.0.1:$port/farm/out:1" --push
 check "the registry has it" bash -c "curl -fsS http://127.0.0.1:$port/v2/farm/out/tags/list | grep -q '\"1\"'"
 (

@@ -37,6 +37,8 @@ check "after a one-file edit --load works" \
   sh -c "$(printf '%q ' "$FARM" submit --scheduler "$SCHED" --progress=plain --load -t app:2 \
     "$ctx") >'$T/load3.log' 2>&1"
 check "only the changed layer moved" grep -q "fetched 1 of 3 layers" "$T/load3.log"
+check "the worker reads context files through its local copy (farm-worker --context-cache-max: DIR/context-cache exists)" \
+  sh -c "[ -n \"\$(ls -A '$T/worker1/context-cache' 2>/dev/null)\" ]"
 check "the new image runs" sh -c "[ \"\$('$FARM' run --rm app:2)\" = v2 ]"
 
 check "-o type=oci writes an OCI layout tar" \
