@@ -231,6 +231,7 @@ class Build {
       wo.secrets = std::make_shared<executor::MapSecretProvider>(secrets, agents);
       wo.policy = sandbox_.policy;
       wo.limits = sandbox_.limits;
+      wo.store_layers_behind = true;  // the engine records a step once its layer is stored
       ASSIGN_OR_RETURN(local_executor, worker::LocalStepExecutor::Create(std::move(wo)));
       timer_.Mark("open the executor");
       return std::shared_ptr<executor::StepExecutor>(local_executor);

@@ -46,6 +46,11 @@ class StepExecutor {
   virtual absl::StatusOr<farm::v1::StepResult> Execute(const farm::v1::StepRequest& request,
                                                        const LogSink& log,
                                                        const absl::Notification* cancel) = 0;
+
+  // Waits until the blob of every layer this executor returned with `store_pending` set is in
+  // the CAS; returns the first error storing one (naming the blob). An executor that stores
+  // before it returns (every remote one) has nothing to wait for.
+  virtual absl::Status Sync() { return absl::OkStatus(); }
 };
 
 // Where RUN --mount=type=secret and type=ssh get what they expose. Implementations must be

@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -407,6 +408,54 @@ TEST_F(CopyTest, AddDownloadsUrlsWithChecksum) {
   // COPY does not download.
   t.mutable_copy()->set_add(false);
   EXPECT_EQ(ErrorOf(t), absl::StatusCode::kInvalidArgument);
+}
+
+// The file pool (worker/layerstore/file_pool.h): a COPY's unchanged context files are the
+// previous version's inodes, and the layer is byte for byte what writing them gives.
+TEST_F(CopyTest, UnchangedContextFilesAreTheirPreviousVersionsInodes) {
+  auto InodeIn = [](const farm::v1::Layer& layer, const std::string& path) {
+    std::string hex = layer.diff_id().substr(layer.diff_id().find(':') + 1);
+    struct stat st {};
+    std::string p = absl::StrCat(tmp_->path(), "/state/layers/sha256/", hex, "/root/", path);
+    EXPECT_EQ(lstat(p.c_str(), &st), 0) << p;
+    return st.st_ino;
+  };
+  auto version = [](const std::string& edited) {
+    return ContextBuilder()
+        .File("same.txt", "same\n")
+        .File("twin.txt", "same\n")  // same bytes, another path: never the same inode
+        .File("edited.txt", edited)
+        .File("run.sh", "#!/bin/sh\n", /*executable=*/true)
+        .File("dir/deep.txt", "deep\n");
+  };
+  farm::v1::Layer v1, v2, fresh;
+  ExecLayer(Copy(version("v1\n"), {"."}, "/pool/"), &v1);
+  LayerContents c2 = ExecLayer(Copy(version("v2\n"), {"."}, "/pool/"), &v2);
+  ASSERT_NE(v1.diff_id(), v2.diff_id());
+  for (const char* same : {"pool/same.txt", "pool/twin.txt", "pool/run.sh", "pool/dir/deep.txt"}) {
+    EXPECT_EQ(InodeIn(v1, same), InodeIn(v2, same)) << same;
+  }
+  EXPECT_NE(InodeIn(v1, "pool/edited.txt"), InodeIn(v2, "pool/edited.txt"));
+  EXPECT_NE(InodeIn(v2, "pool/same.txt"), InodeIn(v2, "pool/twin.txt"));
+  // Archived as written files: no hard-link entries, the content and metadata of a COPY.
+  for (const std::string& name : c2.order) {
+    EXPECT_NE(c2.at(name).header.type, layer::TarHeader::kHardLink) << name;
+  }
+  EXPECT_EQ(c2.at("pool/run.sh").header.mode, 0755u);
+  EXPECT_EQ(c2.at("pool/edited.txt").data, "v2\n");
+
+  // The same layer written with no pool at all: the same diff_id.
+  ASSERT_OK(common::RemoveAll(tmp_->path() + "/state/layers/files"));
+  ExecLayer(Copy(version("v2\n"), {"."}, "/pool/"), &fresh);
+  EXPECT_EQ(fresh.diff_id(), v2.diff_id());
+  EXPECT_EQ(fresh.digest(), v2.digest());
+
+  // Other metadata (--chmod, --chown) is another file, not a link.
+  farm::v1::StepRequest chmod = Copy(version("v2\n"), {"."}, "/pool/");
+  chmod.mutable_copy()->set_chmod("0600");
+  farm::v1::Layer c;
+  ExecLayer(chmod, &c);
+  EXPECT_NE(InodeIn(c, "pool/same.txt"), InodeIn(v1, "pool/same.txt"));
 }
 
 TEST_F(CopyTest, AddUrlFollowsTheStepNetworkPolicy) {

@@ -94,7 +94,8 @@ LocalStepExecutor::LocalStepExecutor(Options options, std::unique_ptr<layerstore
       store_(std::move(store)),
       cgroups_(std::move(cgroups)),
       network_(std::move(network)),
-      cache_mounts_(options_.state_dir + "/cache-mounts") {}
+      cache_mounts_(options_.state_dir + "/cache-mounts"),
+      behind_(options_.cas) {}
 
 absl::StatusOr<std::unique_ptr<LocalStepExecutor>> LocalStepExecutor::Create(Options options) {
   if (options.state_dir.empty()) return absl::InvalidArgumentError("worker: no state directory");
@@ -215,7 +216,12 @@ absl::Status LocalStepExecutor::FinishLayer(const std::string& dir,
   if (output.has_source_date_epoch()) w.source_date_epoch = output.source_date_epoch();
   w.normalize_tree = true;
   w.spool_dir = options_.state_dir + "/tmp";
+  w.store = !options_.store_layers_behind;
   ASSIGN_OR_RETURN(layer::WrittenLayer l, layer::WriteLayerFromDir(dir, w, options_.cas.get()));
+  if (l.spool_fd >= 0) {
+    behind_.Add(l.blob, l.spool_fd);
+    result->set_store_pending(true);
+  }
   if (!l.empty) {
     farm::v1::Layer* out = result->mutable_layer();
     out->set_digest(l.blob.OciString());
@@ -317,6 +323,7 @@ absl::StatusOr<farm::v1::StepResult> LocalStepExecutor::ExecuteCopy(
   in.fetch = options_.fetcher;
   in.cancel = cancel;
   in.max_extract_bytes = options_.policy.extract_max_bytes;
+  in.file_pool = store_->files();
   RETURN_IF_ERROR(copy::BuildCopyLayer(in));
   farm::v1::StepResult result;
   RETURN_IF_ERROR(

@@ -47,6 +47,7 @@
 #include "worker/run_request.h"
 #include "worker/sandbox/cgroups.h"
 #include "worker/sandbox_policy.h"
+#include "worker/write_behind.h"
 
 namespace farm::worker {
 
@@ -69,6 +70,10 @@ class LocalStepExecutor : public executor::StepExecutor {
     copy::UrlFetcher fetcher;
     // The executor's own warnings (one line each); default: stderr.
     std::function<void(absl::string_view)> log;
+    // Store each layer's blob in the CAS on a thread of its own while the next steps run
+    // (write_behind.h): results come back with store_pending, and Sync() waits for them.
+    // `farm build`; farm-worker stores before it reports.
+    bool store_layers_behind = false;
   };
 
   // FAILED_PRECONDITION when not root, when the layer store is in use by another process, or
@@ -113,6 +118,8 @@ class LocalStepExecutor : public executor::StepExecutor {
   };
   absl::StatusOr<int> RunAttached(const RunOptions& options);
 
+  absl::Status Sync() override { return behind_.Sync(); }
+
   layerstore::LayerStore* layer_store() { return store_.get(); }
 
  private:
@@ -147,6 +154,7 @@ class LocalStepExecutor : public executor::StepExecutor {
   const std::unique_ptr<network::StepNetwork> network_;
   CacheMounts cache_mounts_;
   std::atomic<uint64_t> counter_{0};
+  WriteBehind behind_;
 };
 
 }  // namespace farm::worker

@@ -1314,6 +1314,8 @@ class Dispatcher::Impl final : public SessionHandler {
       }
       // Who it was is ours to say (the certificate's id), not the worker's.
       if (result.ok()) result->set_worker(w->id);
+      // A worker stores its layer before it reports: nothing of it is pending here.
+      if (result.ok()) result->clear_store_pending();
       CompleteTask(t, std::move(result), fx);
     }
     PumpWorker(w, fx);

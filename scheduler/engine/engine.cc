@@ -109,6 +109,7 @@ class Engine {
     watcher_stop.Notify();
     if (watcher.joinable()) watcher.join();
     for (const std::string& lease : leases_) deps_.cas->ReleaseLease(lease).IgnoreError();
+    RecordPending();  // also after a failure: the steps that succeeded are kept
 
     {
       absl::MutexLock l(&mu_);
@@ -358,10 +359,14 @@ class Engine {
     }
     std::optional<farm::v1::Layer> layer;
     if (result->has_layer()) layer = result->layer();
-    absl::Status recorded = deps_.ac->Update(req_.cache_write_scope, ActionKey(step),
-                                             StepActionResult(step, layer, Hostname()));
-    if (!recorded.ok()) {
-      Warn(absl::StrCat("recording ", name, " in the action cache: ", recorded.message()));
+    PendingRecord record{name, ActionKey(step), StepActionResult(step, layer, Hostname())};
+    if (result->store_pending()) {
+      // The layer is still being stored (the executor writes behind the build): recorded once
+      // Sync() says it is in the CAS (RecordPending).
+      absl::MutexLock l(&mu_);
+      pending_records_.push_back(std::move(record));
+    } else {
+      Record(record);
     }
     farm::v1::VertexUpdate done;
     done.set_id(vertex);
@@ -373,6 +378,38 @@ class Engine {
     events_.Emit(std::move(done));
     Record(s, step, false, layer, micros);
     return layer;
+  }
+
+  struct PendingRecord {
+    std::string name;
+    common::Digest key;
+    std::string action_result;
+  };
+
+  void Record(const PendingRecord& r) {
+    absl::Status recorded = deps_.ac->Update(req_.cache_write_scope, r.key, r.action_result);
+    if (!recorded.ok()) {
+      Warn(absl::StrCat("recording ", r.name, " in the action cache: ", recorded.message()));
+    }
+  }
+
+  // Records the steps whose layers the executor stored behind the build, once they are all in
+  // the CAS; a layer that could not be stored fails the build and records none of them. Waits
+  // even with nothing of its own pending: a layer this build took from another build in flight
+  // in the same process (another platform) may still be being stored, and the image is
+  // assembled from it next.
+  void RecordPending() {
+    std::vector<PendingRecord> records;
+    {
+      absl::MutexLock l(&mu_);
+      records.swap(pending_records_);
+    }
+    absl::Status synced = deps_.executor->Sync();
+    if (!synced.ok()) {
+      Fail(synced);
+      return;
+    }
+    for (const PendingRecord& r : records) Record(r);
   }
 
   void Record(const plan::Stage& s, const plan::Step& step, bool cached,
@@ -460,6 +497,7 @@ class Engine {
   int running_ ABSL_GUARDED_BY(mu_) = 0;
   std::vector<std::string> leases_ ABSL_GUARDED_BY(mu_);
   std::vector<StepOutcome> outcomes_ ABSL_GUARDED_BY(mu_);
+  std::vector<PendingRecord> pending_records_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace

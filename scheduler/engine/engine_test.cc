@@ -52,7 +52,15 @@ class FakeExecutor : public executor::StepExecutor {
     r.set_exit_code(what == "fail" ? 1 : 0);
     if (absl::StartsWith(what, "layer")) {
       farm::v1::Layer* l = r.mutable_layer();
-      absl::StatusOr<common::Digest> d = cas_->Put(what);  // the "layer" blob
+      absl::StatusOr<common::Digest> d = common::DigestOf(what);
+      if (store_behind_) {
+        // Stored later, by Sync (as LocalStepExecutor::Options::store_layers_behind).
+        r.set_store_pending(true);
+        absl::MutexLock lock(&mu_);
+        pending_.push_back(what);
+      } else {
+        d = cas_->Put(what);  // the "layer" blob
+      }
       if (!d.ok()) return d.status();
       l->set_digest(d->OciString());
       l->set_size(d->size_bytes);
@@ -62,6 +70,23 @@ class FakeExecutor : public executor::StepExecutor {
     absl::MutexLock lock(&mu_);
     runs_.push_back({what, start, absl::Now()});
     return r;
+  }
+
+  absl::Status Sync() override {
+    absl::MutexLock lock(&mu_);
+    ++syncs_;
+    if (!sync_error_.ok()) return sync_error_;
+    for (const std::string& what : pending_) {
+      if (absl::StatusOr<common::Digest> d = cas_->Put(what); !d.ok()) return d.status();
+    }
+    pending_.clear();
+    return absl::OkStatus();
+  }
+  bool store_behind_ = false;
+  absl::Status sync_error_;
+  int syncs() {
+    absl::MutexLock lock(&mu_);
+    return syncs_;
   }
 
   struct Run {
@@ -83,6 +108,8 @@ class FakeExecutor : public executor::StepExecutor {
   std::shared_ptr<cache::BlobStore> cas_;
   absl::Mutex mu_;
   std::vector<Run> runs_;
+  std::vector<std::string> pending_;
+  int syncs_ = 0;
 };
 
 class EngineTest : public ::testing::Test {
@@ -166,6 +193,31 @@ TEST_F(EngineTest, RunsMissesRecordsThemAndHitsThemNextTime) {
   for (const auto& e : events_) {
     if (e.has_vertex()) EXPECT_EQ(e.vertex().state(), farm::v1::VertexUpdate::CACHED);
   }
+}
+
+TEST_F(EngineTest, LayersStoredBehindAreRecordedOnlyOnceStored) {
+  executor_->store_behind_ = true;
+  plan::Plan p = MakePlan("FROM scratch\nRUN [\"layer1\"]\nRUN [\"layer2\"]\n");
+  absl::StatusOr<BuildOutput> first = Build(p);
+  ASSERT_TRUE(first.ok()) << first.status();
+  EXPECT_GE(executor_->syncs(), 1);
+  for (const farm::v1::Layer& l : first->image.layers) {
+    auto d = common::Digest::ParseOci(l.digest(), l.size());
+    ASSERT_TRUE(d.ok());
+    EXPECT_TRUE(*cas_->Has(*d)) << l.digest();  // assembled after Sync stored them
+  }
+  ASSERT_TRUE(Build(p).ok());
+  EXPECT_EQ(executor_->names().size(), 2u);  // recorded: nothing ran again
+
+  // A layer that could not be stored fails the build, and none of its steps is recorded.
+  plan::Plan q = MakePlan("FROM scratch\nRUN [\"layer3\"]\n");
+  executor_->sync_error_ = absl::ResourceExhaustedError("storing layer sha256:ab: disk full");
+  absl::StatusOr<BuildOutput> failed = Build(q);
+  ASSERT_FALSE(failed.ok());
+  EXPECT_THAT(failed.status().message(), HasSubstr("disk full"));
+  executor_->sync_error_ = absl::OkStatus();
+  ASSERT_TRUE(Build(q).ok());
+  EXPECT_EQ(executor_->names().size(), 4u);  // layer3 ran again
 }
 
 TEST_F(EngineTest, WritesOnlyItsOwnScopeAndReadsThroughTheOthers) {

@@ -50,6 +50,15 @@ class LazyExecutor final : public executor::StepExecutor {
     return inner->Execute(request, log, cancel);
   }
 
+  absl::Status Sync() override {
+    std::shared_ptr<executor::StepExecutor> inner;
+    {
+      absl::MutexLock l(&mu_);
+      inner = inner_;
+    }
+    return inner != nullptr ? inner->Sync() : absl::OkStatus();  // never made: nothing stored
+  }
+
  private:
   Factory make_;
   absl::Mutex mu_;

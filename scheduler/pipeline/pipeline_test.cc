@@ -50,10 +50,20 @@ class FakeExecutor : public executor::StepExecutor {
     absl::MutexLock l(&mu_);
     return ran_;
   }
+  absl::Status Sync() override {
+    absl::MutexLock l(&mu_);
+    ++syncs_;
+    return absl::OkStatus();
+  }
+  int syncs() {
+    absl::MutexLock l(&mu_);
+    return syncs_;
+  }
 
  private:
   absl::Mutex mu_;
   std::vector<std::string> ran_;
+  int syncs_ = 0;
 };
 
 class PipelineTest : public ::testing::Test {
@@ -171,6 +181,8 @@ TEST_F(PipelineTest, ASecondBuildIsAllCachedAndRunsNothing) {
   const std::string df = "FROM scratch\nCOPY a.txt /a.txt\nRUN [\"one\"]\n";
   Result first = Build(df);
   ASSERT_TRUE(first.status.ok()) << first.status;
+  // The engine waited for the executor (behind the lazy one) to store its layers.
+  EXPECT_GE(executor_->syncs(), 1);
   Result second = Build(df);
   ASSERT_TRUE(second.status.ok()) << second.status;
   EXPECT_EQ(executor_->ran().size(), 2u);  // from the first build only

@@ -32,6 +32,7 @@ class VerifyingExecutor final : public executor::StepExecutor {
   absl::StatusOr<farm::v1::StepResult> Execute(const farm::v1::StepRequest& request,
                                                const executor::LogSink& log,
                                                const absl::Notification* cancel) override;
+  absl::Status Sync() override { return inner_->Sync(); }
 
  private:
   std::shared_ptr<executor::StepExecutor> inner_;

@@ -45,6 +45,10 @@ for s in 'COPY \["b.txt"\]' 'RUN cat /b.txt' 'COPY \["sub/"\]'; do
   check "after an edit: '$s' ran" grep -qE "^#[0-9]+ \[[0-9]/[0-9]\] $s" "$T/b4.log"
 done
 check "after an edit: new image ID" test "$(cat "$T/id1")" != "$(cat "$T/id4")"
+# The COPYs' files are kept in the file pool (one more name of the layers' inodes), from which
+# a rerun COPY links the unchanged ones (worker/copy_test.cc checks the inodes).
+check "the copied files are in the file pool, linked from the layers" \
+  test "$(find "$FARM_HOME/worker/layers/files" -type f -links +1 | wc -l)" -ge 3
 
 "$FARM" why-miss 'COPY ["b.txt"]' >"$T/why.txt" 2>&1
 check "why-miss runs" test $? -eq 0
@@ -52,7 +56,9 @@ check "why-miss names the edited file" grep -q "file changed: b.txt" "$T/why.txt
 "$FARM" why-miss 'RUN cat /b.txt' >"$T/why2.txt" 2>&1
 check "why-miss points a later step at the first miss" grep -q "an earlier step missed too" "$T/why2.txt"
 
-check "--no-cache" build b5 "$T/ctx" --no-cache
+check "--no-cache" build b5 "$T/ctx" --no-cache --iidfile "$T/id5"
+check "--no-cache: same image ID (files linked from the pool archive as written ones)" \
+  test "$(cat "$T/id4")" = "$(cat "$T/id5")"
 check "--no-cache: every step ran" test "$(run_steps "$T/b5.log")" = 5
 check "--no-cache: nothing CACHED but FROM" test "$(cached_steps "$T/b5.log")" = 1
 check "after --no-cache: cached again" build b6 "$T/ctx" --iidfile "$T/id6"
@@ -81,6 +87,20 @@ check "fresh home: everything ran" test "$(run_steps "$T/b7.log")" = 5
 check "fresh home: same image ID (reproducible layers and config)" \
   test "$(cat "$T/id4")" = "$(cat "$T/id7")"
 export FARM_HOME=$FIRST_HOME
+
+# RUN steps are started by farm-sandbox, the small runner next to farm, not by farm itself.
+mkdir -p "$T/slow"
+printf 'FROM busybox:farm-example\nRUN sleep 2 && echo slept > /slept\n' >"$T/slow/Dockerfile"
+build slow "$T/slow" --no-cache &
+slow=$!
+runner=""
+for _ in $(seq 100); do
+  pid=$(pgrep -x farm-sandbox | head -1)
+  [ -n "$pid" ] && runner=$(readlink "/proc/$pid/exe") && [ -n "$runner" ] && break
+  sleep 0.05
+done
+wait "$slow"
+check "RUN steps run under farm-sandbox (found: '$runner')" test "${runner##*/}" = farm-sandbox
 
 # The build records that why-miss uses are listed by farm builds.
 check "farm builds lists the builds" test "$("$FARM" builds -n 0 | tail -n +2 | wc -l)" -ge 7

@@ -230,6 +230,22 @@ class Copier {
     return absl::OkStatus();
   }
 
+  // The file pool's key for a context file written at `target` with `a`, when the pool may
+  // hold it: the content is the CAS's (verified when stored) and known by digest, and the file
+  // has no other name in the source. Never for stage files (their metadata varies) or host paths
+  // (a host file may have changed since it was hashed).
+  std::optional<layerstore::FilePool::Key> PoolKey(const SourceTree& tree,
+                                                   const std::string& src_path,
+                                                   const FileInfo& info, const std::string& target,
+                                                   const Attrs& a, bool from_context) const {
+    if (in_.file_pool == nullptr || !from_context || !info.digest.has_value() ||
+        !info.hardlink_group.empty() || info.digest->size_bytes != info.size ||
+        !tree.HostPath(src_path).empty()) {
+      return std::nullopt;
+    }
+    return layerstore::FilePool::Key{target, *info.digest, a.mode, a.uid, a.gid, a.mtime};
+  }
+
   // Writes one entry of a source tree at `rel` (as written below the destination).
   absl::Status WriteEntry(const SourceTree& tree, const std::string& src_path, const FileInfo& info,
                           const std::string& rel, bool from_context) {
@@ -254,8 +270,15 @@ class Copier {
           }
           hardlinks_[info.hardlink_group] = target;
         }
+        std::optional<layerstore::FilePool::Key> pooled =
+            PoolKey(tree, src_path, info, target, a, from_context);
+        if (pooled.has_value() && in_.file_pool->LinkInto(*pooled, tree_.HostPath(target))) {
+          return absl::OkStatus();
+        }
         RETURN_IF_ERROR(CopyFileContent(tree, src_path, tree_.HostPath(target)));
-        return LayerTree::Apply(tree_.HostPath(target), a, false);
+        RETURN_IF_ERROR(LayerTree::Apply(tree_.HostPath(target), a, false));
+        if (pooled.has_value()) in_.file_pool->Add(*pooled, tree_.HostPath(target));
+        return absl::OkStatus();
       }
       case FileType::kSymlink: {
         ASSIGN_OR_RETURN(std::string target, Target(rel));

@@ -38,6 +38,7 @@
 #include "farm/v1/step.pb.h"
 #include "worker/copy/fetch.h"
 #include "worker/copy/source_tree.h"
+#include "worker/layerstore/file_pool.h"
 #include "worker/layerstore/stack_view.h"
 
 namespace farm::worker::copy {
@@ -58,6 +59,9 @@ struct CopyInputs {
   // fails with RESOURCE_EXHAUSTED naming the source and the extract-max-size setting.
   // <= 0: no bound.
   int64_t max_extract_bytes = 0;
+  // Where unchanged context files are linked from instead of written (file_pool.h); null: every
+  // file is written.
+  const layerstore::FilePool* file_pool = nullptr;
 };
 
 absl::Status BuildCopyLayer(const CopyInputs& in);

@@ -147,6 +147,11 @@ absl::StatusOr<WrittenLayer> WriteLayerFromDir(const std::string& dir, const Wri
   out.media_type = oci::LayerMediaType(options.compression.compression, /*docker=*/false);
   out.empty = out.stats.entries == 0;
   if (out.empty) return out;
+  if (!options.store) {
+    out.spool_fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+    if (out.spool_fd < 0) return common::ErrnoToStatus(errno, "keeping the layer spool file");
+    return out;
+  }
   const absl::Time upload_start = absl::Now();
   RETURN_IF_ERROR(common::Annotate(cas->WriteBlobFromFd(out.blob, fd),
                                    absl::StrCat("storing layer ", out.blob.OciString())));

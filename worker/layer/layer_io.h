@@ -41,6 +41,9 @@ struct WriteOptions {
   bool normalize_tree = false;
   // Directory for the spool file (same disk as the layer store, ideally). Default: $TMPDIR.
   std::string spool_dir;
+  // False: the blob is not stored in the CAS; WrittenLayer.spool_fd holds it instead (the
+  // caller stores it, e.g. with BlobStore::WriteBlobFromFd, and closes the descriptor).
+  bool store = true;
 };
 
 struct WrittenLayer {
@@ -50,6 +53,9 @@ struct WrittenLayer {
   std::string media_type;
   DiffStats stats;
   absl::Duration upload_time;  // of the whole call, the part spent storing the blob in the CAS
+  // WriteOptions.store == false and not empty: a descriptor of the unlinked spool file whose
+  // first blob.size_bytes bytes are the blob; the caller owns it. Else -1.
+  int spool_fd = -1;
 };
 
 absl::StatusOr<WrittenLayer> WriteLayerFromDir(const std::string& dir, const WriteOptions& options,

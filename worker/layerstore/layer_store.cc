@@ -15,6 +15,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
+#include "absl/time/clock.h"
 #include "common/fs.h"
 #include "common/status_macros.h"
 #include "common/status_util.h"
@@ -77,7 +78,10 @@ Stack::~Stack() {
 }
 
 LayerStore::LayerStore(Options options, int lock_fd)
-    : options_(std::move(options)), dir_(options_.dir), lock_fd_(lock_fd) {}
+    : options_(std::move(options)),
+      dir_(options_.dir),
+      lock_fd_(lock_fd),
+      files_(options_.dir + "/files") {}
 
 LayerStore::~LayerStore() { close(lock_fd_); }
 
@@ -445,7 +449,14 @@ void LayerStore::EvictLocked(std::vector<std::string>* doomed) {
 }
 
 void LayerStore::RemoveEntries(const std::vector<std::string>& doomed) {
+  if (doomed.empty()) return;
   for (const std::string& path : doomed) common::RemoveAll(path).IgnoreError();
+  // The pooled files only the evicted layers held go too; the pool is swept at most every 30 s
+  // (a sweep stats every pooled file) and by one thread at a time.
+  int64_t now = absl::ToUnixMicros(absl::Now());
+  int64_t last = last_sweep_micros_.load();
+  if (now - last < 30'000'000 || !last_sweep_micros_.compare_exchange_strong(last, now)) return;
+  files_.Sweep();
 }
 
 absl::Status LayerStore::Adopt(const std::string& dir, const common::Digest& diff_id,

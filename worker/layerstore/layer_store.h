@@ -25,6 +25,7 @@
 #ifndef FARM_WORKER_LAYERSTORE_LAYER_STORE_H_
 #define FARM_WORKER_LAYERSTORE_LAYER_STORE_H_
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -37,6 +38,7 @@
 #include "cache/blob_store.h"
 #include "common/digest.h"
 #include "worker/layer/layer_io.h"
+#include "worker/layerstore/file_pool.h"
 
 namespace farm::worker::layerstore {
 
@@ -127,6 +129,9 @@ class LayerStore {
   Stats GetStats();
 
   const std::string& dir() const { return dir_; }
+  // The pool of context files COPY layers share (file_pool.h): `<dir>/files`, swept after
+  // evictions.
+  const FilePool* files() const { return &files_; }
 
  private:
   friend class Stack;
@@ -156,6 +161,8 @@ class LayerStore {
   const Options options_;
   const std::string dir_;
   const int lock_fd_;
+  const FilePool files_;
+  std::atomic<int64_t> last_sweep_micros_{0};
 
   absl::Mutex mu_;
   std::map<std::string, Entry> entries_ ABSL_GUARDED_BY(mu_);

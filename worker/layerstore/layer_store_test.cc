@@ -2,6 +2,8 @@
 // recovery and restarts, the exclusive lock, adoption, and flattening deep stacks.
 #include "worker/layerstore/layer_store.h"
 
+#include <sys/stat.h>
+
 #include <thread>
 
 #include "absl/strings/str_cat.h"
@@ -172,6 +174,24 @@ TEST_F(LayerStoreTest, AdoptedDirectoryServesAsTheLayer) {
   ASSERT_OK(stack);
   EXPECT_EQ(store->GetStats().unpacks, 0);
   EXPECT_EQ(*common::ReadFile((*stack)->lower_dirs()[0] + "/adopted"), "yes");
+}
+
+TEST_F(LayerStoreTest, EvictingALayerSweepsThePooledFilesOnlyItHeld) {
+  LayerDesc a = MakeLayer({{"f", std::string(100000, 'f')}});
+  LayerDesc b = MakeLayer({{"g", std::string(100000, 'g')}});
+  auto store = Open(/*budget=*/150000);
+  std::string upper = tmp_->path() + "/upper";
+  ASSERT_OK(WriteFile(upper + "/f", std::string(100000, 'f')));
+  FilePool::Key key{"f", common::DigestOf(std::string(100000, 'f')), 0644, 0, 0, 0};
+  ASSERT_EQ(chmod((upper + "/f").c_str(), 0644), 0);
+  struct timespec t[2] = {{0, 0}, {0, 0}};
+  ASSERT_EQ(utimensat(AT_FDCWD, (upper + "/f").c_str(), t, 0), 0);
+  store->files()->Add(key, upper + "/f");
+  ASSERT_TRUE(common::PathExists(store->files()->PathOf(key)));
+  ASSERT_OK(store->Adopt(upper, a.diff_id, 100000));
+  { ASSERT_OK(store->AcquireStack({b})); }  // over budget: a goes, and its pooled file
+  EXPECT_FALSE(store->Has(a.diff_id));
+  EXPECT_FALSE(common::PathExists(store->files()->PathOf(key)));
 }
 
 TEST_F(LayerStoreTest, DeepStacksAreFlattenedAtTheBottom) {

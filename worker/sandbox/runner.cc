@@ -694,15 +694,29 @@ std::string LookPath(const std::string& file, const std::vector<std::string>& en
   _exit(code);
 }
 
-// The step's seccomp filter: the default profile compiled for its capabilities. Empty for
-// `insecure` (no filter, as BuildKit's insecure mode).
-absl::StatusOr<std::vector<sock_filter>> StepSeccompFilter(const SandboxRequest& req) {
-  if (req.insecure()) return std::vector<sock_filter>();
+// The default profile compiled for the default capabilities.
+absl::StatusOr<std::vector<sock_filter>> CompileStepFilter() {
   ASSIGN_OR_RETURN(const SeccompProfile* profile, DefaultSeccompProfile());
   SeccompTarget target;
   target.caps.assign(std::begin(kDefaultCaps), std::end(kDefaultCaps));
   absl::StatusOr<std::vector<sock_filter>> filter = CompileSeccomp(*profile, target);
   if (!filter.ok()) return common::Annotate(filter.status(), "the seccomp profile");
+  return filter;
+}
+
+// The step's seccomp filter: precompiled by the spawning process (SandboxRequest.seccomp_filter)
+// or compiled here. Empty for `insecure` (no filter, as BuildKit's insecure mode).
+absl::StatusOr<std::vector<sock_filter>> StepSeccompFilter(const SandboxRequest& req) {
+  if (req.insecure()) return std::vector<sock_filter>();
+  const std::string& bytes = req.seccomp_filter();
+  if (bytes.empty()) return CompileStepFilter();
+  size_t n = bytes.size() / sizeof(sock_filter);
+  if (bytes.size() % sizeof(sock_filter) != 0 || n > BPF_MAXINSNS) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "the precompiled seccomp filter is not a BPF program (", bytes.size(), " bytes)"));
+  }
+  std::vector<sock_filter> filter(n);
+  memcpy(filter.data(), bytes.data(), bytes.size());
   return filter;
 }
 
@@ -1058,6 +1072,16 @@ SandboxResult Run(const SandboxRequest& req) {
 }
 
 }  // namespace
+
+const std::string* PrecompiledStepFilter() {
+  static const std::string* const filter = [] {
+    absl::StatusOr<std::vector<sock_filter>> f = CompileStepFilter();
+    if (!f.ok() || f->empty()) return static_cast<const std::string*>(nullptr);
+    return static_cast<const std::string*>(
+        new std::string(reinterpret_cast<const char*>(f->data()), f->size() * sizeof(sock_filter)));
+  }();
+  return filter;
+}
 
 int RunnerMain(int parent) {
   prctl(PR_SET_PDEATHSIG, SIGKILL);
