@@ -10,8 +10,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=bazel-bin
+# farm-sandbox: the runner farm and farm-worker start for each RUN step (next to them).
 for b in cache/server/farm-cache scheduler/server/farm-scheduler worker/agent/farm-worker \
-         cli/farm; do
+         cli/farm cli/farm-sandbox; do
   [ -x "$bin/$b" ] || { echo "install.sh: $bin/$b is not built (see the comment above)" >&2; exit 1; }
   install -m 0755 "$bin/$b" /usr/local/bin/
 done

@@ -64,6 +64,10 @@ trap 'rm -rf "$ctx"' EXIT
 for name in farm-cache farm-scheduler farm-worker; do
   cp -L "${binary[$name]}" "$ctx/$name"
 done
+# The sandbox runner farm-worker starts for each RUN (built next to it by Bazel).
+runner=$(dirname "${binary[farm-worker]}")/farm-sandbox
+[ -x "$runner" ] || die "no farm-sandbox next to ${binary[farm-worker]} (bazel build //worker/agent:farm-worker makes it)"
+cp -L "$runner" "$ctx/farm-sandbox"
 cp "$repo/deploy/make-certs.sh" "$ctx/make-certs.sh"
 for name in farm-cache farm-scheduler farm-worker; do
   image="$registry$name:$tag"

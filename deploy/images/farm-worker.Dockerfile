@@ -10,6 +10,7 @@ FROM ${BASE}
 # worker certificate (CN = pod name) from the worker CA with it.
 COPY make-certs.sh /usr/local/bin/farm-make-certs
 COPY farm-worker /usr/local/bin/farm-worker
+COPY farm-sandbox /usr/local/bin/farm-sandbox
 LABEL org.opencontainers.image.title="farm-worker" \
       org.opencontainers.image.description="Farm's worker: runs build steps for farm-scheduler in its sandbox"
 # Root: namespaces, overlayfs, chown (README, farm-worker). --dir must be a volume, not the

@@ -57,6 +57,8 @@ check "farm-scheduler runs as uid 10001" \
 check "farm-cache's --dir is the farm user's" test \
   "$("$FARM" run --entrypoint stat farm-cache:test -c %U:%a /var/lib/farm-cache)" = farm:700
 check "farm-worker runs as root" test "$("$FARM" run --entrypoint id "farm-worker:test" -u)" = 0
+check "farm-worker has farm-sandbox (its RUN steps' runner) next to it" \
+  "$FARM" run --entrypoint /bin/sh farm-worker:test -c 'test -x /usr/local/bin/farm-sandbox'
 check "farm-worker has nft (step networks)" \
   "$FARM" run --entrypoint nft farm-worker:test --version
 # The init container of deploy/k8s/farm-worker.yaml: a worker certificate from the worker CA.
