@@ -34,6 +34,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -79,7 +80,10 @@ class LocalStepExecutor : public executor::StepExecutor {
   // FAILED_PRECONDITION when not root, when the layer store is in use by another process, or
   // when limits are asked for but cgroups cannot provide them (the policy's default pids limit
   // is dropped instead, with a line on stderr).
+  // The steps' isolated network is made in the background: an error making it (nftables
+  // missing or refusing the rules) is the error of every RUN.
   static absl::StatusOr<std::unique_ptr<LocalStepExecutor>> Create(Options options);
+  ~LocalStepExecutor() override;
 
   absl::StatusOr<farm::v1::StepResult> Execute(const farm::v1::StepRequest& request,
                                                const executor::LogSink& log,
@@ -124,8 +128,9 @@ class LocalStepExecutor : public executor::StepExecutor {
 
  private:
   LocalStepExecutor(Options options, std::unique_ptr<layerstore::LayerStore> store,
-                    std::vector<farm::v1::SandboxCgroup> cgroups,
-                    std::unique_ptr<network::StepNetwork> network);
+                    std::vector<farm::v1::SandboxCgroup> cgroups);
+  // The isolated step network once made (null when the policy does not isolate).
+  absl::StatusOr<network::StepNetwork*> Network();
   struct RunDir;
   absl::StatusOr<std::string> NewRunDir();
   // What this host gives every sandbox (cgroups, resolv.conf, hosts).
@@ -150,8 +155,10 @@ class LocalStepExecutor : public executor::StepExecutor {
   const Options options_;
   std::unique_ptr<layerstore::LayerStore> store_;
   const std::vector<farm::v1::SandboxCgroup> cgroups_;
-  // The isolated step network (null when the policy does not isolate).
-  const std::unique_ptr<network::StepNetwork> network_;
+  // The isolated step network (null when the policy does not isolate), made by prepare_.
+  absl::StatusOr<std::unique_ptr<network::StepNetwork>> network_;
+  absl::Notification network_ready_;
+  std::thread prepare_;
   CacheMounts cache_mounts_;
   std::atomic<uint64_t> counter_{0};
   WriteBehind behind_;

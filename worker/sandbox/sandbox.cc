@@ -109,6 +109,8 @@ const std::string& RunnerPath() {
 
 }  // namespace
 
+void PrepareSandbox() { internal::PrecompiledStepFilter(); }
+
 absl::StatusOr<farm::v1::SandboxResult> RunSandbox(const farm::v1::SandboxRequest& request,
                                                    const SandboxIo& io,
                                                    const absl::Notification* cancel) {
