@@ -62,6 +62,14 @@ oci::Compression ToCompression(farm::v1::LayerOptions::Compression c) {
   }
 }
 
+void SetLayer(const layer::WrittenLayer& l, farm::v1::Layer* out) {
+  out->set_digest(l.blob.OciString());
+  out->set_size(l.blob.size_bytes);
+  out->set_diff_id(l.diff_id.OciString());
+  out->set_media_type(l.media_type);
+  out->set_uncompressed_size(l.diff_id.size_bytes);
+}
+
 // The cgroups of every RUN: the configured limits, the policy's default pids limit (dropped,
 // with a line on stderr, where cgroups cannot provide it), and the device rules (always).
 absl::StatusOr<std::vector<farm::v1::SandboxCgroup>> PlanSandboxCgroups(
@@ -233,18 +241,35 @@ absl::Status LocalStepExecutor::FinishLayer(const std::string& dir,
   w.normalize_tree = true;
   w.spool_dir = options_.state_dir + "/tmp";
   w.store = !options_.store_layers_behind;
+  // Uncompressed and stored behind the build: only hashed now, and archived again from the
+  // adopted tree by the writer thread (no spool file written, nothing written at all when the
+  // CAS has the layer already).
+  const bool from_tree =
+      options_.store_layers_behind && w.compression.compression == oci::Compression::kNone;
+  w.spool = !from_tree;
   ASSIGN_OR_RETURN(layer::WrittenLayer l, layer::WriteLayerFromDir(dir, w, options_.cas.get()));
   if (l.spool_fd >= 0) {
     behind_.Add(l.blob, l.spool_fd);
     result->set_store_pending(true);
   }
+  if (from_tree && !l.empty) {
+    int64_t bytes = l.stats.file_bytes + 512 * l.stats.entries;
+    RETURN_IF_ERROR(common::Annotate(store_->Adopt(dir, l.diff_id, bytes), "keeping the layer"));
+    layerstore::LayerDesc desc{l.blob, l.diff_id};
+    layerstore::LayerStore* store = store_.get();
+    std::shared_ptr<cache::BlobStore> cas = options_.cas;
+    behind_.Add(l.blob, [store, cas, desc, w]() -> absl::Status {
+      // Leased while it is read (farm build has no layer budget; a worker could evict it).
+      ASSIGN_OR_RETURN(std::unique_ptr<layerstore::Stack> stack, store->AcquireStack({desc}));
+      return layer::StoreLayerFromDir(stack->lower_dirs()[0], desc.blob, w, cas.get());
+    });
+    result->set_store_pending(true);
+    SetLayer(l, result->mutable_layer());
+    result->set_layer_micros(MicrosSince(start));
+    return absl::OkStatus();
+  }
   if (!l.empty) {
-    farm::v1::Layer* out = result->mutable_layer();
-    out->set_digest(l.blob.OciString());
-    out->set_size(l.blob.size_bytes);
-    out->set_diff_id(l.diff_id.OciString());
-    out->set_media_type(l.media_type);
-    out->set_uncompressed_size(l.diff_id.size_bytes);
+    SetLayer(l, result->mutable_layer());
     // Keep the tree as this layer's unpacked form: the next step stacks it without unpacking.
     int64_t bytes = l.stats.file_bytes + 512 * l.stats.entries;
     absl::Status adopted = store_->Adopt(dir, l.diff_id, bytes);

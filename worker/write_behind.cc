@@ -2,6 +2,8 @@
 
 #include <unistd.h>
 
+#include <memory>
+
 #include "absl/strings/str_cat.h"
 #include "common/status_util.h"
 
@@ -15,13 +17,20 @@ WriteBehind::~WriteBehind() {
     t = std::move(thread_);
   }
   if (t.joinable()) t.join();  // the loop drains the queue before it stops
-  absl::MutexLock l(&mu_);
-  for (const Job& j : queue_) close(j.fd);
 }
 
 void WriteBehind::Add(const common::Digest& blob, int fd) {
+  // The descriptor is closed with the job, stored or not.
+  auto owned = std::shared_ptr<int>(new int(fd), [](int* p) {
+    close(*p);
+    delete p;
+  });
+  Add(blob, [cas = cas_, blob, owned]() { return cas->WriteBlobFromFd(blob, *owned); });
+}
+
+void WriteBehind::Add(const common::Digest& blob, std::function<absl::Status()> store) {
   absl::MutexLock l(&mu_);
-  queue_.push_back(Job{blob, fd});
+  queue_.push_back(Job{blob, std::move(store)});
   if (!thread_.joinable()) thread_ = std::thread([this] { Loop(); });
 }
 
@@ -36,9 +45,9 @@ void WriteBehind::Loop() {
       queue_.pop_front();
       busy_ = true;
     }
-    absl::Status s = common::Annotate(cas_->WriteBlobFromFd(job.blob, job.fd),
-                                      absl::StrCat("storing layer ", job.blob.OciString()));
-    close(job.fd);
+    absl::Status s =
+        common::Annotate(job.store(), absl::StrCat("storing layer ", job.blob.OciString()));
+    job.store = nullptr;  // (a descriptor it holds is closed now)
     absl::MutexLock l(&mu_);
     busy_ = false;
     if (!s.ok() && error_.ok()) error_ = s;

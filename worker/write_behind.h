@@ -11,6 +11,7 @@
 #define FARM_WORKER_WRITE_BEHIND_H_
 
 #include <deque>
+#include <functional>
 #include <memory>
 #include <thread>
 
@@ -32,6 +33,8 @@ class WriteBehind {
   // Queues `blob`, the first blob.size_bytes bytes of `fd` (read with pread; the descriptor is
   // closed once stored). Thread-safe.
   void Add(const common::Digest& blob, int fd);
+  // Queues `store`, which stores `blob` (e.g. by archiving its tree again). Thread-safe.
+  void Add(const common::Digest& blob, std::function<absl::Status()> store);
 
   // Waits until every blob added before the call is stored. Returns the first error of any
   // store since the WriteBehind was made (it stays: a build whose layer could not be stored
@@ -41,7 +44,7 @@ class WriteBehind {
  private:
   struct Job {
     common::Digest blob;
-    int fd = -1;
+    std::function<absl::Status()> store;
   };
   void Loop();
   bool HasWork() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return !queue_.empty() || stop_; }

@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <string>
+#include <vector>
 
 #include "cache/testing/memory_stores.h"
 #include "common/digest.h"
@@ -47,6 +48,24 @@ TEST(WriteBehindTest, AFailureIsReportedAndStays) {
   behind.Add(common::DigestOf(good), FdWith(good));
   EXPECT_FALSE(behind.Sync().ok());  // the build that lost a layer is not recorded
   EXPECT_TRUE(*cas->Has(common::DigestOf(good)));
+}
+
+TEST(WriteBehindTest, JobsRunInOrderOnOneThread) {
+  auto cas = std::make_shared<cache::testing::MemoryBlobStore>();
+  WriteBehind behind(cas);
+  std::vector<int> order;
+  for (int i = 0; i < 5; ++i) {
+    behind.Add(common::DigestOf(std::to_string(i)), [&order, i] {
+      order.push_back(i);  // one thread: no lock needed
+      return absl::OkStatus();
+    });
+  }
+  ASSERT_OK(behind.Sync());
+  EXPECT_EQ(order, (std::vector<int>{0, 1, 2, 3, 4}));
+  behind.Add(common::DigestOf("x"), [] { return absl::DataLossError("tree changed"); });
+  absl::Status s = behind.Sync();
+  EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss);
+  EXPECT_NE(s.message().find("storing layer sha256:"), std::string::npos) << s;
 }
 
 TEST(WriteBehindTest, DestructionStoresWhatIsQueued) {

@@ -105,10 +105,72 @@ class ThreadedSink : public common::ByteSink {
   std::thread thread_;
 };
 
+// Appends to a BlobWriter in chunks of about 1 MiB (a tar writer's 512-byte headers would
+// otherwise be an Append each).
+class BlobWriterSink : public common::ByteSink {
+ public:
+  explicit BlobWriterSink(cache::BlobWriter* writer) : writer_(writer) {}
+  absl::Status Write(absl::string_view data) override {
+    buffer_.append(data.data(), data.size());
+    return buffer_.size() >= (1 << 20) ? Flush() : absl::OkStatus();
+  }
+  absl::Status Flush() {
+    if (buffer_.empty()) return absl::OkStatus();
+    absl::Status s = writer_->Append(buffer_);
+    buffer_.clear();
+    return s;
+  }
+
+ private:
+  cache::BlobWriter* writer_;
+  std::string buffer_;
+};
+
+absl::StatusOr<WrittenLayer> HashLayerFromDir(const std::string& dir, const WriteOptions& options) {
+  common::HashingSink uncompressed(nullptr);
+  TarWriter tar(&uncompressed);
+  DiffOptions diff;
+  diff.clamp_mtime = options.source_date_epoch;
+  diff.normalize_tree = options.normalize_tree;
+  WrittenLayer out;
+  ASSIGN_OR_RETURN(out.stats, WriteOverlayDirAsTar(dir, diff, &tar));
+  RETURN_IF_ERROR(tar.Finish());
+  out.diff_id = uncompressed.Finish();
+  out.blob = out.diff_id;
+  out.media_type = oci::LayerMediaType(oci::Compression::kNone, /*docker=*/false);
+  out.empty = out.stats.entries == 0;
+  return out;
+}
+
 }  // namespace
+
+absl::Status StoreLayerFromDir(const std::string& dir, const common::Digest& blob,
+                               const WriteOptions& options, cache::BlobStore* cas) {
+  if (options.compression.compression != oci::Compression::kNone) {
+    return absl::InvalidArgumentError("StoreLayerFromDir stores uncompressed layers only");
+  }
+  ASSIGN_OR_RETURN(std::vector<common::Digest> missing, cas->FindMissing({blob}));
+  if (missing.empty()) return absl::OkStatus();
+  ASSIGN_OR_RETURN(std::unique_ptr<cache::BlobWriter> writer, cas->BeginWrite(blob));
+  BlobWriterSink sink(writer.get());
+  TarWriter tar(&sink);
+  DiffOptions diff;
+  diff.clamp_mtime = options.source_date_epoch;
+  diff.normalize_tree = false;  // normalized when it was hashed; shared now
+  RETURN_IF_ERROR(WriteOverlayDirAsTar(dir, diff, &tar).status());
+  RETURN_IF_ERROR(tar.Finish());
+  RETURN_IF_ERROR(sink.Flush());
+  return writer->Commit();
+}
 
 absl::StatusOr<WrittenLayer> WriteLayerFromDir(const std::string& dir, const WriteOptions& options,
                                                cache::BlobStore* cas) {
+  if (!options.store && !options.spool) {
+    if (options.compression.compression != oci::Compression::kNone) {
+      return absl::InvalidArgumentError("a compressed layer must be spooled or stored");
+    }
+    return HashLayerFromDir(dir, options);
+  }
   ASSIGN_OR_RETURN(int fd, common::CreateUnlinkedTempFile(options.spool_dir, "layer-spool"));
   struct Closer {
     int fd;

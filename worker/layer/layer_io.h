@@ -44,6 +44,9 @@ struct WriteOptions {
   // False: the blob is not stored in the CAS; WrittenLayer.spool_fd holds it instead (the
   // caller stores it, e.g. with BlobStore::WriteBlobFromFd, and closes the descriptor).
   bool store = true;
+  // With store == false and no compression, false: nothing is spooled either, the tar is only
+  // hashed; the caller stores it later from the same, unchanged tree (StoreLayerFromDir).
+  bool spool = true;
 };
 
 struct WrittenLayer {
@@ -60,6 +63,13 @@ struct WrittenLayer {
 
 absl::StatusOr<WrittenLayer> WriteLayerFromDir(const std::string& dir, const WriteOptions& options,
                                                cache::BlobStore* cas);
+
+// Stores the uncompressed layer `blob` by archiving `dir` again (the tree WriteLayerFromDir
+// hashed, since normalized, and not changed: nothing here modifies it), unless the CAS has it.
+// The CAS verifies the bytes: a tree that changed fails with INVALID_ARGUMENT and stores
+// nothing.
+absl::Status StoreLayerFromDir(const std::string& dir, const common::Digest& blob,
+                               const WriteOptions& options, cache::BlobStore* cas);
 
 struct UnpackedLayer {
   int64_t disk_bytes = 0;  // approximate bytes on disk

@@ -82,6 +82,39 @@ TEST_F(LayerIoTest, SameTreeSameDigestsEveryTime) {
   EXPECT_EQ(a->diff_id, b->diff_id);
 }
 
+TEST_F(LayerIoTest, HashedNowStoredLaterFromTheSameTreeGivesTheSameBlob) {
+  WriteOptions opts;
+  opts.compression.compression = oci::Compression::kNone;
+  opts.source_date_epoch = 0;
+  opts.spool_dir = tmp_->path();
+  auto stored = WriteLayerFromDir(src_, opts, cas_.get());  // the usual way, for reference
+  ASSERT_OK(stored);
+  auto other_cas = std::make_shared<cache::testing::MemoryBlobStore>();
+  opts.store = false;
+  opts.spool = false;
+  opts.normalize_tree = true;
+  auto hashed = WriteLayerFromDir(src_, opts, other_cas.get());
+  ASSERT_OK(hashed);
+  EXPECT_EQ(hashed->spool_fd, -1);
+  EXPECT_EQ(hashed->diff_id, stored->diff_id);
+  EXPECT_EQ(hashed->blob, stored->blob);
+  EXPECT_FALSE(*other_cas->Has(hashed->blob));  // nothing stored, nothing spooled
+  ASSERT_OK(StoreLayerFromDir(src_, hashed->blob, opts, other_cas.get()));
+  EXPECT_EQ(*other_cas->ReadBlob(hashed->blob, 64 << 20), *cas_->ReadBlob(stored->blob, 64 << 20));
+  ASSERT_OK(StoreLayerFromDir(src_, hashed->blob, opts, other_cas.get()));  // present: nothing
+
+  // A tree that changed since it was hashed is not stored under the old digest.
+  auto third_cas = std::make_shared<cache::testing::MemoryBlobStore>();
+  ASSERT_OK(testing::WriteFile(src_ + "/etc/motd", "changed\n"));
+  absl::Status s = StoreLayerFromDir(src_, hashed->blob, opts, third_cas.get());
+  EXPECT_FALSE(s.ok());
+  EXPECT_FALSE(*third_cas->Has(hashed->blob));
+  // Compressed layers are spooled, never archived twice.
+  opts.compression.compression = oci::Compression::kGzip;
+  EXPECT_EQ(WriteLayerFromDir(src_, opts, third_cas.get()).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
 TEST_F(LayerIoTest, EmptyTreeUploadsNothing) {
   std::string empty = tmp_->path() + "/empty";
   ASSERT_OK(common::MakeDirs(empty));
