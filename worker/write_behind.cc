@@ -41,7 +41,7 @@ void WriteBehind::Loop() {
       absl::MutexLock l(&mu_);
       mu_.Await(absl::Condition(this, &WriteBehind::HasWork));
       if (queue_.empty()) return;  // stopping, and everything is stored
-      job = queue_.front();
+      job = std::move(queue_.front());
       queue_.pop_front();
       busy_ = true;
     }

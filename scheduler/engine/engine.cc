@@ -366,7 +366,7 @@ class Engine {
       absl::MutexLock l(&mu_);
       pending_records_.push_back(std::move(record));
     } else {
-      Record(record);
+      RecordInActionCache(record);
     }
     farm::v1::VertexUpdate done;
     done.set_id(vertex);
@@ -386,7 +386,7 @@ class Engine {
     std::string action_result;
   };
 
-  void Record(const PendingRecord& r) {
+  void RecordInActionCache(const PendingRecord& r) {
     absl::Status recorded = deps_.ac->Update(req_.cache_write_scope, r.key, r.action_result);
     if (!recorded.ok()) {
       Warn(absl::StrCat("recording ", r.name, " in the action cache: ", recorded.message()));
@@ -409,7 +409,7 @@ class Engine {
       Fail(synced);
       return;
     }
-    for (const PendingRecord& r : records) Record(r);
+    for (const PendingRecord& r : records) RecordInActionCache(r);
   }
 
   void Record(const plan::Stage& s, const plan::Step& step, bool cached,

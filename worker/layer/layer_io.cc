@@ -126,12 +126,17 @@ class BlobWriterSink : public common::ByteSink {
   std::string buffer_;
 };
 
+DiffOptions DiffFor(const WriteOptions& options, bool normalize_tree) {
+  DiffOptions diff;
+  diff.clamp_mtime = options.source_date_epoch;
+  diff.normalize_tree = normalize_tree;
+  return diff;
+}
+
 absl::StatusOr<WrittenLayer> HashLayerFromDir(const std::string& dir, const WriteOptions& options) {
   common::HashingSink uncompressed(nullptr);
   TarWriter tar(&uncompressed);
-  DiffOptions diff;
-  diff.clamp_mtime = options.source_date_epoch;
-  diff.normalize_tree = options.normalize_tree;
+  DiffOptions diff = DiffFor(options, options.normalize_tree);
   WrittenLayer out;
   ASSIGN_OR_RETURN(out.stats, WriteOverlayDirAsTar(dir, diff, &tar));
   RETURN_IF_ERROR(tar.Finish());
@@ -154,9 +159,8 @@ absl::Status StoreLayerFromDir(const std::string& dir, const common::Digest& blo
   ASSIGN_OR_RETURN(std::unique_ptr<cache::BlobWriter> writer, cas->BeginWrite(blob));
   BlobWriterSink sink(writer.get());
   TarWriter tar(&sink);
-  DiffOptions diff;
-  diff.clamp_mtime = options.source_date_epoch;
-  diff.normalize_tree = false;  // normalized when it was hashed; shared now
+  // Normalized when it was hashed, and shared now: read only.
+  DiffOptions diff = DiffFor(options, /*normalize_tree=*/false);
   RETURN_IF_ERROR(WriteOverlayDirAsTar(dir, diff, &tar).status());
   RETURN_IF_ERROR(tar.Finish());
   RETURN_IF_ERROR(sink.Flush());
@@ -193,9 +197,7 @@ absl::StatusOr<WrittenLayer> WriteLayerFromDir(const std::string& dir, const Wri
   common::HashingSink uncompressed(plain ? static_cast<common::ByteSink*>(compressor.get())
                                          : &*compress);
   TarWriter tar(&uncompressed);
-  DiffOptions diff;
-  diff.clamp_mtime = options.source_date_epoch;
-  diff.normalize_tree = options.normalize_tree;
+  DiffOptions diff = DiffFor(options, options.normalize_tree);
   WrittenLayer out;
   absl::StatusOr<DiffStats> stats = WriteOverlayDirAsTar(dir, diff, &tar);
   absl::Status written = stats.ok() ? tar.Finish() : stats.status();

@@ -176,6 +176,19 @@ TEST_F(SandboxTest, SeccompAndNoNewPrivs) {
   insecure.set_insecure(true);
   o = Run(insecure);
   EXPECT_EQ(o.out, std::vector<std::string>{"Seccomp:\t0"});
+  // A precompiled filter (RunSandbox passes the process's own) that is not a BPF program is
+  // refused: the command does not run without its filter.
+  SandboxRequest junk = Request({"/bin/sh", "-c", "echo ran"});
+  junk.set_seccomp_filter("12345");
+  std::vector<std::string> out;
+  auto result = RunSandbox(
+      junk, SandboxIo{-1, -1, -1, [&](absl::string_view l, bool) { out.emplace_back(l); }},
+      nullptr);
+  ASSERT_OK(result);
+  EXPECT_NE(result->error_code(), 0);
+  EXPECT_TRUE(absl::StrContains(result->error_message(), "not a BPF program"))
+      << result->error_message();
+  EXPECT_TRUE(out.empty());
 }
 
 TEST_F(SandboxTest, OnlyStandardDevicesOpen) {
