@@ -21,6 +21,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/base/call_once.h"
 #include "absl/status/statusor.h"
 #include "cache/blob_store.h"
 #include "common/digest.h"
@@ -28,6 +29,10 @@
 #include "worker/copy/source_tree.h"
 
 namespace farm::scheduler::context {
+
+namespace internal {
+struct Walk;
+}  // namespace internal
 
 struct SnapshotOptions {
   bool normalize_permissions = false;
@@ -61,8 +66,8 @@ class Snapshot {
 
   // The serialized Directory protos by digest (the root included).
   const std::map<common::Digest, std::string>& directories() const { return directories_; }
-  // One host path per distinct file digest.
-  const std::map<common::Digest, std::string>& files() const { return files_; }
+  // One host path per distinct file digest (made on the first call).
+  const std::map<common::Digest, std::string>& files() const;
 
   // A BlobStore that serves this snapshot's Directory protos (from memory) and files (from
   // disk, their SHA-256 checked while streaming: a file changed since it was hashed is
@@ -82,13 +87,17 @@ class Snapshot {
   };
   absl::StatusOr<UploadStats> Upload(cache::BlobStore& cas, int parallelism = 8) const;
 
+  ~Snapshot();
+
  private:
-  Snapshot() = default;
+  Snapshot();
   std::string dir_;
   std::unique_ptr<worker::copy::IndexedTree> tree_;
   farm::v1::ContextRoot root_;
   std::map<common::Digest, std::string> directories_;
-  std::map<common::Digest, std::string> files_;
+  std::unique_ptr<internal::Walk> walk_;  // the walk's listings, which files() indexes
+  mutable absl::once_flag files_once_;
+  mutable std::map<common::Digest, std::string> files_;
   int64_t file_count_ = 0;
   int64_t files_hashed_ = 0;
   int64_t total_bytes_ = 0;

@@ -1,7 +1,10 @@
 #include "scheduler/context/context.h"
 
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+#include <algorithm>
 
 #include "build/bazel/remote/execution/v2/remote_execution.pb.h"
 #include "cache/rocksdb_blob_store.h"
@@ -156,6 +159,79 @@ TEST_F(UploadTest, HardLinksAreGroupedByTheirFirstName) {
     }
   }
   EXPECT_TRUE(recorded);
+}
+
+// The walk lists directories on several threads; the snapshot must not depend on how many.
+TEST_F(UploadTest, TheWalkIsTheSameOnOneThreadOrMany) {
+  for (int d = 0; d < 12; ++d) {
+    for (int f = 0; f < 5; ++f) {
+      Write("src/d" + std::to_string(d) + "/sub/f" + std::to_string(f), std::to_string(d * f));
+    }
+  }
+  Write("logs/old.log", "x");
+  Write("logs/keep.txt", "kept");
+  Write("tmp/a/b/c.txt", "excluded with nothing re-included below");
+  Write("skip.me", "x");
+  ASSERT_EQ(symlink("src/d1", common::JoinPath(dir_, "link").c_str()), 0);
+  std::vector<std::string> ignore = {"logs", "!logs/keep.txt", "tmp", "*.me"};
+  std::vector<std::string> paths;
+  std::string root;
+  for (int threads : {1, 2, 4, 16}) {
+    SnapshotOptions o;
+    o.threads = threads;
+    auto s = Snapshot::FromDirectory(dir_, ignore, o);
+    ASSERT_TRUE(s.ok()) << s.status();
+    if (threads == 1) {
+      paths = (*s)->tree().Paths();
+      root = (*s)->root().digest();
+      continue;
+    }
+    EXPECT_EQ((*s)->tree().Paths(), paths) << threads;
+    EXPECT_EQ((*s)->root().digest(), root) << threads;
+  }
+  auto has = [&](const std::string& p) {
+    return std::find(paths.begin(), paths.end(), p) != paths.end();
+  };
+  EXPECT_TRUE(has("logs"));
+  EXPECT_TRUE(has("logs/keep.txt"));
+  EXPECT_FALSE(has("logs/old.log"));
+  EXPECT_FALSE(has("tmp"));  // excluded, and nothing below it re-included
+  EXPECT_FALSE(has("skip.me"));
+  EXPECT_TRUE(has("link"));
+  EXPECT_TRUE(has("src/d11/sub/f4"));
+  EXPECT_EQ(paths.size(), 1u + 12 * 2 + 12 * 5 + 2 + 1);  // src, dirs, files, logs/*, link
+}
+
+// The stat cache: unchanged files reuse their digests, a changed one is read again, and the
+// result is the same as hashing everything.
+TEST_F(UploadTest, TheStatCacheReadsOnlyChangedFiles) {
+  for (int f = 0; f < 20; ++f) Write("d/f" + std::to_string(f), "content " + std::to_string(f));
+  // Old mtimes: the cache trusts only files not changed within 2 s of being written.
+  auto age = [&](const std::string& rel) {
+    struct timespec times[2] = {{1000000000, 0}, {1000000000, 0}};
+    ASSERT_EQ(utimensat(AT_FDCWD, common::JoinPath(dir_, rel).c_str(), times, 0), 0);
+  };
+  for (int f = 0; f < 20; ++f) age("d/f" + std::to_string(f));
+  SnapshotOptions o;
+  o.stat_cache = common::JoinPath(tmp_->path(), "stat-cache");
+  auto first = Snapshot::FromDirectory(dir_, {}, o);
+  ASSERT_TRUE(first.ok()) << first.status();
+  EXPECT_EQ((*first)->files_hashed(), 20);
+  auto again = Snapshot::FromDirectory(dir_, {}, o);
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ((*again)->files_hashed(), 0);
+  EXPECT_EQ((*again)->root().digest(), (*first)->root().digest());
+
+  Write("d/f7", "changed, and longer than before");
+  age("d/f7");
+  auto edited = Snapshot::FromDirectory(dir_, {}, o);
+  ASSERT_TRUE(edited.ok()) << edited.status();
+  EXPECT_EQ((*edited)->files_hashed(), 1);
+  auto uncached = Snapshot::FromDirectory(dir_, {}, {});
+  ASSERT_TRUE(uncached.ok()) << uncached.status();
+  EXPECT_EQ((*edited)->root().digest(), (*uncached)->root().digest());
+  EXPECT_NE((*edited)->root().digest(), (*first)->root().digest());
+  EXPECT_EQ((*edited)->files().size(), 20u);
 }
 
 }  // namespace

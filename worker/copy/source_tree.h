@@ -103,11 +103,14 @@ class IndexedTree : public SourceTree {
   IndexedTree(SymlinkPolicy policy, ContentReader reader, HostPathFn host_path = nullptr);
 
   // Adds or replaces an entry. Missing parent directories are added (0755, owner 0:0).
-  // The root ("") always exists as a directory.
-  void Add(const std::string& path, FileInfo info);
-  size_t size() const { return entries_.size(); }
-  // All entries in path order (a parent before its children); the root is not listed.
-  const std::map<std::string, FileInfo>& entries() const { return entries_; }
+  // The root ("") always exists as a directory. Adding in walk order (a directory before its
+  // children, siblings by name) appends: no search, no moves.
+  void Add(absl::string_view path, FileInfo info);
+  void Reserve(size_t entries) { nodes_.reserve(entries + 1); }
+  size_t size() const { return nodes_.size() - 1; }
+  // Every path in walk order: a directory before its children, siblings by name (byte
+  // order); the root is not listed.
+  std::vector<std::string> Paths() const;
 
   absl::StatusOr<FileInfo> Lstat(absl::string_view path) const override;
   absl::StatusOr<std::vector<DirEntry>> ReadDir(absl::string_view path) const override;
@@ -116,12 +119,22 @@ class IndexedTree : public SourceTree {
   SymlinkPolicy symlink_policy() const override { return policy_; }
 
  private:
+  struct Node {
+    std::string name;
+    FileInfo info;
+    std::vector<uint32_t> children;  // indexes into nodes_, sorted by name (byte order)
+  };
+  // The index of `parent`'s child `name`: where it is, else where it would be inserted.
+  std::pair<size_t, bool> FindChild(const Node& parent, absl::string_view name) const;
+  // The node at `path`, or nullptr.
+  const Node* Find(absl::string_view path) const;
+
   SymlinkPolicy policy_;
   ContentReader reader_;
   HostPathFn host_path_;
-  FileInfo root_;
-  std::map<std::string, FileInfo> entries_;  // byte order: a parent sorts before its children
-  std::map<std::string, std::set<std::string>> children_;  // dir → child names
+  // A flat index: nodes_[0] is the root; a node's children are kept sorted as they are added
+  // (20,000 context files index in a few milliseconds, without a map node per path).
+  std::vector<Node> nodes_;
 };
 
 }  // namespace farm::worker::copy
