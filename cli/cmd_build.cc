@@ -232,6 +232,9 @@ class Build {
       wo.policy = sandbox_.policy;
       wo.limits = sandbox_.limits;
       wo.store_layers_behind = true;  // the engine records a step once its layer is stored
+      // The process exits right after the build: the firewall table goes without being waited
+      // for (the next build's executor waits for its removal).
+      wo.policy.network.teardown_behind = true;
       ASSIGN_OR_RETURN(local_executor, worker::LocalStepExecutor::Create(std::move(wo)));
       timer_.Mark("open the executor");
       return std::shared_ptr<executor::StepExecutor>(local_executor);

@@ -456,6 +456,16 @@ TEST_F(CopyTest, UnchangedContextFilesAreTheirPreviousVersionsInodes) {
   farm::v1::Layer c;
   ExecLayer(chmod, &c);
   EXPECT_NE(InodeIn(c, "pool/same.txt"), InodeIn(v1, "pool/same.txt"));
+
+  // Two sources writing one name: the later replaces the earlier, pooled or not.
+  auto twice = [] { return ContextBuilder().File("one/f", "first\n").File("two/f", "second\n"); };
+  farm::v1::Layer o1, o2;
+  LayerContents l1 = ExecLayer(Copy(twice(), {"one/", "two/"}, "/over/"), &o1);
+  LayerContents l2 = ExecLayer(Copy(twice(), {"one/", "two/"}, "/over/"), &o2);
+  EXPECT_EQ(l1.at("over/f").data, "second\n");
+  EXPECT_EQ(l2.at("over/f").data, "second\n");
+  EXPECT_EQ(o1.diff_id(), o2.diff_id());
+  EXPECT_EQ(InodeIn(o1, "over/f"), InodeIn(o2, "over/f"));
 }
 
 TEST_F(CopyTest, AddUrlFollowsTheStepNetworkPolicy) {

@@ -66,6 +66,7 @@ absl::StatusOr<std::unique_ptr<InProcessBuilder>> InProcessBuilder::Create(const
   wo.policy = settings.policy;
   wo.limits = settings.limits;
   wo.store_layers_behind = true;  // each engine records its steps once their layers are stored
+  wo.policy.network.teardown_behind = true;  // farm bake exits after its builds
   ASSIGN_OR_RETURN(std::unique_ptr<worker::LocalStepExecutor> exec,
                    worker::LocalStepExecutor::Create(std::move(wo)));
   b->executor_ = std::move(exec);

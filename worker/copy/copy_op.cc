@@ -84,10 +84,12 @@ absl::StatusOr<uint32_t> ParseChmod(const std::string& s) {
   return v;
 }
 
-absl::Status RemoveEntry(const std::string& host) {
+// Removes whatever is at `host`; says whether there was something.
+absl::StatusOr<bool> RemoveEntry(const std::string& host) {
   struct stat st;
-  if (lstat(host.c_str(), &st) != 0) return absl::OkStatus();
-  return common::RemoveAll(host);
+  if (lstat(host.c_str(), &st) != 0) return false;
+  RETURN_IF_ERROR(common::RemoveAll(host));
+  return true;
 }
 
 class Copier {
@@ -196,11 +198,12 @@ class Copier {
   }
 
   // Where a non-directory entry named `rel` goes: its parent resolved, any earlier entry of
-  // this COPY there removed. Returns the real relative path.
-  absl::StatusOr<std::string> Target(const std::string& rel) {
+  // this COPY there removed unless `remove` is false (the caller's create fails on it and the
+  // caller removes it then). Returns the real relative path.
+  absl::StatusOr<std::string> Target(const std::string& rel, bool remove = true) {
     ASSIGN_OR_RETURN(std::string parent, Dir(Parent(rel)));
     std::string target = Join(parent, Base(rel));
-    RETURN_IF_ERROR(RemoveEntry(tree_.HostPath(target)));
+    if (remove) RETURN_IF_ERROR(RemoveEntry(tree_.HostPath(target)).status());
     return target;
   }
 
@@ -258,7 +261,19 @@ class Copier {
         return absl::OkStatus();
       }
       case FileType::kRegular: {
-        ASSIGN_OR_RETURN(std::string target, Target(rel));
+        // The common case, a pooled file linked at a new name, costs no lookup of the name:
+        // link() fails on an earlier entry, which is removed then.
+        ASSIGN_OR_RETURN(std::string target, Target(rel, /*remove=*/false));
+        std::optional<layerstore::FilePool::Key> pooled =
+            PoolKey(tree, src_path, info, target, a, from_context);
+        if (pooled.has_value() && in_.file_pool->LinkInto(*pooled, tree_.HostPath(target))) {
+          return absl::OkStatus();
+        }
+        ASSIGN_OR_RETURN(bool replaced, RemoveEntry(tree_.HostPath(target)));
+        if (replaced && pooled.has_value() &&
+            in_.file_pool->LinkInto(*pooled, tree_.HostPath(target))) {
+          return absl::OkStatus();
+        }
         if (!info.hardlink_group.empty()) {
           // Another name of a file this COPY already wrote: a hard link, as in the source.
           auto first = hardlinks_.find(info.hardlink_group);
@@ -269,11 +284,6 @@ class Copier {
             return absl::OkStatus();
           }
           hardlinks_[info.hardlink_group] = target;
-        }
-        std::optional<layerstore::FilePool::Key> pooled =
-            PoolKey(tree, src_path, info, target, a, from_context);
-        if (pooled.has_value() && in_.file_pool->LinkInto(*pooled, tree_.HostPath(target))) {
-          return absl::OkStatus();
         }
         RETURN_IF_ERROR(CopyFileContent(tree, src_path, tree_.HostPath(target)));
         RETURN_IF_ERROR(LayerTree::Apply(tree_.HostPath(target), a, false));

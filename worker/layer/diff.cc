@@ -14,6 +14,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "common/fs.h"
 #include "common/status_macros.h"
 #include "common/status_util.h"
 
@@ -29,12 +30,29 @@ namespace {
 constexpr char kWhiteoutPrefix[] = ".wh.";
 constexpr char kOpaqueMarker[] = ".wh..wh..opq";
 
-// Returns the names of every xattr of `path` (not following symlinks); errors name `shown`.
-absl::StatusOr<std::vector<std::string>> ListXattrs(const std::string& path,
+// Where xattrs are read: an open file (regular files and directories, which the walk opens
+// anyway: no path lookup) or, for what cannot be opened (symlinks, devices), a path.
+struct XattrSource {
+  int fd = -1;
+  std::string path;
+
+  ssize_t List(char* buf, size_t size) const {
+    return fd >= 0 ? flistxattr(fd, buf, size) : llistxattr(path.c_str(), buf, size);
+  }
+  ssize_t Get(const char* name, void* buf, size_t size) const {
+    return fd >= 0 ? fgetxattr(fd, name, buf, size) : lgetxattr(path.c_str(), name, buf, size);
+  }
+  int Remove(const char* name) const {
+    return fd >= 0 ? fremovexattr(fd, name) : lremovexattr(path.c_str(), name);
+  }
+};
+
+// Returns the names of every xattr of `src` (not following symlinks); errors name `shown`.
+absl::StatusOr<std::vector<std::string>> ListXattrs(const XattrSource& src,
                                                     const std::string& shown) {
   std::vector<char> buf(256);
   while (true) {
-    ssize_t n = llistxattr(path.c_str(), buf.data(), buf.size());
+    ssize_t n = src.List(buf.data(), buf.size());
     if (n >= 0) {
       std::vector<std::string> names;
       for (ssize_t i = 0; i < n;) {
@@ -45,7 +63,7 @@ absl::StatusOr<std::vector<std::string>> ListXattrs(const std::string& path,
       return names;
     }
     if (errno == ERANGE) {
-      ssize_t need = llistxattr(path.c_str(), nullptr, 0);
+      ssize_t need = src.List(nullptr, 0);
       if (need < 0) return common::ErrnoToStatus(errno, absl::StrCat("listxattr ", shown));
       buf.resize(static_cast<size_t>(need) + 1);
       continue;
@@ -55,19 +73,19 @@ absl::StatusOr<std::vector<std::string>> ListXattrs(const std::string& path,
   }
 }
 
-// Value of xattr `name` of `path`, or nullopt if absent; errors name `shown`.
-absl::StatusOr<std::optional<std::string>> GetXattr(const std::string& path, const char* name,
+// Value of xattr `name` of `src`, or nullopt if absent; errors name `shown`.
+absl::StatusOr<std::optional<std::string>> GetXattr(const XattrSource& src, const char* name,
                                                     const std::string& shown) {
   std::string value(64, '\0');
   while (true) {
-    ssize_t n = lgetxattr(path.c_str(), name, &value[0], value.size());
+    ssize_t n = src.Get(name, &value[0], value.size());
     if (n >= 0) {
       value.resize(static_cast<size_t>(n));
       return std::optional<std::string>(std::move(value));
     }
     if (errno == ENODATA || errno == ENOTSUP) return std::optional<std::string>();
     if (errno == ERANGE) {
-      ssize_t need = lgetxattr(path.c_str(), name, nullptr, 0);
+      ssize_t need = src.Get(name, nullptr, 0);
       if (need < 0) return common::ErrnoToStatus(errno, absl::StrCat("getxattr ", shown));
       value.resize(static_cast<size_t>(need));
       continue;
@@ -142,7 +160,7 @@ class Walker {
       if (S_ISCHR(e.st.st_mode) && e.st.st_rdev == makedev(0, 0)) {
         e.whiteout = true;
       } else if (S_ISREG(e.st.st_mode) && e.st.st_size == 0) {
-        auto wh = GetXattr(AtPath(dirfd, e.disk_name), "trusted.overlay.whiteout",
+        auto wh = GetXattr(XattrSource{-1, AtPath(dirfd, e.disk_name)}, "trusted.overlay.whiteout",
                            DiskPath(rel, e.disk_name));
         if (!wh.ok()) {
           status = wh.status();
@@ -187,18 +205,31 @@ class Walker {
         return common::ErrnoToStatus(errno, absl::StrCat("utimensat ", path));
       }
     }
+    // Regular files and directories are opened once, here: their xattrs are read through the
+    // descriptor, then the content is read or the directory walked.
+    common::UniqueFd fd;
+    XattrSource xsrc;
+    if (S_ISREG(st.st_mode) || S_ISDIR(st.st_mode)) {
+      int flags = O_RDONLY | O_NOFOLLOW | O_CLOEXEC | (S_ISDIR(st.st_mode) ? O_DIRECTORY : 0);
+      int f = openat(dirfd, e.disk_name.c_str(), flags | O_NOATIME);
+      if (f < 0 && errno == EPERM) f = openat(dirfd, e.disk_name.c_str(), flags);
+      if (f < 0) return common::ErrnoToStatus(errno, absl::StrCat("open ", path));
+      fd = common::UniqueFd(f);
+      xsrc.fd = f;
+    } else {
+      xsrc.path = AtPath(dirfd, e.disk_name);
+    }
     bool opaque = false;
-    const std::string at = AtPath(dirfd, e.disk_name);
-    ASSIGN_OR_RETURN(std::vector<std::string> xattrs, ListXattrs(at, path));
+    ASSIGN_OR_RETURN(std::vector<std::string> xattrs, ListXattrs(xsrc, path));
     std::sort(xattrs.begin(), xattrs.end());
     for (const std::string& name : xattrs) {
       if (IsLayerXattr(name)) {
-        ASSIGN_OR_RETURN(std::optional<std::string> v, GetXattr(at, name.c_str(), path));
+        ASSIGN_OR_RETURN(std::optional<std::string> v, GetXattr(xsrc, name.c_str(), path));
         if (v.has_value()) h.xattrs.emplace_back(name, std::move(*v));
         continue;
       }
       if (name == "trusted.overlay.opaque" && S_ISDIR(st.st_mode)) {
-        ASSIGN_OR_RETURN(std::optional<std::string> v, GetXattr(at, name.c_str(), path));
+        ASSIGN_OR_RETURN(std::optional<std::string> v, GetXattr(xsrc, name.c_str(), path));
         opaque = v.has_value() && *v == "y";
         if (opaque) continue;
       }
@@ -206,7 +237,7 @@ class Walker {
       // valid lowerdir (opaque markers, xattr whiteouts) stays.
       if (options_.normalize_tree && absl::StartsWith(name, "trusted.overlay.") &&
           name != "trusted.overlay.whiteout" && name != "trusted.overlay.opaque") {
-        if (lremovexattr(at.c_str(), name.c_str()) != 0 && errno != ENODATA) {
+        if (xsrc.Remove(name.c_str()) != 0 && errno != ENODATA) {
           return common::ErrnoToStatus(errno, absl::StrCat("removexattr ", name, " ", path));
         }
       }
@@ -222,11 +253,7 @@ class Walker {
         RETURN_IF_ERROR(tar_->WriteHeader(marker));
         ++stats_.entries;
       }
-      int fd = openat(dirfd, e.disk_name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-      if (fd < 0) return common::ErrnoToStatus(errno, absl::StrCat("open ", path));
-      absl::Status s = WalkDir(fd, absl::StrCat(rel, e.disk_name, "/"));
-      close(fd);
-      return s;
+      return WalkDir(fd.get(), absl::StrCat(rel, e.disk_name, "/"));
     }
     if (S_ISLNK(st.st_mode)) {
       h.type = TarHeader::kSymlink;
@@ -264,7 +291,7 @@ class Walker {
       h.size = st.st_size;
       RETURN_IF_ERROR(tar_->WriteHeader(h));
       ++stats_.entries;
-      return CopyContent(dirfd, e.disk_name, path, st.st_size);
+      return CopyContent(fd.get(), path, st.st_size);
     } else {
       return absl::InvalidArgumentError(absl::StrCat("unsupported file type at ", path));
     }
@@ -273,33 +300,22 @@ class Walker {
     return absl::OkStatus();
   }
 
-  absl::Status CopyContent(int dirfd, const std::string& name, const std::string& path,
-                           int64_t size) {
-    int fd = openat(dirfd, name.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOATIME);
-    if (fd < 0 && errno == EPERM)
-      fd = openat(dirfd, name.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-    if (fd < 0) return common::ErrnoToStatus(errno, absl::StrCat("open ", path));
-    posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+  // Copies `size` bytes of the open file `fd` into the archive.
+  absl::Status CopyContent(int fd, const std::string& path, int64_t size) {
+    if (size > static_cast<int64_t>(buffer_.size())) posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
     int64_t left = size;
-    absl::Status s;
     while (left > 0) {
       ssize_t n = read(fd, buffer_.data(), std::min<int64_t>(left, buffer_.size()));
       if (n < 0) {
         if (errno == EINTR) continue;
-        s = common::ErrnoToStatus(errno, absl::StrCat("read ", path));
-        break;
+        return common::ErrnoToStatus(errno, absl::StrCat("read ", path));
       }
-      if (n == 0) {
-        s = absl::InternalError(absl::StrCat(path, " shrank while archiving"));
-        break;
-      }
-      s = tar_->WriteData(absl::string_view(buffer_.data(), static_cast<size_t>(n)));
-      if (!s.ok()) break;
+      if (n == 0) return absl::InternalError(absl::StrCat(path, " shrank while archiving"));
+      RETURN_IF_ERROR(tar_->WriteData(absl::string_view(buffer_.data(), static_cast<size_t>(n))));
       left -= n;
       stats_.file_bytes += n;
     }
-    close(fd);
-    return s;
+    return absl::OkStatus();
   }
 
   const std::string root_;

@@ -251,5 +251,51 @@ TEST_F(IsolationTest, ManySequentialStepsReuseSlotsCleanly) {
   EXPECT_EQ(left, 0);
 }
 
+// Whether nftables has table `name` (inet family).
+bool HasTable(const std::string& name) {
+  std::string nft = access("/usr/sbin/nft", X_OK) == 0 ? "/usr/sbin/nft" : "/sbin/nft";
+  return system(absl::StrCat(nft, " list table inet ", name, " >/dev/null 2>&1").c_str()) == 0;
+}
+
+TEST_F(IsolationTest, ARemovalLeftBehindNeverDeletesTheNextTable) {
+  // farm build exits without waiting for its table's removal (teardown_behind); the next
+  // build's Create must wait for that removal, or it could delete the table just loaded and
+  // leave the steps without their firewall. A slow nft for removals makes the race certain.
+  std::string nft = access("/usr/sbin/nft", X_OK) == 0 ? "/usr/sbin/nft" : "/sbin/nft";
+  std::string slow = tmp_->path() + "/slow-nft";
+  ASSERT_OK(
+      common::WriteFileAtomic(slow,
+                              absl::StrCat("#!/bin/sh\ninput=$(cat)\n"
+                                           "case \"$input\" in *\"{\"*) ;; *) sleep 0.3 ;; esac\n"
+                                           "printf '%s\\n' \"$input\" | ",
+                                           nft, " \"$@\"\n"),
+                              0755));
+  StepNetworkOptions o;
+  o.pool = "198.19.0.16/28";
+  o.resolv_conf = tmp_->path() + "/resolv.conf";
+  o.lease_dir = tmp_->path() + "/behind-leases";
+  o.nft = slow;
+  o.teardown_behind = true;
+  std::string state = tmp_->path() + "/behind-state";
+  std::string table;
+  for (int i = 0; i < 2; ++i) {
+    auto net = StepNetwork::Create(o, state);
+    ASSERT_OK(net);
+    table = (*net)->table();
+    usleep(500000);  // past the moment a removal that did not wait its turn would delete it
+    EXPECT_TRUE(HasTable(table)) << i;
+    net->reset();  // the removal now runs behind, holding the lock
+  }
+  // The last removal finishes on its own; the table goes.
+  bool gone = false;
+  for (int i = 0; i < 200 && !gone; ++i) {
+    gone = !HasTable(table);
+    if (!gone) usleep(10000);
+  }
+  EXPECT_TRUE(gone);
+  while (waitpid(-1, nullptr, WNOHANG) > 0) {
+  }
+}
+
 }  // namespace
 }  // namespace farm::worker::network

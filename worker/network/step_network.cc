@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <spawn.h>
+#include <sys/file.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -14,6 +15,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "common/digest.h"
 #include "common/fs.h"
 #include "common/status_macros.h"
@@ -32,11 +35,14 @@ std::string FindNft(const std::string& configured) {
   return "";
 }
 
-// Runs `argv` with `input` on stdin; returns its stderr on failure.
-absl::Status RunTool(const std::vector<std::string>& argv, const std::string& input) {
-  int in[2], err[2];
+// Starts `argv` with `input` on stdin and stdout on /dev/null. Its stderr goes to a pipe
+// whose read end is `*err` when `err` is not null, else to /dev/null; `keep_fd` >= 0 is
+// passed on as its descriptor 3 (a lock the child then holds until it exits).
+absl::StatusOr<pid_t> Spawn(const std::vector<std::string>& argv, const std::string& input,
+                            int keep_fd, int* err) {
+  int in[2], errp[2] = {-1, -1};
   if (pipe2(in, O_CLOEXEC) != 0) return common::ErrnoToStatus(errno, "pipe");
-  if (pipe2(err, O_CLOEXEC) != 0) {
+  if (err != nullptr && pipe2(errp, O_CLOEXEC) != 0) {
     close(in[0]);
     close(in[1]);
     return common::ErrnoToStatus(errno, "pipe");
@@ -45,7 +51,12 @@ absl::Status RunTool(const std::vector<std::string>& argv, const std::string& in
   posix_spawn_file_actions_init(&fa);
   posix_spawn_file_actions_adddup2(&fa, in[0], 0);
   posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
-  posix_spawn_file_actions_adddup2(&fa, err[1], 2);
+  if (err != nullptr) {
+    posix_spawn_file_actions_adddup2(&fa, errp[1], 2);
+  } else {
+    posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
+  }
+  if (keep_fd >= 0) posix_spawn_file_actions_adddup2(&fa, keep_fd, 3);
   std::vector<char*> args;
   std::vector<std::string> copy = argv;
   for (std::string& a : copy) args.push_back(&a[0]);
@@ -54,25 +65,57 @@ absl::Status RunTool(const std::vector<std::string>& argv, const std::string& in
   int rc = posix_spawn(&pid, args[0], &fa, nullptr, args.data(), environ);
   posix_spawn_file_actions_destroy(&fa);
   close(in[0]);
-  close(err[1]);
+  if (err != nullptr) close(errp[1]);
   if (rc != 0) {
     close(in[1]);
-    close(err[0]);
+    if (err != nullptr) close(errp[0]);
     return common::ErrnoToStatus(rc, "running " + argv[0]);
   }
+  // The input is a few hundred bytes: it fits the pipe, the child reads it when it runs.
   (void)!write(in[1], input.data(), input.size());
   close(in[1]);
+  if (err != nullptr) *err = errp[0];
+  return pid;
+}
+
+// Runs `argv` with `input` on stdin; returns its stderr on failure.
+absl::Status RunTool(const std::vector<std::string>& argv, const std::string& input) {
+  int err = -1;
+  ASSIGN_OR_RETURN(pid_t pid, Spawn(argv, input, -1, &err));
   std::string errors;
   char buf[4096];
   ssize_t n;
-  while ((n = read(err[0], buf, sizeof(buf))) > 0) errors.append(buf, static_cast<size_t>(n));
-  close(err[0]);
+  while ((n = read(err, buf, sizeof(buf))) > 0) errors.append(buf, static_cast<size_t>(n));
+  close(err);
   int status = 0;
   while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
   }
   if (WIFEXITED(status) && WEXITSTATUS(status) == 0) return absl::OkStatus();
   return absl::FailedPreconditionError(
       absl::StrCat(absl::StrJoin(argv, " "), " failed: ", absl::StripAsciiWhitespace(errors)));
+}
+
+// Takes the state directory's network lock: held by this network while it lives and by a
+// removal left running behind a process that exited (teardown_behind), so a new table is
+// never loaded while an old removal may still delete it.
+absl::StatusOr<common::UniqueFd> LockNetwork(const std::string& dir, absl::Duration wait) {
+  std::string path = common::JoinPath(dir, "lock");
+  common::UniqueFd fd(open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600));
+  if (fd.get() < 0) return common::ErrnoToStatus(errno, "open " + path);
+  absl::Time deadline = absl::Now() + wait;
+  while (flock(fd.get(), LOCK_EX | LOCK_NB) != 0) {
+    if (errno != EWOULDBLOCK && errno != EINTR) {
+      return common::ErrnoToStatus(errno, "lock " + path);
+    }
+    if (absl::Now() > deadline) {
+      return absl::DeadlineExceededError(absl::StrCat(
+          "waited ", absl::FormatDuration(wait), " for ", path,
+          ": another farm process with this state directory, or the removal of its firewall "
+          "table, still holds it"));
+    }
+    absl::SleepFor(absl::Milliseconds(5));
+  }
+  return fd;
 }
 
 std::string Elements(const std::vector<std::string>& items) {
@@ -164,6 +207,7 @@ absl::StatusOr<std::unique_ptr<StepNetwork>> StepNetwork::Create(StepNetworkOpti
   }
   std::string dir = common::JoinPath(state_dir, "network");
   RETURN_IF_ERROR(common::MakeDirs(dir, 0755));
+  ASSIGN_OR_RETURN(net->lock_, LockNetwork(dir, absl::Seconds(30)));
   net->resolv_conf_ = common::JoinPath(dir, "resolv.conf");
   RETURN_IF_ERROR(common::WriteFileAtomic(net->resolv_conf_, resolv, 0644));
 
@@ -187,11 +231,14 @@ absl::StatusOr<std::unique_ptr<StepNetwork>> StepNetwork::Create(StepNetworkOpti
 }
 
 StepNetwork::~StepNetwork() {
-  if (!nft_.empty()) {
-    RunTool({nft_, "-f", "-"},
-            absl::StrCat("table inet ", table_, "\ndelete table inet ", table_, "\n"))
-        .IgnoreError();
+  if (nft_.empty() || lock_.get() < 0) return;  // never loaded
+  std::string removal = absl::StrCat("table inet ", table_, "\ndelete table inet ", table_, "\n");
+  if (options_.teardown_behind) {
+    // nft holds the lock (its descriptor 3) until the table is gone; nobody waits for it here.
+    Spawn({nft_, "-f", "-"}, removal, lock_.get(), nullptr).IgnoreError();
+    return;
   }
+  RunTool({nft_, "-f", "-"}, removal).IgnoreError();
 }
 
 std::string StepNetwork::Ruleset() const {

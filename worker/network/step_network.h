@@ -22,6 +22,8 @@
 // Lifetime: Create replaces the table of a previous worker with the same state directory (what
 // a crash left behind) and removes it again in the destructor; the veth pairs go with their
 // steps' namespaces (the runner deletes its host end; a killed runner's namespace takes it).
+// `<state>/network/lock` is held meanwhile (and by a removal left running behind an exiting
+// process), so two tables of one state directory never overlap.
 //
 //   StepNetworkOptions o;
 //   o.deny = PrivateRanges();
@@ -35,6 +37,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "common/fs.h"
 #include "farm/v1/sandbox.pb.h"
 #include "worker/network/cidr.h"
 #include "worker/network/destination_policy.h"
@@ -55,6 +58,11 @@ struct StepNetworkOptions {
   std::string lease_dir = "/run/farm/step-net";
   // The nft command; "" = found in /usr/sbin, /sbin or PATH.
   std::string nft;
+  // The destructor starts the table's removal and returns without waiting for it (10-20 ms):
+  // for a process about to exit (farm build). The removal holds the state directory's network
+  // lock until it is done, so the next Create there waits for it; the child is left to the
+  // process's parent to reap.
+  bool teardown_behind = false;
 };
 
 class StepNetwork {
@@ -82,6 +90,7 @@ class StepNetwork {
   std::string table_, prefix_, resolv_conf_, nft_;
   std::vector<IpAddress> resolvers_;
   DestinationPolicy policy_;
+  common::UniqueFd lock_;  // <state>/network/lock, held while the table is loaded
 };
 
 // The step-usable resolvers in resolv.conf text: IPv4 nameservers that are not loopback.
