@@ -24,6 +24,7 @@
 #include "cli/image_common.h"
 #include "cli/progress.h"
 #include "cli/stores.h"
+#include "common/farm_home.h"
 #include "common/flags.h"
 #include "common/fs.h"
 #include "common/status_macros.h"
@@ -141,8 +142,13 @@ class Build {
     dockerfile_text_ = source->dockerfile_text;
     progress_.Start(ProgressPrinter::Create(*mode, 2, dockerfile_text_, source->dockerfile_name));
 
+    // The contexts are hashed while the stores open: each takes tens of milliseconds.
+    absl::StatusOr<std::string> home = common::FarmHome();
+    if (!home.ok()) return progress_.Fatal(home.status());
+    MakeContexts(*home, context_dir, stdin_df ? "" : dockerfile_path);
+
     // Stores (waits for another farm process using the same home).
-    absl::StatusOr<LocalStores> stores = OpenLocalStores();
+    absl::StatusOr<LocalStores> stores = OpenLocalStores(*home);
     if (!stores.ok()) return progress_.Fatal(stores.status());
     stores_ = &*stores;
     // The operator's sandbox settings for this machine (entitlements it permits, limits).
@@ -198,23 +204,6 @@ class Build {
         FileBuildRecords::Create(common::JoinPath(st.home, "builds"));
     if (!records.ok()) return progress_.Fatal(records.status());
 
-    // The context: hashed in place (with a stat cache per context directory; a tar on stdin
-    // has none) and read by the in-process worker where it is: nothing is copied.
-    scheduler::context::SnapshotOptions so;
-    so.normalize_permissions = f_.in.normalize_permissions;
-    if (tar_context_.empty()) so.stat_cache = ContextStatCachePath(st.home, context_dir);
-    scheduler::pipeline::LocalContext context(context_dir, stdin_df ? "" : dockerfile_path, so);
-    // Named contexts (--build-context): directories hashed like the main one (their own
-    // .dockerignore and stat cache) and read in place; images resolved like FROM images.
-    std::map<std::string, std::unique_ptr<scheduler::pipeline::LocalContext>> named_dirs;
-    for (const auto& [name, arg] : named_) {
-      if (!arg.image.empty()) continue;
-      scheduler::context::SnapshotOptions nso;
-      nso.normalize_permissions = f_.in.normalize_permissions;
-      nso.stat_cache = ContextStatCachePath(st.home, arg.dir);
-      named_dirs[name] = std::make_unique<scheduler::pipeline::LocalContext>(arg.dir, "", nso);
-    }
-
     // The executor (the sandbox runner is this same binary, re-executed), made once the
     // context is hashed: it reads the context's files through an overlay on the CAS.
     std::shared_ptr<worker::LocalStepExecutor> local_executor;
@@ -226,8 +215,8 @@ class Build {
       timer_.Mark("parse, hash the context, resolve bases, plan");
       worker::LocalStepExecutor::Options wo;
       wo.state_dir = common::JoinPath(st.home, "worker");
-      wo.cas = context.snapshot().Overlay(st.blobs);
-      for (const auto& [unused, c] : named_dirs) wo.cas = c->snapshot().Overlay(wo.cas);
+      wo.cas = context_->snapshot().Overlay(st.blobs);
+      for (const auto& [unused, c] : named_dirs_) wo.cas = c->snapshot().Overlay(wo.cas);
       wo.secrets = std::make_shared<executor::MapSecretProvider>(secrets, agents);
       wo.policy = sandbox_.policy;
       wo.limits = sandbox_.limits;
@@ -243,7 +232,7 @@ class Build {
     scheduler::pipeline::Request req;
     req.dockerfile = dockerfile_text_;
     req.dockerfile_name = stdin_df ? "<stdin>" : dockerfile_path;
-    req.context = &context;
+    req.context = context_.get();
     absl::StatusOr<std::map<std::string, std::string>> build_args = f_.in.BuildArgs();
     if (!build_args.ok()) return progress_.Fatal(build_args.status());
     req.plan.build_args = *build_args;
@@ -252,7 +241,7 @@ class Build {
     for (const auto& [name, arg] : named_) {
       if (!arg.image.empty()) req.plan.named_contexts[name].image = arg.image;
     }
-    for (const auto& [name, c] : named_dirs) req.named_contexts[name] = c.get();
+    for (const auto& [name, c] : named_dirs_) req.named_contexts[name] = c.get();
     if (platforms_.size() > 1) req.platforms = platforms_;
     req.plan.layer_options = checked_.layer_options;
     req.plan.layer_options.set_normalize_permissions(f_.in.normalize_permissions);
@@ -336,6 +325,29 @@ class Build {
     return 0;
   }
 
+  // The main context (hashed in place, with a stat cache per context directory; a tar on stdin
+  // has none) and the named directory contexts (--build-context: their own .dockerignore and
+  // stat cache), read by the in-process worker where they are: nothing is copied. Their
+  // hashing starts now.
+  void MakeContexts(const std::string& home, const std::string& context_dir,
+                    const std::string& dockerfile_path) {
+    scheduler::context::SnapshotOptions so;
+    so.normalize_permissions = f_.in.normalize_permissions;
+    if (tar_context_.empty()) so.stat_cache = ContextStatCachePath(home, context_dir);
+    context_ =
+        std::make_unique<scheduler::pipeline::LocalContext>(context_dir, dockerfile_path, so);
+    context_->Prefetch();
+    for (const auto& [name, arg] : named_) {
+      if (!arg.image.empty()) continue;
+      scheduler::context::SnapshotOptions nso;
+      nso.normalize_permissions = f_.in.normalize_permissions;
+      nso.stat_cache = ContextStatCachePath(home, arg.dir);
+      auto& c = named_dirs_[name];
+      c = std::make_unique<scheduler::pipeline::LocalContext>(arg.dir, "", nso);
+      c->Prefetch();
+    }
+  }
+
   // Writes the build record; returns the exit status for `status` (the pipeline has shown the
   // outcome already).
   int Finish(farm::v1::BuildRecord* record, BuildRecords& records, const absl::Status& status) {
@@ -366,6 +378,8 @@ class Build {
   LocalStores* stores_ = nullptr;
   std::string sandbox_conf_;
   worker::SandboxSettings sandbox_;
+  std::unique_ptr<scheduler::pipeline::LocalContext> context_;
+  std::map<std::string, std::unique_ptr<scheduler::pipeline::LocalContext>> named_dirs_;
 };
 
 }  // namespace

@@ -7,10 +7,34 @@
 
 namespace farm::scheduler::pipeline {
 
-absl::Status LocalContext::Load(const std::function<void(const std::string&)>& log) {
+namespace {
+
+absl::StatusOr<std::unique_ptr<context::Snapshot>> Hash(const std::string& dir,
+                                                        const std::string& dockerfile_path,
+                                                        const context::SnapshotOptions& options) {
   ASSIGN_OR_RETURN(std::vector<std::string> ignore,
-                   context::LoadIgnorePatterns(dir_, dockerfile_path_));
-  ASSIGN_OR_RETURN(snapshot_, context::Snapshot::FromDirectory(dir_, ignore, options_));
+                   context::LoadIgnorePatterns(dir, dockerfile_path));
+  return context::Snapshot::FromDirectory(dir, ignore, options);
+}
+
+}  // namespace
+
+LocalContext::~LocalContext() {
+  if (prefetch_.joinable()) prefetch_.join();
+}
+
+void LocalContext::Prefetch() {
+  if (prefetch_.joinable() || snapshot_ != nullptr) return;
+  prefetch_ = std::thread([this] { prefetched_ = Hash(dir_, dockerfile_path_, options_); });
+}
+
+absl::Status LocalContext::Load(const std::function<void(const std::string&)>& log) {
+  if (prefetch_.joinable()) {
+    prefetch_.join();
+    ASSIGN_OR_RETURN(snapshot_, std::move(prefetched_));
+  } else {
+    ASSIGN_OR_RETURN(snapshot_, Hash(dir_, dockerfile_path_, options_));
+  }
   log(absl::StrCat("context: ", snapshot_->file_count(), " files, ",
                    common::HumanSize(snapshot_->total_bytes()), ", ", snapshot_->files_hashed(),
                    " read (the others unchanged)"));

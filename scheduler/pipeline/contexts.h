@@ -10,6 +10,7 @@
 
 #include <memory>
 #include <string>
+#include <thread>
 
 #include "cache/blob_store.h"
 #include "scheduler/context/context.h"
@@ -24,7 +25,12 @@ class LocalContext : public Context {
   // context's .dockerignore); "" for a Dockerfile that came on stdin.
   LocalContext(std::string dir, std::string dockerfile_path, context::SnapshotOptions options)
       : dir_(std::move(dir)), dockerfile_path_(std::move(dockerfile_path)), options_(options) {}
+  ~LocalContext() override;
 
+  // Starts hashing the context on a thread of its own, so that it overlaps what the caller
+  // does before the pipeline loads it (farm build opens its stores meanwhile); Load() then
+  // waits for it. Optional; at most once, before Load.
+  void Prefetch();
   absl::Status Load(const std::function<void(const std::string&)>& log) override;
   const worker::copy::SourceTree& tree() const override { return snapshot_->tree(); }
   farm::v1::ContextRoot root() const override { return snapshot_->root(); }
@@ -36,6 +42,8 @@ class LocalContext : public Context {
   std::string dockerfile_path_;
   context::SnapshotOptions options_;
   std::unique_ptr<context::Snapshot> snapshot_;
+  std::thread prefetch_;
+  absl::StatusOr<std::unique_ptr<context::Snapshot>> prefetched_;
 };
 
 class CasContext : public Context {
