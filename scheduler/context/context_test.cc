@@ -205,13 +205,15 @@ TEST_F(UploadTest, TheWalkIsTheSameOnOneThreadOrMany) {
 // The stat cache: unchanged files reuse their digests, a changed one is read again, and the
 // result is the same as hashing everything.
 TEST_F(UploadTest, TheStatCacheReadsOnlyChangedFiles) {
-  for (int f = 0; f < 20; ++f) Write("d/f" + std::to_string(f), "content " + std::to_string(f));
+  for (int f = 0; f < 19; ++f) Write("d/f" + std::to_string(f), "content " + std::to_string(f));
+  Write("d/f19-caf\xe9", "a name that is not UTF-8");
   // Old mtimes: the cache trusts only files not changed within 2 s of being written.
   auto age = [&](const std::string& rel) {
     struct timespec times[2] = {{1000000000, 0}, {1000000000, 0}};
     ASSERT_EQ(utimensat(AT_FDCWD, common::JoinPath(dir_, rel).c_str(), times, 0), 0);
   };
-  for (int f = 0; f < 20; ++f) age("d/f" + std::to_string(f));
+  for (int f = 0; f < 19; ++f) age("d/f" + std::to_string(f));
+  age("d/f19-caf\xe9");
   SnapshotOptions o;
   o.stat_cache = common::JoinPath(tmp_->path(), "stat-cache");
   auto first = Snapshot::FromDirectory(dir_, {}, o);
