@@ -800,10 +800,12 @@ void ForwardToCommand(int sig) {
 // pid 1 of the sandbox. Returns its exit code.
 int InitMain(const SandboxRequest& req, int sync_fd, int report_fd, int mounts_fd) {
   prctl(PR_SET_PDEATHSIG, SIGKILL);
+  // Two words from the runner: 'g' (set up the root: the id maps are written) and, before the
+  // command may start, 'c' (it is in its cgroups and on its network). The runner does the
+  // latter while this process mounts.
   char go = 0;
   if (read(sync_fd, &go, 1) != 1 || go != 'g') return 1;  // the runner gave up
-  close(sync_fd);
-  int last_cap = LastCap();  // before /proc is replaced
+  int last_cap = LastCap();                               // before /proc is replaced
 
   if (req.has_userns()) {
     // A new user namespace keeps the host ids (root: unmapped, seen as nobody) until they
@@ -841,6 +843,9 @@ int InitMain(const SandboxRequest& req, int sync_fd, int report_fd, int mounts_f
   }
   absl::StatusOr<std::vector<sock_filter>> filter = StepSeccompFilter(req);
   if (!filter.ok()) return fail(filter.status());
+  go = 0;
+  if (read(sync_fd, &go, 1) != 1 || go != 'c') return 1;  // the runner gave up
+  close(sync_fd);
   *report.mutable_stubs() = fs.stubs();
   report.set_started(true);
   SendReport(report_fd, report);
@@ -931,9 +936,13 @@ SandboxResult Run(const SandboxRequest& req) {
       RunCgroup::Create(req.cgroups(), req.cgroup_name(), req.insecure());
   if (!cgroup.ok()) return error(common::Annotate(cgroup.status(), "setting up cgroups"));
 
-  int sync_pipe[2], report_pipe[2], mounts_sock[2];
-  if (pipe2(sync_pipe, O_CLOEXEC) != 0 || pipe2(report_pipe, O_CLOEXEC) != 0)
-    return error(Errno("pipe"));
+  // sync_sock: a socket, not a pipe, so that a word for an init that already failed is
+  // EPIPE (MSG_NOSIGNAL), not a SIGPIPE that kills the runner before it reports.
+  int sync_sock[2], report_pipe[2], mounts_sock[2];
+  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sync_sock) != 0) {
+    return error(Errno("socketpair"));
+  }
+  if (pipe2(report_pipe, O_CLOEXEC) != 0) return error(Errno("pipe"));
   if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, mounts_sock) != 0) {
     return error(Errno("socketpair"));
   }
@@ -955,13 +964,13 @@ SandboxResult Run(const SandboxRequest& req) {
   pid_t init = static_cast<pid_t>(syscall(SYS_clone, flags, nullptr, nullptr, nullptr, nullptr));
   if (init < 0) return error(Errno("clone (new namespaces; this needs root)"));
   if (init == 0) {
-    close(sync_pipe[1]);
+    close(sync_sock[1]);
     close(report_pipe[0]);
     close(mounts_sock[0]);
     close(sfd);
-    _exit(InitMain(req, sync_pipe[0], report_pipe[1], mounts_sock[1]));
+    _exit(InitMain(req, sync_sock[0], report_pipe[1], mounts_sock[1]));
   }
-  close(sync_pipe[0]);
+  close(sync_sock[0]);
   close(report_pipe[1]);
   close(mounts_sock[1]);
   if (rootless) {
@@ -986,6 +995,10 @@ SandboxResult Run(const SandboxRequest& req) {
     }
   }
   close(mounts_sock[0]);
+  auto word = [&](char w) { (void)send(sync_sock[1], &w, 1, MSG_NOSIGNAL); };
+  // init mounts its root while it is moved into its cgroups (on cgroup v1 each move waits for
+  // an RCU grace period: 5-20 ms) and its network is made; it starts nothing before 'c'.
+  word('g');
   absl::Status added = cgroup->AddProcess(init);
   if (!added.ok()) {
     kill(init, SIGKILL);
@@ -1004,8 +1017,8 @@ SandboxResult Run(const SandboxRequest& req) {
     }
     net = *std::move(made);
   }
-  common::WriteFully(sync_pipe[1], "g", 1);
-  close(sync_pipe[1]);
+  word('c');
+  close(sync_sock[1]);
 
   int64_t deadline = req.timeout_ms() > 0 ? NowMicros() + req.timeout_ms() * 1000 : 0;
   bool init_done = false, report_open = true, killed = false;
