@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <map>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
@@ -44,7 +45,8 @@ struct StageRun {
   absl::Status status;
   std::vector<farm::v1::Layer> layers;  // the whole chain once done
   std::vector<std::optional<farm::v1::Layer>> step_layers;
-  std::vector<int> vertex;  // per step: its vertex id (0 for metadata steps)
+  std::vector<int64_t> step_created;  // per step: when its result was made (0: unknown)
+  std::vector<int> vertex;            // per step: its vertex id (0 for metadata steps)
   int from_vertex = 0;
 };
 
@@ -73,6 +75,7 @@ class Engine {
       StageRun& r = *runs_[i];
       r.stage = &s;
       r.step_layers.resize(s.steps.size());
+      r.step_created.assign(s.steps.size(), 0);
       r.vertex.assign(s.steps.size(), 0);
       if (s.base_kind == plan::Stage::BaseKind::kImage) {
         if (!s.base_image) {
@@ -187,6 +190,7 @@ class Engine {
       ASSIGN_OR_RETURN(std::optional<farm::v1::Layer> layer,
                        RunStep(s, step, static_cast<int>(k), r.vertex[k], layers));
       r.step_layers[k] = layer;
+      r.step_created[k] = CreatedOf(step.key);
       if (layer) layers.push_back(*layer);
     }
     r.layers = std::move(layers);
@@ -202,12 +206,13 @@ class Engine {
       }
       return hit.status();
     }
-    absl::StatusOr<std::optional<farm::v1::Layer>> layer = LayerFromActionResult(*hit);
-    if (!layer.ok()) {
+    absl::StatusOr<CachedStep> cached = CachedStepFromActionResult(*hit);
+    if (!cached.ok()) {
       Warn(absl::StrCat("ignoring a foreign action-cache entry for ", step.instruction, ": ",
-                        layer.status().message()));
+                        cached.status().message()));
       return absl::NotFoundError("foreign entry");
     }
+    const std::optional<farm::v1::Layer>* layer = &cached->layer;
     if (*layer) {
       absl::StatusOr<common::Digest> d =
           common::Digest::ParseOci((*layer)->digest(), (*layer)->size());
@@ -221,7 +226,20 @@ class Engine {
         }
       }
     }
-    return layer;
+    SetCreated(step.key, cached->created_unix);
+    return *layer;
+  }
+
+  // When the result of the step keyed `key` was made, as this build knows it (0: unknown).
+  void SetCreated(const std::string& key, int64_t created_unix) {
+    if (created_unix <= 0) return;
+    absl::MutexLock l(&mu_);
+    created_[key] = created_unix;
+  }
+  int64_t CreatedOf(const std::string& key) {
+    absl::MutexLock l(&mu_);
+    auto it = created_.find(key);
+    return it == created_.end() ? 0 : it->second;
   }
 
   void Warn(const std::string& w) { events_.Warn(w); }
@@ -359,7 +377,9 @@ class Engine {
     }
     std::optional<farm::v1::Layer> layer;
     if (result->has_layer()) layer = result->layer();
-    PendingRecord record{name, ActionKey(step), StepActionResult(step, layer, Hostname())};
+    int64_t created = absl::ToUnixSeconds(absl::Now());
+    SetCreated(step.key, created);
+    PendingRecord record{name, ActionKey(step), StepActionResult(step, layer, Hostname(), created)};
     if (result->store_pending()) {
       // The layer is still being stored (the executor writes behind the build): recorded once
       // Sync() says it is in the CAS (RecordPending).
@@ -451,6 +471,7 @@ class Engine {
         image::HistoryStep h;
         h.created_by = step.created_by;
         h.layer = r.step_layers[k];
+        h.created_unix = r.step_created[k];
         if (step.kind != plan::StepKind::kMetadata) {
           // Docker gives RUN, COPY, ADD and WORKDIR a layer even when they changed nothing.
           h.empty_layer = LayerCompressionOf(step.request.output());
@@ -498,6 +519,7 @@ class Engine {
   std::vector<std::string> leases_ ABSL_GUARDED_BY(mu_);
   std::vector<StepOutcome> outcomes_ ABSL_GUARDED_BY(mu_);
   std::vector<PendingRecord> pending_records_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, int64_t> created_ ABSL_GUARDED_BY(mu_);  // step key -> its time
 };
 
 }  // namespace
@@ -536,10 +558,11 @@ common::Digest ActionKey(const plan::Step& step) {
 }
 
 std::string StepActionResult(const plan::Step& step, const std::optional<farm::v1::Layer>& layer,
-                             const std::string& worker) {
+                             const std::string& worker, int64_t created_unix) {
   reapi::ActionResult ar;
   farm::v1::StepOutput out;
   out.set_instruction(step.instruction);
+  out.set_created_unix(created_unix);
   if (layer) {
     *out.mutable_layer() = *layer;
     reapi::OutputFile* f = ar.add_output_files();
@@ -554,7 +577,7 @@ std::string StepActionResult(const plan::Step& step, const std::optional<farm::v
   return ar.SerializeAsString();
 }
 
-absl::StatusOr<std::optional<farm::v1::Layer>> LayerFromActionResult(absl::string_view bytes) {
+absl::StatusOr<CachedStep> CachedStepFromActionResult(absl::string_view bytes) {
   reapi::ActionResult ar;
   if (!ar.ParseFromArray(bytes.data(), static_cast<int>(bytes.size()))) {
     return absl::InvalidArgumentError("not an ActionResult");
@@ -562,8 +585,14 @@ absl::StatusOr<std::optional<farm::v1::Layer>> LayerFromActionResult(absl::strin
   for (const auto& any : ar.execution_metadata().auxiliary_metadata()) {
     farm::v1::StepOutput out;
     if (any.UnpackTo(&out)) {
-      if (out.has_layer()) return std::optional<farm::v1::Layer>(out.layer());
-      return std::optional<farm::v1::Layer>();
+      CachedStep c;
+      if (out.has_layer()) c.layer = out.layer();
+      // A time before 1970 or more than a day ahead is not believed (history shows it).
+      if (out.created_unix() > 0 &&
+          out.created_unix() < absl::ToUnixSeconds(absl::Now() + absl::Hours(24))) {
+        c.created_unix = out.created_unix();
+      }
+      return c;
     }
   }
   return absl::InvalidArgumentError("no farm.v1.StepOutput in the entry");

@@ -120,11 +120,17 @@ absl::StatusOr<BuildOutput> RunBuild(const EngineDeps& deps, const BuildRequest&
 // The action-cache key of a step: its hex key with the size of its preimage text.
 common::Digest ActionKey(const plan::Step& step);
 
-// The serialized ActionResult recorded for a step that made `layer` (or nothing).
+// The serialized ActionResult recorded for a step that made `layer` (or nothing) at
+// `created_unix` (seconds).
 std::string StepActionResult(const plan::Step& step, const std::optional<farm::v1::Layer>& layer,
-                             const std::string& worker);
+                             const std::string& worker, int64_t created_unix);
+// What a step's action-cache entry says.
+struct CachedStep {
+  std::optional<farm::v1::Layer> layer;
+  int64_t created_unix = 0;  // 0: not recorded (an entry of an older version)
+};
 // Reads back what StepActionResult wrote. INVALID_ARGUMENT for an entry Farm did not write.
-absl::StatusOr<std::optional<farm::v1::Layer>> LayerFromActionResult(absl::string_view bytes);
+absl::StatusOr<CachedStep> CachedStepFromActionResult(absl::string_view bytes);
 
 // "[build 2/5] RUN make" (BuildKit's vertex names: the stage's name when the plan has several
 // stages, the step's position among the stage's FROM + executed steps). step_index -1 gives

@@ -373,16 +373,23 @@ TEST(ActionResultTest, RoundTripsTheLayerAndRejectsOthers) {
   farm::v1::Layer l;
   l.set_digest(common::DigestOf("blob").OciString());
   l.set_size(4);
-  absl::StatusOr<std::optional<farm::v1::Layer>> back =
-      LayerFromActionResult(StepActionResult(step, l, "host"));
+  absl::StatusOr<CachedStep> back =
+      CachedStepFromActionResult(StepActionResult(step, l, "host", 1700000000));
   ASSERT_TRUE(back.ok()) << back.status();
-  ASSERT_TRUE(back->has_value());
-  EXPECT_EQ((*back)->digest(), l.digest());
-  absl::StatusOr<std::optional<farm::v1::Layer>> none =
-      LayerFromActionResult(StepActionResult(step, std::nullopt, "host"));
+  ASSERT_TRUE(back->layer.has_value());
+  EXPECT_EQ(back->layer->digest(), l.digest());
+  EXPECT_EQ(back->created_unix, 1700000000);
+  absl::StatusOr<CachedStep> none =
+      CachedStepFromActionResult(StepActionResult(step, std::nullopt, "host", 0));
   ASSERT_TRUE(none.ok());
-  EXPECT_FALSE(none->has_value());
-  EXPECT_FALSE(LayerFromActionResult("garbage").ok());
+  EXPECT_FALSE(none->layer.has_value());
+  EXPECT_EQ(none->created_unix, 0);
+  // A time far in the future is not believed.
+  absl::StatusOr<CachedStep> future =
+      CachedStepFromActionResult(StepActionResult(step, l, "host", 4102444800));
+  ASSERT_TRUE(future.ok());
+  EXPECT_EQ(future->created_unix, 0);
+  EXPECT_FALSE(CachedStepFromActionResult("garbage").ok());
 }
 
 TEST(VertexNameTest, NumbersFromAndExecutedStepsPerStage) {

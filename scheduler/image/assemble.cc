@@ -1,5 +1,6 @@
 #include "scheduler/image/assemble.h"
 
+#include <algorithm>
 #include <map>
 #include <memory>
 #include <set>
@@ -189,7 +190,13 @@ absl::StatusOr<AssembledImage> Assemble(cache::BlobStore& cas, const AssembleReq
   cfg = req.config;
   cfg.diff_ids.clear();
   cfg.history.clear();
-  int64_t created_unix = req.source_date_epoch ? *req.source_date_epoch : absl::ToUnixSeconds(now);
+  int64_t created_unix = 0;
+  if (req.source_date_epoch) {
+    created_unix = *req.source_date_epoch;
+  } else {
+    for (const HistoryStep& s : req.steps) created_unix = std::max(created_unix, s.created_unix);
+    if (created_unix <= 0) created_unix = absl::ToUnixSeconds(now);
+  }
   cfg.created = oci::FormatCreated(created_unix);
 
   if (req.base != nullptr) {
@@ -224,7 +231,9 @@ absl::StatusOr<AssembledImage> Assemble(cache::BlobStore& cas, const AssembleReq
       layer = it->second;
     }
     oci::HistoryEntry h;
-    h.created = cfg.created;
+    h.created = !req.source_date_epoch && step.created_unix > 0
+                    ? oci::FormatCreated(step.created_unix)
+                    : cfg.created;
     h.created_by = step.created_by;
     h.comment = step.comment;
     h.empty_layer = !layer.has_value();

@@ -64,6 +64,10 @@ struct HistoryStep {
   // compressed so) and its history entry is not empty_layer.
   std::optional<oci::Compression> empty_layer;
   std::string comment = kBuildKitHistoryComment;
+  // When the step's result was made (Unix seconds; 0: unknown). Without source_date_epoch the
+  // entry's `created` is this time and the image's is the latest of them, so an image rebuilt
+  // entirely from the cache is the same image (BuildKit keeps its cached layers' times too).
+  int64_t created_unix = 0;
 };
 
 // The layer of no entries (1024 zero bytes, compressed deterministically with `compression`),
@@ -77,7 +81,9 @@ struct AssembleRequest {
   // `created`, `diff_ids` and `history` are ignored and rebuilt from base + steps.
   oci::ImageConfig config;
   std::vector<HistoryStep> steps;
-  // Unix seconds for `created` of the image and of the new history entries. Unset: `now`.
+  // Unix seconds for `created` of the image and of the new history entries. Unset: each new
+  // history entry has its step's time (the image's when unknown) and the image the latest
+  // step time, else `now`.
   std::optional<int64_t> source_date_epoch;
   ManifestFormat format = ManifestFormat::kOci;
   // Manifest annotations (OCI format only; Docker v2 manifests have none).

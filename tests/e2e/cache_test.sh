@@ -102,6 +102,21 @@ done
 wait "$slow"
 check "RUN steps run under farm-sandbox (found: '$runner')" test "${runner##*/}" = farm-sandbox
 
+# Without SOURCE_DATE_EPOCH a fully cached rebuild is still the same image: history and image
+# times are those of the cached steps (as BuildKit keeps them), not the time of the rebuild.
+unset SOURCE_DATE_EPOCH
+mkdir -p "$T/times"
+printf 'FROM busybox:farm-example\nRUN date +%%s > /t\nENV A=1\n' >"$T/times/Dockerfile"
+check "no epoch: first build" build t1 "$T/times" --iidfile "$T/idt1"
+sleep 1.1  # a time taken from the clock would differ now
+check "no epoch: rebuild" build t2 "$T/times" --iidfile "$T/idt2"
+check "no epoch: rebuild all CACHED" test "$(run_steps "$T/t2.log")" = 0
+check "no epoch: a fully cached rebuild has the same image ID" \
+  test "$(cat "$T/idt1")" = "$(cat "$T/idt2")"
+check "no epoch: --no-cache" build t3 "$T/times" --no-cache --iidfile "$T/idt3"
+check "no epoch: a rerun step is a new image" test "$(cat "$T/idt1")" != "$(cat "$T/idt3")"
+export SOURCE_DATE_EPOCH=1700000000
+
 # The build records that why-miss uses are listed by farm builds.
 check "farm builds lists the builds" test "$("$FARM" builds -n 0 | tail -n +2 | wc -l)" -ge 7
 
