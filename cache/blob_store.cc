@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <vector>
 
@@ -70,7 +71,8 @@ absl::Status BlobStore::WriteBlobFromFd(const Digest& digest, int fd) {
   ASSIGN_OR_RETURN(std::vector<Digest> missing, FindMissing({digest}));
   if (missing.empty()) return absl::OkStatus();
   ASSIGN_OR_RETURN(std::unique_ptr<BlobWriter> writer, BeginWrite(digest));
-  std::vector<char> buf(1 << 20);
+  std::vector<char> buf(
+      static_cast<size_t>(std::min<int64_t>(std::max<int64_t>(digest.size_bytes, 4096), 1 << 20)));
   int64_t offset = 0;
   while (offset < digest.size_bytes) {
     ssize_t n = pread(fd, buf.data(), buf.size(), offset);

@@ -72,6 +72,13 @@ namespace internal {
 absl::StatusOr<int> OpenBeneathByWalk(int dirfd, absl::string_view rel, int flags, int mode);
 }  // namespace internal
 
+// The size of a buffer to read a file of `file_size` bytes through: the file's size (at least
+// 4 KiB), at most 1 MiB. A zeroed megabyte per small file costs more than reading it.
+inline size_t ReadBufferSize(int64_t file_size) {
+  if (file_size < 4096) return 4096;
+  return file_size > (1 << 20) ? size_t{1} << 20 : static_cast<size_t>(file_size);
+}
+
 // An owned file descriptor, closed on destruction.
 class UniqueFd {
  public:

@@ -9,6 +9,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "common/fs.h"
 #include "common/status_macros.h"
 #include "common/status_util.h"
 
@@ -59,7 +60,8 @@ absl::StatusOr<FileInfo> HostFileInfo(const std::string& path) {
 absl::Status ReadHostFile(const std::string& path, const ReadSink& sink) {
   int fd = open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
   if (fd < 0) return common::ErrnoToStatus(errno, "open " + path);
-  std::vector<char> buf(1 << 20);
+  struct stat st;
+  std::vector<char> buf(common::ReadBufferSize(fstat(fd, &st) == 0 ? st.st_size : 1 << 20));
   absl::Status s;
   while (true) {
     ssize_t n = read(fd, buf.data(), buf.size());
