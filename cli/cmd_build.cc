@@ -204,8 +204,8 @@ class Build {
         FileBuildRecords::Create(common::JoinPath(st.home, "builds"));
     if (!records.ok()) return progress_.Fatal(records.status());
 
-    // The executor (the sandbox runner is this same binary, re-executed), made once the
-    // context is hashed: it reads the context's files through an overlay on the CAS.
+    // The executor (RUN steps start the farm-sandbox runner beside this binary), made when the
+    // first step must run: it reads the contexts' files through overlays on the CAS.
     std::shared_ptr<worker::LocalStepExecutor> local_executor;
     scheduler::pipeline::Deps deps;
     deps.cas = st.blobs;

@@ -212,10 +212,9 @@ class Engine {
                         cached.status().message()));
       return absl::NotFoundError("foreign entry");
     }
-    const std::optional<farm::v1::Layer>* layer = &cached->layer;
-    if (*layer) {
-      absl::StatusOr<common::Digest> d =
-          common::Digest::ParseOci((*layer)->digest(), (*layer)->size());
+    const std::optional<farm::v1::Layer>& layer = cached->layer;
+    if (layer) {
+      absl::StatusOr<common::Digest> d = common::Digest::ParseOci(layer->digest(), layer->size());
       if (d.ok()) {
         absl::StatusOr<cache::BlobStore::Lease> lease =
             deps_.cas->AcquireLease({*d}, req_.lease_ttl);
@@ -227,7 +226,7 @@ class Engine {
       }
     }
     SetCreated(step.key, cached->created_unix);
-    return *layer;
+    return layer;
   }
 
   // When the result of the step keyed `key` was made, as this build knows it (0: unknown).

@@ -90,6 +90,27 @@ TEST_F(AssembleTest, DeterministicWithSourceDateEpoch) {
   EXPECT_EQ(ReadJson(c.config)["history"][0]["created"], "2023-11-14T22:13:20Z");
 }
 
+// Without SOURCE_DATE_EPOCH, steps that know when they ran (the action cache keeps it) give
+// their entries that time and the image the latest: the same image whenever it is rebuilt
+// from the cache. The epoch, when set, still decides everything.
+TEST_F(AssembleTest, StepTimesMakeACachedRebuildTheSameImage) {
+  AssembleRequest r = Request();
+  r.source_date_epoch.reset();
+  r.steps[0].created_unix = 1600000000;  // COPY
+  r.steps[2].created_unix = 1650000000;  // RUN
+  AssembledImage a = Assemble(cas_, r, absl::FromUnixSeconds(1700000000)).value();
+  AssembledImage b = Assemble(cas_, r, absl::FromUnixSeconds(1800000000)).value();
+  EXPECT_EQ(a.config.digest, b.config.digest);
+  json cfg = ReadJson(a.config);
+  EXPECT_EQ(cfg["created"], "2022-04-15T05:20:00Z");  // the RUN's, the latest
+  EXPECT_EQ(cfg["history"][0]["created"], "2020-09-13T12:26:40Z");
+  EXPECT_EQ(cfg["history"][1]["created"], "2022-04-15T05:20:00Z");  // ENV: the image's
+  EXPECT_EQ(cfg["history"][2]["created"], "2022-04-15T05:20:00Z");
+  r.source_date_epoch = 0;
+  EXPECT_EQ(ReadJson(Assemble(cas_, r).value().config)["history"][0]["created"],
+            "1970-01-01T00:00:00Z");
+}
+
 TEST_F(AssembleTest, BaseLayersAndHistoryComeFirstInTheChosenFormat) {
   AssembledImage base_img = Assemble(cas_, Request()).value();
   ResolvedImage base;

@@ -805,7 +805,8 @@ int InitMain(const SandboxRequest& req, int sync_fd, int report_fd, int mounts_f
   // latter while this process mounts.
   char go = 0;
   if (read(sync_fd, &go, 1) != 1 || go != 'g') return 1;  // the runner gave up
-  int last_cap = LastCap();                               // before /proc is replaced
+  // Read before /proc is replaced.
+  int last_cap = LastCap();
 
   if (req.has_userns()) {
     // A new user namespace keeps the host ids (root: unmapped, seen as nobody) until they
