@@ -9,6 +9,7 @@
 #include <iostream>
 #include <thread>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -142,13 +143,19 @@ class Build {
     dockerfile_text_ = source->dockerfile_text;
     progress_.Start(ProgressPrinter::Create(*mode, 2, dockerfile_text_, source->dockerfile_name));
 
-    // The contexts are hashed while the stores open: each takes tens of milliseconds.
+    // Stores (waits for another farm process using the same home). The contexts are hashed
+    // while the databases open (each takes tens of milliseconds), once the home is ours: a
+    // build waiting for the lock hashes what the user has when it starts, not before.
     absl::StatusOr<std::string> home = common::FarmHome();
     if (!home.ok()) return progress_.Fatal(home.status());
-    MakeContexts(*home, context_dir, stdin_df ? "" : dockerfile_path);
-
-    // Stores (waits for another farm process using the same home).
-    absl::StatusOr<LocalStores> stores = OpenLocalStores(*home);
+    // Whatever happens next, the hashing threads stop before `source` (a stdin tar's
+    // directory) goes.
+    absl::Cleanup stop_hashing = [this] {
+      context_.reset();
+      named_dirs_.clear();
+    };
+    absl::StatusOr<LocalStores> stores = OpenLocalStores(
+        *home, [&] { MakeContexts(*home, context_dir, stdin_df ? "" : dockerfile_path); });
     if (!stores.ok()) return progress_.Fatal(stores.status());
     stores_ = &*stores;
     // The operator's sandbox settings for this machine (entitlements it permits, limits).

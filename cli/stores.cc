@@ -13,7 +13,8 @@
 
 namespace farm::cli {
 
-absl::StatusOr<LocalStores> OpenLocalStores(const std::string& home_in) {
+absl::StatusOr<LocalStores> OpenLocalStores(const std::string& home_in,
+                                            const std::function<void()>& on_locked) {
   LocalStores s;
   if (home_in.empty()) {
     ASSIGN_OR_RETURN(s.home, common::FarmHome());
@@ -25,6 +26,7 @@ absl::StatusOr<LocalStores> OpenLocalStores(const std::string& home_in) {
                                                      [](const std::string& message) {
                                                        std::cerr << message << std::endl;
                                                      }));
+  if (on_locked) on_locked();
   // The two databases open independently: open them at the same time (RocksDB's open is
   // mostly waiting on the file system).
   absl::StatusOr<std::unique_ptr<scheduler::image::RocksDbImageStore>> images;

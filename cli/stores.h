@@ -12,6 +12,7 @@
 #ifndef FARM_CLI_STORES_H_
 #define FARM_CLI_STORES_H_
 
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -38,7 +39,10 @@ struct LocalStores {
 
 // Opens the stores of `home` ("" = common::FarmHome()), waiting for the home lock if another
 // farm process holds it (saying so once on stderr).
-absl::StatusOr<LocalStores> OpenLocalStores(const std::string& home = "");
+// `on_locked`, when given, runs once the home lock is held and before the databases open
+// (farm build starts hashing its contexts there).
+absl::StatusOr<LocalStores> OpenLocalStores(const std::string& home = "",
+                                            const std::function<void()>& on_locked = nullptr);
 
 // The stat cache file of the build context `dir` under `home` ($FARM_HOME/contexts/<hash of the
 // absolute path>): shared by farm build, submit and bake. Creates the contexts directory; ""

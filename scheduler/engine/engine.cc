@@ -262,10 +262,12 @@ class Engine {
           return absl::CancelledError("the same step failed elsewhere");
         }
         EmitVertex(vertex, name, farm::v1::VertexUpdate::CACHED, 0, step.key);
+        SetCreated(step.key, claim.theirs->created_unix);
         Record(s, step, true, *theirs, 0);
         return *theirs;
       }
       InflightSteps::Result result = Execute(s, step, name, vertex, parents);
+      claim.mine->created_unix = CreatedOf(step.key);  // published with `done`
       inflight_->Finish(step.key, claim.mine, result);
       return result;
     }

@@ -46,7 +46,8 @@ class InflightSteps {
   using Result = absl::StatusOr<std::optional<farm::v1::Layer>>;
   struct Entry {
     absl::Notification done;
-    Result result;  // valid once done
+    Result result;             // valid once done
+    int64_t created_unix = 0;  // when the result was made (0: unknown); valid once done
   };
   struct Claim {
     std::shared_ptr<Entry> mine;    // set: the caller runs the step and must call Finish

@@ -117,6 +117,23 @@ check "no epoch: --no-cache" build t3 "$T/times" --no-cache --iidfile "$T/idt3"
 check "no epoch: a rerun step is a new image" test "$(cat "$T/idt1")" != "$(cat "$T/idt3")"
 export SOURCE_DATE_EPOCH=1700000000
 
+# A build waiting for the home lock (another farm process has it) hashes its context once it
+# has the lock: a file edited meanwhile is copied as it is then, not refused as changed.
+mkdir -p "$T/holder" "$T/waiter"
+printf 'FROM busybox:farm-example\nRUN sleep 2\n' >"$T/holder/Dockerfile"
+printf 'FROM busybox:farm-example\nCOPY f /f\nRUN cat /f\n' >"$T/waiter/Dockerfile"
+echo before >"$T/waiter/f"
+build holder "$T/holder" --no-cache &
+holder=$!
+sleep 0.5 # the holder has the lock: it is running its RUN
+build waiter "$T/waiter" --no-cache &
+waiter=$!
+sleep 0.5
+echo after >"$T/waiter/f"
+check "the build holding the home lock" wait "$holder"
+check "the build that waited for the lock" wait "$waiter"
+check "it copied the file as it was when it got the lock" grep -qE ' after$' "$T/waiter.log"
+
 # The build records that why-miss uses are listed by farm builds.
 check "farm builds lists the builds" test "$("$FARM" builds -n 0 | tail -n +2 | wc -l)" -ge 7
 

@@ -38,6 +38,7 @@
 #include "common/testing/status_matchers.h"
 #include "gtest/gtest.h"
 #include "worker/network/step_network.h"
+#include "worker/sandbox/cgroups.h"
 #include "worker/sandbox/sandbox.h"
 #include "worker/testing/busybox.h"
 #include "worker/testing/test_hosts.h"
@@ -95,8 +96,8 @@ class IsolationTest : public ::testing::Test {
   }
 
   // Runs `script` in a step on the isolated network; its stdout lines.
-  std::vector<std::string> Step(const std::string& script,
-                                std::function<void(absl::string_view)> on_out = nullptr) {
+  // A step running `script` on the isolated network.
+  SandboxRequest Request(const std::string& script) {
     std::string run = absl::StrCat(tmp_->path(), "/run", counter_++);
     for (const char* d : {"upper", "work", "rootfs"}) {
       EXPECT_OK(common::MakeDirs(absl::StrCat(run, "/", d)));
@@ -110,6 +111,12 @@ class IsolationTest : public ::testing::Test {
     for (const char* a : {"/bin/sh", "-c"}) r.add_args(a);
     r.add_args(script);
     net_->Apply(&r);
+    return r;
+  }
+
+  std::vector<std::string> Step(const std::string& script,
+                                std::function<void(absl::string_view)> on_out = nullptr) {
+    SandboxRequest r = Request(script);
     std::vector<std::string> out;
     absl::Mutex mu;
     sandbox::SandboxIo io;
@@ -249,6 +256,32 @@ TEST_F(IsolationTest, ManySequentialStepsReuseSlotsCleanly) {
     left = HostInterfaces();
   }
   EXPECT_EQ(left, 0);
+}
+
+TEST_F(IsolationTest, AnInitThatFailsWhileItsNetworkIsMadeReportsItsOwnError) {
+  // init mounts and resolves USER while the runner moves it into its cgroups and makes its
+  // network: when init fails first, the error is init's, not what its exit did to the
+  // network's setup (its /proc/PID/ns/net gone).
+  for (int i = 0; i < 3; ++i) {
+    SandboxRequest r = Request("echo never");
+    r.set_user("ghost");
+    // Cgroups make the runner's part the longer one (the first move waits for an RCU grace
+    // period on cgroup v1): init is gone before the network is made.
+    sandbox::CgroupLimits limits;
+    limits.pids = 64;
+    limits.devices = true;
+    auto plan = sandbox::PlanCgroups(limits, sandbox::CgroupEnv());
+    ASSERT_OK(plan);
+    for (const auto& cg : *plan) *r.add_cgroups() = cg;
+    r.set_cgroup_name(absl::StrCat("farm-isolation-test-", getpid(), "-", i));
+    sandbox::SandboxIo io;
+    io.on_line = [](absl::string_view, bool) {};
+    auto result = sandbox::RunSandbox(r, io, nullptr);
+    ASSERT_OK(result);
+    EXPECT_NE(result->error_code(), 0);
+    EXPECT_TRUE(absl::StrContains(result->error_message(), "unable to find user ghost"))
+        << result->error_message();
+  }
 }
 
 // Whether nftables has table `name` (inet family).

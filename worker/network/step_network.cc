@@ -40,6 +40,13 @@ std::string FindNft(const std::string& configured) {
 // passed on as its descriptor 3 (a lock the child then holds until it exits).
 absl::StatusOr<pid_t> Spawn(const std::vector<std::string>& argv, const std::string& input,
                             int keep_fd, int* err) {
+  // dup2 of a descriptor onto itself clears close-on-exec only on glibc >= 2.29: a copy.
+  common::UniqueFd moved;
+  if (keep_fd == 3) {
+    moved = common::UniqueFd(fcntl(keep_fd, F_DUPFD_CLOEXEC, 4));
+    if (moved.get() < 0) return common::ErrnoToStatus(errno, "dup");
+    keep_fd = moved.get();
+  }
   int in[2], errp[2] = {-1, -1};
   if (pipe2(in, O_CLOEXEC) != 0) return common::ErrnoToStatus(errno, "pipe");
   if (err != nullptr && pipe2(errp, O_CLOEXEC) != 0) {

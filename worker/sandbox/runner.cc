@@ -1000,22 +1000,27 @@ SandboxResult Run(const SandboxRequest& req) {
   // init mounts its root while it is moved into its cgroups (on cgroup v1 each move waits for
   // an RCU grace period: 5-20 ms) and its network is made; it starts nothing before 'c'.
   word('g');
+  // From here init works on its own and may fail first (a mount, an unknown USER): then its
+  // report says why, not what its exit did to the steps below (ESRCH, no /proc/PID/ns/net).
+  auto abandon = [&](const absl::Status& s) {
+    if (waitpid(init, nullptr, WNOHANG) != init) {
+      kill(init, SIGKILL);
+      waitpid(init, nullptr, 0);
+      return error(s);
+    }
+    ReportReader early;
+    while (early.Read(report_pipe[0], &result)) {
+    }
+    return result.error_code() != 0 ? result : error(s);
+  };
   absl::Status added = cgroup->AddProcess(init);
-  if (!added.ok()) {
-    kill(init, SIGKILL);
-    waitpid(init, nullptr, 0);
-    return error(common::Annotate(added, "adding the sandbox to its cgroup"));
-  }
+  if (!added.ok()) return abandon(common::Annotate(added, "adding the sandbox to its cgroup"));
   // The isolated network: configured from here (the host's namespace) before init goes on;
   // its slot released when this function returns (the veth pair goes with the namespace).
   std::unique_ptr<StepNet> net;
   if (req.network() == SandboxRequest::ISOLATED) {
     absl::StatusOr<std::unique_ptr<StepNet>> made = StepNet::Create(req.isolated(), init);
-    if (!made.ok()) {
-      kill(init, SIGKILL);
-      waitpid(init, nullptr, 0);
-      return error(made.status());
-    }
+    if (!made.ok()) return abandon(made.status());
     net = *std::move(made);
   }
   word('c');
