@@ -2,11 +2,11 @@
 
 #include <unistd.h>
 
-#include <algorithm>
 #include <cerrno>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "common/fs.h"
 #include "common/status_macros.h"
 #include "common/status_util.h"
 
@@ -71,8 +71,7 @@ absl::Status BlobStore::WriteBlobFromFd(const Digest& digest, int fd) {
   ASSIGN_OR_RETURN(std::vector<Digest> missing, FindMissing({digest}));
   if (missing.empty()) return absl::OkStatus();
   ASSIGN_OR_RETURN(std::unique_ptr<BlobWriter> writer, BeginWrite(digest));
-  std::vector<char> buf(
-      static_cast<size_t>(std::min<int64_t>(std::max<int64_t>(digest.size_bytes, 4096), 1 << 20)));
+  std::vector<char> buf(common::ReadBufferSize(digest.size_bytes));
   int64_t offset = 0;
   while (offset < digest.size_bytes) {
     ssize_t n = pread(fd, buf.data(), buf.size(), offset);

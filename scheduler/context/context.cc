@@ -108,7 +108,6 @@ class Walker {
     {
       absl::MutexLock l(&mu_);
       auto top = std::make_unique<Listing>();
-      root_listing_ = top.get();
       queue_.push_back(top.get());
       walk_->listings.push_back(std::move(top));
     }
@@ -120,7 +119,6 @@ class Walker {
     return error_;
   }
 
-  Listing* root() const { return root_listing_; }
   // The listings, once Run has returned.
   std::unique_ptr<internal::Walk> Take() {
     absl::MutexLock l(&mu_);
@@ -243,7 +241,6 @@ class Walker {
   std::string root_;
   const common::PatternMatcher& ignore_;
   bool normalize_;
-  Listing* root_listing_ = nullptr;
   absl::Mutex mu_;
   std::deque<Listing*> queue_ ABSL_GUARDED_BY(mu_);
   int busy_ ABSL_GUARDED_BY(mu_) = 0;
@@ -296,9 +293,10 @@ absl::StatusOr<std::unique_ptr<Snapshot>> Snapshot::FromDirectory(
       options.threads > 0 ? options.threads : std::max(1u, std::thread::hardware_concurrency());
   Walker walker(dir, *ignore, options.normalize_permissions);
   RETURN_IF_ERROR(walker.Run(threads));
-  Walker::Prune(walker.root());
+  std::unique_ptr<internal::Walk> walk = walker.Take();
+  Walker::Prune(walk->root());
   std::vector<Flat> entries;
-  Flatten(walker.root(), &entries);
+  Flatten(walk->root(), &entries);
   // Hard links: names of one inode within the context form a group named by its first name in
   // walk order (deterministic, unlike inode numbers), as Docker's context transfer keeps them.
   std::map<std::pair<uint64_t, uint64_t>, std::vector<size_t>> inodes;
@@ -507,9 +505,9 @@ absl::StatusOr<std::unique_ptr<Snapshot>> Snapshot::FromDirectory(
     out.set_size_bytes(digest.size_bytes);
     return out;
   };
-  reapi::Digest root = build(*walker.root(), nullptr);
+  reapi::Digest root = build(*walk->root(), nullptr);
   // Kept for files(), made when first asked for: a fully cached build never reads a file.
-  snap->walk_ = walker.Take();
+  snap->walk_ = std::move(walk);
   snap->root_.set_digest(absl::StrCat("sha256:", root.hash()));
   snap->root_.set_size(root.size_bytes());
   return snap;

@@ -322,6 +322,36 @@ TEST_F(EngineTest, BuildsSharingInflightStepsRunACommonStepOnce) {
   EXPECT_THAT(executor_->names(), ::testing::IsSupersetOf({"layer-a", "layer-b"}));
 }
 
+TEST_F(EngineTest, AStepTakenFromAnotherBuildInFlightKeepsItsTime) {
+  // A step one build took from another build of the process (InflightSteps) gets the time the
+  // other build knew for it, here an action-cache entry from long ago, in its image's history.
+  plan::Plan a = MakePlan("FROM scratch\nRUN [\"slow-base\"]\nRUN [\"layer-a\"]\n");
+  plan::Plan b = MakePlan("FROM scratch\nRUN [\"slow-base\"]\nRUN [\"layer-b\"]\n");
+  ASSERT_TRUE(Build(a).ok());
+  const plan::Step* base = nullptr;
+  for (const plan::Step& st : a.stages[0].steps) {
+    if (!st.key.empty() && absl::StrContains(st.instruction, "slow-base")) base = &st;
+  }
+  ASSERT_NE(base, nullptr);
+  absl::StatusOr<std::string> entry = ac_->Get({"main"}, ActionKey(*base));
+  ASSERT_TRUE(entry.ok()) << entry.status();
+  absl::StatusOr<CachedStep> cached = CachedStepFromActionResult(*entry);
+  ASSERT_TRUE(cached.ok());
+  ASSERT_TRUE(
+      ac_->Update("main", ActionKey(*base), StepActionResult(*base, cached->layer, "h", 1600000000))
+          .ok());
+  EngineDeps deps{cas_, ac_, executor_, std::make_shared<InflightSteps>()};
+  BuildRequest ra, rb;
+  ra.plan = &a;
+  rb.plan = &b;
+  absl::StatusOr<BuildOutput> oa = RunBuild(deps, ra, nullptr, nullptr);
+  absl::StatusOr<BuildOutput> ob = RunBuild(deps, rb, nullptr, nullptr);  // takes a's slow-base
+  ASSERT_TRUE(oa.ok()) << oa.status();
+  ASSERT_TRUE(ob.ok()) << ob.status();
+  EXPECT_EQ(oa->image.image_config.history[0].created, "2020-09-13T12:26:40Z");
+  EXPECT_EQ(ob->image.image_config.history[0].created, "2020-09-13T12:26:40Z");
+}
+
 TEST_F(EngineTest, AFailedCommandFailsItsVertexWithTheLineAndTheBuild) {
   plan::Plan p = MakePlan("FROM scratch\nRUN [\"one\"]\nRUN [\"fail\"]\n");
   absl::StatusOr<BuildOutput> r = Build(p);
